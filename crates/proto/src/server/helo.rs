@@ -1,0 +1,30 @@
+//! HELO and EHLO (RFC 5321 §4.1.1.1): reset the session and announce extensions.
+
+use postern_types::Reply;
+
+use super::Session;
+
+impl Session {
+    /// Any HELO/EHLO name is accepted here; judging it is the policy's job (a later version).
+    pub(super) fn proceed_helo(&mut self, name: String, esmtp: bool) {
+        self.tx = None;
+        self.helo = Some(name);
+        self.esmtp = esmtp;
+        if !esmtp {
+            let r = Reply::plain(250, self.params.hostname.clone());
+            self.reply(r);
+            return;
+        }
+        // No VRFY/EXPN: we refuse them. No enhanced codes outside the status, see RFC 2034.
+        let lines = vec![
+            self.params.hostname.clone(),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.params.max_message_size),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "SMTPUTF8".into(),
+            "CHUNKING".into(),
+        ];
+        self.reply(Reply { code: 250, status: None, lines });
+    }
+}

@@ -1,0 +1,353 @@
+//! The server side of an SMTP session (RFC 5321 §4), as a state machine.
+//!
+//! The driver owns the socket and an input buffer. It calls [`Session::advance`] with the
+//! buffer; the session consumes whole commands (and DATA/BDAT content), appends replies to its
+//! outbox, and returns the next [`Step`] the driver must perform. Commands pipelined by the
+//! client (RFC 2920) are processed back to back; the driver writes the outbox whenever the
+//! session asks for input, so replies to a pipelined group leave in one write.
+//!
+//! One file per stage: [`helo`](self) handling lives in `helo.rs`, MAIL in `mail.rs`, RCPT in
+//! `rcpt.rs`, DATA and BDAT in `data.rs`.
+
+mod data;
+mod helo;
+mod mail;
+mod rcpt;
+
+use std::net::IpAddr;
+
+use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
+
+use crate::command::Command;
+use crate::data::{DataDecoder, LineEndings};
+use crate::replies;
+
+/// Fixed parameters of one session, taken from the configuration at accept time.
+#[derive(Debug, Clone)]
+pub struct SessionParams {
+    /// Our host name, used in the greeting and EHLO reply.
+    pub hostname: String,
+    /// The client's IP address.
+    pub client_ip: IpAddr,
+    /// Domain given to `RCPT TO:<postmaster>` (RFC 5321 §4.5.1): the first local domain.
+    pub postmaster_domain: String,
+    /// Largest accepted message in octets (SIZE, RFC 1870), counted after dot-unstuffing.
+    pub max_message_size: usize,
+    /// Most recipients per transaction; more get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4 allows extensions to
+    /// exceed 512).
+    pub max_line_length: usize,
+    /// Error replies tolerated before the session is closed with 421 4.7.0.
+    pub max_errors: usize,
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Write the outbox, then read more bytes and call `advance` again. The read timeout is the
+    /// one configured for [`Session::phase`].
+    NeedInput,
+    /// Resolve this recipient (policy) and pass the verdict to [`Session::recipient_verdict`].
+    CheckRecipient(Address),
+    /// Spool this transaction durably and pass the result to [`Session::commit_result`]. The
+    /// session sends `250` only after that (the durability rule).
+    Commit(Box<Transaction>),
+    /// Write the outbox and close the connection.
+    Close,
+}
+
+/// Which command the session is waiting for; selects the read timeout (like sendmail's
+/// `confTO_HELO`, `confTO_MAIL`, `confTO_RCPT`, `confTO_DATABLOCK`, `confTO_COMMAND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before HELO/EHLO.
+    Helo,
+    /// After HELO, no transaction.
+    Mail,
+    /// In a transaction, before DATA.
+    Rcpt,
+    /// Reading DATA or BDAT content.
+    Data,
+}
+
+/// A recipient accepted at RCPT time with where it resolved to.
+#[derive(Debug, Clone)]
+pub struct AcceptedRecipient {
+    /// The forward-path as given in RCPT TO.
+    pub forward_path: Address,
+    /// Where it goes (several for an alias fanning out).
+    pub destinations: Vec<Destination>,
+}
+
+/// A complete mail transaction, ready for the spool.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// The HELO/EHLO argument.
+    pub helo: String,
+    /// Whether EHLO (ESMTP) was used.
+    pub esmtp: bool,
+    /// The client's IP address.
+    pub client_ip: IpAddr,
+    /// MAIL FROM.
+    pub reverse_path: ReversePath,
+    /// Accepted recipients in RCPT order.
+    pub recipients: Vec<AcceptedRecipient>,
+    /// `BODY=8BITMIME` was given (RFC 6152).
+    pub body_8bit: bool,
+    /// `SMTPUTF8` was given (RFC 6531).
+    pub smtputf8: bool,
+    /// The message as received: CRLF line endings, dot-unstuffed, no trace headers yet.
+    pub message: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct MailTx {
+    reverse_path: ReversePath,
+    body_8bit: bool,
+    smtputf8: bool,
+    recipients: Vec<AcceptedRecipient>,
+    /// BDAT content so far, and its line-ending check.
+    chunks: Option<(Vec<u8>, LineEndings)>,
+    /// Set when a BDAT chunk exceeded the size limit; the rest is discarded.
+    chunks_too_big: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    Command,
+    /// Discarding an over-long command line up to its LF.
+    SkipLine,
+    Data(DataDecoder),
+    /// Reading `remaining` octets of a BDAT chunk.
+    Bdat { remaining: u64, last: bool, error: Option<Reply> },
+    AwaitRecipient(Address),
+    AwaitCommit,
+    Closed,
+}
+
+/// The per-connection SMTP server state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    params: SessionParams,
+    state: State,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<MailTx>,
+    outbox: Vec<u8>,
+    errors: usize,
+}
+
+impl Session {
+    /// A new session; the greeting `220 hostname ESMTP Postern` is already in the outbox.
+    pub fn new(params: SessionParams) -> Self {
+        let mut s = Self { state: State::Command, helo: None, esmtp: false, tx: None, outbox: Vec::new(), errors: 0, params };
+        let greeting = Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname));
+        s.reply(greeting);
+        s
+    }
+
+    /// Replies produced so far, to be written to the client; empties the outbox.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Whether replies are waiting to be written.
+    pub fn has_output(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// The stage the session waits in, for choosing the read timeout.
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::Data(_) | State::Bdat { .. } => Phase::Data,
+            _ if self.helo.is_none() => Phase::Helo,
+            _ if self.tx.is_some() => Phase::Rcpt,
+            _ => Phase::Mail,
+        }
+    }
+
+    /// Whether a message is being received (DATA/BDAT content); a graceful shutdown lets such a
+    /// session finish.
+    pub fn in_content(&self) -> bool {
+        matches!(self.state, State::Data(_) | State::Bdat { .. })
+    }
+
+    /// The HELO/EHLO name given, if any.
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+
+    /// Consumes what it can from `input` (removing the consumed bytes) and returns the next step.
+    pub fn advance(&mut self, input: &mut Vec<u8>) -> Step {
+        let mut pos = 0;
+        let step = loop {
+            if let Some(step) = self.advance_once(input, &mut pos) {
+                break step;
+            }
+        };
+        input.drain(..pos);
+        step
+    }
+
+    /// One unit of progress: `Some(step)` when the driver must act.
+    fn advance_once(&mut self, input: &[u8], pos: &mut usize) -> Option<Step> {
+        let rest = &input[*pos..];
+        match &mut self.state {
+            State::Closed => Some(Step::Close),
+            State::AwaitRecipient(_) | State::AwaitCommit => {
+                panic!("Session::advance called while a step is outstanding")
+            }
+            State::SkipLine => match memchr::memchr(b'\n', rest) {
+                Some(i) => {
+                    *pos += i + 1;
+                    self.state = State::Command;
+                    self.error(replies::line_too_long());
+                    None
+                }
+                None => {
+                    *pos = input.len();
+                    Some(Step::NeedInput)
+                }
+            },
+            State::Command => {
+                let Some(lf) = memchr::memchr(b'\n', rest) else {
+                    if rest.len() >= self.params.max_line_length {
+                        *pos = input.len();
+                        self.state = State::SkipLine;
+                    }
+                    return Some(Step::NeedInput);
+                };
+                *pos += lf + 1;
+                if lf + 1 > self.params.max_line_length {
+                    self.error(replies::line_too_long());
+                    return self.closed_step();
+                }
+                if lf == 0 || rest[lf - 1] != b'\r' {
+                    self.error(replies::bare_lf_in_command());
+                    return self.closed_step();
+                }
+                let line = &rest[..lf - 1];
+                if line.contains(&b'\r') {
+                    self.error(replies::bare_lf_in_command());
+                    return self.closed_step();
+                }
+                match std::str::from_utf8(line) {
+                    Ok(line) => {
+                        let line = line.to_owned();
+                        self.command(&line)
+                    }
+                    Err(_) => {
+                        self.error(replies::bad_utf8());
+                        self.closed_step()
+                    }
+                }
+            }
+            State::Data(decoder) => {
+                let (n, done) = decoder.feed(rest);
+                *pos += n;
+                if !done {
+                    return Some(Step::NeedInput);
+                }
+                let State::Data(decoder) = std::mem::replace(&mut self.state, State::Command) else { unreachable!() };
+                self.end_of_data(decoder.finish())
+            }
+            State::Bdat { remaining, .. } => {
+                let take = (*remaining).min(rest.len() as u64) as usize;
+                *remaining -= take as u64;
+                let done = *remaining == 0;
+                *pos += take;
+                self.bdat_content(&rest[..take]);
+                if done { self.end_of_chunk() } else { Some(Step::NeedInput) }
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str) -> Option<Step> {
+        let cmd = match Command::parse(line) {
+            Ok(c) => c,
+            Err(reply) => {
+                self.error(reply);
+                return self.closed_step();
+            }
+        };
+        match cmd {
+            Command::Ehlo(name) => self.proceed_helo(name, true),
+            Command::Helo(name) => self.proceed_helo(name, false),
+            Command::Mail { path, params } => self.check_mail(path, params),
+            Command::Rcpt { local, domain, path, params } => return self.check_rcpt(local, domain, path, params),
+            Command::Data => return self.check_data(),
+            Command::Bdat { size, last } => self.check_bdat(size, last),
+            Command::Rset => {
+                self.tx = None;
+                self.reply(replies::ok(EnhancedStatus(2, 0, 0)));
+            }
+            Command::Noop => self.reply(replies::ok(EnhancedStatus(2, 0, 0))),
+            Command::Quit => {
+                self.reply(replies::bye());
+                self.state = State::Closed;
+            }
+            Command::Vrfy => self.reply(replies::vrfy()),
+            Command::Expn => self.error(replies::expn()),
+            Command::Help => self.reply(replies::help()),
+            Command::Unknown(_) => self.error(replies::unrecognized()),
+        }
+        self.closed_step()
+    }
+
+    /// The answer to [`Step::CheckRecipient`].
+    pub fn recipient_verdict(&mut self, verdict: Verdict<Vec<Destination>>) {
+        let State::AwaitRecipient(address) = std::mem::replace(&mut self.state, State::Command) else {
+            panic!("recipient_verdict without CheckRecipient");
+        };
+        self.proceed_rcpt(address, verdict);
+    }
+
+    /// The answer to [`Step::Commit`]: the queue ID on success, or the reply to send (451 4.3.0
+    /// when the spool could not be written).
+    pub fn commit_result(&mut self, result: Result<QueueId, Reply>) {
+        assert!(matches!(self.state, State::AwaitCommit), "commit_result without Commit");
+        self.state = State::Command;
+        self.tx = None;
+        match result {
+            Ok(id) => self.reply(Reply::new(250, EnhancedStatus(2, 0, 0), format!("Ok: queued as {id}"))),
+            Err(reply) => self.error(reply),
+        }
+    }
+
+    /// The read timed out: queues 421 4.4.2 and closes.
+    pub fn timed_out(&mut self) {
+        let r = replies::timeout(&self.params.hostname);
+        self.reply(r);
+        self.state = State::Closed;
+    }
+
+    /// The server is shutting down: queues 421 4.3.2 and closes.
+    pub fn shutdown(&mut self) {
+        let r = replies::shutting_down(&self.params.hostname);
+        self.reply(r);
+        self.state = State::Closed;
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.encode(&mut self.outbox);
+    }
+
+    /// Sends an error reply and counts it; past `max_errors` the session ends with 421.
+    fn error(&mut self, reply: Reply) {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors >= self.params.max_errors && !matches!(self.state, State::Closed) {
+            let r = replies::too_many_errors(&self.params.hostname);
+            self.reply(r);
+            self.state = State::Closed;
+        }
+    }
+
+    fn closed_step(&self) -> Option<Step> {
+        matches!(self.state, State::Closed).then_some(Step::Close)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+//! Session unit tests: the state machine driven with byte strings, no sockets.
+
+use super::*;
+use postern_types::{Address, Destination};
+
+fn params() -> SessionParams {
+    SessionParams {
+        hostname: "mx.test".into(),
+        client_ip: "127.0.0.1".parse().unwrap(),
+        postmaster_domain: "example.test".into(),
+        max_message_size: 100,
+        max_recipients: 2,
+        max_line_length: 64,
+        max_errors: 50,
+    }
+}
+
+/// Drives a session over `input`, accepting every recipient and committing as ID 1; returns
+/// the output and the committed transactions.
+fn run(input: &[u8]) -> (String, Vec<Transaction>) {
+    let mut s = Session::new(params());
+    let mut buf = input.to_vec();
+    let mut committed = Vec::new();
+    loop {
+        match s.advance(&mut buf) {
+            Step::NeedInput => {
+                if buf.is_empty() {
+                    break;
+                }
+                panic!("NeedInput with {} unconsumed bytes that are not a partial line", buf.len());
+            }
+            Step::CheckRecipient(a) => {
+                let v = if a.local_part() == "nobody" {
+                    Verdict::PermFail(Reply::new(550, EnhancedStatus(5, 1, 1), "User unknown"))
+                } else {
+                    Verdict::Ok(vec![Destination::Remote(a)])
+                };
+                s.recipient_verdict(v);
+            }
+            Step::Commit(tx) => {
+                committed.push(*tx);
+                s.commit_result(Ok(QueueId::parse("0000000000000001").unwrap()));
+            }
+            Step::Close => break,
+        }
+    }
+    (String::from_utf8(s.take_output()).unwrap(), committed)
+}
+
+fn codes(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.as_bytes().get(3) == Some(&b' ')).map(|l| &l[..3]).collect()
+}
+
+#[test]
+fn pipelined_transaction() {
+    let (out, tx) = run(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\nSubject: hi\r\n\r\n..body\r\n.\r\nQUIT\r\n");
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "550", "354", "250", "221"]);
+    assert!(out.contains("250 2.0.0 Ok: queued as 0000000000000001"));
+    assert!(out.contains("250-PIPELINING") && out.contains("250-SIZE 100") && out.contains("250 CHUNKING"));
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].message, b"Subject: hi\r\n\r\n.body\r\n");
+    assert_eq!(tx[0].recipients.len(), 1);
+}
+
+#[test]
+fn order_of_commands_is_enforced() {
+    let (out, _) = run(b"MAIL FROM:<a@b.test>\r\nHELO c\r\nRCPT TO:<x@y.test>\r\nDATA\r\nMAIL FROM:<a@b.test>\r\nMAIL FROM:<a@b.test>\r\nDATA\r\n");
+    assert_eq!(codes(&out), ["220", "503", "250", "503", "503", "250", "503", "554"]);
+}
+
+#[test]
+fn rset_clears_transaction() {
+    let (out, tx) = run(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nRSET\r\nDATA\r\nRCPT TO:<x@y.test>\r\n");
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "250", "503", "503"]);
+    assert!(tx.is_empty());
+}
+
+#[test]
+fn limits() {
+    let (out, _) = run(b"EHLO c\r\nMAIL FROM:<a@b.test> SIZE=101\r\nMAIL FROM:<a@b.test> SIZE=100\r\nRCPT TO:<x@y.test>\r\nRCPT TO:<y@y.test>\r\nRCPT TO:<z@y.test>\r\n");
+    assert_eq!(codes(&out), ["220", "250", "552", "250", "250", "250", "452"]);
+    let long = format!("NOOP {}\r\nNOOP\r\n", "x".repeat(200));
+    let (out, _) = run(long.as_bytes());
+    assert_eq!(codes(&out), ["220", "500", "250"]);
+    let (out, tx) = run(format!("HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n{}\r\n.\r\nNOOP\r\n", "y".repeat(150)).as_bytes());
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "354", "552", "250"]);
+    assert!(tx.is_empty());
+}
+
+#[test]
+fn bare_line_endings() {
+    let (out, _) = run(b"NOOP\nNOOP\r\n");
+    assert_eq!(codes(&out), ["220", "500", "250"]);
+    // The smuggled second transaction stays inside the rejected first message.
+    let (out, tx) = run(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nhi\n.\nMAIL FROM:<e@vil.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nsmuggled\r\n.\r\nNOOP\r\n");
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "354", "550", "250"]);
+    assert!(out.contains("550 5.5.2"));
+    assert!(tx.is_empty());
+}
+
+#[test]
+fn vrfy_expn_help() {
+    let (out, _) = run(b"VRFY root\r\nEXPN staff\r\nHELP\r\nFOO\r\n");
+    assert!(out.contains("252 2.5.2"));
+    assert!(out.contains("502 5.5.1"));
+    assert_eq!(codes(&out), ["220", "252", "502", "214", "500"]);
+}
+
+#[test]
+fn bdat_chunks() {
+    let (out, tx) = run(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 4\r\nab\r\nBDAT 3 LAST\r\nc\r\nNOOP\r\n");
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "250", "250", "250"]);
+    assert_eq!(tx[0].message, b"ab\r\nc\r\n");
+    // No trailing newline survives BDAT exactly.
+    let (_, tx) = run(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 3 LAST\r\nabc");
+    assert_eq!(tx[0].message, b"abc");
+    // Refused BDAT still consumes its chunk.
+    let (out, _) = run(b"EHLO c\r\nBDAT 6\r\nNOOP\r\nNOOP\r\n");
+    assert_eq!(codes(&out), ["220", "250", "503", "250"]);
+    let (out, tx) = run(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 4 LAST\r\na\nb\r\n");
+    assert!(out.contains("550 5.5.2"), "{out}");
+    assert!(tx.is_empty());
+}
+
+#[test]
+fn smtputf8_and_postmaster() {
+    let (out, _) = run("EHLO c\r\nMAIL FROM:<jörg@b.test>\r\nMAIL FROM:<jörg@b.test> SMTPUTF8\r\nRCPT TO:<Postmaster>\r\n".as_bytes());
+    assert_eq!(codes(&out), ["220", "250", "553", "250", "250"]);
+    let (out, _) = run(b"HELO c\r\nMAIL FROM:<a@b.test> BODY=8BITMIME\r\n");
+    assert!(out.contains("555 5.5.4"));
+}
+
+#[test]
+fn error_limit_closes() {
+    let mut p = params();
+    p.max_errors = 3;
+    let mut s = Session::new(p);
+    let mut buf = b"X\r\nX\r\nX\r\nNOOP\r\n".to_vec();
+    assert!(matches!(s.advance(&mut buf), Step::Close));
+    let out = String::from_utf8(s.take_output()).unwrap();
+    assert!(out.ends_with("421 4.7.0 mx.test Error: too many errors\r\n"), "{out}");
+}
+
+#[test]
+fn recipient_address_is_parsed() {
+    let mut s = Session::new(params());
+    let mut buf = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<Bob+x@EXAMPLE.test>\r\n".to_vec();
+    let Step::CheckRecipient(a) = s.advance(&mut buf) else { panic!() };
+    assert_eq!(a, Address::new("Bob+x", "example.test"));
+    assert_eq!(s.phase(), Phase::Rcpt);
+}

@@ -1,0 +1,72 @@
+//! Trace information added on acceptance: the `Received` header (RFC 5321 §4.4, RFC 5322
+//! §3.6.7). It is prepended to the message as received; nothing after it is ever changed.
+
+use std::net::IpAddr;
+
+use postern_types::QueueId;
+
+use crate::server::Transaction;
+
+/// Composes the `Received:` header for `tx`, accepted by `hostname` under queue ID `id` at
+/// `date` (an RFC 5322 date-time, e.g. `Tue, 24 Nov 2026 10:00:00 +0000`).
+///
+/// Shape (folded with CRLF + tab, ending in CRLF):
+/// `Received: from HELO ([IP])` / `by HOST (Postern) with PROTO id ID` / `for <RCPT>; DATE`.
+/// `with` is `ESMTP`/`SMTP`, or `UTF8SMTP` when SMTPUTF8 was used (RFC 6531 §4.3). The `for`
+/// clause is given only for a single recipient, so that a message to many does not disclose the
+/// others (as Postfix does).
+pub fn received(tx: &Transaction, hostname: &str, id: QueueId, date: &str) -> String {
+    let ip = match tx.client_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("IPv6:{v6}"),
+        },
+    };
+    let proto = match (tx.smtputf8, tx.esmtp) {
+        (true, _) => "UTF8SMTP",
+        (false, true) => "ESMTP",
+        (false, false) => "SMTP",
+    };
+    let helo = sanitize(&tx.helo);
+    let mut h = format!("Received: from {helo} ([{ip}])\r\n\tby {hostname} (Postern) with {proto} id {id}\r\n\t");
+    if let [only] = tx.recipients.as_slice() {
+        h.push_str(&format!("for <{}>; ", sanitize(&only.forward_path.to_string())));
+    }
+    h.push_str(date);
+    h.push_str("\r\n");
+    h
+}
+
+/// Keeps a client-supplied string from breaking the header: printable characters only, no
+/// parentheses (they would open a comment).
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() || c == '(' || c == ')' { '_' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::AcceptedRecipient;
+    use postern_types::{Address, ReversePath};
+
+    #[test]
+    fn received_shape() {
+        let tx = Transaction {
+            helo: "client.test".into(),
+            esmtp: true,
+            client_ip: "::1".parse().unwrap(),
+            reverse_path: ReversePath::Null,
+            recipients: vec![AcceptedRecipient { forward_path: Address::new("bob", "x.test"), destinations: vec![] }],
+            body_8bit: false,
+            smtputf8: false,
+            message: vec![],
+        };
+        let id = QueueId::parse("0000000000000001").unwrap();
+        let h = received(&tx, "mx.test", id, "Tue, 24 Nov 2026 10:00:00 +0000");
+        assert_eq!(
+            h,
+            "Received: from client.test ([IPv6:::1])\r\n\tby mx.test (Postern) with ESMTP id 0000000000000001\r\n\tfor <bob@x.test>; Tue, 24 Nov 2026 10:00:00 +0000\r\n"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Postern's shared vocabulary. This crate owns the types every layer speaks: mail addresses
+//! ([`Address`], [`ReversePath`]), the [`QueueId`], SMTP replies with enhanced status codes
+//! ([`Reply`], [`EnhancedStatus`]) and the temporary-versus-permanent [`Verdict`] that every
+//! lookup, rule and delivery returns. It does no I/O and knows nothing of tokio.
+
+mod address;
+mod queue_id;
+mod reply;
+mod verdict;
+
+pub use address::{Address, AddressError, ReversePath};
+pub use queue_id::QueueId;
+pub use reply::{EnhancedStatus, Reply};
+pub use verdict::{Destination, Verdict};
