@@ -1,1 +1,74 @@
-pub fn _x(){}
+//! Postern's configuration. This crate owns the TOML schema ([`schema`]: every key, its
+//! default and its meaning), human units ([`units`]: `"25MiB"`, `"5m"`), the plain-text tables in
+//! sendmail's syntax ([`tables`]: users, aliases, virtual), and validation whose errors name the
+//! file, the line and the key at fault ([`ConfigError`]).
+//!
+//! Loading is pure apart from reading the files; the result is an immutable [`Config`] that the
+//! daemon shares behind an `Arc` and replaces on reload.
+
+mod error;
+pub mod schema;
+pub mod tables;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+pub use error::ConfigError;
+pub use schema::{Config, Listener, Role};
+pub use tables::{Tables, Target};
+
+/// The embedded development default used by `postern serve` without `--config`: one mx listener
+/// on `127.0.0.1:2525`, local domain `localhost`, data under `./postern-data`, and the single
+/// mailbox `postmaster`.
+pub const DEV_DEFAULT: &str = r#"# Postern's embedded development default (see docs/configuration.md).
+hostname = "localhost"
+data_dir = "postern-data"
+
+[[listener]]
+address = "127.0.0.1:2525"
+role = "mx"
+
+[domains]
+local = ["localhost"]
+"#;
+
+/// Loads and validates the configuration file at `path`, then its tables.
+///
+/// Relative paths in the file (`data_dir`, `[tables]`) are resolved against the file's folder.
+///
+/// # Errors
+/// Every problem found, each with file, line (when known) and key. A TOML syntax or type error
+/// stops parsing, so it is reported alone.
+pub fn load(path: &Path) -> Result<(Config, Tables), Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ConfigError::new(path, None, "", format!("cannot read configuration file: {e}"))])?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&text, path, &base)
+}
+
+/// The embedded development default; relative paths are resolved against the current directory.
+pub fn dev_default() -> (Config, Tables) {
+    load_str(DEV_DEFAULT, Path::new("<embedded default>"), Path::new(""))
+        .expect("the embedded default configuration is valid")
+}
+
+/// Parses `text` as if read from `file`, resolving relative paths against `base`.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<(Config, Tables), Vec<ConfigError>> {
+    let mut config: Config = toml::from_str(text).map_err(|e| vec![ConfigError::from_toml(file, text, &e)])?;
+    config.source = file.to_path_buf();
+    config.resolve_paths(base);
+    let mut errors = config.validate(text);
+    let tables = Tables::load(&config.tables).unwrap_or_else(|mut e| {
+        errors.append(&mut e);
+        Tables::default()
+    });
+    if errors.is_empty() { Ok((config, tables)) } else { Err(errors) }
+}
+
+/// `path` made absolute against `base` when relative.
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}

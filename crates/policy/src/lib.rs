@@ -1,1 +1,9 @@
-pub fn _x(){}
+//! Policy decisions, pure over the loaded configuration and tables. This crate owns recipient
+//! resolution at RCPT time ([`recipients`]) and the relay decision ([`relay`]): the two rules
+//! that decide whether Postern accepts a recipient, and so whether it is an open relay.
+
+pub mod recipients;
+pub mod relay;
+
+pub use recipients::{RecipientPolicy, resolve_recipient};
+pub use relay::is_trusted;

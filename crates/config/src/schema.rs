@@ -1,0 +1,314 @@
+//! The configuration schema: every key, its default and its meaning. This file is the reference;
+//! docs/configuration.md follows it. Unknown keys are errors (`deny_unknown_fields`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::error::{ConfigError, line_of_key};
+use crate::resolve;
+use crate::units::{Seconds, Size};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The file this was read from (not a key).
+    #[serde(skip)]
+    pub source: PathBuf,
+    /// Our name in the greeting, the EHLO reply and Received headers; it should equal the PTR
+    /// of the server's public IP. Default: the system host name.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Where the spool and (by default) the mailboxes live. Default `/var/lib/postern`; relative
+    /// paths are relative to the configuration file's folder.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Sockets to listen on: `[[listener]]` tables.
+    #[serde(default)]
+    pub listener: Vec<Listener>,
+    /// `[domains]`.
+    #[serde(default)]
+    pub domains: Domains,
+    /// `[tables]`: paths of the table files.
+    #[serde(default)]
+    pub tables: TablePaths,
+    /// `[delivery]`.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// `[relay]`.
+    #[serde(default)]
+    pub relay: Relay,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: Limits,
+    /// `[server]`.
+    #[serde(default)]
+    pub server: Server,
+    /// `[timeouts]`.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// `[queue]`.
+    #[serde(default)]
+    pub queue: Queue,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `"IP:port"`, e.g. `"0.0.0.0:25"` or `"[::]:25"`; port 0 picks a free port (tests).
+    pub address: SocketAddr,
+    /// What the listener is for.
+    pub role: Role,
+}
+
+/// The job of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Port 25: mail from the world for our domains, relay for trusted networks.
+    Mx,
+    /// Port 587 (RFC 6409), STARTTLS + AUTH: not available in this version.
+    Submission,
+    /// Port 465 (RFC 8314), implicit TLS + AUTH: not available in this version.
+    Submissions,
+}
+
+/// `[domains]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domains {
+    /// Domains delivered locally (sendmail's `local-host-names`); compared case-insensitively.
+    /// The first one is the domain of `RCPT TO:<postmaster>`.
+    #[serde(default)]
+    pub local: Vec<String>,
+}
+
+/// `[tables]`: table files, relative to the configuration file's folder. Each is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablePaths {
+    /// One mailbox per line: `name[:password-hash[:...]]` (Dovecot passwd-file compatible).
+    pub users: Option<PathBuf>,
+    /// aliases(5): `name: target, target, ...`, continuation lines start with white space.
+    pub aliases: Option<PathBuf>,
+    /// sendmail virtusertable: `user@domain target`, `user+detail@domain target`,
+    /// `@domain target` (catch-all).
+    #[serde(rename = "virtual")]
+    pub virtual_: Option<PathBuf>,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// Maildir root per mailbox; `{data_dir}` and `{mailbox}` are substituted.
+    /// Default `"{data_dir}/mail/{mailbox}"`.
+    #[serde(default = "default_maildir")]
+    pub maildir: String,
+    /// Characters that separate a sub-address: `user+detail@domain` (Postfix's
+    /// `recipient_delimiter`). Empty turns sub-addressing off. Default `"+"`.
+    #[serde(default = "default_separator")]
+    pub subaddress_separator: String,
+}
+
+/// `[relay]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    /// Clients in these networks may relay to any domain (sendmail's relay from localhost).
+    /// Default `["127.0.0.0/8", "::1/128"]`.
+    #[serde(default = "default_trusted")]
+    pub trusted_networks: Vec<IpNet>,
+}
+
+/// `[limits]`: per-session and per-message bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message accepted, in bytes (SIZE, RFC 1870). Default `"25MiB"`.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: Size,
+    /// Recipients per message; more get 452 4.5.3. Default 100.
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    /// Longest command line in bytes, CRLF included. Default 2048.
+    #[serde(default = "default_max_line_length")]
+    pub max_line_length: usize,
+    /// Error replies in one session before it is closed with 421. Default 20.
+    #[serde(default = "default_max_errors")]
+    pub max_errors: usize,
+}
+
+/// `[server]`: process-wide limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Concurrent SMTP sessions in total; more get 421 4.7.0. Default 500.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent SMTP sessions per client IP; more get 421 4.7.0. Default 20.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// On SIGTERM, how long a session receiving a message may take to finish. Default `"10s"`.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Seconds,
+}
+
+/// `[timeouts]`: how long the server waits for the client's next command, per stage (like
+/// sendmail's `confTO_*`). RFC 5321 §4.5.3.2.7 asks for at least 5 minutes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Waiting for HELO/EHLO after the greeting. Default `"5m"`.
+    #[serde(default = "five_minutes")]
+    pub helo: Seconds,
+    /// Waiting for MAIL (or any command outside a transaction). Default `"5m"`.
+    #[serde(default = "five_minutes")]
+    pub mail: Seconds,
+    /// Waiting for RCPT/DATA inside a transaction. Default `"5m"`.
+    #[serde(default = "five_minutes")]
+    pub rcpt: Seconds,
+    /// Waiting for each block of DATA/BDAT content. Default `"5m"`.
+    #[serde(default = "five_minutes")]
+    pub data_block: Seconds,
+}
+
+/// `[queue]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// First retry after a temporary delivery failure; doubled each time. Default `"5m"`.
+    #[serde(default = "default_min_backoff")]
+    pub min_backoff: Seconds,
+    /// Longest wait between retries. Default `"1h"`.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Seconds,
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "localhost".into(), |s| s.trim().to_owned())
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/postern")
+}
+fn default_maildir() -> String {
+    "{data_dir}/mail/{mailbox}".into()
+}
+fn default_separator() -> String {
+    "+".into()
+}
+fn default_trusted() -> Vec<IpNet> {
+    vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+}
+fn default_max_message_size() -> Size {
+    Size(25 << 20)
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_max_line_length() -> usize {
+    2048
+}
+fn default_max_errors() -> usize {
+    20
+}
+fn default_max_connections() -> usize {
+    500
+}
+fn default_max_connections_per_ip() -> usize {
+    20
+}
+fn default_shutdown_grace() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+fn five_minutes() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+fn default_min_backoff() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+fn default_max_backoff() -> Seconds {
+    Seconds(Duration::from_secs(3600))
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                toml::from_str("").expect("defaults deserialize")
+            }
+        }
+    )*};
+}
+default_from_serde!(Delivery, Relay, Limits, Server, Timeouts, Queue);
+
+impl Config {
+    /// Makes `data_dir` and table paths absolute against `base` (the configuration's folder).
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        self.data_dir = resolve(base, &self.data_dir);
+        for p in [&mut self.tables.users, &mut self.tables.aliases, &mut self.tables.virtual_].into_iter().flatten() {
+            *p = resolve(base, p);
+        }
+        for d in &mut self.domains.local {
+            *d = d.to_lowercase();
+        }
+    }
+
+    /// Semantic checks that serde cannot express; `text` is the source, for line numbers.
+    pub(crate) fn validate(&self, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |key: &str, msg: String| {
+            errors.push(ConfigError::new(&self.source, line_of_key(text, key), key, msg));
+        };
+        if self.listener.is_empty() {
+            err("listener", "no [[listener]] configured: add one, e.g. address = \"0.0.0.0:25\", role = \"mx\"".into());
+        }
+        for l in &self.listener {
+            if l.role != Role::Mx {
+                err("listener.role", format!("role {:?} is not available in this version; use \"mx\"", l.role));
+            }
+        }
+        if self.domains.local.is_empty() {
+            err("domains.local", "no local domain: list the domains delivered here, e.g. [\"example.test\"]".into());
+        }
+        for d in &self.domains.local {
+            if postern_types::Address::parse(&format!("postmaster@{d}")).is_err() {
+                err("domains.local", format!("{d:?} is not a valid domain name"));
+            }
+        }
+        if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
+            err("hostname", format!("{:?} is not a host name", self.hostname));
+        }
+        if !self.delivery.maildir.contains("{mailbox}") {
+            err("delivery.maildir", "the template must contain {mailbox}, or all mailboxes would share one Maildir".into());
+        }
+        if self.limits.max_message_size.0 == 0 || self.limits.max_recipients == 0 {
+            err("limits", "max_message_size and max_recipients must be greater than zero".into());
+        }
+        if self.limits.max_line_length < 512 {
+            err("limits.max_line_length", "must be at least 512 (RFC 5321 §4.5.3.1.4)".into());
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
+            err("server", "max_connections and max_connections_per_ip must be greater than zero".into());
+        }
+        errors
+    }
+
+    /// The Maildir root of `mailbox`: the `[delivery] maildir` template with `{data_dir}` and
+    /// `{mailbox}` substituted.
+    pub fn maildir_of(&self, mailbox: &str) -> PathBuf {
+        PathBuf::from(
+            self.delivery.maildir.replace("{data_dir}", &self.data_dir.to_string_lossy()).replace("{mailbox}", mailbox),
+        )
+    }
+
+    /// The spool folder, `{data_dir}/spool`.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+}

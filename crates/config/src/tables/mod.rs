@@ -1,0 +1,153 @@
+//! The table files, in the syntax sendmail users already have so that migration is a copy:
+//! `users` (one mailbox per line), `aliases` (aliases(5)) and `virtual` (virtusertable).
+//!
+//! Common rules: `#` starts a comment line, blank lines are ignored, names and domains compare
+//! case-insensitively (they are stored lower-cased). Errors name the table file, the line and
+//! the entry's key.
+
+mod aliases;
+mod users;
+mod virtual_;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use postern_types::{Address, EnhancedStatus, Reply};
+
+use crate::error::ConfigError;
+use crate::schema::TablePaths;
+
+/// What a table entry points to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A local name: an alias or a mailbox.
+    Name(String),
+    /// An address (local domains are resolved again, others forwarded).
+    Address(Address),
+    /// `!` in the virtual table: deliver as addressed, ignoring catch-alls.
+    AsAddressed,
+    /// `error:...`: refuse at RCPT with this reply.
+    Error(Reply),
+}
+
+/// The loaded tables. Empty when a table is not configured.
+#[derive(Debug, Clone, Default)]
+pub struct Tables {
+    /// Mailbox names (lower-cased) → password hash, if any.
+    pub users: HashMap<String, Option<String>>,
+    /// Alias names (lower-cased) → targets.
+    pub aliases: HashMap<String, Vec<Target>>,
+    /// Virtual keys (`user@domain`, `user+detail@domain`, `@domain`; lower-cased) → target.
+    pub virtual_: HashMap<String, Target>,
+}
+
+impl Tables {
+    /// Reads the configured table files.
+    ///
+    /// # Errors
+    /// Every bad line of every table, and unreadable files.
+    pub fn load(paths: &TablePaths) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut t = Self::default();
+        if let Some(p) = &paths.users {
+            t.users = read(p, &mut errors).map(|s| users::parse(p, &s, &mut errors)).unwrap_or_default();
+        }
+        if let Some(p) = &paths.aliases {
+            t.aliases = read(p, &mut errors).map(|s| aliases::parse(p, &s, &mut errors)).unwrap_or_default();
+        }
+        if let Some(p) = &paths.virtual_ {
+            t.virtual_ = read(p, &mut errors).map(|s| virtual_::parse(p, &s, &mut errors)).unwrap_or_default();
+        }
+        if errors.is_empty() { Ok(t) } else { Err(errors) }
+    }
+}
+
+fn read(path: &Path, errors: &mut Vec<ConfigError>) -> Option<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| errors.push(ConfigError::new(path, None, "", format!("cannot read table: {e}"))))
+        .ok()
+}
+
+/// Lines that carry entries: `(1-based line number, text)`, comments and blanks skipped.
+fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    })
+}
+
+/// Parses a target shared by aliases and virtual: `error:...`, an address, or a name.
+fn parse_target(s: &str) -> Result<Target, String> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix("error:") {
+        return parse_error(rest).map(Target::Error);
+    }
+    if s.starts_with('|') || s.starts_with('/') || s.starts_with(":include:") {
+        return Err(format!("{s:?}: pipes, files and :include: are not supported; deliver to a mailbox"));
+    }
+    if s.contains('@') {
+        let a = s.trim_start_matches('<').trim_end_matches('>');
+        return Address::parse(a).map(Target::Address).map_err(|e| format!("{s:?}: {e}"));
+    }
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(format!("{s:?} is not a name or an address"));
+    }
+    Ok(Target::Name(s.to_lowercase()))
+}
+
+/// sendmail's error mailer forms:
+/// `nouser TEXT` (550 5.1.1), `nohost TEXT` (550 5.1.2), `unavailable TEXT` (550 5.0.0),
+/// `tempfail TEXT` (451 4.0.0), `X.Y.Z:TEXT` and `X.Y.Z:NNN TEXT` (code from the class unless
+/// given: 550 for 5, 451 for 4).
+fn parse_error(rest: &str) -> Result<Reply, String> {
+    let named = |word: &str, code, status, default: &str| {
+        rest.strip_prefix(word).map(|t| {
+            let t = t.trim();
+            Reply::new(code, status, if t.is_empty() { default } else { t })
+        })
+    };
+    if let Some(r) = named("nouser", 550, EnhancedStatus(5, 1, 1), "User unknown")
+        .or_else(|| named("nohost", 550, EnhancedStatus(5, 1, 2), "Host unknown"))
+        .or_else(|| named("unavailable", 550, EnhancedStatus(5, 0, 0), "Service unavailable"))
+        .or_else(|| named("tempfail", 451, EnhancedStatus(4, 0, 0), "Temporary failure"))
+    {
+        return Ok(r);
+    }
+    let (status, text) = rest.split_once(':').ok_or_else(|| {
+        format!("error:{rest}: use error:nouser TEXT or error:5.7.1:TEXT")
+    })?;
+    let parts: Vec<&str> = status.split('.').collect();
+    let parsed = match parts.as_slice() {
+        [c, s, d] => match (c.parse::<u8>(), s.parse::<u16>(), d.parse::<u16>()) {
+            (Ok(c @ (4 | 5)), Ok(s), Ok(d)) => Some(EnhancedStatus(c, s, d)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let status = parsed.ok_or_else(|| format!("error:{rest}: {status:?} is not an enhanced status code like 5.7.1"))?;
+    let text = text.trim();
+    let (code, text) = match text.split_once(' ') {
+        Some((c, t)) if c.len() == 3 && c.parse::<u16>().is_ok_and(|c| c / 100 == u16::from(status.0)) => {
+            (c.parse().unwrap_or(550), t.trim())
+        }
+        _ => (if status.0 == 5 { 550 } else { 451 }, text),
+    };
+    Ok(Reply::new(code, status, if text.is_empty() { "Rejected" } else { text }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_forms() {
+        let r = parse_error("nouser User unknown").unwrap();
+        assert_eq!((r.code, r.status.unwrap().to_string(), r.lines[0].as_str()), (550, "5.1.1".into(), "User unknown"));
+        let r = parse_error("5.7.1:Go away").unwrap();
+        assert_eq!((r.code, r.status.unwrap().to_string()), (550, "5.7.1".into()));
+        let r = parse_error("4.7.1:450 Later").unwrap();
+        assert_eq!((r.code, r.lines[0].as_str()), (450, "Later"));
+        assert!(parse_error("9.9:x").is_err());
+        assert!(parse_error("whatever").is_err());
+    }
+}
