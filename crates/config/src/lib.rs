@@ -7,6 +7,7 @@
 //! daemon shares behind an `Arc` and replaces on reload.
 
 mod error;
+mod live;
 pub mod schema;
 pub mod tables;
 pub mod units;
@@ -14,6 +15,7 @@ pub mod units;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
+pub use live::Live;
 pub use schema::{Config, Listener, Role};
 pub use tables::{Tables, Target};
 

@@ -1,1 +1,70 @@
-fn main(){}
+//! `postern`: the binary. Command line, logging, signals, reload and wiring of the crates; no
+//! mail logic lives here.
+
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Postern, a mail transfer agent for people who run their own mail server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server in the foreground, logging to stderr. Without --config, uses the embedded
+    /// development default (127.0.0.1:2525, domain localhost, data in ./postern-data).
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and its tables; print every error with file, line and key.
+    CheckConfig {
+        /// Configuration file (TOML); without it, the embedded default is checked.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve::main(config.as_deref()),
+        Command::CheckConfig { config } => check_config(config.as_deref()),
+    }
+}
+
+fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+    let loaded = match path {
+        Some(p) => postern_config::load(p),
+        None => Ok(postern_config::dev_default()),
+    };
+    match loaded {
+        Ok((config, tables)) => {
+            println!(
+                "{}: configuration OK ({} listener(s), {} local domain(s), {} user(s), {} alias(es), {} virtual entr(ies))",
+                config.source.display(),
+                config.listener.len(),
+                config.domains.local.len(),
+                tables.users.len(),
+                tables.aliases.len(),
+                tables.virtual_.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s); fix them and run `postern check-config` again", errors.len());
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,185 @@
-pub fn _x(){}
+//! The scheduler. This crate owns "what is due when": an index of queued messages by next
+//! attempt time, the retry backoff, and dispatching due recipients to delivery. It holds IDs,
+//! times and envelopes, never message bytes; the spool owns the files.
+//!
+//! Each recipient has its own state in the envelope, so a message to several mailboxes is
+//! several independent deliveries: one full mailbox does not delay the others, and a delivered
+//! recipient is never delivered again. A temporary failure schedules a retry after
+//! `[queue] min_backoff`, doubled per attempt up to `max_backoff`.
+//!
+//! Remote recipients (relay from trusted networks) are queued durably and kept; outbound
+//! delivery arrives with the next version, which picks them up from the spool.
+
+mod deliver;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postern_config::Live;
+use postern_spool::{Envelope, RcptState, Spool, SpoolError};
+use postern_types::QueueId;
+use tokio::sync::{Notify, Semaphore, watch};
+
+/// Most messages being delivered at once.
+const MAX_ACTIVE: usize = 16;
+
+/// The scheduler handle; clone it freely.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    spool: Arc<Spool>,
+    live: Arc<Live>,
+    wake: Notify,
+    sched: Mutex<Sched>,
+    slots: Arc<Semaphore>,
+}
+
+#[derive(Debug, Default)]
+struct Sched {
+    /// (due time in epoch milliseconds, ID) of messages with local recipients to try.
+    due: BTreeSet<(u64, QueueId)>,
+    /// Every queued message's envelope, as last saved.
+    envelopes: HashMap<QueueId, Envelope>,
+    /// Messages being delivered right now.
+    active: HashSet<QueueId>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Queue {
+    /// A scheduler over `spool`, reading delivery settings from `live`.
+    pub fn new(spool: Arc<Spool>, live: Arc<Live>) -> Self {
+        let inner = Inner { spool, live, wake: Notify::new(), sched: Mutex::default(), slots: Arc::new(Semaphore::new(MAX_ACTIVE)) };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Loads every envelope from the spool (after a restart or crash) and schedules them.
+    /// Returns how many messages were found.
+    ///
+    /// # Errors
+    /// [`SpoolError`] when the spool cannot be read.
+    pub fn recover(&self) -> Result<usize, SpoolError> {
+        let envelopes = self.inner.spool.recover()?;
+        let n = envelopes.len();
+        for env in envelopes {
+            tracing::info!("{}: recovered from spool, {} recipient(s) pending", env.id, pending(&env));
+            self.enqueue(env);
+        }
+        Ok(n)
+    }
+
+    /// Schedules a message just committed to the spool.
+    pub fn enqueue(&self, env: Envelope) {
+        let mut s = self.lock();
+        if let Some(due) = next_due(&env) {
+            s.due.insert((due, env.id));
+        }
+        s.envelopes.insert(env.id, env);
+        drop(s);
+        self.inner.wake.notify_one();
+    }
+
+    /// Number of messages in the queue.
+    pub fn len(&self) -> usize {
+        self.lock().envelopes.len()
+    }
+
+    /// Whether the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sched> {
+        self.inner.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the scheduler until `shutdown` becomes true, then waits for deliveries in progress.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let next = self.dispatch_due();
+            let sleep = next.map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_ms())));
+            tokio::select! {
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Wait for deliveries in flight: each holds a slot.
+        let _all = self.inner.slots.acquire_many(MAX_ACTIVE as u32).await;
+    }
+
+    /// Starts delivery of every due message while slots are free; returns the next due time.
+    fn dispatch_due(&self) -> Option<u64> {
+        let now = now_ms();
+        loop {
+            let mut s = self.lock();
+            let &(due, id) = s.due.first()?;
+            if due > now {
+                return Some(due);
+            }
+            let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
+                // Woken again when a delivery finishes.
+                return Some(now + 1000);
+            };
+            s.due.pop_first();
+            let Some(env) = s.envelopes.get(&id).cloned() else { continue };
+            s.active.insert(id);
+            drop(s);
+            let this = self.clone();
+            tokio::spawn(async move {
+                let spool = this.inner.spool.clone();
+                let config = this.inner.live.config();
+                let result = tokio::task::spawn_blocking(move || deliver::attempt(&spool, &config, env)).await;
+                this.finished(id, result.ok());
+                drop(permit);
+                this.inner.wake.notify_one();
+            });
+        }
+    }
+
+    /// Records the outcome of an attempt: the updated envelope, or `None` if it could not be
+    /// saved (the message is retried from the spool's state after `min_backoff`).
+    fn finished(&self, id: QueueId, env: Option<Option<Envelope>>) {
+        let mut s = self.lock();
+        s.active.remove(&id);
+        match env {
+            Some(None) => {
+                s.envelopes.remove(&id);
+            }
+            Some(Some(env)) => {
+                if let Some(due) = next_due(&env) {
+                    s.due.insert((due, id));
+                }
+                s.envelopes.insert(id, env);
+            }
+            None => {
+                let backoff = self.inner.live.config().queue.min_backoff.0;
+                s.due.insert((now_ms() + backoff.as_millis() as u64, id));
+            }
+        }
+    }
+}
+
+fn pending(env: &Envelope) -> usize {
+    env.recipients.iter().filter(|r| r.state == RcptState::Pending).count()
+}
+
+/// The earliest next attempt (epoch ms) over pending local recipients, if any.
+fn next_due(env: &Envelope) -> Option<u64> {
+    env.recipients
+        .iter()
+        .filter(|r| r.state == RcptState::Pending && r.mailbox.is_some())
+        .map(|r| r.next_attempt * 1000)
+        .min()
+}

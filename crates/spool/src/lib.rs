@@ -1,1 +1,203 @@
-pub fn _x(){}
+//! The durable spool. This crate owns the commit protocol that makes `250 Ok: queued as ID`
+//! true, the envelope format, and crash recovery. The scheduler never touches files; it calls
+//! this crate.
+//!
+//! ## Layout (under `{data_dir}/spool/`)
+//! - `incoming/ID.msg`, `incoming/ID.env`: staging; anything here at start is an unacknowledged
+//!   transaction and is deleted.
+//! - `queue/ID.msg`: the message as received, trace header prepended, CRLF line endings. Never
+//!   changed after commit.
+//! - `queue/ID.env`: the envelope ([`Envelope`], TOML, versioned), rewritten atomically as
+//!   recipients are delivered. Its presence is what makes a message queued.
+//! - `corrupt/`: envelopes that cannot be read are moved here at start, never deleted.
+//!
+//! ## Commit protocol ([`Spool::commit`])
+//! 1. Write `incoming/ID.msg` and `incoming/ID.env`, fsync each.
+//! 2. Rename the message, then the envelope, into `queue/`.
+//! 3. fsync `queue/` ([`DirSync`]: concurrent commits share one directory fsync).
+//! 4. Only then may the session reply 250.
+//!
+//! A crash before step 3 completes may leave `queue/ID.msg` without its envelope (deleted at
+//! start), or an envelope whose message rename was lost (moved to `corrupt/`, though no 250 was
+//! sent for it). Envelope updates use temp file, fsync, rename, fsync directory. Removal deletes
+//! the envelope first, then the message.
+
+mod dirsync;
+mod envelope;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub use dirsync::DirSync;
+pub use envelope::{Envelope, RcptState, Recipient, VERSION as ENVELOPE_VERSION};
+use postern_types::QueueId;
+
+/// A spool operation failed; the session answers 451 4.3.0, the scheduler retries.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    /// An envelope could not be parsed.
+    #[error("envelope {path}: {message}")]
+    Envelope { path: PathBuf, message: String },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError {
+    let path = path.to_path_buf();
+    move |source| SpoolError::Io { op, path, source }
+}
+
+/// The spool rooted at one folder. Cheap to share behind an `Arc`; all methods block (call them
+/// from `spawn_blocking`).
+#[derive(Debug)]
+pub struct Spool {
+    incoming: PathBuf,
+    queue: PathBuf,
+    corrupt: PathBuf,
+    queue_sync: DirSync,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool under `root` and deletes staged files left by an
+    /// interrupted transaction.
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`] when the folders cannot be created or read.
+    pub fn open(root: &Path) -> Result<Self, SpoolError> {
+        let incoming = root.join("incoming");
+        let queue = root.join("queue");
+        let corrupt = root.join("corrupt");
+        for d in [&incoming, &queue, &corrupt] {
+            fs::create_dir_all(d).map_err(io_err("create", d))?;
+        }
+        for entry in fs::read_dir(&incoming).map_err(io_err("read", &incoming))? {
+            let path = entry.map_err(io_err("read", &incoming))?.path();
+            tracing::info!("spool: removing unacknowledged staged file {}", path.display());
+            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        }
+        let queue_sync = DirSync::open(&queue).map_err(io_err("open", &queue))?;
+        Ok(Self { incoming, queue, corrupt, queue_sync })
+    }
+
+    /// Path of a queued message file.
+    pub fn message_path(&self, id: QueueId) -> PathBuf {
+        self.queue.join(format!("{id}.msg"))
+    }
+
+    fn envelope_path(&self, id: QueueId) -> PathBuf {
+        self.queue.join(format!("{id}.env"))
+    }
+
+    /// Durably queues a message: `trace` (the Received header) followed by `message`, and its
+    /// envelope. Returns only when both are on disk (see the commit protocol above).
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`]; staged files are removed, nothing is queued.
+    pub fn commit(&self, env: &Envelope, trace: &[u8], message: &[u8]) -> Result<(), SpoolError> {
+        let id = env.id;
+        let staged_msg = self.incoming.join(format!("{id}.msg"));
+        let staged_env = self.incoming.join(format!("{id}.env"));
+        let result = (|| {
+            write_synced(&staged_msg, &[trace, message])?;
+            write_synced(&staged_env, &[env.to_text().as_bytes()])?;
+            fs::rename(&staged_msg, self.message_path(id)).map_err(io_err("rename", &staged_msg))?;
+            fs::rename(&staged_env, self.envelope_path(id)).map_err(io_err("rename", &staged_env))?;
+            self.queue_sync.sync().map_err(io_err("fsync", &self.queue))
+        })();
+        if result.is_err() {
+            for p in [&staged_msg, &staged_env, &self.envelope_path(id), &self.message_path(id)] {
+                let _ = fs::remove_file(p);
+            }
+        }
+        result
+    }
+
+    /// Atomically replaces a queued message's envelope (temp file, fsync, rename, fsync dir).
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`]; the previous envelope stays in place.
+    pub fn update(&self, env: &Envelope) -> Result<(), SpoolError> {
+        let tmp = self.queue.join(format!("{}.env.tmp", env.id));
+        write_synced(&tmp, &[env.to_text().as_bytes()])?;
+        let dest = self.envelope_path(env.id);
+        fs::rename(&tmp, &dest).map_err(io_err("rename", &tmp))?;
+        self.queue_sync.sync().map_err(io_err("fsync", &self.queue))
+    }
+
+    /// Removes a finished message: envelope first, then the message file.
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`].
+    pub fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
+        let env = self.envelope_path(id);
+        fs::remove_file(&env).map_err(io_err("remove", &env))?;
+        self.queue_sync.sync().map_err(io_err("fsync", &self.queue))?;
+        let msg = self.message_path(id);
+        fs::remove_file(&msg).map_err(io_err("remove", &msg))
+    }
+
+    /// Reads a queued message (trace header included).
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`].
+    pub fn read_message(&self, id: QueueId) -> Result<Vec<u8>, SpoolError> {
+        let p = self.message_path(id);
+        fs::read(&p).map_err(io_err("read", &p))
+    }
+
+    /// Lists every queued envelope, repairing what an interrupted commit or removal left:
+    /// message files without an envelope are deleted, envelopes without a message or that cannot
+    /// be parsed are moved to `corrupt/`.
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`] when the queue folder cannot be read.
+    pub fn recover(&self) -> Result<Vec<Envelope>, SpoolError> {
+        let mut envelopes = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for entry in fs::read_dir(&self.queue).map_err(io_err("read", &self.queue))? {
+            let entry = entry.map_err(io_err("read", &self.queue))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        for name in &names {
+            let path = self.queue.join(name);
+            if name.ends_with(".env.tmp") {
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            } else if let Some(stem) = name.strip_suffix(".msg") {
+                if !names.iter().any(|n| n.strip_suffix(".env") == Some(stem)) {
+                    tracing::warn!("spool: removing message without envelope {}", path.display());
+                    fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                }
+            } else if let Some(stem) = name.strip_suffix(".env") {
+                let text = fs::read_to_string(&path).map_err(io_err("read", &path))?;
+                let has_msg = names.iter().any(|n| n.strip_suffix(".msg") == Some(stem));
+                match Envelope::from_text(&text) {
+                    Ok(env) if has_msg => envelopes.push(env),
+                    parsed => {
+                        let why = parsed.err().unwrap_or_else(|| "no message file".into());
+                        tracing::error!("spool: moving {} to corrupt/: {why}", path.display());
+                        let dest = self.corrupt.join(name);
+                        fs::rename(&path, &dest).map_err(io_err("rename", &path))?;
+                    }
+                }
+            }
+        }
+        self.queue_sync.sync().map_err(io_err("fsync", &self.queue))?;
+        Ok(envelopes)
+    }
+}
+
+/// Creates `path` with the concatenation of `parts` and fsyncs it.
+fn write_synced(path: &Path, parts: &[&[u8]]) -> Result<(), SpoolError> {
+    let mut f: File = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err("create", path))?;
+    for p in parts {
+        f.write_all(p).map_err(io_err("write", path))?;
+    }
+    f.sync_all().map_err(io_err("fsync", path))
+}
+
+#[cfg(test)]
+mod tests;

@@ -39,6 +39,11 @@ impl QueueId {
     pub fn arrival_secs(self) -> u64 {
         self.0 / 1_000_000
     }
+
+    /// Microseconds since the Unix epoch at which the ID was issued.
+    pub fn arrival_micros(self) -> u64 {
+        self.0
+    }
 }
 
 impl fmt::Display for QueueId {

@@ -1,0 +1,96 @@
+//! Turning an accepted transaction into a queued message: queue ID, Received header, envelope,
+//! the durable spool commit, and the hand-over to the scheduler.
+
+use std::collections::HashSet;
+
+use postern_config::Config;
+use postern_proto::{Transaction, trace};
+use postern_spool::{ENVELOPE_VERSION, Envelope, RcptState, Recipient};
+use postern_types::{Destination, EnhancedStatus, QueueId, Reply, ReversePath};
+
+use crate::Context;
+
+/// Commits `tx` to the spool. `Ok(id)` only once message and envelope are fsynced.
+///
+/// # Errors
+/// `451 4.3.0` when the spool cannot be written (the client retries; nothing is lost).
+pub(crate) async fn commit(ctx: &Context, config: &Config, tx: Transaction) -> Result<QueueId, Reply> {
+    let id = QueueId::generate();
+    let date = chrono::Utc::now().to_rfc2822();
+    let received = trace::received(&tx, &config.hostname, id, &date);
+    let env = envelope(&tx, id, (received.len() + tx.message.len()) as u64);
+    let spool = ctx.spool.clone();
+    let saved = env.clone();
+    let message = tx.message;
+    let result = tokio::task::spawn_blocking(move || spool.commit(&saved, received.as_bytes(), &message)).await;
+    match result {
+        Ok(Ok(())) => {
+            let from = match &tx.reverse_path {
+                ReversePath::Null => String::new(),
+                ReversePath::Mailbox(a) => a.to_string(),
+            };
+            tracing::info!(
+                "{id}: client=[{}], helo=<{}>, from=<{from}>, size={}, nrcpt={} (queue active)",
+                tx.client_ip,
+                tx.helo,
+                env.size,
+                env.recipients.len()
+            );
+            for r in env.recipients.iter().filter(|r| r.mailbox.is_none()) {
+                tracing::info!("{id}: to=<{}>, relay=none, dsn=4.4.0, status=deferred (queued for outbound delivery)", r.address);
+            }
+            ctx.queue.enqueue(env);
+            Ok(id)
+        }
+        Ok(Err(e)) => {
+            tracing::error!("{id}: spool commit failed, replying 451: {e}");
+            Err(Reply::new(451, EnhancedStatus(4, 3, 0), "Error: queue file write error, try again later"))
+        }
+        Err(e) => {
+            tracing::error!("{id}: spool commit task failed, replying 451: {e}");
+            Err(Reply::new(451, EnhancedStatus(4, 3, 0), "Error: queue file write error, try again later"))
+        }
+    }
+}
+
+/// The envelope of `tx`: one entry per distinct destination (a mailbox reached through two
+/// recipients is delivered once).
+fn envelope(tx: &Transaction, id: QueueId, size: u64) -> Envelope {
+    let mut seen = HashSet::new();
+    let mut recipients = Vec::new();
+    for r in &tx.recipients {
+        for d in &r.destinations {
+            let (address, mailbox) = match d {
+                Destination::Mailbox { name, address } => (address.to_string(), Some(name.clone())),
+                Destination::Remote(a) => (a.to_string(), None),
+            };
+            let key = mailbox.clone().map_or_else(|| format!("remote:{address}"), |m| format!("mailbox:{m}"));
+            if seen.insert(key) {
+                recipients.push(Recipient {
+                    forward_path: r.forward_path.to_string(),
+                    address,
+                    mailbox,
+                    state: RcptState::Pending,
+                    attempts: 0,
+                    next_attempt: 0,
+                    last_error: None,
+                });
+            }
+        }
+    }
+    Envelope {
+        version: ENVELOPE_VERSION,
+        id,
+        arrival: id.arrival_secs(),
+        client_ip: tx.client_ip.to_string(),
+        helo: tx.helo.clone(),
+        reverse_path: match &tx.reverse_path {
+            ReversePath::Null => String::new(),
+            ReversePath::Mailbox(a) => a.to_string(),
+        },
+        body_8bit: tx.body_8bit,
+        smtputf8: tx.smtputf8,
+        size,
+        recipients,
+    }
+}

@@ -1,0 +1,131 @@
+//! The envelope file, `queue/ID.env`: TOML a postmaster can read, versioned by `version`.
+//!
+//! ```toml
+//! version = 1
+//! id = "00062A1B2C3D4E5F"
+//! arrival = 1795000000            # seconds since the Unix epoch
+//! client_ip = "192.0.2.7"
+//! helo = "mail.sender.test"
+//! reverse_path = "alice@sender.test"   # "" is the null sender <>
+//! body_8bit = false
+//! smtputf8 = false
+//! size = 1234                     # bytes of the message file
+//!
+//! [[recipient]]
+//! forward_path = "team@example.test"   # as given in RCPT TO
+//! address = "bob@example.test"         # final recipient after aliases
+//! mailbox = "bob"                      # local mailbox; absent for remote recipients
+//! state = "pending"                    # pending | delivered | failed
+//! attempts = 0
+//! next_attempt = 0                     # epoch seconds; 0 = now
+//! last_error = "..."                   # last temporary failure, if any
+//! ```
+
+use postern_types::QueueId;
+use serde::{Deserialize, Serialize};
+
+/// The format version written by this code.
+pub const VERSION: u32 = 1;
+
+/// A queued message's envelope and per-recipient delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Format version; files with a newer version are refused (moved to `corrupt/`).
+    pub version: u32,
+    /// The queue ID.
+    #[serde(with = "queue_id")]
+    pub id: QueueId,
+    /// Arrival time, seconds since the Unix epoch.
+    pub arrival: u64,
+    /// The client's IP address.
+    pub client_ip: String,
+    /// The HELO/EHLO name.
+    pub helo: String,
+    /// MAIL FROM address; empty for the null sender.
+    pub reverse_path: String,
+    /// BODY=8BITMIME was given.
+    pub body_8bit: bool,
+    /// SMTPUTF8 was given.
+    pub smtputf8: bool,
+    /// Size of the message file in bytes (trace header included).
+    pub size: u64,
+    /// One entry per destination.
+    #[serde(rename = "recipient")]
+    pub recipients: Vec<Recipient>,
+}
+
+/// One destination of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    /// The address given in RCPT TO.
+    pub forward_path: String,
+    /// The final recipient address (after aliases and the virtual table).
+    pub address: String,
+    /// The local mailbox, or `None` for remote delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<String>,
+    /// Delivery state.
+    pub state: RcptState,
+    /// Delivery attempts made.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Earliest next attempt, seconds since the epoch (0: as soon as possible).
+    #[serde(default)]
+    pub next_attempt: u64,
+    /// The last temporary failure, for `queue list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Where a recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptState {
+    /// Not yet delivered (never tried, or deferred).
+    Pending,
+    /// Delivered; final.
+    Delivered,
+    /// Failed permanently; final.
+    Failed,
+}
+
+impl Envelope {
+    /// The TOML text written to disk.
+    pub fn to_text(&self) -> String {
+        let body = toml::to_string(self).expect("an envelope always serializes");
+        format!("# Postern envelope, see docs/spool.md\n{body}")
+    }
+
+    /// Parses an envelope file's text.
+    ///
+    /// # Errors
+    /// A message when the TOML is invalid or the version is unknown.
+    pub fn from_text(text: &str) -> Result<Self, String> {
+        let env: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if env.version != VERSION {
+            return Err(format!("unsupported envelope version {}", env.version));
+        }
+        Ok(env)
+    }
+
+    /// Whether every recipient is delivered or failed.
+    pub fn is_finished(&self) -> bool {
+        self.recipients.iter().all(|r| r.state != RcptState::Pending)
+    }
+}
+
+mod queue_id {
+    use postern_types::QueueId;
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(id: &QueueId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<QueueId, D::Error> {
+        let s = String::deserialize(d)?;
+        QueueId::parse(&s).ok_or_else(|| de::Error::custom(format!("bad queue ID {s:?}")))
+    }
+}
