@@ -1,1 +1,14 @@
-fn main(){}
+//! Postern's integration tests: the real `postern` binary on an ephemeral loopback port, driven by
+//! real clients (our dialog runner, lettre, Python's smtplib). One test binary; support code in
+//! `support/`, data in `tests/dialogs`, `tests/fixtures`, `tests/bad-config`.
+
+#![allow(unreachable_pub, dead_code)]
+
+mod support;
+
+mod config;
+mod corpus;
+mod crash;
+mod delivery;
+mod dialogs;
+mod python;

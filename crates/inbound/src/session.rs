@@ -51,7 +51,7 @@ async fn drive(
     peer: SocketAddr,
     ctx: &Context,
     config: &Config,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let tables = ctx.live.tables();
     let params = SessionParams {
@@ -83,7 +83,19 @@ async fn drive(
                 }
                 let wait = timeout_for(config, session.phase());
                 input.reserve(READ_CHUNK);
-                match tokio::time::timeout(wait, stream.read_buf(&mut input)).await {
+                let read = tokio::time::timeout(wait, stream.read_buf(&mut input));
+                let stopping = async {
+                    // A dropped sender also means the server is stopping.
+                    let _ = shutdown.changed().await;
+                };
+                let result = tokio::select! {
+                    r = read => r,
+                    () = stopping, if !session.in_content() => {
+                        session.shutdown();
+                        continue;
+                    }
+                };
+                match result {
                     Err(_) => {
                         tracing::info!("timeout after {:?} from [{}] waiting in {:?} stage", wait, peer.ip(), session.phase());
                         session.timed_out();

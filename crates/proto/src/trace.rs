@@ -12,6 +12,7 @@ use crate::server::Transaction;
 ///
 /// Shape (folded with CRLF + tab, ending in CRLF):
 /// `Received: from HELO ([IP])` / `by HOST (Postern) with PROTO id ID` / `for <RCPT>; DATE`.
+/// With several recipients the `for` clause is left out and the date follows `id ID;`.
 /// `with` is `ESMTP`/`SMTP`, or `UTF8SMTP` when SMTPUTF8 was used (RFC 6531 §4.3). The `for`
 /// clause is given only for a single recipient, so that a message to many does not disclose the
 /// others (as Postfix does).
@@ -29,9 +30,10 @@ pub fn received(tx: &Transaction, hostname: &str, id: QueueId, date: &str) -> St
         (false, false) => "SMTP",
     };
     let helo = sanitize(&tx.helo);
-    let mut h = format!("Received: from {helo} ([{ip}])\r\n\tby {hostname} (Postern) with {proto} id {id}\r\n\t");
-    if let [only] = tx.recipients.as_slice() {
-        h.push_str(&format!("for <{}>; ", sanitize(&only.forward_path.to_string())));
+    let mut h = format!("Received: from {helo} ([{ip}])\r\n\tby {hostname} (Postern) with {proto} id {id}");
+    match tx.recipients.as_slice() {
+        [only] => h.push_str(&format!("\r\n\tfor <{}>; ", sanitize(&only.forward_path.to_string()))),
+        _ => h.push_str(";\r\n\t"),
     }
     h.push_str(date);
     h.push_str("\r\n");
@@ -63,7 +65,11 @@ mod tests {
             message: vec![],
         };
         let id = QueueId::parse("0000000000000001").unwrap();
-        let h = received(&tx, "mx.test", id, "Tue, 24 Nov 2026 10:00:00 +0000");
+        let date = "Tue, 24 Nov 2026 10:00:00 +0000";
+        let mut two = tx.clone();
+        two.recipients.push(two.recipients[0].clone());
+        assert!(received(&two, "mx.test", id, date).ends_with("id 0000000000000001;\r\n\tTue, 24 Nov 2026 10:00:00 +0000\r\n"));
+        let h = received(&tx, "mx.test", id, date);
         assert_eq!(
             h,
             "Received: from client.test ([IPv6:::1])\r\n\tby mx.test (Postern) with ESMTP id 0000000000000001\r\n\tfor <bob@x.test>; Tue, 24 Nov 2026 10:00:00 +0000\r\n"

@@ -1,0 +1,198 @@
+//! Test support: a running Postern ([`Server`]), a raw SMTP client ([`smtp`]), the dialog runner
+//! ([`dialog`]).
+
+pub mod dialog;
+pub mod smtp;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A fresh temporary folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("postern-it-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `secs` seconds with `what`.
+pub fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `postern serve` with its own copy of a fixture configuration.
+pub struct Server {
+    pub dir: TempDir,
+    child: Option<Child>,
+    pub port: u16,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Copies `tests/fixtures/{fixture}` to a temporary folder, applies `edit` to its
+    /// postern.toml text, and starts the server.
+    pub fn start_with(fixture: &str, edit: impl FnOnce(String) -> String) -> Self {
+        let dir = TempDir::new(fixture);
+        let src = repo().join("tests/fixtures").join(fixture);
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.0.join(e.file_name())).unwrap();
+        }
+        let cfg = dir.0.join("postern.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, edit(text)).unwrap();
+        let mut s = Self { dir, child: None, port: 0, log: Arc::default() };
+        s.spawn();
+        s
+    }
+
+    /// The basic fixture, unchanged.
+    pub fn start() -> Self {
+        Self::start_with("basic", |t| t)
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["serve", "--config"])
+            .arg(self.dir.0.join("postern.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("POSTERN_TEST_LOG").is_some() {
+                    eprintln!("[postern] {line}");
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        let start = self.log.lock().unwrap().len();
+        let log = self.log.clone();
+        self.port = poll(20, "the listening line", || {
+            let l = log.lock().unwrap();
+            l[start..].iter().find_map(|line| {
+                let rest = line.split("listening on ").nth(1)?;
+                rest.split_whitespace().next()?.rsplit(':').next()?.parse().ok()
+            })
+        });
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.0.join("data")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.0.join("postern.toml")
+    }
+
+    /// Files in `mailbox`'s Maildir `new/`, sorted.
+    pub fn maildir(&self, mailbox: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.data().join("mail").join(mailbox).join("new"))
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Waits until `mailbox` holds exactly `n` messages, returns their paths.
+    pub fn wait_maildir(&self, mailbox: &str, n: usize) -> Vec<PathBuf> {
+        poll(20, &format!("{n} message(s) in {mailbox}"), || {
+            let v = self.maildir(mailbox);
+            assert!(v.len() <= n, "{mailbox} has {} messages, expected {n}", v.len());
+            (v.len() == n).then_some(v)
+        })
+    }
+
+    /// Files in the spool's queue folder.
+    pub fn queued_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.data().join("spool/queue"))
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the queue folder is empty (everything delivered).
+    pub fn wait_queue_empty(&self) {
+        poll(20, "an empty queue", || self.queued_files().is_empty().then_some(()));
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn wait_log(&self, needle: &str) -> String {
+        poll(20, &format!("log line containing {needle:?}"), || {
+            self.log.lock().unwrap().iter().find(|l| l.contains(needle)).cloned()
+        })
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let status = poll(20, "server exit", || c.try_wait().unwrap());
+        status.code()
+    }
+
+    /// Starts the server again on the same folder (new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,139 @@
+//! A small raw SMTP client for tests: exact control over bytes (pipelining, BDAT, smuggling).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// One connection; replies are read whole (multi-line).
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    stream: TcpStream,
+}
+
+/// A reply: code and the full text of all lines.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Client {
+    /// Connects to 127.0.0.1:`port` from `source` (e.g. 127.0.0.2) and reads the greeting.
+    pub fn connect_from(source: &str, port: u16) -> (Self, Reply) {
+        let sock = socket2_connect(source, port);
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Self { reader: BufReader::new(sock.try_clone().unwrap()), stream: sock };
+        let greeting = c.read_reply().expect("greeting");
+        (c, greeting)
+    }
+
+    pub fn connect(port: u16) -> (Self, Reply) {
+        Self::connect_from("127.0.0.1", port)
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one (possibly multi-line) reply; `None` at EOF.
+    pub fn read_reply(&mut self) -> Option<Reply> {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return if text.is_empty() { None } else { panic!("EOF inside a reply: {text}") };
+            }
+            text.push_str(&line);
+            assert!(line.len() >= 4 && line.ends_with("\r\n"), "malformed reply line {line:?}");
+            if line.as_bytes()[3] == b' ' {
+                return Some(Reply { code: line[..3].parse().unwrap(), text });
+            }
+        }
+    }
+
+    /// Sends `line` + CRLF and reads the reply.
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.read_reply().expect("reply")
+    }
+
+    /// A whole transaction with DATA (dot-stuffing `message`, which must end in CRLF or gets
+    /// one). Returns the final reply.
+    pub fn send_data(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> Reply {
+        assert_eq!(self.cmd(&format!("MAIL FROM:<{from}>")).code, 250);
+        for r in rcpts {
+            let rep = self.cmd(&format!("RCPT TO:<{r}>"));
+            assert_eq!(rep.code, 250, "RCPT {r}: {}", rep.text);
+        }
+        assert_eq!(self.cmd("DATA").code, 354);
+        self.send(&dot_stuff(message));
+        self.read_reply().unwrap()
+    }
+
+    /// A whole transaction with BDAT in chunks of `chunk` bytes: the message is sent exactly.
+    pub fn send_bdat(&mut self, from: &str, rcpts: &[&str], message: &[u8], chunk: usize) -> Reply {
+        assert_eq!(self.cmd(&format!("MAIL FROM:<{from}>")).code, 250);
+        for r in rcpts {
+            assert_eq!(self.cmd(&format!("RCPT TO:<{r}>")).code, 250);
+        }
+        let chunks: Vec<&[u8]> = if message.is_empty() { vec![] } else { message.chunks(chunk).collect() };
+        if chunks.is_empty() {
+            return self.cmd("BDAT 0 LAST");
+        }
+        // Pipeline all chunks, then read the replies.
+        for (i, c) in chunks.iter().enumerate() {
+            let last = if i + 1 == chunks.len() { " LAST" } else { "" };
+            self.send(format!("BDAT {}{last}\r\n", c.len()).as_bytes());
+            self.send(c);
+        }
+        let mut reply = None;
+        for _ in &chunks {
+            reply = self.read_reply();
+        }
+        reply.unwrap()
+    }
+}
+
+/// The DATA wire form of `message`: leading dots doubled, CRLF added if missing, `.` CRLF.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// A TCP connection from a chosen loopback source address.
+fn socket2_connect(source: &str, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let src: std::net::Ipv4Addr = source.parse().unwrap();
+    let dst = SocketAddr::from(([127, 0, 0, 1], port));
+    if src == std::net::Ipv4Addr::LOCALHOST {
+        return TcpStream::connect(dst).unwrap();
+    }
+    // SAFETY: plain socket/bind/connect on a fresh descriptor we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as _;
+        sa.sin_addr.s_addr = u32::from(src).to_be();
+        assert_eq!(libc::bind(fd, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as _), 0);
+        let stream = TcpStream::from_raw_fd(fd);
+        let mut da: libc::sockaddr_in = std::mem::zeroed();
+        da.sin_family = libc::AF_INET as _;
+        da.sin_port = port.to_be();
+        da.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        assert_eq!(libc::connect(fd, (&raw const da).cast(), std::mem::size_of::<libc::sockaddr_in>() as _), 0);
+        stream
+    }
+}
