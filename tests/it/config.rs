@@ -7,7 +7,11 @@ use crate::support::repo;
 
 fn check(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_postern")).arg("check-config").args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -26,7 +30,8 @@ fn good_configurations_pass() {
 
 #[test]
 fn bad_configurations_name_file_line_and_key() {
-    let mut cases: Vec<_> = std::fs::read_dir(repo().join("tests/bad-config")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut cases: Vec<_> =
+        std::fs::read_dir(repo().join("tests/bad-config")).unwrap().map(|e| e.unwrap().path()).collect();
     cases.sort();
     assert!(cases.len() >= 10);
     for case in cases {

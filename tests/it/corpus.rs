@@ -27,7 +27,8 @@ fn base64_lines(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() { s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char) } else { s.push('=') }
         }
@@ -40,7 +41,9 @@ pub fn corpus() -> Vec<(String, Vec<u8>)> {
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut out = Vec::new();
     for i in 0..60 {
-        let head = format!("From: Sender {i} <sender{i}@remote.test>\r\nTo: bob@example.test\r\nMessage-ID: <corpus-{i}@remote.test>\r\n");
+        let head = format!(
+            "From: Sender {i} <sender{i}@remote.test>\r\nTo: bob@example.test\r\nMessage-ID: <corpus-{i}@remote.test>\r\n"
+        );
         let (name, msg): (&str, Vec<u8>) = match i % 10 {
             0 => {
                 let n = 1 + (rng.next() % 60_000) as usize;

@@ -7,7 +7,8 @@ use crate::support::smtp::Client;
 fn send_one(server: &Server, subject: &str) -> String {
     let (mut c, _) = Client::connect(server.port);
     c.cmd("EHLO crash.test");
-    let r = c.send_data("s@remote.test", &["bob@example.test"], format!("Subject: {subject}\r\n\r\nbody\r\n").as_bytes());
+    let r =
+        c.send_data("s@remote.test", &["bob@example.test"], format!("Subject: {subject}\r\n\r\nbody\r\n").as_bytes());
     assert_eq!(r.code, 250, "{}", r.text);
     r.text
 }

@@ -15,11 +15,11 @@ fn lettre(port: u16) -> SmtpTransport {
 
 /// The recipients of the acceptance criterion and the mailbox each must land in.
 pub const FANOUT: [(&str, &[&str]); 5] = [
-    ("dave@example.test", &["dave"]),                // plain user
-    ("team@example.test", &["alice", "bob"]),        // alias fanning out to two users
-    ("sales@example.test", &["carol"]),              // virtual entry
-    ("whoever@catch.test", &["catchall"]),           // catch-all
-    ("erin+newsletters@example.test", &["erin"]),    // user+tag
+    ("dave@example.test", &["dave"]),             // plain user
+    ("team@example.test", &["alice", "bob"]),     // alias fanning out to two users
+    ("sales@example.test", &["carol"]),           // virtual entry
+    ("whoever@catch.test", &["catchall"]),        // catch-all
+    ("erin+newsletters@example.test", &["erin"]), // user+tag
 ];
 
 #[test]
@@ -118,9 +118,8 @@ fn sighup_reloads_tables_and_keeps_old_on_error() {
 
 #[test]
 fn connection_limit_per_ip_and_timeout() {
-    let server = Server::start_with("basic", |t| {
-        t + "\n[server]\nmax_connections_per_ip = 2\n\n[timeouts]\nhelo = \"1s\"\n"
-    });
+    let server =
+        Server::start_with("basic", |t| t + "\n[server]\nmax_connections_per_ip = 2\n\n[timeouts]\nhelo = \"1s\"\n");
     let (_a, g1) = Client::connect(server.port);
     let (_b, g2) = Client::connect(server.port);
     assert_eq!((g1.code, g2.code), (220, 220));

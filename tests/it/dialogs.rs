@@ -5,7 +5,8 @@ use crate::support::{Server, dialog, repo};
 #[test]
 fn dialogs() {
     let server = Server::start();
-    let mut files: Vec<_> = std::fs::read_dir(repo().join("tests/dialogs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(repo().join("tests/dialogs")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     assert!(files.len() >= 16, "dialog files missing");
     for f in &files {

@@ -54,6 +54,35 @@ pub struct Config {
     /// `[queue]`.
     #[serde(default)]
     pub queue: Queue,
+    /// `[spool]`.
+    #[serde(default)]
+    pub spool: SpoolSettings,
+}
+
+/// `[spool]`: how the spool makes accepted mail durable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// How message data is flushed before `250`: `"syncfs"` (default) shares one `syncfs(2)`
+    /// between all sessions committing at the same moment (group commit; it also flushes other
+    /// dirty data on the same filesystem, so give the spool its own filesystem on a busy host),
+    /// `"fsync"` flushes each file on its own. Both fsync the queue folder after the renames.
+    #[serde(default = "default_spool_sync")]
+    pub sync: SpoolSync,
+}
+
+/// The values of `[spool] sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolSync {
+    /// Group commit with `syncfs(2)`.
+    Syncfs,
+    /// `fsync(2)` per file.
+    Fsync,
+}
+
+fn default_spool_sync() -> SpoolSync {
+    SpoolSync::Syncfs
 }
 
 /// One `[[listener]]`.
@@ -245,7 +274,7 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(Delivery, Relay, Limits, Server, Timeouts, Queue);
+default_from_serde!(Delivery, Relay, Limits, Server, Timeouts, Queue, SpoolSettings);
 
 impl Config {
     /// Makes `data_dir` and table paths absolute against `base` (the configuration's folder).
@@ -285,7 +314,10 @@ impl Config {
             err("hostname", format!("{:?} is not a host name", self.hostname));
         }
         if !self.delivery.maildir.contains("{mailbox}") {
-            err("delivery.maildir", "the template must contain {mailbox}, or all mailboxes would share one Maildir".into());
+            err(
+                "delivery.maildir",
+                "the template must contain {mailbox}, or all mailboxes would share one Maildir".into(),
+            );
         }
         if self.limits.max_message_size.0 == 0 || self.limits.max_recipients == 0 {
             err("limits", "max_message_size and max_recipients must be greater than zero".into());

@@ -22,8 +22,8 @@ fn parse_size(s: &str) -> Option<u64> {
     let mult = match unit {
         "" | "B" => 1,
         "KB" | "kB" => 1000,
-        "MB" => 1000_000,
-        "GB" => 1000_000_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
@@ -59,7 +59,9 @@ impl<'de> Deserialize<'de> for Size {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
                 parse_size(v).map(Size).ok_or_else(|| {
-                    E::custom(format!(r#"invalid size "{v}": use a number with B, KB, MB, GB, KiB, MiB or GiB, e.g. "25MiB""#))
+                    E::custom(format!(
+                        r#"invalid size "{v}": use a number with B, KB, MB, GB, KiB, MiB or GiB, e.g. "25MiB""#
+                    ))
                 })
             }
         }

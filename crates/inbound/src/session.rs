@@ -97,7 +97,12 @@ async fn drive(
                 };
                 match result {
                     Err(_) => {
-                        tracing::info!("timeout after {:?} from [{}] waiting in {:?} stage", wait, peer.ip(), session.phase());
+                        tracing::info!(
+                            "timeout after {:?} from [{}] waiting in {:?} stage",
+                            wait,
+                            peer.ip(),
+                            session.phase()
+                        );
                         session.timed_out();
                     }
                     Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),

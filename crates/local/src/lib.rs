@@ -41,7 +41,13 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// # Errors
 /// [`DeliveryError`] naming the failing operation; a partially written `tmp/` file is removed.
-pub fn deliver(root: &Path, hostname: &str, return_path: &str, delivered_to: &str, message: &[u8]) -> Result<PathBuf, DeliveryError> {
+pub fn deliver(
+    root: &Path,
+    hostname: &str,
+    return_path: &str,
+    delivered_to: &str,
+    message: &[u8],
+) -> Result<PathBuf, DeliveryError> {
     let err = |op, path: &Path| {
         let path = path.to_path_buf();
         move |source| DeliveryError { op, path, source }
@@ -58,7 +64,12 @@ pub fn deliver(root: &Path, hostname: &str, return_path: &str, delivered_to: &st
     let name = unique_name(hostname, stored);
     let tmp_file = tmp.join(&name);
     let write = || -> Result<(), DeliveryError> {
-        let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp_file).map_err(err("create", &tmp_file))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp_file)
+            .map_err(err("create", &tmp_file))?;
         let mut w = BufWriter::with_capacity(64 * 1024, f);
         w.write_all(head.as_bytes()).map_err(err("write", &tmp_file))?;
         write_lf(&mut w, message).map_err(err("write", &tmp_file))?;

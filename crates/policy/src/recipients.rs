@@ -74,7 +74,11 @@ enum Failure {
 }
 
 fn unknown(rcpt: &Address) -> Failure {
-    Failure::Perm(Reply::new(550, EnhancedStatus(5, 1, 1), format!("<{rcpt}>: Recipient address rejected: User unknown")))
+    Failure::Perm(Reply::new(
+        550,
+        EnhancedStatus(5, 1, 1),
+        format!("<{rcpt}>: Recipient address rejected: User unknown"),
+    ))
 }
 
 fn looped(rcpt: &Address) -> Failure {
@@ -94,7 +98,13 @@ impl RecipientPolicy<'_> {
         }
     }
 
-    fn resolve_local(&self, rcpt: &Address, depth: usize, seen: &mut HashSet<String>, out: &mut Vec<Destination>) -> Result<(), Failure> {
+    fn resolve_local(
+        &self,
+        rcpt: &Address,
+        depth: usize,
+        seen: &mut HashSet<String>,
+        out: &mut Vec<Destination>,
+    ) -> Result<(), Failure> {
         if depth > MAX_DEPTH {
             return Err(looped(rcpt));
         }
@@ -102,15 +112,22 @@ impl RecipientPolicy<'_> {
         let base = self.base(&local);
         let domain = rcpt.domain();
         let keys = [format!("{local}@{domain}"), format!("{base}@{domain}"), format!("@{domain}")];
-        if let Some(target) = keys.iter().find_map(|k| self.tables.virtual_.get(k)) {
-            if *target != Target::AsAddressed {
-                return self.follow(target, rcpt, depth, seen, out);
-            }
+        if let Some(target) = keys.iter().find_map(|k| self.tables.virtual_.get(k))
+            && *target != Target::AsAddressed
+        {
+            return self.follow(target, rcpt, depth, seen, out);
         }
         self.resolve_name(base, rcpt, depth, seen, out)
     }
 
-    fn follow(&self, target: &Target, rcpt: &Address, depth: usize, seen: &mut HashSet<String>, out: &mut Vec<Destination>) -> Result<(), Failure> {
+    fn follow(
+        &self,
+        target: &Target,
+        rcpt: &Address,
+        depth: usize,
+        seen: &mut HashSet<String>,
+        out: &mut Vec<Destination>,
+    ) -> Result<(), Failure> {
         match target {
             Target::Error(reply) if reply.is_temporary() => Err(Failure::Temp(reply.clone())),
             Target::Error(reply) => Err(Failure::Perm(reply.clone())),
@@ -120,12 +137,21 @@ impl RecipientPolicy<'_> {
                 Ok(())
             }
             Target::Name(name) => self.resolve_name(name, rcpt, depth + 1, seen, out),
-            Target::AsAddressed => self.resolve_name(self.base(&rcpt.local_part().to_lowercase()), rcpt, depth + 1, seen, out),
+            Target::AsAddressed => {
+                self.resolve_name(self.base(&rcpt.local_part().to_lowercase()), rcpt, depth + 1, seen, out)
+            }
         }
     }
 
     /// A local name: alias (expanded) or mailbox.
-    fn resolve_name(&self, name: &str, rcpt: &Address, depth: usize, seen: &mut HashSet<String>, out: &mut Vec<Destination>) -> Result<(), Failure> {
+    fn resolve_name(
+        &self,
+        name: &str,
+        rcpt: &Address,
+        depth: usize,
+        seen: &mut HashSet<String>,
+        out: &mut Vec<Destination>,
+    ) -> Result<(), Failure> {
         if depth > MAX_DEPTH {
             return Err(looped(rcpt));
         }

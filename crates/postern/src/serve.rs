@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use postern_config::{Config, Live, Tables};
 use postern_inbound::{ConnectionLimits, Context};
 use postern_queue::Queue;
-use postern_spool::Spool;
+use postern_spool::{Spool, SyncMode};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -20,9 +20,7 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_target(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let (config, tables) = match load(config_path) {
         Ok(c) => c,
@@ -30,7 +28,10 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
             for e in &errors {
                 eprintln!("{e}");
             }
-            eprintln!("postern: configuration has {} error(s); not starting (see `postern check-config`)", errors.len());
+            eprintln!(
+                "postern: configuration has {} error(s); not starting (see `postern check-config`)",
+                errors.len()
+            );
             return ExitCode::from(2);
         }
     };
@@ -55,16 +56,24 @@ fn load(path: Option<&Path>) -> Result<(Config, Tables), Vec<postern_config::Con
         Some(p) => postern_config::load(p),
         None => {
             let (c, t) = postern_config::dev_default();
-            eprintln!("postern: no --config given, using the embedded development default (data in {})", c.data_dir.display());
+            eprintln!(
+                "postern: no --config given, using the embedded development default (data in {})",
+                c.data_dir.display()
+            );
             Ok((c, t))
         }
     }
 }
 
 async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Tables) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let spool_dir = config.spool_dir();
-    let spool = Arc::new(Spool::open(&spool_dir).with_context(|| format!("opening spool {}", spool_dir.display()))?);
+    let mode = match config.spool.sync {
+        postern_config::schema::SpoolSync::Syncfs => SyncMode::Syncfs,
+        postern_config::schema::SpoolSync::Fsync => SyncMode::Fsync,
+    };
+    let spool = Arc::new(Spool::open(&spool_dir, mode).with_context(|| format!("opening spool {}", spool_dir.display()))?);
     let mut listeners = Vec::new();
     for l in &config.listener {
         let listener = TcpListener::bind(l.address).await.with_context(|| format!("binding {}", l.address))?;
@@ -80,7 +89,8 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     tracing::info!("postern started: {recovered} message(s) recovered from the spool");
     let (stop_tx, stop_rx) = watch::channel(false);
     let runner = tokio::spawn(queue.clone().run(stop_rx.clone()));
-    let ctx = Arc::new(Context { live: live.clone(), spool, queue: queue.clone(), limits: ConnectionLimits::default() });
+    let ctx =
+        Arc::new(Context { live: live.clone(), spool, queue: queue.clone(), limits: ConnectionLimits::default() });
     for listener in listeners {
         tokio::spawn(postern_inbound::serve(listener, ctx.clone(), stop_rx.clone()));
     }
@@ -102,7 +112,10 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if ctx.limits.total() > 0 {
-        tracing::warn!("{} session(s) still open after {grace:?}; aborting them (nothing of theirs was acknowledged)", ctx.limits.total());
+        tracing::warn!(
+            "{} session(s) still open after {grace:?}; aborting them (nothing of theirs was acknowledged)",
+            ctx.limits.total()
+        );
     }
     let _ = tokio::time::timeout(grace, runner).await;
     tracing::info!("postern stopped: {} message(s) left in the queue", queue.len());
@@ -118,7 +131,8 @@ fn reload(path: Option<&Path>, live: &Live) {
     };
     match postern_config::load(path) {
         Ok((config, tables)) => {
-            let listeners_changed = config.listener.iter().map(|l| l.address).ne(live.config().listener.iter().map(|l| l.address));
+            let listeners_changed =
+                config.listener.iter().map(|l| l.address).ne(live.config().listener.iter().map(|l| l.address));
             if listeners_changed {
                 tracing::warn!("SIGHUP: listener changes take effect only after a restart");
             }
@@ -136,7 +150,10 @@ fn reload(path: Option<&Path>, live: &Live) {
             for e in &errors {
                 tracing::error!("SIGHUP: {e}");
             }
-            tracing::error!("SIGHUP: new configuration refused ({} error(s)); the previous one stays in force", errors.len());
+            tracing::error!(
+                "SIGHUP: new configuration refused ({} error(s)); the previous one stays in force",
+                errors.len()
+            );
         }
     }
 }

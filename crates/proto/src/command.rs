@@ -67,13 +67,14 @@ impl Command {
             "MAIL" => {
                 let rest = strip_keyword(rest, "FROM:")
                     .ok_or_else(|| syntax(EnhancedStatus(5, 5, 4), "Syntax: MAIL FROM:<address>"))?;
-                let (path, params) = split_path(rest)
-                    .map_err(|_| syntax(EnhancedStatus(5, 1, 7), "Bad sender address syntax"))?;
+                let (path, params) =
+                    split_path(rest).map_err(|_| syntax(EnhancedStatus(5, 1, 7), "Bad sender address syntax"))?;
                 let path = if path.is_empty() {
                     ReversePath::Null
                 } else {
                     ReversePath::Mailbox(
-                        Address::parse(path).map_err(|_| syntax(EnhancedStatus(5, 1, 7), "Bad sender address syntax"))?,
+                        Address::parse(path)
+                            .map_err(|_| syntax(EnhancedStatus(5, 1, 7), "Bad sender address syntax"))?,
                     )
                 };
                 Self::Mail { path, params: parse_params(params)? }
@@ -89,7 +90,12 @@ impl Command {
                     Self::Rcpt { local: path.to_owned(), domain: None, path: None, params }
                 } else {
                     let a = Address::parse(path).map_err(|_| bad())?;
-                    Self::Rcpt { local: a.local_part().to_owned(), domain: Some(a.domain().to_owned()), path: Some(a), params }
+                    Self::Rcpt {
+                        local: a.local_part().to_owned(),
+                        domain: Some(a.domain().to_owned()),
+                        path: Some(a),
+                        params,
+                    }
                 }
             }
             "DATA" => no_arg(arg, Self::Data)?,
@@ -166,10 +172,10 @@ fn split_path(s: &str) -> Result<(&str, &str), AddressError> {
 
 /// RFC 5321 §4.1.2 / §C: source routes `@a,@b:user@d` must be accepted and ignored.
 fn strip_source_route(path: &str) -> &str {
-    if path.starts_with('@') {
-        if let Some(i) = path.find(':') {
-            return &path[i + 1..];
-        }
+    if path.starts_with('@')
+        && let Some(i) = path.find(':')
+    {
+        return &path[i + 1..];
     }
     path
 }

@@ -68,7 +68,10 @@ mod tests {
         let date = "Tue, 24 Nov 2026 10:00:00 +0000";
         let mut two = tx.clone();
         two.recipients.push(two.recipients[0].clone());
-        assert!(received(&two, "mx.test", id, date).ends_with("id 0000000000000001;\r\n\tTue, 24 Nov 2026 10:00:00 +0000\r\n"));
+        assert!(
+            received(&two, "mx.test", id, date)
+                .ends_with("id 0000000000000001;\r\n\tTue, 24 Nov 2026 10:00:00 +0000\r\n")
+        );
         let h = received(&tx, "mx.test", id, date);
         assert_eq!(
             h,

@@ -71,10 +71,8 @@ pub(crate) fn attempt(spool: &Spool, config: &Config, mut env: Envelope) -> Opti
         }
         return None;
     }
-    if changed {
-        if let Err(e) = spool.update(&env) {
-            tracing::error!("{id}: cannot save delivery state: {e}");
-        }
+    if changed && let Err(e) = spool.update(&env) {
+        tracing::error!("{id}: cannot save delivery state: {e}");
     }
     Some(env)
 }

@@ -57,7 +57,13 @@ pub(crate) fn now_ms() -> u64 {
 impl Queue {
     /// A scheduler over `spool`, reading delivery settings from `live`.
     pub fn new(spool: Arc<Spool>, live: Arc<Live>) -> Self {
-        let inner = Inner { spool, live, wake: Notify::new(), sched: Mutex::default(), slots: Arc::new(Semaphore::new(MAX_ACTIVE)) };
+        let inner = Inner {
+            spool,
+            live,
+            wake: Notify::new(),
+            sched: Mutex::default(),
+            slots: Arc::new(Semaphore::new(MAX_ACTIVE)),
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -108,7 +114,8 @@ impl Queue {
                 break;
             }
             let next = self.dispatch_due();
-            let sleep = next.map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_ms())));
+            let sleep =
+                next.map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_ms())));
             tokio::select! {
                 () = self.inner.wake.notified() => {}
                 () = tokio::time::sleep(sleep) => {}

@@ -12,9 +12,12 @@
 //! - `corrupt/`: envelopes that cannot be read are moved here at start, never deleted.
 //!
 //! ## Commit protocol ([`Spool::commit`])
-//! 1. Write `incoming/ID.msg` and `incoming/ID.env`, fsync each.
-//! 2. Rename the message, then the envelope, into `queue/`.
-//! 3. fsync `queue/` ([`DirSync`]: concurrent commits share one directory fsync).
+//! 1. Write `incoming/ID.msg` and `incoming/ID.env` and make their data durable: with
+//!    [`SyncMode::Syncfs`] (default) one `syncfs(2)` shared by every concurrent commit (group
+//!    commit, [`SharedSync`]); with [`SyncMode::Fsync`] an fsync of each file.
+//! 2. Rename the message, then the envelope, into `queue/`. Nothing is renamed before its bytes
+//!    are on disk, so a crash can never leave a queued file with missing data.
+//! 3. fsync `queue/`, shared by concurrent commits.
 //! 4. Only then may the session reply 250.
 //!
 //! A crash before step 3 completes may leave `queue/ID.msg` without its envelope (deleted at
@@ -22,14 +25,14 @@
 //! sent for it). Envelope updates use temp file, fsync, rename, fsync directory. Removal deletes
 //! the envelope first, then the message.
 
-mod dirsync;
 mod envelope;
+mod shared_sync;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub use dirsync::DirSync;
+pub use shared_sync::{SharedSync, SyncOp};
 pub use envelope::{Envelope, RcptState, Recipient, VERSION as ENVELOPE_VERSION};
 use postern_types::QueueId;
 
@@ -50,6 +53,16 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError
     move |source| SpoolError::Io { op, path, source }
 }
 
+/// How staged data is made durable before the rename into `queue/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// One `syncfs(2)` covers all concurrent commits: fastest under load, but it also flushes
+    /// whatever else is dirty on the same filesystem.
+    Syncfs,
+    /// `fsync(2)` of each staged file: independent of other writers on the filesystem.
+    Fsync,
+}
+
 /// The spool rooted at one folder. Cheap to share behind an `Arc`; all methods block (call them
 /// from `spawn_blocking`).
 #[derive(Debug)]
@@ -57,7 +70,9 @@ pub struct Spool {
     incoming: PathBuf,
     queue: PathBuf,
     corrupt: PathBuf,
-    queue_sync: DirSync,
+    mode: SyncMode,
+    data_sync: SharedSync,
+    queue_sync: SharedSync,
 }
 
 impl Spool {
@@ -66,7 +81,7 @@ impl Spool {
     ///
     /// # Errors
     /// [`SpoolError::Io`] when the folders cannot be created or read.
-    pub fn open(root: &Path) -> Result<Self, SpoolError> {
+    pub fn open(root: &Path, mode: SyncMode) -> Result<Self, SpoolError> {
         let incoming = root.join("incoming");
         let queue = root.join("queue");
         let corrupt = root.join("corrupt");
@@ -78,8 +93,9 @@ impl Spool {
             tracing::info!("spool: removing unacknowledged staged file {}", path.display());
             fs::remove_file(&path).map_err(io_err("remove", &path))?;
         }
-        let queue_sync = DirSync::open(&queue).map_err(io_err("open", &queue))?;
-        Ok(Self { incoming, queue, corrupt, queue_sync })
+        let queue_sync = SharedSync::open(&queue, SyncOp::FsyncDir).map_err(io_err("open", &queue))?;
+        let data_sync = SharedSync::open(&incoming, SyncOp::Syncfs).map_err(io_err("open", &incoming))?;
+        Ok(Self { incoming, queue, corrupt, mode, data_sync, queue_sync })
     }
 
     /// Path of a queued message file.
@@ -101,8 +117,12 @@ impl Spool {
         let staged_msg = self.incoming.join(format!("{id}.msg"));
         let staged_env = self.incoming.join(format!("{id}.env"));
         let result = (|| {
-            write_synced(&staged_msg, &[trace, message])?;
-            write_synced(&staged_env, &[env.to_text().as_bytes()])?;
+            let fsync = self.mode == SyncMode::Fsync;
+            write_file(&staged_msg, &[trace, message], fsync)?;
+            write_file(&staged_env, &[env.to_text().as_bytes()], fsync)?;
+            if !fsync {
+                self.data_sync.sync().map_err(io_err("syncfs", &self.incoming))?;
+            }
             fs::rename(&staged_msg, self.message_path(id)).map_err(io_err("rename", &staged_msg))?;
             fs::rename(&staged_env, self.envelope_path(id)).map_err(io_err("rename", &staged_env))?;
             self.queue_sync.sync().map_err(io_err("fsync", &self.queue))
@@ -121,7 +141,7 @@ impl Spool {
     /// [`SpoolError::Io`]; the previous envelope stays in place.
     pub fn update(&self, env: &Envelope) -> Result<(), SpoolError> {
         let tmp = self.queue.join(format!("{}.env.tmp", env.id));
-        write_synced(&tmp, &[env.to_text().as_bytes()])?;
+        write_file(&tmp, &[env.to_text().as_bytes()], true)?;
         let dest = self.envelope_path(env.id);
         fs::rename(&tmp, &dest).map_err(io_err("rename", &tmp))?;
         self.queue_sync.sync().map_err(io_err("fsync", &self.queue))
@@ -190,13 +210,16 @@ impl Spool {
     }
 }
 
-/// Creates `path` with the concatenation of `parts` and fsyncs it.
-fn write_synced(path: &Path, parts: &[&[u8]]) -> Result<(), SpoolError> {
+/// Creates `path` with the concatenation of `parts`, fsynced when `fsync`.
+fn write_file(path: &Path, parts: &[&[u8]], fsync: bool) -> Result<(), SpoolError> {
     let mut f: File = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err("create", path))?;
     for p in parts {
         f.write_all(p).map_err(io_err("write", path))?;
     }
-    f.sync_all().map_err(io_err("fsync", path))
+    if fsync {
+        f.sync_all().map_err(io_err("fsync", path))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

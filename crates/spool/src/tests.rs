@@ -34,7 +34,7 @@ fn envelope() -> Envelope {
 #[test]
 fn commit_update_recover_remove() {
     let dir = tmpdir("cycle");
-    let spool = Spool::open(&dir).unwrap();
+    let spool = Spool::open(&dir, SyncMode::Syncfs).unwrap();
     let mut env = envelope();
     spool.commit(&env, b"Received: x\r\n", b"hello").unwrap();
     assert_eq!(spool.read_message(env.id).unwrap(), b"Received: x\r\nhello");
@@ -44,7 +44,7 @@ fn commit_update_recover_remove() {
     fs::write(dir.join("queue/0000000000000001.msg"), b"orphan").unwrap();
     fs::write(dir.join("queue/0000000000000002.env"), b"version = 1\n").unwrap();
     fs::write(dir.join("incoming/0000000000000003.msg"), b"staged").unwrap();
-    let spool = Spool::open(&dir).unwrap();
+    let spool = Spool::open(&dir, SyncMode::Syncfs).unwrap();
     let recovered = spool.recover().unwrap();
     assert_eq!(recovered, vec![env.clone()]);
     assert!(!dir.join("queue/0000000000000001.msg").exists());
@@ -67,9 +67,15 @@ fn envelope_text_is_readable_and_roundtrips() {
 }
 
 #[test]
-fn concurrent_commits_share_directory_fsyncs() {
-    let dir = tmpdir("group");
-    let spool = std::sync::Arc::new(Spool::open(&dir).unwrap());
+fn concurrent_commits_share_syncs() {
+    for mode in [SyncMode::Syncfs, SyncMode::Fsync] {
+        concurrent_commits(mode);
+    }
+}
+
+fn concurrent_commits(mode: SyncMode) {
+    let dir = tmpdir(&format!("group-{mode:?}"));
+    let spool = std::sync::Arc::new(Spool::open(&dir, mode).unwrap());
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let spool = spool.clone();

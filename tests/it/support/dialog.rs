@@ -18,11 +18,11 @@ use super::smtp::Client;
 pub fn run(name: &str, script: &str, port: u16) {
     let mut lines = script.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#')).peekable();
     let mut source = "127.0.0.1".to_owned();
-    if let Some((_, l)) = lines.peek() {
-        if let Some(s) = l.strip_prefix("source ") {
-            source = s.trim().to_owned();
-            lines.next();
-        }
+    if let Some((_, l)) = lines.peek()
+        && let Some(s) = l.strip_prefix("source ")
+    {
+        source = s.trim().to_owned();
+        lines.next();
     }
     let (mut client, greeting) = Client::connect_from(&source, port);
     let mut pending_greeting = Some(greeting);
@@ -35,11 +35,17 @@ pub fn run(name: &str, script: &str, port: u16) {
         } else if let Some(raw) = line.strip_prefix("C! ") {
             client.send(&unescape(raw));
         } else if let Some(expect) = line.strip_prefix("S: ") {
-            let r = pending_greeting.take().or_else(|| client.read_reply()).unwrap_or_else(|| panic!("{at}: connection closed, expected {expect:?}"));
+            let r = pending_greeting
+                .take()
+                .or_else(|| client.read_reply())
+                .unwrap_or_else(|| panic!("{at}: connection closed, expected {expect:?}"));
             let last = r.text.trim_end().lines().last().unwrap_or("");
             assert!(last.starts_with(expect.trim_end()), "{at}: expected reply starting {expect:?}, got {:?}", r.text);
         } else if let Some(expect) = line.strip_prefix("S~ ") {
-            let r = pending_greeting.take().or_else(|| client.read_reply()).unwrap_or_else(|| panic!("{at}: connection closed, expected {expect:?}"));
+            let r = pending_greeting
+                .take()
+                .or_else(|| client.read_reply())
+                .unwrap_or_else(|| panic!("{at}: connection closed, expected {expect:?}"));
             assert!(r.text.contains(expect.trim_end()), "{at}: expected reply containing {expect:?}, got {:?}", r.text);
         } else if line.trim() == "EOF" {
             if let Some(r) = client.read_reply() {

@@ -23,7 +23,12 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> H
     let mut aliases = HashMap::new();
     for (n, entry) in logical {
         let Some((name, targets)) = entry.split_once(':') else {
-            errors.push(ConfigError::new(path, Some(n), entry.split_whitespace().next().unwrap_or(""), "expected `name: target, ...`"));
+            errors.push(ConfigError::new(
+                path,
+                Some(n),
+                entry.split_whitespace().next().unwrap_or(""),
+                "expected `name: target, ...`",
+            ));
             continue;
         };
         let name = name.trim().to_lowercase();

@@ -113,9 +113,8 @@ fn parse_error(rest: &str) -> Result<Reply, String> {
     {
         return Ok(r);
     }
-    let (status, text) = rest.split_once(':').ok_or_else(|| {
-        format!("error:{rest}: use error:nouser TEXT or error:5.7.1:TEXT")
-    })?;
+    let (status, text) =
+        rest.split_once(':').ok_or_else(|| format!("error:{rest}: use error:nouser TEXT or error:5.7.1:TEXT"))?;
     let parts: Vec<&str> = status.split('.').collect();
     let parsed = match parts.as_slice() {
         [c, s, d] => match (c.parse::<u8>(), s.parse::<u16>(), d.parse::<u16>()) {

@@ -15,7 +15,12 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> H
         let name = fields.next().unwrap_or("").trim().to_lowercase();
         let hash = fields.next().map(str::trim).filter(|h| !h.is_empty()).map(str::to_owned);
         if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '@') {
-            errors.push(ConfigError::new(path, Some(n), &name, "a mailbox name must be non-empty, without spaces or @"));
+            errors.push(ConfigError::new(
+                path,
+                Some(n),
+                &name,
+                "a mailbox name must be non-empty, without spaces or @",
+            ));
         } else if users.insert(name.clone(), hash).is_some() {
             errors.push(ConfigError::new(path, Some(n), &name, "duplicate mailbox"));
         }

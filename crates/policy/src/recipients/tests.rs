@@ -73,7 +73,10 @@ fn virtual_table() {
     // `!` exempts an address from the catch-all.
     assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "bob@catch.test")), ["bob"]);
     // Most specific wins: the full sub-address key beats the user key.
-    assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "special+vip@example.test")), ["carol", "remote:carol@elsewhere.test"]);
+    assert_eq!(
+        mailboxes(resolve(&t, "192.0.2.1", "special+vip@example.test")),
+        ["carol", "remote:carol@elsewhere.test"]
+    );
     assert_eq!(status(resolve(&t, "192.0.2.1", "special@example.test")), "550 5.1.1");
 }
 

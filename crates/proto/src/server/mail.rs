@@ -35,10 +35,11 @@ impl Session {
                 _ => return self.error(replies::unsupported_param(key)),
             }
         }
-        if let ReversePath::Mailbox(a) = &path {
-            if a.is_utf8() && !smtputf8 {
-                return self.error(replies::needs_smtputf8());
-            }
+        if let ReversePath::Mailbox(a) = &path
+            && a.is_utf8()
+            && !smtputf8
+        {
+            return self.error(replies::needs_smtputf8());
         }
         self.tx = Some(MailTx {
             reverse_path: path,

@@ -120,7 +120,11 @@ enum State {
     SkipLine,
     Data(DataDecoder),
     /// Reading `remaining` octets of a BDAT chunk.
-    Bdat { remaining: u64, last: bool, error: Option<Reply> },
+    Bdat {
+        remaining: u64,
+        last: bool,
+        error: Option<Reply>,
+    },
     AwaitRecipient(Address),
     AwaitCommit,
     Closed,
@@ -141,7 +145,8 @@ pub struct Session {
 impl Session {
     /// A new session; the greeting `220 hostname ESMTP Postern` is already in the outbox.
     pub fn new(params: SessionParams) -> Self {
-        let mut s = Self { state: State::Command, helo: None, esmtp: false, tx: None, outbox: Vec::new(), errors: 0, params };
+        let mut s =
+            Self { state: State::Command, helo: None, esmtp: false, tx: None, outbox: Vec::new(), errors: 0, params };
         let greeting = Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname));
         s.reply(greeting);
         s

@@ -70,7 +70,8 @@ fn order_of_commands_is_enforced() {
 
 #[test]
 fn rset_clears_transaction() {
-    let (out, tx) = run(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nRSET\r\nDATA\r\nRCPT TO:<x@y.test>\r\n");
+    let (out, tx) =
+        run(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nRSET\r\nDATA\r\nRCPT TO:<x@y.test>\r\n");
     assert_eq!(codes(&out), ["220", "250", "250", "250", "250", "503", "503"]);
     assert!(tx.is_empty());
 }
@@ -82,7 +83,11 @@ fn limits() {
     let long = format!("NOOP {}\r\nNOOP\r\n", "x".repeat(200));
     let (out, _) = run(long.as_bytes());
     assert_eq!(codes(&out), ["220", "500", "250"]);
-    let (out, tx) = run(format!("HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n{}\r\n.\r\nNOOP\r\n", "y".repeat(150)).as_bytes());
+    let (out, tx) = run(format!(
+        "HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n{}\r\n.\r\nNOOP\r\n",
+        "y".repeat(150)
+    )
+    .as_bytes());
     assert_eq!(codes(&out), ["220", "250", "250", "250", "354", "552", "250"]);
     assert!(tx.is_empty());
 }
@@ -108,7 +113,8 @@ fn vrfy_expn_help() {
 
 #[test]
 fn bdat_chunks() {
-    let (out, tx) = run(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 4\r\nab\r\nBDAT 3 LAST\r\nc\r\nNOOP\r\n");
+    let (out, tx) =
+        run(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 4\r\nab\r\nBDAT 3 LAST\r\nc\r\nNOOP\r\n");
     assert_eq!(codes(&out), ["220", "250", "250", "250", "250", "250", "250"]);
     assert_eq!(tx[0].message, b"ab\r\nc\r\n");
     // No trailing newline survives BDAT exactly.
@@ -124,7 +130,9 @@ fn bdat_chunks() {
 
 #[test]
 fn smtputf8_and_postmaster() {
-    let (out, _) = run("EHLO c\r\nMAIL FROM:<jörg@b.test>\r\nMAIL FROM:<jörg@b.test> SMTPUTF8\r\nRCPT TO:<Postmaster>\r\n".as_bytes());
+    let (out, _) =
+        run("EHLO c\r\nMAIL FROM:<jörg@b.test>\r\nMAIL FROM:<jörg@b.test> SMTPUTF8\r\nRCPT TO:<Postmaster>\r\n"
+            .as_bytes());
     assert_eq!(codes(&out), ["220", "250", "553", "250", "250"]);
     let (out, _) = run(b"HELO c\r\nMAIL FROM:<a@b.test> BODY=8BITMIME\r\n");
     assert!(out.contains("555 5.5.4"));
