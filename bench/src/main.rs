@@ -59,7 +59,12 @@ async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> anyhow::Res
     }
 }
 
-async fn client(args: Arc<Args>, body: Arc<Vec<u8>>, sent: Arc<AtomicUsize>, deadline: Instant) -> anyhow::Result<usize> {
+async fn client(
+    args: Arc<Args>,
+    body: Arc<Vec<u8>>,
+    sent: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> anyhow::Result<usize> {
     let stream = TcpStream::connect(&args.server).await.context("connect")?;
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
@@ -91,9 +96,8 @@ async fn main() -> anyhow::Result<()> {
     let sent = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.max_seconds);
-    let tasks: Vec<_> = (0..args.clients)
-        .map(|_| tokio::spawn(client(args.clone(), body.clone(), sent.clone(), deadline)))
-        .collect();
+    let tasks: Vec<_> =
+        (0..args.clients).map(|_| tokio::spawn(client(args.clone(), body.clone(), sent.clone(), deadline))).collect();
     let mut accepted = 0;
     for t in tasks {
         accepted += t.await??;

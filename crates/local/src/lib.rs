@@ -39,6 +39,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// `delivered_to` the final recipient address, `message` the queued message with CRLF endings.
 /// Returns the path of the file in `new/`.
 ///
+/// `shared_sync`, when given, replaces the file fsync and the `new/` fsync: it must make every
+/// write and rename on the Maildir's filesystem durable (the spool's group-commit `syncfs`, so
+/// that concurrent deliveries share one flush). Without it each is fsynced on its own.
+///
 /// # Errors
 /// [`DeliveryError`] naming the failing operation; a partially written `tmp/` file is removed.
 pub fn deliver(
@@ -47,6 +51,7 @@ pub fn deliver(
     return_path: &str,
     delivered_to: &str,
     message: &[u8],
+    shared_sync: Option<&dyn Fn() -> io::Result<()>>,
 ) -> Result<PathBuf, DeliveryError> {
     let err = |op, path: &Path| {
         let path = path.to_path_buf();
@@ -74,7 +79,10 @@ pub fn deliver(
         w.write_all(head.as_bytes()).map_err(err("write", &tmp_file))?;
         write_lf(&mut w, message).map_err(err("write", &tmp_file))?;
         let f = w.into_inner().map_err(|e| e.into_error()).map_err(err("write", &tmp_file))?;
-        f.sync_all().map_err(err("fsync", &tmp_file))
+        match shared_sync {
+            Some(sync) => sync().map_err(err("sync", &tmp_file)),
+            None => f.sync_all().map_err(err("fsync", &tmp_file)),
+        }
     };
     if let Err(e) = write() {
         let _ = fs::remove_file(&tmp_file);
@@ -85,7 +93,10 @@ pub fn deliver(
         let _ = fs::remove_file(&tmp_file);
         return Err(err("rename", &tmp_file)(e));
     }
-    File::open(&new).and_then(|d| d.sync_all()).map_err(err("fsync", &new))?;
+    match shared_sync {
+        Some(sync) => sync().map_err(err("sync", &new))?,
+        None => File::open(&new).and_then(|d| d.sync_all()).map_err(err("fsync", &new))?,
+    }
     Ok(dest)
 }
 
@@ -117,18 +128,24 @@ mod tests {
     fn delivers_with_lf_and_trace_headers() {
         let root = std::env::temp_dir().join(format!("postern-maildir-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
-        let p = deliver(&root, "mx.test", "a@b.test", "bob@x.test", b"Subject: hi\r\n\r\nbody\r\n").unwrap();
+        let p = deliver(&root, "mx.test", "a@b.test", "bob@x.test", b"Subject: hi\r\n\r\nbody\r\n", None).unwrap();
         assert!(p.starts_with(root.join("new")));
         let size = fs::metadata(&p).unwrap().len();
         assert!(p.to_string_lossy().ends_with(&format!(",S={size}")), "{p:?}");
         assert_eq!(fs::read(&p).unwrap(), b"Return-Path: <a@b.test>\nDelivered-To: bob@x.test\nSubject: hi\n\nbody\n");
         assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
-        let q = deliver(&root, "mx.test", "", "bob@x.test", b"x").unwrap();
+        let synced = std::cell::Cell::new(0);
+        let count = || {
+            synced.set(synced.get() + 1);
+            Ok(())
+        };
+        let q = deliver(&root, "mx.test", "", "bob@x.test", b"x", Some(&count)).unwrap();
+        assert_eq!(synced.get(), 2, "data before the rename, the rename after");
         assert_ne!(p, q);
         // A file where the Maildir should be is a (temporary) error, not a panic.
         let blocked = root.join("blocked");
         fs::write(&blocked, b"").unwrap();
-        let e = deliver(&blocked, "mx.test", "", "b@x.test", b"x").unwrap_err();
+        let e = deliver(&blocked, "mx.test", "", "b@x.test", b"x", None).unwrap_err();
         assert_eq!(e.op, "create");
         fs::remove_dir_all(&root).unwrap();
     }

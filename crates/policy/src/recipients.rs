@@ -56,12 +56,12 @@ pub fn resolve_recipient(p: &RecipientPolicy<'_>, client_ip: IpAddr, rcpt: &Addr
             Verdict::PermFail(Reply::new(550, EnhancedStatus(5, 7, 1), format!("<{rcpt}>: Relaying denied")))
         };
     }
-    let mut out = Vec::new();
-    match p.resolve_local(rcpt, 0, &mut HashSet::new(), &mut out) {
+    let mut walk = Expansion { policy: p, rcpt, seen: HashSet::new(), out: Vec::new() };
+    match walk.local(rcpt, 0) {
         Ok(()) => {
             let mut seen = HashSet::new();
-            out.retain(|d| seen.insert(d.clone()));
-            Verdict::Ok(out)
+            walk.out.retain(|d| seen.insert(d.clone()));
+            Verdict::Ok(walk.out)
         }
         Err(Failure::Perm(r)) => Verdict::PermFail(r),
         Err(Failure::Temp(r)) => Verdict::TempFail(r),
@@ -97,84 +97,79 @@ impl RecipientPolicy<'_> {
             _ => local,
         }
     }
+}
 
-    fn resolve_local(
-        &self,
-        rcpt: &Address,
-        depth: usize,
-        seen: &mut HashSet<String>,
-        out: &mut Vec<Destination>,
-    ) -> Result<(), Failure> {
+/// One recipient's expansion through the tables: the alias names already expanded and the
+/// destinations found so far. Errors name the recipient as given in RCPT TO.
+struct Expansion<'p, 'a> {
+    policy: &'p RecipientPolicy<'a>,
+    rcpt: &'p Address,
+    seen: HashSet<String>,
+    out: Vec<Destination>,
+}
+
+impl Expansion<'_, '_> {
+    /// An address in a local domain: virtual table, then its local part as a name.
+    fn local(&mut self, address: &Address, depth: usize) -> Result<(), Failure> {
         if depth > MAX_DEPTH {
-            return Err(looped(rcpt));
+            return Err(looped(self.rcpt));
         }
-        let local = rcpt.local_part().to_lowercase();
-        let base = self.base(&local);
-        let domain = rcpt.domain();
+        let p = self.policy;
+        let local = address.local_part().to_lowercase();
+        let base = p.base(&local);
+        let domain = address.domain();
         let keys = [format!("{local}@{domain}"), format!("{base}@{domain}"), format!("@{domain}")];
-        if let Some(target) = keys.iter().find_map(|k| self.tables.virtual_.get(k))
+        if let Some(target) = keys.iter().find_map(|k| p.tables.virtual_.get(k))
             && *target != Target::AsAddressed
         {
-            return self.follow(target, rcpt, depth, seen, out);
+            return self.follow(target, address, depth);
         }
-        self.resolve_name(base, rcpt, depth, seen, out)
+        self.name(base, address, depth)
     }
 
-    fn follow(
-        &self,
-        target: &Target,
-        rcpt: &Address,
-        depth: usize,
-        seen: &mut HashSet<String>,
-        out: &mut Vec<Destination>,
-    ) -> Result<(), Failure> {
+    /// Where a table entry points; `address` is the address whose entry it is.
+    fn follow(&mut self, target: &Target, address: &Address, depth: usize) -> Result<(), Failure> {
         match target {
             Target::Error(reply) if reply.is_temporary() => Err(Failure::Temp(reply.clone())),
             Target::Error(reply) => Err(Failure::Perm(reply.clone())),
-            Target::Address(a) if self.is_local(a.domain()) => self.resolve_local(a, depth + 1, seen, out),
+            Target::Address(a) if self.policy.is_local(a.domain()) => self.local(a, depth + 1),
             Target::Address(a) => {
-                out.push(Destination::Remote(a.clone()));
+                self.out.push(Destination::Remote(a.clone()));
                 Ok(())
             }
-            Target::Name(name) => self.resolve_name(name, rcpt, depth + 1, seen, out),
+            Target::Name(name) => self.name(name, address, depth + 1),
             Target::AsAddressed => {
-                self.resolve_name(self.base(&rcpt.local_part().to_lowercase()), rcpt, depth + 1, seen, out)
+                self.name(self.policy.base(&address.local_part().to_lowercase()), address, depth + 1)
             }
         }
     }
 
-    /// A local name: alias (expanded) or mailbox.
-    fn resolve_name(
-        &self,
-        name: &str,
-        rcpt: &Address,
-        depth: usize,
-        seen: &mut HashSet<String>,
-        out: &mut Vec<Destination>,
-    ) -> Result<(), Failure> {
+    /// A local name: alias (expanded) or mailbox. `address` gives the domain for Delivered-To.
+    fn name(&mut self, name: &str, address: &Address, depth: usize) -> Result<(), Failure> {
         if depth > MAX_DEPTH {
-            return Err(looped(rcpt));
+            return Err(looped(self.rcpt));
         }
-        let is_user = self.tables.users.contains_key(name) || name == "postmaster";
-        if let Some(targets) = self.tables.aliases.get(name) {
+        let p = self.policy;
+        let is_user = p.tables.users.contains_key(name) || name == "postmaster";
+        if let Some(targets) = p.tables.aliases.get(name) {
             // A name met again during its own expansion is the mailbox itself (`bob: bob, archive`);
             // if there is no such mailbox, the aliases loop.
-            if seen.insert(name.to_owned()) {
+            if self.seen.insert(name.to_owned()) {
                 for t in targets {
-                    self.follow(t, rcpt, depth, seen, out)?;
+                    self.follow(t, address, depth)?;
                 }
                 return Ok(());
             }
             if !is_user {
-                return Err(looped(rcpt));
+                return Err(looped(self.rcpt));
             }
         }
         if is_user {
-            let domain = if self.is_local(rcpt.domain()) { rcpt.domain() } else { &self.local_domains[0] };
-            out.push(Destination::Mailbox { name: name.to_owned(), address: Address::new(name, domain) });
+            let domain = if p.is_local(address.domain()) { address.domain() } else { &p.local_domains[0] };
+            self.out.push(Destination::Mailbox { name: name.to_owned(), address: Address::new(name, domain) });
             return Ok(());
         }
-        Err(unknown(rcpt))
+        Err(unknown(self.rcpt))
     }
 }
 

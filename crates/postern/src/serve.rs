@@ -73,7 +73,8 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         postern_config::schema::SpoolSync::Syncfs => SyncMode::Syncfs,
         postern_config::schema::SpoolSync::Fsync => SyncMode::Fsync,
     };
-    let spool = Arc::new(Spool::open(&spool_dir, mode).with_context(|| format!("opening spool {}", spool_dir.display()))?);
+    let spool =
+        Arc::new(Spool::open(&spool_dir, mode).with_context(|| format!("opening spool {}", spool_dir.display()))?);
     let mut listeners = Vec::new();
     for l in &config.listener {
         let listener = TcpListener::bind(l.address).await.with_context(|| format!("binding {}", l.address))?;

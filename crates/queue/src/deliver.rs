@@ -35,7 +35,10 @@ pub(crate) fn attempt(spool: &Spool, config: &Config, mut env: Envelope) -> Opti
         changed = true;
         r.attempts += 1;
         let maildir = config.maildir_of(&mailbox);
-        let result = postern_local::deliver(&maildir, &config.hostname, &env.reverse_path, &r.address, &message);
+        let shared = spool.shared_sync_for(&maildir);
+        let shared = shared.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<()>);
+        let result =
+            postern_local::deliver(&maildir, &config.hostname, &env.reverse_path, &r.address, &message, shared);
         let delay = (now_ms() as f64 / 1000.0) - (id.arrival_micros() as f64 / 1e6);
         let orig = if r.forward_path == r.address { String::new() } else { format!(", orig_to=<{}>", r.forward_path) };
         match result {

@@ -32,9 +32,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub use shared_sync::{SharedSync, SyncOp};
 pub use envelope::{Envelope, RcptState, Recipient, VERSION as ENVELOPE_VERSION};
 use postern_types::QueueId;
+pub use shared_sync::{SharedSync, SyncOp};
 
 /// A spool operation failed; the session answers 451 4.3.0, the scheduler retries.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,20 @@ impl Spool {
         let queue_sync = SharedSync::open(&queue, SyncOp::FsyncDir).map_err(io_err("open", &queue))?;
         let data_sync = SharedSync::open(&incoming, SyncOp::Syncfs).map_err(io_err("open", &incoming))?;
         Ok(Self { incoming, queue, corrupt, mode, data_sync, queue_sync })
+    }
+
+    /// With [`SyncMode::Syncfs`], a group-commit flush of the spool's filesystem for other
+    /// writers on it (Maildir delivery); `None` in [`SyncMode::Fsync`] mode or when `path` is on
+    /// another filesystem.
+    pub fn shared_sync_for(&self, path: &Path) -> Option<impl Fn() -> io::Result<()> + '_> {
+        use std::os::unix::fs::MetadataExt;
+        if self.mode != SyncMode::Syncfs {
+            return None;
+        }
+        // The nearest existing ancestor tells the filesystem a path will be created on.
+        let existing = path.ancestors().find(|p| p.exists())?;
+        let same = fs::metadata(existing).ok()?.dev() == fs::metadata(&self.incoming).ok()?.dev();
+        same.then_some(|| self.data_sync.sync())
     }
 
     /// Path of a queued message file.
