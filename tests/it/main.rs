@@ -11,4 +11,5 @@ mod corpus;
 mod crash;
 mod delivery;
 mod dialogs;
+mod dns;
 mod python;

@@ -2,6 +2,7 @@
 //! ([`dialog`]).
 
 pub mod dialog;
+pub mod dns;
 pub mod smtp;
 
 use std::io::{BufRead, BufReader};

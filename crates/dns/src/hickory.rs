@@ -1,0 +1,148 @@
+//! The [`Resolver`](crate::Resolver) on hickory-resolver.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::{Resolver as HResolver, TokioResolver};
+
+use crate::{Answer, Mx};
+
+/// Resolver settings (`[dns]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    /// Name servers as `IP:port`; empty means the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    /// Time to wait for one answer from one server.
+    pub timeout: Duration,
+    /// Tries per server.
+    pub attempts: usize,
+}
+
+/// hickory-resolver with TTL-bounded caching.
+#[derive(Debug, Clone)]
+pub struct HickoryResolver {
+    inner: TokioResolver,
+}
+
+impl HickoryResolver {
+    /// Builds a resolver.
+    ///
+    /// # Errors
+    /// When the system configuration cannot be read (only with empty `nameservers`).
+    pub fn new(settings: &DnsSettings) -> Result<Self, String> {
+        let mut builder = if settings.nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| format!("reading the system DNS configuration: {e}"))?
+        } else {
+            let servers = settings
+                .nameservers
+                .iter()
+                .map(|addr| {
+                    let conn = |mut c: ConnectionConfig| {
+                        c.port = addr.port();
+                        c
+                    };
+                    NameServerConfig::new(
+                        addr.ip(),
+                        true,
+                        vec![conn(ConnectionConfig::udp()), conn(ConnectionConfig::tcp())],
+                    )
+                })
+                .collect();
+            HResolver::builder_with_config(ResolverConfig::from_name_servers(servers), TokioRuntimeProvider::default())
+        };
+        let opts: &mut ResolverOpts = builder.options_mut();
+        opts.timeout = settings.timeout;
+        opts.attempts = settings.attempts;
+        opts.cache_size = 4096;
+        // Cache for the records' TTL only (negative answers: the SOA minimum).
+        opts.positive_min_ttl = None;
+        opts.negative_min_ttl = None;
+        // Names are fully qualified; never try search domains.
+        opts.ndots = 0;
+        let inner = builder.build().map_err(|e| format!("building the resolver: {e}"))?;
+        Ok(Self { inner })
+    }
+
+    async fn records(&self, name: &str, rtype: RecordType) -> Answer<Vec<RData>> {
+        let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
+        match self.inner.lookup(fqdn.as_str(), rtype).await {
+            Ok(lookup) => {
+                let data: Vec<RData> =
+                    lookup.answers().iter().filter(|r| r.record_type() == rtype).map(|r| r.data.clone()).collect();
+                if data.is_empty() { Answer::NotFound } else { Answer::Found(data) }
+            }
+            Err(e) => classify(&e),
+        }
+    }
+}
+
+/// NXDOMAIN and NODATA are [`Answer::NotFound`]; everything else is temporary.
+fn classify(e: &NetError) -> Answer<Vec<RData>> {
+    if e.is_no_records_found() || e.is_nx_domain() { Answer::NotFound } else { Answer::TempFail(e.to_string()) }
+}
+
+fn host(name: &hickory_resolver::proto::rr::Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl crate::Resolver for HickoryResolver {
+    async fn mx(&self, domain: &str) -> Answer<Vec<Mx>> {
+        self.records(domain, RecordType::MX).await.map(|v| {
+            v.into_iter()
+                .filter_map(|d| match d {
+                    RData::MX(mx) => Some(Mx { preference: mx.preference, exchange: host(&mx.exchange) }),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    async fn ipv4(&self, name: &str) -> Answer<Vec<IpAddr>> {
+        self.records(name, RecordType::A).await.map(|v| {
+            v.into_iter()
+                .filter_map(|d| match d {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    async fn ipv6(&self, name: &str) -> Answer<Vec<IpAddr>> {
+        self.records(name, RecordType::AAAA).await.map(|v| {
+            v.into_iter()
+                .filter_map(|d| match d {
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    async fn txt(&self, name: &str) -> Answer<Vec<String>> {
+        self.records(name, RecordType::TXT).await.map(|v| {
+            v.into_iter()
+                .filter_map(|d| match d {
+                    RData::TXT(t) => Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    async fn ptr(&self, ip: IpAddr) -> Answer<Vec<String>> {
+        let name = hickory_resolver::proto::rr::Name::from(ip).to_ascii();
+        self.records(&name, RecordType::PTR).await.map(|v| {
+            v.into_iter()
+                .filter_map(|d| match d {
+                    RData::PTR(p) => Some(host(&p.0)),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+}

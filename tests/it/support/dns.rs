@@ -1,0 +1,101 @@
+//! A real DNS server on loopback for tests: hickory-server in-process (its own thread and
+//! runtime), serving zone files from `tests/fixtures/dns/`, UDP and TCP on one ephemeral port.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::store::file::{FileConfig, FileZoneHandler};
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+
+/// A running DNS server; stopped when dropped (its thread ends with the test process).
+pub struct DnsServer {
+    pub addr: SocketAddr,
+    zones: Vec<(String, Arc<FileZoneHandler>)>,
+    runtime: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl DnsServer {
+    /// Serves each `(origin, zone file)` pair.
+    pub fn start(zones: &[(&str, &Path)]) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let zones: Vec<(String, std::path::PathBuf)> =
+            zones.iter().map(|(o, p)| ((*o).to_owned(), p.to_path_buf())).collect();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut catalog = Catalog::new();
+                let mut handlers = Vec::new();
+                for (origin, path) in &zones {
+                    let name = Name::from_ascii(origin).unwrap();
+                    let h = FileZoneHandler::try_from_config(
+                        name.clone(),
+                        ZoneType::Primary,
+                        AxfrPolicy::Deny,
+                        None,
+                        &FileConfig { zone_path: path.clone() },
+                    )
+                    .unwrap();
+                    let h = Arc::new(h);
+                    catalog.upsert(LowerName::new(&name), vec![h.clone()]);
+                    handlers.push((origin.clone(), h));
+                }
+                // UDP and TCP on the same port: the resolver uses one port for both.
+                let (udp, tcp) = loop {
+                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    if let Ok(tcp) = tokio::net::TcpListener::bind(udp.local_addr().unwrap()).await {
+                        break (udp, tcp);
+                    }
+                };
+                let addr = udp.local_addr().unwrap();
+                let mut server = Server::new(catalog);
+                server.register_socket(udp);
+                server.register_listener(tcp, Duration::from_secs(5), 65535);
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                tx.send((addr, handlers, tokio::runtime::Handle::current(), stop_tx)).unwrap();
+                let _ = stop_rx.await;
+                let _ = server.shutdown_gracefully().await;
+            });
+        });
+        let (addr, zones, runtime, stop) = rx.recv().unwrap();
+        Self { addr, zones, runtime, _stop: stop }
+    }
+
+    /// The fixture zone `example.test`.
+    pub fn example() -> Self {
+        let path = crate::support::repo().join("tests/fixtures/dns/example.test.zone");
+        Self::start(&[("example.test.", &path)])
+    }
+
+    /// Adds or replaces a record in the zone of `origin`.
+    pub fn upsert(&self, origin: &str, name: &str, ttl: u32, data: RData) {
+        let (_, zone) = self.zones.iter().find(|(o, _)| o == origin).expect("zone served");
+        let zone = zone.clone();
+        let record = Record::from_rdata(Name::from_ascii(name).unwrap(), ttl, data);
+        let serial = 2 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32;
+        self.runtime.block_on(async move { zone.upsert(record, serial).await });
+    }
+}
+
+/// A "name server" that never answers: UDP and TCP bound, nothing read. Lookups time out.
+pub struct SilentDns {
+    pub addr: SocketAddr,
+    _udp: std::net::UdpSocket,
+    _tcp: std::net::TcpListener,
+}
+
+impl SilentDns {
+    pub fn start() -> Self {
+        loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = std::net::TcpListener::bind(addr) {
+                return Self { addr, _udp: udp, _tcp: tcp };
+            }
+        }
+    }
+}
