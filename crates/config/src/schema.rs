@@ -57,6 +57,89 @@ pub struct Config {
     /// `[spool]`.
     #[serde(default)]
     pub spool: SpoolSettings,
+    /// `[dns]`.
+    #[serde(default)]
+    pub dns: Dns,
+    /// `[outbound]`: the SMTP client that delivers to other hosts.
+    #[serde(default)]
+    pub outbound: Outbound,
+}
+
+/// `[dns]`: the resolver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Name servers as `"IP:port"`; empty (default) uses `/etc/resolv.conf`. Tests point this at
+    /// a DNS server on loopback.
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+    /// Time to wait for one answer. Default `"5s"`.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout: Seconds,
+    /// Tries per name server. Default 2.
+    #[serde(default = "default_dns_attempts")]
+    pub attempts: usize,
+}
+
+/// `[outbound]`: delivery to other mail servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// The TCP port of remote mail servers. Default 25. (Tests point it at another instance on
+    /// loopback; a route `relay:[host]:port` overrides it per destination.)
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// Which address families to use: `"any"` (default: the order DNS gives, IPv6 and IPv4
+    /// interleaved), `"ipv4"`, `"ipv6"`, `"prefer-ipv4"`.
+    #[serde(default)]
+    pub ip_version: IpVersion,
+    /// Per-address TCP connect timeout; a dead address costs at most this, then the next
+    /// address is tried. Default `"10s"`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Seconds,
+    /// Waiting for the greeting, and for each reply to a command. Default `"5m"`.
+    #[serde(default = "five_minutes")]
+    pub command_timeout: Seconds,
+    /// Waiting for the reply after the message content. Default `"10m"` (RFC 5321 §4.5.3.2.6).
+    #[serde(default = "default_data_done_timeout")]
+    pub data_timeout: Seconds,
+    /// Messages delivered at once to remote hosts, in total. Default 20.
+    #[serde(default = "default_outbound_concurrency")]
+    pub max_concurrency: usize,
+}
+
+/// `[outbound] ip_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpVersion {
+    /// IPv6 and IPv4 addresses interleaved, IPv6 first.
+    #[default]
+    Any,
+    /// IPv4 only.
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+    /// IPv4 addresses first, then IPv6.
+    PreferIpv4,
+}
+
+fn default_dns_timeout() -> Seconds {
+    Seconds(Duration::from_secs(5))
+}
+fn default_dns_attempts() -> usize {
+    2
+}
+fn default_smtp_port() -> u16 {
+    25
+}
+fn default_connect_timeout() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+fn default_data_done_timeout() -> Seconds {
+    Seconds(Duration::from_secs(600))
+}
+fn default_outbound_concurrency() -> usize {
+    20
 }
 
 /// `[spool]`: how the spool makes accepted mail durable.
@@ -129,6 +212,9 @@ pub struct TablePaths {
     /// `@domain target` (catch-all).
     #[serde(rename = "virtual")]
     pub virtual_: Option<PathBuf>,
+    /// sendmail mailertable: `domain` or `.suffix` → `relay:[host]:port`, `relay:host`,
+    /// `local:mailbox`, `error:5.3.0:Text`.
+    pub routes: Option<PathBuf>,
 }
 
 /// `[delivery]`.
@@ -153,6 +239,11 @@ pub struct Relay {
     /// Default `["127.0.0.0/8", "::1/128"]`.
     #[serde(default = "default_trusted")]
     pub trusted_networks: Vec<IpNet>,
+    /// Where mail for other domains goes when no route matches, in routes-table syntax
+    /// (`"[smtp.provider.test]:587"` style: `[host]` skips the MX lookup, `host` looks up its
+    /// MX). Default: none (MX of the recipient domain).
+    #[serde(default)]
+    pub smarthost: Option<String>,
 }
 
 /// `[limits]`: per-session and per-message bounds.
@@ -274,13 +365,14 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(Delivery, Relay, Limits, Server, Timeouts, Queue, SpoolSettings);
+default_from_serde!(Delivery, Relay, Limits, Server, Timeouts, Queue, SpoolSettings, Dns, Outbound);
 
 impl Config {
     /// Makes `data_dir` and table paths absolute against `base` (the configuration's folder).
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         self.data_dir = resolve(base, &self.data_dir);
-        for p in [&mut self.tables.users, &mut self.tables.aliases, &mut self.tables.virtual_].into_iter().flatten() {
+        let t = &mut self.tables;
+        for p in [&mut t.users, &mut t.aliases, &mut t.virtual_, &mut t.routes].into_iter().flatten() {
             *p = resolve(base, p);
         }
         for d in &mut self.domains.local {
@@ -324,6 +416,11 @@ impl Config {
         }
         if self.limits.max_line_length < 512 {
             err("limits.max_line_length", "must be at least 512 (RFC 5321 §4.5.3.1.4)".into());
+        }
+        if let Some(s) = &self.relay.smarthost {
+            if let Err(e) = crate::tables::parse_relay(s) {
+                err("relay.smarthost", e);
+            }
         }
         if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
             err("server", "max_connections and max_connections_per_ip must be greater than zero".into());

@@ -4,7 +4,9 @@
 //! users.
 //!
 //! 1. A domain that is not local is accepted only from a trusted client (relay), otherwise
-//!    `550 5.7.1 Relaying denied`.
+//!    `550 5.7.1 Relaying denied`. For a trusted client the routes table applies at once: an
+//!    `error:` route refuses the recipient, a `local:` route delivers it to a mailbox. Routes
+//!    never grant relaying by themselves.
 //! 2. Virtual table (virtusertable): the most specific key wins: `user+detail@domain`, then
 //!    `user@domain`, then `@domain` (catch-all). As in sendmail and Postfix, a catch-all catches
 //!    every address of its domain that has no more specific entry, existing users included; list
@@ -23,7 +25,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use postern_config::{Tables, Target};
+use postern_config::{Route, Tables, Target};
 use postern_types::{Address, Destination, EnhancedStatus, Reply, Verdict};
 
 use crate::relay::is_trusted;
@@ -50,10 +52,18 @@ pub struct RecipientPolicy<'a> {
 /// `TempFail` (451 4.3.0) for an alias loop.
 pub fn resolve_recipient(p: &RecipientPolicy<'_>, client_ip: IpAddr, rcpt: &Address) -> Verdict<Vec<Destination>> {
     if !p.is_local(rcpt.domain()) {
-        return if is_trusted(client_ip, p.trusted_networks) {
-            Verdict::Ok(vec![Destination::Remote(rcpt.clone())])
-        } else {
-            Verdict::PermFail(Reply::new(550, EnhancedStatus(5, 7, 1), format!("<{rcpt}>: Relaying denied")))
+        if !is_trusted(client_ip, p.trusted_networks) {
+            return Verdict::PermFail(Reply::new(550, EnhancedStatus(5, 7, 1), format!("<{rcpt}>: Relaying denied")));
+        }
+        // The routes table decides at RCPT time where relayed mail goes (sendmail mailertable).
+        return match p.tables.route_for(rcpt.domain()) {
+            Some(Route::Error(r)) if r.is_temporary() => Verdict::TempFail(r.clone()),
+            Some(Route::Error(r)) => Verdict::PermFail(r.clone()),
+            Some(Route::Local(mailbox)) => Verdict::Ok(vec![Destination::Mailbox {
+                name: mailbox.clone(),
+                address: Address::new(mailbox.as_str(), &p.local_domains[0]),
+            }]),
+            Some(Route::Relay(_)) | None => Verdict::Ok(vec![Destination::Remote(rcpt.clone())]),
         };
     }
     let mut walk = Expansion { policy: p, rcpt, seen: HashSet::new(), out: Vec::new() };

@@ -6,8 +6,11 @@
 //! the entry's key.
 
 mod aliases;
+mod routes;
 mod users;
 mod virtual_;
+
+pub use routes::{Relay, Route, parse_relay};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,6 +42,8 @@ pub struct Tables {
     pub aliases: HashMap<String, Vec<Target>>,
     /// Virtual keys (`user@domain`, `user+detail@domain`, `@domain`; lower-cased) → target.
     pub virtual_: HashMap<String, Target>,
+    /// Route keys (`domain` or `.suffix`, lower-cased) → route.
+    pub routes: HashMap<String, Route>,
 }
 
 impl Tables {
@@ -58,7 +63,26 @@ impl Tables {
         if let Some(p) = &paths.virtual_ {
             t.virtual_ = read(p, &mut errors).map(|s| virtual_::parse(p, &s, &mut errors)).unwrap_or_default();
         }
+        if let Some(p) = &paths.routes {
+            t.routes = read(p, &mut errors).map(|s| routes::parse(p, &s, &mut errors)).unwrap_or_default();
+        }
         if errors.is_empty() { Ok(t) } else { Err(errors) }
+    }
+
+    /// The route for `domain` (lower-case): the exact key, else the longest matching `.suffix`
+    /// (sendmail mailertable: the most specific entry wins, whatever the order of lines).
+    pub fn route_for(&self, domain: &str) -> Option<&Route> {
+        if let Some(r) = self.routes.get(domain) {
+            return Some(r);
+        }
+        let mut rest = domain;
+        while let Some(i) = rest.find('.') {
+            if let Some(r) = self.routes.get(&rest[i..]) {
+                return Some(r);
+            }
+            rest = &rest[i + 1..];
+        }
+        None
     }
 }
 

@@ -21,6 +21,8 @@ fn tables() -> Tables {
     t.virtual_.insert("@catch.test".into(), n("catchall"));
     t.virtual_.insert("bob@catch.test".into(), Target::AsAddressed);
     t.virtual_.insert("special+vip@example.test".into(), n("carol"));
+    t.routes.insert("blackhole.test".into(), Route::Error(Reply::new(550, EnhancedStatus(5, 3, 0), "No mail")));
+    t.routes.insert(".capture.test".into(), Route::Local("dave".into()));
     t
 }
 
@@ -86,6 +88,10 @@ fn relay_only_for_trusted_clients() {
     assert_eq!(status(resolve(&t, "192.0.2.1", "x@elsewhere.test")), "550 5.7.1");
     assert_eq!(status(resolve(&t, "127.0.0.1", "x@elsewhere.test")), "550 5.7.1");
     assert_eq!(mailboxes(resolve(&t, "127.0.0.2", "x@elsewhere.test")), ["remote:x@elsewhere.test"]);
+    // Routes apply to relayed mail at RCPT time, and never open relaying.
+    assert_eq!(status(resolve(&t, "127.0.0.2", "x@blackhole.test")), "550 5.3.0");
+    assert_eq!(mailboxes(resolve(&t, "127.0.0.2", "x@a.capture.test")), ["dave"]);
+    assert_eq!(status(resolve(&t, "192.0.2.1", "x@a.capture.test")), "550 5.7.1");
     // A trusted client still gets 550 5.1.1 for unknown local users.
     assert_eq!(status(resolve(&t, "127.0.0.2", "nobody@example.test")), "550 5.1.1");
 }

@@ -1,0 +1,146 @@
+//! The routes table, sendmail mailertable syntax: `key route` per line. The key is a domain
+//! (`example.test`, exact) or a suffix (`.example.test`, any subdomain). Routes:
+//!
+//! - `relay:[host]`, `relay:[host]:port`: that host, no MX lookup (brackets, as in sendmail).
+//! - `relay:host`, `relay:host:port`: the MX hosts of `host`.
+//! - `local:mailbox`: deliver to a local mailbox.
+//! - `error:5.3.0:Text` (any `error:` form of the virtual table): refuse at RCPT time.
+//!
+//! `smtp:` and `esmtp:` are accepted as synonyms of `relay:` (sendmail's mailer names).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use postern_types::Reply;
+
+use super::{entries, parse_error};
+use crate::error::ConfigError;
+
+/// Where mail for a domain goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// An SMTP relay.
+    Relay(Relay),
+    /// A local mailbox.
+    Local(String),
+    /// Refuse at RCPT time with this reply.
+    Error(Reply),
+}
+
+/// A next-hop host for SMTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    /// Host name (lower-cased) or IP address.
+    pub host: String,
+    /// Port; `None` means `[outbound] port`.
+    pub port: Option<u16>,
+    /// Whether to look up the MX records of `host` (no brackets) or use it directly (brackets).
+    pub mx_lookup: bool,
+}
+
+/// Parses `[host]:port`, `[host]`, `host:port` or `host` (a `relay:` prefix is allowed).
+///
+/// # Errors
+/// A message saying what form is expected.
+pub fn parse_relay(s: &str) -> Result<Relay, String> {
+    let s = s.trim();
+    let s = ["relay:", "smtp:", "esmtp:"].iter().find_map(|p| s.strip_prefix(p)).unwrap_or(s);
+    let bad = || format!("{s:?}: expected [host], [host]:port, host or host:port");
+    let (host, port, mx_lookup) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(bad)?.parse::<u16>().map_err(|_| bad())?),
+        };
+        (host, port, false)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad())?), true),
+            None => (s, None, true),
+        }
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok(Relay { host: host.to_lowercase(), port, mx_lookup })
+}
+
+pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> HashMap<String, Route> {
+    let mut map = HashMap::new();
+    for (n, line) in entries(text) {
+        let line = line.trim();
+        let (key, target) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let key = key.to_lowercase();
+        let target = target.trim();
+        if key.is_empty() || key.contains('@') {
+            errors.push(ConfigError::new(path, Some(n), &key, "key must be a domain or .suffix"));
+            continue;
+        }
+        let route = if let Some(rest) = target.strip_prefix("error:") {
+            parse_error(rest).map(Route::Error)
+        } else if let Some(mailbox) = target.strip_prefix("local:") {
+            if mailbox.is_empty() || mailbox.contains(char::is_whitespace) {
+                Err("local: needs a mailbox name".to_owned())
+            } else {
+                Ok(Route::Local(mailbox.to_lowercase()))
+            }
+        } else if ["relay:", "smtp:", "esmtp:"].iter().any(|p| target.starts_with(p)) {
+            parse_relay(target).map(Route::Relay)
+        } else {
+            Err(format!("{target:?}: expected relay:[host], relay:host, local:mailbox or error:..."))
+        };
+        match route {
+            Ok(r) => {
+                if map.insert(key.clone(), r).is_some() {
+                    errors.push(ConfigError::new(path, Some(n), &key, "duplicate key"));
+                }
+            }
+            Err(e) => errors.push(ConfigError::new(path, Some(n), &key, e)),
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_forms() {
+        assert_eq!(
+            parse_relay("relay:[mx.b.test]:2525").unwrap(),
+            Relay { host: "mx.b.test".into(), port: Some(2525), mx_lookup: false }
+        );
+        assert_eq!(
+            parse_relay("[127.0.0.1]").unwrap(),
+            Relay { host: "127.0.0.1".into(), port: None, mx_lookup: false }
+        );
+        assert_eq!(
+            parse_relay("smtp:Relay.Test").unwrap(),
+            Relay { host: "relay.test".into(), port: None, mx_lookup: true }
+        );
+        assert_eq!(parse_relay("relay.test:587").unwrap().port, Some(587));
+        assert!(parse_relay("[x.test").is_err());
+        assert!(parse_relay("[x.test]:port").is_err());
+    }
+
+    #[test]
+    fn table() {
+        let mut errors = Vec::new();
+        let text = "# routes\nexample.test relay:[127.0.0.1]:2526\n.example.test local:bob\nbad.test error:5.3.0:No mail here\nworse.test frobnicate\n";
+        let map = parse(Path::new("routes"), text, &mut errors);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map[".example.test"], Route::Local("bob".into()));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, Some(5));
+        // Most specific wins: exact key, then the longest suffix, whatever the line order.
+        let mut t = super::super::Tables::default();
+        t.routes = map;
+        t.routes.insert(".sub.example.test".into(), Route::Local("carol".into()));
+        assert!(matches!(t.route_for("example.test"), Some(Route::Relay(_))));
+        assert_eq!(t.route_for("a.example.test"), Some(&Route::Local("bob".into())));
+        assert_eq!(t.route_for("x.sub.example.test"), Some(&Route::Local("carol".into())));
+        assert_eq!(t.route_for("sub.example.test"), Some(&Route::Local("bob".into())));
+        assert_eq!(t.route_for("other.test"), None);
+    }
+}
