@@ -30,6 +30,9 @@ users = "users"
 max_connections_per_ip = 50
 [spool]
 sync = "$SPOOL_SYNC"
+[dns]
+# Relayed recipients are only queued here: lookups fail fast on loopback, nothing leaves.
+nameservers = ["127.0.0.1:9"]
 TOML
 # Flush what the build left dirty, so that it is not charged to the first run.
 sync

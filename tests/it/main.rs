@@ -13,3 +13,4 @@ mod delivery;
 mod dialogs;
 mod dns;
 mod python;
+mod relay;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub use error::ConfigError;
 pub use live::Live;
 pub use schema::{Config, Listener, Role};
-pub use tables::{Relay, Route, Tables, Target};
+pub use tables::{Relay, Route, Tables, Target, parse_relay};
 
 /// The embedded development default used by `postern serve` without `--config`: one mx listener
 /// on `127.0.0.1:2525`, local domain `localhost`, data under `./postern-data`, and the single

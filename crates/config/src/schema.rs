@@ -103,9 +103,6 @@ pub struct Outbound {
     /// Waiting for the reply after the message content. Default `"10m"` (RFC 5321 §4.5.3.2.6).
     #[serde(default = "default_data_done_timeout")]
     pub data_timeout: Seconds,
-    /// Messages delivered at once to remote hosts, in total. Default 20.
-    #[serde(default = "default_outbound_concurrency")]
-    pub max_concurrency: usize,
 }
 
 /// `[outbound] ip_version`.
@@ -138,7 +135,7 @@ fn default_connect_timeout() -> Seconds {
 fn default_data_done_timeout() -> Seconds {
     Seconds(Duration::from_secs(600))
 }
-fn default_outbound_concurrency() -> usize {
+fn default_queue_concurrency() -> usize {
     20
 }
 
@@ -308,6 +305,9 @@ pub struct Queue {
     /// Longest wait between retries. Default `"1h"`.
     #[serde(default = "default_max_backoff")]
     pub max_backoff: Seconds,
+    /// Messages being delivered at once (local and remote). Default 20. Read at start.
+    #[serde(default = "default_queue_concurrency")]
+    pub max_concurrency: usize,
 }
 
 fn default_hostname() -> String {

@@ -36,12 +36,6 @@ pub(crate) async fn commit(ctx: &Context, config: &Config, tx: Transaction) -> R
                 env.size,
                 env.recipients.len()
             );
-            for r in env.recipients.iter().filter(|r| r.mailbox.is_none()) {
-                tracing::info!(
-                    "{id}: to=<{}>, relay=none, dsn=4.4.0, status=deferred (queued for outbound delivery)",
-                    r.address
-                );
-            }
             ctx.queue.enqueue(env);
             Ok(id)
         }

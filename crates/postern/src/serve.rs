@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use postern_config::{Config, Live, Tables};
+use postern_dns::{DnsSettings, HickoryResolver};
 use postern_inbound::{ConnectionLimits, Context};
 use postern_queue::Queue;
 use postern_spool::{Spool, SyncMode};
@@ -85,7 +86,10 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     }
     let grace = config.server.shutdown_grace.0;
     let live = Arc::new(Live::new(config, tables));
-    let queue = Queue::new(spool.clone(), live.clone());
+    let dns = &live.config().dns;
+    let settings = DnsSettings { nameservers: dns.nameservers.clone(), timeout: dns.timeout.0, attempts: dns.attempts };
+    let resolver = Arc::new(HickoryResolver::new(&settings).map_err(anyhow::Error::msg)?);
+    let queue = Queue::new(spool.clone(), live.clone(), resolver);
     let recovered = queue.recover().context("recovering the queue")?;
     tracing::info!("postern started: {recovered} message(s) recovered from the spool");
     let (stop_tx, stop_rx) = watch::channel(false);

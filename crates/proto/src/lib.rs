@@ -7,6 +7,7 @@
 //! bytes in, performs each [`Step`] (a recipient lookup, a spool commit) and writes out the
 //! replies the session produced. That keeps every SMTP rule unit-testable.
 
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod replies;

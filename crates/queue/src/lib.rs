@@ -7,8 +7,9 @@
 //! recipient is never delivered again. A temporary failure schedules a retry after
 //! `[queue] min_backoff`, doubled per attempt up to `max_backoff`.
 //!
-//! Remote recipients (relay from trusted networks) are queued durably and kept; outbound
-//! delivery arrives with the next version, which picks them up from the spool.
+//! Remote recipients are delivered through `postern-outbound`, one transaction per destination
+//! domain; a 4xx or a network error is retried on the same backoff, a 5xx marks the recipient
+//! failed.
 
 mod deliver;
 
@@ -17,12 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_config::Live;
+use postern_dns::HickoryResolver;
 use postern_spool::{Envelope, RcptState, Spool, SpoolError};
 use postern_types::QueueId;
 use tokio::sync::{Notify, Semaphore, watch};
-
-/// Most messages being delivered at once.
-const MAX_ACTIVE: usize = 16;
 
 /// The scheduler handle; clone it freely.
 #[derive(Clone, Debug)]
@@ -31,17 +30,19 @@ pub struct Queue {
 }
 
 #[derive(Debug)]
-struct Inner {
-    spool: Arc<Spool>,
-    live: Arc<Live>,
+pub(crate) struct Inner {
+    pub(crate) spool: Arc<Spool>,
+    pub(crate) live: Arc<Live>,
+    pub(crate) resolver: Arc<HickoryResolver>,
     wake: Notify,
     sched: Mutex<Sched>,
     slots: Arc<Semaphore>,
+    max_active: usize,
 }
 
 #[derive(Debug, Default)]
 struct Sched {
-    /// (due time in epoch milliseconds, ID) of messages with local recipients to try.
+    /// (due time in epoch milliseconds, ID) of messages with recipients to try.
     due: BTreeSet<(u64, QueueId)>,
     /// Every queued message's envelope, as last saved.
     envelopes: HashMap<QueueId, Envelope>,
@@ -55,14 +56,18 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Queue {
-    /// A scheduler over `spool`, reading delivery settings from `live`.
-    pub fn new(spool: Arc<Spool>, live: Arc<Live>) -> Self {
+    /// A scheduler over `spool`, reading delivery settings from `live` and resolving next hops
+    /// with `resolver`.
+    pub fn new(spool: Arc<Spool>, live: Arc<Live>, resolver: Arc<HickoryResolver>) -> Self {
+        let max_active = live.config().queue.max_concurrency.max(1);
         let inner = Inner {
             spool,
             live,
+            resolver,
             wake: Notify::new(),
             sched: Mutex::default(),
-            slots: Arc::new(Semaphore::new(MAX_ACTIVE)),
+            slots: Arc::new(Semaphore::new(max_active)),
+            max_active,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -123,7 +128,7 @@ impl Queue {
             }
         }
         // Wait for deliveries in flight: each holds a slot.
-        let _all = self.inner.slots.acquire_many(MAX_ACTIVE as u32).await;
+        let _all = self.inner.slots.acquire_many(self.inner.max_active as u32).await;
     }
 
     /// Starts delivery of every due message while slots are free; returns the next due time.
@@ -145,10 +150,8 @@ impl Queue {
             drop(s);
             let this = self.clone();
             tokio::spawn(async move {
-                let spool = this.inner.spool.clone();
-                let config = this.inner.live.config();
-                let result = tokio::task::spawn_blocking(move || deliver::attempt(&spool, &config, env)).await;
-                this.finished(id, result.ok());
+                let result = deliver::attempt(this.inner.clone(), env).await;
+                this.finished(id, Some(result));
                 drop(permit);
                 this.inner.wake.notify_one();
             });
@@ -182,11 +185,7 @@ fn pending(env: &Envelope) -> usize {
     env.recipients.iter().filter(|r| r.state == RcptState::Pending).count()
 }
 
-/// The earliest next attempt (epoch ms) over pending local recipients, if any.
+/// The earliest next attempt (epoch ms) over pending recipients, if any.
 fn next_due(env: &Envelope) -> Option<u64> {
-    env.recipients
-        .iter()
-        .filter(|r| r.state == RcptState::Pending && r.mailbox.is_some())
-        .map(|r| r.next_attempt * 1000)
-        .min()
+    env.recipients.iter().filter(|r| r.state == RcptState::Pending).map(|r| r.next_attempt * 1000).min()
 }

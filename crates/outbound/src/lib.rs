@@ -1,0 +1,86 @@
+//! Outbound delivery. This crate owns the way from "this message for these recipients of one
+//! domain" to one outcome per recipient: choosing the next hop ([`nexthop`]: routes table,
+//! smarthost, MX, addresses), connecting without letting one dead address stall the others
+//! ([`connect`]), running the SMTP transaction ([`transaction`]), and the single mapping from
+//! every kind of error to temporary or permanent ([`Outcome`]).
+
+pub mod connect;
+pub mod nexthop;
+pub mod transaction;
+
+use std::sync::Arc;
+
+use postern_config::{Config, Tables};
+use postern_dns::Resolver;
+use postern_types::{EnhancedStatus, Reply};
+
+pub use transaction::Message;
+
+/// The outcome for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The next hop accepted responsibility: its final reply.
+    Delivered(Reply),
+    /// Retry later: the reply, or a 4xx describing the local error.
+    TempFail(Reply),
+    /// Give up and bounce: the reply, or a 5xx describing why.
+    PermFail(Reply),
+}
+
+impl Outcome {
+    /// Classifies a reply from the peer (RFC 5321 §4.2.1: 2yz, 4yz, 5yz).
+    pub fn from_reply(reply: Reply) -> Self {
+        match reply.code {
+            200..=299 => Self::Delivered(reply),
+            500..=599 => Self::PermFail(reply),
+            _ => Self::TempFail(reply),
+        }
+    }
+
+    /// A local, temporary problem (network, timeout, DNS) as a 4xx outcome with `status`.
+    pub fn temp(status: EnhancedStatus, text: impl Into<String>) -> Self {
+        Self::TempFail(Reply::new(451, status, text))
+    }
+
+    /// The reply behind the outcome.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            Self::Delivered(r) | Self::TempFail(r) | Self::PermFail(r) => r,
+        }
+    }
+}
+
+/// One recipient's result and the host that gave it (`host[ip]:port`, or `none`).
+#[derive(Debug, Clone)]
+pub struct RecipientResult {
+    /// The recipient address.
+    pub recipient: String,
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// The relay that answered, for the log's `relay=`.
+    pub relay: String,
+}
+
+/// Delivers `message` to `recipients` (all in `domain`) using the configuration and tables in
+/// force. Never fails as a whole: every error becomes an outcome per recipient.
+pub async fn deliver<R: Resolver>(
+    resolver: &R,
+    config: &Arc<Config>,
+    tables: &Tables,
+    domain: &str,
+    recipients: &[String],
+    message: &Message,
+) -> Vec<RecipientResult> {
+    let all = |outcome: Outcome, relay: &str| {
+        recipients
+            .iter()
+            .map(|r| RecipientResult { recipient: r.clone(), outcome: outcome.clone(), relay: relay.to_owned() })
+            .collect()
+    };
+    let target = nexthop::target_for(domain, tables, config.relay.smarthost.as_deref(), config.outbound.port);
+    let hosts = match nexthop::hosts(resolver, &target).await {
+        Ok(h) => h,
+        Err(outcome) => return all(outcome, "none"),
+    };
+    transaction::deliver_via(resolver, config, &hosts, recipients, message).await
+}

@@ -1,0 +1,274 @@
+//! The client side of SMTP, sans I/O: reply parsing, EHLO capabilities, the commands of one
+//! transaction, dot-stuffing, and the RFC 6152 / RFC 6531 rules for peers that lack 8BITMIME or
+//! SMTPUTF8. The outbound driver performs the I/O.
+
+use postern_types::{EnhancedStatus, Reply};
+
+/// Incremental reply parser: feed bytes, take complete (possibly multi-line) replies.
+#[derive(Debug, Default)]
+pub struct ReplyParser {
+    buf: Vec<u8>,
+    lines: Vec<String>,
+}
+
+/// The peer sent something that is not an SMTP reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed reply line: {0:?}")]
+pub struct MalformedReply(pub String);
+
+/// Longest reply line accepted from a peer (RFC 5321 §4.5.3.1.5 says 512; we allow more).
+const MAX_REPLY_LINE: usize = 4096;
+
+impl ReplyParser {
+    /// Appends received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete reply, if one has arrived.
+    ///
+    /// # Errors
+    /// [`MalformedReply`] for a line that is not `NNN[ -]text` or that is too long.
+    pub fn next_reply(&mut self) -> Result<Option<Reply>, MalformedReply> {
+        loop {
+            let Some(lf) = memchr::memchr(b'\n', &self.buf) else {
+                if self.buf.len() > MAX_REPLY_LINE {
+                    return Err(MalformedReply(String::from_utf8_lossy(&self.buf[..80]).into_owned()));
+                }
+                return Ok(None);
+            };
+            let raw: Vec<u8> = self.buf.drain(..=lf).collect();
+            let line = String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']).to_owned();
+            let code_ok = line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit);
+            let sep = line.as_bytes().get(3).copied();
+            if !code_ok || !matches!(sep, None | Some(b' ' | b'-')) {
+                return Err(MalformedReply(line));
+            }
+            self.lines.push(line);
+            if sep == Some(b'-') {
+                continue;
+            }
+            let lines = std::mem::take(&mut self.lines);
+            return Ok(Some(parse_lines(&lines)));
+        }
+    }
+}
+
+/// Builds a [`Reply`] from its lines, taking the enhanced status code from the last line when
+/// present (RFC 2034 §4).
+fn parse_lines(lines: &[String]) -> Reply {
+    let code: u16 = lines[0][..3].parse().unwrap_or(0);
+    let texts: Vec<&str> = lines.iter().map(|l| l.get(4..).unwrap_or("")).collect();
+    let status = texts.last().and_then(|t| parse_status(t.split(' ').next().unwrap_or(""), code));
+    let strip = |t: &str| -> String {
+        match status {
+            Some(s) => t.strip_prefix(&s.to_string()).map_or(t, str::trim_start).to_owned(),
+            None => t.to_owned(),
+        }
+    };
+    Reply { code, status, lines: texts.iter().map(|t| strip(t)).collect() }
+}
+
+/// `X.Y.Z` whose class matches the reply code's first digit.
+fn parse_status(s: &str, code: u16) -> Option<EnhancedStatus> {
+    let mut it = s.split('.');
+    let c: u8 = it.next()?.parse().ok()?;
+    let sub: u16 = it.next()?.parse().ok()?;
+    let det: u16 = it.next()?.parse().ok()?;
+    (it.next().is_none() && u16::from(c) == code / 100).then_some(EnhancedStatus(c, sub, det))
+}
+
+/// What the peer announced in its EHLO reply (RFC 5321 §4.1.1.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// PIPELINING (RFC 2920).
+    pub pipelining: bool,
+    /// SIZE and its limit, 0 meaning none announced (RFC 1870).
+    pub size: Option<u64>,
+    /// 8BITMIME (RFC 6152).
+    pub eight_bit_mime: bool,
+    /// SMTPUTF8 (RFC 6531).
+    pub smtputf8: bool,
+    /// STARTTLS (RFC 3207).
+    pub starttls: bool,
+    /// ENHANCEDSTATUSCODES (RFC 2034).
+    pub enhanced_status_codes: bool,
+    /// CHUNKING (RFC 3030).
+    pub chunking: bool,
+    /// DSN (RFC 3461).
+    pub dsn: bool,
+}
+
+impl Capabilities {
+    /// Parses a 250 reply to EHLO (the first line is the greeting, not a keyword).
+    pub fn from_ehlo(reply: &Reply) -> Self {
+        let mut c = Self::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_whitespace();
+            let Some(kw) = words.next() else { continue };
+            match kw.to_ascii_uppercase().as_str() {
+                "PIPELINING" => c.pipelining = true,
+                "SIZE" => c.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => c.eight_bit_mime = true,
+                "SMTPUTF8" => c.smtputf8 = true,
+                "STARTTLS" => c.starttls = true,
+                "ENHANCEDSTATUSCODES" => c.enhanced_status_codes = true,
+                "CHUNKING" => c.chunking = true,
+                "DSN" => c.dsn = true,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// What Postern knows about the message it is about to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// Reverse-path without brackets (empty: null sender).
+    pub reverse_path: &'a str,
+    /// Message size in bytes.
+    pub size: u64,
+    /// The message was received with BODY=8BITMIME.
+    pub body_8bit: bool,
+    /// The message needs SMTPUTF8 (received with it).
+    pub smtputf8: bool,
+}
+
+/// Why a message cannot be sent to this peer as it is; each is permanent for this peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsendable {
+    /// The peer's SIZE limit is below the message size (RFC 1870 §6: 552 5.3.4).
+    TooBig { limit: u64 },
+    /// The message needs SMTPUTF8 and the peer lacks it (RFC 6531 §3.7.4.1: 5.6.7).
+    NeedsSmtpUtf8,
+}
+
+impl Unsendable {
+    /// The failure as a reply, for logs and DSNs.
+    pub fn reply(&self) -> Reply {
+        match self {
+            Self::TooBig { limit } => Reply::new(
+                552,
+                EnhancedStatus(5, 3, 4),
+                format!("message too big for the remote server (limit {limit} bytes)"),
+            ),
+            Self::NeedsSmtpUtf8 => Reply::new(553, EnhancedStatus(5, 6, 7), "remote server does not support SMTPUTF8"),
+        }
+    }
+}
+
+/// The MAIL FROM command for `msg` to a peer with `caps`.
+///
+/// SIZE is declared when the peer has SIZE; BODY=8BITMIME when the message is 8-bit and the peer
+/// has 8BITMIME. An 8-bit message to a peer without 8BITMIME is sent as it is (RFC 6152 §3 lets a
+/// relay do so rather than bounce; converting it would rewrite the body, which Postern never
+/// does). SMTPUTF8 is required of the peer when the message needs it.
+///
+/// # Errors
+/// [`Unsendable`] when the peer cannot take the message.
+pub fn mail_command(msg: &Outgoing<'_>, caps: &Capabilities) -> Result<String, Unsendable> {
+    if let Some(limit) = caps.size.filter(|&l| l > 0 && msg.size > l) {
+        return Err(Unsendable::TooBig { limit });
+    }
+    if msg.smtputf8 && !caps.smtputf8 {
+        return Err(Unsendable::NeedsSmtpUtf8);
+    }
+    let mut cmd = format!("MAIL FROM:<{}>", msg.reverse_path);
+    if caps.size.is_some() {
+        cmd.push_str(&format!(" SIZE={}", msg.size));
+    }
+    if msg.body_8bit && caps.eight_bit_mime {
+        cmd.push_str(" BODY=8BITMIME");
+    }
+    if msg.smtputf8 {
+        cmd.push_str(" SMTPUTF8");
+    }
+    cmd.push_str("\r\n");
+    Ok(cmd)
+}
+
+/// `message` (CRLF line endings) in the DATA wire form: lines starting with `.` get another
+/// `.`, a final CRLF is added when missing, then `.` CRLF (RFC 5321 §4.5.2).
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut line_start = true;
+    let mut rest = message;
+    while !rest.is_empty() {
+        if line_start && rest[0] == b'.' {
+            out.push(b'.');
+        }
+        match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                out.extend_from_slice(&rest[..=i]);
+                rest = &rest[i + 1..];
+                line_start = true;
+            }
+            None => {
+                out.extend_from_slice(rest);
+                rest = &[];
+                line_start = false;
+            }
+        }
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replies_incrementally() {
+        let mut p = ReplyParser::default();
+        p.feed(b"250-mx.test Hello\r\n250-PIPELINING\r\n250-SIZE 1000\r\n");
+        assert_eq!(p.next_reply().unwrap(), None);
+        p.feed(b"250 8BITMIME\r\n550 5.1.1 <x@y>: unknown\r\n");
+        let ehlo = p.next_reply().unwrap().unwrap();
+        assert_eq!(ehlo.code, 250);
+        let caps = Capabilities::from_ehlo(&ehlo);
+        assert!(caps.pipelining && caps.eight_bit_mime && !caps.smtputf8);
+        assert_eq!(caps.size, Some(1000));
+        let r = p.next_reply().unwrap().unwrap();
+        assert_eq!((r.code, r.status), (550, Some(EnhancedStatus(5, 1, 1))));
+        assert_eq!(r.lines[0], "<x@y>: unknown");
+        p.feed(b"garbage\r\n");
+        assert!(p.next_reply().is_err());
+        // A status code of the wrong class is text, not a status.
+        let mut p = ReplyParser::default();
+        p.feed(b"451 5.1.1 odd\r\n");
+        assert_eq!(p.next_reply().unwrap().unwrap().status, None);
+    }
+
+    #[test]
+    fn mail_command_follows_capabilities() {
+        let msg = Outgoing { reverse_path: "a@b.test", size: 500, body_8bit: true, smtputf8: false };
+        let all = Capabilities { size: Some(1000), eight_bit_mime: true, smtputf8: true, ..Default::default() };
+        assert_eq!(mail_command(&msg, &all).unwrap(), "MAIL FROM:<a@b.test> SIZE=500 BODY=8BITMIME\r\n");
+        assert_eq!(mail_command(&msg, &Capabilities::default()).unwrap(), "MAIL FROM:<a@b.test>\r\n");
+        let small = Capabilities { size: Some(100), ..Default::default() };
+        assert_eq!(mail_command(&msg, &small), Err(Unsendable::TooBig { limit: 100 }));
+        let utf8 = Outgoing { smtputf8: true, ..msg };
+        assert_eq!(mail_command(&utf8, &Capabilities::default()), Err(Unsendable::NeedsSmtpUtf8));
+        assert!(mail_command(&utf8, &all).unwrap().ends_with(" SMTPUTF8\r\n"));
+    }
+
+    #[test]
+    fn dot_stuffing_round_trips_with_the_server_decoder() {
+        for msg in [&b"a\r\n.b\r\n..c\r\n.\r\n"[..], b"no final newline", b"", b".\r\n"] {
+            let wire = dot_stuff(msg);
+            let mut d = crate::data::DataDecoder::new(1 << 20);
+            let (n, done) = d.feed(&wire);
+            assert!(done && n == wire.len(), "{msg:?}");
+            let mut want = msg.to_vec();
+            if !want.is_empty() && !want.ends_with(b"\r\n") {
+                want.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(d.finish().unwrap(), want);
+        }
+    }
+}

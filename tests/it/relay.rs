@@ -1,0 +1,101 @@
+//! Outbound delivery between two Postern instances on loopback, with a real DNS server:
+//! A relays to B via MX; a refusing primary MX falls over to the secondary; a primary MX that
+//! never answers costs one connect timeout; a bracketed route skips the MX lookup; a null MX
+//! fails at once with 5.1.10.
+
+use std::os::fd::FromRawFd;
+use std::time::Duration;
+
+use crate::support::dns::DnsServer;
+use crate::support::smtp::Client;
+use crate::support::{Server, repo};
+
+/// A TCP address that never completes a handshake: a listener with backlog 0 whose accept queue
+/// is already full, so the kernel drops further SYNs.
+struct Blackhole {
+    _listener: std::net::TcpListener,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl Blackhole {
+    fn bind(ip: &str, port: u16) -> Self {
+        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        // SAFETY: socket/setsockopt/bind/listen on a fresh descriptor we own.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let one: libc::c_int = 1;
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
+            let std::net::SocketAddr::V4(v4) = addr else { unreachable!() };
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as _;
+            sa.sin_port = port.to_be();
+            sa.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            assert_eq!(libc::bind(fd, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as _), 0);
+            assert_eq!(libc::listen(fd, 0), 0);
+            std::net::TcpListener::from_raw_fd(fd)
+        };
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => fillers.push(s),
+                Err(_) => return Self { _listener: listener, _fillers: fillers },
+            }
+        }
+        panic!("could not fill the listen queue of {addr}");
+    }
+}
+
+#[test]
+fn a_relays_to_b_through_mx() {
+    let zone = repo().join("tests/fixtures/dns/relay.test.zone");
+    let dns = DnsServer::start(&[("test.", &zone)]);
+    let b = Server::start_with("relay-b", |t| t);
+    let _hole = Blackhole::bind("127.0.0.9", b.port);
+    let a = Server::start_with("relay-a", |t| {
+        t.replace("{DNS}", &dns.addr.to_string()).replace("{PORT}", &b.port.to_string())
+    });
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    let rcpts = ["bob@b.test", "bob@failover.test", "bob@slow.test", "bob@routed.test"];
+    for rcpt in rcpts {
+        let r = c.send_data("alice@a.test", &[rcpt], format!("Subject: to {rcpt}\r\n\r\nhello\r\n").as_bytes());
+        assert_eq!(r.code, 250, "{rcpt}: {}", r.text);
+    }
+    // Each lands exactly once in B's Maildir.
+    let files = b.wait_maildir("bob", rcpts.len());
+    let texts: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    for rcpt in rcpts {
+        let n = texts.iter().filter(|t| t.contains(&format!("Subject: to {rcpt}\n"))).count();
+        assert_eq!(n, 1, "{rcpt} delivered {n} times");
+    }
+    // B's trace shows A's name; A's message was not rewritten.
+    assert!(texts.iter().all(|t| t.contains("Received: from a.example.test ([127.0.0.1])")));
+    a.wait_queue_empty();
+
+    let sent = |rcpt: &str| {
+        a.log_lines(&format!("to=<{rcpt}>"))
+            .into_iter()
+            .find(|l| l.contains("status=sent"))
+            .unwrap_or_else(|| panic!("no sent line for {rcpt}"))
+    };
+    let mx_b = format!("relay=mx.b.test[127.0.0.1]:{}", b.port);
+    assert!(sent("bob@b.test").contains(&mx_b));
+    // The refusing primary was tried, the secondary took it.
+    assert!(!a.log_lines(&format!("connect to 127.0.0.5:{}", b.port)).is_empty());
+    assert!(sent("bob@failover.test").contains(&mx_b));
+    // The silent primary cost one connect timeout (1 s), not more.
+    assert!(!a.log_lines(&format!("connect to 127.0.0.9:{}: timed out", b.port)).is_empty());
+    let slow = sent("bob@slow.test");
+    let delay: f64 = slow.split("delay=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(delay < 5.0, "slow MX delayed delivery by {delay}s: {slow}");
+    // Brackets: no MX lookup, straight to the address.
+    assert!(sent("bob@routed.test").contains(&format!("relay=127.0.0.1[127.0.0.1]:{}", b.port)));
+
+    // Null MX: an immediate permanent failure, never retried.
+    let r = c.send_data("alice@a.test", &["x@nullmx.test"], b"Subject: null\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250);
+    let line = a.wait_log("to=<x@nullmx.test>");
+    assert!(line.contains("status=bounced") && line.contains("dsn=5.1.10"), "{line}");
+    a.wait_queue_empty();
+}
