@@ -417,10 +417,10 @@ impl Config {
         if self.limits.max_line_length < 512 {
             err("limits.max_line_length", "must be at least 512 (RFC 5321 §4.5.3.1.4)".into());
         }
-        if let Some(s) = &self.relay.smarthost {
-            if let Err(e) = crate::tables::parse_relay(s) {
-                err("relay.smarthost", e);
-            }
+        if let Some(s) = &self.relay.smarthost
+            && let Err(e) = crate::tables::parse_relay(s)
+        {
+            err("relay.smarthost", e);
         }
         if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
             err("server", "max_connections and max_connections_per_ip must be greater than zero".into());
