@@ -134,8 +134,7 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, Some(5));
         // Most specific wins: exact key, then the longest suffix, whatever the line order.
-        let mut t = super::super::Tables::default();
-        t.routes = map;
+        let mut t = super::super::Tables { routes: map, ..Default::default() };
         t.routes.insert(".sub.example.test".into(), Route::Local("carol".into()));
         assert!(matches!(t.route_for("example.test"), Some(Route::Relay(_))));
         assert_eq!(t.route_for("a.example.test"), Some(&Route::Local("bob".into())));
