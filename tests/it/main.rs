@@ -6,6 +6,7 @@
 
 mod support;
 
+mod bounces;
 mod config;
 mod corpus;
 mod crash;

@@ -135,6 +135,9 @@ fn default_connect_timeout() -> Seconds {
 fn default_data_done_timeout() -> Seconds {
     Seconds(Duration::from_secs(600))
 }
+fn default_max_age() -> Seconds {
+    Seconds(Duration::from_secs(5 * 86400))
+}
 fn default_queue_concurrency() -> usize {
     20
 }
@@ -308,6 +311,13 @@ pub struct Queue {
     /// Messages being delivered at once (local and remote). Default 20. Read at start.
     #[serde(default = "default_queue_concurrency")]
     pub max_concurrency: usize,
+    /// How long a message may stay queued before its pending recipients fail with a DSN
+    /// (status 4.4.7). Default `"5d"` (RFC 5321 §4.5.4.1 suggests 4-5 days).
+    #[serde(default = "default_max_age")]
+    pub max_age: Seconds,
+    /// After this long in the queue, the sender gets one "delayed" DSN. Default: off.
+    #[serde(default)]
+    pub warn_after: Option<Seconds>,
 }
 
 fn default_hostname() -> String {

@@ -88,6 +88,7 @@ fn envelope(tx: &Transaction, id: QueueId, size: u64) -> Envelope {
         body_8bit: tx.body_8bit,
         smtputf8: tx.smtputf8,
         size,
+        warned: false,
         recipients,
     }
 }

@@ -5,5 +5,5 @@
 pub mod recipients;
 pub mod relay;
 
-pub use recipients::{RecipientPolicy, resolve_recipient};
+pub use recipients::{RecipientPolicy, resolve_for_delivery, resolve_recipient};
 pub use relay::is_trusted;

@@ -78,6 +78,16 @@ pub fn resolve_recipient(p: &RecipientPolicy<'_>, client_ip: IpAddr, rcpt: &Addr
     }
 }
 
+/// Resolves an address for mail Postern generates itself (DSNs): like [`resolve_recipient`] for
+/// local domains, and any other domain is remote; relaying rules do not apply.
+pub fn resolve_for_delivery(p: &RecipientPolicy<'_>, address: &Address) -> Verdict<Vec<Destination>> {
+    if p.is_local(address.domain()) {
+        resolve_recipient(p, std::net::Ipv4Addr::UNSPECIFIED.into(), address)
+    } else {
+        Verdict::Ok(vec![Destination::Remote(address.clone())])
+    }
+}
+
 enum Failure {
     Perm(Reply),
     Temp(Reply),

@@ -8,14 +8,22 @@ use std::time::Duration;
 
 use postern_config::Config;
 use postern_outbound::{Message, Outcome};
+use postern_report::{Action, RecipientStatus};
 use postern_spool::{Envelope, RcptState, Recipient, Spool};
+use postern_types::EnhancedStatus;
 
-use crate::{Inner, now_ms};
+use crate::{Inner, bounce, now_ms};
 
-/// Attempts the due recipients of `env`. Returns the saved envelope, `None` when the message
-/// was finished and removed. The envelope is saved after every attempt, so a recipient is
-/// delivered again only if a crash falls between its delivery and that save.
-pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> Option<Envelope> {
+/// What an attempt leaves: the original's envelope (`None` when finished and removed) and new
+/// messages (DSNs) to schedule.
+pub(crate) struct AttemptResult {
+    pub(crate) envelope: Option<Envelope>,
+    pub(crate) new: Vec<Envelope>,
+}
+
+/// Attempts the due recipients of `env`. The envelope is saved after every attempt, so a
+/// recipient is delivered again only if a crash falls between its delivery and that save.
+pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResult {
     let config = inner.live.config();
     let tables = inner.live.tables();
     let id = env.id;
@@ -33,10 +41,11 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> Option<Enve
             for r in env.recipients.iter_mut().filter(|r| r.state == RcptState::Pending) {
                 r.next_attempt = retry;
             }
-            return Some(env);
+            return AttemptResult { envelope: Some(env), new: Vec::new() };
         }
     };
     let now_s = now_ms() / 1000;
+    let mut failed: Vec<RecipientStatus> = expire(&config, &mut env, now_s);
     let due = |r: &Recipient| r.state == RcptState::Pending && r.next_attempt <= now_s;
     let any_local = env.recipients.iter().any(|r| due(r) && r.mailbox.is_some());
     if any_local {
@@ -50,7 +59,7 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> Option<Enve
             Ok(e) => env = e,
             Err(e) => {
                 tracing::error!("{id}: local delivery task failed: {e}");
-                return None;
+                return AttemptResult { envelope: None, new: Vec::new() };
             }
         }
     }
@@ -75,15 +84,75 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> Option<Enve
             let results = postern_outbound::deliver(&*inner.resolver, &config, &tables, &domain, &rcpts, &msg).await;
             for (&i, result) in indexes.iter().zip(results) {
                 let r = &mut env.recipients[i];
-                record(&config, id, r, &result.relay, result.outcome, now_s);
+                failed.extend(record(&config, id, r, &result.relay, result.outcome, now_s));
             }
         }
     }
-    let spool = inner.spool.clone();
-    tokio::task::spawn_blocking(move || save(&spool, env)).await.unwrap_or_else(|e| {
-        tracing::error!("{id}: saving delivery state failed: {e}");
-        None
+    let (spool, tables) = (inner.spool.clone(), inner.live.tables());
+    let saved = tokio::task::spawn_blocking(move || {
+        let mut new = Vec::new();
+        // DSNs first, then the state that records the failures: a crash in between repeats a
+        // DSN, it never loses one.
+        new.extend(bounce::send(&spool, &config, &tables, &env, &message, failed));
+        let delayed = delay_warning(&config, &mut env, now_s);
+        new.extend(bounce::send(&spool, &config, &tables, &env, &message, delayed));
+        AttemptResult { envelope: save(&spool, env), new }
     })
+    .await;
+    saved.unwrap_or_else(|e| {
+        tracing::error!("{id}: saving delivery state failed: {e}");
+        AttemptResult { envelope: None, new: Vec::new() }
+    })
+}
+
+/// Pending recipients older than `[queue] max_age` fail with 4.4.7 (RFC 3463: delivery time
+/// expired).
+fn expire(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatus> {
+    let max_age = config.queue.max_age.0.as_secs();
+    if now_s < env.arrival + max_age {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for r in env.recipients.iter_mut().filter(|r| r.state == RcptState::Pending) {
+        r.state = RcptState::Failed;
+        let why = format!(
+            "message expired after {}s in the queue; last error: {}",
+            max_age,
+            r.last_error.as_deref().unwrap_or("none")
+        );
+        tracing::warn!("{}: to=<{}>, relay=none, dsn=4.4.7, status=expired ({why})", env.id, r.address);
+        out.push(bounce::status(r, Action::Failed, EnhancedStatus(4, 4, 7), "none", Some(why)));
+    }
+    out
+}
+
+/// Once per message, after `[queue] warn_after`: a "delayed" report on the pending recipients.
+fn delay_warning(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatus> {
+    let Some(after) = config.queue.warn_after else { return Vec::new() };
+    if env.warned || now_s < env.arrival + after.0.as_secs() {
+        return Vec::new();
+    }
+    let pending: Vec<RecipientStatus> = env
+        .recipients
+        .iter()
+        .filter(|r| r.state == RcptState::Pending)
+        .map(|r| {
+            let status = r.last_error.as_deref().and_then(status_of).unwrap_or(EnhancedStatus(4, 0, 0));
+            bounce::status(r, Action::Delayed, status, "none", r.last_error.clone())
+        })
+        .collect();
+    env.warned = !pending.is_empty();
+    pending
+}
+
+/// The enhanced status code at the start of a reply text like `451 4.4.1 ...`.
+fn status_of(text: &str) -> Option<EnhancedStatus> {
+    let code = text.split_whitespace().nth(1)?;
+    let mut it = code.split('.').map(|p| p.parse::<u16>().ok());
+    match (it.next()??, it.next()??, it.next()??) {
+        (c @ 2..=5, s, d) => Some(EnhancedStatus(c as u8, s, d)),
+        _ => None,
+    }
 }
 
 /// Local recipients: Maildir delivery on this (blocking) thread.
@@ -100,6 +169,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         let shared = shared.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<()>);
         let result = postern_local::deliver(&maildir, &config.hostname, &reverse_path, &r.address, message, shared);
         let relay = format!("local, mailbox={mailbox}");
+        // Local failures are temporary: `record` never reports one as failed here.
         let outcome = match result {
             Ok(path) => {
                 let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
@@ -111,12 +181,20 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             }
             Err(e) => Outcome::temp(postern_types::EnhancedStatus(4, 3, 0), e.to_string()),
         };
-        record(config, id, r, &relay, outcome, now_s);
+        let _ = record(config, id, r, &relay, outcome, now_s);
     }
 }
 
-/// Applies one outcome to a recipient and logs it (one line per delivery attempt).
-fn record(config: &Config, id: postern_types::QueueId, r: &mut Recipient, relay: &str, outcome: Outcome, now_s: u64) {
+/// Applies one outcome to a recipient and logs it (one line per delivery attempt). Returns the
+/// report line when the recipient failed permanently.
+fn record(
+    config: &Config,
+    id: postern_types::QueueId,
+    r: &mut Recipient,
+    relay: &str,
+    outcome: Outcome,
+    now_s: u64,
+) -> Option<RecipientStatus> {
     r.attempts += 1;
     let delay = (now_ms() as f64 / 1000.0) - (id.arrival_micros() as f64 / 1e6);
     let orig = if r.forward_path == r.address { String::new() } else { format!(", orig_to=<{}>", r.forward_path) };
@@ -129,17 +207,21 @@ fn record(config: &Config, id: postern_types::QueueId, r: &mut Recipient, relay:
             r.state = RcptState::Delivered;
             r.last_error = None;
             tracing::info!("{head}, status=sent ({text})");
+            None
         }
         Outcome::TempFail(_) => {
             let wait = backoff(config, r.attempts);
             r.next_attempt = now_s + wait.as_secs();
             r.last_error = Some(text.clone());
             tracing::warn!("{head}, status=deferred ({text}), retry in {}s", wait.as_secs());
+            None
         }
-        Outcome::PermFail(_) => {
+        Outcome::PermFail(reply) => {
             r.state = RcptState::Failed;
             r.last_error = Some(text.clone());
             tracing::warn!("{head}, status=bounced ({text})");
+            let status = reply.status.unwrap_or(EnhancedStatus(5, 0, 0));
+            Some(bounce::status(r, Action::Failed, status, relay, Some(text)))
         }
     }
 }

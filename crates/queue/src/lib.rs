@@ -11,6 +11,7 @@
 //! domain; a 4xx or a network error is retried on the same backoff, a 5xx marks the recipient
 //! failed.
 
+mod bounce;
 mod deliver;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -151,7 +152,10 @@ impl Queue {
             let this = self.clone();
             tokio::spawn(async move {
                 let result = deliver::attempt(this.inner.clone(), env).await;
-                this.finished(id, Some(result));
+                for new in result.new {
+                    this.enqueue(new);
+                }
+                this.finished(id, Some(result.envelope));
                 drop(permit);
                 this.inner.wake.notify_one();
             });

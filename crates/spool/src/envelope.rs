@@ -10,6 +10,7 @@
 //! body_8bit = false
 //! smtputf8 = false
 //! size = 1234                     # bytes of the message file
+//! warned = true                   # a "delayed" DSN was sent; absent means false
 //!
 //! [[recipient]]
 //! forward_path = "team@example.test"   # as given in RCPT TO
@@ -50,6 +51,9 @@ pub struct Envelope {
     pub smtputf8: bool,
     /// Size of the message file in bytes (trace header included).
     pub size: u64,
+    /// A "delayed" DSN was sent (`[queue] warn_after`); absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warned: bool,
     /// One entry per destination.
     #[serde(rename = "recipient")]
     pub recipients: Vec<Recipient>,

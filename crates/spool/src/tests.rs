@@ -19,6 +19,7 @@ fn envelope() -> Envelope {
         body_8bit: false,
         smtputf8: false,
         size: 5,
+        warned: false,
         recipients: vec![Recipient {
             forward_path: "a@x.test".into(),
             address: "a@x.test".into(),

@@ -1,0 +1,130 @@
+//! Delivery status notifications from the scheduler: failure DSNs for recipients that failed
+//! permanently or expired (`[queue] max_age`), one "delayed" DSN per message
+//! (`[queue] warn_after`). A DSN is committed to the spool as a new message from the null sender
+//! *before* the original's failed state is saved, so a crash can duplicate a DSN but never lose
+//! one. Nothing is ever sent to the null sender (RFC 5321 §4.5.5: no bounce loops).
+
+use postern_config::{Config, Tables};
+use postern_policy::{RecipientPolicy, resolve_for_delivery};
+use postern_report::{Action, Dsn, RecipientStatus, compose};
+use postern_spool::{ENVELOPE_VERSION, Envelope, RcptState, Recipient, Spool};
+use postern_types::{Address, Destination, EnhancedStatus, QueueId, Verdict};
+
+use crate::now_ms;
+
+/// The report line of a recipient from its outcome text and relay.
+pub(crate) fn status(
+    r: &Recipient,
+    action: Action,
+    status: EnhancedStatus,
+    relay: &str,
+    diagnostic: Option<String>,
+) -> RecipientStatus {
+    let remote =
+        relay.split_once('[').map(|(h, _)| h.to_owned()).filter(|h| !h.is_empty() && !relay.starts_with("local"));
+    RecipientStatus {
+        final_recipient: r.address.clone(),
+        original_recipient: (r.forward_path != r.address).then(|| r.forward_path.clone()),
+        action,
+        status,
+        remote_mta: remote,
+        diagnostic,
+    }
+}
+
+/// Composes and spools a DSN about `env` for `statuses`. Returns the new message's envelope to
+/// schedule, or `None` when no DSN is due (null sender, nothing to report) or it could not be
+/// addressed or written (logged).
+pub(crate) fn send(
+    spool: &Spool,
+    config: &Config,
+    tables: &Tables,
+    env: &Envelope,
+    original: &[u8],
+    statuses: Vec<RecipientStatus>,
+) -> Option<Envelope> {
+    if statuses.is_empty() {
+        return None;
+    }
+    let id = env.id;
+    if env.reverse_path.is_empty() {
+        tracing::info!("{id}: no DSN: the sender is the null reverse-path");
+        return None;
+    }
+    let kind = if statuses.iter().any(|s| s.action == Action::Failed) { "failure" } else { "delay" };
+    let Ok(sender) = Address::parse(&env.reverse_path) else {
+        tracing::warn!("{id}: no {kind} DSN: sender <{}> is not an address", env.reverse_path);
+        return None;
+    };
+    let queue_id = id.to_string();
+    let message = compose(&Dsn {
+        reporting_mta: &config.hostname,
+        queue_id: &queue_id,
+        to: &env.reverse_path,
+        arrival: env.arrival as i64,
+        envelope_id: None,
+        recipients: statuses,
+        original,
+        return_full: false,
+    });
+    let policy = RecipientPolicy {
+        local_domains: &config.domains.local,
+        trusted_networks: &config.relay.trusted_networks,
+        separators: &config.delivery.subaddress_separator,
+        tables,
+    };
+    let destinations = match resolve_for_delivery(&policy, &sender) {
+        Verdict::Ok(d) => d,
+        Verdict::TempFail(r) | Verdict::PermFail(r) => {
+            tracing::warn!("{id}: {kind} DSN to <{sender}> cannot be delivered: {r}");
+            return None;
+        }
+    };
+    let dsn_id = QueueId::generate();
+    let recipients = destinations
+        .into_iter()
+        .map(|d| {
+            let (address, mailbox) = match d {
+                Destination::Mailbox { name, address } => (address.to_string(), Some(name)),
+                Destination::Remote(a) => (a.to_string(), None),
+            };
+            Recipient {
+                forward_path: env.reverse_path.clone(),
+                address,
+                mailbox,
+                state: RcptState::Pending,
+                attempts: 0,
+                next_attempt: 0,
+                last_error: None,
+            }
+        })
+        .collect();
+    let dsn_env = Envelope {
+        version: ENVELOPE_VERSION,
+        id: dsn_id,
+        arrival: now_ms() / 1000,
+        client_ip: "127.0.0.1".into(),
+        helo: config.hostname.clone(),
+        reverse_path: String::new(),
+        body_8bit: true,
+        smtputf8: false,
+        size: message.len() as u64,
+        warned: false,
+        recipients,
+    };
+    match spool.commit(&dsn_env, b"", &message) {
+        Ok(()) => {
+            tracing::info!("{id}: sender {kind} notification: {dsn_id}");
+            tracing::info!(
+                "{dsn_id}: from=<>, size={}, nrcpt={} (queue active)",
+                dsn_env.size,
+                dsn_env.recipients.len()
+            );
+            Some(dsn_env)
+        }
+        Err(e) => {
+            tracing::error!("{id}: cannot queue the {kind} DSN: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Delivery status notifications: a 550 from the next hop becomes a failure DSN in the sender's
+//! mailbox (parsed and checked); the null sender is never bounced to; `warn_after` sends one
+//! delay DSN and `max_age` gives up with 4.4.7.
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+use crate::support::dns::DnsServer;
+use crate::support::smtp::Client;
+use crate::support::{Server, repo};
+
+fn start(edit_queue: &str) -> (DnsServer, Server, Server) {
+    let zone = repo().join("tests/fixtures/dns/relay.test.zone");
+    let dns = DnsServer::start(&[("test.", &zone)]);
+    let b = Server::start_with("relay-b", |t| t);
+    let extra = edit_queue.to_owned();
+    let a = Server::start_with("relay-a", |t| {
+        t.replace("{DNS}", &dns.addr.to_string()).replace("{PORT}", &b.port.to_string()) + &extra
+    });
+    (dns, a, b)
+}
+
+/// The parts of a DSN: (content types, delivery-status text, returned headers text).
+fn parse_dsn(raw: &[u8]) -> (Vec<String>, String, String, String) {
+    let msg = MessageParser::default().parse(raw).expect("DSN parses");
+    let ct = msg.content_type().expect("content type");
+    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    let mut types = Vec::new();
+    let (mut status, mut headers) = (String::new(), String::new());
+    for part in msg.parts.iter().skip(1) {
+        let ct = part.content_type().unwrap();
+        let t = format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or(""));
+        let body = String::from_utf8_lossy(part.contents()).into_owned();
+        if t == "message/delivery-status" {
+            status = body.clone();
+        } else if t == "text/rfc822-headers" {
+            headers = body.clone();
+        }
+        types.push(t);
+    }
+    (types, status, headers, msg.subject().unwrap_or("").to_owned())
+}
+
+#[test]
+fn failure_dsn_and_null_sender() {
+    let (_dns, a, _b) = start("");
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    // B refuses nobody@b.test at RCPT time with 550 5.1.1.
+    let r = c.send_data(
+        "alice@a.test",
+        &["nobody@b.test"],
+        b"Subject: doomed\r\nX-Tag: original\r\n\r\nsecret-body-text\r\n",
+    );
+    assert_eq!(r.code, 250);
+    let files = a.wait_maildir("alice", 1);
+    let raw = std::fs::read(&files[0]).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("Return-Path: <>\n"), "DSNs come from the null sender: {text}");
+    let (types, status, headers, subject) = parse_dsn(&raw);
+    assert_eq!(subject, "Undelivered Mail Returned to Sender");
+    assert_eq!(types, ["text/plain", "message/delivery-status", "text/rfc822-headers"]);
+    for want in [
+        "Reporting-MTA: dns; a.example.test",
+        "Final-Recipient: rfc822; nobody@b.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "Remote-MTA: dns; mx.b.test",
+        "Diagnostic-Code: smtp; 550 5.1.1",
+    ] {
+        assert!(status.contains(want), "missing {want:?} in {status}");
+    }
+    assert!(headers.contains("Subject: doomed") && headers.contains("X-Tag: original"), "{headers}");
+    assert!(!headers.contains("secret-body-text"), "RET=HDRS returns headers only");
+    a.wait_queue_empty();
+
+    // The null sender is never bounced to.
+    let r = c.send_data("", &["nobody@b.test"], b"Subject: from nobody\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250);
+    a.wait_log("no DSN: the sender is the null reverse-path");
+    a.wait_queue_empty();
+    assert_eq!(a.maildir("alice").len(), 1);
+}
+
+#[test]
+fn delay_dsn_then_expiry() {
+    let (_dns, a, _b) = start("warn_after = \"1s\"\nmax_age = \"4s\"\n");
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    // deadonly.test's only MX refuses connections: every attempt is a temporary failure.
+    let r = c.send_data("alice@a.test", &["bob@deadonly.test"], b"Subject: patience\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250);
+    let files = a.wait_maildir("alice", 2);
+    let mut subjects = Vec::new();
+    for f in &files {
+        let (_, status, _, subject) = parse_dsn(&std::fs::read(f).unwrap());
+        if subject.starts_with("Delayed") {
+            assert!(status.contains("Action: delayed") && status.contains("Status: 4.4.1"), "{status}");
+        } else {
+            assert!(status.contains("Action: failed") && status.contains("Status: 4.4.7"), "{status}");
+        }
+        subjects.push(subject);
+    }
+    subjects.sort();
+    assert_eq!(subjects, ["Delayed Mail (still being retried)", "Undelivered Mail Returned to Sender"]);
+    a.wait_queue_empty();
+}
