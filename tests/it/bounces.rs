@@ -13,7 +13,7 @@ fn start(edit_queue: &str) -> (DnsServer, Server, Server) {
     let dns = DnsServer::start(&[("test.", &zone)]);
     let b = Server::start_with("relay-b", |t| t);
     let extra = edit_queue.to_owned();
-    let a = Server::start_with("relay-a", |t| {
+    let a = Server::start_full("relay-a", &[("PEER", "9".into())], |t| {
         t.replace("{DNS}", &dns.addr.to_string()).replace("{PORT}", &b.port.to_string()) + &extra
     });
     (dns, a, b)

@@ -52,7 +52,7 @@ fn a_relays_to_b_through_mx() {
     let dns = DnsServer::start(&[("test.", &zone)]);
     let b = Server::start_with("relay-b", |t| t);
     let _hole = Blackhole::bind("127.0.0.9", b.port);
-    let a = Server::start_with("relay-a", |t| {
+    let a = Server::start_full("relay-a", &[("PEER", "9".into())], |t| {
         t.replace("{DNS}", &dns.addr.to_string()).replace("{PORT}", &b.port.to_string())
     });
     let (mut c, _) = Client::connect(a.port);
@@ -98,4 +98,26 @@ fn a_relays_to_b_through_mx() {
     let line = a.wait_log("to=<x@nullmx.test>");
     assert!(line.contains("status=bounced") && line.contains("dsn=5.1.10"), "{line}");
     a.wait_queue_empty();
+}
+
+#[test]
+fn temporary_failure_then_success_is_delivered_once() {
+    let peer = crate::support::peer::Peer::start(&["451 4.7.1 Greylisted, try again later"]);
+    let a = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9").replace("{PORT}", "9")
+    });
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data("alice@a.test", &["bob@flaky.test"], b"Subject: greylisted\r\n\r\nhello\r\n");
+    assert_eq!(r.code, 250);
+    let deferred = a.wait_log("to=<bob@flaky.test>, relay=127.0.0.1[127.0.0.1]");
+    assert!(deferred.contains("status=deferred") && deferred.contains("451 4.7.1"), "{deferred}");
+    // Retried after min_backoff (1 s): accepted, then never sent again.
+    a.wait_queue_empty();
+    let sent = a.log_lines("status=sent");
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let received = peer.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "delivered exactly once");
+    assert!(String::from_utf8_lossy(&received[0]).contains("Subject: greylisted\r\n\r\nhello\r\n"));
+    assert_eq!(peer.rcpts.lock().unwrap().len(), 2, "one refused RCPT, one accepted");
 }

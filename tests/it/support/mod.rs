@@ -3,6 +3,7 @@
 
 pub mod dialog;
 pub mod dns;
+pub mod peer;
 pub mod smtp;
 
 use std::io::{BufRead, BufReader};
@@ -60,11 +61,20 @@ impl Server {
     /// Copies `tests/fixtures/{fixture}` to a temporary folder, applies `edit` to its
     /// postern.toml text, and starts the server.
     pub fn start_with(fixture: &str, edit: impl FnOnce(String) -> String) -> Self {
+        Self::start_full(fixture, &[], edit)
+    }
+
+    /// As [`Server::start_with`], first replacing each `{NAME}` of `vars` in every fixture file.
+    pub fn start_full(fixture: &str, vars: &[(&str, String)], edit: impl FnOnce(String) -> String) -> Self {
         let dir = TempDir::new(fixture);
         let src = repo().join("tests/fixtures").join(fixture);
         for e in std::fs::read_dir(&src).unwrap() {
             let e = e.unwrap();
-            std::fs::copy(e.path(), dir.0.join(e.file_name())).unwrap();
+            let mut text = std::fs::read_to_string(e.path()).unwrap();
+            for (name, value) in vars {
+                text = text.replace(&format!("{{{name}}}"), value);
+            }
+            std::fs::write(dir.0.join(e.file_name()), text).unwrap();
         }
         let cfg = dir.0.join("postern.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
@@ -101,7 +111,13 @@ impl Server {
         self.child = Some(child);
         let start = self.log.lock().unwrap().len();
         let log = self.log.clone();
+        let child = self.child.as_mut().unwrap();
         self.port = poll(20, "the listening line", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                // Give the stderr reader a moment to collect the last lines, then show them.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("postern exited with {status} before listening:\n{}", log.lock().unwrap().join("\n"));
+            }
             let l = log.lock().unwrap();
             l[start..].iter().find_map(|line| {
                 let rest = line.split("listening on ").nth(1)?;
