@@ -14,4 +14,5 @@ mod delivery;
 mod dialogs;
 mod dns;
 mod python;
+mod queue_tools;
 mod relay;

@@ -318,6 +318,21 @@ pub struct Queue {
     /// After this long in the queue, the sender gets one "delayed" DSN. Default: off.
     #[serde(default)]
     pub warn_after: Option<Seconds>,
+    /// `"normal"` (default) delivers at once; `"queue-only"` accepts and holds every message
+    /// until `postern queue flush` (a capture instance, sendmail's queue-only mode).
+    #[serde(default)]
+    pub mode: QueueMode,
+}
+
+/// `[queue] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueMode {
+    /// Deliver as soon as possible.
+    #[default]
+    Normal,
+    /// Deliver only when flushed.
+    QueueOnly,
 }
 
 fn default_hostname() -> String {
@@ -444,6 +459,11 @@ impl Config {
         PathBuf::from(
             self.delivery.maildir.replace("{data_dir}", &self.data_dir.to_string_lossy()).replace("{mailbox}", mailbox),
         )
+    }
+
+    /// The control socket of the queue tools, `{data_dir}/control.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
     }
 
     /// The spool folder, `{data_dir}/spool`.

@@ -89,6 +89,7 @@ fn envelope(tx: &Transaction, id: QueueId, size: u64) -> Envelope {
         smtputf8: tx.smtputf8,
         size,
         warned: false,
+        held: false,
         recipients,
     }
 }

@@ -1,9 +1,11 @@
 //! `postern`: the binary. Command line, logging, signals, reload and wiring of the crates; no
 //! mail logic lives here.
 
+mod control;
+mod queue_cli;
 mod serve;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -31,13 +33,28 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Inspect and steer the queue of the running daemon (also: `mailq` for `queue list`).
+    Queue {
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
+        #[arg(long, short, env = "POSTERN_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: queue_cli::QueueCommand,
+    },
 }
 
 fn main() -> ExitCode {
+    // Invoked as `mailq`: list the queue, as sendmail's mailq does.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&argv0).file_name().is_some_and(|n| n == "mailq") {
+        let config = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
+        return queue_cli::run(config.as_deref(), &queue_cli::QueueCommand::List);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve::main(config.as_deref()),
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Queue { config, command } => queue_cli::run(config.as_deref(), &command),
     }
 }
 

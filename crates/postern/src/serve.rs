@@ -94,6 +94,9 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     tracing::info!("postern started: {recovered} message(s) recovered from the spool");
     let (stop_tx, stop_rx) = watch::channel(false);
     let runner = tokio::spawn(queue.clone().run(stop_rx.clone()));
+    let socket = live.config().control_socket();
+    crate::control::spawn(&socket, queue.clone(), spool.clone(), stop_rx.clone())
+        .with_context(|| format!("binding the control socket {}", socket.display()))?;
     let ctx =
         Arc::new(Context { live: live.clone(), spool, queue: queue.clone(), limits: ConnectionLimits::default() });
     for listener in listeners {

@@ -110,6 +110,7 @@ pub(crate) fn send(
         smtputf8: false,
         size: message.len() as u64,
         warned: false,
+        held: false,
         recipients,
     };
     match spool.commit(&dsn_env, b"", &message) {

@@ -12,6 +12,7 @@
 //! failed.
 
 mod bounce;
+pub mod control;
 mod deliver;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postern_config::Live;
+use postern_config::schema::QueueMode;
 use postern_dns::HickoryResolver;
 use postern_spool::{Envelope, RcptState, Spool, SpoolError};
 use postern_types::QueueId;
@@ -88,10 +90,11 @@ impl Queue {
         Ok(n)
     }
 
-    /// Schedules a message just committed to the spool.
+    /// Schedules a message just committed to the spool (or recovered, or released). Held
+    /// messages, and every message in queue-only mode, wait for a flush.
     pub fn enqueue(&self, env: Envelope) {
         let mut s = self.lock();
-        if let Some(due) = next_due(&env) {
+        if let Some(due) = next_due(&env).filter(|_| self.runs_by_itself(&env)) {
             s.due.insert((due, env.id));
         }
         s.envelopes.insert(env.id, env);
@@ -107,6 +110,11 @@ impl Queue {
     /// Whether the queue is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether `env` is scheduled without a flush: not held, and the queue is not queue-only.
+    fn runs_by_itself(&self, env: &Envelope) -> bool {
+        !env.held && self.inner.live.config().queue.mode == QueueMode::Normal
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sched> {
@@ -147,6 +155,9 @@ impl Queue {
             };
             s.due.pop_first();
             let Some(env) = s.envelopes.get(&id).cloned() else { continue };
+            if env.held {
+                continue;
+            }
             s.active.insert(id);
             drop(s);
             let this = self.clone();
@@ -172,7 +183,7 @@ impl Queue {
                 s.envelopes.remove(&id);
             }
             Some(Some(env)) => {
-                if let Some(due) = next_due(&env) {
+                if let Some(due) = next_due(&env).filter(|_| self.runs_by_itself(&env)) {
                     s.due.insert((due, id));
                 }
                 s.envelopes.insert(id, env);

@@ -11,6 +11,7 @@
 //! smtputf8 = false
 //! size = 1234                     # bytes of the message file
 //! warned = true                   # a "delayed" DSN was sent; absent means false
+//! held = true                     # held by `postern queue hold`; absent means false
 //!
 //! [[recipient]]
 //! forward_path = "team@example.test"   # as given in RCPT TO
@@ -54,6 +55,9 @@ pub struct Envelope {
     /// A "delayed" DSN was sent (`[queue] warn_after`); absent means false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warned: bool,
+    /// Held by the postmaster (`postern queue hold`): not delivered until released.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// One entry per destination.
     #[serde(rename = "recipient")]
     pub recipients: Vec<Recipient>,

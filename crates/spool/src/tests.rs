@@ -20,6 +20,7 @@ fn envelope() -> Envelope {
         smtputf8: false,
         size: 5,
         warned: false,
+        held: false,
         recipients: vec![Recipient {
             forward_path: "a@x.test".into(),
             address: "a@x.test".into(),

@@ -1,0 +1,97 @@
+//! The control socket (`{data_dir}/control.sock`, mode 0600): the running daemon answers the
+//! queue tools. One request line per connection; the answer is `ok` or `error: ...` on the
+//! first line, then text, then the connection closes.
+//!
+//! Requests: `list`, `stats`, `show ID`, `flush [id=ID] [recipient-domain=D] [sender-domain=D]`,
+//! `hold ID`, `release ID`, `delete ID`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use postern_queue::Queue;
+use postern_queue::control::{Filter, format_list, format_stats};
+use postern_spool::Spool;
+use postern_types::QueueId;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+/// Binds the socket (replacing a stale one) and serves until `stop`.
+pub(crate) fn spawn(
+    path: &Path,
+    queue: Queue,
+    spool: std::sync::Arc<Spool>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let path = path.to_path_buf();
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                c = listener.accept() => c,
+                _ = stop.changed() => break,
+            };
+            let Ok((stream, _)) = conn else { continue };
+            let (queue, spool) = (queue.clone(), spool.clone());
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut line = String::new();
+                let mut rd = BufReader::new(rd).take(4096);
+                if rd.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let answer = match handle(line.trim(), &queue, &spool).await {
+                    Ok(text) => format!("ok\n{text}"),
+                    Err(e) => format!("error: {e}\n"),
+                };
+                let _ = wr.write_all(answer.as_bytes()).await;
+            });
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
+fn parse_id(arg: Option<&str>) -> Result<QueueId, String> {
+    let arg = arg.ok_or("a queue ID is required")?;
+    QueueId::parse(&arg.to_ascii_uppercase()).ok_or_else(|| format!("{arg:?} is not a queue ID (16 hex digits)"))
+}
+
+async fn handle(request: &str, queue: &Queue, spool: &std::sync::Arc<Spool>) -> Result<String, String> {
+    let mut words = request.split_whitespace();
+    match words.next().unwrap_or("") {
+        "list" => Ok(format_list(&queue.snapshot())),
+        "stats" => Ok(format_stats(&queue.snapshot())),
+        "show" => {
+            let id = parse_id(words.next())?;
+            let entry =
+                queue.snapshot().into_iter().find(|e| e.envelope.id == id).ok_or(format!("{id}: no such message"))?;
+            let spool = spool.clone();
+            let message =
+                tokio::task::spawn_blocking(move || spool.read_message(id)).await.map_err(|e| e.to_string())?;
+            let message = message.map_err(|e| e.to_string())?;
+            let end = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2);
+            let headers = String::from_utf8_lossy(&message[..end]).replace("\r\n", "\n");
+            Ok(format!("{}\n# message headers ({} bytes in all)\n{headers}", entry.envelope.to_text(), message.len()))
+        }
+        "flush" => {
+            let mut filter = Filter::default();
+            for w in words {
+                match w.split_once('=') {
+                    Some(("id", v)) => filter.id = Some(parse_id(Some(v))?),
+                    Some(("recipient-domain", v)) => filter.recipient_domain = Some(v.to_owned()),
+                    Some(("sender-domain", v)) => filter.sender_domain = Some(v.to_owned()),
+                    _ => return Err(format!("unknown flush filter {w:?}")),
+                }
+            }
+            let n = queue.flush(&filter);
+            Ok(format!("{n} message(s) scheduled for delivery now\n"))
+        }
+        "hold" => queue.set_held(parse_id(words.next())?, true).await.map(|()| "held\n".into()),
+        "release" => queue.set_held(parse_id(words.next())?, false).await.map(|()| "released\n".into()),
+        "delete" => queue.delete(parse_id(words.next())?).await.map(|()| "deleted\n".into()),
+        other => Err(format!("unknown request {other:?}")),
+    }
+}

@@ -1,0 +1,119 @@
+//! `postern queue ...` and `mailq`: the client of the control socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+/// `postern queue` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueueCommand {
+    /// List queued messages like mailq: ID (* being delivered, ! held), size, arrival, sender,
+    /// pending recipients with their last deferral reason.
+    List,
+    /// Counts and oldest age per recipient domain and per last error.
+    Stats,
+    /// One message's envelope and headers.
+    Show {
+        /// Queue ID.
+        id: String,
+    },
+    /// Deliver now (sendmail -qI / -qR / -qS); without a filter, everything not held.
+    Flush {
+        /// Only this message.
+        #[arg(long)]
+        id: Option<String>,
+        /// Only messages with a pending recipient in this domain.
+        #[arg(long)]
+        recipient_domain: Option<String>,
+        /// Only messages from this sender domain.
+        #[arg(long)]
+        sender_domain: Option<String>,
+    },
+    /// Remove a message from the queue without a DSN.
+    Delete {
+        /// Queue ID.
+        id: String,
+    },
+    /// Keep a message from being delivered until released.
+    Hold {
+        /// Queue ID.
+        id: String,
+    },
+    /// Undo hold.
+    Release {
+        /// Queue ID.
+        id: String,
+    },
+}
+
+impl QueueCommand {
+    fn request(&self) -> String {
+        match self {
+            Self::List => "list".into(),
+            Self::Stats => "stats".into(),
+            Self::Show { id } => format!("show {id}"),
+            Self::Flush { id, recipient_domain, sender_domain } => {
+                let mut r = String::from("flush");
+                for (k, v) in [("id", id), ("recipient-domain", recipient_domain), ("sender-domain", sender_domain)] {
+                    if let Some(v) = v {
+                        r.push_str(&format!(" {k}={v}"));
+                    }
+                }
+                r
+            }
+            Self::Delete { id } => format!("delete {id}"),
+            Self::Hold { id } => format!("hold {id}"),
+            Self::Release { id } => format!("release {id}"),
+        }
+    }
+}
+
+/// Sends the command to the daemon whose configuration is at `config` (the embedded default
+/// when `None`) and prints the answer. Exit codes: 0 done, 1 refused, 3 daemon unreachable.
+pub(crate) fn run(config: Option<&Path>, cmd: &QueueCommand) -> ExitCode {
+    let loaded = match config {
+        Some(p) => postern_config::load(p),
+        None => Ok(postern_config::dev_default()),
+    };
+    let config = match loaded {
+        Ok((c, _)) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let socket = config.control_socket();
+    let mut stream = match UnixStream::connect(&socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "postern: cannot reach the daemon at {} ({e}); is `postern serve` running with this configuration? \
+                 Pass --config or set POSTERN_CONFIG.",
+                socket.display()
+            );
+            return ExitCode::from(3);
+        }
+    };
+    let mut answer = String::new();
+    let sent =
+        stream.write_all(format!("{}\n", cmd.request()).as_bytes()).and_then(|()| stream.read_to_string(&mut answer));
+    if let Err(e) = sent {
+        eprintln!("postern: talking to the daemon at {}: {e}", socket.display());
+        return ExitCode::from(3);
+    }
+    match answer.split_once('\n') {
+        Some(("ok", text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprint!("postern: {}", answer.strip_prefix("error: ").unwrap_or(&answer));
+            ExitCode::FAILURE
+        }
+    }
+}

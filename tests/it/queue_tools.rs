@@ -1,0 +1,125 @@
+//! Queue tools against a live daemon: list (mailq), show, stats, flush by domain, hold, release,
+//! delete; queue-only mode; the answer when the daemon is down.
+
+use std::process::Command;
+
+use crate::support::peer::Peer;
+use crate::support::smtp::Client;
+use crate::support::{Server, TempDir, poll};
+
+fn queue(server: &Server, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["queue", "--config"])
+        .arg(server.config_path())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn send(server: &Server, rcpt: &str) -> String {
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data("alice@a.test", &[rcpt], format!("Subject: for {rcpt}\r\n\r\nx\r\n").as_bytes());
+    assert_eq!(r.code, 250);
+    r.text.trim_end().rsplit(' ').next().unwrap().to_owned()
+}
+
+#[test]
+fn list_stats_flush_hold_release_delete() {
+    // DNS points at a closed port: every remote attempt is deferred (4.4.3) and retried in 1 h.
+    let server = Server::start_full("relay-a", &[("PEER", "9".into())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9")
+            .replace("{PORT}", "9")
+            .replace("min_backoff = \"1s\"", "min_backoff = \"1h\"")
+            .replace("max_backoff = \"2s\"", "max_backoff = \"1h\"")
+    });
+    let m1 = send(&server, "x@one.test");
+    let m2 = send(&server, "y@two.test");
+    let m3 = send(&server, "z@one.test");
+    poll(20, "three deferred attempts", || (server.log_lines("status=deferred").len() == 3).then_some(()));
+
+    let (code, list, _) = queue(&server, &["list"]);
+    assert_eq!(code, 0);
+    for id in [&m1, &m2, &m3] {
+        assert!(list.contains(id.as_str()), "{id} missing from\n{list}");
+    }
+    assert!(list.contains("(451 4.4.3 DNS lookup of MX for one.test failed"), "{list}");
+    assert!(
+        list.contains("alice@a.test") && list.contains("x@one.test") && list.contains("-- 1 KiB in 3 messages."),
+        "{list}"
+    );
+
+    let (code, out, _) = queue(&server, &["hold", &m2]);
+    assert_eq!((code, out.as_str()), (0, "held\n"));
+    let (_, list, _) = queue(&server, &["list"]);
+    assert!(list.contains(&format!("{m2}!")), "{list}");
+
+    // Stats: the oldest deferred message per domain, and since when.
+    let (code, stats, _) = queue(&server, &["stats"]);
+    assert_eq!(code, 0);
+    assert!(stats.starts_with("3 message(s), 3 pending recipient(s), 1 held"), "{stats}");
+    let one = stats.lines().find(|l| l.starts_with("one.test")).unwrap_or_else(|| panic!("{stats}"));
+    let cols: Vec<&str> = one.split_whitespace().collect();
+    assert_eq!((cols[1], cols[2]), ("2", "2"), "{one}");
+    assert!(one.contains("451 4.4.3"), "{one}");
+    assert!(stats.lines().any(|l| l.starts_with("two.test")), "{stats}");
+
+    // Flush by recipient domain: only one.test's messages are tried again.
+    let (code, out, _) = queue(&server, &["flush", "--recipient-domain", "one.test"]);
+    assert_eq!((code, out.trim()), (0, "2 message(s) scheduled for delivery now"));
+    poll(20, "two more deferred attempts", || (server.log_lines("status=deferred").len() == 5).then_some(()));
+    assert_eq!(server.log_lines("to=<y@two.test>").len(), 1, "held message must not be tried");
+
+    let (code, show, _) = queue(&server, &["show", &m1]);
+    assert_eq!(code, 0);
+    assert!(
+        show.contains("reverse_path = \"alice@a.test\"")
+            && show.contains("attempts = 2")
+            && show.contains("Subject: for x@one.test"),
+        "{show}"
+    );
+
+    assert_eq!(queue(&server, &["release", &m2]).1, "released\n");
+    let (code, out, _) = queue(&server, &["delete", &m2]);
+    assert_eq!((code, out.as_str()), (0, "deleted\n"));
+    let (code, _, err) = queue(&server, &["delete", &m2]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such message"), "{err}");
+    assert_eq!(server.queued_files().len(), 4, "two messages left");
+
+    // Invoked as `mailq`, the binary lists the queue.
+    let dir = TempDir::new("mailq");
+    let mailq = dir.0.join("mailq");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_postern"), &mailq).unwrap();
+    let out = Command::new(&mailq).env("POSTERN_CONFIG", server.config_path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(&m1) && !text.contains(&m2), "{text}");
+}
+
+#[test]
+fn queue_only_mode_and_daemon_down() {
+    let peer = Peer::start(&[]);
+    let mut server = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9").replace("{PORT}", "9") + "mode = \"queue-only\"\n"
+    });
+    let id = send(&server, "bob@flaky.test");
+    let (_, list, _) = queue(&server, &["list"]);
+    assert!(list.contains(&id), "{list}");
+    let (_, stats, _) = queue(&server, &["stats"]);
+    assert!(stats.contains("(not tried yet)"), "{stats}");
+    assert!(peer.received.lock().unwrap().is_empty(), "queue-only must hold the message");
+    let (code, _, _) = queue(&server, &["flush", "--id", &id]);
+    assert_eq!(code, 0);
+    server.wait_queue_empty();
+    assert_eq!(peer.received.lock().unwrap().len(), 1);
+
+    server.kill9();
+    let (code, _, err) = queue(&server, &["list"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("cannot reach the daemon") && err.contains("control.sock"), "{err}");
+}
