@@ -16,3 +16,4 @@ mod dns;
 mod python;
 mod queue_tools;
 mod relay;
+mod sendmail;

@@ -466,6 +466,11 @@ impl Config {
         self.data_dir.join("control.sock")
     }
 
+    /// The submission socket of `postern sendmail`, `{data_dir}/submit.sock`.
+    pub fn submit_socket(&self) -> PathBuf {
+        self.data_dir.join("submit.sock")
+    }
+
     /// The spool folder, `{data_dir}/spool`.
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("spool")

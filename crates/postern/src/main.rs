@@ -3,7 +3,9 @@
 
 mod control;
 mod queue_cli;
+mod sendmail;
 mod serve;
+mod submit;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Queue a message from standard input, sendmail style (also: invoked as `sendmail`).
+    Sendmail(sendmail::SendmailArgs),
     /// Inspect and steer the queue of the running daemon (also: `mailq` for `queue list`).
     Queue {
         /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
@@ -50,11 +54,15 @@ fn main() -> ExitCode {
         let config = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
         return queue_cli::run(config.as_deref(), &queue_cli::QueueCommand::List);
     }
+    if Path::new(&argv0).file_name().is_some_and(|n| n == "sendmail") {
+        return sendmail::run(&sendmail::SendmailArgs::parse());
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve::main(config.as_deref()),
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Queue { config, command } => queue_cli::run(config.as_deref(), &command),
+        Command::Sendmail(args) => sendmail::run(&args),
     }
 }
 

@@ -97,6 +97,9 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     let socket = live.config().control_socket();
     crate::control::spawn(&socket, queue.clone(), spool.clone(), stop_rx.clone())
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    let submit = live.config().submit_socket();
+    crate::submit::spawn(&submit, live.clone(), queue.clone(), spool.clone(), stop_rx.clone())
+        .with_context(|| format!("binding the submission socket {}", submit.display()))?;
     let ctx =
         Arc::new(Context { live: live.clone(), spool, queue: queue.clone(), limits: ConnectionLimits::default() });
     for listener in listeners {

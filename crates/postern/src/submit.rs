@@ -1,0 +1,157 @@
+//! The submission socket (`{data_dir}/submit.sock`, mode 0666) behind `postern sendmail`: any
+//! local user may queue mail, as with sendmail or Postfix's postdrop. The kernel tells us the
+//! client's uid (`SO_PEERCRED`), recorded in the trace header.
+//!
+//! Protocol: one line `submit<TAB>sender<TAB>rcpt<TAB>rcpt...` (sender empty for `<>`), then the
+//! message with CRLF line endings until the client shuts down its side; the answer is
+//! `ok ID` or `error: text`. The message is committed durably before `ok`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use postern_config::Live;
+use postern_policy::{RecipientPolicy, resolve_for_delivery};
+use postern_queue::Queue;
+use postern_spool::{ENVELOPE_VERSION, Envelope, RcptState, Recipient, Spool};
+use postern_types::{Address, Destination, QueueId, Verdict};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+/// Binds the socket (replacing a stale one) and serves until `stop`.
+pub(crate) fn spawn(
+    path: &Path,
+    live: Arc<Live>,
+    queue: Queue,
+    spool: Arc<Spool>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let path = path.to_path_buf();
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                c = listener.accept() => c,
+                _ = stop.changed() => break,
+            };
+            let Ok((stream, _)) = conn else { continue };
+            let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+            let (live, queue, spool) = (live.clone(), queue.clone(), spool.clone());
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let answer = match receive(rd, uid, &live, &queue, &spool).await {
+                    Ok(id) => format!("ok {id}\n"),
+                    Err(e) => {
+                        tracing::warn!("sendmail submission from uid {uid} refused: {e}");
+                        format!("error: {e}\n")
+                    }
+                };
+                let _ = wr.write_all(answer.as_bytes()).await;
+            });
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
+async fn receive(
+    rd: tokio::net::unix::OwnedReadHalf,
+    uid: u32,
+    live: &Live,
+    queue: &Queue,
+    spool: &Arc<Spool>,
+) -> Result<QueueId, String> {
+    let config = live.config();
+    let tables = live.tables();
+    let max = config.limits.max_message_size.0;
+    let mut rd = BufReader::new(rd);
+    let mut head = String::new();
+    (&mut rd).take(64 * 1024).read_line(&mut head).await.map_err(|e| e.to_string())?;
+    let mut fields = head.trim_end_matches('\n').split('\t');
+    if fields.next() != Some("submit") {
+        return Err("bad request".into());
+    }
+    let sender = fields.next().ok_or("no sender")?.to_owned();
+    if !sender.is_empty() {
+        Address::parse(&sender).map_err(|e| format!("sender <{sender}>: {e}"))?;
+    }
+    let rcpts: Vec<String> = fields.map(str::to_owned).collect();
+    if rcpts.is_empty() {
+        return Err("no recipients".into());
+    }
+    let mut message = Vec::new();
+    (&mut rd).take(max + 1).read_to_end(&mut message).await.map_err(|e| e.to_string())?;
+    if message.len() as u64 > max {
+        return Err(format!("message larger than the limit of {max} bytes (5.3.4)"));
+    }
+    let policy = RecipientPolicy {
+        local_domains: &config.domains.local,
+        trusted_networks: &config.relay.trusted_networks,
+        separators: &config.delivery.subaddress_separator,
+        tables: &tables,
+    };
+    let mut recipients = Vec::new();
+    for r in &rcpts {
+        let address = Address::parse(r).map_err(|e| format!("recipient <{r}>: {e}"))?;
+        match resolve_for_delivery(&policy, &address) {
+            Verdict::Ok(destinations) => {
+                for d in destinations {
+                    let (final_address, mailbox) = match d {
+                        Destination::Mailbox { name, address } => (address.to_string(), Some(name)),
+                        Destination::Remote(a) => (a.to_string(), None),
+                    };
+                    if recipients.iter().any(|x: &Recipient| x.address == final_address && x.mailbox == mailbox) {
+                        continue;
+                    }
+                    recipients.push(Recipient {
+                        forward_path: address.to_string(),
+                        address: final_address,
+                        mailbox,
+                        state: RcptState::Pending,
+                        attempts: 0,
+                        next_attempt: 0,
+                        last_error: None,
+                    });
+                }
+            }
+            Verdict::TempFail(reply) | Verdict::PermFail(reply) => {
+                return Err(format!("recipient <{address}>: {reply}"));
+            }
+        }
+    }
+    let id = QueueId::generate();
+    let trace = format!(
+        "Received: by {} (Postern, from userid {uid})\r\n\tid {id}; {}\r\n",
+        config.hostname,
+        chrono::Utc::now().to_rfc2822()
+    );
+    let env = Envelope {
+        version: ENVELOPE_VERSION,
+        id,
+        arrival: id.arrival_secs(),
+        client_ip: "127.0.0.1".into(),
+        helo: "localhost".into(),
+        reverse_path: sender.clone(),
+        body_8bit: message.iter().any(|b| *b >= 0x80),
+        smtputf8: false,
+        size: (trace.len() + message.len()) as u64,
+        warned: false,
+        held: false,
+        recipients,
+    };
+    let (spool, saved) = (spool.clone(), env.clone());
+    tokio::task::spawn_blocking(move || spool.commit(&saved, trace.as_bytes(), &message))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot queue the message (4.3.0): {e}"))?;
+    tracing::info!(
+        "{id}: uid={uid}, from=<{sender}>, size={}, nrcpt={} (queue active, via sendmail)",
+        env.size,
+        env.recipients.len()
+    );
+    queue.enqueue(env);
+    Ok(id)
+}
