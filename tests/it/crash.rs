@@ -62,3 +62,27 @@ fn sigkill_mid_data_delivers_nothing() {
     assert!(text.contains("Subject: after"), "{text}");
     assert_eq!(std::fs::read_dir(server.data().join("spool/incoming")).unwrap().count(), 0);
 }
+
+#[test]
+fn sigkill_during_outbound_transaction_delivers_after_restart() {
+    use crate::support::peer::Peer;
+    let peer = Peer::start(&[]);
+    *peer.hang_first.lock().unwrap() = 1;
+    let mut a = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9").replace("{PORT}", "9")
+    });
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO crash.test");
+    let r = c.send_data("alice@a.test", &["bob@flaky.test"], b"Subject: in flight\r\n\r\nbody\r\n");
+    assert_eq!(r.code, 250);
+    // The peer has the whole message and withholds its final reply: kill A right there.
+    crate::support::poll(20, "the peer to hold the message", || (*peer.withheld.lock().unwrap() == 1).then_some(()));
+    a.kill9();
+    assert_eq!(a.queued_files().len(), 2, "still queued after the kill");
+    a.restart();
+    a.wait_log("1 message(s) recovered from the spool");
+    a.wait_queue_empty();
+    let received = peer.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "delivered after restart");
+    assert!(String::from_utf8_lossy(&received[0]).contains("Subject: in flight"));
+}

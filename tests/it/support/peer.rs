@@ -8,6 +8,11 @@ use std::sync::{Arc, Mutex};
 /// A peer on 127.0.0.1:`port`, serving connections one after another in its own thread.
 pub struct Peer {
     pub port: u16,
+    /// Messages whose final reply the peer withholds (it reads them, records them in
+    /// `withheld`, and never answers): the first N transactions.
+    pub hang_first: Arc<Mutex<usize>>,
+    /// Messages read but never answered.
+    pub withheld: Arc<Mutex<usize>>,
     /// Accepted messages (DATA content, dot-unstuffed, CRLF).
     pub received: Arc<Mutex<Vec<Vec<u8>>>>,
     /// RCPT commands seen, in order.
@@ -25,13 +30,18 @@ impl Peer {
         let script: Arc<Mutex<Vec<String>>> =
             Arc::new(Mutex::new(rcpt_replies.iter().rev().map(|s| (*s).to_owned()).collect()));
         let (rec, rc) = (received.clone(), rcpts.clone());
+        let hang_first: Arc<Mutex<usize>> = Arc::default();
+        let withheld: Arc<Mutex<usize>> = Arc::default();
+        let (hf, wh) = (hang_first.clone(), withheld.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
-                let _ = serve(stream, &script, &rec, &rc);
+                // One thread per connection, so that a withheld reply does not block the next.
+                let (script, rec, rc, hf, wh) = (script.clone(), rec.clone(), rc.clone(), hf.clone(), wh.clone());
+                std::thread::spawn(move || serve(stream, &script, &rec, &rc, &hf, &wh));
             }
         });
-        Self { port, received, rcpts }
+        Self { port, hang_first, withheld, received, rcpts }
     }
 }
 
@@ -40,6 +50,8 @@ fn serve(
     script: &Mutex<Vec<String>>,
     received: &Mutex<Vec<Vec<u8>>>,
     rcpts: &Mutex<Vec<String>>,
+    hang_first: &Mutex<usize>,
+    withheld: &Mutex<usize>,
 ) -> std::io::Result<()> {
     let mut w = stream.try_clone()?;
     let mut r = BufReader::new(stream);
@@ -79,6 +91,17 @@ fn serve(
                     }
                     let l = if l.starts_with(b"..") { l[1..].to_vec() } else { l };
                     msg.extend_from_slice(&l);
+                }
+                {
+                    let mut h = hang_first.lock().unwrap();
+                    if *h > 0 {
+                        *h -= 1;
+                        *withheld.lock().unwrap() += 1;
+                        // Never answer: wait until the client goes away.
+                        let mut sink = Vec::new();
+                        let _ = r.read_to_end(&mut sink);
+                        return Ok(());
+                    }
                 }
                 received.lock().unwrap().push(msg);
                 "250 2.0.0 Ok: queued by peer\r\n".into()
