@@ -121,3 +121,33 @@ fn temporary_failure_then_success_is_delivered_once() {
     assert!(String::from_utf8_lossy(&received[0]).contains("Subject: greylisted\r\n\r\nhello\r\n"));
     assert_eq!(peer.rcpts.lock().unwrap().len(), 2, "one refused RCPT, one accepted");
 }
+
+#[test]
+fn opportunistic_starttls_and_clear_text_fallback() {
+    use crate::support::peer::{Peer, Tls, self_signed_tls};
+    // A peer with a self-signed certificate: TLS is used, verification fails, delivery goes on.
+    let peer = Peer::start_tls(&[], Tls::Offer(self_signed_tls()));
+    let a = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9").replace("{PORT}", "9")
+    });
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.send_data("alice@a.test", &["bob@flaky.test"], b"Subject: private\r\n\r\nx\r\n").code, 250);
+    a.wait_queue_empty();
+    assert_eq!(*peer.over_tls.lock().unwrap(), [true], "sent over TLS");
+    let line = a.wait_log("status=sent");
+    assert!(line.contains("tls=TLSv1.3 cipher=TLS13_") && line.contains("verify=FAIL"), "{line}");
+
+    // A peer whose STARTTLS breaks: the message goes in clear text on a new connection.
+    let broken = Peer::start_tls(&[], Tls::Broken);
+    let b = Server::start_full("relay-a", &[("PEER", broken.port.to_string())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9").replace("{PORT}", "9")
+    });
+    let (mut c, _) = Client::connect(b.port);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.send_data("alice@a.test", &["bob@flaky.test"], b"Subject: anyway\r\n\r\nx\r\n").code, 250);
+    b.wait_queue_empty();
+    assert_eq!(*broken.over_tls.lock().unwrap(), [false]);
+    assert!(!b.log_lines("retrying in clear text").is_empty());
+    assert!(b.wait_log("status=sent").contains("tls=none"));
+}

@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod nexthop;
+pub mod tls;
 pub mod transaction;
 
 use std::sync::Arc;
@@ -59,6 +60,9 @@ pub struct RecipientResult {
     pub outcome: Outcome,
     /// The relay that answered, for the log's `relay=`.
     pub relay: String,
+    /// How the connection was protected, for the log: `tls=TLSv1.3 cipher=... verify=OK` or
+    /// `tls=none`.
+    pub tls: String,
 }
 
 /// Delivers `message` to `recipients` (all in `domain`) using the configuration and tables in
@@ -74,7 +78,12 @@ pub async fn deliver<R: Resolver>(
     let all = |outcome: Outcome, relay: &str| {
         recipients
             .iter()
-            .map(|r| RecipientResult { recipient: r.clone(), outcome: outcome.clone(), relay: relay.to_owned() })
+            .map(|r| RecipientResult {
+                recipient: r.clone(),
+                outcome: outcome.clone(),
+                relay: relay.to_owned(),
+                tls: "tls=none".to_owned(),
+            })
             .collect()
     };
     let target = nexthop::target_for(domain, tables, config.relay.smarthost.as_deref(), config.outbound.port);

@@ -9,11 +9,58 @@ use postern_config::Config;
 use postern_dns::Resolver;
 use postern_proto::client::{Capabilities, Outgoing, ReplyParser, dot_stuff, mail_command};
 use postern_types::{EnhancedStatus, Reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::nexthop::{Host, addresses};
+use crate::tls::{TlsInfo, handshake};
 use crate::{Outcome, RecipientResult, connect};
+
+/// The connection to a next hop: clear text, or TLS after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Transient state while upgrading.
+    Gone,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
 
 /// A queued message as outbound delivery needs it.
 #[derive(Debug, Clone)]
@@ -55,25 +102,42 @@ pub(crate) async fn deliver_via<R: Resolver>(
         for ip in ips {
             let addr = std::net::SocketAddr::new(ip, host.port);
             let relay = format!("{}[{ip}]:{}", host.name, host.port);
-            let stream = match connect::connect(addr, config.outbound.connect_timeout.0).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::info!("{}: {e}; trying the next address", message.id);
-                    temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay));
-                    continue;
-                }
-            };
-            match Session::new(stream, config).run(recipients, message).await {
-                Attempt::Done(outcomes) => {
-                    return recipients
-                        .iter()
-                        .zip(outcomes)
-                        .map(|(r, outcome)| RecipientResult { recipient: r.clone(), outcome, relay: relay.clone() })
-                        .collect();
-                }
-                Attempt::TryNext(o) => {
-                    tracing::info!("{}: {relay}: {}; trying the next host", message.id, o.reply());
-                    temp = Some((o, relay));
+            // A broken STARTTLS handshake is retried once on a new connection in clear text.
+            let mut starttls = true;
+            loop {
+                let stream = match connect::connect(addr, config.outbound.connect_timeout.0).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::info!("{}: {e}; trying the next address", message.id);
+                        temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
+                        break;
+                    }
+                };
+                let mut session = Session::new(stream, config, &host.name, starttls);
+                let attempt = session.run(recipients, message).await;
+                let tls = session.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
+                match attempt {
+                    Attempt::Done(outcomes) => {
+                        return recipients
+                            .iter()
+                            .zip(outcomes)
+                            .map(|(r, outcome)| RecipientResult {
+                                recipient: r.clone(),
+                                outcome,
+                                relay: relay.clone(),
+                                tls: tls.clone(),
+                            })
+                            .collect();
+                    }
+                    Attempt::TlsFailed(e) => {
+                        tracing::warn!("{}: {relay}: {e}; retrying in clear text", message.id);
+                        starttls = false;
+                    }
+                    Attempt::TryNext(o) => {
+                        tracing::info!("{}: {relay}: {}; trying the next host", message.id, o.reply());
+                        temp = Some((o, relay.clone()));
+                        break;
+                    }
                 }
             }
         }
@@ -83,26 +147,45 @@ pub(crate) async fn deliver_via<R: Resolver>(
         .unwrap_or_else(|| (Outcome::temp(EnhancedStatus(4, 4, 4), "no host to deliver to"), "none".to_owned()));
     recipients
         .iter()
-        .map(|r| RecipientResult { recipient: r.clone(), outcome: outcome.clone(), relay: relay.clone() })
+        .map(|r| RecipientResult {
+            recipient: r.clone(),
+            outcome: outcome.clone(),
+            relay: relay.clone(),
+            tls: "tls=none".into(),
+        })
         .collect()
 }
 
 enum Attempt {
     /// Before MAIL: this host cannot take the message now, try the next one.
     TryNext(Outcome),
+    /// The STARTTLS handshake broke: try this address again without TLS.
+    TlsFailed(String),
     /// One outcome per recipient, in order.
     Done(Vec<Outcome>),
 }
 
 struct Session<'a> {
-    stream: TcpStream,
+    stream: Stream,
     parser: ReplyParser,
     config: &'a Config,
+    /// The next hop's name, for the TLS server name.
+    host: &'a str,
+    /// Whether to use STARTTLS when offered.
+    starttls: bool,
+    /// Set once TLS is up.
+    tls: Option<TlsInfo>,
+}
+
+/// Why the greeting/EHLO stage did not produce capabilities.
+enum HelloError {
+    Failed(Outcome),
+    Tls(String),
 }
 
 impl<'a> Session<'a> {
-    fn new(stream: TcpStream, config: &'a Config) -> Self {
-        Self { stream, parser: ReplyParser::default(), config }
+    fn new(stream: TcpStream, config: &'a Config, host: &'a str, starttls: bool) -> Self {
+        Self { stream: Stream::Plain(stream), parser: ReplyParser::default(), config, host, starttls, tls: None }
     }
 
     async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
@@ -129,14 +212,15 @@ impl<'a> Session<'a> {
             .map_err(|e| format!("write: {e}"))
     }
 
-    async fn run(mut self, recipients: &[String], message: &Message) -> Attempt {
+    async fn run(&mut self, recipients: &[String], message: &Message) -> Attempt {
         let cmd_timeout = self.config.outbound.command_timeout.0;
         let lost =
             |stage: &str, e: String| Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection {stage}: {e}"));
         // Greeting and EHLO: any failure here sends us to the next host.
         let caps = match self.hello(cmd_timeout).await {
             Ok(c) => c,
-            Err(o) => return Attempt::TryNext(o),
+            Err(HelloError::Failed(o)) => return Attempt::TryNext(o),
+            Err(HelloError::Tls(e)) => return Attempt::TlsFailed(e),
         };
         let outgoing = Outgoing {
             reverse_path: &message.reverse_path,
@@ -186,13 +270,43 @@ impl<'a> Session<'a> {
         )
     }
 
-    /// Greeting, EHLO (HELO when EHLO is refused with 5xx).
-    async fn hello(&mut self, timeout: Duration) -> Result<Capabilities, Outcome> {
-        let lost = |e: String| Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection during greeting: {e}"));
+    /// Greeting, EHLO (HELO when EHLO is refused with 5xx), STARTTLS when offered and then EHLO
+    /// again (RFC 3207 §4.2: everything learnt before TLS is forgotten).
+    async fn hello(&mut self, timeout: Duration) -> Result<Capabilities, HelloError> {
+        let lost = |e: String| {
+            HelloError::Failed(Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection during greeting: {e}")))
+        };
         let greeting = self.read_reply(timeout).await.map_err(lost)?;
         if greeting.code != 220 {
-            return Err(Outcome::temp(EnhancedStatus(4, 4, 2), format!("greeting refused: {greeting}")));
+            let o = Outcome::temp(EnhancedStatus(4, 4, 2), format!("greeting refused: {greeting}"));
+            return Err(HelloError::Failed(o));
         }
+        let caps = self.ehlo(timeout).await.map_err(HelloError::Failed)?;
+        if !(caps.starttls && self.starttls) {
+            return Ok(caps);
+        }
+        self.send(b"STARTTLS\r\n").await.map_err(lost)?;
+        let reply = self.read_reply(timeout).await.map_err(lost)?;
+        if reply.code != 220 {
+            // Refused: go on in clear text, as opportunistic TLS does (RFC 3207 §4.1).
+            tracing::info!("{}: STARTTLS refused ({reply}); continuing in clear text", self.host);
+            return Ok(caps);
+        }
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(HelloError::Tls("STARTTLS twice".into()));
+        };
+        let (tls, info) = tokio::time::timeout(timeout, handshake(tcp, self.host))
+            .await
+            .map_err(|_| HelloError::Tls("TLS handshake timed out".into()))?
+            .map_err(HelloError::Tls)?;
+        self.stream = Stream::Tls(Box::new(tls));
+        self.parser = ReplyParser::default();
+        self.tls = Some(info);
+        self.ehlo(timeout).await.map_err(HelloError::Failed)
+    }
+
+    async fn ehlo(&mut self, timeout: Duration) -> Result<Capabilities, Outcome> {
+        let lost = |e: String| Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection during EHLO: {e}"));
         let ehlo = format!("EHLO {}\r\n", self.config.hostname);
         self.send(ehlo.as_bytes()).await.map_err(lost)?;
         let reply = self.read_reply(timeout).await.map_err(lost)?;

@@ -84,7 +84,8 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
             let results = postern_outbound::deliver(&*inner.resolver, &config, &tables, &domain, &rcpts, &msg).await;
             for (&i, result) in indexes.iter().zip(results) {
                 let r = &mut env.recipients[i];
-                failed.extend(record(&config, id, r, &result.relay, result.outcome, now_s));
+                let relay = format!("{}, {}", result.relay, result.tls);
+                failed.extend(record(&config, id, r, &relay, result.outcome, now_s));
             }
         }
     }

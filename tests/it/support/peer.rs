@@ -1,61 +1,119 @@
 //! A scripted SMTP peer for outbound tests: answers RCPT with the replies it is given, in turn
-//! (then 250), and records every message it accepts.
+//! (then 250), records every message it accepts, and can offer STARTTLS (with a certificate
+//! made by rcgen at test time) or offer it and then break the handshake.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-/// A peer on 127.0.0.1:`port`, serving connections one after another in its own thread.
+/// How the peer treats STARTTLS.
+#[derive(Clone, Default)]
+pub enum Tls {
+    /// Not offered.
+    #[default]
+    None,
+    /// Offered, with this server configuration.
+    Offer(Arc<rustls::ServerConfig>),
+    /// Offered, answered 220, then the connection is closed: a broken handshake.
+    Broken,
+}
+
+/// A peer on 127.0.0.1:`port`, one thread per connection.
 pub struct Peer {
     pub port: u16,
-    /// Messages whose final reply the peer withholds (it reads them, records them in
+    /// Messages whose final reply the peer withholds (it reads them, counts them in
     /// `withheld`, and never answers): the first N transactions.
     pub hang_first: Arc<Mutex<usize>>,
     /// Messages read but never answered.
     pub withheld: Arc<Mutex<usize>>,
-    /// Accepted messages (DATA content, dot-unstuffed, CRLF).
+    /// Accepted messages (DATA content, dot-unstuffed, CRLF) and whether they came over TLS.
     pub received: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Whether each accepted message came over TLS.
+    pub over_tls: Arc<Mutex<Vec<bool>>>,
     /// RCPT commands seen, in order.
     pub rcpts: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    script: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<Vec<u8>>>>,
+    over_tls: Arc<Mutex<Vec<bool>>>,
+    rcpts: Arc<Mutex<Vec<String>>>,
+    hang_first: Arc<Mutex<usize>>,
+    withheld: Arc<Mutex<usize>>,
+    tls: Tls,
+}
+
+/// A self-signed certificate for `localhost` made now, as a rustls server configuration.
+pub fn self_signed_tls() -> Arc<rustls::ServerConfig> {
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = key.cert.der().clone();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .unwrap();
+    Arc::new(config)
 }
 
 impl Peer {
     /// `rcpt_replies`: replies to the first RCPT commands, in order (e.g. `"451 4.7.1 later"`);
     /// once used up, RCPT gets `250 2.1.5 Ok`.
     pub fn start(rcpt_replies: &[&str]) -> Self {
+        Self::start_tls(rcpt_replies, Tls::None)
+    }
+
+    /// As [`Peer::start`], with a STARTTLS behaviour.
+    pub fn start_tls(rcpt_replies: &[&str], tls: Tls) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let rcpts: Arc<Mutex<Vec<String>>> = Arc::default();
-        let script: Arc<Mutex<Vec<String>>> =
-            Arc::new(Mutex::new(rcpt_replies.iter().rev().map(|s| (*s).to_owned()).collect()));
-        let (rec, rc) = (received.clone(), rcpts.clone());
-        let hang_first: Arc<Mutex<usize>> = Arc::default();
-        let withheld: Arc<Mutex<usize>> = Arc::default();
-        let (hf, wh) = (hang_first.clone(), withheld.clone());
+        let shared = Shared {
+            script: Arc::new(Mutex::new(rcpt_replies.iter().rev().map(|s| (*s).to_owned()).collect())),
+            received: Arc::default(),
+            over_tls: Arc::default(),
+            rcpts: Arc::default(),
+            hang_first: Arc::default(),
+            withheld: Arc::default(),
+            tls,
+        };
+        let peer = Self {
+            port,
+            hang_first: shared.hang_first.clone(),
+            withheld: shared.withheld.clone(),
+            received: shared.received.clone(),
+            over_tls: shared.over_tls.clone(),
+            rcpts: shared.rcpts.clone(),
+        };
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                // One thread per connection, so that a withheld reply does not block the next.
-                let (script, rec, rc, hf, wh) = (script.clone(), rec.clone(), rc.clone(), hf.clone(), wh.clone());
-                std::thread::spawn(move || serve(stream, &script, &rec, &rc, &hf, &wh));
+                let Ok(mut stream) = stream else { break };
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    if stream.write_all(b"220 peer.test ESMTP scripted\r\n").is_ok() {
+                        let _ = serve(stream, &shared, false);
+                    }
+                });
             }
         });
-        Self { port, hang_first, withheld, received, rcpts }
+        peer
     }
 }
 
-fn serve(
-    stream: std::net::TcpStream,
-    script: &Mutex<Vec<String>>,
-    received: &Mutex<Vec<Vec<u8>>>,
-    rcpts: &Mutex<Vec<String>>,
-    hang_first: &Mutex<usize>,
-    withheld: &Mutex<usize>,
-) -> std::io::Result<()> {
-    let mut w = stream.try_clone()?;
+/// A byte stream in either direction: TCP, or TLS over TCP.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+/// One SMTP session over `stream` (clear text or TLS).
+fn serve(stream: impl ReadWrite + 'static, sh: &Shared, is_tls: bool) -> std::io::Result<()> {
+    serve_dyn(Box::new(stream), sh, is_tls)
+}
+
+fn serve_dyn(stream: Box<dyn ReadWrite>, sh: &Shared, is_tls: bool) -> std::io::Result<()> {
     let mut r = BufReader::new(stream);
-    w.write_all(b"220 peer.test ESMTP scripted\r\n")?;
     let mut accepted = 0;
     loop {
         let mut line = String::new();
@@ -63,14 +121,22 @@ fn serve(
             return Ok(());
         }
         let upper = line.to_ascii_uppercase();
+        let offer_tls = !is_tls && !matches!(sh.tls, Tls::None);
         let reply = if upper.starts_with("EHLO") {
-            "250-peer.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n".to_owned()
+            let tls = if offer_tls { "250-STARTTLS\r\n" } else { "" };
+            format!("250-peer.test\r\n{tls}250-PIPELINING\r\n250 8BITMIME\r\n")
+        } else if upper.starts_with("STARTTLS") && offer_tls {
+            r.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
+            let Tls::Offer(config) = &sh.tls else { return Ok(()) }; // Broken: hang up.
+            let conn = rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
+            let tls = rustls::StreamOwned::new(conn, r.into_inner());
+            return serve_dyn(Box::new(tls), sh, true);
         } else if upper.starts_with("MAIL") {
             accepted = 0;
             "250 2.1.0 Ok\r\n".into()
         } else if upper.starts_with("RCPT") {
-            rcpts.lock().unwrap().push(line.trim_end().to_owned());
-            match script.lock().unwrap().pop() {
+            sh.rcpts.lock().unwrap().push(line.trim_end().to_owned());
+            match sh.script.lock().unwrap().pop() {
                 Some(s) => format!("{s}\r\n"),
                 None => {
                     accepted += 1;
@@ -81,7 +147,7 @@ fn serve(
             if accepted == 0 {
                 "554 5.5.1 no valid recipients\r\n".into()
             } else {
-                w.write_all(b"354 go ahead\r\n")?;
+                r.get_mut().write_all(b"354 go ahead\r\n")?;
                 let mut msg = Vec::new();
                 loop {
                     let mut l = Vec::new();
@@ -93,25 +159,27 @@ fn serve(
                     msg.extend_from_slice(&l);
                 }
                 {
-                    let mut h = hang_first.lock().unwrap();
+                    let mut h = sh.hang_first.lock().unwrap();
                     if *h > 0 {
                         *h -= 1;
-                        *withheld.lock().unwrap() += 1;
+                        *sh.withheld.lock().unwrap() += 1;
                         // Never answer: wait until the client goes away.
                         let mut sink = Vec::new();
                         let _ = r.read_to_end(&mut sink);
                         return Ok(());
                     }
                 }
-                received.lock().unwrap().push(msg);
+                sh.received.lock().unwrap().push(msg);
+                sh.over_tls.lock().unwrap().push(is_tls);
                 "250 2.0.0 Ok: queued by peer\r\n".into()
             }
         } else if upper.starts_with("QUIT") {
-            w.write_all(b"221 2.0.0 Bye\r\n")?;
+            r.get_mut().write_all(b"221 2.0.0 Bye\r\n")?;
             return Ok(());
         } else {
             "250 2.0.0 Ok\r\n".into()
         };
-        w.write_all(reply.as_bytes())?;
+        r.get_mut().write_all(reply.as_bytes())?;
+        r.get_mut().flush()?;
     }
 }

@@ -1,0 +1,129 @@
+//! Opportunistic STARTTLS for outbound delivery (RFC 3207, RFC 7435). The certificate is
+//! checked against Mozilla's roots (webpki-roots) and the next hop's host name, and the result is
+//! logged as `verify=OK` or `verify=FAIL`. A failure does not stop delivery (most MX
+//! certificates are not verifiable, and refusing would only force clear text); a policy
+//! (MTA-STS, DANE: later versions) is what makes verification mandatory. The signatures of the
+//! handshake itself are always checked.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// What a TLS session with a next hop was like, for the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: String,
+    /// The cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// `None` when the certificate verified, else why not.
+    pub verify_error: Option<String>,
+}
+
+impl fmt::Display for TlsInfo {
+    /// `tls=TLSv1.3 cipher=TLS13_AES_256_GCM_SHA384 verify=OK` (or `verify=FAIL (reason)`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tls={} cipher={} verify=", self.version, self.cipher)?;
+        match &self.verify_error {
+            None => f.write_str("OK"),
+            Some(e) => write!(f, "FAIL ({e})"),
+        }
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn webpki() -> &'static Arc<WebPkiServerVerifier> {
+    static VERIFIER: OnceLock<Arc<WebPkiServerVerifier>> = OnceLock::new();
+    VERIFIER.get_or_init(|| {
+        let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().expect("webpki verifier")
+    })
+}
+
+/// Verifies like webpki, records the verdict, and accepts the certificate either way.
+#[derive(Debug)]
+struct RecordingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    verdict: Mutex<Option<String>>,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Err(e) = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(m, c, d)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(m, c, d)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Runs the TLS handshake on `tcp` for the next hop `host` (a name or an IP literal).
+///
+/// # Errors
+/// The handshake failed; the caller retries the host in clear text.
+pub async fn handshake(tcp: TcpStream, host: &str) -> Result<(TlsStream<TcpStream>, TlsInfo), String> {
+    let verifier = Arc::new(RecordingVerifier { inner: webpki().clone(), verdict: Mutex::new(None) });
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    let name = match host.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_owned()).map_err(|e| format!("bad server name {host:?}: {e}"))?,
+    };
+    let stream =
+        TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("TLS handshake: {e}"))?;
+    let (_, conn) = stream.get_ref();
+    let info = TlsInfo {
+        version: match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+            other => format!("{other:?}"),
+        },
+        cipher: conn.negotiated_cipher_suite().map_or_else(|| "unknown".into(), |c| format!("{:?}", c.suite())),
+        verify_error: verifier.verdict.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    };
+    Ok((stream, info))
+}
