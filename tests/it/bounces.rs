@@ -105,3 +105,74 @@ fn delay_dsn_then_expiry() {
     assert_eq!(subjects, ["Delayed Mail (still being retried)", "Undelivered Mail Returned to Sender"]);
     a.wait_queue_empty();
 }
+
+#[test]
+fn dsn_extension_is_honoured() {
+    use crate::support::peer::Peer;
+    // Local delivery with NOTIFY=SUCCESS, RET=FULL, ENVID and ORCPT: a "delivered" DSN.
+    let server = Server::start();
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.test> RET=FULL ENVID=order+2B42").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test> NOTIFY=SUCCESS ORCPT=rfc822;robert@example.test").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: receipt please\r\n\r\nfull-body-returned\r\n.\r\n");
+    assert_eq!(c.read_reply().unwrap().code, 250);
+    server.wait_maildir("bob", 1);
+    let files = server.wait_maildir("alice", 1);
+    let raw = std::fs::read(&files[0]).unwrap();
+    let (types, status, _, subject) = parse_dsn(&raw);
+    assert_eq!(subject, "Successful Mail Delivery Report");
+    assert_eq!(types[2], "message/rfc822", "RET=FULL returns the whole message");
+    assert!(String::from_utf8_lossy(&raw).contains("full-body-returned"));
+    for want in [
+        "Original-Envelope-Id: order+42",
+        "Original-Recipient: rfc822; robert@example.test",
+        "Final-Recipient: rfc822; bob@example.test",
+        "Action: delivered",
+        "Status: 2.0.0",
+    ] {
+        assert!(status.contains(want), "missing {want:?} in {status}");
+    }
+
+    // NOTIFY=NEVER: a permanent failure sends nothing.
+    let (_dns, a, _b) = start("");
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.cmd("MAIL FROM:<alice@a.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<nobody@b.test> NOTIFY=NEVER").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: silent\r\n\r\nx\r\n.\r\n");
+    assert_eq!(c.read_reply().unwrap().code, 250);
+    let line = a.wait_log("to=<nobody@b.test>");
+    assert!(line.contains("status=bounced"), "{line}");
+    a.wait_queue_empty();
+    assert!(a.maildir("alice").is_empty(), "NOTIFY=NEVER must not produce a DSN");
+
+    // NOTIFY=SUCCESS to a peer without DSN: we report "relayed"; to a peer with DSN the
+    // parameters are passed on and the peer reports.
+    for (peer, expect_relayed) in [(Peer::start(&[]), true), (Peer::start_dsn(&[]), false)] {
+        let a = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+            t.replace("{DNS}", "127.0.0.1:9").replace("{PORT}", "9")
+        });
+        let (mut c, _) = Client::connect(a.port);
+        c.cmd("EHLO client.test");
+        assert_eq!(c.cmd("MAIL FROM:<alice@a.test> ENVID=e1").code, 250);
+        assert_eq!(c.cmd("RCPT TO:<bob@flaky.test> NOTIFY=SUCCESS,FAILURE").code, 250);
+        assert_eq!(c.cmd("DATA").code, 354);
+        c.send(b"Subject: relay receipt\r\n\r\nx\r\n.\r\n");
+        assert_eq!(c.read_reply().unwrap().code, 250);
+        a.wait_log("to=<bob@flaky.test>");
+        a.wait_queue_empty();
+        let rcpt = peer.rcpts.lock().unwrap()[0].clone();
+        if expect_relayed {
+            assert_eq!(rcpt, "RCPT TO:<bob@flaky.test>");
+            let files = a.wait_maildir("alice", 1);
+            let (_, status, _, _) = parse_dsn(&std::fs::read(&files[0]).unwrap());
+            assert!(status.contains("Action: relayed") && status.contains("Original-Envelope-Id: e1"), "{status}");
+        } else {
+            assert_eq!(rcpt, "RCPT TO:<bob@flaky.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@flaky.test");
+            assert!(a.maildir("alice").is_empty(), "the DSN-capable peer reports, not us");
+        }
+    }
+}

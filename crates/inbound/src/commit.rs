@@ -71,6 +71,8 @@ fn envelope(tx: &Transaction, id: QueueId, size: u64) -> Envelope {
                     attempts: 0,
                     next_attempt: 0,
                     last_error: None,
+                    notify: r.notify.map(|n| n.to_string()),
+                    orcpt: r.orcpt.clone(),
                 });
             }
         }
@@ -90,6 +92,8 @@ fn envelope(tx: &Transaction, id: QueueId, size: u64) -> Envelope {
         size,
         warned: false,
         held: false,
+        ret: tx.ret_full.map(|full| if full { "full".to_owned() } else { "hdrs".to_owned() }),
+        envid: tx.envid.clone(),
         recipients,
     }
 }

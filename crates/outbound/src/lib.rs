@@ -51,6 +51,17 @@ impl Outcome {
     }
 }
 
+/// A recipient to deliver, with the DSN parameters to pass on (RFC 3461).
+#[derive(Debug, Clone)]
+pub struct Rcpt {
+    /// The address.
+    pub address: String,
+    /// `NOTIFY=` value, when the sender gave one.
+    pub notify: Option<String>,
+    /// `ORCPT=` value (`rfc822;xtext`).
+    pub orcpt: Option<String>,
+}
+
 /// One recipient's result and the host that gave it (`host[ip]:port`, or `none`).
 #[derive(Debug, Clone)]
 pub struct RecipientResult {
@@ -63,6 +74,9 @@ pub struct RecipientResult {
     /// How the connection was protected, for the log: `tls=TLSv1.3 cipher=... verify=OK` or
     /// `tls=none`.
     pub tls: String,
+    /// The next hop offered DSN and received the NOTIFY/ORCPT parameters, so it is now
+    /// responsible for success notifications (RFC 3461 §5.2.2).
+    pub dsn_passed_on: bool,
 }
 
 /// Delivers `message` to `recipients` (all in `domain`) using the configuration and tables in
@@ -72,14 +86,15 @@ pub async fn deliver<R: Resolver>(
     config: &Arc<Config>,
     tables: &Tables,
     domain: &str,
-    recipients: &[String],
+    recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
     let all = |outcome: Outcome, relay: &str| {
         recipients
             .iter()
             .map(|r| RecipientResult {
-                recipient: r.clone(),
+                recipient: r.address.clone(),
+                dsn_passed_on: false,
                 outcome: outcome.clone(),
                 relay: relay.to_owned(),
                 tls: "tls=none".to_owned(),

@@ -18,7 +18,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::nexthop::{Host, addresses};
 use crate::tls::{TlsInfo, handshake};
-use crate::{Outcome, RecipientResult, connect};
+use crate::{Outcome, Rcpt, RecipientResult, connect};
 
 /// The connection to a next hop: clear text, or TLS after STARTTLS.
 enum Stream {
@@ -75,6 +75,10 @@ pub struct Message {
     pub smtputf8: bool,
     /// The message file (trace headers included), CRLF line endings.
     pub data: Arc<Vec<u8>>,
+    /// `RET=` to pass on (`FULL`/`HDRS`).
+    pub ret: Option<String>,
+    /// `ENVID=` to pass on (xtext).
+    pub envid: Option<String>,
 }
 
 /// Tries `hosts` in order until one takes the transaction; every recipient gets an outcome.
@@ -82,7 +86,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
     resolver: &R,
     config: &Arc<Config>,
     hosts: &[Host],
-    recipients: &[String],
+    recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
     let mut temp: Option<(Outcome, String)> = None;
@@ -116,13 +120,15 @@ pub(crate) async fn deliver_via<R: Resolver>(
                 let mut session = Session::new(stream, config, &host.name, starttls);
                 let attempt = session.run(recipients, message).await;
                 let tls = session.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
+                let dsn_passed_on = session.peer_dsn;
                 match attempt {
                     Attempt::Done(outcomes) => {
                         return recipients
                             .iter()
                             .zip(outcomes)
                             .map(|(r, outcome)| RecipientResult {
-                                recipient: r.clone(),
+                                recipient: r.address.clone(),
+                                dsn_passed_on,
                                 outcome,
                                 relay: relay.clone(),
                                 tls: tls.clone(),
@@ -148,7 +154,8 @@ pub(crate) async fn deliver_via<R: Resolver>(
     recipients
         .iter()
         .map(|r| RecipientResult {
-            recipient: r.clone(),
+            recipient: r.address.clone(),
+            dsn_passed_on: false,
             outcome: outcome.clone(),
             relay: relay.clone(),
             tls: "tls=none".into(),
@@ -175,6 +182,8 @@ struct Session<'a> {
     starttls: bool,
     /// Set once TLS is up.
     tls: Option<TlsInfo>,
+    /// The peer offered DSN (RFC 3461) and got our parameters.
+    peer_dsn: bool,
 }
 
 /// Why the greeting/EHLO stage did not produce capabilities.
@@ -185,7 +194,15 @@ enum HelloError {
 
 impl<'a> Session<'a> {
     fn new(stream: TcpStream, config: &'a Config, host: &'a str, starttls: bool) -> Self {
-        Self { stream: Stream::Plain(stream), parser: ReplyParser::default(), config, host, starttls, tls: None }
+        Self {
+            stream: Stream::Plain(stream),
+            parser: ReplyParser::default(),
+            config,
+            host,
+            starttls,
+            tls: None,
+            peer_dsn: false,
+        }
     }
 
     async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
@@ -212,7 +229,7 @@ impl<'a> Session<'a> {
             .map_err(|e| format!("write: {e}"))
     }
 
-    async fn run(&mut self, recipients: &[String], message: &Message) -> Attempt {
+    async fn run(&mut self, recipients: &[Rcpt], message: &Message) -> Attempt {
         let cmd_timeout = self.config.outbound.command_timeout.0;
         let lost =
             |stage: &str, e: String| Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection {stage}: {e}"));
@@ -227,7 +244,10 @@ impl<'a> Session<'a> {
             size: message.data.len() as u64,
             body_8bit: message.body_8bit,
             smtputf8: message.smtputf8,
+            ret: message.ret.as_deref(),
+            envid: message.envid.as_deref(),
         };
+        self.peer_dsn = caps.dsn;
         let mail = match mail_command(&outgoing, &caps) {
             Ok(m) => m,
             Err(why) => {
@@ -235,7 +255,22 @@ impl<'a> Session<'a> {
                 return Attempt::Done(vec![Outcome::PermFail(why.reply()); recipients.len()]);
             }
         };
-        let rcpts: Vec<String> = recipients.iter().map(|r| format!("RCPT TO:<{r}>\r\n")).collect();
+        let rcpts: Vec<String> = recipients
+            .iter()
+            .map(|r| {
+                let mut cmd = format!("RCPT TO:<{}>", r.address);
+                if caps.dsn {
+                    if let Some(n) = &r.notify {
+                        cmd.push_str(&format!(" NOTIFY={n}"));
+                    }
+                    if let Some(o) = &r.orcpt {
+                        cmd.push_str(&format!(" ORCPT={o}"));
+                    }
+                }
+                cmd.push_str("\r\n");
+                cmd
+            })
+            .collect();
         let result = if caps.pipelining {
             self.pipelined(&mail, &rcpts, cmd_timeout).await
         } else {

@@ -114,6 +114,8 @@ async fn receive(
                         attempts: 0,
                         next_attempt: 0,
                         last_error: None,
+                        notify: None,
+                        orcpt: None,
                     });
                 }
             }
@@ -140,6 +142,8 @@ async fn receive(
         size: (trace.len() + message.len()) as u64,
         warned: false,
         held: false,
+        ret: None,
+        envid: None,
         recipients,
     };
     let (spool, saved) = (spool.clone(), env.clone());

@@ -133,6 +133,10 @@ pub struct Outgoing<'a> {
     pub body_8bit: bool,
     /// The message needs SMTPUTF8 (received with it).
     pub smtputf8: bool,
+    /// `RET=` value to pass on to a DSN-capable peer (`FULL`/`HDRS`).
+    pub ret: Option<&'a str>,
+    /// `ENVID=` (xtext) to pass on to a DSN-capable peer.
+    pub envid: Option<&'a str>,
 }
 
 /// Why a message cannot be sent to this peer as it is; each is permanent for this peer.
@@ -183,6 +187,15 @@ pub fn mail_command(msg: &Outgoing<'_>, caps: &Capabilities) -> Result<String, U
     }
     if msg.smtputf8 {
         cmd.push_str(" SMTPUTF8");
+    }
+    // RFC 3461 §5.2: DSN parameters are passed on only to peers that offer DSN.
+    if caps.dsn {
+        if let Some(ret) = msg.ret {
+            cmd.push_str(&format!(" RET={ret}"));
+        }
+        if let Some(envid) = msg.envid {
+            cmd.push_str(&format!(" ENVID={envid}"));
+        }
     }
     cmd.push_str("\r\n");
     Ok(cmd)
@@ -246,7 +259,14 @@ mod tests {
 
     #[test]
     fn mail_command_follows_capabilities() {
-        let msg = Outgoing { reverse_path: "a@b.test", size: 500, body_8bit: true, smtputf8: false };
+        let msg = Outgoing {
+            reverse_path: "a@b.test",
+            size: 500,
+            body_8bit: true,
+            smtputf8: false,
+            ret: Some("HDRS"),
+            envid: Some("x1"),
+        };
         let all = Capabilities { size: Some(1000), eight_bit_mime: true, smtputf8: true, ..Default::default() };
         assert_eq!(mail_command(&msg, &all).unwrap(), "MAIL FROM:<a@b.test> SIZE=500 BODY=8BITMIME\r\n");
         assert_eq!(mail_command(&msg, &Capabilities::default()).unwrap(), "MAIL FROM:<a@b.test>\r\n");
@@ -255,6 +275,8 @@ mod tests {
         let utf8 = Outgoing { smtputf8: true, ..msg };
         assert_eq!(mail_command(&utf8, &Capabilities::default()), Err(Unsendable::NeedsSmtpUtf8));
         assert!(mail_command(&utf8, &all).unwrap().ends_with(" SMTPUTF8\r\n"));
+        let dsn = Capabilities { dsn: true, ..Default::default() };
+        assert_eq!(mail_command(&msg, &dsn).unwrap(), "MAIL FROM:<a@b.test> RET=HDRS ENVID=x1\r\n");
     }
 
     #[test]

@@ -59,9 +59,16 @@ mod tests {
             esmtp: true,
             client_ip: "::1".parse().unwrap(),
             reverse_path: ReversePath::Null,
-            recipients: vec![AcceptedRecipient { forward_path: Address::new("bob", "x.test"), destinations: vec![] }],
+            recipients: vec![AcceptedRecipient {
+                forward_path: Address::new("bob", "x.test"),
+                destinations: vec![],
+                notify: None,
+                orcpt: None,
+            }],
             body_8bit: false,
             smtputf8: false,
+            ret_full: None,
+            envid: None,
             message: vec![],
         };
         let id = QueueId::parse("0000000000000001").unwrap();

@@ -8,6 +8,7 @@ use postern_config::{Config, Tables};
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_report::{Action, Dsn, RecipientStatus, compose};
 use postern_spool::{ENVELOPE_VERSION, Envelope, RcptState, Recipient, Spool};
+use postern_types::dsn::xtext_decode;
 use postern_types::{Address, Destination, EnhancedStatus, QueueId, Verdict};
 
 use crate::now_ms;
@@ -22,9 +23,14 @@ pub(crate) fn status(
 ) -> RecipientStatus {
     let remote =
         relay.split_once('[').map(|(h, _)| h.to_owned()).filter(|h| !h.is_empty() && !relay.starts_with("local"));
+    // ORCPT as given (RFC 3461 §4.2), else the RCPT TO address when aliases changed it.
+    let original = match &r.orcpt {
+        Some(o) => Some(xtext_decode(o.split_once(';').map_or(o.as_str(), |(_, a)| a))),
+        None => (r.forward_path != r.address).then(|| r.forward_path.clone()),
+    };
     RecipientStatus {
         final_recipient: r.address.clone(),
-        original_recipient: (r.forward_path != r.address).then(|| r.forward_path.clone()),
+        original_recipient: original,
         action,
         status,
         remote_mta: remote,
@@ -51,7 +57,13 @@ pub(crate) fn send(
         tracing::info!("{id}: no DSN: the sender is the null reverse-path");
         return None;
     }
-    let kind = if statuses.iter().any(|s| s.action == Action::Failed) { "failure" } else { "delay" };
+    let kind = if statuses.iter().any(|s| s.action == Action::Failed) {
+        "failure"
+    } else if statuses.iter().any(|s| s.action == Action::Delayed) {
+        "delay"
+    } else {
+        "success"
+    };
     let Ok(sender) = Address::parse(&env.reverse_path) else {
         tracing::warn!("{id}: no {kind} DSN: sender <{}> is not an address", env.reverse_path);
         return None;
@@ -62,10 +74,10 @@ pub(crate) fn send(
         queue_id: &queue_id,
         to: &env.reverse_path,
         arrival: env.arrival as i64,
-        envelope_id: None,
+        envelope_id: env.envid.as_deref().map(xtext_decode).as_deref(),
         recipients: statuses,
         original,
-        return_full: false,
+        return_full: env.ret.as_deref() == Some("full"),
     });
     let policy = RecipientPolicy {
         local_domains: &config.domains.local,
@@ -96,6 +108,8 @@ pub(crate) fn send(
                 attempts: 0,
                 next_attempt: 0,
                 last_error: None,
+                notify: None,
+                orcpt: None,
             }
         })
         .collect();
@@ -111,6 +125,8 @@ pub(crate) fn send(
         size: message.len() as u64,
         warned: false,
         held: false,
+        ret: None,
+        envid: None,
         recipients,
     };
     match spool.commit(&dsn_env, b"", &message) {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_config::Config;
-use postern_outbound::{Message, Outcome};
+use postern_outbound::{Message, Outcome, Rcpt};
 use postern_report::{Action, RecipientStatus};
 use postern_spool::{Envelope, RcptState, Recipient, Spool};
 use postern_types::EnhancedStatus;
+use postern_types::dsn::xtext_encode;
 
 use crate::{Inner, bounce, now_ms};
 
@@ -51,12 +52,15 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
     if any_local {
         let (spool, cfg, msg) = (inner.spool.clone(), config.clone(), message.clone());
         let joined = tokio::task::spawn_blocking(move || {
-            local(&spool, &cfg, &mut env, &msg, now_s);
-            env
+            let delivered = local(&spool, &cfg, &mut env, &msg, now_s);
+            (env, delivered)
         })
         .await;
         match joined {
-            Ok(e) => env = e,
+            Ok((e, delivered)) => {
+                env = e;
+                failed.extend(delivered);
+            }
             Err(e) => {
                 tracing::error!("{id}: local delivery task failed: {e}");
                 return AttemptResult { envelope: None, new: Vec::new() };
@@ -78,14 +82,34 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
             body_8bit: env.body_8bit,
             smtputf8: env.smtputf8,
             data: message.clone(),
+            ret: env.ret.as_deref().map(str::to_ascii_uppercase),
+            envid: env.envid.clone(),
         };
         for (domain, indexes) in by_domain {
-            let rcpts: Vec<String> = indexes.iter().map(|&i| env.recipients[i].address.clone()).collect();
+            let rcpts: Vec<Rcpt> = indexes
+                .iter()
+                .map(|&i| {
+                    let r = &env.recipients[i];
+                    Rcpt {
+                        address: r.address.clone(),
+                        notify: r.notify.clone(),
+                        // RFC 3461 §4.2: pass the original recipient on, ours if none was given.
+                        orcpt: Some(
+                            r.orcpt.clone().unwrap_or_else(|| format!("rfc822;{}", xtext_encode(&r.forward_path))),
+                        ),
+                    }
+                })
+                .collect();
             let results = postern_outbound::deliver(&*inner.resolver, &config, &tables, &domain, &rcpts, &msg).await;
             for (&i, result) in indexes.iter().zip(results) {
                 let r = &mut env.recipients[i];
                 let relay = format!("{}, {}", result.relay, result.tls);
+                let delivered = matches!(result.outcome, Outcome::Delivered(_));
                 failed.extend(record(&config, id, r, &relay, result.outcome, now_s));
+                // NOTIFY=SUCCESS to a next hop without DSN: we report "relayed" (RFC 3464).
+                if delivered && r.notify().success && !result.dsn_passed_on {
+                    failed.push(bounce::status(r, Action::Relayed, EnhancedStatus(2, 0, 0), &relay, None));
+                }
             }
         }
     }
@@ -122,7 +146,9 @@ fn expire(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatu
             r.last_error.as_deref().unwrap_or("none")
         );
         tracing::warn!("{}: to=<{}>, relay=none, dsn=4.4.7, status=expired ({why})", env.id, r.address);
-        out.push(bounce::status(r, Action::Failed, EnhancedStatus(4, 4, 7), "none", Some(why)));
+        if r.notify().failure {
+            out.push(bounce::status(r, Action::Failed, EnhancedStatus(4, 4, 7), "none", Some(why)));
+        }
     }
     out
 }
@@ -136,7 +162,7 @@ fn delay_warning(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<Recipie
     let pending: Vec<RecipientStatus> = env
         .recipients
         .iter()
-        .filter(|r| r.state == RcptState::Pending)
+        .filter(|r| r.state == RcptState::Pending && r.notify().delay)
         .map(|r| {
             let status = r.last_error.as_deref().and_then(status_of).unwrap_or(EnhancedStatus(4, 0, 0));
             bounce::status(r, Action::Delayed, status, "none", r.last_error.clone())
@@ -156,8 +182,10 @@ fn status_of(text: &str) -> Option<EnhancedStatus> {
     }
 }
 
-/// Local recipients: Maildir delivery on this (blocking) thread.
-fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now_s: u64) {
+/// Local recipients: Maildir delivery on this (blocking) thread. Returns the success reports
+/// asked for with NOTIFY=SUCCESS.
+fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now_s: u64) -> Vec<RecipientStatus> {
+    let mut reports = Vec::new();
     let id = env.id;
     let reverse_path = env.reverse_path.clone();
     for r in &mut env.recipients {
@@ -182,8 +210,13 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             }
             Err(e) => Outcome::temp(postern_types::EnhancedStatus(4, 3, 0), e.to_string()),
         };
+        let delivered = matches!(outcome, Outcome::Delivered(_));
         let _ = record(config, id, r, &relay, outcome, now_s);
+        if delivered && r.notify().success {
+            reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), "local", None));
+        }
     }
+    reports
 }
 
 /// Applies one outcome to a recipient and logs it (one line per delivery attempt). Returns the
@@ -222,7 +255,7 @@ fn record(
             r.last_error = Some(text.clone());
             tracing::warn!("{head}, status=bounced ({text})");
             let status = reply.status.unwrap_or(EnhancedStatus(5, 0, 0));
-            Some(bounce::status(r, Action::Failed, status, relay, Some(text)))
+            r.notify().failure.then(|| bounce::status(r, Action::Failed, status, relay, Some(text)))
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum Action {
     Delayed,
     /// Delivered (a success DSN, NOTIFY=SUCCESS).
     Delivered,
+    /// Handed to a next hop that does not offer DSN, so no further report will come
+    /// (RFC 3464 §2.3.3).
+    Relayed,
 }
 
 impl Action {
@@ -29,6 +32,7 @@ impl Action {
             Self::Failed => "failed",
             Self::Delayed => "delayed",
             Self::Delivered => "delivered",
+            Self::Relayed => "relayed",
         }
     }
 }

@@ -12,6 +12,8 @@
 //! size = 1234                     # bytes of the message file
 //! warned = true                   # a "delayed" DSN was sent; absent means false
 //! held = true                     # held by `postern queue hold`; absent means false
+//! ret = "hdrs"                    # RET= of MAIL (RFC 3461), when given
+//! envid = "..."                   # ENVID= of MAIL (xtext), when given
 //!
 //! [[recipient]]
 //! forward_path = "team@example.test"   # as given in RCPT TO
@@ -21,6 +23,8 @@
 //! attempts = 0
 //! next_attempt = 0                     # epoch seconds; 0 = now
 //! last_error = "..."                   # last temporary failure, if any
+//! notify = "SUCCESS,FAILURE"           # NOTIFY= of RCPT (RFC 3461), when given
+//! orcpt = "rfc822;team@example.test"   # ORCPT= of RCPT (xtext), when given
 //! ```
 
 use postern_types::QueueId;
@@ -58,6 +62,12 @@ pub struct Envelope {
     /// Held by the postmaster (`postern queue hold`): not delivered until released.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// `RET=` of MAIL (RFC 3461 §4.3): `"full"` or `"hdrs"`; absent when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<String>,
+    /// `ENVID=` of MAIL (RFC 3461 §4.4), xtext as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
     /// One entry per destination.
     #[serde(rename = "recipient")]
     pub recipients: Vec<Recipient>,
@@ -85,6 +95,23 @@ pub struct Recipient {
     /// The last temporary failure, for `queue list`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// `NOTIFY=` of RCPT (RFC 3461 §4.1), e.g. `"SUCCESS,FAILURE"` or `"NEVER"`; absent means
+    /// failure and delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+    /// `ORCPT=` of RCPT (RFC 3461 §4.2), `addr-type;xtext` as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<String>,
+}
+
+impl Recipient {
+    /// The NOTIFY in force (RFC 3461 §4.1 default: failure and delay).
+    pub fn notify(&self) -> postern_types::dsn::Notify {
+        self.notify
+            .as_deref()
+            .and_then(postern_types::dsn::Notify::parse)
+            .unwrap_or(postern_types::dsn::Notify::DEFAULT)
+    }
 }
 
 /// Where a recipient stands.

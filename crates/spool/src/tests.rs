@@ -21,6 +21,8 @@ fn envelope() -> Envelope {
         size: 5,
         warned: false,
         held: false,
+        ret: None,
+        envid: None,
         recipients: vec![Recipient {
             forward_path: "a@x.test".into(),
             address: "a@x.test".into(),
@@ -29,6 +31,8 @@ fn envelope() -> Envelope {
             attempts: 0,
             next_attempt: 0,
             last_error: None,
+            notify: None,
+            orcpt: None,
         }],
     }
 }

@@ -4,6 +4,7 @@
 //! lookup, rule and delivery returns. It does no I/O and knows nothing of tokio.
 
 mod address;
+pub mod dsn;
 mod queue_id;
 mod reply;
 mod verdict;

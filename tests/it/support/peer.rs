@@ -43,6 +43,7 @@ struct Shared {
     hang_first: Arc<Mutex<usize>>,
     withheld: Arc<Mutex<usize>>,
     tls: Tls,
+    dsn: bool,
 }
 
 /// A self-signed certificate for `localhost` made now, as a rustls server configuration.
@@ -67,8 +68,17 @@ impl Peer {
         Self::start_tls(rcpt_replies, Tls::None)
     }
 
+    /// As [`Peer::start`], also offering DSN (RFC 3461).
+    pub fn start_dsn(rcpt_replies: &[&str]) -> Self {
+        Self::start_full(rcpt_replies, Tls::None, true)
+    }
+
     /// As [`Peer::start`], with a STARTTLS behaviour.
     pub fn start_tls(rcpt_replies: &[&str], tls: Tls) -> Self {
+        Self::start_full(rcpt_replies, tls, false)
+    }
+
+    fn start_full(rcpt_replies: &[&str], tls: Tls, dsn: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let shared = Shared {
@@ -79,6 +89,7 @@ impl Peer {
             hang_first: Arc::default(),
             withheld: Arc::default(),
             tls,
+            dsn,
         };
         let peer = Self {
             port,
@@ -124,7 +135,8 @@ fn serve_dyn(stream: Box<dyn ReadWrite>, sh: &Shared, is_tls: bool) -> std::io::
         let offer_tls = !is_tls && !matches!(sh.tls, Tls::None);
         let reply = if upper.starts_with("EHLO") {
             let tls = if offer_tls { "250-STARTTLS\r\n" } else { "" };
-            format!("250-peer.test\r\n{tls}250-PIPELINING\r\n250 8BITMIME\r\n")
+            let dsn = if sh.dsn { "250-DSN\r\n" } else { "" };
+            format!("250-peer.test\r\n{tls}{dsn}250-PIPELINING\r\n250 8BITMIME\r\n")
         } else if upper.starts_with("STARTTLS") && offer_tls {
             r.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
             let Tls::Offer(config) = &sh.tls else { return Ok(()) }; // Broken: hang up.

@@ -101,6 +101,8 @@ impl Session {
             recipients: std::mem::take(&mut tx.recipients),
             body_8bit: tx.body_8bit,
             smtputf8: tx.smtputf8,
+            ret_full: tx.ret_full,
+            envid: tx.envid.clone(),
             message,
         };
         self.state = State::AwaitCommit;

@@ -24,6 +24,7 @@ impl Session {
             "ENHANCEDSTATUSCODES".into(),
             "SMTPUTF8".into(),
             "CHUNKING".into(),
+            "DSN".into(),
         ];
         self.reply(Reply { code: 250, status: None, lines });
     }

@@ -1,6 +1,7 @@
 //! MAIL FROM (RFC 5321 §4.1.1.2) with the SIZE (RFC 1870), BODY (RFC 6152) and SMTPUTF8
 //! (RFC 6531) parameters.
 
+use postern_types::dsn::is_xtext;
 use postern_types::{EnhancedStatus, ReversePath};
 
 use super::{MailTx, Session};
@@ -16,6 +17,8 @@ impl Session {
         }
         let mut body_8bit = false;
         let mut smtputf8 = false;
+        let mut ret_full = None;
+        let mut envid = None;
         for (key, value) in &params {
             if !self.esmtp {
                 // Parameters are service extensions; HELO clients get none (RFC 5321 §4.1.1.2).
@@ -32,6 +35,11 @@ impl Session {
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => body_8bit = true,
                 ("BODY", _) => return self.error(replies::bad_param_value(key)),
                 ("SMTPUTF8", None) => smtputf8 = true,
+                // RFC 3461 §4.3, §4.4.
+                ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => ret_full = Some(true),
+                ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => ret_full = Some(false),
+                ("ENVID", Some(v)) if v.len() <= 100 && is_xtext(v) => envid = Some(v.to_owned()),
+                ("RET" | "ENVID", _) => return self.error(replies::bad_param_value(key)),
                 _ => return self.error(replies::unsupported_param(key)),
             }
         }
@@ -45,7 +53,10 @@ impl Session {
             reverse_path: path,
             body_8bit,
             smtputf8,
+            ret_full,
+            envid,
             recipients: Vec::new(),
+            pending_dsn: (None, None),
             chunks: None,
             chunks_too_big: false,
         });

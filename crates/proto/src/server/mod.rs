@@ -16,6 +16,7 @@ mod rcpt;
 
 use std::net::IpAddr;
 
+use postern_types::dsn::Notify;
 use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
 
 use crate::command::Command;
@@ -78,6 +79,10 @@ pub struct AcceptedRecipient {
     pub forward_path: Address,
     /// Where it goes (several for an alias fanning out).
     pub destinations: Vec<Destination>,
+    /// `NOTIFY=` (RFC 3461 §4.1), if given.
+    pub notify: Option<Notify>,
+    /// `ORCPT=` as given, `addr-type;xtext` (RFC 3461 §4.2).
+    pub orcpt: Option<String>,
 }
 
 /// A complete mail transaction, ready for the spool.
@@ -97,6 +102,10 @@ pub struct Transaction {
     pub body_8bit: bool,
     /// `SMTPUTF8` was given (RFC 6531).
     pub smtputf8: bool,
+    /// `RET=FULL` (true) or `RET=HDRS` (false), if given (RFC 3461 §4.3).
+    pub ret_full: Option<bool>,
+    /// `ENVID=` as given, xtext (RFC 3461 §4.4).
+    pub envid: Option<String>,
     /// The message as received: CRLF line endings, dot-unstuffed, no trace headers yet.
     pub message: Vec<u8>,
 }
@@ -106,7 +115,11 @@ struct MailTx {
     reverse_path: ReversePath,
     body_8bit: bool,
     smtputf8: bool,
+    ret_full: Option<bool>,
+    envid: Option<String>,
     recipients: Vec<AcceptedRecipient>,
+    /// NOTIFY and ORCPT of the RCPT being checked by the driver.
+    pending_dsn: (Option<Notify>, Option<String>),
     /// BDAT content so far, and its line-ending check.
     chunks: Option<(Vec<u8>, LineEndings)>,
     /// Set when a BDAT chunk exceeded the size limit; the rest is discarded.

@@ -2,6 +2,7 @@
 //! exists or may be relayed to is asked of the driver ([`Step::CheckRecipient`]), which asks the
 //! policy.
 
+use postern_types::dsn::{Notify, is_xtext};
 use postern_types::{Address, Destination, EnhancedStatus, Verdict};
 
 use super::{AcceptedRecipient, Session, State, Step};
@@ -19,9 +20,21 @@ impl Session {
             self.error(replies::need_mail());
             return self.closed_step();
         };
-        if let Some((key, _)) = params.first() {
-            self.error(replies::unsupported_param(key));
-            return self.closed_step();
+        let mut dsn = (None, None);
+        for (key, value) in &params {
+            match (key.as_str(), value.as_deref()) {
+                // RFC 3461 §4.1, §4.2.
+                ("NOTIFY", Some(v)) if Notify::parse(v).is_some() => dsn.0 = Notify::parse(v),
+                ("ORCPT", Some(v)) if v.contains(';') && v.len() <= 500 && is_xtext(v) => dsn.1 = Some(v.to_owned()),
+                ("NOTIFY" | "ORCPT", _) => {
+                    self.error(replies::bad_param_value(key));
+                    return self.closed_step();
+                }
+                _ => {
+                    self.error(replies::unsupported_param(key));
+                    return self.closed_step();
+                }
+            }
         }
         if tx.recipients.len() >= self.params.max_recipients {
             self.error(replies::too_many_recipients());
@@ -35,6 +48,9 @@ impl Session {
             self.error(replies::needs_smtputf8());
             return self.closed_step();
         }
+        if let Some(tx) = &mut self.tx {
+            tx.pending_dsn = dsn;
+        }
         self.state = State::AwaitRecipient(address.clone());
         Some(Step::CheckRecipient(address))
     }
@@ -43,7 +59,8 @@ impl Session {
         match verdict {
             Verdict::Ok(destinations) => {
                 if let Some(tx) = &mut self.tx {
-                    tx.recipients.push(AcceptedRecipient { forward_path: address, destinations });
+                    let (notify, orcpt) = std::mem::take(&mut tx.pending_dsn);
+                    tx.recipients.push(AcceptedRecipient { forward_path: address, destinations, notify, orcpt });
                 }
                 self.reply(replies::ok(EnhancedStatus(2, 1, 5)));
             }

@@ -10,7 +10,7 @@ fn params() -> SessionParams {
         postmaster_domain: "example.test".into(),
         max_message_size: 100,
         max_recipients: 2,
-        max_line_length: 64,
+        max_line_length: 128,
         max_errors: 50,
     }
 }
@@ -56,7 +56,12 @@ fn pipelined_transaction() {
     let (out, tx) = run(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\nSubject: hi\r\n\r\n..body\r\n.\r\nQUIT\r\n");
     assert_eq!(codes(&out), ["220", "250", "250", "250", "550", "354", "250", "221"]);
     assert!(out.contains("250 2.0.0 Ok: queued as 0000000000000001"));
-    assert!(out.contains("250-PIPELINING") && out.contains("250-SIZE 100") && out.contains("250 CHUNKING"));
+    assert!(
+        out.contains("250-PIPELINING")
+            && out.contains("250-SIZE 100")
+            && out.contains("250-CHUNKING")
+            && out.contains("250 DSN")
+    );
     assert_eq!(tx.len(), 1);
     assert_eq!(tx[0].message, b"Subject: hi\r\n\r\n.body\r\n");
     assert_eq!(tx[0].recipients.len(), 1);
@@ -147,6 +152,19 @@ fn error_limit_closes() {
     assert!(matches!(s.advance(&mut buf), Step::Close));
     let out = String::from_utf8(s.take_output()).unwrap();
     assert!(out.ends_with("421 4.7.0 mx.test Error: too many errors\r\n"), "{out}");
+}
+
+#[test]
+fn dsn_parameters() {
+    let (out, tx) = run(b"EHLO c\r\nMAIL FROM:<a@b.test> RET=HDRS ENVID=abc+2B1\r\nRCPT TO:<x@y.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x+2Bt@y.test\r\nRCPT TO:<z@y.test> NOTIFY=NEVER\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(codes(&out), ["220", "250", "250", "250", "250", "354", "250"]);
+    let t = &tx[0];
+    assert_eq!((t.ret_full, t.envid.as_deref()), (Some(false), Some("abc+2B1")));
+    assert_eq!(t.recipients[0].notify.unwrap().to_string(), "SUCCESS,FAILURE");
+    assert_eq!(t.recipients[0].orcpt.as_deref(), Some("rfc822;x+2Bt@y.test"));
+    assert_eq!(t.recipients[1].notify, Some(postern_types::dsn::Notify::NEVER));
+    let (out, _) = run(b"EHLO c\r\nMAIL FROM:<a@b.test> RET=SOME\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test> NOTIFY=NEVER,DELAY\r\nRCPT TO:<x@y.test> ORCPT=noseparator\r\n");
+    assert_eq!(codes(&out), ["220", "250", "501", "250", "501", "501"]);
 }
 
 #[test]

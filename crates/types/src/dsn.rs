@@ -1,0 +1,131 @@
+//! The DSN extension's parameters (RFC 3461): NOTIFY and ORCPT on RCPT, RET and ENVID on MAIL,
+//! and xtext, their encoding (RFC 3461 §4).
+
+use std::fmt;
+
+/// `NOTIFY=` (RFC 3461 §4.1): when the sender wants a DSN. Absent means failure and delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Notify {
+    /// `SUCCESS`.
+    pub success: bool,
+    /// `FAILURE`.
+    pub failure: bool,
+    /// `DELAY`.
+    pub delay: bool,
+}
+
+impl Notify {
+    /// `NOTIFY=NEVER`.
+    pub const NEVER: Self = Self { success: false, failure: false, delay: false };
+    /// What an absent NOTIFY means (RFC 3461 §4.1: failure, and delay at the MTA's discretion).
+    pub const DEFAULT: Self = Self { success: false, failure: true, delay: true };
+
+    /// Parses `NEVER` or a comma list of `SUCCESS`, `FAILURE`, `DELAY` (case-insensitive).
+    /// `None` when malformed (NEVER combined with others, unknown words, empty).
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("NEVER") {
+            return Some(Self::NEVER);
+        }
+        let mut n = Self::NEVER;
+        for word in s.split(',') {
+            match word.to_ascii_uppercase().as_str() {
+                "SUCCESS" => n.success = true,
+                "FAILURE" => n.failure = true,
+                "DELAY" => n.delay = true,
+                _ => return None,
+            }
+        }
+        Some(n)
+    }
+}
+
+impl fmt::Display for Notify {
+    /// The parameter value: `NEVER` or e.g. `SUCCESS,FAILURE`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words: Vec<&str> = [(self.success, "SUCCESS"), (self.failure, "FAILURE"), (self.delay, "DELAY")]
+            .into_iter()
+            .filter_map(|(on, w)| on.then_some(w))
+            .collect();
+        if words.is_empty() { f.write_str("NEVER") } else { f.write_str(&words.join(",")) }
+    }
+}
+
+/// Whether `s` is valid xtext: printable ASCII except `+` and `=`, with `+HH` hex escapes.
+pub fn is_xtext(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = |c: u8| c.is_ascii_digit() || (b'A'..=b'F').contains(&c);
+                if !b.get(i + 1).copied().is_some_and(hex) || !b.get(i + 2).copied().is_some_and(hex) {
+                    return false;
+                }
+                i += 3;
+            }
+            33..=126 if b[i] != b'=' => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Decodes xtext (`+HH` escapes); invalid input is returned as is.
+pub fn xtext_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'+'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes as xtext: `+`, `=`, controls, space and non-ASCII become `+HH`.
+pub fn xtext_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &c in s.as_bytes() {
+        if (33..=126).contains(&c) && c != b'+' && c != b'=' {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("+{c:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify() {
+        assert_eq!(Notify::parse("never"), Some(Notify::NEVER));
+        let n = Notify::parse("SUCCESS,delay").unwrap();
+        assert!(n.success && n.delay && !n.failure);
+        assert_eq!(n.to_string(), "SUCCESS,DELAY");
+        assert_eq!(Notify::parse("NEVER,SUCCESS"), None);
+        assert_eq!(Notify::parse(""), None);
+        assert_eq!(Notify::parse("SOMETIMES"), None);
+    }
+
+    #[test]
+    fn xtext() {
+        assert!(is_xtext("rfc822;bob+2Bx@example.test"));
+        assert!(!is_xtext("a=b"));
+        assert!(!is_xtext("a+2"));
+        assert!(!is_xtext("a b"));
+        assert_eq!(xtext_decode("bob+2Bx@example.test"), "bob+x@example.test");
+        assert_eq!(xtext_encode("bob+x=y@ex"), "bob+2Bx+3Dy@ex");
+        assert_eq!(xtext_decode(&xtext_encode("a+b c")), "a+b c");
+    }
+}
