@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# End-to-end relay benchmark, Postern and Postfix in the same run: N concurrent clients send
+# 4 KiB messages (pipelined MAIL/RCPT/DATA) to the MTA on loopback, which relays them to
+# Postfix's smtp-sink on loopback. For each MTA and row it reports the acceptance rate (the
+# clients' 250s) and the end-to-end rate (until the MTA's queue is empty again), and the ratio.
+# Rows alternate between the MTAs so that both see the same disk state; a warm-up goes first.
+#
+# Usage: bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/postfix.sh
+ensure_packages postfix
+N1=${1:-1000}
+N20=${2:-4000}
+
+cargo build --release -q -p postern -p postern-bench
+bench=$PWD/target/release/postern-bench
+work=$(mktemp -d /var/tmp/postern-relay.XXXXXX)
+chmod 755 "$work"
+pf=$work/postfix
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    postfix_stop "$pf"
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+p_sink=$(free_port)
+p_postern=$(free_port)
+p_postfix=$(free_port)
+
+smtp-sink -u nobody 127.0.0.1:"$p_sink" 1000 &
+pids+=($!)
+
+mkdir -p "$work/postern"
+cat >"$work/postern/postern.toml" <<TOML
+hostname = "bench.example.test"
+data_dir = "data"
+[[listener]]
+address = "127.0.0.1:$p_postern"
+role = "mx"
+[domains]
+local = ["bench.test"]
+[relay]
+trusted_networks = ["127.0.0.0/8"]
+smarthost = "[127.0.0.1]:$p_sink"
+[server]
+max_connections_per_ip = 100
+[dns]
+nameservers = ["127.0.0.1:9"]
+TOML
+POSTERN_LOG=warn target/release/postern serve --config "$work/postern/postern.toml" 2>"$work/postern.log" &
+postern_pid=$!
+pids+=($postern_pid)
+
+postfix_start "$pf" "$p_postfix" "relayhost = [127.0.0.1]:$p_sink
+smtpd_client_connection_count_limit = 100"
+wait_for 30 "Postern to listen" listening "$p_postern"
+wait_for 30 "smtp-sink to listen" listening "$p_sink"
+
+queue_empty() {
+    case $1 in
+        postern) [ -z "$(ls -A "$work/postern/data/spool/queue")" ] ;;
+        postfix) [ -z "$(find "$pf/queue/incoming" "$pf/queue/active" "$pf/queue/deferred" "$pf/queue/maildrop" -type f 2>/dev/null)" ] ;;
+    esac
+}
+port_of() { if [ "$1" = postern ]; then echo "$p_postern"; else echo "$p_postfix"; fi; }
+
+# run MTA CLIENTS N: prints "accept_rate e2e_rate".
+run() {
+    local mta=$1 clients=$2 n=$3
+    local t0 t1 out accept
+    t0=$(date +%s.%N)
+    out=$("$bench" --server "127.0.0.1:$(port_of "$mta")" --clients "$clients" --messages "$n" --size 4096 --rcpt x@sink.test)
+    accept=$(echo "$out" | tr ' ' '\n' | sed -n 's/^msg_per_s=//p')
+    wait_for 600 "$mta to empty its queue" queue_empty "$mta"
+    t1=$(date +%s.%N)
+    echo "$accept $(python3 -c "print(round($n / ($t1 - $t0)))")"
+}
+
+sync
+for mta in postern postfix; do run "$mta" 20 "$N20" >/dev/null; done # warm-up
+
+echo "| clients | messages | Postern accept msg/s | Postfix accept msg/s | Postern end-to-end msg/s | Postfix end-to-end msg/s | end-to-end ratio |"
+echo "|---|---|---|---|---|---|---|"
+for clients in 1 20; do
+    n=$N1
+    [ "$clients" -eq 20 ] && n=$N20
+    read -r pa pe < <(run postern "$clients" "$n")
+    read -r fa fe < <(run postfix "$clients" "$n")
+    ratio=$(python3 -c "print(f'{$pe / $fe:.2f}')")
+    echo "| $clients | $n | $pa | $fa | $pe | $fe | $ratio |"
+done
+echo
+echo "peak RSS (VmHWM) of postern: $(awk '/VmHWM/ {print $2, $3}' "/proc/$postern_pid/status")"
