@@ -151,3 +151,47 @@ fn opportunistic_starttls_and_clear_text_fallback() {
     assert!(!b.log_lines("retrying in clear text").is_empty());
     assert!(b.wait_log("status=sent").contains("tls=none"));
 }
+
+#[test]
+fn connections_are_reused_and_limited_per_destination() {
+    use crate::support::peer::Peer;
+    // Two messages one after the other: the second reuses the first one's connection.
+    let peer = Peer::start(&[]);
+    let a = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9")
+            .replace("{PORT}", "9")
+            .replace("connect_timeout", "connection_cache_time = \"30s\"\nconnect_timeout")
+    });
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    for i in 0..2 {
+        assert_eq!(
+            c.send_data("alice@a.test", &["bob@flaky.test"], format!("Subject: {i}\r\n\r\nx\r\n").as_bytes()).code,
+            250
+        );
+        a.wait_queue_empty();
+    }
+    assert_eq!(peer.received.lock().unwrap().len(), 2);
+    assert_eq!(peer.connections.lock().unwrap().0, 1, "the second message must reuse the connection");
+
+    // max_per_destination = 1: never more than one session to the destination at once.
+    let peer = Peer::start(&[]);
+    let a = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9")
+            .replace("{PORT}", "9")
+            .replace("connect_timeout", "max_per_destination = 1\nconnection_cache_time = \"0s\"\nconnect_timeout")
+    });
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    for i in 0..6 {
+        assert_eq!(
+            c.send_data("alice@a.test", &["bob@flaky.test"], format!("Subject: {i}\r\n\r\nx\r\n").as_bytes()).code,
+            250
+        );
+    }
+    a.wait_queue_empty();
+    assert_eq!(peer.received.lock().unwrap().len(), 6);
+    let (total, _, most) = *peer.connections.lock().unwrap();
+    assert_eq!(most, 1, "at most one session at once");
+    assert_eq!(total, 6, "connection_cache_time = 0s: one connection per message");
+}

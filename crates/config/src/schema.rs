@@ -103,6 +103,13 @@ pub struct Outbound {
     /// Waiting for the reply after the message content. Default `"10m"` (RFC 5321 §4.5.3.2.6).
     #[serde(default = "default_data_done_timeout")]
     pub data_timeout: Seconds,
+    /// How long an idle connection to a next hop is kept for the next message to the same
+    /// destination (Postfix's connection cache). `"0s"` turns reuse off. Default `"5s"`.
+    #[serde(default = "default_connection_cache_time")]
+    pub connection_cache_time: Seconds,
+    /// Deliveries to one destination (domain, route or smarthost) at once. Default 20.
+    #[serde(default = "default_max_per_destination")]
+    pub max_per_destination: usize,
 }
 
 /// `[outbound] ip_version`.
@@ -131,6 +138,12 @@ fn default_smtp_port() -> u16 {
 }
 fn default_connect_timeout() -> Seconds {
     Seconds(Duration::from_secs(10))
+}
+fn default_connection_cache_time() -> Seconds {
+    Seconds(Duration::from_secs(5))
+}
+fn default_max_per_destination() -> usize {
+    20
 }
 fn default_data_done_timeout() -> Seconds {
     Seconds(Duration::from_secs(600))

@@ -15,7 +15,7 @@ use postern_config::{Config, Tables};
 use postern_dns::Resolver;
 use postern_types::{EnhancedStatus, Reply};
 
-pub use transaction::Message;
+pub use transaction::{Message, Pool};
 
 /// The outcome for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,9 +80,12 @@ pub struct RecipientResult {
 }
 
 /// Delivers `message` to `recipients` (all in `domain`) using the configuration and tables in
-/// force. Never fails as a whole: every error becomes an outcome per recipient.
+/// force, reusing an idle connection from `pool` to the same destination when there is one and
+/// keeping at most `[outbound] max_per_destination` deliveries to it at once. Never fails as a
+/// whole: every error becomes an outcome per recipient.
 pub async fn deliver<R: Resolver>(
     resolver: &R,
+    pool: &Pool,
     config: &Arc<Config>,
     tables: &Tables,
     domain: &str,
@@ -102,9 +105,11 @@ pub async fn deliver<R: Resolver>(
             .collect()
     };
     let target = nexthop::target_for(domain, tables, config.relay.smarthost.as_deref(), config.outbound.port);
+    let key = format!("{}{}:{}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);
+    let _slot = pool.permit(&key, config.outbound.max_per_destination).await;
     let hosts = match nexthop::hosts(resolver, &target).await {
         Ok(h) => h,
         Err(outcome) => return all(outcome, "none"),
     };
-    transaction::deliver_via(resolver, config, &hosts, recipients, message).await
+    transaction::deliver_via(resolver, config, pool, &key, &hosts, recipients, message).await
 }

@@ -81,14 +81,30 @@ pub struct Message {
     pub envid: Option<String>,
 }
 
-/// Tries `hosts` in order until one takes the transaction; every recipient gets an outcome.
+/// Tries `hosts` in order until one takes the transaction; every recipient gets an outcome. A
+/// session is taken from `pool` when one is idle for `key` (the destination), and put back
+/// after a clean transaction.
 pub(crate) async fn deliver_via<R: Resolver>(
     resolver: &R,
     config: &Arc<Config>,
+    pool: &Pool,
+    key: &str,
     hosts: &[Host],
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
+    let cache_time = config.outbound.connection_cache_time.0;
+    if let Some(mut session) = pool.take(key, cache_time) {
+        match session.transact(recipients, message, true).await {
+            Ok(outcomes) => {
+                tracing::debug!("{}: reused the connection to {}", message.id, session.relay);
+                let results = session.results(recipients, outcomes);
+                pool.put_or_quit(key, session, cache_time).await;
+                return results;
+            }
+            Err(Stale) => tracing::debug!("{}: cached connection to {} was stale", message.id, session.relay),
+        }
+    }
     let mut temp: Option<(Outcome, String)> = None;
     let mut perm: Option<(Outcome, String)> = None;
     for host in hosts {
@@ -117,34 +133,28 @@ pub(crate) async fn deliver_via<R: Resolver>(
                         break;
                     }
                 };
-                let mut session = Session::new(stream, config, &host.name, starttls);
-                let attempt = session.run(recipients, message).await;
-                let tls = session.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
-                let dsn_passed_on = session.peer_dsn;
-                match attempt {
-                    Attempt::Done(outcomes) => {
-                        return recipients
-                            .iter()
-                            .zip(outcomes)
-                            .map(|(r, outcome)| RecipientResult {
-                                recipient: r.address.clone(),
-                                dsn_passed_on,
-                                outcome,
-                                relay: relay.clone(),
-                                tls: tls.clone(),
-                            })
-                            .collect();
-                    }
-                    Attempt::TlsFailed(e) => {
+                let mut session = Session::new(stream, config.clone(), host.name.clone(), relay.clone(), starttls);
+                match session.open().await {
+                    Ok(()) => {}
+                    Err(HelloError::Tls(e)) => {
                         tracing::warn!("{}: {relay}: {e}; retrying in clear text", message.id);
                         starttls = false;
+                        continue;
                     }
-                    Attempt::TryNext(o) => {
+                    Err(HelloError::Failed(o)) => {
                         tracing::info!("{}: {relay}: {}; trying the next host", message.id, o.reply());
+                        session.quit().await;
                         temp = Some((o, relay.clone()));
                         break;
                     }
                 }
+                let outcomes = match session.transact(recipients, message, false).await {
+                    Ok(o) => o,
+                    Err(Stale) => vec![Outcome::temp(EnhancedStatus(4, 4, 2), "lost connection"); recipients.len()],
+                };
+                let results = session.results(recipients, outcomes);
+                pool.put_or_quit(key, session, cache_time).await;
+                return results;
             }
         }
     }
@@ -163,27 +173,71 @@ pub(crate) async fn deliver_via<R: Resolver>(
         .collect()
 }
 
-enum Attempt {
-    /// Before MAIL: this host cannot take the message now, try the next one.
-    TryNext(Outcome),
-    /// The STARTTLS handshake broke: try this address again without TLS.
-    TlsFailed(String),
-    /// One outcome per recipient, in order.
-    Done(Vec<Outcome>),
+/// A cached connection that no longer works (the peer closed it while idle).
+pub(crate) struct Stale;
+
+/// Idle sessions per destination, and the per-destination concurrency limit.
+#[derive(Default)]
+pub struct Pool {
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(Session, std::time::Instant)>>>,
+    limits: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
-struct Session<'a> {
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+impl Pool {
+    /// Waits for one of the `max` delivery slots of destination `key`.
+    pub(crate) async fn permit(&self, key: &str, max: usize) -> tokio::sync::OwnedSemaphorePermit {
+        let sem = {
+            let mut l = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+            l.entry(key.to_owned()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max.max(1)))).clone()
+        };
+        sem.acquire_owned().await.expect("semaphore never closed")
+    }
+
+    /// The most recently used idle session for `key` that is younger than `max_idle`; older ones
+    /// are closed.
+    fn take(&self, key: &str, max_idle: Duration) -> Option<Session> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        list.retain(|(_, since)| since.elapsed() < max_idle);
+        list.pop().map(|(s, _)| s)
+    }
+
+    /// Keeps a clean session for reuse (when caching is on), or ends it with QUIT.
+    async fn put_or_quit(&self, key: &str, session: Session, cache_time: Duration) {
+        if session.reusable && !cache_time.is_zero() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            for list in idle.values_mut() {
+                list.retain(|(_, since)| since.elapsed() < cache_time);
+            }
+            idle.entry(key.to_owned()).or_default().push((session, std::time::Instant::now()));
+        } else {
+            session.quit().await;
+        }
+    }
+}
+
+pub(crate) struct Session {
     stream: Stream,
     parser: ReplyParser,
-    config: &'a Config,
+    config: Arc<Config>,
     /// The next hop's name, for the TLS server name.
-    host: &'a str,
+    host: String,
+    /// `host[ip]:port`, for the logs.
+    relay: String,
     /// Whether to use STARTTLS when offered.
     starttls: bool,
     /// Set once TLS is up.
     tls: Option<TlsInfo>,
-    /// The peer offered DSN (RFC 3461) and got our parameters.
-    peer_dsn: bool,
+    /// What the peer offered (after TLS, if any).
+    caps: Capabilities,
+    /// False after an I/O error or a 421: the session must not be reused.
+    reusable: bool,
 }
 
 /// Why the greeting/EHLO stage did not produce capabilities.
@@ -192,16 +246,18 @@ enum HelloError {
     Tls(String),
 }
 
-impl<'a> Session<'a> {
-    fn new(stream: TcpStream, config: &'a Config, host: &'a str, starttls: bool) -> Self {
+impl Session {
+    fn new(stream: TcpStream, config: Arc<Config>, host: String, relay: String, starttls: bool) -> Self {
         Self {
             stream: Stream::Plain(stream),
             parser: ReplyParser::default(),
             config,
             host,
+            relay,
             starttls,
             tls: None,
-            peer_dsn: false,
+            caps: Capabilities::default(),
+            reusable: true,
         }
     }
 
@@ -209,36 +265,90 @@ impl<'a> Session<'a> {
         let mut buf = [0u8; 8192];
         loop {
             match self.parser.next_reply() {
-                Ok(Some(r)) => return Ok(r),
+                Ok(Some(r)) => {
+                    if r.code == 421 {
+                        self.reusable = false;
+                    }
+                    return Ok(r);
+                }
                 Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => {
+                    self.reusable = false;
+                    return Err(e.to_string());
+                }
             }
-            match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
-                Err(_) => return Err(format!("timed out after {timeout:?} waiting for a reply")),
-                Ok(Err(e)) => return Err(format!("read: {e}")),
-                Ok(Ok(0)) => return Err("connection closed by the peer".into()),
-                Ok(Ok(n)) => self.parser.feed(&buf[..n]),
+            let read = tokio::time::timeout(timeout, self.stream.read(&mut buf)).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => self.parser.feed(&buf[..n]),
+                other => {
+                    self.reusable = false;
+                    return Err(match other {
+                        Err(_) => format!("timed out after {timeout:?} waiting for a reply"),
+                        Ok(Err(e)) => format!("read: {e}"),
+                        Ok(Ok(_)) => "connection closed by the peer".into(),
+                    });
+                }
             }
         }
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        tokio::time::timeout(self.config.outbound.command_timeout.0, self.stream.write_all(bytes))
-            .await
-            .map_err(|_| "timed out sending".to_owned())?
-            .map_err(|e| format!("write: {e}"))
+        let sent = tokio::time::timeout(self.config.outbound.command_timeout.0, self.stream.write_all(bytes)).await;
+        let result = match sent {
+            Err(_) => Err("timed out sending".to_owned()),
+            Ok(r) => r.map_err(|e| format!("write: {e}")),
+        };
+        if result.is_err() {
+            self.reusable = false;
+        }
+        result
     }
 
-    async fn run(&mut self, recipients: &[Rcpt], message: &Message) -> Attempt {
+    /// Ends the session politely (errors ignored).
+    async fn quit(mut self) {
+        if self.send(b"QUIT\r\n").await.is_ok() {
+            let _ = self.read_reply(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Greeting, EHLO and STARTTLS: the session is then ready for MAIL.
+    async fn open(&mut self) -> Result<(), HelloError> {
+        let timeout = self.config.outbound.command_timeout.0;
+        self.caps = self.hello(timeout).await?;
+        Ok(())
+    }
+
+    /// The per-recipient results of a transaction on this session.
+    fn results(&self, recipients: &[Rcpt], outcomes: Vec<Outcome>) -> Vec<RecipientResult> {
+        let tls = self.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
+        recipients
+            .iter()
+            .zip(outcomes)
+            .map(|(r, outcome)| RecipientResult {
+                recipient: r.address.clone(),
+                dsn_passed_on: self.caps.dsn,
+                outcome,
+                relay: self.relay.clone(),
+                tls: tls.clone(),
+            })
+            .collect()
+    }
+
+    /// One transaction: MAIL, RCPTs, DATA, content; one outcome per recipient. On a reused
+    /// session (`reset`), RSET goes first; if it fails the session was stale and nothing was
+    /// sent ([`Stale`]).
+    async fn transact(&mut self, recipients: &[Rcpt], message: &Message, reset: bool) -> Result<Vec<Outcome>, Stale> {
         let cmd_timeout = self.config.outbound.command_timeout.0;
+        if reset {
+            let ok =
+                self.send(b"RSET\r\n").await.is_ok() && self.read_reply(cmd_timeout).await.is_ok_and(|r| r.code == 250);
+            if !ok {
+                return Err(Stale);
+            }
+        }
         let lost =
             |stage: &str, e: String| Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection {stage}: {e}"));
-        // Greeting and EHLO: any failure here sends us to the next host.
-        let caps = match self.hello(cmd_timeout).await {
-            Ok(c) => c,
-            Err(HelloError::Failed(o)) => return Attempt::TryNext(o),
-            Err(HelloError::Tls(e)) => return Attempt::TlsFailed(e),
-        };
+        let caps = self.caps.clone();
         let outgoing = Outgoing {
             reverse_path: &message.reverse_path,
             size: message.data.len() as u64,
@@ -247,13 +357,9 @@ impl<'a> Session<'a> {
             ret: message.ret.as_deref(),
             envid: message.envid.as_deref(),
         };
-        self.peer_dsn = caps.dsn;
         let mail = match mail_command(&outgoing, &caps) {
             Ok(m) => m,
-            Err(why) => {
-                let _ = self.send(b"QUIT\r\n").await;
-                return Attempt::Done(vec![Outcome::PermFail(why.reply()); recipients.len()]);
-            }
+            Err(why) => return Ok(vec![Outcome::PermFail(why.reply()); recipients.len()]),
         };
         let rcpts: Vec<String> = recipients
             .iter()
@@ -278,11 +384,10 @@ impl<'a> Session<'a> {
         };
         let (mail_reply, rcpt_replies, data_reply) = match result {
             Ok(r) => r,
-            Err(e) => return Attempt::Done(vec![lost("during the envelope", e); recipients.len()]),
+            Err(e) => return Ok(vec![lost("during the envelope", e); recipients.len()]),
         };
         if mail_reply.code / 100 != 2 {
-            let _ = self.send(b"QUIT\r\n").await;
-            return Attempt::Done(vec![Outcome::from_reply(mail_reply); recipients.len()]);
+            return Ok(vec![Outcome::from_reply(mail_reply); recipients.len()]);
         }
         let mut outcomes: Vec<Option<Outcome>> =
             rcpt_replies.into_iter().map(|r| (r.code / 100 != 2).then(|| Outcome::from_reply(r))).collect();
@@ -299,10 +404,7 @@ impl<'a> Session<'a> {
                 None => Outcome::temp(EnhancedStatus(4, 5, 0), "no reply to DATA"),
             })
         };
-        let _ = self.send(b"QUIT\r\n").await;
-        Attempt::Done(
-            outcomes.iter_mut().map(|o| o.take().or_else(|| final_outcome.clone()).expect("decided")).collect(),
-        )
+        Ok(outcomes.iter_mut().map(|o| o.take().or_else(|| final_outcome.clone()).expect("decided")).collect())
     }
 
     /// Greeting, EHLO (HELO when EHLO is refused with 5xx), STARTTLS when offered and then EHLO
@@ -330,7 +432,7 @@ impl<'a> Session<'a> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(HelloError::Tls("STARTTLS twice".into()));
         };
-        let (tls, info) = tokio::time::timeout(timeout, handshake(tcp, self.host))
+        let (tls, info) = tokio::time::timeout(timeout, handshake(tcp, &self.host))
             .await
             .map_err(|_| HelloError::Tls("TLS handshake timed out".into()))?
             .map_err(HelloError::Tls)?;

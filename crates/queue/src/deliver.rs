@@ -100,7 +100,8 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
                     }
                 })
                 .collect();
-            let results = postern_outbound::deliver(&*inner.resolver, &config, &tables, &domain, &rcpts, &msg).await;
+            let results =
+                postern_outbound::deliver(&*inner.resolver, &inner.pool, &config, &tables, &domain, &rcpts, &msg).await;
             for (&i, result) in indexes.iter().zip(results) {
                 let r = &mut env.recipients[i];
                 let relay = format!("{}, {}", result.relay, result.tls);

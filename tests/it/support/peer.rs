@@ -32,6 +32,8 @@ pub struct Peer {
     pub over_tls: Arc<Mutex<Vec<bool>>>,
     /// RCPT commands seen, in order.
     pub rcpts: Arc<Mutex<Vec<String>>>,
+    /// (connections accepted, sessions open now, most sessions open at once).
+    pub connections: Arc<Mutex<(usize, usize, usize)>>,
 }
 
 #[derive(Clone)]
@@ -44,6 +46,7 @@ struct Shared {
     withheld: Arc<Mutex<usize>>,
     tls: Tls,
     dsn: bool,
+    connections: Arc<Mutex<(usize, usize, usize)>>,
 }
 
 /// A self-signed certificate for `localhost` made now, as a rustls server configuration.
@@ -90,6 +93,7 @@ impl Peer {
             withheld: Arc::default(),
             tls,
             dsn,
+            connections: Arc::default(),
         };
         let peer = Self {
             port,
@@ -98,15 +102,23 @@ impl Peer {
             received: shared.received.clone(),
             over_tls: shared.over_tls.clone(),
             rcpts: shared.rcpts.clone(),
+            connections: shared.connections.clone(),
         };
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { break };
                 let shared = shared.clone();
                 std::thread::spawn(move || {
+                    {
+                        let mut c = shared.connections.lock().unwrap();
+                        c.0 += 1;
+                        c.1 += 1;
+                        c.2 = c.2.max(c.1);
+                    }
                     if stream.write_all(b"220 peer.test ESMTP scripted\r\n").is_ok() {
                         let _ = serve(stream, &shared, false);
                     }
+                    shared.connections.lock().unwrap().1 -= 1;
                 });
             }
         });
