@@ -84,6 +84,17 @@ fn a_relays_to_b_through_mx() {
     // The refusing primary was tried, the secondary took it.
     assert!(!a.log_lines(&format!("connect to 127.0.0.5:{}", b.port)).is_empty());
     assert!(sent("bob@failover.test").contains(&mx_b));
+    // Another destination with the same dead primary: skipped by the host status cache.
+    let r = c.send_data("alice@a.test", &["bob@failover2.test"], b"Subject: again\r\n\r\nhello\r\n");
+    assert_eq!(r.code, 250);
+    a.wait_log("skipped by the host status cache");
+    b.wait_maildir("bob", rcpts.len() + 1);
+    let tries: Vec<String> = a
+        .log_lines(&format!("connect to 127.0.0.5:{}: Connection refused", b.port))
+        .into_iter()
+        .filter(|l| !l.contains("skipped"))
+        .collect();
+    assert_eq!(tries.len(), 1, "the dead host was connected to again: {tries:#?}");
     // The silent primary cost one connect timeout (1 s), not more.
     assert!(!a.log_lines(&format!("connect to 127.0.0.9:{}: timed out", b.port)).is_empty());
     let slow = sent("bob@slow.test");

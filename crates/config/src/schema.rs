@@ -110,6 +110,10 @@ pub struct Outbound {
     /// Deliveries to one destination (domain, route or smarthost) at once. Default 20.
     #[serde(default = "default_max_per_destination")]
     pub max_per_destination: usize,
+    /// After a failed connect, the address is skipped for this long without trying (the host
+    /// status cache: a dead host is not hammered). `"0s"` turns it off. Default `"60s"`.
+    #[serde(default = "default_dead_host_time")]
+    pub dead_host_time: Seconds,
 }
 
 /// `[outbound] ip_version`.
@@ -141,6 +145,9 @@ fn default_connect_timeout() -> Seconds {
 }
 fn default_connection_cache_time() -> Seconds {
     Seconds(Duration::from_secs(5))
+}
+fn default_dead_host_time() -> Seconds {
+    Seconds(Duration::from_secs(60))
 }
 fn default_max_per_destination() -> usize {
     20

@@ -125,10 +125,17 @@ pub(crate) async fn deliver_via<R: Resolver>(
             // A broken STARTTLS handshake is retried once on a new connection in clear text.
             let mut starttls = true;
             loop {
+                if let Some(why) = pool.dead(addr) {
+                    let e = format!("{why} (recently; skipped by the host status cache)");
+                    tracing::info!("{}: {e}; trying the next address", message.id);
+                    temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
+                    break;
+                }
                 let stream = match connect::connect(addr, config.outbound.connect_timeout.0).await {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::info!("{}: {e}; trying the next address", message.id);
+                        pool.mark_dead(addr, &e, config.outbound.dead_host_time.0);
                         temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
                         break;
                     }
@@ -176,11 +183,13 @@ pub(crate) async fn deliver_via<R: Resolver>(
 /// A cached connection that no longer works (the peer closed it while idle).
 pub(crate) struct Stale;
 
-/// Idle sessions per destination, and the per-destination concurrency limit.
+/// Idle sessions per destination, the per-destination concurrency limit, and the host status
+/// cache (addresses whose connect failed recently).
 #[derive(Default)]
 pub struct Pool {
     idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(Session, std::time::Instant)>>>,
     limits: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    dead: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, (std::time::Instant, String)>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -190,6 +199,27 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
+    /// Why `addr` is known to be unreachable right now, if it is.
+    fn dead(&self, addr: std::net::SocketAddr) -> Option<String> {
+        let mut dead = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        match dead.get(&addr) {
+            Some((until, why)) if *until > std::time::Instant::now() => Some(why.clone()),
+            Some(_) => {
+                dead.remove(&addr);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Remembers that connecting to `addr` failed, for `ttl`.
+    fn mark_dead(&self, addr: std::net::SocketAddr, why: &str, ttl: Duration) {
+        if !ttl.is_zero() {
+            let until = std::time::Instant::now() + ttl;
+            self.dead.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, (until, why.to_owned()));
+        }
+    }
+
     /// Waits for one of the `max` delivery slots of destination `key`.
     pub(crate) async fn permit(&self, key: &str, max: usize) -> tokio::sync::OwnedSemaphorePermit {
         let sem = {
