@@ -48,6 +48,8 @@ trusted_networks = ["127.0.0.0/8"]
 smarthost = "[127.0.0.1]:$p_sink"
 [server]
 max_connections_per_ip = 100
+[queue]
+max_concurrency = ${QUEUE_CONCURRENCY:-100}
 [dns]
 nameservers = ["127.0.0.1:9"]
 TOML

@@ -159,7 +159,7 @@ fn default_max_age() -> Seconds {
     Seconds(Duration::from_secs(5 * 86400))
 }
 fn default_queue_concurrency() -> usize {
-    20
+    100
 }
 
 /// `[spool]`: how the spool makes accepted mail durable.
@@ -328,7 +328,9 @@ pub struct Queue {
     /// Longest wait between retries. Default `"1h"`.
     #[serde(default = "default_max_backoff")]
     pub max_backoff: Seconds,
-    /// Messages being delivered at once (local and remote). Default 20. Read at start.
+    /// Messages being delivered at once (local and remote). Default 100, like Postfix's
+    /// `default_process_limit`; each holds its message in memory while it is delivered. Read at
+    /// start.
     #[serde(default = "default_queue_concurrency")]
     pub max_concurrency: usize,
     /// How long a message may stay queued before its pending recipients fail with a DSN

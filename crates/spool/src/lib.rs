@@ -23,7 +23,7 @@
 //! A crash before step 3 completes may leave `queue/ID.msg` without its envelope (deleted at
 //! start), or an envelope whose message rename was lost (moved to `corrupt/`, though no 250 was
 //! sent for it). Envelope updates use temp file, fsync, rename, fsync directory. Removal deletes
-//! the envelope first, then the message.
+//! the envelope first, then the message, without an fsync (see [`Spool::remove`]).
 
 mod envelope;
 mod shared_sync;
@@ -163,12 +163,16 @@ impl Spool {
 
     /// Removes a finished message: envelope first, then the message file.
     ///
+    /// The removal is not fsynced (as in Postfix): `kill -9` cannot undo an unlink, and after a
+    /// power cut within the filesystem's commit interval the envelope may come back, so its
+    /// recipients are delivered a second time. A duplicate, never a loss; in exchange every
+    /// delivered message costs one directory sync less.
+    ///
     /// # Errors
     /// [`SpoolError::Io`].
     pub fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
         let env = self.envelope_path(id);
         fs::remove_file(&env).map_err(io_err("remove", &env))?;
-        self.queue_sync.sync().map_err(io_err("fsync", &self.queue))?;
         let msg = self.message_path(id);
         fs::remove_file(&msg).map_err(io_err("remove", &msg))
     }
