@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use postern_config::Config;
 use postern_proto::{Transaction, trace};
-use postern_spool::{ENVELOPE_VERSION, Envelope, RcptState, Recipient};
+use postern_spool::{Envelope, Recipient};
 use postern_types::{Destination, EnhancedStatus, QueueId, Reply, ReversePath};
 
 use crate::Context;
@@ -57,43 +57,26 @@ fn envelope(tx: &Transaction, id: QueueId, size: u64) -> Envelope {
     let mut recipients = Vec::new();
     for r in &tx.recipients {
         for d in &r.destinations {
-            let (address, mailbox) = match d {
-                Destination::Mailbox { name, address } => (address.to_string(), Some(name.clone())),
-                Destination::Remote(a) => (a.to_string(), None),
+            let key = match d {
+                Destination::Mailbox { name, .. } => format!("mailbox:{name}"),
+                Destination::Remote(a) => format!("remote:{a}"),
             };
-            let key = mailbox.clone().map_or_else(|| format!("remote:{address}"), |m| format!("mailbox:{m}"));
             if seen.insert(key) {
-                recipients.push(Recipient {
-                    forward_path: r.forward_path.to_string(),
-                    address,
-                    mailbox,
-                    state: RcptState::Pending,
-                    attempts: 0,
-                    next_attempt: 0,
-                    last_error: None,
-                    notify: r.notify.map(|n| n.to_string()),
-                    orcpt: r.orcpt.clone(),
-                });
+                let mut rcpt = Recipient::new(r.forward_path.to_string(), d);
+                rcpt.notify = r.notify.map(|n| n.to_string());
+                rcpt.orcpt.clone_from(&r.orcpt);
+                recipients.push(rcpt);
             }
         }
     }
-    Envelope {
-        version: ENVELOPE_VERSION,
-        id,
-        arrival: id.arrival_secs(),
-        client_ip: tx.client_ip.to_string(),
-        helo: tx.helo.clone(),
-        reverse_path: match &tx.reverse_path {
-            ReversePath::Null => String::new(),
-            ReversePath::Mailbox(a) => a.to_string(),
-        },
-        body_8bit: tx.body_8bit,
-        smtputf8: tx.smtputf8,
-        size,
-        warned: false,
-        held: false,
-        ret: tx.ret_full.map(|full| if full { "full".to_owned() } else { "hdrs".to_owned() }),
-        envid: tx.envid.clone(),
-        recipients,
-    }
+    let reverse_path = match &tx.reverse_path {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(a) => a.to_string(),
+    };
+    let mut env = Envelope::new(id, tx.client_ip.to_string(), tx.helo.clone(), reverse_path, size, recipients);
+    env.body_8bit = tx.body_8bit;
+    env.smtputf8 = tx.smtputf8;
+    env.ret = tx.ret_full.map(|full| if full { "full".to_owned() } else { "hdrs".to_owned() });
+    env.envid.clone_from(&tx.envid);
+    env
 }

@@ -79,6 +79,22 @@ pub struct RecipientResult {
     pub dsn_passed_on: bool,
 }
 
+impl RecipientResult {
+    /// The same outcome for every recipient (a failure before any recipient was tried).
+    pub(crate) fn all(recipients: &[Rcpt], outcome: &Outcome, relay: &str) -> Vec<Self> {
+        recipients
+            .iter()
+            .map(|r| Self {
+                recipient: r.address.clone(),
+                outcome: outcome.clone(),
+                relay: relay.to_owned(),
+                tls: "tls=none".to_owned(),
+                dsn_passed_on: false,
+            })
+            .collect()
+    }
+}
+
 /// Delivers `message` to `recipients` (all in `domain`) using the configuration and tables in
 /// force, reusing an idle connection from `pool` to the same destination when there is one and
 /// keeping at most `[outbound] max_per_destination` deliveries to it at once. Never fails as a
@@ -92,24 +108,12 @@ pub async fn deliver<R: Resolver>(
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
-    let all = |outcome: Outcome, relay: &str| {
-        recipients
-            .iter()
-            .map(|r| RecipientResult {
-                recipient: r.address.clone(),
-                dsn_passed_on: false,
-                outcome: outcome.clone(),
-                relay: relay.to_owned(),
-                tls: "tls=none".to_owned(),
-            })
-            .collect()
-    };
     let target = nexthop::target_for(domain, tables, config.relay.smarthost.as_deref(), config.outbound.port);
     let key = format!("{}{}:{}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);
     let _slot = pool.permit(&key, config.outbound.max_per_destination).await;
     let hosts = match nexthop::hosts(resolver, &target).await {
         Ok(h) => h,
-        Err(outcome) => return all(outcome, "none"),
+        Err(outcome) => return RecipientResult::all(recipients, &outcome, "none"),
     };
     transaction::deliver_via(resolver, config, pool, &key, &hosts, recipients, message).await
 }

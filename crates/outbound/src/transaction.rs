@@ -168,16 +168,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
     let (outcome, relay) = temp
         .or(perm)
         .unwrap_or_else(|| (Outcome::temp(EnhancedStatus(4, 4, 4), "no host to deliver to"), "none".to_owned()));
-    recipients
-        .iter()
-        .map(|r| RecipientResult {
-            recipient: r.address.clone(),
-            dsn_passed_on: false,
-            outcome: outcome.clone(),
-            relay: relay.clone(),
-            tls: "tls=none".into(),
-        })
-        .collect()
+    RecipientResult::all(recipients, &outcome, &relay)
 }
 
 /// A cached connection that no longer works (the peer closed it while idle).

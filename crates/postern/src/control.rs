@@ -5,7 +5,6 @@
 //! Requests: `list`, `stats`, `show ID`, `flush [id=ID] [recipient-domain=D] [sender-domain=D]`,
 //! `hold ID`, `release ID`, `delete ID`.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use postern_queue::Queue;
@@ -13,45 +12,31 @@ use postern_queue::control::{Filter, format_list, format_stats};
 use postern_spool::Spool;
 use postern_types::QueueId;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-/// Binds the socket (replacing a stale one) and serves until `stop`.
+/// Binds the socket (mode 0600: queue control is for the postmaster) and serves until `stop`.
 pub(crate) fn spawn(
     path: &Path,
     queue: Queue,
     spool: std::sync::Arc<Spool>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    let path = path.to_path_buf();
-    tokio::spawn(async move {
-        loop {
-            let conn = tokio::select! {
-                c = listener.accept() => c,
-                _ = stop.changed() => break,
+    crate::unix_server::serve(path, 0o600, stop, move |stream| {
+        let (queue, spool) = (queue.clone(), spool.clone());
+        async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut line = String::new();
+            let mut rd = BufReader::new(rd).take(4096);
+            if rd.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match handle(line.trim(), &queue, &spool).await {
+                Ok(text) => format!("ok\n{text}"),
+                Err(e) => format!("error: {e}\n"),
             };
-            let Ok((stream, _)) = conn else { continue };
-            let (queue, spool) = (queue.clone(), spool.clone());
-            tokio::spawn(async move {
-                let (rd, mut wr) = stream.into_split();
-                let mut line = String::new();
-                let mut rd = BufReader::new(rd).take(4096);
-                if rd.read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let answer = match handle(line.trim(), &queue, &spool).await {
-                    Ok(text) => format!("ok\n{text}"),
-                    Err(e) => format!("error: {e}\n"),
-                };
-                let _ = wr.write_all(answer.as_bytes()).await;
-            });
+            let _ = wr.write_all(answer.as_bytes()).await;
         }
-        let _ = std::fs::remove_file(&path);
-    });
-    Ok(())
+    })
 }
 
 fn parse_id(arg: Option<&str>) -> Result<QueueId, String> {

@@ -6,6 +6,7 @@ mod queue_cli;
 mod sendmail;
 mod serve;
 mod submit;
+mod unix_server;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,6 +64,23 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Queue { config, command } => queue_cli::run(config.as_deref(), &command),
         Command::Sendmail(args) => sendmail::run(&args),
+    }
+}
+
+/// The configuration at `path`, or the embedded default; every error is printed to stderr.
+pub(crate) fn load_config(path: Option<&Path>) -> Option<postern_config::Config> {
+    let loaded = match path {
+        Some(p) => postern_config::load(p),
+        None => Ok(postern_config::dev_default()),
+    };
+    match loaded {
+        Ok((config, _)) => Some(config),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            None
+        }
     }
 }
 

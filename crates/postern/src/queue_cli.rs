@@ -74,19 +74,7 @@ impl QueueCommand {
 /// Sends the command to the daemon whose configuration is at `config` (the embedded default
 /// when `None`) and prints the answer. Exit codes: 0 done, 1 refused, 3 daemon unreachable.
 pub(crate) fn run(config: Option<&Path>, cmd: &QueueCommand) -> ExitCode {
-    let loaded = match config {
-        Some(p) => postern_config::load(p),
-        None => Ok(postern_config::dev_default()),
-    };
-    let config = match loaded {
-        Ok((c, _)) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(2);
-        }
-    };
+    let Some(config) = crate::load_config(config) else { return ExitCode::from(2) };
     let socket = config.control_socket();
     let mut stream = match UnixStream::connect(&socket) {
         Ok(s) => s,

@@ -52,19 +52,7 @@ fn fail(code: u8, msg: &str) -> ExitCode {
 
 /// Runs the command.
 pub(crate) fn run(args: &SendmailArgs) -> ExitCode {
-    let loaded = match &args.config {
-        Some(p) => postern_config::load(p),
-        None => Ok(postern_config::dev_default()),
-    };
-    let config = match loaded {
-        Ok((c, _)) => c,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::from(EX_TEMPFAIL);
-        }
-    };
+    let Some(config) = crate::load_config(args.config.as_deref()) else { return ExitCode::from(EX_TEMPFAIL) };
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().take(config.limits.max_message_size.0 + 1).read_to_end(&mut input) {
         return fail(EX_TEMPFAIL, &format!("reading standard input: {e}"));

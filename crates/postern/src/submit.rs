@@ -6,55 +6,40 @@
 //! message with CRLF line endings until the client shuts down its side; the answer is
 //! `ok ID` or `error: text`. The message is committed durably before `ok`.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use postern_config::Live;
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_queue::Queue;
-use postern_spool::{ENVELOPE_VERSION, Envelope, RcptState, Recipient, Spool};
-use postern_types::{Address, Destination, QueueId, Verdict};
+use postern_spool::{Envelope, Recipient, Spool};
+use postern_types::{Address, QueueId, Verdict};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-/// Binds the socket (replacing a stale one) and serves until `stop`.
+/// Binds the socket (mode 0666: any local user may submit) and serves until `stop`.
 pub(crate) fn spawn(
     path: &Path,
     live: Arc<Live>,
     queue: Queue,
     spool: Arc<Spool>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-    let path = path.to_path_buf();
-    tokio::spawn(async move {
-        loop {
-            let conn = tokio::select! {
-                c = listener.accept() => c,
-                _ = stop.changed() => break,
-            };
-            let Ok((stream, _)) = conn else { continue };
+    crate::unix_server::serve(path, 0o666, stop, move |stream| {
+        let (live, queue, spool) = (live.clone(), queue.clone(), spool.clone());
+        async move {
             let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
-            let (live, queue, spool) = (live.clone(), queue.clone(), spool.clone());
-            tokio::spawn(async move {
-                let (rd, mut wr) = stream.into_split();
-                let answer = match receive(rd, uid, &live, &queue, &spool).await {
-                    Ok(id) => format!("ok {id}\n"),
-                    Err(e) => {
-                        tracing::warn!("sendmail submission from uid {uid} refused: {e}");
-                        format!("error: {e}\n")
-                    }
-                };
-                let _ = wr.write_all(answer.as_bytes()).await;
-            });
+            let (rd, mut wr) = stream.into_split();
+            let answer = match receive(rd, uid, &live, &queue, &spool).await {
+                Ok(id) => format!("ok {id}\n"),
+                Err(e) => {
+                    tracing::warn!("sendmail submission from uid {uid} refused: {e}");
+                    format!("error: {e}\n")
+                }
+            };
+            let _ = wr.write_all(answer.as_bytes()).await;
         }
-        let _ = std::fs::remove_file(&path);
-    });
-    Ok(())
+    })
 }
 
 async fn receive(
@@ -98,25 +83,11 @@ async fn receive(
         let address = Address::parse(r).map_err(|e| format!("recipient <{r}>: {e}"))?;
         match resolve_for_delivery(&policy, &address) {
             Verdict::Ok(destinations) => {
-                for d in destinations {
-                    let (final_address, mailbox) = match d {
-                        Destination::Mailbox { name, address } => (address.to_string(), Some(name)),
-                        Destination::Remote(a) => (a.to_string(), None),
-                    };
-                    if recipients.iter().any(|x: &Recipient| x.address == final_address && x.mailbox == mailbox) {
-                        continue;
+                for d in &destinations {
+                    let rcpt = Recipient::new(address.to_string(), d);
+                    if !recipients.iter().any(|x: &Recipient| x.address == rcpt.address && x.mailbox == rcpt.mailbox) {
+                        recipients.push(rcpt);
                     }
-                    recipients.push(Recipient {
-                        forward_path: address.to_string(),
-                        address: final_address,
-                        mailbox,
-                        state: RcptState::Pending,
-                        attempts: 0,
-                        next_attempt: 0,
-                        last_error: None,
-                        notify: None,
-                        orcpt: None,
-                    });
                 }
             }
             Verdict::TempFail(reply) | Verdict::PermFail(reply) => {
@@ -130,22 +101,9 @@ async fn receive(
         config.hostname,
         chrono::Utc::now().to_rfc2822()
     );
-    let env = Envelope {
-        version: ENVELOPE_VERSION,
-        id,
-        arrival: id.arrival_secs(),
-        client_ip: "127.0.0.1".into(),
-        helo: "localhost".into(),
-        reverse_path: sender.clone(),
-        body_8bit: message.iter().any(|b| *b >= 0x80),
-        smtputf8: false,
-        size: (trace.len() + message.len()) as u64,
-        warned: false,
-        held: false,
-        ret: None,
-        envid: None,
-        recipients,
-    };
+    let size = (trace.len() + message.len()) as u64;
+    let mut env = Envelope::new(id, "127.0.0.1".into(), "localhost".into(), sender.clone(), size, recipients);
+    env.body_8bit = message.iter().any(|b| *b >= 0x80);
     let (spool, saved) = (spool.clone(), env.clone());
     tokio::task::spawn_blocking(move || spool.commit(&saved, trace.as_bytes(), &message))
         .await

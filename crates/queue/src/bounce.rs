@@ -7,11 +7,9 @@
 use postern_config::{Config, Tables};
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_report::{Action, Dsn, RecipientStatus, compose};
-use postern_spool::{ENVELOPE_VERSION, Envelope, RcptState, Recipient, Spool};
+use postern_spool::{Envelope, Recipient, Spool};
 use postern_types::dsn::xtext_decode;
-use postern_types::{Address, Destination, EnhancedStatus, QueueId, Verdict};
-
-use crate::now_ms;
+use postern_types::{Address, EnhancedStatus, QueueId, Verdict};
 
 /// The report line of a recipient from its outcome text and relay.
 pub(crate) fn status(
@@ -93,42 +91,11 @@ pub(crate) fn send(
         }
     };
     let dsn_id = QueueId::generate();
-    let recipients = destinations
-        .into_iter()
-        .map(|d| {
-            let (address, mailbox) = match d {
-                Destination::Mailbox { name, address } => (address.to_string(), Some(name)),
-                Destination::Remote(a) => (a.to_string(), None),
-            };
-            Recipient {
-                forward_path: env.reverse_path.clone(),
-                address,
-                mailbox,
-                state: RcptState::Pending,
-                attempts: 0,
-                next_attempt: 0,
-                last_error: None,
-                notify: None,
-                orcpt: None,
-            }
-        })
-        .collect();
-    let dsn_env = Envelope {
-        version: ENVELOPE_VERSION,
-        id: dsn_id,
-        arrival: now_ms() / 1000,
-        client_ip: "127.0.0.1".into(),
-        helo: config.hostname.clone(),
-        reverse_path: String::new(),
-        body_8bit: true,
-        smtputf8: false,
-        size: message.len() as u64,
-        warned: false,
-        held: false,
-        ret: None,
-        envid: None,
-        recipients,
-    };
+    let recipients = destinations.iter().map(|d| Recipient::new(env.reverse_path.clone(), d)).collect();
+    let size = message.len() as u64;
+    let mut dsn_env =
+        Envelope::new(dsn_id, "127.0.0.1".into(), config.hostname.clone(), String::new(), size, recipients);
+    dsn_env.body_8bit = true;
     match spool.commit(&dsn_env, b"", &message) {
         Ok(()) => {
             tracing::info!("{id}: sender {kind} notification: {dsn_id}");

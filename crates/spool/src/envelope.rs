@@ -105,6 +105,26 @@ pub struct Recipient {
 }
 
 impl Recipient {
+    /// A pending recipient for `destination`, given in RCPT TO (or on the command line) as
+    /// `forward_path`, with no DSN parameters.
+    pub fn new(forward_path: String, destination: &postern_types::Destination) -> Self {
+        let (address, mailbox) = match destination {
+            postern_types::Destination::Mailbox { name, address } => (address.to_string(), Some(name.clone())),
+            postern_types::Destination::Remote(a) => (a.to_string(), None),
+        };
+        Self {
+            forward_path,
+            address,
+            mailbox,
+            state: RcptState::Pending,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            notify: None,
+            orcpt: None,
+        }
+    }
+
     /// The NOTIFY in force (RFC 3461 §4.1 default: failure and delay).
     pub fn notify(&self) -> postern_types::dsn::Notify {
         self.notify
@@ -127,6 +147,34 @@ pub enum RcptState {
 }
 
 impl Envelope {
+    /// A new envelope of the current version for a message arriving now under `id`, with no
+    /// flags or DSN parameters set.
+    pub fn new(
+        id: QueueId,
+        client_ip: String,
+        helo: String,
+        reverse_path: String,
+        size: u64,
+        recipients: Vec<Recipient>,
+    ) -> Self {
+        Self {
+            version: VERSION,
+            id,
+            arrival: id.arrival_secs(),
+            client_ip,
+            helo,
+            reverse_path,
+            body_8bit: false,
+            smtputf8: false,
+            size,
+            warned: false,
+            held: false,
+            ret: None,
+            envid: None,
+            recipients,
+        }
+    }
+
     /// The TOML text written to disk.
     pub fn to_text(&self) -> String {
         let body = toml::to_string(self).expect("an envelope always serializes");

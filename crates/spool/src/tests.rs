@@ -9,32 +9,10 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 fn envelope() -> Envelope {
-    Envelope {
-        version: 1,
-        id: QueueId::generate(),
-        arrival: 1,
-        client_ip: "127.0.0.1".into(),
-        helo: "c.test".into(),
-        reverse_path: String::new(),
-        body_8bit: false,
-        smtputf8: false,
-        size: 5,
-        warned: false,
-        held: false,
-        ret: None,
-        envid: None,
-        recipients: vec![Recipient {
-            forward_path: "a@x.test".into(),
-            address: "a@x.test".into(),
-            mailbox: Some("a".into()),
-            state: RcptState::Pending,
-            attempts: 0,
-            next_attempt: 0,
-            last_error: None,
-            notify: None,
-            orcpt: None,
-        }],
-    }
+    let destination =
+        postern_types::Destination::Mailbox { name: "a".into(), address: postern_types::Address::new("a", "x.test") };
+    let recipients = vec![Recipient::new("a@x.test".into(), &destination)];
+    Envelope::new(QueueId::generate(), "127.0.0.1".into(), "c.test".into(), String::new(), 5, recipients)
 }
 
 #[test]
