@@ -206,3 +206,19 @@ fn connections_are_reused_and_limited_per_destination() {
     assert_eq!(most, 1, "at most one session at once");
     assert_eq!(total, 6, "connection_cache_time = 0s: one connection per message");
 }
+
+#[test]
+fn sender_routes_take_precedence() {
+    use crate::support::peer::Peer;
+    // DNS points at a closed port: without the sender route, b.test's MX lookup would fail.
+    let peer = Peer::start(&[]);
+    let a = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+        t.replace("{DNS}", "127.0.0.1:9").replace("{PORT}", "9")
+    });
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.send_data("sample@capture.test", &["bob@b.test"], b"Subject: captured\r\n\r\nx\r\n").code, 250);
+    a.wait_queue_empty();
+    assert_eq!(peer.received.lock().unwrap().len(), 1);
+    assert!(a.wait_log("status=sent").contains(&format!("relay=127.0.0.1[127.0.0.1]:{}", peer.port)));
+}

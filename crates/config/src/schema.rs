@@ -235,6 +235,9 @@ pub struct TablePaths {
     /// sendmail mailertable: `domain` or `.suffix` → `relay:[host]:port`, `relay:host`,
     /// `local:mailbox`, `error:5.3.0:Text`.
     pub routes: Option<PathBuf>,
+    /// sendmail smarttable: the sender `user@domain` or `@domain` → `relay:[host]:port` or
+    /// `relay:host`. Decides the next hop of relayed mail from that sender, before `routes`.
+    pub sender_routes: Option<PathBuf>,
 }
 
 /// `[delivery]`.
@@ -419,7 +422,9 @@ impl Config {
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         self.data_dir = resolve(base, &self.data_dir);
         let t = &mut self.tables;
-        for p in [&mut t.users, &mut t.aliases, &mut t.virtual_, &mut t.routes].into_iter().flatten() {
+        for p in
+            [&mut t.users, &mut t.aliases, &mut t.virtual_, &mut t.routes, &mut t.sender_routes].into_iter().flatten()
+        {
             *p = resolve(base, p);
         }
         for d in &mut self.domains.local {

@@ -108,7 +108,13 @@ pub async fn deliver<R: Resolver>(
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
-    let target = nexthop::target_for(domain, tables, config.relay.smarthost.as_deref(), config.outbound.port);
+    let target = nexthop::target_for(
+        domain,
+        &message.reverse_path,
+        tables,
+        config.relay.smarthost.as_deref(),
+        config.outbound.port,
+    );
     let key = format!("{}{}:{}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);
     let _slot = pool.permit(&key, config.outbound.max_per_destination).await;
     let hosts = match nexthop::hosts(resolver, &target).await {

@@ -22,10 +22,12 @@ pub struct Target {
     pub port: u16,
 }
 
-/// The target for `domain`: its route (most specific wins), else the smarthost, else its MX.
-pub fn target_for(domain: &str, tables: &Tables, smarthost: Option<&str>, default_port: u16) -> Target {
-    let relay = match tables.route_for(domain) {
-        Some(Route::Relay(r)) => Some(r.clone()),
+/// The target for mail from `sender` to `domain`: the sender route (smarttable), else the
+/// domain's route (most specific wins), else the smarthost, else the domain's MX.
+pub fn target_for(domain: &str, sender: &str, tables: &Tables, smarthost: Option<&str>, default_port: u16) -> Target {
+    let relay = match (tables.sender_route_for(sender), tables.route_for(domain)) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(Route::Relay(r))) => Some(r.clone()),
         _ => smarthost.and_then(|s| parse_relay(s).ok()),
     };
     match relay {
@@ -187,14 +189,16 @@ mod tests {
     fn targets_follow_routes_then_smarthost_then_mx() {
         let mut t = Tables::default();
         t.routes.insert("b.test".into(), Route::Relay(parse_relay("relay:[127.0.0.1]:2526").unwrap()));
+        let target = |domain: &str, sender: &str, t: &Tables, smarthost| target_for(domain, sender, t, smarthost, 25);
         assert_eq!(
-            target_for("b.test", &t, None, 25),
+            target("b.test", "a@x.test", &t, None),
             Target { name: "127.0.0.1".into(), mx_lookup: false, port: 2526 }
         );
-        assert_eq!(
-            target_for("c.test", &t, Some("relay.test:587"), 25),
-            Target { name: "relay.test".into(), mx_lookup: true, port: 587 }
-        );
-        assert_eq!(target_for("c.test", &t, None, 25), Target { name: "c.test".into(), mx_lookup: true, port: 25 });
+        let relay = Target { name: "relay.test".into(), mx_lookup: true, port: 587 };
+        assert_eq!(target("c.test", "", &t, Some("relay.test:587")), relay);
+        assert_eq!(target("c.test", "", &t, None), Target { name: "c.test".into(), mx_lookup: true, port: 25 });
+        // Sender routes (smarttable) come first.
+        t.sender_routes.insert("@capture.test".into(), parse_relay("relay:[127.0.0.9]").unwrap());
+        assert_eq!(target("b.test", "s@capture.test", &t, None).name, "127.0.0.9");
     }
 }

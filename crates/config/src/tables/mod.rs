@@ -44,6 +44,8 @@ pub struct Tables {
     pub virtual_: HashMap<String, Target>,
     /// Route keys (`domain` or `.suffix`, lower-cased) → route.
     pub routes: HashMap<String, Route>,
+    /// Sender route keys (`user@domain` or `@domain`, lower-cased) → relay.
+    pub sender_routes: HashMap<String, Relay>,
 }
 
 impl Tables {
@@ -66,7 +68,19 @@ impl Tables {
         if let Some(p) = &paths.routes {
             t.routes = read(p, &mut errors).map(|s| routes::parse(p, &s, &mut errors)).unwrap_or_default();
         }
+        if let Some(p) = &paths.sender_routes {
+            t.sender_routes =
+                read(p, &mut errors).map(|s| routes::parse_sender(p, &s, &mut errors)).unwrap_or_default();
+        }
         if errors.is_empty() { Ok(t) } else { Err(errors) }
+    }
+
+    /// The sender route for the reverse-path `sender`: the exact address, else `@domain`
+    /// (sendmail smarttable). `None` for the null sender or no match.
+    pub fn sender_route_for(&self, sender: &str) -> Option<&Relay> {
+        let sender = sender.to_lowercase();
+        let (_, domain) = sender.rsplit_once('@')?;
+        self.sender_routes.get(&sender).or_else(|| self.sender_routes.get(&format!("@{domain}")))
     }
 
     /// The route for `domain` (lower-case): the exact key, else the longest matching `.suffix`

@@ -101,6 +101,39 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> H
     map
 }
 
+/// The sender routes table (sendmail smarttable): `user@domain` or `@domain` → `relay:...`.
+pub(super) fn parse_sender(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> HashMap<String, Relay> {
+    let mut map = HashMap::new();
+    for (n, line) in entries(text) {
+        let line = line.trim();
+        let (key, target) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let key = key.to_lowercase();
+        if !key.contains('@') || key.ends_with('@') {
+            errors.push(ConfigError::new(path, Some(n), &key, "key must be user@domain or @domain"));
+            continue;
+        }
+        let target = target.trim();
+        if !["relay:", "smtp:", "esmtp:"].iter().any(|p| target.starts_with(p)) {
+            errors.push(ConfigError::new(
+                path,
+                Some(n),
+                &key,
+                format!("{target:?}: expected relay:[host] or relay:host"),
+            ));
+            continue;
+        }
+        match parse_relay(target) {
+            Ok(r) => {
+                if map.insert(key.clone(), r).is_some() {
+                    errors.push(ConfigError::new(path, Some(n), &key, "duplicate key"));
+                }
+            }
+            Err(e) => errors.push(ConfigError::new(path, Some(n), &key, e)),
+        }
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +155,20 @@ mod tests {
         assert_eq!(parse_relay("relay.test:587").unwrap().port, Some(587));
         assert!(parse_relay("[x.test").is_err());
         assert!(parse_relay("[x.test]:port").is_err());
+    }
+
+    #[test]
+    fn sender_table() {
+        let mut errors = Vec::new();
+        let text =
+            "app@a.test relay:[127.0.0.1]:2600\n@capture.test relay:[capture.test]\nbad relay:[x]\n@x.test local:bob\n";
+        let map = parse_sender(Path::new("sender-routes"), text, &mut errors);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let t = super::super::Tables { sender_routes: map, ..Default::default() };
+        assert_eq!(t.sender_route_for("App@A.test").unwrap().port, Some(2600));
+        assert_eq!(t.sender_route_for("anyone@capture.test").unwrap().host, "capture.test");
+        assert!(t.sender_route_for("other@a.test").is_none());
+        assert!(t.sender_route_for("").is_none());
     }
 
     #[test]
