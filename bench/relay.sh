@@ -5,7 +5,7 @@
 # clients' 250s) and the end-to-end rate (until the MTA's queue is empty again), and the ratio.
 # Rows alternate between the MTAs so that both see the same disk state; a warm-up goes first.
 #
-# Usage: bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
+# Usage: [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postfix.sh
@@ -50,6 +50,8 @@ smarthost = "[127.0.0.1]:$p_sink"
 max_connections_per_ip = 100
 [queue]
 max_concurrency = ${QUEUE_CONCURRENCY:-100}
+[spool]
+sync = "${SPOOL_SYNC:-syncfs}"
 [dns]
 nameservers = ["127.0.0.1:9"]
 TOML
