@@ -176,3 +176,26 @@ fn dsn_extension_is_honoured() {
         }
     }
 }
+
+#[test]
+fn mail_forwarding_loop_is_refused_with_a_dsn() {
+    // A message that was already delivered to bob (Delivered-To) comes back for bob: 5.4.6.
+    let server = Server::start();
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data(
+        "alice@example.test",
+        &["bob@example.test"],
+        b"Delivered-To: bob@example.test\r\nSubject: round and round\r\n\r\nx\r\n",
+    );
+    assert_eq!(r.code, 250);
+    let line = server.wait_log("to=<bob@example.test>");
+    assert!(
+        line.contains("dsn=5.4.6") && line.contains("status=bounced") && line.contains("mail forwarding loop"),
+        "{line}"
+    );
+    let files = server.wait_maildir("alice", 1);
+    let (_, status, _, _) = parse_dsn(&std::fs::read(&files[0]).unwrap());
+    assert!(status.contains("Status: 5.4.6") && status.contains("Action: failed"), "{status}");
+    assert!(server.maildir("bob").is_empty());
+}

@@ -183,8 +183,8 @@ fn status_of(text: &str) -> Option<EnhancedStatus> {
     }
 }
 
-/// Local recipients: Maildir delivery on this (blocking) thread. Returns the success reports
-/// asked for with NOTIFY=SUCCESS.
+/// Local recipients: Maildir delivery on this (blocking) thread. Returns the reports due: success
+/// (NOTIFY=SUCCESS) and failure (a mail forwarding loop, RFC 5321 §6.3).
 fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now_s: u64) -> Vec<RecipientStatus> {
     let mut reports = Vec::new();
     let id = env.id;
@@ -194,12 +194,18 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         if r.state != RcptState::Pending || r.next_attempt > now_s {
             continue;
         }
+        let relay = format!("local, mailbox={mailbox}");
+        if postern_local::has_delivered_to(message, &r.address) {
+            let text = format!("mail forwarding loop for {}", r.address);
+            let outcome = Outcome::PermFail(postern_types::Reply::new(554, EnhancedStatus(5, 4, 6), text));
+            reports.extend(record(config, id, r, &relay, outcome, now_s));
+            continue;
+        }
         let maildir = config.maildir_of(&mailbox);
         let shared = spool.shared_sync_for(&maildir);
         let shared = shared.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<()>);
         let result = postern_local::deliver(&maildir, &config.hostname, &reverse_path, &r.address, message, shared);
-        let relay = format!("local, mailbox={mailbox}");
-        // Local failures are temporary: `record` never reports one as failed here.
+        // Delivery errors are temporary (disk full, permissions): retried, never bounced.
         let outcome = match result {
             Ok(path) => {
                 let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
