@@ -116,8 +116,13 @@ fn queue_only_mode_and_daemon_down() {
     server.wait_queue_empty();
     assert_eq!(peer.received.lock().unwrap().len(), 1);
 
+    // The daemon is down: reading still works from the spool, changing the queue does not.
+    let id2 = send(&server, "carol@flaky.test");
     server.kill9();
-    let (code, _, err) = queue(&server, &["list"]);
+    let (code, list, err) = queue(&server, &["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(list.contains(&id2) && err.contains("reading the spool directly"), "{list}\n{err}");
+    let (code, _, err) = queue(&server, &["flush"]);
     assert_eq!(code, 3);
     assert!(err.contains("cannot reach the daemon") && err.contains("control.sock"), "{err}");
 }

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use postern_queue::control::{Entry, format_list, format_stats};
+use postern_spool::Envelope;
 
 /// `postern queue` subcommands.
 #[derive(Debug, Subcommand)]
@@ -71,6 +73,45 @@ impl QueueCommand {
     }
 }
 
+/// `list`, `stats` and `show` from the spool's envelope files, read-only, for when the daemon is
+/// down.
+fn offline(spool: &Path, cmd: &QueueCommand) -> ExitCode {
+    let queue = spool.join("queue");
+    let mut entries = Vec::new();
+    let files = match std::fs::read_dir(&queue) {
+        Ok(rd) => rd,
+        Err(e) => {
+            eprintln!("postern: cannot read {}: {e}", queue.display());
+            return ExitCode::from(3);
+        }
+    };
+    for f in files.flatten() {
+        let path = f.path();
+        if path.extension().is_some_and(|x| x == "env") {
+            match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| Envelope::from_text(&t)) {
+                Ok(envelope) => entries.push(Entry { envelope, active: false }),
+                Err(e) => eprintln!("postern: {}: {e}", path.display()),
+            }
+        }
+    }
+    entries.sort_by_key(|e| e.envelope.id);
+    match cmd {
+        QueueCommand::List => print!("{}", format_list(&entries)),
+        QueueCommand::Stats => print!("{}", format_stats(&entries)),
+        QueueCommand::Show { id } => {
+            match entries.iter().find(|e| e.envelope.id.to_string().eq_ignore_ascii_case(id)) {
+                Some(e) => print!("{}", e.envelope.to_text()),
+                None => {
+                    eprintln!("postern: {id}: no such message");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => unreachable!("only reading commands run offline"),
+    }
+    ExitCode::SUCCESS
+}
+
 /// Sends the command to the daemon whose configuration is at `config` (the embedded default
 /// when `None`) and prints the answer. Exit codes: 0 done, 1 refused, 3 daemon unreachable.
 pub(crate) fn run(config: Option<&Path>, cmd: &QueueCommand) -> ExitCode {
@@ -78,6 +119,11 @@ pub(crate) fn run(config: Option<&Path>, cmd: &QueueCommand) -> ExitCode {
     let socket = config.control_socket();
     let mut stream = match UnixStream::connect(&socket) {
         Ok(s) => s,
+        Err(e) if matches!(cmd, QueueCommand::List | QueueCommand::Stats | QueueCommand::Show { .. }) => {
+            // Reading needs no daemon: the envelopes on disk are the truth (docs/spool.md).
+            eprintln!("postern: the daemon is not reachable ({e}); reading the spool directly");
+            return offline(&config.spool_dir(), cmd);
+        }
         Err(e) => {
             eprintln!(
                 "postern: cannot reach the daemon at {} ({e}); is `postern serve` running with this configuration? \
