@@ -259,6 +259,8 @@ pub(crate) struct Session {
     caps: Capabilities,
     /// False after an I/O error or a 421: the session must not be reused.
     reusable: bool,
+    /// Read buffer, reused.
+    rbuf: Vec<u8>,
 }
 
 /// Why the greeting/EHLO stage did not produce capabilities.
@@ -279,11 +281,11 @@ impl Session {
             tls: None,
             caps: Capabilities::default(),
             reusable: true,
+            rbuf: Vec::with_capacity(8192),
         }
     }
 
     async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
-        let mut buf = [0u8; 8192];
         loop {
             match self.parser.next_reply() {
                 Ok(Some(r)) => {
@@ -298,9 +300,13 @@ impl Session {
                     return Err(e.to_string());
                 }
             }
-            let read = tokio::time::timeout(timeout, self.stream.read(&mut buf)).await;
+            // A heap buffer reused across reads: no zero-filling per read, and the future stays
+            // small (an array here would be copied with every spawned delivery).
+            self.rbuf.clear();
+            self.rbuf.reserve(8192);
+            let read = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.rbuf)).await;
             match read {
-                Ok(Ok(n)) if n > 0 => self.parser.feed(&buf[..n]),
+                Ok(Ok(n)) if n > 0 => self.parser.feed(&self.rbuf),
                 other => {
                     self.reusable = false;
                     return Err(match other {
