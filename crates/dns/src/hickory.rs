@@ -67,6 +67,11 @@ impl HickoryResolver {
         Ok(Self { inner })
     }
 
+    /// The records of `rtype` at `name`, each turned into a value by `pick`.
+    async fn records_as<T>(&self, name: &str, rtype: RecordType, pick: impl Fn(RData) -> Option<T>) -> Answer<Vec<T>> {
+        self.records(name, rtype).await.map(|v| v.into_iter().filter_map(pick).collect())
+    }
+
     async fn records(&self, name: &str, rtype: RecordType) -> Answer<Vec<RData>> {
         let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
         match self.inner.lookup(fqdn.as_str(), rtype).await {
@@ -91,58 +96,43 @@ fn host(name: &hickory_resolver::proto::rr::Name) -> String {
 
 impl crate::Resolver for HickoryResolver {
     async fn mx(&self, domain: &str) -> Answer<Vec<Mx>> {
-        self.records(domain, RecordType::MX).await.map(|v| {
-            v.into_iter()
-                .filter_map(|d| match d {
-                    RData::MX(mx) => Some(Mx { preference: mx.preference, exchange: host(&mx.exchange) }),
-                    _ => None,
-                })
-                .collect()
+        self.records_as(domain, RecordType::MX, |d| match d {
+            RData::MX(mx) => Some(Mx { preference: mx.preference, exchange: host(&mx.exchange) }),
+            _ => None,
         })
+        .await
     }
 
     async fn ipv4(&self, name: &str) -> Answer<Vec<IpAddr>> {
-        self.records(name, RecordType::A).await.map(|v| {
-            v.into_iter()
-                .filter_map(|d| match d {
-                    RData::A(a) => Some(IpAddr::V4(a.0)),
-                    _ => None,
-                })
-                .collect()
+        self.records_as(name, RecordType::A, |d| match d {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
         })
+        .await
     }
 
     async fn ipv6(&self, name: &str) -> Answer<Vec<IpAddr>> {
-        self.records(name, RecordType::AAAA).await.map(|v| {
-            v.into_iter()
-                .filter_map(|d| match d {
-                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                    _ => None,
-                })
-                .collect()
+        self.records_as(name, RecordType::AAAA, |d| match d {
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
         })
+        .await
     }
 
     async fn txt(&self, name: &str) -> Answer<Vec<String>> {
-        self.records(name, RecordType::TXT).await.map(|v| {
-            v.into_iter()
-                .filter_map(|d| match d {
-                    RData::TXT(t) => Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
-                    _ => None,
-                })
-                .collect()
+        self.records_as(name, RecordType::TXT, |d| match d {
+            RData::TXT(t) => Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
+            _ => None,
         })
+        .await
     }
 
     async fn ptr(&self, ip: IpAddr) -> Answer<Vec<String>> {
         let name = hickory_resolver::proto::rr::Name::from(ip).to_ascii();
-        self.records(&name, RecordType::PTR).await.map(|v| {
-            v.into_iter()
-                .filter_map(|d| match d {
-                    RData::PTR(p) => Some(host(&p.0)),
-                    _ => None,
-                })
-                .collect()
+        self.records_as(&name, RecordType::PTR, |d| match d {
+            RData::PTR(p) => Some(host(&p.0)),
+            _ => None,
         })
+        .await
     }
 }

@@ -83,7 +83,7 @@ fn parse_status(s: &str, code: u16) -> Option<EnhancedStatus> {
 pub struct Capabilities {
     /// PIPELINING (RFC 2920).
     pub pipelining: bool,
-    /// SIZE and its limit, 0 meaning none announced (RFC 1870).
+    /// SIZE (RFC 1870) and its limit in bytes; `Some(0)` when SIZE is offered without a limit.
     pub size: Option<u64>,
     /// 8BITMIME (RFC 6152).
     pub eight_bit_mime: bool,

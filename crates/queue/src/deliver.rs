@@ -31,22 +31,14 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
     let spool = inner.spool.clone();
     let message = match tokio::task::spawn_blocking(move || spool.read_message(id)).await {
         Ok(Ok(m)) => Arc::new(m),
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-                Ok(Ok(_)) => unreachable!(),
-            };
-            tracing::error!("{id}: cannot read queued message: {why}");
-            let retry = (now_ms() / 1000) + config.queue.min_backoff.0.as_secs();
-            for r in env.recipients.iter_mut().filter(|r| r.state == RcptState::Pending) {
-                r.next_attempt = retry;
-            }
-            return AttemptResult { envelope: Some(env), new: Vec::new() };
-        }
+        Ok(Err(e)) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
+        Err(e) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
     };
+    // What is on disk, to fall back on if a delivery task dies before its state is saved.
+    let before = env.clone();
     let now_s = now_ms() / 1000;
-    let mut failed: Vec<RecipientStatus> = expire(&config, &mut env, now_s);
+    // Reports due: failures, expiries and successes (NOTIFY=SUCCESS).
+    let mut reports: Vec<RecipientStatus> = expire(&config, &mut env, now_s);
     let due = |r: &Recipient| r.state == RcptState::Pending && r.next_attempt <= now_s;
     let any_local = env.recipients.iter().any(|r| due(r) && r.mailbox.is_some());
     if any_local {
@@ -59,12 +51,9 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
         match joined {
             Ok((e, delivered)) => {
                 env = e;
-                failed.extend(delivered);
+                reports.extend(delivered);
             }
-            Err(e) => {
-                tracing::error!("{id}: local delivery task failed: {e}");
-                return AttemptResult { envelope: None, new: Vec::new() };
-            }
+            Err(e) => return retry_later(&config, before, &format!("local delivery task failed: {e}")),
         }
     }
     // Remote recipients, grouped by domain: one transaction per domain.
@@ -106,10 +95,10 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
                 let r = &mut env.recipients[i];
                 let relay = format!("{}, {}", result.relay, result.tls);
                 let delivered = matches!(result.outcome, Outcome::Delivered(_));
-                failed.extend(record(&config, id, r, &relay, result.outcome, now_s));
+                reports.extend(record(&config, id, r, &relay, result.outcome, now_s));
                 // NOTIFY=SUCCESS to a next hop without DSN: we report "relayed" (RFC 3464).
                 if delivered && r.notify().success && !result.dsn_passed_on {
-                    failed.push(bounce::status(r, Action::Relayed, EnhancedStatus(2, 0, 0), &relay, None));
+                    reports.push(bounce::status(r, Action::Relayed, EnhancedStatus(2, 0, 0), &relay, None));
                 }
             }
         }
@@ -119,16 +108,27 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
         let mut new = Vec::new();
         // DSNs first, then the state that records the failures: a crash in between repeats a
         // DSN, it never loses one.
-        new.extend(bounce::send(&spool, &config, &tables, &env, &message, failed));
+        new.extend(bounce::send(&spool, &config, &tables, &env, &message, reports));
         let delayed = delay_warning(&config, &mut env, now_s);
         new.extend(bounce::send(&spool, &config, &tables, &env, &message, delayed));
         AttemptResult { envelope: save(&spool, env), new }
     })
     .await;
-    saved.unwrap_or_else(|e| {
-        tracing::error!("{id}: saving delivery state failed: {e}");
-        AttemptResult { envelope: None, new: Vec::new() }
-    })
+    match saved {
+        Ok(result) => result,
+        Err(e) => retry_later(&inner.live.config(), before, &format!("saving delivery state failed: {e}")),
+    }
+}
+
+/// An attempt that could not run or finish (the spool could not be read, a task died): the
+/// envelope as it was, its pending recipients due again after `[queue] min_backoff`.
+fn retry_later(config: &Config, mut env: Envelope, why: &str) -> AttemptResult {
+    tracing::error!("{}: {why}; retrying in {}s", env.id, config.queue.min_backoff.0.as_secs());
+    let retry = now_ms() / 1000 + config.queue.min_backoff.0.as_secs();
+    for r in env.recipients.iter_mut().filter(|r| r.state == RcptState::Pending) {
+        r.next_attempt = retry;
+    }
+    AttemptResult { envelope: Some(env), new: Vec::new() }
 }
 
 /// Pending recipients older than `[queue] max_age` fail with 4.4.7 (RFC 3463: delivery time

@@ -168,31 +168,27 @@ impl Queue {
                 for new in result.new {
                     this.enqueue(new);
                 }
-                this.finished(id, Some(result.envelope));
+                this.finished(id, result.envelope);
                 drop(permit);
                 this.inner.wake.notify_one();
             });
         }
     }
 
-    /// Records the outcome of an attempt: the updated envelope, or `None` if it could not be
-    /// saved (the message is retried from the spool's state after `min_backoff`).
-    fn finished(&self, id: QueueId, env: Option<Option<Envelope>>) {
+    /// Records the outcome of an attempt: the envelope to keep scheduling, or `None` when the
+    /// message was finished and removed from the spool.
+    fn finished(&self, id: QueueId, env: Option<Envelope>) {
         let mut s = self.lock();
         s.active.remove(&id);
         match env {
-            Some(None) => {
+            None => {
                 s.envelopes.remove(&id);
             }
-            Some(Some(env)) => {
+            Some(env) => {
                 if let Some(due) = next_due(&env).filter(|_| self.runs_by_itself(&env)) {
                     s.due.insert((due, id));
                 }
                 s.envelopes.insert(id, env);
-            }
-            None => {
-                let backoff = self.inner.live.config().queue.min_backoff.0;
-                s.due.insert((now_ms() + backoff.as_millis() as u64, id));
             }
         }
     }

@@ -73,6 +73,8 @@ pub struct Spool {
     mode: SyncMode,
     data_sync: SharedSync,
     queue_sync: SharedSync,
+    /// The device of the spool's filesystem (what `syncfs` flushes).
+    device: u64,
 }
 
 impl Spool {
@@ -95,7 +97,8 @@ impl Spool {
         }
         let queue_sync = SharedSync::open(&queue, SyncOp::FsyncDir).map_err(io_err("open", &queue))?;
         let data_sync = SharedSync::open(&incoming, SyncOp::Syncfs).map_err(io_err("open", &incoming))?;
-        Ok(Self { incoming, queue, corrupt, mode, data_sync, queue_sync })
+        let device = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&incoming).map_err(io_err("stat", &incoming))?);
+        Ok(Self { incoming, queue, corrupt, mode, data_sync, queue_sync, device })
     }
 
     /// With [`SyncMode::Syncfs`], a group-commit flush of the spool's filesystem for other
@@ -107,9 +110,8 @@ impl Spool {
             return None;
         }
         // The nearest existing ancestor tells the filesystem a path will be created on.
-        let existing = path.ancestors().find(|p| p.exists())?;
-        let same = fs::metadata(existing).ok()?.dev() == fs::metadata(&self.incoming).ok()?.dev();
-        same.then_some(|| self.data_sync.sync())
+        let device = path.ancestors().find_map(|p| fs::metadata(p).ok())?.dev();
+        (device == self.device).then_some(|| self.data_sync.sync())
     }
 
     /// Path of a queued message file.

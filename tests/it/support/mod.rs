@@ -99,7 +99,7 @@ impl Server {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
-        std::thread::spawn(move || {
+        let mut reader = Some(std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if std::env::var_os("POSTERN_TEST_LOG").is_some() {
@@ -107,15 +107,17 @@ impl Server {
                 }
                 log.lock().unwrap().push(line);
             }
-        });
+        }));
         self.child = Some(child);
         let start = self.log.lock().unwrap().len();
         let log = self.log.clone();
         let child = self.child.as_mut().unwrap();
         self.port = poll(20, "the listening line", || {
             if let Ok(Some(status)) = child.try_wait() {
-                // Give the stderr reader a moment to collect the last lines, then show them.
-                std::thread::sleep(Duration::from_millis(100));
+                // The reader ends at EOF of stderr: after joining it, the log is complete.
+                if let Some(r) = reader.take() {
+                    let _ = r.join();
+                }
                 panic!("postern exited with {status} before listening:\n{}", log.lock().unwrap().join("\n"));
             }
             let l = log.lock().unwrap();

@@ -114,6 +114,43 @@ fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
     })
 }
 
+/// A table of `key target` lines (virtual, routes, sender routes): keys are lower-cased,
+/// `key_error` says what is wrong with a key (`None`: nothing), `parse` turns a non-empty target
+/// into its value. Bad lines and duplicate keys become errors naming the line and key.
+fn key_target_table<T>(
+    path: &Path,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+    key_error: fn(&str) -> Option<&'static str>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> HashMap<String, T> {
+    let mut map = HashMap::new();
+    for (n, line) in entries(text) {
+        let line = line.trim();
+        let (key, target) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let (key, target) = (key.to_lowercase(), target.trim());
+        let parsed = match key_error(&key) {
+            Some(e) => Err(e.to_owned()),
+            None if target.is_empty() => Err("missing target".to_owned()),
+            None => parse(target),
+        };
+        match parsed {
+            Ok(value) => {
+                if map.insert(key.clone(), value).is_some() {
+                    errors.push(ConfigError::new(path, Some(n), &key, "duplicate key"));
+                }
+            }
+            Err(e) => errors.push(ConfigError::new(path, Some(n), &key, e)),
+        }
+    }
+    map
+}
+
+/// `None` for `user@domain` or `@domain`.
+fn address_key_error(key: &str) -> Option<&'static str> {
+    (!key.contains('@') || key.ends_with('@')).then_some("key must be user@domain or @domain")
+}
+
 /// Parses a target shared by aliases and virtual: `error:...`, an address, or a name.
 fn parse_target(s: &str) -> Result<Target, String> {
     let s = s.trim();

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use postern_types::Reply;
 
-use super::{entries, parse_error};
+use super::{address_key_error, key_target_table, parse_error};
 use crate::error::ConfigError;
 
 /// Where mail for a domain goes.
@@ -66,17 +66,9 @@ pub fn parse_relay(s: &str) -> Result<Relay, String> {
 }
 
 pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> HashMap<String, Route> {
-    let mut map = HashMap::new();
-    for (n, line) in entries(text) {
-        let line = line.trim();
-        let (key, target) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let key = key.to_lowercase();
-        let target = target.trim();
-        if key.is_empty() || key.contains('@') {
-            errors.push(ConfigError::new(path, Some(n), &key, "key must be a domain or .suffix"));
-            continue;
-        }
-        let route = if let Some(rest) = target.strip_prefix("error:") {
+    let key_error = |key: &str| key.contains('@').then_some("key must be a domain or .suffix");
+    key_target_table(path, text, errors, key_error, |target| {
+        if let Some(rest) = target.strip_prefix("error:") {
             parse_error(rest).map(Route::Error)
         } else if let Some(mailbox) = target.strip_prefix("local:") {
             if mailbox.is_empty() || mailbox.contains(char::is_whitespace) {
@@ -84,54 +76,28 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> H
             } else {
                 Ok(Route::Local(mailbox.to_lowercase()))
             }
-        } else if ["relay:", "smtp:", "esmtp:"].iter().any(|p| target.starts_with(p)) {
+        } else if is_relay(target) {
             parse_relay(target).map(Route::Relay)
         } else {
             Err(format!("{target:?}: expected relay:[host], relay:host, local:mailbox or error:..."))
-        };
-        match route {
-            Ok(r) => {
-                if map.insert(key.clone(), r).is_some() {
-                    errors.push(ConfigError::new(path, Some(n), &key, "duplicate key"));
-                }
-            }
-            Err(e) => errors.push(ConfigError::new(path, Some(n), &key, e)),
         }
-    }
-    map
+    })
 }
 
 /// The sender routes table (sendmail smarttable): `user@domain` or `@domain` → `relay:...`.
 pub(super) fn parse_sender(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> HashMap<String, Relay> {
-    let mut map = HashMap::new();
-    for (n, line) in entries(text) {
-        let line = line.trim();
-        let (key, target) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let key = key.to_lowercase();
-        if !key.contains('@') || key.ends_with('@') {
-            errors.push(ConfigError::new(path, Some(n), &key, "key must be user@domain or @domain"));
-            continue;
+    key_target_table(path, text, errors, address_key_error, |target| {
+        if is_relay(target) {
+            parse_relay(target)
+        } else {
+            Err(format!("{target:?}: expected relay:[host] or relay:host"))
         }
-        let target = target.trim();
-        if !["relay:", "smtp:", "esmtp:"].iter().any(|p| target.starts_with(p)) {
-            errors.push(ConfigError::new(
-                path,
-                Some(n),
-                &key,
-                format!("{target:?}: expected relay:[host] or relay:host"),
-            ));
-            continue;
-        }
-        match parse_relay(target) {
-            Ok(r) => {
-                if map.insert(key.clone(), r).is_some() {
-                    errors.push(ConfigError::new(path, Some(n), &key, "duplicate key"));
-                }
-            }
-            Err(e) => errors.push(ConfigError::new(path, Some(n), &key, e)),
-        }
-    }
-    map
+    })
+}
+
+/// Whether `target` names an SMTP relay (`relay:`, or sendmail's mailer names `smtp:`, `esmtp:`).
+fn is_relay(target: &str) -> bool {
+    ["relay:", "smtp:", "esmtp:"].iter().any(|p| target.starts_with(p))
 }
 
 #[cfg(test)]

@@ -56,7 +56,6 @@ impl Session {
             ret_full,
             envid,
             recipients: Vec::new(),
-            pending_dsn: (None, None),
             chunks: None,
             chunks_too_big: false,
         });

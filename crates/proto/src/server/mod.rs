@@ -118,8 +118,6 @@ struct MailTx {
     ret_full: Option<bool>,
     envid: Option<String>,
     recipients: Vec<AcceptedRecipient>,
-    /// NOTIFY and ORCPT of the RCPT being checked by the driver.
-    pending_dsn: (Option<Notify>, Option<String>),
     /// BDAT content so far, and its line-ending check.
     chunks: Option<(Vec<u8>, LineEndings)>,
     /// Set when a BDAT chunk exceeded the size limit; the rest is discarded.
@@ -138,7 +136,8 @@ enum State {
         last: bool,
         error: Option<Reply>,
     },
-    AwaitRecipient(Address),
+    /// The driver is checking this recipient; its NOTIFY and ORCPT wait here for the verdict.
+    AwaitRecipient(Address, Option<Notify>, Option<String>),
     AwaitCommit,
     Closed,
 }
@@ -213,7 +212,7 @@ impl Session {
         let rest = &input[*pos..];
         match &mut self.state {
             State::Closed => Some(Step::Close),
-            State::AwaitRecipient(_) | State::AwaitCommit => {
+            State::AwaitRecipient(..) | State::AwaitCommit => {
                 panic!("Session::advance called while a step is outstanding")
             }
             State::SkipLine => match memchr::memchr(b'\n', rest) {
@@ -315,10 +314,10 @@ impl Session {
 
     /// The answer to [`Step::CheckRecipient`].
     pub fn recipient_verdict(&mut self, verdict: Verdict<Vec<Destination>>) {
-        let State::AwaitRecipient(address) = std::mem::replace(&mut self.state, State::Command) else {
+        let State::AwaitRecipient(address, notify, orcpt) = std::mem::replace(&mut self.state, State::Command) else {
             panic!("recipient_verdict without CheckRecipient");
         };
-        self.proceed_rcpt(address, verdict);
+        self.proceed_rcpt(address, notify, orcpt, verdict);
     }
 
     /// The answer to [`Step::Commit`]: the queue ID on success, or the reply to send (451 4.3.0

@@ -48,18 +48,20 @@ impl Session {
             self.error(replies::needs_smtputf8());
             return self.closed_step();
         }
-        if let Some(tx) = &mut self.tx {
-            tx.pending_dsn = dsn;
-        }
-        self.state = State::AwaitRecipient(address.clone());
+        self.state = State::AwaitRecipient(address.clone(), dsn.0, dsn.1);
         Some(Step::CheckRecipient(address))
     }
 
-    pub(super) fn proceed_rcpt(&mut self, address: Address, verdict: Verdict<Vec<Destination>>) {
+    pub(super) fn proceed_rcpt(
+        &mut self,
+        address: Address,
+        notify: Option<Notify>,
+        orcpt: Option<String>,
+        verdict: Verdict<Vec<Destination>>,
+    ) {
         match verdict {
             Verdict::Ok(destinations) => {
                 if let Some(tx) = &mut self.tx {
-                    let (notify, orcpt) = std::mem::take(&mut tx.pending_dsn);
                     tx.recipients.push(AcceptedRecipient { forward_path: address, destinations, notify, orcpt });
                 }
                 self.reply(replies::ok(EnhancedStatus(2, 1, 5)));
