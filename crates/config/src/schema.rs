@@ -63,6 +63,30 @@ pub struct Config {
     /// `[outbound]`: the SMTP client that delivers to other hosts.
     #[serde(default)]
     pub outbound: Outbound,
+    /// `[tls]`: the server certificate for STARTTLS and implicit TLS.
+    #[serde(default)]
+    pub tls: Tls,
+}
+
+/// `[tls]`: the certificate and key the listeners present (RFC 3207 STARTTLS on `mx` and
+/// `submission`, RFC 8314 implicit TLS on `submissions`). Paths are relative to the
+/// configuration file's folder. Without `cert`, STARTTLS is not offered (and `submission` /
+/// `submissions` listeners are refused by `check-config`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file with the server certificate first, then its chain: certbot's `fullchain.pem`
+    /// as it is.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC): certbot's `privkey.pem`.
+    pub key: Option<PathBuf>,
+    /// Longest a TLS handshake may take. Default `"60s"`.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Seconds,
+}
+
+fn default_handshake_timeout() -> Seconds {
+    Seconds(Duration::from_secs(60))
 }
 
 /// `[dns]`: the resolver.
@@ -196,6 +220,17 @@ pub struct Listener {
     pub address: SocketAddr,
     /// What the listener is for.
     pub role: Role,
+    /// Whether AUTH (RFC 4954) is offered, always only after TLS. Default: `true` on
+    /// `submission` and `submissions`, `false` on `mx` (port 25 never offers AUTH by default).
+    #[serde(default)]
+    pub auth: Option<bool>,
+}
+
+impl Listener {
+    /// Whether this listener offers AUTH once TLS is up.
+    pub fn offers_auth(&self) -> bool {
+        self.auth.unwrap_or(self.role != Role::Mx)
+    }
 }
 
 /// The job of a listener.
@@ -204,10 +239,20 @@ pub struct Listener {
 pub enum Role {
     /// Port 25: mail from the world for our domains, relay for trusted networks.
     Mx,
-    /// Port 587 (RFC 6409), STARTTLS + AUTH: not available in this version.
+    /// Port 587 (RFC 6409): STARTTLS, then AUTH is required before MAIL.
     Submission,
-    /// Port 465 (RFC 8314), implicit TLS + AUTH: not available in this version.
+    /// Port 465 (RFC 8314): implicit TLS from the first byte, then AUTH is required before MAIL.
     Submissions,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Mx => "mx",
+            Self::Submission => "submission",
+            Self::Submissions => "submissions",
+        })
+    }
 }
 
 /// `[domains]`.
@@ -238,6 +283,10 @@ pub struct TablePaths {
     /// sendmail smarttable: the sender `user@domain` or `@domain` → `relay:[host]:port` or
     /// `relay:host`. Decides the next hop of relayed mail from that sender, before `routes`.
     pub sender_routes: Option<PathBuf>,
+    /// Which authenticated logins may use which sender addresses (Postfix's
+    /// `smtpd_sender_login_maps`): `user@domain login[, login...]` or `@domain login...`. An
+    /// address without an entry belongs to the users-table mailbox it is delivered to.
+    pub senders: Option<PathBuf>,
 }
 
 /// `[delivery]`.
@@ -300,6 +349,28 @@ pub struct Server {
     /// On SIGTERM, how long a session receiving a message may take to finish. Default `"10s"`.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Seconds,
+    /// Failed AUTH attempts from one client IP (within `ban_time`) before that IP is banned:
+    /// its connections get 421 4.7.0 until `ban_time` has passed. Default 5.
+    #[serde(default = "default_auth_failures_before_ban")]
+    pub auth_failures_before_ban: usize,
+    /// How long a ban lasts. Default `"10m"`.
+    #[serde(default = "default_ban_time")]
+    pub ban_time: Seconds,
+    /// The unprivileged user the daemon runs as once its ports are bound and its files open
+    /// (`setuid(2)`, needs a start as root). Default: none (stay as started; a warning is
+    /// logged when that is root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The group to run as. Default: the primary group of `user`.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn default_auth_failures_before_ban() -> usize {
+    5
+}
+fn default_ban_time() -> Seconds {
+    Seconds(Duration::from_secs(600))
 }
 
 /// `[timeouts]`: how long the server waits for the client's next command, per stage (like
@@ -415,15 +486,17 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(Delivery, Relay, Limits, Server, Timeouts, Queue, SpoolSettings, Dns, Outbound);
+default_from_serde!(Delivery, Relay, Limits, Server, Timeouts, Queue, SpoolSettings, Dns, Outbound, Tls);
 
 impl Config {
     /// Makes `data_dir` and table paths absolute against `base` (the configuration's folder).
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         self.data_dir = resolve(base, &self.data_dir);
         let t = &mut self.tables;
-        for p in
-            [&mut t.users, &mut t.aliases, &mut t.virtual_, &mut t.routes, &mut t.sender_routes].into_iter().flatten()
+        for p in [&mut t.users, &mut t.aliases, &mut t.virtual_, &mut t.routes, &mut t.sender_routes, &mut t.senders]
+            .into_iter()
+            .chain([&mut self.tls.cert, &mut self.tls.key])
+            .flatten()
         {
             *p = resolve(base, p);
         }
@@ -442,9 +515,25 @@ impl Config {
             err("listener", "no [[listener]] configured: add one, e.g. address = \"0.0.0.0:25\", role = \"mx\"".into());
         }
         for l in &self.listener {
-            if l.role != Role::Mx {
-                err("listener.role", format!("role {:?} is not available in this version; use \"mx\"", l.role));
+            if (l.role != Role::Mx || l.offers_auth()) && self.tls.cert.is_none() {
+                let what = if l.role == Role::Mx { "AUTH".to_owned() } else { format!("a {} listener", l.role) };
+                err(
+                    "listener.role",
+                    format!("{what} needs TLS: set [tls] cert and key (e.g. certbot's fullchain.pem and privkey.pem)"),
+                );
             }
+            if l.offers_auth() && self.tables.users.is_none() {
+                err("listener.auth", "AUTH needs passwords: set [tables] users to a file with name:hash lines".into());
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            err("tls", "set both cert (fullchain.pem) and key (privkey.pem), or neither".into());
+        }
+        if self.server.group.is_some() && self.server.user.is_none() {
+            err("server.group", "group is used with user: set [server] user too".into());
+        }
+        if self.server.auth_failures_before_ban == 0 {
+            err("server.auth_failures_before_ban", "must be at least 1".into());
         }
         if self.domains.local.is_empty() {
             err("domains.local", "no local domain: list the domains delivered here, e.g. [\"example.test\"]".into());

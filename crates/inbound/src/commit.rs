@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use postern_config::Config;
-use postern_proto::{Transaction, trace};
+use postern_proto::{Transaction, submission, trace};
 use postern_spool::{Envelope, Recipient};
 use postern_types::{Destination, EnhancedStatus, QueueId, Reply, ReversePath};
 
@@ -17,7 +17,11 @@ use crate::Context;
 pub(crate) async fn commit(ctx: &Context, config: &Config, tx: Transaction) -> Result<QueueId, Reply> {
     let id = QueueId::generate();
     let date = chrono::Utc::now().to_rfc2822();
-    let received = trace::received(&tx, &config.hostname, id, &date);
+    let mut received = trace::received(&tx, &config.hostname, id, &date);
+    if tx.auth.is_some() {
+        // RFC 6409 §8.3, §8.4: submission completes Date and Message-ID.
+        received.push_str(&submission::missing_headers(&tx.message, &config.hostname, &id.to_string(), &date));
+    }
     let env = envelope(&tx, id, (received.len() + tx.message.len()) as u64);
     let spool = ctx.spool.clone();
     let saved = env.clone();
@@ -29,8 +33,10 @@ pub(crate) async fn commit(ctx: &Context, config: &Config, tx: Transaction) -> R
                 ReversePath::Null => String::new(),
                 ReversePath::Mailbox(a) => a.to_string(),
             };
+            let sasl = tx.auth.as_deref().map(|l| format!(", sasl_username={l}")).unwrap_or_default();
+            let tls = tx.tls.as_ref().map(|t| format!(", tls={}", t.version)).unwrap_or_default();
             tracing::info!(
-                "{id}: client=[{}], helo=<{}>, from=<{from}>, size={}, nrcpt={} (queue active)",
+                "{id}: client=[{}]{sasl}{tls}, helo=<{}>, from=<{from}>, size={}, nrcpt={} (queue active)",
                 tx.client_ip,
                 tx.helo,
                 env.size,

@@ -1,20 +1,25 @@
-//! The inbound edge: tokio listeners, connection limits, and the per-connection driver that
-//! performs each [`Step`](postern_proto::Step) of the sans-I/O session (socket reads and writes
-//! with per-stage timeouts, recipient policy, the spool commit).
+//! The inbound edge: tokio listeners, connection limits, failed-AUTH bans, TLS, and the
+//! per-connection driver that performs each [`Step`](postern_proto::Step) of the sans-I/O session
+//! (socket reads and writes with per-stage timeouts, the TLS handshake, password checks,
+//! recipient and sender policy, the spool commit).
 
+mod bans;
 mod commit;
 mod limits;
 mod session;
+mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use postern_config::Live;
+use postern_config::{Listener, Live, Role};
 use postern_queue::Queue;
 use postern_spool::Spool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use bans::AuthBans;
 pub use limits::ConnectionLimits;
 
 /// What every session needs: the configuration in force, the spool and the scheduler.
@@ -28,11 +33,44 @@ pub struct Context {
     pub queue: Queue,
     /// Connection counts, total and per client IP.
     pub limits: ConnectionLimits,
+    /// Failed AUTH counts and bans per client IP.
+    pub bans: AuthBans,
+    /// The TLS configuration (certificate and key) in force; replaced on reload, while each
+    /// session keeps the one it started with. `None`: no `[tls]` configured.
+    pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+}
+
+impl Context {
+    /// A snapshot of the TLS configuration.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the TLS configuration for sessions that start from now on.
+    pub fn set_tls_config(&self, config: Option<Arc<rustls::ServerConfig>>) {
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
+/// What a session needs to know about the listener that accepted it.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerInfo {
+    /// The listener's role: `mx`, `submission` (STARTTLS, AUTH required) or `submissions`
+    /// (implicit TLS, AUTH required).
+    pub role: Role,
+    /// Whether AUTH is offered (under TLS only).
+    pub auth: bool,
+}
+
+impl From<&Listener> for ListenerInfo {
+    fn from(l: &Listener) -> Self {
+        Self { role: l.role, auth: l.offers_auth() }
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown` becomes true; each session runs in its own
 /// task and learns of the shutdown too.
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, info: ListenerInfo, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -50,6 +88,6 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { session::run(stream, peer, ctx, shutdown).await });
+        tokio::spawn(async move { session::run(stream, peer, ctx, info, shutdown).await });
     }
 }

@@ -1,27 +1,36 @@
-//! The per-connection driver: performs the steps of [`postern_proto::Session`] over a TCP
-//! stream. All SMTP rules live in the session; this file only does I/O, timeouts, policy calls
-//! and logging.
+//! The per-connection driver: performs the steps of [`postern_proto::Session`] over a TCP or
+//! TLS stream. All SMTP rules live in the session; this file only does I/O, timeouts, the TLS
+//! handshake, policy calls (recipients, passwords, sender ownership) and logging.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-use postern_config::Config;
-use postern_policy::{RecipientPolicy, resolve_recipient};
-use postern_proto::{Phase, Session, SessionParams, Step};
-use postern_types::{EnhancedStatus, Reply, Verdict};
+use postern_config::{Config, Role, Tables};
+use postern_policy::senders::{may_send_as, not_owned};
+use postern_policy::{RecipientPolicy, credentials, resolve_recipient};
+use postern_proto::{AuthOutcome, Phase, Session, SessionParams, Step, Transaction};
+use postern_types::{Address, EnhancedStatus, Reply, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::Context;
 use crate::commit::commit;
 use crate::limits::Refused;
+use crate::stream::Conn;
+use crate::{Context, ListenerInfo};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
-pub(crate) async fn run(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    listener: ListenerInfo,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut conn = Conn::Plain(stream);
     let config = ctx.live.config();
     let ip = peer.ip();
     let _slot = match ctx.limits.acquire(ip, config.server.max_connections, config.server.max_connections_per_ip) {
@@ -32,108 +41,263 @@ pub(crate) async fn run(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Contex
                 Refused::PerIp => format!("{} Error: too many connections from {ip}", config.hostname),
             };
             tracing::warn!("reject: connect from [{ip}]:{}: {why:?} limit reached", peer.port());
-            let mut out = Vec::new();
-            Reply::new(421, EnhancedStatus(4, 7, 0), text).encode(&mut out);
-            let _ = stream.write_all(&out).await;
+            let _ = refuse(&mut conn, text).await;
             return;
         }
     };
-    tracing::info!("connect from [{ip}]:{}", peer.port());
-    let outcome = drive(&mut stream, peer, &ctx, &config, shutdown).await;
+    if let Some(left) = ctx.bans.banned(ip, Instant::now(), config.server.ban_time.0) {
+        tracing::warn!(
+            "reject: connect from [{ip}]:{}: banned for {}s more after failed AUTH",
+            peer.port(),
+            left.as_secs()
+        );
+        let _ =
+            refuse(&mut conn, format!("{} Error: too many failed logins from {ip}, try later", config.hostname)).await;
+        return;
+    }
+    tracing::info!("connect from [{ip}]:{} to {} listener", peer.port(), listener.role);
+    let tls_config = ctx.tls_config();
+    let mut implicit_tls = None;
+    if listener.role == Role::Submissions {
+        let Some(tls) = tls_config.clone() else {
+            tracing::error!("no TLS certificate loaded: closing submissions connection from [{ip}]");
+            return;
+        };
+        match conn.start_tls(tls, config.tls.handshake_timeout.0).await {
+            Ok(info) => {
+                tracing::info!(
+                    "TLS=server implicit from [{ip}]: version={} cipher={} client_cert=none",
+                    info.version,
+                    info.cipher
+                );
+                implicit_tls = Some(info);
+            }
+            Err(e) => {
+                tracing::info!("TLS=server implicit from [{ip}]: handshake failed: {e}");
+                return;
+            }
+        }
+    }
+    let tables = ctx.live.tables();
+    let params = SessionParams {
+        hostname: config.hostname.clone(),
+        client_ip: ip,
+        postmaster_domain: config.domains.local.first().cloned().unwrap_or_else(|| config.hostname.clone()),
+        max_message_size: usize::try_from(config.limits.max_message_size.0).unwrap_or(usize::MAX),
+        max_recipients: config.limits.max_recipients,
+        max_line_length: config.limits.max_line_length,
+        max_errors: config.limits.max_errors,
+        starttls: tls_config.is_some() && implicit_tls.is_none(),
+        implicit_tls,
+        auth: listener.auth,
+        require_auth: listener.role != Role::Mx,
+    };
+    let driver = Driver { ctx: &ctx, config: &config, tables: &tables, peer, tls_config };
+    let outcome = driver.drive(&mut conn, Session::new(params), shutdown).await;
     match outcome {
         Ok(()) => tracing::info!("disconnect from [{ip}]:{}", peer.port()),
         Err(e) => tracing::info!("lost connection from [{ip}]:{}: {e}", peer.port()),
     }
 }
 
-async fn drive(
-    stream: &mut TcpStream,
+/// Writes a 421 4.7.0 refusal and closes.
+async fn refuse(conn: &mut Conn, text: String) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    Reply::new(421, EnhancedStatus(4, 7, 0), text).encode(&mut out);
+    conn.write_all(&out).await?;
+    conn.shutdown().await
+}
+
+/// What one session's steps need; the configuration and tables are the snapshot taken when
+/// the session started, so a reload never changes a session in flight.
+struct Driver<'a> {
+    ctx: &'a Context,
+    config: &'a Config,
+    tables: &'a Tables,
     peer: SocketAddr,
-    ctx: &Context,
-    config: &Config,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let tables = ctx.live.tables();
-    let params = SessionParams {
-        hostname: config.hostname.clone(),
-        client_ip: peer.ip(),
-        postmaster_domain: config.domains.local.first().cloned().unwrap_or_else(|| config.hostname.clone()),
-        max_message_size: usize::try_from(config.limits.max_message_size.0).unwrap_or(usize::MAX),
-        max_recipients: config.limits.max_recipients,
-        max_line_length: config.limits.max_line_length,
-        max_errors: config.limits.max_errors,
-    };
-    let policy = RecipientPolicy {
-        local_domains: &config.domains.local,
-        trusted_networks: &config.relay.trusted_networks,
-        separators: &config.delivery.subaddress_separator,
-        tables: &tables,
-    };
-    let mut session = Session::new(params);
-    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    loop {
-        match session.advance(&mut input) {
-            Step::NeedInput => {
-                if session.has_output() {
-                    stream.write_all(&session.take_output()).await?;
-                }
-                if *shutdown.borrow() && !session.in_content() {
-                    session.shutdown();
-                    continue;
-                }
-                let wait = timeout_for(config, session.phase());
-                input.reserve(READ_CHUNK);
-                let read = tokio::time::timeout(wait, stream.read_buf(&mut input));
-                let stopping = async {
-                    // A dropped sender also means the server is stopping.
-                    let _ = shutdown.changed().await;
-                };
-                let result = tokio::select! {
-                    r = read => r,
-                    () = stopping, if !session.in_content() => {
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Driver<'_> {
+    fn policy(&self) -> RecipientPolicy<'_> {
+        RecipientPolicy {
+            local_domains: &self.config.domains.local,
+            trusted_networks: &self.config.relay.trusted_networks,
+            separators: &self.config.delivery.subaddress_separator,
+            tables: self.tables,
+        }
+    }
+
+    async fn drive(
+        &self,
+        conn: &mut Conn,
+        mut session: Session,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<()> {
+        let ip = self.peer.ip();
+        let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        loop {
+            match session.advance(&mut input) {
+                Step::NeedInput => {
+                    if session.has_output() {
+                        conn.write_all(&session.take_output()).await?;
+                    }
+                    if *shutdown.borrow() && !session.in_content() {
                         session.shutdown();
                         continue;
                     }
-                };
-                match result {
-                    Err(_) => {
-                        tracing::info!(
-                            "timeout after {:?} from [{}] waiting in {:?} stage",
-                            wait,
-                            peer.ip(),
-                            session.phase()
-                        );
-                        session.timed_out();
+                    let wait = timeout_for(self.config, session.phase());
+                    input.reserve(READ_CHUNK);
+                    let read = tokio::time::timeout(wait, conn.read_buf(&mut input));
+                    let stopping = async {
+                        // A dropped sender also means the server is stopping.
+                        let _ = shutdown.changed().await;
+                    };
+                    let result = tokio::select! {
+                        r = read => r,
+                        () = stopping, if !session.in_content() => {
+                            session.shutdown();
+                            continue;
+                        }
+                    };
+                    match result {
+                        Err(_) => {
+                            tracing::info!("timeout after {wait:?} from [{ip}] waiting in {:?} stage", session.phase());
+                            session.timed_out();
+                        }
+                        Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(e),
                     }
-                    Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(e),
                 }
-            }
-            Step::CheckRecipient(rcpt) => {
-                let verdict = resolve_recipient(&policy, peer.ip(), &rcpt);
-                if let Verdict::PermFail(r) | Verdict::TempFail(r) = &verdict {
-                    tracing::info!(
-                        "NOQUEUE: reject: RCPT from [{}]: {r}; to=<{rcpt}> helo=<{}>",
-                        peer.ip(),
-                        session.helo().unwrap_or("")
-                    );
+                Step::StartTls => {
+                    conn.write_all(&session.take_output()).await?;
+                    let Some(tls) = self.tls_config.clone() else {
+                        return Err(std::io::Error::other("STARTTLS without a certificate"));
+                    };
+                    match conn.start_tls(tls, self.config.tls.handshake_timeout.0).await {
+                        Ok(info) => {
+                            tracing::info!(
+                                "STARTTLS=server from [{ip}]: version={} cipher={} client_cert=none",
+                                info.version,
+                                info.cipher
+                            );
+                            session.tls_started(info);
+                        }
+                        Err(e) => {
+                            tracing::info!("STARTTLS=server from [{ip}]: handshake failed: {e}");
+                            return Ok(());
+                        }
+                    }
                 }
-                session.recipient_verdict(verdict);
-            }
-            Step::Commit(tx) => {
-                let result = commit(ctx, config, *tx).await;
-                session.commit_result(result);
-            }
-            Step::Close => {
-                if session.has_output() {
-                    stream.write_all(&session.take_output()).await?;
+                Step::Authenticate { login, password } => self.authenticate(&mut session, login, password).await,
+                Step::CheckSender(address) => {
+                    let login = session.authenticated().unwrap_or_default().to_owned();
+                    if may_send_as(&self.policy(), &login, &address) {
+                        session.sender_verdict(Verdict::Ok(()));
+                    } else {
+                        let r = not_owned(&login, &address);
+                        tracing::info!(
+                            "NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{address}> sasl_username={login}"
+                        );
+                        session.sender_verdict(Verdict::PermFail(r));
+                    }
                 }
-                let _ = stream.shutdown().await;
-                return Ok(());
+                Step::CheckRecipient(rcpt) => {
+                    let verdict = resolve_recipient(&self.policy(), ip, session.authenticated().is_some(), &rcpt);
+                    if let Verdict::PermFail(r) | Verdict::TempFail(r) = &verdict {
+                        tracing::info!(
+                            "NOQUEUE: reject: RCPT from [{ip}]: {r}; to=<{rcpt}> helo=<{}>",
+                            session.helo().unwrap_or("")
+                        );
+                    }
+                    session.recipient_verdict(verdict);
+                }
+                Step::Commit(tx) => {
+                    let result = match self.foreign_from(&tx) {
+                        Some(r) => Err(r),
+                        None => commit(self.ctx, self.config, *tx).await,
+                    };
+                    session.commit_result(result);
+                }
+                Step::Close => {
+                    if session.has_output() {
+                        conn.write_all(&session.take_output()).await?;
+                    }
+                    let _ = conn.shutdown().await;
+                    return Ok(());
+                }
             }
         }
     }
+
+    /// Checks a password off the runtime (Argon2 costs tens of milliseconds of CPU); an unknown
+    /// user costs the same as a wrong password, so timing does not reveal which names exist.
+    /// Failures count towards the IP's ban.
+    async fn authenticate(&self, session: &mut Session, login: String, password: Vec<u8>) {
+        let ip = self.peer.ip();
+        let stored = self.tables.users.get(&login.to_lowercase()).cloned().flatten();
+        let known = stored.is_some();
+        let hash = stored.unwrap_or_else(|| dummy_hash().to_owned());
+        let ok = tokio::task::spawn_blocking(move || credentials::verify(&hash, &password)).await;
+        let outcome = match ok {
+            Ok(true) if known => AuthOutcome::Success,
+            Ok(_) => AuthOutcome::Invalid,
+            Err(_) => AuthOutcome::TempFail,
+        };
+        session.auth_result(outcome);
+        match outcome {
+            AuthOutcome::Success => tracing::info!("AUTH from [{ip}]: sasl_username={login} ok"),
+            AuthOutcome::TempFail => tracing::error!("AUTH from [{ip}]: sasl_username={login}: check failed"),
+            AuthOutcome::Invalid => {
+                let s = &self.config.server;
+                tracing::warn!("AUTH from [{ip}]: sasl_username={login}: authentication failed");
+                if self.ctx.bans.failure(ip, Instant::now(), s.auth_failures_before_ban, s.ban_time.0) {
+                    tracing::warn!(
+                        "ban: [{ip}] after {} failed AUTH attempts, for {}s",
+                        s.auth_failures_before_ban,
+                        s.ban_time.0.as_secs()
+                    );
+                    session.abort(Reply::new(
+                        421,
+                        EnhancedStatus(4, 7, 0),
+                        format!("{} Error: too many failed logins from {ip}, try later", self.config.hostname),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// For an authenticated submission: the refusal when a From address of the message is not
+    /// the login's (RFC 6409 §6.1). `550 5.7.1`: at the end of DATA, RFC 5321 §4.3.2 allows
+    /// 550/554, not 553.
+    fn foreign_from(&self, tx: &Transaction) -> Option<Reply> {
+        let login = tx.auth.as_deref()?;
+        let parsed = mail_parser::MessageParser::new().parse_headers(&tx.message)?;
+        let from = parsed.from()?;
+        for a in from.iter() {
+            let Some(text) = a.address() else { continue };
+            let owned = Address::parse(text).is_ok_and(|address| may_send_as(&self.policy(), login, &address));
+            if !owned {
+                tracing::info!(
+                    "NOQUEUE: reject: DATA from [{}]: From: <{text}> not owned by sasl_username={login}",
+                    self.peer.ip()
+                );
+                return Some(Reply::new(
+                    550,
+                    EnhancedStatus(5, 7, 1),
+                    format!("From: <{text}> rejected: not owned by user {login}"),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// A valid Argon2id hash of a random password, verified against when the login is unknown.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| credentials::hash(b"unknown user, no password matches").unwrap_or_default())
 }
 
 fn timeout_for(config: &Config, phase: Phase) -> Duration {

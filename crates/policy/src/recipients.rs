@@ -45,14 +45,20 @@ pub struct RecipientPolicy<'a> {
     pub tables: &'a Tables,
 }
 
-/// Resolves `rcpt` for a client at `client_ip`.
+/// Resolves `rcpt` for a client at `client_ip`; `authenticated` is true after a successful
+/// AUTH (RFC 4954), which allows relaying like a trusted network.
 ///
 /// Returns the destinations (deduplicated, in order), `PermFail` with the reply to send
 /// (550 5.1.1 unknown user, 550 5.7.1 relaying denied, or a virtual `error:` entry's reply), or
 /// `TempFail` (451 4.3.0) for an alias loop.
-pub fn resolve_recipient(p: &RecipientPolicy<'_>, client_ip: IpAddr, rcpt: &Address) -> Verdict<Vec<Destination>> {
+pub fn resolve_recipient(
+    p: &RecipientPolicy<'_>,
+    client_ip: IpAddr,
+    authenticated: bool,
+    rcpt: &Address,
+) -> Verdict<Vec<Destination>> {
     if !p.is_local(rcpt.domain()) {
-        if !is_trusted(client_ip, p.trusted_networks) {
+        if !authenticated && !is_trusted(client_ip, p.trusted_networks) {
             return Verdict::PermFail(Reply::new(550, EnhancedStatus(5, 7, 1), format!("<{rcpt}>: Relaying denied")));
         }
         // The routes table decides at RCPT time where relayed mail goes (sendmail mailertable).
@@ -82,7 +88,7 @@ pub fn resolve_recipient(p: &RecipientPolicy<'_>, client_ip: IpAddr, rcpt: &Addr
 /// local domains, and any other domain is remote; relaying rules do not apply.
 pub fn resolve_for_delivery(p: &RecipientPolicy<'_>, address: &Address) -> Verdict<Vec<Destination>> {
     if p.is_local(address.domain()) {
-        resolve_recipient(p, std::net::Ipv4Addr::UNSPECIFIED.into(), address)
+        resolve_recipient(p, std::net::Ipv4Addr::UNSPECIFIED.into(), false, address)
     } else {
         Verdict::Ok(vec![Destination::Remote(address.clone())])
     }
@@ -106,7 +112,8 @@ fn looped(rcpt: &Address) -> Failure {
 }
 
 impl RecipientPolicy<'_> {
-    fn is_local(&self, domain: &str) -> bool {
+    /// Whether `domain` (lower-case) is one of ours.
+    pub fn is_local(&self, domain: &str) -> bool {
         self.local_domains.iter().any(|d| d == domain)
     }
 

@@ -3,7 +3,7 @@
 //! first line, then text, then the connection closes.
 //!
 //! Requests: `list`, `stats`, `show ID`, `flush [id=ID] [recipient-domain=D] [sender-domain=D]`,
-//! `hold ID`, `release ID`, `delete ID`.
+//! `hold ID`, `release ID`, `delete ID`, `reload`.
 
 use std::path::Path;
 
@@ -14,15 +14,18 @@ use postern_types::QueueId;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
+use crate::serve::Reloader;
+
 /// Binds the socket (mode 0600: queue control is for the postmaster) and serves until `stop`.
 pub(crate) fn spawn(
     path: &Path,
     queue: Queue,
     spool: std::sync::Arc<Spool>,
+    reloader: std::sync::Arc<Reloader>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     crate::unix_server::serve(path, 0o600, stop, move |stream| {
-        let (queue, spool) = (queue.clone(), spool.clone());
+        let (queue, spool, reloader) = (queue.clone(), spool.clone(), reloader.clone());
         async move {
             let (rd, mut wr) = stream.into_split();
             let mut line = String::new();
@@ -30,7 +33,19 @@ pub(crate) fn spawn(
             if rd.read_line(&mut line).await.is_err() {
                 return;
             }
-            let answer = match handle(line.trim(), &queue, &spool).await {
+            let result = if line.trim() == "reload" {
+                match tokio::task::spawn_blocking(move || reloader.reload("reload")).await {
+                    Ok(Ok(what)) => {
+                        tracing::info!("reload: {what}");
+                        Ok(format!("{what}\n"))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                handle(line.trim(), &queue, &spool).await
+            };
+            let answer = match result {
                 Ok(text) => format!("ok\n{text}"),
                 Err(e) => format!("error: {e}\n"),
             };

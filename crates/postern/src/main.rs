@@ -2,11 +2,13 @@
 //! mail logic lives here.
 
 mod control;
+mod privileges;
 mod queue_cli;
 mod sendmail;
 mod serve;
 mod submit;
 mod unix_server;
+mod user_cli;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +38,21 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Tell the running daemon to re-read its configuration, tables and certificate (as SIGHUP
+    /// does); prints the errors if the new configuration is refused.
+    Reload {
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
+        #[arg(long, short, env = "POSTERN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage the passwords of the users table (AUTH on submission).
+    User {
+        /// Configuration file naming the users table (default: $POSTERN_CONFIG).
+        #[arg(long, short, env = "POSTERN_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: user_cli::UserCommand,
+    },
     /// Queue a message from standard input, sendmail style (also: invoked as `sendmail`).
     Sendmail(sendmail::SendmailArgs),
     /// Inspect and steer the queue of the running daemon (also: `mailq` for `queue list`).
@@ -64,6 +81,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Queue { config, command } => queue_cli::run(config.as_deref(), &command),
         Command::Sendmail(args) => sendmail::run(&args),
+        Command::Reload { config } => reload(config.as_deref()),
+        Command::User { config, command } => user_cli::run(config.as_deref(), &command),
     }
 }
 
@@ -84,6 +103,47 @@ pub(crate) fn load_config(path: Option<&Path>) -> Option<postern_config::Config>
     }
 }
 
+fn reload(path: Option<&Path>) -> ExitCode {
+    let Some(config) = load_config(path) else {
+        eprintln!("postern: the configuration has errors (above); the daemon keeps its current one");
+        return ExitCode::from(2);
+    };
+    let socket = config.control_socket();
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(stream) => queue_cli::exchange(stream, &socket, "reload"),
+        Err(e) => {
+            eprintln!(
+                "postern: cannot reach the daemon at {} ({e}); is `postern serve` running with this configuration?",
+                socket.display()
+            );
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// Reports on the `[tls]` certificate: `Err` with the problem (missing, unreadable, expired,
+/// key not matching the certificate).
+fn check_tls(config: &postern_config::Config) -> Result<Option<String>, String> {
+    let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else { return Ok(None) };
+    let now = chrono::Utc::now().timestamp();
+    let r = postern_inbound::tls::inspect(cert, key, now)?;
+    let mut line = format!(
+        "{}: certificate {} ({}), chain of {}, expires in {} day(s)",
+        cert.display(),
+        r.subject,
+        r.names.join(", "),
+        r.chain_length,
+        r.days_left
+    );
+    if r.chain_length < 2 {
+        line.push_str("; warning: no intermediate certificate in the file (use fullchain.pem, not cert.pem)");
+    }
+    if r.days_left < 14 {
+        line.push_str("; warning: renew it soon");
+    }
+    Ok(Some(line))
+}
+
 fn check_config(path: Option<&std::path::Path>) -> ExitCode {
     let loaded = match path {
         Some(p) => postern_config::load(p),
@@ -100,6 +160,15 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
                 tables.aliases.len(),
                 tables.virtual_.len()
             );
+            match check_tls(&config) {
+                Ok(Some(line)) => println!("{line}"),
+                Ok(None) => println!("no [tls] certificate: STARTTLS is not offered"),
+                Err(e) => {
+                    eprintln!("{}: [tls]: {e}", config.source.display());
+                    eprintln!("1 error(s); fix them and run `postern check-config` again");
+                    return ExitCode::from(2);
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

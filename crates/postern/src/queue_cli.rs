@@ -117,7 +117,7 @@ fn offline(spool: &Path, cmd: &QueueCommand) -> ExitCode {
 pub(crate) fn run(config: Option<&Path>, cmd: &QueueCommand) -> ExitCode {
     let Some(config) = crate::load_config(config) else { return ExitCode::from(2) };
     let socket = config.control_socket();
-    let mut stream = match UnixStream::connect(&socket) {
+    let stream = match UnixStream::connect(&socket) {
         Ok(s) => s,
         Err(e) if matches!(cmd, QueueCommand::List | QueueCommand::Stats | QueueCommand::Show { .. }) => {
             // Reading needs no daemon: the envelopes on disk are the truth (docs/spool.md).
@@ -133,9 +133,14 @@ pub(crate) fn run(config: Option<&Path>, cmd: &QueueCommand) -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    exchange(stream, &socket, &cmd.request())
+}
+
+/// Sends one request on the control socket and prints the answer: the text on stdout (exit 0),
+/// or the daemon's error on stderr (exit 1); 3 when the socket fails mid-way.
+pub(crate) fn exchange(mut stream: UnixStream, socket: &Path, request: &str) -> ExitCode {
     let mut answer = String::new();
-    let sent =
-        stream.write_all(format!("{}\n", cmd.request()).as_bytes()).and_then(|()| stream.read_to_string(&mut answer));
+    let sent = stream.write_all(format!("{request}\n").as_bytes()).and_then(|()| stream.read_to_string(&mut answer));
     if let Err(e) = sent {
         eprintln!("postern: talking to the daemon at {}: {e}", socket.display());
         return ExitCode::from(3);

@@ -1,7 +1,8 @@
 //! `postern serve`: load the configuration, open the spool, recover the queue, bind the
-//! listeners, run until SIGTERM/SIGINT, reload tables and configuration on SIGHUP.
+//! listeners, load the TLS certificate, drop privileges, run until SIGTERM/SIGINT; reload
+//! configuration, tables and certificate on SIGHUP or `postern reload`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use postern_config::{Config, Live, Tables};
 use postern_dns::{DnsSettings, HickoryResolver};
-use postern_inbound::{ConnectionLimits, Context};
+use postern_inbound::{AuthBans, ConnectionLimits, Context, ListenerInfo};
 use postern_queue::Queue;
 use postern_spool::{Spool, SyncMode};
 use tokio::net::TcpListener;
@@ -76,14 +77,16 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     };
     let spool =
         Arc::new(Spool::open(&spool_dir, mode).with_context(|| format!("opening spool {}", spool_dir.display()))?);
+    let tls = load_tls(&config).map_err(anyhow::Error::msg)?;
     let mut listeners = Vec::new();
     for l in &config.listener {
         let listener = TcpListener::bind(l.address).await.with_context(|| format!("binding {}", l.address))?;
         let local = listener.local_addr()?;
         // Tests and operators read this line to learn the port when `address` ends in :0.
-        tracing::info!("listening on {local} (role {})", format!("{:?}", l.role).to_lowercase());
-        listeners.push(listener);
+        tracing::info!("listening on {local} (role {})", l.role);
+        listeners.push((listener, ListenerInfo::from(l)));
     }
+    let privileges = (config.server.user.clone(), config.server.group.clone());
     let grace = config.server.shutdown_grace.0;
     let live = Arc::new(Live::new(config, tables));
     let dns = &live.config().dns;
@@ -94,16 +97,34 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     tracing::info!("postern started: {recovered} message(s) recovered from the spool");
     let (stop_tx, stop_rx) = watch::channel(false);
     let runner = tokio::spawn(queue.clone().run(stop_rx.clone()));
+    let ctx = Arc::new(Context {
+        live: live.clone(),
+        spool: spool.clone(),
+        queue: queue.clone(),
+        limits: ConnectionLimits::default(),
+        bans: AuthBans::default(),
+        tls: std::sync::RwLock::new(tls),
+    });
+    let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone() });
     let socket = live.config().control_socket();
-    crate::control::spawn(&socket, queue.clone(), spool.clone(), stop_rx.clone())
+    crate::control::spawn(&socket, queue.clone(), spool.clone(), reloader.clone(), stop_rx.clone())
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
     let submit = live.config().submit_socket();
     crate::submit::spawn(&submit, live.clone(), queue.clone(), spool.clone(), stop_rx.clone())
         .with_context(|| format!("binding the submission socket {}", submit.display()))?;
-    let ctx =
-        Arc::new(Context { live: live.clone(), spool, queue: queue.clone(), limits: ConnectionLimits::default() });
-    for listener in listeners {
-        tokio::spawn(postern_inbound::serve(listener, ctx.clone(), stop_rx.clone()));
+    match privileges {
+        (Some(user), group) => {
+            let data_dir = live.config().data_dir.clone();
+            crate::privileges::drop_to(&user, group.as_deref(), &data_dir).context("dropping privileges")?;
+            tracing::info!("running as user {user}");
+        }
+        (None, _) if unsafe { libc::geteuid() } == 0 => {
+            tracing::warn!("running as root: set [server] user to an unprivileged account");
+        }
+        (None, _) => {}
+    }
+    for (listener, info) in listeners {
+        tokio::spawn(postern_inbound::serve(listener, info, ctx.clone(), stop_rx.clone()));
     }
 
     let mut term = signal(SignalKind::terminate())?;
@@ -113,7 +134,11 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = hup.recv() => reload(config_path.as_deref(), &live),
+            _ = hup.recv() => {
+                if let Ok(what) = reloader.reload("SIGHUP") {
+                    tracing::info!("SIGHUP: {what}");
+                }
+            }
         }
     }
     let _ = stop_tx.send(true);
@@ -133,38 +158,66 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     Ok(())
 }
 
-/// SIGHUP: re-reads the configuration and tables; a broken new configuration is refused and the
-/// old one stays in force. Listener changes need a restart.
-fn reload(path: Option<&Path>, live: &Live) {
-    let Some(path) = path else {
-        tracing::info!("SIGHUP: running on the embedded default, nothing to reload");
-        return;
-    };
-    match postern_config::load(path) {
-        Ok((config, tables)) => {
-            let listeners_changed =
-                config.listener.iter().map(|l| l.address).ne(live.config().listener.iter().map(|l| l.address));
-            if listeners_changed {
-                tracing::warn!("SIGHUP: listener changes take effect only after a restart");
-            }
-            tracing::info!(
-                "SIGHUP: reloaded {} ({} user(s), {} alias(es), {} virtual entr(ies))",
-                path.display(),
-                tables.users.len(),
-                tables.aliases.len(),
-                tables.virtual_.len()
-            );
-            live.set_config(config);
-            live.set_tables(tables);
+/// The server certificate of `config`, if `[tls]` is set.
+fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => {
+            let loaded = postern_inbound::tls::server_config(cert, key)?;
+            tracing::info!("TLS certificate loaded from {}", cert.display());
+            Ok(Some(loaded))
         }
-        Err(errors) => {
+        _ => Ok(None),
+    }
+}
+
+/// Re-reads configuration, tables and certificate (SIGHUP, `postern reload`). All or nothing:
+/// if any of them is broken the old ones stay in force. Sessions in flight keep the snapshot
+/// they started with; listener changes and `[queue] max_concurrency` need a restart.
+pub(crate) struct Reloader {
+    path: Option<PathBuf>,
+    ctx: Arc<Context>,
+}
+
+impl Reloader {
+    /// Reloads; `Ok` says what was loaded. Errors are logged one per line, prefixed with
+    /// `why` (`SIGHUP`, `reload`).
+    ///
+    /// # Errors
+    /// Every error of the new configuration, one per line, and a last line saying that the old
+    /// one stays in force; nothing was changed.
+    pub(crate) fn reload(&self, why: &str) -> Result<String, String> {
+        let Some(path) = &self.path else {
+            return Ok("running on the embedded default, nothing to reload".into());
+        };
+        let refused = |errors: Vec<String>| {
             for e in &errors {
-                tracing::error!("SIGHUP: {e}");
+                tracing::error!("{why}: {e}");
             }
-            tracing::error!(
-                "SIGHUP: new configuration refused ({} error(s)); the previous one stays in force",
-                errors.len()
-            );
+            let last =
+                format!("new configuration refused ({} error(s)); the previous one stays in force", errors.len());
+            tracing::error!("{why}: {last}");
+            format!("{}\n{last}", errors.join("\n"))
+        };
+        let (config, tables) =
+            postern_config::load(path).map_err(|errors| refused(errors.iter().map(ToString::to_string).collect()))?;
+        let tls = load_tls(&config).map_err(|e| refused(vec![e]))?;
+        let live = &self.ctx.live;
+        let listeners_changed =
+            config.listener.iter().map(|l| l.address).ne(live.config().listener.iter().map(|l| l.address));
+        if listeners_changed {
+            tracing::warn!("reload: listener changes take effect only after a restart");
         }
+        let what = format!(
+            "reloaded {} ({} user(s), {} alias(es), {} virtual entr(ies), certificate {})",
+            path.display(),
+            tables.users.len(),
+            tables.aliases.len(),
+            tables.virtual_.len(),
+            if tls.is_some() { "loaded" } else { "none" }
+        );
+        live.set_config(config);
+        live.set_tables(tables);
+        self.ctx.set_tls_config(tls);
+        Ok(what)
     }
 }

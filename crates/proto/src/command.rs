@@ -35,7 +35,12 @@ pub enum Command {
     Expn,
     /// `HELP [string]`.
     Help,
-    /// A verb Postern does not implement (STARTTLS and AUTH arrive in later versions).
+    /// `STARTTLS` (RFC 3207 §4).
+    StartTls,
+    /// `AUTH mechanism [initial-response]` (RFC 4954 §4); the mechanism upper-cased, the initial
+    /// response still base64 (`=` for an empty one).
+    Auth { mechanism: String, initial: Option<String> },
+    /// A verb Postern does not implement.
     Unknown(String),
 }
 
@@ -122,6 +127,19 @@ impl Command {
             "VRFY" => Self::Vrfy,
             "EXPN" => Self::Expn,
             "HELP" => Self::Help,
+            "STARTTLS" => no_arg(arg, Self::StartTls)?,
+            "AUTH" => {
+                let mut it = arg.split_whitespace();
+                let mechanism = it
+                    .next()
+                    .ok_or_else(|| syntax(EnhancedStatus(5, 5, 4), "Syntax: AUTH mechanism [initial-response]"))?
+                    .to_ascii_uppercase();
+                let initial = it.next().map(str::to_owned);
+                if it.next().is_some() {
+                    return Err(syntax(EnhancedStatus(5, 5, 4), "Syntax: AUTH mechanism [initial-response]"));
+                }
+                Self::Auth { mechanism, initial }
+            }
             _ => Self::Unknown(verb_upper),
         })
     }
@@ -229,5 +247,11 @@ mod tests {
         assert_eq!(code("DATA now"), "5.5.4");
         assert_eq!(Command::parse("BDAT 10 last").unwrap(), Command::Bdat { size: 10, last: true });
         assert_eq!(Command::parse("XYZZY").unwrap(), Command::Unknown("XYZZY".into()));
+        assert_eq!(code("STARTTLS now"), "5.5.4");
+        assert_eq!(code("AUTH"), "5.5.4");
+        assert_eq!(
+            Command::parse("auth plain AGJvYgBwdw==").unwrap(),
+            Command::Auth { mechanism: "PLAIN".into(), initial: Some("AGJvYgBwdw==".into()) }
+        );
     }
 }

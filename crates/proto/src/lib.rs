@@ -12,7 +12,8 @@ pub mod command;
 pub mod data;
 pub mod replies;
 pub mod server;
+pub mod submission;
 pub mod trace;
 
 pub use command::Command;
-pub use server::{AcceptedRecipient, Phase, Session, SessionParams, Step, Transaction};
+pub use server::{AcceptedRecipient, AuthOutcome, Phase, Session, SessionParams, Step, TlsInfo, Transaction};

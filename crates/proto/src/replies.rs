@@ -60,7 +60,7 @@ pub(crate) fn expn() -> Reply {
     Reply::new(502, S(5, 5, 1), "Error: EXPN is disabled")
 }
 pub(crate) fn help() -> Reply {
-    Reply::new(214, S(2, 0, 0), "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT")
+    Reply::new(214, S(2, 0, 0), "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT")
 }
 pub(crate) fn start_data() -> Reply {
     Reply::plain(354, "End data with <CR><LF>.<CR><LF>")
@@ -73,6 +73,56 @@ pub(crate) fn too_many_errors(host: &str) -> Reply {
 }
 pub(crate) fn timeout(host: &str) -> Reply {
     Reply::new(421, S(4, 4, 2), format!("{host} Error: timeout exceeded"))
+}
+pub(crate) fn ready_for_tls() -> Reply {
+    Reply::new(220, S(2, 0, 0), "Ready to start TLS")
+}
+pub(crate) fn tls_not_available() -> Reply {
+    Reply::new(502, S(5, 5, 1), "Error: STARTTLS not available")
+}
+pub(crate) fn tls_already_active() -> Reply {
+    Reply::new(503, S(5, 5, 1), "Error: TLS already active")
+}
+pub(crate) fn in_transaction() -> Reply {
+    Reply::new(503, S(5, 5, 1), "Error: MAIL transaction in progress")
+}
+/// RFC 3207 §4 / RFC 4954 §6: 530 5.7.0 when a command needs TLS first.
+pub(crate) fn need_tls() -> Reply {
+    Reply::new(530, S(5, 7, 0), "Must issue a STARTTLS command first")
+}
+/// RFC 4954 §6: 530 5.7.0 "Authentication required".
+pub(crate) fn need_auth() -> Reply {
+    Reply::new(530, S(5, 7, 0), "Authentication required")
+}
+pub(crate) fn auth_not_enabled() -> Reply {
+    Reply::new(503, S(5, 5, 1), "Error: authentication not enabled")
+}
+pub(crate) fn already_authenticated() -> Reply {
+    Reply::new(503, S(5, 5, 1), "Error: already authenticated")
+}
+/// RFC 4954 §6: 504 5.5.4 for an unknown mechanism.
+pub(crate) fn unknown_mechanism() -> Reply {
+    Reply::new(504, S(5, 5, 4), "Unrecognized authentication type")
+}
+/// RFC 4954 §4: 501 5.5.2 when the response cannot be base64-decoded.
+pub(crate) fn bad_base64() -> Reply {
+    Reply::new(501, S(5, 5, 2), "Error: invalid base64 data")
+}
+/// RFC 4954 §4: the client cancelled with `*`.
+pub(crate) fn auth_aborted() -> Reply {
+    Reply::new(501, S(5, 0, 0), "Authentication aborted")
+}
+/// RFC 4954 §6: 235 2.7.0.
+pub(crate) fn auth_ok() -> Reply {
+    Reply::new(235, S(2, 7, 0), "Authentication successful")
+}
+/// RFC 4954 §6: 535 5.7.8 "Authentication credentials invalid".
+pub(crate) fn auth_failed() -> Reply {
+    Reply::new(535, S(5, 7, 8), "Error: authentication failed")
+}
+/// RFC 4954 §6: 454 4.7.0 "Temporary authentication failure".
+pub(crate) fn auth_temp_failure() -> Reply {
+    Reply::new(454, S(4, 7, 0), "Temporary authentication failure")
 }
 pub(crate) fn shutting_down(host: &str) -> Reply {
     Reply::new(421, S(4, 3, 2), format!("{host} Service shutting down, try again later"))

@@ -13,7 +13,9 @@ use crate::server::Transaction;
 /// Shape (folded with CRLF + tab, ending in CRLF):
 /// `Received: from HELO ([IP])` / `by HOST (Postern) with PROTO id ID` / `for <RCPT>; DATE`.
 /// With several recipients the `for` clause is left out and the date follows `id ID;`.
-/// `with` is `ESMTP`/`SMTP`, or `UTF8SMTP` when SMTPUTF8 was used (RFC 6531 §4.3). The `for`
+/// `with` is `ESMTP`/`SMTP`, or `UTF8SMTP` when SMTPUTF8 was used (RFC 6531 §4.3), with `S`
+/// appended under TLS and `A` after AUTH (RFC 3848: `ESMTPS`, `ESMTPSA`); under TLS a comment
+/// line `(using TLSv1.3 with cipher ...)` follows the `from` clause, as Postfix writes. The `for`
 /// clause is given only for a single recipient, so that a message to many does not disclose the
 /// others (as Postfix does).
 pub fn received(tx: &Transaction, hostname: &str, id: QueueId, date: &str) -> String {
@@ -24,13 +26,25 @@ pub fn received(tx: &Transaction, hostname: &str, id: QueueId, date: &str) -> St
             None => format!("IPv6:{v6}"),
         },
     };
-    let proto = match (tx.smtputf8, tx.esmtp) {
+    // RFC 3848 §2 / RFC 6531 §4.3: S for TLS, A for an authenticated client.
+    let mut proto = match (tx.smtputf8, tx.esmtp) {
         (true, _) => "UTF8SMTP",
         (false, true) => "ESMTP",
         (false, false) => "SMTP",
-    };
+    }
+    .to_owned();
+    if tx.esmtp && tx.tls.is_some() {
+        proto.push('S');
+    }
+    if tx.esmtp && tx.auth.is_some() {
+        proto.push('A');
+    }
     let helo = sanitize(&tx.helo);
-    let mut h = format!("Received: from {helo} ([{ip}])\r\n\tby {hostname} (Postern) with {proto} id {id}");
+    let mut h = format!("Received: from {helo} ([{ip}])\r\n\t");
+    if let Some(tls) = &tx.tls {
+        h.push_str(&format!("(using {} with cipher {})\r\n\t", tls.version, tls.cipher));
+    }
+    h.push_str(&format!("by {hostname} (Postern) with {proto} id {id}"));
     match tx.recipients.as_slice() {
         [only] => h.push_str(&format!("\r\n\tfor <{}>; ", sanitize(&only.forward_path.to_string()))),
         _ => h.push_str(";\r\n\t"),
@@ -69,6 +83,8 @@ mod tests {
             smtputf8: false,
             ret_full: None,
             envid: None,
+            tls: None,
+            auth: None,
             message: vec![],
         };
         let id = QueueId::parse("0000000000000001").unwrap();
@@ -83,6 +99,14 @@ mod tests {
         assert_eq!(
             h,
             "Received: from client.test ([IPv6:::1])\r\n\tby mx.test (Postern) with ESMTP id 0000000000000001\r\n\tfor <bob@x.test>; Tue, 24 Nov 2026 10:00:00 +0000\r\n"
+        );
+        let mut secure = tx.clone();
+        secure.tls =
+            Some(crate::server::TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into() });
+        secure.auth = Some("bob".into());
+        assert_eq!(
+            received(&secure, "mx.test", id, date),
+            "Received: from client.test ([IPv6:::1])\r\n\t(using TLSv1.3 with cipher TLS13_AES_128_GCM_SHA256)\r\n\tby mx.test (Postern) with ESMTPSA id 0000000000000001\r\n\tfor <bob@x.test>; Tue, 24 Nov 2026 10:00:00 +0000\r\n"
         );
     }
 }

@@ -7,10 +7,11 @@
 
 mod aliases;
 mod routes;
-mod users;
+pub(crate) mod users;
 mod virtual_;
 
 pub use routes::{Relay, Route, parse_relay};
+pub use users::{Scheme, parse_password_hash};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,6 +47,9 @@ pub struct Tables {
     pub routes: HashMap<String, Route>,
     /// Sender route keys (`user@domain` or `@domain`, lower-cased) → relay.
     pub sender_routes: HashMap<String, Relay>,
+    /// Sender grants (`user@domain` or `@domain`, lower-cased) → logins that may use them as
+    /// envelope sender and From address (Postfix's `smtpd_sender_login_maps`).
+    pub senders: HashMap<String, Vec<String>>,
 }
 
 impl Tables {
@@ -72,7 +76,20 @@ impl Tables {
             t.sender_routes =
                 read(p, &mut errors).map(|s| routes::parse_sender(p, &s, &mut errors)).unwrap_or_default();
         }
+        if let Some(p) = &paths.senders {
+            t.senders = read(p, &mut errors)
+                .map(|s| key_target_table(p, &s, &mut errors, address_key_error, parse_logins))
+                .unwrap_or_default();
+        }
         if errors.is_empty() { Ok(t) } else { Err(errors) }
+    }
+
+    /// The logins granted the sender address `address` by the senders table: the exact address,
+    /// else `@domain`. `None` when the table has no entry for it.
+    pub fn sender_logins(&self, address: &str) -> Option<&[String]> {
+        let address = address.to_lowercase();
+        let (_, domain) = address.rsplit_once('@')?;
+        self.senders.get(&address).or_else(|| self.senders.get(&format!("@{domain}"))).map(Vec::as_slice)
     }
 
     /// The sender route for the reverse-path `sender`: the exact address, else `@domain`
@@ -149,6 +166,15 @@ fn key_target_table<T>(
 /// `None` for `user@domain` or `@domain`.
 fn address_key_error(key: &str) -> Option<&'static str> {
     (!key.contains('@') || key.ends_with('@')).then_some("key must be user@domain or @domain")
+}
+
+/// `login, login2` or `login login2`: the logins of a senders table line.
+fn parse_logins(s: &str) -> Result<Vec<String>, String> {
+    let logins: Vec<String> = s.split([',', ' ', '\t']).filter(|l| !l.is_empty()).map(str::to_lowercase).collect();
+    match logins.iter().find(|l| l.contains('@')) {
+        Some(l) => Err(format!("{l:?}: a login is a users-table name, without @")),
+        None => Ok(logins),
+    }
 }
 
 /// Parses a target shared by aliases and virtual: `error:...`, an address, or a name.

@@ -30,7 +30,7 @@ fn resolve(tables: &Tables, client: &str, rcpt: &str) -> Verdict<Vec<Destination
     let local = vec!["example.test".to_owned(), "catch.test".to_owned()];
     let trusted: Vec<IpNet> = vec!["127.0.0.2/32".parse().unwrap()];
     let p = RecipientPolicy { local_domains: &local, trusted_networks: &trusted, separators: "+", tables };
-    resolve_recipient(&p, client.parse().unwrap(), &Address::parse(rcpt).unwrap())
+    resolve_recipient(&p, client.parse().unwrap(), false, &Address::parse(rcpt).unwrap())
 }
 
 fn mailboxes(v: Verdict<Vec<Destination>>) -> Vec<String> {

@@ -103,6 +103,8 @@ impl Session {
             smtputf8: tx.smtputf8,
             ret_full: tx.ret_full,
             envid: tx.envid.clone(),
+            tls: self.tls.clone(),
+            auth: self.auth.clone(),
             message,
         };
         self.state = State::AwaitCommit;

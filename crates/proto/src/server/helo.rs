@@ -1,4 +1,5 @@
-//! HELO and EHLO (RFC 5321 §4.1.1.1): reset the session and announce extensions.
+//! HELO and EHLO (RFC 5321 §4.1.1.1): reset the session and announce extensions (STARTTLS
+//! while the connection is in clear text, AUTH only under TLS).
 
 use postern_types::Reply;
 
@@ -16,7 +17,7 @@ impl Session {
             return;
         }
         // No VRFY/EXPN: we refuse them. No enhanced codes outside the status, see RFC 2034.
-        let lines = vec![
+        let mut lines = vec![
             self.params.hostname.clone(),
             "PIPELINING".into(),
             format!("SIZE {}", self.params.max_message_size),
@@ -26,6 +27,14 @@ impl Session {
             "CHUNKING".into(),
             "DSN".into(),
         ];
+        if self.params.starttls && self.tls.is_none() {
+            lines.push("STARTTLS".into());
+        }
+        // RFC 4954 §4 and RFC 8314 §3: passwords travel only under TLS, so AUTH is not even
+        // advertised before it.
+        if self.params.auth && self.tls.is_some() && self.auth.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
         self.reply(Reply { code: 250, status: None, lines });
     }
 }

@@ -6,13 +6,17 @@
 //! client (RFC 2920) are processed back to back; the driver writes the outbox whenever the
 //! session asks for input, so replies to a pipelined group leave in one write.
 //!
-//! One file per stage: [`helo`](self) handling lives in `helo.rs`, MAIL in `mail.rs`, RCPT in
-//! `rcpt.rs`, DATA and BDAT in `data.rs`.
+//! One file per stage: [`helo`](self) handling lives in `helo.rs`, STARTTLS in `tls.rs`, AUTH in
+//! `auth.rs`, MAIL in `mail.rs`, RCPT in `rcpt.rs`, DATA and BDAT in `data.rs`.
 
+mod auth;
 mod data;
 mod helo;
 mod mail;
 mod rcpt;
+mod tls;
+
+pub use auth::AuthOutcome;
 
 use std::net::IpAddr;
 
@@ -41,6 +45,24 @@ pub struct SessionParams {
     pub max_line_length: usize,
     /// Error replies tolerated before the session is closed with 421 4.7.0.
     pub max_errors: usize,
+    /// Whether STARTTLS is offered (RFC 3207): a certificate is configured and the connection
+    /// is not already encrypted.
+    pub starttls: bool,
+    /// Set when the connection is TLS from its first byte (RFC 8314 implicit TLS).
+    pub implicit_tls: Option<TlsInfo>,
+    /// Whether AUTH (RFC 4954) is offered; it is only ever offered and accepted under TLS.
+    pub auth: bool,
+    /// Whether MAIL requires a successful AUTH first (submission, RFC 6409 §4.3).
+    pub require_auth: bool,
+}
+
+/// The negotiated TLS parameters, for the Received header and the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version, e.g. `TLSv1.3`.
+    pub version: String,
+    /// Cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
 }
 
 /// What the driver must do next.
@@ -54,6 +76,21 @@ pub enum Step {
     /// Spool this transaction durably and pass the result to [`Session::commit_result`]. The
     /// session sends `250` only after that (the durability rule).
     Commit(Box<Transaction>),
+    /// Write the outbox (the `220` to STARTTLS), then perform the TLS handshake as server and
+    /// call [`Session::tls_started`]; if it fails, close the connection. Input the client sent
+    /// after the STARTTLS line has already been discarded (RFC 3207 §4.2, CVE-2011-0411).
+    StartTls,
+    /// Check these credentials (SASL PLAIN or LOGIN, RFC 4616 / RFC 4954) and pass the outcome
+    /// to [`Session::auth_result`].
+    Authenticate {
+        /// The authentication identity (user name) as given.
+        login: String,
+        /// The password as given.
+        password: Vec<u8>,
+    },
+    /// An authenticated client gave this envelope sender: check it may use it and pass the
+    /// verdict to [`Session::sender_verdict`].
+    CheckSender(Address),
     /// Write the outbox and close the connection.
     Close,
 }
@@ -106,6 +143,10 @@ pub struct Transaction {
     pub ret_full: Option<bool>,
     /// `ENVID=` as given, xtext (RFC 3461 §4.4).
     pub envid: Option<String>,
+    /// TLS in use when the message was received.
+    pub tls: Option<TlsInfo>,
+    /// The authenticated login (RFC 4954), if any.
+    pub auth: Option<String>,
     /// The message as received: CRLF line endings, dot-unstuffed, no trace headers yet.
     pub message: Vec<u8>,
 }
@@ -138,6 +179,12 @@ enum State {
     },
     /// The driver is checking this recipient; its NOTIFY and ORCPT wait here for the verdict.
     AwaitRecipient(Address, Option<Notify>, Option<String>),
+    /// The driver is checking an authenticated sender; the transaction waits here.
+    AwaitSender(Box<MailTx>),
+    /// A SASL exchange waits for the client's next response line.
+    Sasl(auth::Sasl),
+    AwaitAuth(String),
+    AwaitTls,
     AwaitCommit,
     Closed,
 }
@@ -152,13 +199,24 @@ pub struct Session {
     tx: Option<MailTx>,
     outbox: Vec<u8>,
     errors: usize,
+    tls: Option<TlsInfo>,
+    auth: Option<String>,
 }
 
 impl Session {
     /// A new session; the greeting `220 hostname ESMTP Postern` is already in the outbox.
     pub fn new(params: SessionParams) -> Self {
-        let mut s =
-            Self { state: State::Command, helo: None, esmtp: false, tx: None, outbox: Vec::new(), errors: 0, params };
+        let mut s = Self {
+            state: State::Command,
+            helo: None,
+            esmtp: false,
+            tx: None,
+            outbox: Vec::new(),
+            errors: 0,
+            tls: params.implicit_tls.clone(),
+            auth: None,
+            params,
+        };
         let greeting = Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname));
         s.reply(greeting);
         s
@@ -195,6 +253,16 @@ impl Session {
         self.helo.as_deref()
     }
 
+    /// The TLS parameters, once TLS is up.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
+    /// The authenticated login, after a successful AUTH.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.auth.as_deref()
+    }
+
     /// Consumes what it can from `input` (removing the consumed bytes) and returns the next step.
     pub fn advance(&mut self, input: &mut Vec<u8>) -> Step {
         let mut pos = 0;
@@ -203,7 +271,13 @@ impl Session {
                 break step;
             }
         };
-        input.drain(..pos);
+        if matches!(step, Step::StartTls) {
+            // RFC 3207 §4.2: nothing the client sent before the handshake may be acted on
+            // after it (the CVE-2011-0411 plaintext injection).
+            input.clear();
+        } else {
+            input.drain(..pos);
+        }
         step
     }
 
@@ -212,7 +286,11 @@ impl Session {
         let rest = &input[*pos..];
         match &mut self.state {
             State::Closed => Some(Step::Close),
-            State::AwaitRecipient(..) | State::AwaitCommit => {
+            State::AwaitRecipient(..)
+            | State::AwaitSender(_)
+            | State::AwaitAuth(_)
+            | State::AwaitTls
+            | State::AwaitCommit => {
                 panic!("Session::advance called while a step is outstanding")
             }
             State::SkipLine => match memchr::memchr(b'\n', rest) {
@@ -227,7 +305,7 @@ impl Session {
                     Some(Step::NeedInput)
                 }
             },
-            State::Command => {
+            State::Command | State::Sasl(_) => {
                 let Some(lf) = memchr::memchr(b'\n', rest) else {
                     if rest.len() >= self.params.max_line_length {
                         *pos = input.len();
@@ -252,7 +330,10 @@ impl Session {
                 match std::str::from_utf8(line) {
                     Ok(line) => {
                         let line = line.to_owned();
-                        self.command(&line)
+                        match std::mem::replace(&mut self.state, State::Command) {
+                            State::Sasl(sasl) => self.sasl_response(sasl, &line),
+                            _ => self.command(&line),
+                        }
                     }
                     Err(_) => {
                         self.error(replies::bad_utf8());
@@ -291,7 +372,9 @@ impl Session {
         match cmd {
             Command::Ehlo(name) => self.proceed_helo(name, true),
             Command::Helo(name) => self.proceed_helo(name, false),
-            Command::Mail { path, params } => self.check_mail(path, params),
+            Command::Mail { path, params } => return self.check_mail(path, params),
+            Command::StartTls => return self.starttls(),
+            Command::Auth { mechanism, initial } => return self.auth(&mechanism, initial.as_deref()),
             Command::Rcpt { local, domain, path, params } => return self.check_rcpt(local, domain, path, params),
             Command::Data => return self.check_data(),
             Command::Bdat { size, last } => self.check_bdat(size, last),
@@ -330,6 +413,27 @@ impl Session {
             Ok(id) => self.reply(Reply::new(250, EnhancedStatus(2, 0, 0), format!("Ok: queued as {id}"))),
             Err(reply) => self.error(reply),
         }
+    }
+
+    /// The answer to [`Step::CheckSender`]: `Ok` accepts the MAIL command, a failure refuses it
+    /// with the verdict's reply (553 5.7.1 for an address the login does not own).
+    pub fn sender_verdict(&mut self, verdict: Verdict<()>) {
+        let State::AwaitSender(tx) = std::mem::replace(&mut self.state, State::Command) else {
+            panic!("sender_verdict without CheckSender");
+        };
+        match verdict {
+            Verdict::Ok(()) => {
+                self.tx = Some(*tx);
+                self.reply(replies::ok(EnhancedStatus(2, 1, 0)));
+            }
+            Verdict::TempFail(r) | Verdict::PermFail(r) => self.error(r),
+        }
+    }
+
+    /// Ends the session with `reply` (a 421), e.g. when the client's IP has just been banned.
+    pub fn abort(&mut self, reply: Reply) {
+        self.reply(reply);
+        self.state = State::Closed;
     }
 
     /// The read timed out: queues 421 4.4.2 and closes.

@@ -12,13 +12,23 @@ fn params() -> SessionParams {
         max_recipients: 2,
         max_line_length: 128,
         max_errors: 50,
+        starttls: false,
+        implicit_tls: None,
+        auth: false,
+        require_auth: false,
     }
 }
 
 /// Drives a session over `input`, accepting every recipient and committing as ID 1; returns
 /// the output and the committed transactions.
 fn run(input: &[u8]) -> (String, Vec<Transaction>) {
-    let mut s = Session::new(params());
+    run_with(params(), input)
+}
+
+/// As [`run`] with `params`. TLS handshakes succeed; the password of every login is `pw`; a
+/// login owns the sender addresses whose local part is the login.
+fn run_with(params: SessionParams, input: &[u8]) -> (String, Vec<Transaction>) {
+    let mut s = Session::new(params);
     let mut buf = input.to_vec();
     let mut committed = Vec::new();
     loop {
@@ -40,6 +50,20 @@ fn run(input: &[u8]) -> (String, Vec<Transaction>) {
             Step::Commit(tx) => {
                 committed.push(*tx);
                 s.commit_result(Ok(QueueId::parse("0000000000000001").unwrap()));
+            }
+            Step::StartTls => {
+                s.tls_started(TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into() });
+            }
+            Step::Authenticate { password, .. } => {
+                s.auth_result(if password == b"pw" { AuthOutcome::Success } else { AuthOutcome::Invalid });
+            }
+            Step::CheckSender(a) => {
+                let login = s.authenticated().unwrap().to_owned();
+                s.sender_verdict(if a.local_part() == login {
+                    Verdict::Ok(())
+                } else {
+                    Verdict::PermFail(Reply::new(553, EnhancedStatus(5, 7, 1), "not yours"))
+                });
             }
             Step::Close => break,
         }
@@ -174,4 +198,78 @@ fn recipient_address_is_parsed() {
     let Step::CheckRecipient(a) = s.advance(&mut buf) else { panic!() };
     assert_eq!(a, Address::new("Bob+x", "example.test"));
     assert_eq!(s.phase(), Phase::Rcpt);
+}
+
+fn b64(s: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn starttls_discards_what_was_pipelined_after_it() {
+    let p = SessionParams { starttls: true, ..params() };
+    // CVE-2011-0411: the MAIL command rides in the same packet as STARTTLS, in clear text.
+    let (out, _) = run_with(p.clone(), b"EHLO c.test\r\nSTARTTLS\r\nMAIL FROM:<a@b.test>\r\n");
+    assert_eq!(codes(&out), ["220", "250", "220"], "{out}");
+    assert!(out.contains("250-STARTTLS") || out.contains("250 STARTTLS"), "{out}");
+    assert!(out.ends_with("220 2.0.0 Ready to start TLS\r\n"), "{out}");
+    // After the handshake the client starts over: EHLO no longer offers STARTTLS, and a second
+    // STARTTLS is refused.
+    let (out, _) = run_with(p, b"STARTTLS\r\n");
+    assert_eq!(codes(&out), ["220", "220"]);
+    let mut s = Session::new(SessionParams { starttls: true, ..params() });
+    let mut buf = b"EHLO c\r\nSTARTTLS\r\n".to_vec();
+    assert!(matches!(s.advance(&mut buf), Step::StartTls));
+    s.tls_started(TlsInfo { version: "TLSv1.3".into(), cipher: "X".into() });
+    s.take_output();
+    let mut buf = b"MAIL FROM:<a@b.test>\r\nEHLO c\r\nSTARTTLS\r\n".to_vec();
+    assert!(matches!(s.advance(&mut buf), Step::NeedInput));
+    let out = String::from_utf8(s.take_output()).unwrap();
+    assert!(out.contains("503 5.5.1 Error: send HELO/EHLO first"), "HELO forgotten after TLS: {out}");
+    assert!(!out.contains("STARTTLS\r\n"), "{out}");
+    assert!(out.ends_with("503 5.5.1 Error: TLS already active\r\n"), "{out}");
+}
+
+#[test]
+fn auth_is_neither_offered_nor_accepted_before_tls() {
+    let p = SessionParams { starttls: true, auth: true, require_auth: true, ..params() };
+    let line = format!("AUTH PLAIN {}\r\n", b64(b"\0bob\0pw"));
+    let (out, _) = run_with(p, format!("EHLO c\r\n{line}MAIL FROM:<bob@b.test>\r\n").as_bytes());
+    assert_eq!(codes(&out), ["220", "250", "530", "530"], "{out}");
+    assert!(!out.contains("AUTH"), "{out}");
+    assert!(out.contains("530 5.7.0 Must issue a STARTTLS command first"));
+}
+
+#[test]
+fn auth_plain_then_sender_check_on_implicit_tls() {
+    let tls = TlsInfo { version: "TLSv1.3".into(), cipher: "TLS13_AES_256_GCM_SHA384".into() };
+    let p = SessionParams { implicit_tls: Some(tls.clone()), auth: true, require_auth: true, ..params() };
+    let input = format!(
+        "EHLO c\r\nMAIL FROM:<bob@b.test>\r\nAUTH PLAIN {}\r\nAUTH PLAIN {}\r\nAUTH PLAIN {}\r\n\
+         MAIL FROM:<alice@b.test>\r\nMAIL FROM:<bob@b.test>\r\nRCPT TO:<x@far.test>\r\nDATA\r\nhi\r\n.\r\n",
+        b64(b"\0bob\0bad"),
+        b64(b"alice\0bob\0pw"),
+        b64(b"\0bob\0pw"),
+    );
+    let (out, tx) = run_with(p, input.as_bytes());
+    assert_eq!(codes(&out), ["220", "250", "530", "535", "535", "235", "553", "250", "250", "354", "250"], "{out}");
+    assert!(out.contains("250 AUTH PLAIN LOGIN\r\n"), "{out}");
+    assert!(out.contains("530 5.7.0 Authentication required"));
+    assert!(out.contains("535 5.7.8 "));
+    assert!(out.contains("235 2.7.0 "));
+    assert_eq!(tx[0].auth.as_deref(), Some("bob"));
+    assert_eq!(tx[0].tls, Some(tls));
+}
+
+#[test]
+fn auth_login_exchange_and_cancel() {
+    let tls = TlsInfo { version: "TLSv1.2".into(), cipher: "X".into() };
+    let p = SessionParams { implicit_tls: Some(tls), auth: true, ..params() };
+    let input =
+        format!("EHLO c\r\nAUTH LOGIN\r\n*\r\nAUTH LOGIN\r\n{}\r\n{}\r\nAUTH LOGIN\r\n", b64(b"bob"), b64(b"pw"));
+    let (out, _) = run_with(p.clone(), input.as_bytes());
+    assert_eq!(codes(&out), ["220", "250", "334", "501", "334", "334", "235", "503"], "{out}");
+    assert!(out.contains("334 VXNlcm5hbWU6\r\n") && out.contains("334 UGFzc3dvcmQ6\r\n"), "{out}");
+    let (out, _) = run_with(p, b"EHLO c\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !!!\r\n");
+    assert_eq!(codes(&out), ["220", "250", "504", "501"], "{out}");
 }
