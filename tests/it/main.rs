@@ -17,3 +17,4 @@ mod python;
 mod queue_tools;
 mod relay;
 mod sendmail;
+mod tls;

@@ -42,13 +42,13 @@ enum Command {
     /// does); prints the errors if the new configuration is refused.
     Reload {
         /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
-        #[arg(long, short, env = "POSTERN_CONFIG")]
+        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
     /// Manage the passwords of the users table (AUTH on submission).
     User {
         /// Configuration file naming the users table (default: $POSTERN_CONFIG).
-        #[arg(long, short, env = "POSTERN_CONFIG")]
+        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: user_cli::UserCommand,
@@ -58,7 +58,7 @@ enum Command {
     /// Inspect and steer the queue of the running daemon (also: `mailq` for `queue list`).
     Queue {
         /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
-        #[arg(long, short, env = "POSTERN_CONFIG")]
+        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: queue_cli::QueueCommand,

@@ -1,6 +1,7 @@
 //! Test support: a running Postern ([`Server`]), a raw SMTP client ([`smtp`]), the dialog runner
 //! ([`dialog`]).
 
+pub mod certs;
 pub mod dialog;
 pub mod dns;
 pub mod peer;
@@ -54,6 +55,8 @@ pub struct Server {
     pub dir: TempDir,
     child: Option<Child>,
     pub port: u16,
+    /// Every listener's (role, port), in configuration order.
+    pub ports: Vec<(String, u16)>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -66,6 +69,17 @@ impl Server {
 
     /// As [`Server::start_with`], first replacing each `{NAME}` of `vars` in every fixture file.
     pub fn start_full(fixture: &str, vars: &[(&str, String)], edit: impl FnOnce(String) -> String) -> Self {
+        Self::start_prepared(fixture, vars, edit, |_| {})
+    }
+
+    /// As [`Server::start_full`]; `prepare` runs on the folder just before the server starts
+    /// (to write certificates, say).
+    pub fn start_prepared(
+        fixture: &str,
+        vars: &[(&str, String)],
+        edit: impl FnOnce(String) -> String,
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = TempDir::new(fixture);
         let src = repo().join("tests/fixtures").join(fixture);
         for e in std::fs::read_dir(&src).unwrap() {
@@ -79,7 +93,8 @@ impl Server {
         let cfg = dir.0.join("postern.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
         std::fs::write(&cfg, edit(text)).unwrap();
-        let mut s = Self { dir, child: None, port: 0, log: Arc::default() };
+        prepare(&dir.0);
+        let mut s = Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default() };
         s.spawn();
         s
     }
@@ -112,7 +127,7 @@ impl Server {
         let start = self.log.lock().unwrap().len();
         let log = self.log.clone();
         let child = self.child.as_mut().unwrap();
-        self.port = poll(20, "the listening line", || {
+        let ports = poll(20, "the listening lines", || {
             if let Ok(Some(status)) = child.try_wait() {
                 // The reader ends at EOF of stderr: after joining it, the log is complete.
                 if let Some(r) = reader.take() {
@@ -121,11 +136,27 @@ impl Server {
                 panic!("postern exited with {status} before listening:\n{}", log.lock().unwrap().join("\n"));
             }
             let l = log.lock().unwrap();
-            l[start..].iter().find_map(|line| {
-                let rest = line.split("listening on ").nth(1)?;
-                rest.split_whitespace().next()?.rsplit(':').next()?.parse().ok()
-            })
+            if !l[start..].iter().any(|line| line.contains("postern started")) {
+                return None;
+            }
+            let ports: Vec<(String, u16)> = l[start..]
+                .iter()
+                .filter_map(|line| {
+                    let rest = line.split("listening on ").nth(1)?;
+                    let port = rest.split_whitespace().next()?.rsplit(':').next()?.parse().ok()?;
+                    let role = rest.split("(role ").nth(1)?.trim_end_matches(')').to_owned();
+                    Some((role, port))
+                })
+                .collect();
+            Some(ports)
         });
+        self.port = ports[0].1;
+        self.ports = ports;
+    }
+
+    /// The port of the first listener with `role`.
+    pub fn port_of(&self, role: &str) -> u16 {
+        self.ports.iter().find(|(r, _)| r == role).unwrap_or_else(|| panic!("no {role} listener")).1
     }
 
     pub fn data(&self) -> PathBuf {

@@ -1,13 +1,49 @@
-//! A small raw SMTP client for tests: exact control over bytes (pipelining, BDAT, smuggling).
+//! A small raw SMTP client for tests: exact control over bytes (pipelining, BDAT, smuggling),
+//! in clear text or TLS (STARTTLS or implicit, with rustls).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+    Gone,
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+            Self::Gone => Ok(0),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+            Self::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+            Self::Gone => Ok(()),
+        }
+    }
+}
 
 /// One connection; replies are read whole (multi-line).
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    stream: TcpStream,
+    reader: BufReader<Conn>,
 }
 
 /// A reply: code and the full text of all lines.
@@ -22,9 +58,61 @@ impl Client {
     pub fn connect_from(source: &str, port: u16) -> (Self, Reply) {
         let sock = socket2_connect(source, port);
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Self { reader: BufReader::new(sock.try_clone().unwrap()), stream: sock };
+        let mut c = Self { reader: BufReader::new(Conn::Plain(sock)) };
         let greeting = c.read_reply().expect("greeting");
         (c, greeting)
+    }
+
+    /// Connects from `source` with implicit TLS (RFC 8314): handshake first, then the greeting.
+    /// Panics if the handshake fails.
+    pub fn connect_tls_from(source: &str, port: u16, tls: Arc<rustls::ClientConfig>, name: &str) -> (Self, Reply) {
+        let sock = socket2_connect(source, port);
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Self { reader: BufReader::new(Conn::Plain(sock)) };
+        c.handshake(tls, name).expect("TLS handshake");
+        let greeting = c.read_reply().expect("greeting");
+        (c, greeting)
+    }
+
+    /// STARTTLS (expecting 220), then the handshake. Panics on failure.
+    pub fn starttls(&mut self, tls: Arc<rustls::ClientConfig>, name: &str) {
+        let r = self.cmd("STARTTLS");
+        assert_eq!(r.code, 220, "STARTTLS: {}", r.text);
+        self.handshake(tls, name).expect("TLS handshake");
+    }
+
+    /// The TLS handshake as client over the clear connection. Bytes the server sent before it
+    /// and that were not read yet are a protocol error (they would be lost).
+    pub fn handshake(&mut self, tls: Arc<rustls::ClientConfig>, name: &str) -> Result<(), rustls::Error> {
+        assert!(self.reader.buffer().is_empty(), "unread clear-text bytes before the TLS handshake");
+        let Conn::Plain(tcp) = std::mem::replace(self.reader.get_mut(), Conn::Gone) else {
+            panic!("not a clear-text connection");
+        };
+        let conn = rustls::ClientConnection::new(tls, name.to_owned().try_into().unwrap()).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+                return Err(rustls::Error::General(e.to_string()));
+            }
+        }
+        *self.reader.get_mut() = Conn::Tls(Box::new(stream));
+        Ok(())
+    }
+
+    /// The certificates the server presented (leaf first), DER; empty in clear text.
+    pub fn peer_certificates(&self) -> Vec<Vec<u8>> {
+        match self.reader.get_ref() {
+            Conn::Tls(s) => s.conn.peer_certificates().unwrap_or_default().iter().map(|c| c.to_vec()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The negotiated protocol version, e.g. `TLSv1_3`.
+    pub fn tls_version(&self) -> Option<String> {
+        match self.reader.get_ref() {
+            Conn::Tls(s) => s.conn.protocol_version().map(|v| format!("{v:?}")),
+            _ => None,
+        }
     }
 
     pub fn connect(port: u16) -> (Self, Reply) {
@@ -32,7 +120,9 @@ impl Client {
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        let c = self.reader.get_mut();
+        c.write_all(bytes).unwrap();
+        c.flush().unwrap();
     }
 
     /// Reads one (possibly multi-line) reply; `None` at EOF.

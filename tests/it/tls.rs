@@ -1,0 +1,292 @@
+//! TLS, authenticated submission and the hardening around them (issue 4): STARTTLS on mx and
+//! submission, implicit TLS on submissions, AUTH only under TLS, sender ownership, failed-AUTH
+//! bans, the CVE-2011-0411 injection, certificate reload on SIGHUP, and check-config's
+//! certificate report. Certificates are made with rcgen at test time (root → intermediate →
+//! leaf, written as certbot writes them).
+
+use std::process::Command;
+
+use crate::support::certs::{Pki, ServerCert};
+use crate::support::peer::Peer;
+use crate::support::smtp::Client;
+use crate::support::{Server, poll, repo};
+
+const NAME: &str = "mx.example.test";
+
+fn b64(bytes: &[u8]) -> String {
+    // RFC 4648 base64, enough for short AUTH strings.
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn plain(user: &str, password: &str) -> String {
+    format!("AUTH PLAIN {}", b64(format!("\0{user}\0{password}").as_bytes()))
+}
+
+/// The tls fixture with a fresh PKI, relaying to `peer`.
+fn start(pki: &Pki, peer: &Peer) -> (Server, ServerCert) {
+    let cert = pki.server_cert(&[NAME], false);
+    let server = Server::start_prepared("tls", &[("PEER_PORT", peer.port.to_string())], |t| t, |dir| cert.write(dir));
+    (server, cert)
+}
+
+#[test]
+fn starttls_on_mx_presents_the_full_chain_and_received_says_esmtps() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, cert) = start(&pki, &peer);
+    let (mut c, _) = Client::connect(server.port_of("mx"));
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(ehlo.text.contains("STARTTLS"), "{}", ehlo.text);
+    assert!(!ehlo.text.contains("AUTH"), "port 25 offers no AUTH: {}", ehlo.text);
+    c.starttls(pki.client_config(), NAME);
+    let chain = c.peer_certificates();
+    assert_eq!(chain.len(), 2, "leaf and intermediate presented");
+    assert_eq!(chain[0], cert.leaf_der);
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(!ehlo.text.contains("STARTTLS"), "{}", ehlo.text);
+    let r = c.send_data("someone@far.test", &["bob@example.test"], b"Subject: over tls\r\n\r\nhello\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let files = server.wait_maildir("bob", 1);
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("with ESMTPS id"), "{text}");
+    assert!(text.contains("(using TLSv1.3 with cipher TLS13_"), "{text}");
+    let line = server.wait_log("STARTTLS=server from [127.0.0.1]: version=TLSv1.3 cipher=TLS13_");
+    assert!(line.ends_with("client_cert=none"), "{line}");
+}
+
+#[test]
+fn auth_only_under_tls_then_relay_with_sender_checks() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, _) = start(&pki, &peer);
+    let (mut c, _) = Client::connect(server.port_of("submission"));
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(ehlo.text.contains("STARTTLS") && !ehlo.text.contains("AUTH"), "{}", ehlo.text);
+    let r = c.cmd(&plain("alice", "alice-secret"));
+    assert_eq!((r.code, &r.text[4..9]), (530, "5.7.0"), "{}", r.text);
+    let r = c.cmd("MAIL FROM:<alice@example.test>");
+    assert_eq!((r.code, &r.text[4..9]), (530, "5.7.0"), "{}", r.text);
+    c.starttls(pki.client_config(), NAME);
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(ehlo.text.contains("AUTH PLAIN LOGIN"), "{}", ehlo.text);
+    let r = c.cmd("MAIL FROM:<alice@example.test>");
+    assert_eq!(r.code, 530, "submission needs AUTH: {}", r.text);
+    let r = c.cmd(&plain("alice", "wrong"));
+    assert_eq!((r.code, &r.text[4..9]), (535, "5.7.8"), "{}", r.text);
+    let r = c.cmd(&plain("alice", "alice-secret"));
+    assert_eq!(r.code, 235, "{}", r.text);
+    // Forging another user's envelope sender.
+    let r = c.cmd("MAIL FROM:<bob@example.test>");
+    assert_eq!((r.code, &r.text[4..9]), (553, "5.7.1"), "{}", r.text);
+    // A shared address granted by the senders table, then her own with a foreign From.
+    assert_eq!(c.cmd("MAIL FROM:<team@example.test>").code, 250);
+    assert_eq!(c.cmd("RSET").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<alice+lists@example.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<friend@far.test>").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"From: Bob <bob@example.test>\r\nSubject: forged\r\n\r\nx\r\n.\r\n");
+    let r = c.read_reply().unwrap();
+    assert_eq!((r.code, &r.text[4..9]), (550, "5.7.1"), "{}", r.text);
+    // The real thing: relayed to the outside, Date and Message-ID completed.
+    let r = c.send_data(
+        "alice@example.test",
+        &["friend@far.test"],
+        b"From: alice@example.test\r\nSubject: hi\r\n\r\nbody\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text);
+    poll(20, "the relayed message at the peer", || (peer.received.lock().unwrap().len() == 1).then_some(()));
+    let m = String::from_utf8(peer.received.lock().unwrap()[0].clone()).unwrap();
+    assert!(m.contains("with ESMTPSA id"), "{m}");
+    assert!(m.contains("\r\nDate: ") && m.contains("\r\nMessage-ID: <"), "{m}");
+    assert!(m.ends_with("From: alice@example.test\r\nSubject: hi\r\n\r\nbody\r\n"), "client's part unchanged: {m}");
+    assert_eq!(peer.rcpts.lock().unwrap().len(), 1);
+    server.wait_log("sasl_username=alice");
+}
+
+#[test]
+fn implicit_tls_submissions_with_sha512_crypt_and_auth_login() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, _) = start(&pki, &peer);
+    let (mut c, greeting) =
+        Client::connect_tls_from("127.0.0.1", server.port_of("submissions"), pki.client_config(), NAME);
+    assert_eq!(greeting.code, 220);
+    assert_eq!(c.peer_certificates().len(), 2);
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(ehlo.text.contains("AUTH PLAIN LOGIN") && !ehlo.text.contains("STARTTLS"), "{}", ehlo.text);
+    assert_eq!(c.cmd("AUTH LOGIN").code, 334);
+    assert_eq!(c.cmd(&b64(b"bob")).code, 334);
+    let r = c.cmd(&b64(b"Hello world!"));
+    assert_eq!(r.code, 235, "{}", r.text);
+    let r = c.send_data("bob@example.test", &["x@far.test"], b"From: bob@example.test\r\nSubject: s\r\n\r\nb\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    poll(20, "the relayed message", || (peer.received.lock().unwrap().len() == 1).then_some(()));
+    server.wait_log("TLS=server implicit from [127.0.0.1]: version=TLSv1.3");
+}
+
+#[test]
+fn failed_auth_bans_the_ip_but_not_others() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, _) = start(&pki, &peer);
+    let port = server.port_of("submission");
+    let (mut c, _) = Client::connect_from("127.0.0.7", port);
+    c.cmd("EHLO bot.test");
+    c.starttls(pki.client_config(), NAME);
+    c.cmd("EHLO bot.test");
+    for _ in 0..2 {
+        assert_eq!(c.cmd(&plain("alice", "guess")).code, 535);
+    }
+    // The third failure (auth_failures_before_ban = 3) ends the session with 421.
+    c.send(format!("{}\r\n", plain("alice", "guess")).as_bytes());
+    assert_eq!(c.read_reply().unwrap().code, 535);
+    let r = c.read_reply().unwrap();
+    assert_eq!((r.code, &r.text[4..9]), (421, "4.7.0"), "{}", r.text);
+    let (_, g) = Client::connect_from("127.0.0.7", port);
+    assert_eq!((g.code, &g.text[4..9]), (421, "4.7.0"), "banned: {}", g.text);
+    // Even the right password does not help during the ban; other clients are unaffected.
+    let (_, g) = Client::connect_from("127.0.0.8", port);
+    assert_eq!(g.code, 220);
+    server.wait_log("ban: [127.0.0.7] after 3 failed AUTH attempts");
+}
+
+#[test]
+fn plaintext_pipelined_after_starttls_is_discarded() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, _) = start(&pki, &peer);
+    let (mut c, _) = Client::connect(server.port_of("mx"));
+    c.cmd("EHLO client.test");
+    // CVE-2011-0411: a man in the middle appends a command to the STARTTLS packet.
+    c.send(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n");
+    let r = c.read_reply().unwrap();
+    assert_eq!(r.code, 220, "{}", r.text);
+    c.handshake(pki.client_config(), NAME).unwrap();
+    // Had the injected MAIL been kept, its reply (503: HELO is forgotten after TLS) would
+    // come first.
+    let r = c.cmd("EHLO client.test");
+    assert!(r.text.starts_with("250-mx.example.test"), "{}", r.text);
+    assert_eq!(c.cmd("MAIL FROM:<real@far.test>").code, 250, "no transaction left open by the injection");
+}
+
+#[test]
+fn reload_swaps_the_certificate_for_new_sessions_only() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, old) = start(&pki, &peer);
+    let port = server.port_of("mx");
+    // A session opened before the reload...
+    let (mut a, _) = Client::connect(port);
+    a.cmd("EHLO a.test");
+    a.starttls(pki.client_config(), NAME);
+    a.cmd("EHLO a.test");
+    assert_eq!(a.cmd("MAIL FROM:<a@far.test>").code, 250);
+    assert_eq!(a.cmd("RCPT TO:<bob@example.test>").code, 250);
+    // ...then a renewed certificate and SIGHUP.
+    let new = pki.server_cert(&[NAME], false);
+    new.write(&server.dir.0);
+    server.signal(libc::SIGHUP);
+    poll(20, "the reload", || server.log_lines("SIGHUP: reloaded").first().cloned());
+    let (mut b, _) = Client::connect(port);
+    b.cmd("EHLO b.test");
+    b.starttls(pki.client_config(), NAME);
+    assert_eq!(b.peer_certificates()[0], new.leaf_der, "a new session sees the new certificate");
+    assert_ne!(new.leaf_der, old.leaf_der);
+    // The old session completes its message on the old certificate.
+    assert_eq!(a.peer_certificates()[0], old.leaf_der);
+    assert_eq!(a.cmd("DATA").code, 354);
+    a.send(b"Subject: across the reload\r\n\r\nx\r\n.\r\n");
+    assert_eq!(a.read_reply().unwrap().code, 250);
+    server.wait_maildir("bob", 1);
+    // A broken configuration is refused by `postern reload`; the running one stays.
+    let cfg = server.config_path();
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, good.replace("key = \"privkey.pem\"", "key = \"missing.pem\"")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_postern")).args(["reload", "--config"]).arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "reload must fail");
+    assert!(stderr.contains("missing.pem") && stderr.contains("previous one stays in force"), "{stderr}");
+    let (mut c, _) = Client::connect(port);
+    c.cmd("EHLO c.test");
+    c.starttls(pki.client_config(), NAME);
+    assert_eq!(c.peer_certificates()[0], new.leaf_der);
+    c.cmd("EHLO c.test");
+    let r = c.send_data("c@far.test", &["bob@example.test"], b"Subject: after a refused reload\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250);
+    server.wait_maildir("bob", 2);
+}
+
+#[test]
+fn user_add_then_auth_without_restart() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, _) = start(&pki, &peer);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["user", "add", "dave", "--config"])
+        .arg(server.config_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"dave's new password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let users = std::fs::read_to_string(server.dir.0.join("users")).unwrap();
+    assert!(users.contains("\ndave:{ARGON2ID}$argon2id$"), "{users}");
+    assert!(!users.contains("new password"));
+    let (mut c, _) = Client::connect_tls_from("127.0.0.1", server.port_of("submissions"), pki.client_config(), NAME);
+    c.cmd("EHLO client.test");
+    let r = c.cmd(&plain("dave", "dave's new password"));
+    assert_eq!(r.code, 235, "{}", r.text);
+}
+
+#[test]
+fn check_config_reports_certificate_problems() {
+    let pki = Pki::new();
+    let dir = crate::support::TempDir::new("tls-check");
+    for f in ["postern.toml", "users", "senders"] {
+        let text = std::fs::read_to_string(repo().join("tests/fixtures/tls").join(f)).unwrap();
+        std::fs::write(dir.0.join(f), text.replace("{PEER_PORT}", "25")).unwrap();
+    }
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["check-config", "--config"])
+            .arg(dir.0.join("postern.toml"))
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let (code, text) = check();
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("fullchain.pem: cannot read the certificate chain"), "{text}");
+    let good = pki.server_cert(&[NAME], false);
+    good.write(&dir.0);
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("chain of 2") && text.contains("mx.example.test"), "{text}");
+    assert!(text.contains("expires in 89 day(s)") || text.contains("expires in 90 day(s)"), "{text}");
+    // The key of another certificate.
+    std::fs::write(dir.0.join("privkey.pem"), pki.server_cert(&[NAME], false).privkey).unwrap();
+    let (code, text) = check();
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("does not match the certificate"), "{text}");
+    pki.server_cert(&[NAME], true).write(&dir.0);
+    let (code, text) = check();
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("expired"), "{text}");
+}
