@@ -290,3 +290,23 @@ fn check_config_reports_certificate_problems() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("expired"), "{text}");
 }
+
+#[test]
+fn drops_privileges_after_binding() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: dropping privileges needs a start as root");
+        return;
+    }
+    let server = Server::start_with("basic", |t| format!("{t}\n[server]\nuser = \"nobody\"\n"));
+    server.wait_log("running as user nobody");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_owned();
+    assert_eq!(uid.split_whitespace().skip(1).collect::<Vec<_>>(), ["65534"; 4], "{uid}");
+    // The unprivileged daemon still spools and delivers.
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data("a@far.test", &["bob@example.test"], b"Subject: as nobody\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    server.wait_maildir("bob", 1);
+}
