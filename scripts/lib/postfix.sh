@@ -9,6 +9,10 @@ ensure_packages() {
         case $p in
             postfix) command -v postfix >/dev/null || need+=(postfix) ;;
             swaks) command -v swaks >/dev/null || need+=(swaks) ;;
+            # swaks --tls needs Perl's TLS modules (only Recommends of the swaks package).
+            perl-tls) perl -MIO::Socket::SSL -MNet::SSLeay -e1 2>/dev/null ||
+                need+=(libio-socket-ssl-perl libnet-ssleay-perl) ;;
+            openssl) command -v openssl >/dev/null || need+=(openssl) ;;
         esac
     done
     if ((${#need[@]})); then
