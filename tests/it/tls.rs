@@ -14,21 +14,7 @@ use crate::support::{Server, poll, repo};
 const NAME: &str = "mx.example.test";
 
 fn b64(bytes: &[u8]) -> String {
-    // RFC 4648 base64, enough for short AUTH strings.
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n =
-            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    crate::support::base64(bytes)
 }
 
 fn plain(user: &str, password: &str) -> String {
