@@ -41,7 +41,7 @@ pub(crate) async fn run(
                 Refused::PerIp => format!("{} Error: too many connections from {ip}", config.hostname),
             };
             tracing::warn!("reject: connect from [{ip}]:{}: {why:?} limit reached", peer.port());
-            let _ = refuse(&mut conn, text).await;
+            let _ = refuse(&mut conn, listener.role, text).await;
             return;
         }
     };
@@ -51,8 +51,8 @@ pub(crate) async fn run(
             peer.port(),
             left.as_secs()
         );
-        let _ =
-            refuse(&mut conn, format!("{} Error: too many failed logins from {ip}, try later", config.hostname)).await;
+        let text = format!("{} Error: too many failed logins from {ip}, try later", config.hostname);
+        let _ = refuse(&mut conn, listener.role, text).await;
         return;
     }
     tracing::info!("connect from [{ip}]:{} to {} listener", peer.port(), listener.role);
@@ -100,8 +100,12 @@ pub(crate) async fn run(
     }
 }
 
-/// Writes a 421 4.7.0 refusal and closes.
-async fn refuse(conn: &mut Conn, text: String) -> std::io::Result<()> {
+/// Writes a 421 4.7.0 refusal and closes; on a `submissions` listener the client expects a TLS
+/// handshake, not text, so the connection is only closed.
+async fn refuse(conn: &mut Conn, role: Role, text: String) -> std::io::Result<()> {
+    if role == Role::Submissions {
+        return conn.shutdown().await;
+    }
     let mut out = Vec::new();
     Reply::new(421, EnhancedStatus(4, 7, 0), text).encode(&mut out);
     conn.write_all(&out).await?;
