@@ -296,3 +296,30 @@ fn drops_privileges_after_binding() {
     assert_eq!(r.code, 250, "{}", r.text);
     server.wait_maildir("bob", 1);
 }
+
+#[test]
+fn sni_selects_among_several_certificates() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let main = pki.server_cert(&[NAME], false);
+    let other = pki.server_cert(&["mail.other.test", "*.other.test"], false);
+    let server = Server::start_prepared(
+        "tls",
+        &[("PEER_PORT", peer.port.to_string())],
+        |t| t + "\n[[tls.sni]]\ncert = \"other.pem\"\nkey = \"other.key\"\n",
+        |dir| {
+            main.write(dir);
+            std::fs::write(dir.join("other.pem"), &other.fullchain).unwrap();
+            std::fs::write(dir.join("other.key"), &other.privkey).unwrap();
+        },
+    );
+    let leaf_for = |name: &str| {
+        let (mut c, _) = Client::connect(server.port_of("mx"));
+        c.cmd("EHLO client.test");
+        c.starttls(pki.client_config(), name);
+        c.peer_certificates()[0].clone()
+    };
+    assert_eq!(leaf_for("mail.other.test"), other.leaf_der);
+    assert_eq!(leaf_for("smtp.other.test"), other.leaf_der, "wildcard");
+    assert_eq!(leaf_for(NAME), main.leaf_der);
+}

@@ -83,6 +83,21 @@ pub struct Tls {
     /// Longest a TLS handshake may take. Default `"60s"`.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout: Seconds,
+    /// More certificates, chosen by the name the client asks for (SNI) among each
+    /// certificate's DNS names; `cert`/`key` above serve clients that ask for another name or
+    /// none (most SMTP clients send none).
+    #[serde(default)]
+    pub sni: Vec<CertificatePair>,
+}
+
+/// One `[[tls.sni]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    /// PEM file: certificate then chain (`fullchain.pem`).
+    pub cert: PathBuf,
+    /// PEM file: private key (`privkey.pem`).
+    pub key: PathBuf,
 }
 
 fn default_handshake_timeout() -> Seconds {
@@ -500,6 +515,10 @@ impl Config {
         {
             *p = resolve(base, p);
         }
+        for pair in &mut self.tls.sni {
+            pair.cert = resolve(base, &pair.cert);
+            pair.key = resolve(base, &pair.key);
+        }
         for d in &mut self.domains.local {
             *d = d.to_lowercase();
         }
@@ -525,6 +544,9 @@ impl Config {
             if l.offers_auth() && self.tables.users.is_none() {
                 err("listener.auth", "AUTH needs passwords: set [tables] users to a file with name:hash lines".into());
             }
+        }
+        if !self.tls.sni.is_empty() && self.tls.cert.is_none() {
+            err("tls.sni", "[[tls.sni]] certificates need a default: set [tls] cert and key too".into());
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             err("tls", "set both cert (fullchain.pem) and key (privkey.pem), or neither".into());

@@ -2,15 +2,21 @@
 //! clients write them (`fullchain.pem`: the leaf first, then its chain; `privkey.pem`), the
 //! rustls configuration the listeners share (TLS 1.2 and 1.3), the checks `postern
 //! check-config` reports (missing, unreadable, expired, key not matching the certificate, days
-//! left), and the negotiated parameters of a connection for logs and the Received header.
+//! left), the choice among several certificates by the name the client asks for (SNI), and the
+//! negotiated parameters of a connection for logs and the Received header.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use postern_config::schema::Tls;
 use postern_proto::TlsInfo;
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 /// What `check-config` reports about a usable certificate.
 #[derive(Debug, Clone)]
@@ -25,40 +31,75 @@ pub struct CertificateReport {
     pub days_left: i64,
 }
 
-/// Reads the chain and the key and builds the listeners' TLS configuration.
+/// The listeners' TLS configuration for `[tls]`: `None` when no certificate is configured.
 ///
 /// # Errors
 /// A message naming the file at fault: missing or unreadable, no certificate or no key in it,
-/// or a key that does not belong to the leaf certificate.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
-    let (chain, key_der) = read_pair(cert, key)?;
-    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+/// a key that does not belong to its certificate, or an SNI certificate without DNS names.
+pub fn load(tls: &Tls) -> Result<Option<Arc<ServerConfig>>, String> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else { return Ok(None) };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let default = certified_key(&provider, cert, key)?;
+    let mut by_name = HashMap::new();
+    for pair in &tls.sni {
+        let ck = certified_key(&provider, &pair.cert, &pair.key)?;
+        let names = leaf_names(ck.end_entity_cert().map_err(|e| e.to_string())?);
+        if names.is_empty() {
+            return Err(format!("{}: the certificate has no DNS names to select it by", pair.cert.display()));
+        }
+        for n in names {
+            by_name.insert(n.to_ascii_lowercase(), ck.clone());
+        }
+    }
+    let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => {
-                format!("{}: the private key does not match the certificate in {}", key.display(), cert.display())
-            }
-            e => format!("{}: {e}", key.display()),
-        })?;
-    Ok(Arc::new(config))
+        .with_cert_resolver(Arc::new(SniResolver { default, by_name }));
+    Ok(Some(Arc::new(config)))
 }
 
-/// Checks the pair as [`server_config`] does and reports on the leaf certificate.
-///
-/// # Errors
-/// As [`server_config`], and an expired or unparsable leaf certificate.
-pub fn inspect(cert: &Path, key: &Path, now_unix: i64) -> Result<CertificateReport, String> {
-    server_config(cert, key)?;
-    let (chain, _) = read_pair(cert, key)?;
-    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
-        .map_err(|e| format!("{}: cannot parse the first certificate: {e}", cert.display()))?;
-    let not_after = leaf.validity().not_after.timestamp();
-    let days_left = (not_after - now_unix).div_euclid(86_400);
-    let names = leaf
-        .subject_alternative_name()
+/// One certificate with its signing key, checked to belong together.
+fn certified_key(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
+    let (chain, key_der) = read_pair(cert, key)?;
+    let signer = provider.key_provider.load_private_key(key_der).map_err(|e| format!("{}: {e}", key.display()))?;
+    let ck = CertifiedKey::new(chain, signer);
+    ck.keys_match().map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            format!("{}: the private key does not match the certificate in {}", key.display(), cert.display())
+        }
+        e => format!("{}: {e}", cert.display()),
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// Chooses the certificate by SNI: an exact DNS name, then a wildcard `*.parent`, else the
+/// default (`[tls] cert`).
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name().map(str::to_ascii_lowercase) else {
+            return Some(self.default.clone());
+        };
+        let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+        let chosen = self.by_name.get(&name).or_else(|| wildcard.and_then(|w| self.by_name.get(&w)));
+        Some(chosen.unwrap_or(&self.default).clone())
+    }
+}
+
+/// The DNS names (subjectAltName) of a DER certificate; empty if it cannot be parsed.
+fn leaf_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    dns_names(&leaf)
+}
+
+fn dns_names(leaf: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    leaf.subject_alternative_name()
         .ok()
         .flatten()
         .map(|san| {
@@ -71,7 +112,21 @@ pub fn inspect(cert: &Path, key: &Path, now_unix: i64) -> Result<CertificateRepo
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Checks one certificate and key as [`load`] does and reports on the leaf certificate.
+///
+/// # Errors
+/// As [`load`], and an expired or unparsable leaf certificate.
+pub fn inspect(cert: &Path, key: &Path, now_unix: i64) -> Result<CertificateReport, String> {
+    certified_key(&rustls::crypto::ring::default_provider(), cert, key)?;
+    let (chain, _) = read_pair(cert, key)?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| format!("{}: cannot parse the first certificate: {e}", cert.display()))?;
+    let not_after = leaf.validity().not_after.timestamp();
+    let days_left = (not_after - now_unix).div_euclid(86_400);
+    let names = dns_names(&leaf);
     let report = CertificateReport { subject: leaf.subject().to_string(), names, chain_length: chain.len(), days_left };
     if not_after < now_unix {
         return Err(format!(

@@ -126,22 +126,28 @@ fn reload(path: Option<&Path>) -> ExitCode {
 fn check_tls(config: &postern_config::Config) -> Result<Option<String>, String> {
     let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else { return Ok(None) };
     let now = chrono::Utc::now().timestamp();
-    let r = postern_inbound::tls::inspect(cert, key, now)?;
-    let mut line = format!(
-        "{}: certificate {} ({}), chain of {}, expires in {} day(s)",
-        cert.display(),
-        r.subject,
-        r.names.join(", "),
-        r.chain_length,
-        r.days_left
-    );
-    if r.chain_length < 2 {
-        line.push_str("; warning: no intermediate certificate in the file (use fullchain.pem, not cert.pem)");
+    let pairs = std::iter::once((cert, key)).chain(config.tls.sni.iter().map(|p| (&p.cert, &p.key)));
+    let mut lines = Vec::new();
+    for (cert, key) in pairs {
+        let r = postern_inbound::tls::inspect(cert, key, now)?;
+        let mut line = format!(
+            "{}: certificate {} ({}), chain of {}, expires in {} day(s)",
+            cert.display(),
+            r.subject,
+            r.names.join(", "),
+            r.chain_length,
+            r.days_left
+        );
+        if r.chain_length < 2 {
+            line.push_str("; warning: no intermediate certificate in the file (use fullchain.pem, not cert.pem)");
+        }
+        if r.days_left < 14 {
+            line.push_str("; warning: renew it soon");
+        }
+        lines.push(line);
     }
-    if r.days_left < 14 {
-        line.push_str("; warning: renew it soon");
-    }
-    Ok(Some(line))
+    postern_inbound::tls::load(&config.tls)?;
+    Ok(Some(lines.join("\n")))
 }
 
 fn check_config(path: Option<&std::path::Path>) -> ExitCode {

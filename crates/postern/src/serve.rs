@@ -160,14 +160,11 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
 
 /// The server certificate of `config`, if `[tls]` is set.
 fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => {
-            let loaded = postern_inbound::tls::server_config(cert, key)?;
-            tracing::info!("TLS certificate loaded from {}", cert.display());
-            Ok(Some(loaded))
-        }
-        _ => Ok(None),
+    let loaded = postern_inbound::tls::load(&config.tls)?;
+    if let Some(cert) = loaded.as_ref().and(config.tls.cert.as_ref()) {
+        tracing::info!("TLS certificate loaded from {} ({} more by SNI)", cert.display(), config.tls.sni.len());
     }
+    Ok(loaded)
 }
 
 /// Re-reads configuration, tables and certificate (SIGHUP, `postern reload`). All or nothing:
