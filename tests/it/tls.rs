@@ -323,3 +323,19 @@ fn sni_selects_among_several_certificates() {
     assert_eq!(leaf_for("smtp.other.test"), other.leaf_der, "wildcard");
     assert_eq!(leaf_for(NAME), main.leaf_der);
 }
+
+#[test]
+fn tls12_clients_are_served_too() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, _) = start(&pki, &peer);
+    let (mut c, _) = Client::connect(server.port_of("mx"));
+    c.cmd("EHLO old.client.test");
+    c.starttls(pki.client_config_with(&[&rustls::version::TLS12]), NAME);
+    assert_eq!(c.tls_version().as_deref(), Some("TLSv1_2"));
+    c.cmd("EHLO old.client.test");
+    let r = c.send_data("a@far.test", &["bob@example.test"], b"Subject: tls 1.2\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let text = std::fs::read_to_string(&server.wait_maildir("bob", 1)[0]).unwrap();
+    assert!(text.contains("(using TLSv1.2 with cipher TLS_ECDHE_"), "{text}");
+}

@@ -72,12 +72,20 @@ impl Pki {
 
     /// A rustls client configuration trusting only the root.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.client_config_with(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    }
+
+    /// As [`Pki::client_config`], offering only these protocol versions.
+    pub fn client_config_with(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(self.root.der().to_vec())).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         Arc::new(
             rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
+                .with_protocol_versions(versions)
                 .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth(),
