@@ -32,7 +32,8 @@ p_postern=$(free_port)
 p_postfix=$(free_port)
 
 smtp-sink -u nobody 127.0.0.1:"$p_sink" 1000 &
-pids+=($!)
+sink_pid=$!
+pids+=($sink_pid)
 
 mkdir -p "$work/postern"
 cat >"$work/postern/postern.toml" <<TOML
@@ -72,30 +73,42 @@ queue_empty() {
 }
 port_of() { if [ "$1" = postern ]; then echo "$p_postern"; else echo "$p_postfix"; fi; }
 
-# run MTA CLIENTS N: prints "accept_rate e2e_rate".
+# CPU time in clock ticks: the whole machine (all busy states of /proc/stat), and one process.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+process_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# run MTA CLIENTS N: prints "accept_rate e2e_rate machine_ms_per_msg load_ms_per_msg": CPU
+# milliseconds per message of the whole machine, and of the load generator and smtp-sink alone
+# (what the MTA did not spend).
 run() {
     local mta=$1 clients=$2 n=$3
-    local t0 t1 out accept
+    local t0 t1 out accept m0 m1 s0 s1
+    m0=$(machine_ticks)
+    s0=$(process_ticks "$sink_pid")
     t0=$(date +%s.%N)
     out=$("$bench" --server "127.0.0.1:$(port_of "$mta")" --clients "$clients" --messages "$n" --size 4096 --rcpt x@sink.test)
     accept=$(echo "$out" | tr ' ' '\n' | sed -n 's/^msg_per_s=//p')
+    client_cpu=$(echo "$out" | tr ' ' '\n' | sed -n 's/^cpu_seconds=//p')
     wait_for 600 "$mta to empty its queue" queue_empty "$mta"
     t1=$(date +%s.%N)
-    echo "$accept $(python3 -c "print(round($n / ($t1 - $t0)))")"
+    m1=$(machine_ticks)
+    s1=$(process_ticks "$sink_pid")
+    python3 -c "print($accept, round($n / ($t1 - $t0)), round(($m1 - $m0) * 1000 / $hz / $n, 3), round((($s1 - $s0) / $hz + $client_cpu) * 1000 / $n, 3))"
 }
 
 sync
 for mta in postern postfix; do run "$mta" 20 "$N20" >/dev/null; done # warm-up
 
-echo "| clients | messages | Postern accept msg/s | Postfix accept msg/s | Postern end-to-end msg/s | Postfix end-to-end msg/s | end-to-end ratio |"
-echo "|---|---|---|---|---|---|---|"
+echo "| clients | messages | Postern accept msg/s | Postfix accept msg/s | Postern end-to-end msg/s | Postfix end-to-end msg/s | end-to-end ratio | CPU ms/msg, machine: Postern / Postfix | of which load generator + sink |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for clients in 1 20; do
     n=$N1
     [ "$clients" -eq 20 ] && n=$N20
-    read -r pa pe < <(run postern "$clients" "$n")
-    read -r fa fe < <(run postfix "$clients" "$n")
+    read -r pa pe pm pl < <(run postern "$clients" "$n")
+    read -r fa fe fm fl < <(run postfix "$clients" "$n")
     ratio=$(python3 -c "print(f'{$pe / $fe:.2f}')")
-    echo "| $clients | $n | $pa | $fa | $pe | $fe | $ratio |"
+    echo "| $clients | $n | $pa | $fa | $pe | $fe | $ratio | $pm / $fm | $pl / $fl |"
 done
 echo
 echo "peak RSS (VmHWM) of postern: $(awk '/VmHWM/ {print $2, $3}' "/proc/$postern_pid/status")"
