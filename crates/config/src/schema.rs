@@ -66,6 +66,132 @@ pub struct Config {
     /// `[tls]`: the server certificate for STARTTLS and implicit TLS.
     #[serde(default)]
     pub tls: Tls,
+    /// `[dkim]`: signing of mail that leaves.
+    #[serde(default)]
+    pub dkim: Dkim,
+    /// `[authentication]`: SPF / DKIM / DMARC / ARC checks of mail that arrives.
+    #[serde(default)]
+    pub authentication: Authentication,
+}
+
+/// `[dkim]` and its `[[dkim.key]]` entries: DKIM signing (RFC 6376, RFC 8463 Ed25519) of mail
+/// relayed for trusted networks, authenticated users and the `sendmail` command; never of mail
+/// that only arrives for local delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    /// Signing keys; several for one domain (e.g. RSA and Ed25519) give several signatures.
+    #[serde(default)]
+    pub key: Vec<DkimKey>,
+    /// Which From addresses are signed (opendkim's SigningTable): patterns like
+    /// `"*@example.org"`, `"*@*.example.org"`, `"alice@example.org"`. A matching message is
+    /// signed with every key whose `domain` is the From domain, else its closest parent domain
+    /// with a key. Default: every From address in a domain with a key.
+    #[serde(default)]
+    pub sign: Option<Vec<String>>,
+    /// When a message that should be signed cannot be: `"tempfail"` (default; the client gets
+    /// `451 4.3.0` and retries, nothing leaves unsigned) or `"send-unsigned"` (logged).
+    #[serde(default)]
+    pub on_error: DkimOnError,
+}
+
+/// One `[[dkim.key]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKey {
+    /// The signing domain, `d=`.
+    pub domain: String,
+    /// The selector, `s=`: the key is published at `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// PEM file: RSA (2048 bits or more; PKCS#1 or PKCS#8) or Ed25519 (PKCS#8), as
+    /// `postern dkim keygen` or openssl write them.
+    pub private_key: PathBuf,
+}
+
+/// `[dkim] on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DkimOnError {
+    /// Refuse with 451 4.3.0.
+    #[default]
+    Tempfail,
+    /// Send without a signature, with a log line.
+    SendUnsigned,
+}
+
+/// `[authentication]`: what Postern checks on mail from the outside (untrusted, not
+/// authenticated clients on `mx` listeners) and what it does with each result.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    /// Run SPF, DKIM, DMARC and ARC on incoming mail and add `Authentication-Results` and
+    /// `Received-SPF`. Default `true`.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// SPF `fail` (the domain says the client may not send for it): `"reject"` (default, 550
+    /// 5.7.23), `"tag"` (accept, results in the header), `"accept"`.
+    #[serde(default = "reject")]
+    pub spf_fail: Action,
+    /// SPF `softfail` (`~all`): `"accept"` (default), `"tag"`, `"reject"`.
+    #[serde(default = "accept")]
+    pub spf_softfail: Action,
+    /// DMARC failure with `p=reject`: `"reject"` (default, 550 5.7.1), `"quarantine"`,
+    /// `"accept"`.
+    #[serde(default = "reject")]
+    pub dmarc_reject: Action,
+    /// DMARC failure with `p=quarantine`: `"quarantine"` (default: accepted with
+    /// `X-Postern-Quarantine` and delivered to the `quarantine_folder`), `"accept"`, `"reject"`.
+    #[serde(default = "quarantine")]
+    pub dmarc_quarantine: Action,
+    /// Maildir folder for quarantined mail, Maildir++ style. Default `".Junk"`.
+    #[serde(default = "default_junk")]
+    pub quarantine_folder: String,
+    /// When DNS fails temporarily (timeout, SERVFAIL) and a result could have led to a
+    /// rejection: `"defer"` (default, 451 4.4.3) or `"accept"`.
+    #[serde(default = "defer")]
+    pub temperror: Action,
+    /// Sender domains (RFC 5321.MailFrom or RFC 5322.From) whose failures are never acted on:
+    /// their results are only recorded (a sender's broken SPF record must not cost us its mail).
+    #[serde(default)]
+    pub exempt_domains: Vec<String>,
+    /// Client networks whose mail is not checked at all.
+    #[serde(default)]
+    pub exempt_networks: Vec<IpNet>,
+}
+
+/// What to do with a check result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Refuse with a 5xx.
+    Reject,
+    /// Refuse with a 4xx.
+    Defer,
+    /// Accept, deliver to the quarantine folder with a marker header.
+    Quarantine,
+    /// Accept; the result is in Authentication-Results.
+    Tag,
+    /// Accept.
+    Accept,
+}
+
+fn yes() -> bool {
+    true
+}
+fn reject() -> Action {
+    Action::Reject
+}
+fn accept() -> Action {
+    Action::Accept
+}
+fn quarantine() -> Action {
+    Action::Quarantine
+}
+fn defer() -> Action {
+    Action::Defer
+}
+fn default_junk() -> String {
+    ".Junk".into()
 }
 
 /// `[tls]`: the certificate and key the listeners present (RFC 3207 STARTTLS on `mx` and
@@ -501,7 +627,20 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(Delivery, Relay, Limits, Server, Timeouts, Queue, SpoolSettings, Dns, Outbound, Tls);
+default_from_serde!(
+    Delivery,
+    Relay,
+    Limits,
+    Server,
+    Timeouts,
+    Queue,
+    SpoolSettings,
+    Dns,
+    Outbound,
+    Tls,
+    Dkim,
+    Authentication
+);
 
 impl Config {
     /// Makes `data_dir` and table paths absolute against `base` (the configuration's folder).
@@ -518,6 +657,13 @@ impl Config {
         for pair in &mut self.tls.sni {
             pair.cert = resolve(base, &pair.cert);
             pair.key = resolve(base, &pair.key);
+        }
+        for k in &mut self.dkim.key {
+            k.private_key = resolve(base, &k.private_key);
+            k.domain = k.domain.to_lowercase();
+        }
+        for d in &mut self.authentication.exempt_domains {
+            *d = d.to_lowercase();
         }
         for d in &mut self.domains.local {
             *d = d.to_lowercase();
@@ -553,6 +699,26 @@ impl Config {
         }
         if self.server.group.is_some() && self.server.user.is_none() {
             err("server.group", "group is used with user: set [server] user too".into());
+        }
+        let a = &self.authentication;
+        if a.temperror != Action::Defer && a.temperror != Action::Accept {
+            err("authentication.temperror", "use \"defer\" or \"accept\"".into());
+        }
+        if [a.spf_fail, a.spf_softfail].contains(&Action::Quarantine)
+            || [a.spf_fail, a.spf_softfail].contains(&Action::Defer)
+        {
+            err("authentication", "SPF actions are \"reject\", \"tag\" or \"accept\"".into());
+        }
+        if a.quarantine_folder.is_empty() || a.quarantine_folder.contains('/') || !a.quarantine_folder.starts_with('.')
+        {
+            err("authentication.quarantine_folder", "a Maildir++ folder name such as \".Junk\"".into());
+        }
+        for k in &self.dkim.key {
+            if k.selector.is_empty()
+                || k.selector.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            {
+                err("dkim.key.selector", format!("{:?} is not a DNS label", k.selector));
+            }
         }
         if self.server.auth_failures_before_ban == 0 {
             err("server.auth_failures_before_ban", "must be at least 1".into());

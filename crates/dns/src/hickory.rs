@@ -34,37 +34,7 @@ impl HickoryResolver {
     /// # Errors
     /// When the system configuration cannot be read (only with empty `nameservers`).
     pub fn new(settings: &DnsSettings) -> Result<Self, String> {
-        let mut builder = if settings.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| format!("reading the system DNS configuration: {e}"))?
-        } else {
-            let servers = settings
-                .nameservers
-                .iter()
-                .map(|addr| {
-                    let conn = |mut c: ConnectionConfig| {
-                        c.port = addr.port();
-                        c
-                    };
-                    NameServerConfig::new(
-                        addr.ip(),
-                        true,
-                        vec![conn(ConnectionConfig::udp()), conn(ConnectionConfig::tcp())],
-                    )
-                })
-                .collect();
-            HResolver::builder_with_config(ResolverConfig::from_name_servers(servers), TokioRuntimeProvider::default())
-        };
-        let opts: &mut ResolverOpts = builder.options_mut();
-        opts.timeout = settings.timeout;
-        opts.attempts = settings.attempts;
-        opts.cache_size = 4096;
-        // Cache for the records' TTL only (negative answers: the SOA minimum).
-        opts.positive_min_ttl = None;
-        opts.negative_min_ttl = None;
-        // Names are fully qualified; never try search domains.
-        opts.ndots = 0;
-        let inner = builder.build().map_err(|e| format!("building the resolver: {e}"))?;
-        Ok(Self { inner })
+        Ok(Self { inner: tokio_resolver(settings)? })
     }
 
     /// The records of `rtype` at `name`, each turned into a value by `pick`.
@@ -135,4 +105,43 @@ impl crate::Resolver for HickoryResolver {
         })
         .await
     }
+}
+
+/// A hickory resolver for `settings`: the name servers given (UDP, then TCP) or the system's,
+/// caching for the records' TTL only, no search domains. Shared with the email authentication
+/// checks (mail-auth), so both see the same DNS.
+///
+/// # Errors
+/// When the system configuration cannot be read (only with empty `nameservers`).
+pub fn tokio_resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
+    let mut builder = if settings.nameservers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| format!("reading the system DNS configuration: {e}"))?
+    } else {
+        let servers = settings
+            .nameservers
+            .iter()
+            .map(|addr| {
+                let conn = |mut c: ConnectionConfig| {
+                    c.port = addr.port();
+                    c
+                };
+                NameServerConfig::new(
+                    addr.ip(),
+                    true,
+                    vec![conn(ConnectionConfig::udp()), conn(ConnectionConfig::tcp())],
+                )
+            })
+            .collect();
+        HResolver::builder_with_config(ResolverConfig::from_name_servers(servers), TokioRuntimeProvider::default())
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.timeout = settings.timeout;
+    opts.attempts = settings.attempts;
+    opts.cache_size = 4096;
+    // Cache for the records' TTL only (negative answers: the SOA minimum).
+    opts.positive_min_ttl = None;
+    opts.negative_min_ttl = None;
+    // Names are fully qualified; never try search domains.
+    opts.ndots = 0;
+    builder.build().map_err(|e| format!("building the resolver: {e}"))
 }

@@ -12,7 +12,7 @@ mod hickory;
 use std::future::Future;
 use std::net::IpAddr;
 
-pub use hickory::{DnsSettings, HickoryResolver};
+pub use hickory::{DnsSettings, HickoryResolver, tokio_resolver};
 
 /// The outcome of one lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]

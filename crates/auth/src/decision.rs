@@ -1,0 +1,131 @@
+//! The action taken on the [`Findings`] of a message, as configured in `[authentication]`. Pure:
+//! the same findings always give the same decision. Temporary DNS failures never give a 5xx
+//! (`451 4.4.3` when the missing answer could have meant a rejection, or accept), and a sender
+//! domain listed in `exempt_domains` is never refused for its results.
+
+use postern_config::schema::{Action, Authentication};
+use postern_types::{EnhancedStatus, Reply};
+
+use crate::verify::{DmarcPolicy, Findings, Outcome};
+
+/// What happens to the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Deliver as usual (results in the headers).
+    Accept,
+    /// Deliver to the quarantine folder, marked with `X-Postern-Quarantine: REASON`.
+    Quarantine(String),
+    /// Refuse with this reply (5xx or 4xx).
+    Refuse(Reply),
+}
+
+/// Decides on `f` for a message whose RFC 5321.MailFrom domain is `f.spf_domain`, sent from
+/// `client_ip` (for the reply text).
+pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -> Decision {
+    let exempt = |d: &str| !d.is_empty() && cfg.exempt_domains.iter().any(|e| e == d);
+    if exempt(&f.spf_domain) || exempt(&f.from_domain) {
+        return Decision::Accept;
+    }
+    let temp = || {
+        Decision::Refuse(Reply::new(
+            451,
+            EnhancedStatus(4, 4, 3),
+            "Temporary DNS failure while checking SPF/DKIM/DMARC, try again later",
+        ))
+    };
+    // SPF (RFC 7208 §8.4 fail, §8.5 softfail; RFC 7372 5.7.23).
+    let spf_refusal = Reply::new(
+        550,
+        EnhancedStatus(5, 7, 23),
+        format!("SPF: {} does not designate {client_ip} as permitted sender", f.spf_domain),
+    );
+    match f.spf {
+        Outcome::Fail if cfg.spf_fail == Action::Reject => return Decision::Refuse(spf_refusal),
+        Outcome::SoftFail if cfg.spf_softfail == Action::Reject => return Decision::Refuse(spf_refusal),
+        Outcome::TempError if cfg.spf_fail == Action::Reject && cfg.temperror == Action::Defer => return temp(),
+        _ => {}
+    }
+    // DMARC (RFC 7489 §6.7): act on the domain's policy as configured.
+    let action = match f.dmarc_policy {
+        Some(DmarcPolicy::Reject) => cfg.dmarc_reject,
+        Some(DmarcPolicy::Quarantine) => cfg.dmarc_quarantine,
+        Some(DmarcPolicy::None) | None => Action::Accept,
+    };
+    let dkim_temp = f.dkim.iter().any(|(_, o)| *o == Outcome::TempError);
+    match f.dmarc {
+        Outcome::Fail | Outcome::TempError
+            if (f.dmarc == Outcome::TempError || dkim_temp || f.spf == Outcome::TempError)
+                && matches!(action, Action::Reject | Action::Quarantine)
+                && cfg.temperror == Action::Defer =>
+        {
+            temp()
+        }
+        Outcome::Fail => match action {
+            Action::Reject => Decision::Refuse(Reply::new(
+                550,
+                EnhancedStatus(5, 7, 1),
+                format!(
+                    "Message rejected by the DMARC policy of {}: neither SPF nor DKIM passed aligned with the From domain",
+                    f.from_domain
+                ),
+            )),
+            Action::Defer => {
+                Decision::Refuse(Reply::new(451, EnhancedStatus(4, 7, 1), "DMARC check failed, try later"))
+            }
+            Action::Quarantine => Decision::Quarantine(format!("DMARC policy of {} (quarantine)", f.from_domain)),
+            Action::Tag | Action::Accept => Decision::Accept,
+        },
+        _ => Decision::Accept,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn findings() -> Findings {
+        Findings {
+            spf: Outcome::Pass,
+            spf_domain: "sender.test".into(),
+            spf_helo: Outcome::None,
+            dkim: vec![],
+            dmarc: Outcome::Pass,
+            dmarc_policy: Some(DmarcPolicy::Reject),
+            from_domain: "sender.test".into(),
+            arc: Outcome::None,
+            headers: String::new(),
+        }
+    }
+
+    fn cfg() -> Authentication {
+        toml::from_str("").unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let ip = "192.0.2.7".parse().unwrap();
+        assert_eq!(decide(&findings(), &cfg(), ip), Decision::Accept);
+        let spf_fail = Findings { spf: Outcome::Fail, ..findings() };
+        let Decision::Refuse(r) = decide(&spf_fail, &cfg(), ip) else { panic!() };
+        assert_eq!((r.code, r.status), (550, Some(EnhancedStatus(5, 7, 23))));
+        let soft = Findings { spf: Outcome::SoftFail, dmarc: Outcome::Pass, ..findings() };
+        assert_eq!(decide(&soft, &cfg(), ip), Decision::Accept);
+        let temp = Findings { spf: Outcome::TempError, ..findings() };
+        let Decision::Refuse(r) = decide(&temp, &cfg(), ip) else { panic!() };
+        assert_eq!((r.code, r.status), (451, Some(EnhancedStatus(4, 4, 3))));
+        let dmarc = Findings { dmarc: Outcome::Fail, spf: Outcome::None, ..findings() };
+        let Decision::Refuse(r) = decide(&dmarc, &cfg(), ip) else { panic!() };
+        assert_eq!(r.code, 550);
+        let q = Findings { dmarc_policy: Some(DmarcPolicy::Quarantine), ..dmarc.clone() };
+        assert!(matches!(decide(&q, &cfg(), ip), Decision::Quarantine(_)));
+        let none = Findings { dmarc_policy: Some(DmarcPolicy::None), ..dmarc.clone() };
+        assert_eq!(decide(&none, &cfg(), ip), Decision::Accept);
+        // A DKIM key lookup that failed temporarily: never a 5xx.
+        let dkim_temp = Findings { dkim: vec![("sender.test".into(), Outcome::TempError)], ..dmarc.clone() };
+        let Decision::Refuse(r) = decide(&dkim_temp, &cfg(), ip) else { panic!() };
+        assert_eq!(r.code, 451);
+        let mut exempt = cfg();
+        exempt.exempt_domains = vec!["sender.test".into()];
+        assert_eq!(decide(&spf_fail, &exempt, ip), Decision::Accept);
+    }
+}

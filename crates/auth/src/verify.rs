@@ -1,0 +1,248 @@
+//! The checks of an incoming message (on `mx` listeners, for clients that are neither trusted
+//! nor authenticated): SPF of the HELO identity and of MAIL FROM (RFC 7208 §2.3, §2.4), every
+//! DKIM signature (RFC 6376 §6), the ARC chain (RFC 8617), and DMARC on the RFC 5322.From domain
+//! with alignment (RFC 7489 §3.1, §6.6). The results come back as owned [`Findings`] together with
+//! the header fields to prepend: one `Authentication-Results` (RFC 8601) with our host name as
+//! authserv-id, and `Received-SPF` (RFC 7208 §9.1).
+
+use std::net::IpAddr;
+
+use mail_auth::common::headers::HeaderWriter as _;
+use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, ReceivedSpf, SpfResult,
+};
+use postern_dns::DnsSettings;
+
+/// The outcome of one check, reduced to what policy needs (RFC 8601 §2.7 result names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `pass`.
+    Pass,
+    /// `fail` (SPF `-all`, a broken DKIM signature, DMARC not aligned).
+    Fail,
+    /// SPF `softfail` (`~all`).
+    SoftFail,
+    /// `neutral`, `none` and the like: nothing to act on.
+    None,
+    /// `temperror`: DNS failed temporarily; the answer might have been a failure.
+    TempError,
+    /// `permerror`: a broken record; treated as no record.
+    PermError,
+}
+
+/// What the checks found about one message.
+#[derive(Debug, Clone)]
+pub struct Findings {
+    /// SPF of the MAIL FROM identity (of `postmaster@HELO` for the null sender).
+    pub spf: Outcome,
+    /// The domain SPF was checked for.
+    pub spf_domain: String,
+    /// SPF of the HELO identity.
+    pub spf_helo: Outcome,
+    /// Each DKIM signature's `d=` and outcome.
+    pub dkim: Vec<(String, Outcome)>,
+    /// DMARC (pass when SPF or DKIM passes aligned), and the domain's published policy.
+    pub dmarc: Outcome,
+    /// The policy of the From domain (`p=`, or `sp=` for a subdomain), `None` without a record.
+    pub dmarc_policy: Option<DmarcPolicy>,
+    /// The RFC 5322.From domain, lower-case (empty without a From).
+    pub from_domain: String,
+    /// ARC chain validation.
+    pub arc: Outcome,
+    /// `Authentication-Results:` and `Received-SPF:` fields, each ending in CRLF.
+    pub headers: String,
+}
+
+/// A DMARC `p=` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmarcPolicy {
+    /// `p=none`: monitor only.
+    None,
+    /// `p=quarantine`.
+    Quarantine,
+    /// `p=reject`.
+    Reject,
+}
+
+/// Runs the checks through its own resolver (the `[dns]` settings).
+pub struct Checker {
+    authenticator: MessageAuthenticator,
+    hostname: String,
+}
+
+impl std::fmt::Debug for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checker({})", self.hostname)
+    }
+}
+
+impl Checker {
+    /// A checker whose authserv-id is `hostname`, resolving through `dns`.
+    ///
+    /// # Errors
+    /// The resolver cannot be built (unreadable system configuration).
+    pub fn new(dns: &DnsSettings, hostname: &str) -> Result<Self, String> {
+        let resolver = postern_dns::tokio_resolver(dns)?;
+        Ok(Self { authenticator: MessageAuthenticator(resolver), hostname: hostname.to_owned() })
+    }
+
+    /// Checks `message` (as received, CRLF) from `ip`, which said `helo` and gave `mail_from`
+    /// (empty for the null sender).
+    pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Findings {
+        let host = self.hostname.as_str();
+        let auth = &self.authenticator;
+        let spf_helo = auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, host)).await;
+        let spf = if mail_from.is_empty() {
+            spf_helo.clone()
+        } else {
+            auth.verify_spf(SpfParameters::verify_mail_from(ip, helo, host, mail_from)).await
+        };
+        let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d).to_lowercase();
+        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            let headers = AuthenticationResults::new(host)
+                .with_spf_ehlo_result(&spf_helo, ip, helo)
+                .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
+                .to_header();
+            return Findings {
+                spf: spf_outcome(spf.result()),
+                spf_domain: mail_from_domain,
+                spf_helo: spf_outcome(spf_helo.result()),
+                dkim: Vec::new(),
+                dmarc: Outcome::None,
+                dmarc_policy: None,
+                from_domain: String::new(),
+                arc: Outcome::None,
+                headers: headers + &ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header(),
+            };
+        };
+        let dkim = auth.verify_dkim(&parsed).await;
+        let arc = auth.verify_arc(&parsed).await;
+        let from = parsed.from().to_lowercase();
+        let from_domain = from.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+        let dmarc = auth.verify_dmarc(DmarcParameters::new(&parsed, &dkim, &mail_from_domain, &spf)).await;
+        let dmarc_outcome = match (dmarc.spf_result(), dmarc.dkim_result()) {
+            (DmarcResult::Pass, _) | (_, DmarcResult::Pass) => Outcome::Pass,
+            (DmarcResult::TempError(_), _) | (_, DmarcResult::TempError(_)) => Outcome::TempError,
+            (DmarcResult::Fail(_), _) | (_, DmarcResult::Fail(_)) => Outcome::Fail,
+            (DmarcResult::PermError(_), _) | (_, DmarcResult::PermError(_)) => Outcome::PermError,
+            (DmarcResult::None, DmarcResult::None) => Outcome::None,
+        };
+        let dmarc_policy = dmarc.dmarc_record().map(|_| match dmarc.policy() {
+            Policy::Reject => DmarcPolicy::Reject,
+            Policy::Quarantine => DmarcPolicy::Quarantine,
+            Policy::None | Policy::Unspecified => DmarcPolicy::None,
+        });
+        let headers = AuthenticationResults::new(host)
+            .with_dkim_results(&dkim, &from)
+            .with_spf_ehlo_result(&spf_helo, ip, helo)
+            .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
+            .with_arc_result(&arc, ip)
+            .with_dmarc_result(&dmarc)
+            .to_header();
+        Findings {
+            spf: spf_outcome(spf.result()),
+            spf_domain: mail_from_domain,
+            spf_helo: spf_outcome(spf_helo.result()),
+            dkim: dkim
+                .iter()
+                .map(|d| (d.signature().map(|s| s.d.to_lowercase()).unwrap_or_default(), dkim_outcome(d.result())))
+                .collect(),
+            dmarc: dmarc_outcome,
+            dmarc_policy,
+            from_domain,
+            arc: dkim_outcome(arc.result()),
+            headers: headers + &ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header(),
+        }
+    }
+}
+
+fn spf_outcome(r: SpfResult) -> Outcome {
+    match r {
+        SpfResult::Pass => Outcome::Pass,
+        SpfResult::Fail => Outcome::Fail,
+        SpfResult::SoftFail => Outcome::SoftFail,
+        SpfResult::Neutral | SpfResult::None => Outcome::None,
+        SpfResult::TempError => Outcome::TempError,
+        SpfResult::PermError => Outcome::PermError,
+    }
+}
+
+fn dkim_outcome(r: &DkimResult) -> Outcome {
+    match r {
+        DkimResult::Pass => Outcome::Pass,
+        DkimResult::Fail(_) => Outcome::Fail,
+        DkimResult::Neutral(_) | DkimResult::None => Outcome::None,
+        DkimResult::TempError(_) => Outcome::TempError,
+        DkimResult::PermError(_) => Outcome::PermError,
+    }
+}
+
+/// `message` without the `Authentication-Results` fields whose authserv-id is `authserv_id`
+/// (case-insensitive): results that claim to be ours but came from outside are forgeries
+/// (RFC 8601 §5). Everything else, the body included, is kept byte for byte.
+pub fn strip_forged_results(message: &[u8], authserv_id: &str) -> Vec<u8> {
+    let end = header_end(message);
+    let mut out = Vec::with_capacity(message.len());
+    let mut dropping = false;
+    let mut pos = 0;
+    while pos < end {
+        let line_end = message[pos..end].iter().position(|&b| b == b'\n').map_or(end, |i| pos + i + 1);
+        let line = &message[pos..line_end];
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            dropping = is_our_result(line, authserv_id);
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+        pos = line_end;
+    }
+    out.extend_from_slice(&message[end..]);
+    out
+}
+
+/// The offset just past the header section's last field (before the empty line).
+fn header_end(message: &[u8]) -> usize {
+    let mut pos = 0;
+    while pos < message.len() {
+        let rest = &message[pos..];
+        if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
+            return pos;
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => pos += i + 1,
+            None => return message.len(),
+        }
+    }
+    pos
+}
+
+fn is_our_result(line: &[u8], authserv_id: &str) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else { return false };
+    if !line[..colon].trim_ascii().eq_ignore_ascii_case(b"Authentication-Results") {
+        return false;
+    }
+    let value = String::from_utf8_lossy(&line[colon + 1..]);
+    let id = value.trim_start().split([';', ' ', '\t', '\r', '\n']).next().unwrap_or("");
+    id.eq_ignore_ascii_case(authserv_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_our_forged_results() {
+        let m = b"Authentication-Results: mx.example.test;\r\n\tdkim=pass header.d=bank.test\r\n\
+            Authentication-Results: other.test; spf=pass\r\nSubject: x\r\nAUTHENTICATION-RESULTS: MX.example.test; dmarc=pass\r\n\r\n\
+            Authentication-Results: mx.example.test; body text stays\r\n";
+        let out = String::from_utf8(strip_forged_results(m, "mx.example.test")).unwrap();
+        assert_eq!(
+            out,
+            "Authentication-Results: other.test; spf=pass\r\nSubject: x\r\n\r\nAuthentication-Results: mx.example.test; body text stays\r\n"
+        );
+    }
+}
