@@ -53,6 +53,9 @@ max_connections_per_ip = 100
 max_concurrency = ${QUEUE_CONCURRENCY:-100}
 [spool]
 sync = "${SPOOL_SYNC:-syncfs}"
+[authentication]
+# No DNS here: inbound SPF/DKIM/DMARC checks off.
+verify = false
 [dns]
 nameservers = ["127.0.0.1:9"]
 TOML

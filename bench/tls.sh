@@ -48,6 +48,9 @@ local = ["example.test"]
 users = "users"
 [server]
 max_connections_per_ip = 50
+[authentication]
+# No DNS here: inbound SPF/DKIM/DMARC checks off.
+verify = false
 [dns]
 nameservers = ["127.0.0.1:9"]
 TOML

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use postern_config::Config;
-use postern_proto::{Transaction, submission, trace};
+use postern_proto::{Transaction, trace};
 use postern_spool::{Envelope, Recipient};
 use postern_types::{Destination, EnhancedStatus, QueueId, Reply, ReversePath};
 
@@ -14,15 +14,22 @@ use crate::Context;
 ///
 /// # Errors
 /// `451 4.3.0` when the spool cannot be written (the client retries; nothing is lost).
-pub(crate) async fn commit(ctx: &Context, config: &Config, tx: Transaction) -> Result<QueueId, Reply> {
+/// `extra` are header fields (CRLF-terminated) to place after the Received header:
+/// Authentication-Results, DKIM-Signature. `quarantine` is the Maildir folder for local
+/// deliveries, if the message was quarantined.
+pub(crate) async fn commit(
+    ctx: &Context,
+    config: &Config,
+    tx: Transaction,
+    extra: &str,
+    quarantine: Option<String>,
+) -> Result<QueueId, Reply> {
     let id = QueueId::generate();
     let date = chrono::Utc::now().to_rfc2822();
     let mut received = trace::received(&tx, &config.hostname, id, &date);
-    if tx.auth.is_some() {
-        // RFC 6409 §8.3, §8.4: submission completes Date and Message-ID.
-        received.push_str(&submission::missing_headers(&tx.message, &config.hostname, &id.to_string(), &date));
-    }
-    let env = envelope(&tx, id, (received.len() + tx.message.len()) as u64);
+    received.push_str(extra);
+    let mut env = envelope(&tx, id, (received.len() + tx.message.len()) as u64);
+    env.quarantine = quarantine;
     let spool = ctx.spool.clone();
     let saved = env.clone();
     let message = tx.message;

@@ -38,12 +38,56 @@ pub struct Context {
     /// The TLS configuration (certificate and key) in force; replaced on reload, while each
     /// session keeps the one it started with. `None`: no `[tls]` configured.
     pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// DKIM signing keys and the inbound checker in force; replaced on reload.
+    pub auth: RwLock<Arc<AuthState>>,
+}
+
+/// Email authentication in force: the DKIM signer (`[dkim]`) and the SPF/DKIM/DMARC checker
+/// (`[authentication]`, `None` when `verify = false`).
+#[derive(Debug, Default)]
+pub struct AuthState {
+    /// Signs relayed mail.
+    pub signer: postern_auth::Signer,
+    /// Checks mail from the outside.
+    pub checker: Option<postern_auth::Checker>,
+}
+
+impl AuthState {
+    /// Loads the keys of `config` and builds the checker.
+    ///
+    /// # Errors
+    /// Every unusable key, or a resolver that cannot be built.
+    pub fn load(config: &postern_config::Config) -> Result<Self, Vec<String>> {
+        let signer = postern_auth::Signer::load(&config.dkim)?;
+        let checker = if config.authentication.verify {
+            let d = &config.dns;
+            let dns = postern_dns::DnsSettings {
+                nameservers: d.nameservers.clone(),
+                timeout: d.timeout.0,
+                attempts: d.attempts,
+            };
+            Some(postern_auth::Checker::new(&dns, &config.hostname).map_err(|e| vec![e])?)
+        } else {
+            None
+        };
+        Ok(Self { signer, checker })
+    }
 }
 
 impl Context {
     /// A snapshot of the TLS configuration.
     pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A snapshot of the email authentication state.
+    pub fn auth(&self) -> Arc<AuthState> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the email authentication state.
+    pub fn set_auth(&self, auth: AuthState) {
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
     }
 
     /// Replaces the TLS configuration for sessions that start from now on.

@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use postern_auth::{Decision, decide, strip_forged_results};
+use postern_config::schema::DkimOnError;
 use postern_config::{Config, Role, Tables};
 use postern_policy::senders::{may_send_as, not_owned};
-use postern_policy::{RecipientPolicy, credentials, resolve_recipient};
-use postern_proto::{AuthOutcome, Phase, Session, SessionParams, Step, Transaction};
-use postern_types::{Address, EnhancedStatus, Reply, Verdict};
+use postern_policy::{RecipientPolicy, credentials, is_trusted, resolve_recipient};
+use postern_proto::{AuthOutcome, Phase, Session, SessionParams, Step, Transaction, submission};
+use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -92,7 +94,7 @@ pub(crate) async fn run(
         auth: listener.auth,
         require_auth: listener.role != Role::Mx,
     };
-    let driver = Driver { ctx: &ctx, config: &config, tables: &tables, peer, tls_config };
+    let driver = Driver { ctx: &ctx, config: &config, tables: &tables, peer, tls_config, role: listener.role };
     let outcome = driver.drive(&mut conn, Session::new(params), shutdown).await;
     match outcome {
         Ok(()) => tracing::info!("disconnect from [{ip}]:{}", peer.port()),
@@ -120,6 +122,7 @@ struct Driver<'a> {
     tables: &'a Tables,
     peer: SocketAddr,
     tls_config: Option<Arc<rustls::ServerConfig>>,
+    role: Role,
 }
 
 impl Driver<'_> {
@@ -220,7 +223,7 @@ impl Driver<'_> {
                 Step::Commit(tx) => {
                     let result = match self.foreign_from(&tx) {
                         Some(r) => Err(r),
-                        None => commit(self.ctx, self.config, *tx).await,
+                        None => self.authenticate_and_commit(*tx).await,
                     };
                     session.commit_result(result);
                 }
@@ -270,6 +273,88 @@ impl Driver<'_> {
                 }
             }
         }
+    }
+
+    /// Signs what is relayed for our own users (trusted networks, AUTH), checks what comes from
+    /// outside on `mx` listeners and acts on the results, then commits.
+    async fn authenticate_and_commit(&self, mut tx: Transaction) -> Result<QueueId, Reply> {
+        let ip = self.peer.ip();
+        let auth = self.ctx.auth();
+        let mut extra = String::new();
+        let mut quarantine = None;
+        let ours = tx.auth.is_some() || is_trusted(ip, &self.config.relay.trusted_networks);
+        if tx.auth.is_some() {
+            // RFC 6409 §8.3, §8.4: submission completes Date and Message-ID (before signing,
+            // as both are signed).
+            let date = chrono::Utc::now().to_rfc2822();
+            let unique = QueueId::generate().to_string();
+            let mut message =
+                submission::missing_headers(&tx.message, &self.config.hostname, &unique, &date).into_bytes();
+            message.extend_from_slice(&tx.message);
+            tx.message = message;
+        }
+        let relayed = tx.recipients.iter().flat_map(|r| &r.destinations).any(|d| matches!(d, Destination::Remote(_)));
+        if ours && relayed {
+            match auth.signer.sign(&tx.message) {
+                Ok(Some((headers, keys))) => {
+                    extra.push_str(&headers);
+                    tracing::info!("DKIM: signed for [{ip}] with {keys}");
+                }
+                Ok(None) => {}
+                Err(e) if self.config.dkim.on_error == DkimOnError::SendUnsigned => {
+                    tracing::warn!("DKIM: cannot sign for [{ip}], sending unsigned: {e}");
+                }
+                Err(e) => {
+                    tracing::error!("DKIM: cannot sign for [{ip}], replying 451: {e}");
+                    return Err(Reply::new(
+                        451,
+                        EnhancedStatus(4, 3, 0),
+                        "Error: cannot sign the message, try again later",
+                    ));
+                }
+            }
+        } else if !ours
+            && self.role == Role::Mx
+            && let Some(checker) = &auth.checker
+            && !is_trusted(ip, &self.config.authentication.exempt_networks)
+        {
+            tx.message = strip_forged_results(&tx.message, &self.config.hostname);
+            let mail_from = match &tx.reverse_path {
+                ReversePath::Null => String::new(),
+                ReversePath::Mailbox(a) => a.to_string(),
+            };
+            let findings = checker.check(ip, &tx.helo, &mail_from, &tx.message).await;
+            let decision = decide(&findings, &self.config.authentication, ip);
+            let dkim: Vec<String> = findings.dkim.iter().map(|(d, o)| format!("{o:?}(d={d})")).collect();
+            tracing::info!(
+                "auth: [{ip}] from=<{mail_from}> header.from={} spf={:?} spf_helo={:?} dkim=[{}] dmarc={:?} policy={:?} arc={:?}: {}",
+                findings.from_domain,
+                findings.spf,
+                findings.spf_helo,
+                dkim.join(" "),
+                findings.dmarc,
+                findings.dmarc_policy,
+                findings.arc,
+                match &decision {
+                    Decision::Accept => "accept".to_owned(),
+                    Decision::Quarantine(why) => format!("quarantine ({why})"),
+                    Decision::Refuse(r) => format!("refuse ({r})"),
+                }
+            );
+            extra.push_str(&findings.headers);
+            match decision {
+                Decision::Accept => {}
+                Decision::Quarantine(why) => {
+                    extra.push_str(&format!("X-Postern-Quarantine: {why}\r\n"));
+                    quarantine = Some(self.config.authentication.quarantine_folder.clone());
+                }
+                Decision::Refuse(r) => {
+                    tracing::info!("NOQUEUE: reject: DATA from [{ip}]: {r}; from=<{mail_from}> helo=<{}>", tx.helo);
+                    return Err(r);
+                }
+            }
+        }
+        commit(self.ctx, self.config, tx, &extra, quarantine).await
     }
 
     /// For an authenticated submission: the refusal when a From address of the message is not

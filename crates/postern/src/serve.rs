@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use postern_config::{Config, Live, Tables};
 use postern_dns::{DnsSettings, HickoryResolver};
-use postern_inbound::{AuthBans, ConnectionLimits, Context, ListenerInfo};
+use postern_inbound::{AuthBans, AuthState, ConnectionLimits, Context, ListenerInfo};
 use postern_queue::Queue;
 use postern_spool::{Spool, SyncMode};
 use tokio::net::TcpListener;
@@ -78,6 +78,7 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     let spool =
         Arc::new(Spool::open(&spool_dir, mode).with_context(|| format!("opening spool {}", spool_dir.display()))?);
     let tls = load_tls(&config).map_err(anyhow::Error::msg)?;
+    let auth = AuthState::load(&config).map_err(|e| anyhow::Error::msg(e.join("; ")))?;
     let mut listeners = Vec::new();
     for l in &config.listener {
         let listener = TcpListener::bind(l.address).await.with_context(|| format!("binding {}", l.address))?;
@@ -104,13 +105,14 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         limits: ConnectionLimits::default(),
         bans: AuthBans::default(),
         tls: std::sync::RwLock::new(tls),
+        auth: std::sync::RwLock::new(Arc::new(auth)),
     });
     let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone() });
     let socket = live.config().control_socket();
     crate::control::spawn(&socket, queue.clone(), spool.clone(), reloader.clone(), stop_rx.clone())
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
     let submit = live.config().submit_socket();
-    crate::submit::spawn(&submit, live.clone(), queue.clone(), spool.clone(), stop_rx.clone())
+    crate::submit::spawn(&submit, ctx.clone(), stop_rx.clone())
         .with_context(|| format!("binding the submission socket {}", submit.display()))?;
     match privileges {
         (Some(user), group) => {
@@ -198,6 +200,7 @@ impl Reloader {
         let (config, tables) =
             postern_config::load(path).map_err(|errors| refused(errors.iter().map(ToString::to_string).collect()))?;
         let tls = load_tls(&config).map_err(|e| refused(vec![e]))?;
+        let auth = AuthState::load(&config).map_err(refused)?;
         let live = &self.ctx.live;
         let listeners_changed =
             config.listener.iter().map(|l| l.address).ne(live.config().listener.iter().map(|l| l.address));
@@ -215,6 +218,7 @@ impl Reloader {
         live.set_config(config);
         live.set_tables(tables);
         self.ctx.set_tls_config(tls);
+        self.ctx.set_auth(auth);
         Ok(what)
     }
 }

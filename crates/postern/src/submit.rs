@@ -4,33 +4,27 @@
 //!
 //! Protocol: one line `submit<TAB>sender<TAB>rcpt<TAB>rcpt...` (sender empty for `<>`), then the
 //! message with CRLF line endings until the client shuts down its side; the answer is
-//! `ok ID` or `error: text`. The message is committed durably before `ok`.
+//! `ok ID` or `error: text`. The message is committed durably before `ok`. Mail to other
+//! domains is DKIM-signed like mail relayed over SMTP for our users.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use postern_config::Live;
+use postern_inbound::Context;
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
-use postern_queue::Queue;
-use postern_spool::{Envelope, Recipient, Spool};
+use postern_spool::{Envelope, Recipient};
 use postern_types::{Address, QueueId, Verdict};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 /// Binds the socket (mode 0666: any local user may submit) and serves until `stop`.
-pub(crate) fn spawn(
-    path: &Path,
-    live: Arc<Live>,
-    queue: Queue,
-    spool: Arc<Spool>,
-    stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+pub(crate) fn spawn(path: &Path, ctx: Arc<Context>, stop: watch::Receiver<bool>) -> std::io::Result<()> {
     crate::unix_server::serve(path, 0o666, stop, move |stream| {
-        let (live, queue, spool) = (live.clone(), queue.clone(), spool.clone());
+        let ctx = ctx.clone();
         async move {
             let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
             let (rd, mut wr) = stream.into_split();
-            let answer = match receive(rd, uid, &live, &queue, &spool).await {
+            let answer = match receive(rd, uid, &ctx).await {
                 Ok(id) => format!("ok {id}\n"),
                 Err(e) => {
                     tracing::warn!("sendmail submission from uid {uid} refused: {e}");
@@ -42,15 +36,10 @@ pub(crate) fn spawn(
     })
 }
 
-async fn receive(
-    rd: tokio::net::unix::OwnedReadHalf,
-    uid: u32,
-    live: &Live,
-    queue: &Queue,
-    spool: &Arc<Spool>,
-) -> Result<QueueId, String> {
-    let config = live.config();
-    let tables = live.tables();
+async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -> Result<QueueId, String> {
+    let (queue, spool) = (&ctx.queue, &ctx.spool);
+    let config = ctx.live.config();
+    let tables = ctx.live.tables();
     let max = config.limits.max_message_size.0;
     let mut rd = BufReader::new(rd);
     let mut head = String::new();
@@ -96,11 +85,24 @@ async fn receive(
         }
     }
     let id = QueueId::generate();
-    let trace = format!(
+    let mut trace = format!(
         "Received: by {} (Postern, from userid {uid})\r\n\tid {id}; {}\r\n",
         config.hostname,
         chrono::Utc::now().to_rfc2822()
     );
+    if recipients.iter().any(|r| r.mailbox.is_none()) {
+        match ctx.auth().signer.sign(&message) {
+            Ok(Some((headers, keys))) => {
+                trace.push_str(&headers);
+                tracing::info!("{id}: DKIM: signed with {keys}");
+            }
+            Ok(None) => {}
+            Err(e) if config.dkim.on_error == postern_config::schema::DkimOnError::SendUnsigned => {
+                tracing::warn!("{id}: DKIM: cannot sign, sending unsigned: {e}");
+            }
+            Err(e) => return Err(format!("cannot DKIM-sign the message (4.3.0), try again: {e}")),
+        }
+    }
     let size = (trace.len() + message.len()) as u64;
     let mut env = Envelope::new(id, "127.0.0.1".into(), "localhost".into(), sender.clone(), size, recipients);
     env.body_8bit = message.iter().any(|b| *b >= 0x80);

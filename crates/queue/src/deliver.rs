@@ -201,7 +201,10 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             reports.extend(record(config, id, r, &relay, outcome, now_s));
             continue;
         }
-        let maildir = config.maildir_of(&mailbox);
+        let mut maildir = config.maildir_of(&mailbox);
+        if let Some(folder) = &env.quarantine {
+            maildir.push(folder);
+        }
         let shared = spool.shared_sync_for(&maildir);
         let shared = shared.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<()>);
         let result = postern_local::deliver(&maildir, &config.hostname, &reverse_path, &r.address, message, shared);

@@ -68,6 +68,10 @@ pub struct Envelope {
     /// `ENVID=` of MAIL (RFC 3461 §4.4), xtext as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// Maildir++ folder (e.g. `.Junk`) that local deliveries of this message go to: set when a
+    /// DMARC `p=quarantine` failure was accepted (`[authentication] dmarc_quarantine`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
     /// One entry per destination.
     #[serde(rename = "recipient")]
     pub recipients: Vec<Recipient>,
@@ -171,6 +175,7 @@ impl Envelope {
             held: false,
             ret: None,
             envid: None,
+            quarantine: None,
             recipients,
         }
     }
