@@ -6,6 +6,7 @@
 
 mod support;
 
+mod authentication;
 mod bounces;
 mod config;
 mod corpus;

@@ -82,10 +82,47 @@ pub fn generate(algorithm: Algorithm, bits: usize) -> Result<Generated, String> 
         Algorithm::Ed25519 => (DkimKeyPair::generate_ed25519().map_err(|e| e.to_string())?, "PRIVATE KEY"),
     };
     let public_base64 = match algorithm {
-        // DkimKeyPair gives the RSA public key as PKCS#1 RSAPublicKey (RFC 6376 §3.6.1 k=rsa).
-        Algorithm::Rsa | Algorithm::Ed25519 => STANDARD.encode(pair.public_key()),
+        Algorithm::Rsa => STANDARD.encode(rsa_spki(pair.public_key())),
+        Algorithm::Ed25519 => STANDARD.encode(pair.public_key()),
     };
     Ok(Generated { private_pem: pem(label, pair.private_key()), public_base64, algorithm })
+}
+
+/// The `p=` value (base64) of a loaded key, with its algorithm.
+pub fn public_base64(key: &Key) -> (Algorithm, String) {
+    match key {
+        Key::Rsa(k) => (Algorithm::Rsa, STANDARD.encode(rsa_spki(&k.public_key()))),
+        Key::Ed25519(k) => (Algorithm::Ed25519, STANDARD.encode(k.public_key())),
+    }
+}
+
+/// A PKCS#1 `RSAPublicKey` wrapped as X.509 `SubjectPublicKeyInfo` (rsaEncryption), the form
+/// `openssl rsa -pubout` gives and every DKIM verifier accepts (RFC 6376 §3.6.1 allows both).
+fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+    // SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }
+    const ALGORITHM: [u8; 15] =
+        [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+    let mut bit_string = vec![0u8];
+    bit_string.extend_from_slice(pkcs1);
+    let mut body = ALGORITHM.to_vec();
+    der(&mut body, 0x03, &bit_string);
+    let mut out = Vec::new();
+    der(&mut out, 0x30, &body);
+    out
+}
+
+/// Appends a DER tag-length-value.
+fn der(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    let n = value.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(value);
 }
 
 /// PEM armour: base64 in lines of 64 characters (RFC 7468).

@@ -123,25 +123,29 @@ impl Checker {
         let from = parsed.from().to_lowercase();
         let from_domain = from.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
         let dmarc = auth.verify_dmarc(DmarcParameters::new(&parsed, &dkim, &mail_from_domain, &spf)).await;
-        let dmarc_outcome = match (dmarc.spf_result(), dmarc.dkim_result()) {
-            (DmarcResult::Pass, _) | (_, DmarcResult::Pass) => Outcome::Pass,
-            (DmarcResult::TempError(_), _) | (_, DmarcResult::TempError(_)) => Outcome::TempError,
-            (DmarcResult::Fail(_), _) | (_, DmarcResult::Fail(_)) => Outcome::Fail,
-            (DmarcResult::PermError(_), _) | (_, DmarcResult::PermError(_)) => Outcome::PermError,
-            (DmarcResult::None, DmarcResult::None) => Outcome::None,
+        // Pass if either mechanism passes aligned; with a record and neither, fail (RFC 7489 §6.6.2).
+        let dmarc_outcome = match dmarc.result() {
+            DmarcResult::Pass => Outcome::Pass,
+            DmarcResult::TempError(_) => Outcome::TempError,
+            DmarcResult::Fail(_) => Outcome::Fail,
+            DmarcResult::PermError(_) => Outcome::PermError,
+            DmarcResult::None => Outcome::None,
         };
         let dmarc_policy = dmarc.dmarc_record().map(|_| match dmarc.policy() {
             Policy::Reject => DmarcPolicy::Reject,
             Policy::Quarantine => DmarcPolicy::Quarantine,
             Policy::None | Policy::Unspecified => DmarcPolicy::None,
         });
+        // RFC 6376 §3.7 and RFC 8601 §2.7.1: a body that does not match its hash is `fail`;
+        // mail-auth writes `neutral` for it.
         let headers = AuthenticationResults::new(host)
             .with_dkim_results(&dkim, &from)
             .with_spf_ehlo_result(&spf_helo, ip, helo)
             .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
             .with_arc_result(&arc, ip)
             .with_dmarc_result(&dmarc)
-            .to_header();
+            .to_header()
+            .replace("dkim=neutral (body hash did not verify)", "dkim=fail (body hash did not verify)");
         Findings {
             spf: spf_outcome(spf.result()),
             spf_domain: mail_from_domain,
@@ -173,6 +177,8 @@ fn spf_outcome(r: SpfResult) -> Outcome {
 fn dkim_outcome(r: &DkimResult) -> Outcome {
     match r {
         DkimResult::Pass => Outcome::Pass,
+        // RFC 6376 §3.7: a body hash mismatch is a failed verification (mail-auth says neutral).
+        DkimResult::Neutral(mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch)) => Outcome::Fail,
         DkimResult::Fail(_) => Outcome::Fail,
         DkimResult::Neutral(_) | DkimResult::None => Outcome::None,
         DkimResult::TempError(_) => Outcome::TempError,

@@ -2,6 +2,7 @@
 //! mail logic lives here.
 
 mod control;
+mod dkim_cli;
 mod privileges;
 mod queue_cli;
 mod sendmail;
@@ -53,6 +54,19 @@ enum Command {
         #[command(subcommand)]
         command: user_cli::UserCommand,
     },
+    /// DKIM keys.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
+    /// The DNS records to publish for a domain.
+    Dns {
+        /// Configuration file (default: $POSTERN_CONFIG, else the embedded default).
+        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: DnsCommand,
+    },
     /// Queue a message from standard input, sendmail style (also: invoked as `sendmail`).
     Sendmail(sendmail::SendmailArgs),
     /// Inspect and steer the queue of the running daemon (also: `mailq` for `queue list`).
@@ -62,6 +76,24 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: queue_cli::QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DkimCommand {
+    /// Generate a key (mode 0600) and print the TXT record to publish, in zone-file syntax
+    /// (strings of at most 255 bytes) and on one line for web DNS panels.
+    Keygen(dkim_cli::KeygenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsCommand {
+    /// Print every record this server needs for DOMAIN (MX, SPF, DKIM, DMARC, PTR), each with
+    /// a comment saying why.
+    Records {
+        /// The mail domain.
+        #[arg(long)]
+        domain: String,
     },
 }
 
@@ -82,6 +114,11 @@ fn main() -> ExitCode {
         Command::Queue { config, command } => queue_cli::run(config.as_deref(), &command),
         Command::Sendmail(args) => sendmail::run(&args),
         Command::Reload { config } => reload(config.as_deref()),
+        Command::Dkim { command: DkimCommand::Keygen(args) } => dkim_cli::keygen(&args),
+        Command::Dns { config, command: DnsCommand::Records { domain } } => match load_config(config.as_deref()) {
+            Some(c) => dkim_cli::records(&c, &domain),
+            None => ExitCode::from(2),
+        },
         Command::User { config, command } => user_cli::run(config.as_deref(), &command),
     }
 }

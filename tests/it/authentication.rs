@@ -1,0 +1,189 @@
+//! Email authentication (issue: authentication): A signs with keys made by `postern dkim keygen`
+//! (RSA and Ed25519), whose TXT records go into the loopback DNS server; B checks SPF, DKIM and
+//! DMARC and acts per policy. A test relay alters one byte; outsiders forge SPF, DMARC and
+//! Authentication-Results; a silent DNS gives 451.
+
+use std::process::Command;
+
+use hickory_server::proto::rr::RData;
+use hickory_server::proto::rr::rdata::TXT;
+
+use crate::support::dns::{DnsServer, SilentDns};
+use crate::support::peer::Peer;
+use crate::support::smtp::Client;
+use crate::support::{Server, TempDir, poll, repo};
+
+/// `postern dkim keygen` into `dir`; returns the config lines and the TXT value (the zone
+/// strings joined), checking that every string is at most 255 bytes.
+fn keygen(dir: &std::path::Path, selector: &str, algorithm: &str) -> (String, String) {
+    let key = dir.join(format!("{selector}.key"));
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dkim", "keygen", "--domain", "a.test", "--selector", selector, "--algorithm", algorithm, "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let strings: Vec<&str> =
+        text.lines().filter(|l| l.trim_start().starts_with('"')).map(|l| l.trim().trim_matches('"')).collect();
+    assert!(!strings.is_empty(), "{text}");
+    assert!(strings.iter().all(|s| s.len() <= 255), "{text}");
+    let one_line = text.lines().last().unwrap().trim_start_matches("; ").to_owned();
+    assert_eq!(strings.concat(), one_line, "zone strings and one-line form differ");
+    let config =
+        format!("[[dkim.key]]\ndomain = \"a.test\"\nselector = \"{selector}\"\nprivate_key = \"{}\"\n", key.display());
+    (config, one_line)
+}
+
+fn txt(value: &str) -> RData {
+    RData::TXT(TXT::new(value.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect()))
+}
+
+/// DNS with the fixture zone and A's two keys; returns the DNS server, A's extra configuration.
+fn dns_with_keys(keys: &TempDir) -> (DnsServer, String) {
+    let dns = DnsServer::start(&[("test.", &repo().join("tests/fixtures/dns/relay.test.zone"))]);
+    let (rsa_cfg, rsa_txt) = keygen(&keys.0, "rsa", "rsa");
+    let (ed_cfg, ed_txt) = keygen(&keys.0, "ed", "ed25519");
+    dns.upsert("test.", "rsa._domainkey.a.test.", 300, txt(&rsa_txt));
+    dns.upsert("test.", "ed._domainkey.a.test.", 300, txt(&ed_txt));
+    (dns, format!("{rsa_cfg}{ed_cfg}"))
+}
+
+fn b_checking(dns: &str) -> Server {
+    Server::start_with("relay-b", |t| t.replace("verify = false", "verify = true").replace("127.0.0.1:9", dns))
+}
+
+#[test]
+fn signed_by_a_passes_at_b_and_forgeries_fail() {
+    let keys = TempDir::new("dkim-keys");
+    let (dns, dkim) = dns_with_keys(&keys);
+    let b = b_checking(&dns.addr.to_string());
+    let a = Server::start_full("relay-a", &[("PEER", "9".into())], |t| {
+        let t = t.replace("{DNS}", &dns.addr.to_string()).replace("{PORT}", &b.port.to_string());
+        t.replace("[authentication]", &format!("{dkim}\n[authentication]"))
+    });
+    // A signs for its trusted client; B verifies both signatures, SPF and DMARC.
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.a.test");
+    let msg = b"From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: signed\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@a.test>\r\n\r\nHello Bob.\r\n";
+    assert_eq!(c.send_data("alice@a.test", &["bob@b.test"], msg).code, 250);
+    let files = b.wait_maildir("bob", 1);
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let ar = header(&text, "Authentication-Results");
+    assert!(ar.starts_with("mx.b.test;"), "{ar}");
+    assert_eq!(ar.matches("dkim=pass").count(), 2, "{ar}");
+    assert!(ar.contains("header.s=rsa") && ar.contains("header.s=ed"), "{ar}");
+    assert!(ar.contains("spf=pass") && ar.contains("dmarc=pass"), "{ar}");
+    assert!(text.contains("Received-SPF: pass"), "{text}");
+    assert_eq!(text.matches("DKIM-Signature:").count(), 2);
+    a.wait_log("DKIM: signed for [127.0.0.1] with d=a.test s=rsa, d=a.test s=ed");
+
+    // A test relay changes one byte of the body: DKIM fails, SPF (from 127.0.0.1) still
+    // aligns, so DMARC passes and the message is accepted with dkim=fail.
+    let signed = std::fs::read_to_string(&files[0]).unwrap().replace('\n', "\r\n");
+    let start = signed.find("DKIM-Signature:").unwrap();
+    let altered = signed[start..].replace("Hello Bob.", "Hello Bob!");
+    let (mut r, _) = Client::connect(b.port);
+    r.cmd("EHLO relay.a.test");
+    assert_eq!(r.send_data("alice@a.test", &["bob@b.test"], altered.as_bytes()).code, 250);
+    let text = std::fs::read_to_string(&b.wait_maildir("bob", 2)[1]).unwrap();
+    let ar = header(&text, "Authentication-Results");
+    assert_eq!(ar.matches("dkim=fail").count(), 2, "{ar}");
+
+    // SPF -all from an address a.test does not list: refused, 550 5.7.23.
+    let (mut o, _) = Client::connect_from("127.0.0.3", b.port);
+    o.cmd("EHLO outsider.test");
+    let r = o.send_data("ceo@a.test", &["bob@b.test"], b"From: ceo@a.test\r\nSubject: pay\r\n\r\nx\r\n");
+    assert_eq!((r.code, &r.text[4..10]), (550, "5.7.23"), "{}", r.text);
+    assert!(r.text.contains("a.test does not designate 127.0.0.3"), "{}", r.text);
+
+    // Softfail is accepted (no DMARC for soft.test); a forged result with our authserv-id is
+    // removed; one from another server stays.
+    let forged = b"Authentication-Results: mx.b.test; dkim=pass header.d=bank.test\r\nAuthentication-Results: other.test; spf=pass\r\nFrom: x@soft.test\r\nSubject: soft\r\n\r\nx\r\n";
+    assert_eq!(o.send_data("x@soft.test", &["bob@b.test"], forged).code, 250);
+    let text = std::fs::read_to_string(&b.wait_maildir("bob", 3)[2]).unwrap();
+    assert!(!text.contains("header.d=bank.test"), "forged result kept:\n{text}");
+    assert!(text.contains("Authentication-Results: other.test; spf=pass"), "{text}");
+    assert!(header(&text, "Authentication-Results").contains("spf=softfail"), "{text}");
+
+    // DMARC p=reject: From a.test, envelope from soft.test, no signature.
+    let r = o.send_data("x@soft.test", &["bob@b.test"], b"From: ceo@a.test\r\nSubject: dmarc\r\n\r\nx\r\n");
+    assert_eq!((r.code, &r.text[4..9]), (550, "5.7.1"), "{}", r.text);
+    assert!(r.text.contains("DMARC policy of a.test"), "{}", r.text);
+
+    // DMARC p=quarantine: accepted, marked, into .Junk.
+    assert_eq!(o.send_data("x@soft.test", &["bob@b.test"], b"From: news@q.test\r\nSubject: q\r\n\r\nx\r\n").code, 250);
+    let junk = b.data().join("mail/bob/.Junk/new");
+    let files = poll(20, "a quarantined message", || {
+        let v: Vec<_> = std::fs::read_dir(&junk).ok()?.map(|e| e.unwrap().path()).collect();
+        (v.len() == 1).then_some(v)
+    });
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("X-Postern-Quarantine: DMARC policy of q.test"), "{text}");
+    assert_eq!(b.maildir("bob").len(), 3, "not in the inbox");
+    b.wait_log("auth: [127.0.0.3] from=<x@soft.test> header.from=q.test");
+}
+
+#[test]
+fn dns_timeouts_give_451_never_550() {
+    let silent = SilentDns::start();
+    let b = b_checking(&silent.addr.to_string());
+    let (mut c, _) = Client::connect_from("127.0.0.3", b.port);
+    c.cmd("EHLO outsider.test");
+    let r = c.send_data("ceo@a.test", &["bob@b.test"], b"From: ceo@a.test\r\nSubject: x\r\n\r\nx\r\n");
+    assert_eq!((r.code, &r.text[4..9]), (451, "4.4.3"), "{}", r.text);
+}
+
+/// The first value of header `name` in a Maildir file (LF endings), unfolded.
+fn header(text: &str, name: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if inside && line.starts_with([' ', '\t']) {
+            out.push(' ');
+            out.push_str(line.trim());
+            continue;
+        }
+        if inside {
+            break;
+        }
+        if let Some(v) = line.strip_prefix(&format!("{name}: ")) {
+            inside = true;
+            out.push_str(v.trim());
+        }
+    }
+    out
+}
+
+/// Signing is only for what our users relay: not local delivery, not a From without a key.
+#[test]
+fn nothing_is_signed_for_outsiders_or_local_delivery() {
+    let keys = TempDir::new("dkim-keys-2");
+    let (dns, dkim) = dns_with_keys(&keys);
+    let peer = Peer::start(&[]);
+    let a = Server::start_full("relay-a", &[("PEER", peer.port.to_string())], |t| {
+        let t = t.replace("{DNS}", &dns.addr.to_string()).replace("{PORT}", "9");
+        t.replace("[authentication]", &format!("{dkim}\n[authentication]"))
+    });
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.a.test");
+    // Local delivery only: not signed.
+    assert_eq!(
+        c.send_data("alice@a.test", &["alice@a.test"], b"From: alice@a.test\r\nSubject: local\r\n\r\nx\r\n").code,
+        250
+    );
+    let text = std::fs::read_to_string(&a.wait_maildir("alice", 1)[0]).unwrap();
+    assert!(!text.contains("DKIM-Signature"), "{text}");
+    // A From without a key (another domain): not signed.
+    assert_eq!(
+        c.send_data("x@other.test", &["bob@flaky.test"], b"From: x@other.test\r\nSubject: other\r\n\r\nx\r\n").code,
+        250
+    );
+    poll(20, "the relayed message", || (peer.received.lock().unwrap().len() == 1).then_some(()));
+    assert!(!String::from_utf8_lossy(&peer.received.lock().unwrap()[0]).contains("DKIM-Signature"));
+}
