@@ -187,3 +187,44 @@ fn nothing_is_signed_for_outsiders_or_local_delivery() {
     poll(20, "the relayed message", || (peer.received.lock().unwrap().len() == 1).then_some(()));
     assert!(!String::from_utf8_lossy(&peer.received.lock().unwrap()[0]).contains("DKIM-Signature"));
 }
+
+#[test]
+fn dns_records_and_check_config_know_the_keys() {
+    let dir = TempDir::new("dns-records");
+    let (dkim, value) = keygen(&dir.0, "s2026", "rsa");
+    let cfg = dir.0.join("postern.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "hostname = \"mx.a.test\"\ndata_dir = \"data\"\n[[listener]]\naddress = \"192.0.2.25:25\"\nrole = \"mx\"\n[domains]\nlocal = [\"a.test\"]\n{dkim}"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_postern")).args(args).arg("--config").arg(&cfg).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, out) = run(&["dns", "records", "--domain", "a.test"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("a.test. IN MX 10 mx.a.test."), "{out}");
+    assert!(out.contains("a.test. IN TXT \"v=spf1 mx -all\""), "{out}");
+    assert!(out.contains("mx.a.test. IN TXT \"v=spf1 a -all\""), "{out}");
+    assert!(out.contains("_dmarc.a.test. IN TXT \"v=DMARC1; p=none; rua=mailto:postmaster@a.test\""), "{out}");
+    assert!(out.contains("25.2.0.192.in-addr.arpa. IN PTR mx.a.test."), "{out}");
+    // The DKIM record printed from the key file is the one keygen printed.
+    let strings: String = out
+        .lines()
+        .skip_while(|l| !l.starts_with("s2026._domainkey.a.test. IN TXT ("))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with('"'))
+        .map(|l| l.trim().trim_matches('"'))
+        .collect();
+    assert_eq!(strings, value);
+    let (code, out) = run(&["check-config"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("DKIM key d=a.test s=s2026"), "{out}");
+    std::fs::write(dir.0.join("s2026.key"), "not a key").unwrap();
+    let (code, out) = run(&["check-config"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("s2026.key: not a PEM private key"), "{out}");
+}

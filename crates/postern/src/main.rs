@@ -203,14 +203,27 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
                 tables.aliases.len(),
                 tables.virtual_.len()
             );
+            let mut errors = Vec::new();
             match check_tls(&config) {
                 Ok(Some(line)) => println!("{line}"),
                 Ok(None) => println!("no [tls] certificate: STARTTLS is not offered"),
-                Err(e) => {
-                    eprintln!("{}: [tls]: {e}", config.source.display());
-                    eprintln!("1 error(s); fix them and run `postern check-config` again");
-                    return ExitCode::from(2);
+                Err(e) => errors.push(format!("{}: [tls]: {e}", config.source.display())),
+            }
+            match postern_auth::Signer::load(&config.dkim) {
+                Ok(_) if config.dkim.key.is_empty() => println!("no [[dkim.key]]: relayed mail is not DKIM-signed"),
+                Ok(_) => {
+                    for k in &config.dkim.key {
+                        println!("DKIM key d={} s={} ({}) loaded", k.domain, k.selector, k.private_key.display());
+                    }
                 }
+                Err(e) => errors.extend(e.into_iter().map(|e| format!("{}: {e}", config.source.display()))),
+            }
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} error(s); fix them and run `postern check-config` again", errors.len());
+                return ExitCode::from(2);
             }
             ExitCode::SUCCESS
         }
