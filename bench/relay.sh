@@ -5,7 +5,10 @@
 # clients' 250s) and the end-to-end rate (until the MTA's queue is empty again), and the ratio.
 # Rows alternate between the MTAs so that both see the same disk state; a warm-up goes first.
 #
-# Usage: [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
+# With DKIM=rsa or DKIM=ed25519, Postern signs every message with a key made by
+# `postern dkim keygen` (Postfix does not sign: the ratio then shows the cost of signing).
+#
+# Usage: [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postfix.sh
@@ -36,6 +39,12 @@ sink_pid=$!
 pids+=($sink_pid)
 
 mkdir -p "$work/postern"
+dkim_key=""
+if [ -n "${DKIM:-}" ]; then
+    target/release/postern dkim keygen --domain remote.test --selector bench --algorithm "$DKIM" \
+        --out "$work/postern/dkim.key" >/dev/null
+    dkim_key=$'[[dkim.key]]\ndomain = "remote.test"\nselector = "bench"\nprivate_key = "dkim.key"'
+fi
 cat >"$work/postern/postern.toml" <<TOML
 hostname = "bench.example.test"
 data_dir = "data"
@@ -53,6 +62,7 @@ max_connections_per_ip = 100
 max_concurrency = ${QUEUE_CONCURRENCY:-100}
 [spool]
 sync = "${SPOOL_SYNC:-syncfs}"
+$dkim_key
 [authentication]
 # No DNS here: inbound SPF/DKIM/DMARC checks off.
 verify = false
