@@ -5,6 +5,8 @@
 
 use std::process::Command;
 
+use mail_parser::MimeHeaders as _;
+
 use hickory_server::proto::rr::RData;
 use hickory_server::proto::rr::rdata::TXT;
 
@@ -227,4 +229,84 @@ fn dns_records_and_check_config_know_the_keys() {
     let (code, out) = run(&["check-config"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("s2026.key: not a PEM private key"), "{out}");
+}
+
+/// Validates `xml` against the RFC 7489 Appendix C schema with xmllint (scripts/test installs
+/// libxml2-utils).
+fn validate(xml: &str, dir: &std::path::Path) {
+    let file = dir.join("report.xml");
+    std::fs::write(&file, xml).unwrap();
+    let out = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(repo().join("tests/fixtures/dmarc/rfc7489-aggregate.xsd"))
+        .arg(&file)
+        .output()
+        .expect("xmllint must be installed (scripts/test installs libxml2-utils)");
+    assert!(out.status.success(), "report does not validate:\n{}\n{xml}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn dmarc_aggregate_report_of_a_day_validates_and_is_delivered() {
+    let keys = TempDir::new("dkim-keys-3");
+    let (dns, dkim) = dns_with_keys(&keys);
+    let b = Server::start_with("relay-b", |t| {
+        t.replace("verify = false", "verify = true").replace("127.0.0.1:9", &dns.addr.to_string())
+            + "\n[dmarc_reports]\nenabled = true\norg_name = \"B Test\"\nemail = \"postmaster@b.test\"\n"
+    });
+    let a = Server::start_full("relay-a", &[("PEER", "9".into())], |t| {
+        let t = t.replace("{DNS}", &dns.addr.to_string()).replace("{PORT}", &b.port.to_string());
+        t.replace("[authentication]", &format!("{dkim}\n[authentication]"))
+    });
+    // A day of traffic: three signed messages from A, one forgery from an outsider (refused),
+    // and one from a domain without DMARC (not reported).
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.a.test");
+    for i in 0..3 {
+        let m = format!("From: alice@a.test\r\nSubject: day {i}\r\n\r\nx\r\n");
+        assert_eq!(c.send_data("alice@a.test", &["bob@b.test"], m.as_bytes()).code, 250);
+    }
+    b.wait_maildir("bob", 3);
+    let (mut o, _) = Client::connect_from("127.0.0.3", b.port);
+    o.cmd("EHLO outsider.test");
+    assert_eq!(o.send_data("x@soft.test", &["bob@b.test"], b"From: ceo@a.test\r\nSubject: f\r\n\r\nx\r\n").code, 550);
+    assert_eq!(o.send_data("x@soft.test", &["bob@b.test"], b"From: x@soft.test\r\nSubject: s\r\n\r\nx\r\n").code, 250);
+    b.wait_maildir("bob", 4);
+
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let report = |send: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postern"));
+        cmd.args(["dmarc", "report", "--day", &day, "--config"]).arg(b.config_path());
+        if send {
+            cmd.arg("--send");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let xml = report(false);
+    validate(&xml, &keys.0);
+    assert!(xml.contains("<domain>a.test</domain>") && xml.contains("<p>reject</p>"), "{xml}");
+    assert!(xml.contains("<source_ip>127.0.0.1</source_ip>\n      <count>3</count>"), "{xml}");
+    assert!(xml.contains("<source_ip>127.0.0.3</source_ip>\n      <count>1</count>"), "{xml}");
+    assert!(xml.contains("<disposition>reject</disposition>"), "{xml}");
+    assert!(xml.contains("<selector>rsa</selector>") && xml.contains("<selector>ed</selector>"), "{xml}");
+    assert!(!xml.contains("soft.test</header_from>"), "no DMARC record, no report: {xml}");
+
+    // --send queues it to a.test's rua (bob@b.test, allowed by a.test._report._dmarc.b.test).
+    let sent = report(true);
+    assert!(sent.contains("a.test: report") && sent.contains("to bob@b.test"), "{sent}");
+    let files = b.wait_maildir("bob", 5);
+    let raw = std::fs::read(&files[4]).unwrap();
+    let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    assert!(msg.subject().unwrap().starts_with("Report Domain: a.test Submitter: mx.b.test Report-ID: <"));
+    let gz = msg.attachment(0).expect("the gzip attachment");
+    assert!(gz.attachment_name().unwrap().ends_with(".xml.gz"));
+    let gz_path = keys.0.join("report.xml.gz");
+    std::fs::write(&gz_path, gz.contents()).unwrap();
+    let unzipped = Command::new("gzip").arg("-dc").arg(&gz_path).output().unwrap();
+    let attached = String::from_utf8(unzipped.stdout).unwrap();
+    assert_eq!(attached, xml);
+    validate(&attached, &keys.0);
+    // The day is forgotten once sent.
+    assert!(report(true).contains("no DMARC results recorded"));
 }

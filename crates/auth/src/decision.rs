@@ -94,6 +94,7 @@ mod tests {
             from_domain: "sender.test".into(),
             arc: Outcome::None,
             headers: String::new(),
+            report: None,
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod decision;
 pub mod keys;
+pub mod reports;
 pub mod sign;
 pub mod verify;
 

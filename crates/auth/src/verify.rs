@@ -16,6 +16,8 @@ use mail_auth::{
 };
 use postern_dns::DnsSettings;
 
+use crate::reports::{Published, Row};
+
 /// The outcome of one check, reduced to what policy needs (RFC 8601 §2.7 result names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -54,6 +56,9 @@ pub struct Findings {
     pub arc: Outcome,
     /// `Authentication-Results:` and `Received-SPF:` fields, each ending in CRLF.
     pub headers: String,
+    /// For the aggregate report, when the From domain publishes DMARC: its policy and this
+    /// message's row (disposition `none` until the caller sets what it did).
+    pub report: Option<(Published, Row)>,
 }
 
 /// A DMARC `p=` value.
@@ -89,6 +94,21 @@ impl Checker {
         Ok(Self { authenticator: MessageAuthenticator(resolver), hostname: hostname.to_owned() })
     }
 
+    /// The `rua` addresses of `domain`'s DMARC record that accept its reports: those in the
+    /// same domain, and external ones whose domain publishes `DOMAIN._report._dmarc.DEST`
+    /// (RFC 7489 §7.1).
+    pub async fn report_addresses(&self, domain: &str, addresses: &[String]) -> Vec<String> {
+        self.authenticator
+            .verify_dmarc_report_address(
+                domain,
+                addresses,
+                None::<&mail_auth::common::cache::NoCache<Box<str>, mail_auth::Txt>>,
+            )
+            .await
+            .map(|v| v.into_iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Checks `message` (as received, CRLF) from `ip`, which said `helo` and gave `mail_from`
     /// (empty for the null sender).
     pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Findings {
@@ -116,6 +136,7 @@ impl Checker {
                 from_domain: String::new(),
                 arc: Outcome::None,
                 headers: headers + &ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header(),
+                report: None,
             };
         };
         let dkim = auth.verify_dkim(&parsed).await;
@@ -146,7 +167,45 @@ impl Checker {
             .with_dmarc_result(&dmarc)
             .to_header()
             .replace("dkim=neutral (body hash did not verify)", "dkim=fail (body hash did not verify)");
+        let report = dmarc.dmarc_record().map(|record| {
+            let policy = |p: &Policy| match p {
+                Policy::Reject => "reject",
+                Policy::Quarantine => "quarantine",
+                Policy::None | Policy::Unspecified => "none",
+            };
+            let align = |a: &mail_auth::dmarc::Alignment| match a {
+                mail_auth::dmarc::Alignment::Strict => 's',
+                mail_auth::dmarc::Alignment::Relaxed => 'r',
+            };
+            let published = Published {
+                domain: dmarc.domain().to_lowercase(),
+                adkim: align(&record.adkim),
+                aspf: align(&record.aspf),
+                p: policy(&record.p).to_owned(),
+                sp: policy(if record.sp == Policy::Unspecified { &record.p } else { &record.sp }).to_owned(),
+                pct: if record.t { 0 } else { 100 },
+                rua: record.rua.iter().map(|u| u.uri.trim_start_matches("mailto:").to_owned()).collect(),
+            };
+            let pass_fail = |r: &DmarcResult| if *r == DmarcResult::Pass { "pass" } else { "fail" }.to_owned();
+            let row = Row {
+                header_from: from_domain.clone(),
+                source_ip: ip,
+                disposition: "none".to_owned(),
+                dkim: pass_fail(dmarc.dkim_result()),
+                spf: pass_fail(dmarc.spf_result()),
+                dkim_results: dkim
+                    .iter()
+                    .filter_map(|d| {
+                        let s = d.signature()?;
+                        Some((s.d.to_lowercase(), s.s.clone(), report_dkim(d.result()).to_owned()))
+                    })
+                    .collect(),
+                spf_result: (mail_from_domain.clone(), report_spf(spf.result()).to_owned()),
+            };
+            (published, row)
+        });
         Findings {
+            report,
             spf: spf_outcome(spf.result()),
             spf_domain: mail_from_domain,
             spf_helo: spf_outcome(spf_helo.result()),
@@ -160,6 +219,30 @@ impl Checker {
             arc: dkim_outcome(arc.result()),
             headers: headers + &ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header(),
         }
+    }
+}
+
+/// RFC 7489 Appendix C `DKIMResultType`.
+fn report_dkim(r: &DkimResult) -> &'static str {
+    match dkim_outcome(r) {
+        Outcome::Pass => "pass",
+        Outcome::Fail | Outcome::SoftFail => "fail",
+        Outcome::None => "neutral",
+        Outcome::TempError => "temperror",
+        Outcome::PermError => "permerror",
+    }
+}
+
+/// RFC 7489 Appendix C `SPFResultType`.
+fn report_spf(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::None => "none",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
     }
 }
 

@@ -72,6 +72,27 @@ pub struct Config {
     /// `[authentication]`: SPF / DKIM / DMARC / ARC checks of mail that arrives.
     #[serde(default)]
     pub authentication: Authentication,
+    /// `[dmarc_reports]`: aggregate reports to the domains we receive mail from.
+    #[serde(default)]
+    pub dmarc_reports: DmarcReports,
+}
+
+/// `[dmarc_reports]`: DMARC aggregate reports (RFC 7489 §7.2). When enabled, the results of
+/// `[authentication]` checks are recorded (in `{data_dir}/dmarc.redb`) for every From domain
+/// that publishes DMARC, and once a day, shortly after midnight UTC, the previous day's reports
+/// are queued to each domain's `rua` addresses (also `postern dmarc report --send`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmarcReports {
+    /// Record and send reports. Default `false`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `org_name` in the reports. Default: `hostname`.
+    #[serde(default)]
+    pub org_name: Option<String>,
+    /// Sender and `email` of the reports. Default: `postmaster@` + `hostname`.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// `[dkim]` and its `[[dkim.key]]` entries: DKIM signing (RFC 6376, RFC 8463 Ed25519) of mail
@@ -639,7 +660,8 @@ default_from_serde!(
     Outbound,
     Tls,
     Dkim,
-    Authentication
+    Authentication,
+    DmarcReports
 );
 
 impl Config {
@@ -773,6 +795,11 @@ impl Config {
     /// The submission socket of `postern sendmail`, `{data_dir}/submit.sock`.
     pub fn submit_socket(&self) -> PathBuf {
         self.data_dir.join("submit.sock")
+    }
+
+    /// The DMARC results store, `{data_dir}/dmarc.redb`.
+    pub fn dmarc_store(&self) -> PathBuf {
+        self.data_dir.join("dmarc.redb")
     }
 
     /// The spool folder, `{data_dir}/spool`.

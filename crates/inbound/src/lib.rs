@@ -40,6 +40,8 @@ pub struct Context {
     pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// DKIM signing keys and the inbound checker in force; replaced on reload.
     pub auth: RwLock<Arc<AuthState>>,
+    /// Where DMARC results are recorded (`[dmarc_reports] enabled`).
+    pub dmarc: Option<Arc<postern_auth::reports::Store>>,
 }
 
 /// Email authentication in force: the DKIM signer (`[dkim]`) and the SPF/DKIM/DMARC checker

@@ -342,6 +342,20 @@ impl Driver<'_> {
                 }
             );
             extra.push_str(&findings.headers);
+            if let (Some(store), Some((policy, mut row))) = (self.ctx.dmarc.clone(), findings.report.clone()) {
+                row.disposition = match &decision {
+                    Decision::Accept => "none",
+                    Decision::Quarantine(_) => "quarantine",
+                    Decision::Refuse(r) if r.code >= 500 => "reject",
+                    Decision::Refuse(_) => "none",
+                }
+                .to_owned();
+                let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+                let recorded = tokio::task::spawn_blocking(move || store.record(&day, &policy, &row)).await;
+                if let Ok(Err(e)) | Err(e) = recorded.map_err(|e| e.to_string()) {
+                    tracing::warn!("DMARC report store: {e}");
+                }
+            }
             match decision {
                 Decision::Accept => {}
                 Decision::Quarantine(why) => {

@@ -3,10 +3,11 @@
 //! first line, then text, then the connection closes.
 //!
 //! Requests: `list`, `stats`, `show ID`, `flush [id=ID] [recipient-domain=D] [sender-domain=D]`,
-//! `hold ID`, `release ID`, `delete ID`, `reload`.
+//! `hold ID`, `release ID`, `delete ID`, `reload`, `dmarc-report DAY send|print`.
 
 use std::path::Path;
 
+use postern_inbound::Context;
 use postern_queue::Queue;
 use postern_queue::control::{Filter, format_list, format_stats};
 use postern_spool::Spool;
@@ -19,13 +20,13 @@ use crate::serve::Reloader;
 /// Binds the socket (mode 0600: queue control is for the postmaster) and serves until `stop`.
 pub(crate) fn spawn(
     path: &Path,
-    queue: Queue,
-    spool: std::sync::Arc<Spool>,
+    ctx: std::sync::Arc<Context>,
     reloader: std::sync::Arc<Reloader>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     crate::unix_server::serve(path, 0o600, stop, move |stream| {
-        let (queue, spool, reloader) = (queue.clone(), spool.clone(), reloader.clone());
+        let (ctx, reloader) = (ctx.clone(), reloader.clone());
+        let (queue, spool) = (ctx.queue.clone(), ctx.spool.clone());
         async move {
             let (rd, mut wr) = stream.into_split();
             let mut line = String::new();
@@ -33,7 +34,10 @@ pub(crate) fn spawn(
             if rd.read_line(&mut line).await.is_err() {
                 return;
             }
-            let result = if line.trim() == "reload" {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let result = if let ["dmarc-report", day, mode] = words.as_slice() {
+                crate::dmarc::run(&ctx, day, *mode == "send").await
+            } else if line.trim() == "reload" {
                 match tokio::task::spawn_blocking(move || reloader.reload("reload")).await {
                     Ok(Ok(what)) => {
                         tracing::info!("reload: {what}");

@@ -3,6 +3,7 @@
 
 mod control;
 mod dkim_cli;
+mod dmarc;
 mod privileges;
 mod queue_cli;
 mod sendmail;
@@ -59,6 +60,14 @@ enum Command {
         #[command(subcommand)]
         command: DkimCommand,
     },
+    /// DMARC aggregate reports (RFC 7489 §7.2) of the running daemon.
+    Dmarc {
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
+        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: DmarcCommand,
+    },
     /// The DNS records to publish for a domain.
     Dns {
         /// Configuration file (default: $POSTERN_CONFIG, else the embedded default).
@@ -84,6 +93,20 @@ enum DkimCommand {
     /// Generate a key (mode 0600) and print the TXT record to publish, in zone-file syntax
     /// (strings of at most 255 bytes) and on one line for web DNS panels.
     Keygen(dkim_cli::KeygenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DmarcCommand {
+    /// Print a day's aggregate reports as XML, or queue them to each domain's rua addresses
+    /// (the daemon also does this every day after midnight UTC).
+    Report {
+        /// The day, YYYY-MM-DD (UTC). Default: yesterday.
+        #[arg(long)]
+        day: Option<String>,
+        /// Queue the reports and forget the day, instead of printing them.
+        #[arg(long)]
+        send: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +138,10 @@ fn main() -> ExitCode {
         Command::Sendmail(args) => sendmail::run(&args),
         Command::Reload { config } => reload(config.as_deref()),
         Command::Dkim { command: DkimCommand::Keygen(args) } => dkim_cli::keygen(&args),
+        Command::Dmarc { config, command: DmarcCommand::Report { day, send } } => {
+            let day = day.unwrap_or_else(|| (chrono::Utc::now() - chrono::Days::new(1)).format("%Y-%m-%d").to_string());
+            control_request(config.as_deref(), &format!("dmarc-report {day} {}", if send { "send" } else { "print" }))
+        }
         Command::Dns { config, command: DnsCommand::Records { domain } } => match load_config(config.as_deref()) {
             Some(c) => dkim_cli::records(&c, &domain),
             None => ExitCode::from(2),
@@ -141,13 +168,20 @@ pub(crate) fn load_config(path: Option<&Path>) -> Option<postern_config::Config>
 }
 
 fn reload(path: Option<&Path>) -> ExitCode {
-    let Some(config) = load_config(path) else {
+    if load_config(path).is_none() {
         eprintln!("postern: the configuration has errors (above); the daemon keeps its current one");
         return ExitCode::from(2);
-    };
+    }
+    control_request(path, "reload")
+}
+
+/// Sends `request` to the daemon's control socket and prints the answer (exit 3 when the
+/// daemon cannot be reached).
+fn control_request(path: Option<&Path>, request: &str) -> ExitCode {
+    let Some(config) = load_config(path) else { return ExitCode::from(2) };
     let socket = config.control_socket();
     match std::os::unix::net::UnixStream::connect(&socket) {
-        Ok(stream) => queue_cli::exchange(stream, &socket, "reload"),
+        Ok(stream) => queue_cli::exchange(stream, &socket, request),
         Err(e) => {
             eprintln!(
                 "postern: cannot reach the daemon at {} ({e}); is `postern serve` running with this configuration?",

@@ -79,6 +79,12 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         Arc::new(Spool::open(&spool_dir, mode).with_context(|| format!("opening spool {}", spool_dir.display()))?);
     let tls = load_tls(&config).map_err(anyhow::Error::msg)?;
     let auth = AuthState::load(&config).map_err(|e| anyhow::Error::msg(e.join("; ")))?;
+    let dmarc = if config.dmarc_reports.enabled {
+        let path = config.dmarc_store();
+        Some(Arc::new(postern_auth::reports::Store::open(&path).map_err(anyhow::Error::msg)?))
+    } else {
+        None
+    };
     let mut listeners = Vec::new();
     for l in &config.listener {
         let listener = TcpListener::bind(l.address).await.with_context(|| format!("binding {}", l.address))?;
@@ -106,10 +112,11 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         bans: AuthBans::default(),
         tls: std::sync::RwLock::new(tls),
         auth: std::sync::RwLock::new(Arc::new(auth)),
+        dmarc,
     });
     let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone() });
     let socket = live.config().control_socket();
-    crate::control::spawn(&socket, queue.clone(), spool.clone(), reloader.clone(), stop_rx.clone())
+    crate::control::spawn(&socket, ctx.clone(), reloader.clone(), stop_rx.clone())
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
     let submit = live.config().submit_socket();
     crate::submit::spawn(&submit, ctx.clone(), stop_rx.clone())
@@ -124,6 +131,9 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
             tracing::warn!("running as root: set [server] user to an unprivileged account");
         }
         (None, _) => {}
+    }
+    if ctx.dmarc.is_some() {
+        crate::dmarc::spawn_daily(ctx.clone(), stop_rx.clone());
     }
     for (listener, info) in listeners {
         tokio::spawn(postern_inbound::serve(listener, info, ctx.clone(), stop_rx.clone()));

@@ -1,0 +1,161 @@
+//! DMARC aggregate reports from the running daemon: `postern dmarc report [--day D] [--send]`
+//! (over the control socket) and the daily run shortly after midnight UTC. The reports are
+//! queued like any other message, from `[dmarc_reports] email`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_auth::reports::{self, DayReport};
+use postern_inbound::Context;
+use postern_policy::{RecipientPolicy, resolve_for_delivery};
+use postern_spool::{Envelope, Recipient};
+use postern_types::{Address, QueueId, Verdict};
+use tokio::sync::watch;
+
+/// Builds `day`'s reports (`YYYY-MM-DD`, UTC); with `send`, queues them and forgets the day,
+/// otherwise returns their XML. Returns a text for the operator.
+///
+/// # Errors
+/// Reports disabled, or the store failed.
+pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, String> {
+    let store = ctx.dmarc.clone().ok_or("DMARC reports are off: set [dmarc_reports] enabled = true")?;
+    let d = day.to_owned();
+    let store2 = store.clone();
+    let day_reports = tokio::task::spawn_blocking(move || store2.day(&d)).await.map_err(|e| e.to_string())??;
+    let config = ctx.live.config();
+    let submitter = config.hostname.clone();
+    let org = config.dmarc_reports.org_name.clone().unwrap_or_else(|| submitter.clone());
+    let email = config.dmarc_reports.email.clone().unwrap_or_else(|| format!("postmaster@{submitter}"));
+    let (begin, end) = bounds(day)?;
+    let mut out = String::new();
+    for (n, report) in day_reports.iter().enumerate() {
+        let meta = reports::Meta {
+            submitter: submitter.clone(),
+            org_name: org.clone(),
+            email: email.clone(),
+            report_id: format!("{}.{}.{n}", day.replace('-', ""), report.policy.domain),
+            begin,
+            end,
+        };
+        let xml = reports::to_xml(report, &meta);
+        if !send {
+            out.push_str(&xml);
+            continue;
+        }
+        out.push_str(&queue_report(ctx, report, &xml, &meta).await);
+    }
+    if send {
+        let d = day.to_owned();
+        tokio::task::spawn_blocking(move || store.remove_day(&d)).await.map_err(|e| e.to_string())??;
+        if day_reports.is_empty() {
+            out.push_str(&format!("no DMARC results recorded for {day}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// Queues one report to the addresses that accept it; returns a line for the operator.
+async fn queue_report(ctx: &Context, report: &DayReport, xml: &str, meta: &reports::Meta) -> String {
+    let (submitter, email, report_id) = (meta.submitter.as_str(), meta.email.as_str(), meta.report_id.as_str());
+    let domain = &report.policy.domain;
+    let auth = ctx.auth();
+    let accepted = match auth.checker.as_ref() {
+        Some(c) => c.report_addresses(domain, &report.policy.rua).await,
+        None => Vec::new(),
+    };
+    if accepted.is_empty() {
+        tracing::info!("DMARC report for {domain}: no rua address accepts it ({:?}); not sent", report.policy.rua);
+        return format!("{domain}: no rua address accepts reports ({})\n", report.policy.rua.join(", "));
+    }
+    let message = match reports::compose(xml, domain, meta, &accepted) {
+        Ok(m) => crlf(&m),
+        Err(e) => return format!("{domain}: cannot compose the report: {e}\n"),
+    };
+    let config = ctx.live.config();
+    let tables = ctx.live.tables();
+    let policy = RecipientPolicy {
+        local_domains: &config.domains.local,
+        trusted_networks: &config.relay.trusted_networks,
+        separators: &config.delivery.subaddress_separator,
+        tables: &tables,
+    };
+    let mut recipients = Vec::new();
+    for a in &accepted {
+        let Ok(address) = Address::parse(a) else { continue };
+        if let Verdict::Ok(destinations) = resolve_for_delivery(&policy, &address) {
+            recipients.extend(destinations.iter().map(|d| Recipient::new(address.to_string(), d)));
+        }
+    }
+    let id = QueueId::generate();
+    let trace = format!(
+        "Received: by {submitter} (Postern DMARC reports)\r\n\tid {id}; {}\r\n",
+        chrono::Utc::now().to_rfc2822()
+    );
+    let env = Envelope::new(
+        id,
+        "127.0.0.1".into(),
+        submitter.to_owned(),
+        email.to_owned(),
+        (trace.len() + message.len()) as u64,
+        recipients,
+    );
+    let (spool, saved) = (ctx.spool.clone(), env.clone());
+    let committed = tokio::task::spawn_blocking(move || spool.commit(&saved, trace.as_bytes(), &message)).await;
+    match committed {
+        Ok(Ok(())) => {
+            tracing::info!("{id}: DMARC aggregate report for {domain} to {}", accepted.join(", "));
+            ctx.queue.enqueue(env);
+            format!("{domain}: report {report_id} queued as {id} to {}\n", accepted.join(", "))
+        }
+        Ok(Err(e)) => format!("{domain}: cannot queue the report: {e}\n"),
+        Err(e) => format!("{domain}: cannot queue the report: {e}\n"),
+    }
+}
+
+/// mail-builder writes CRLF already; this normalises stray bare LFs so the spool gets CRLF.
+fn crlf(m: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.len() + 64);
+    let mut prev = 0u8;
+    for &b in m {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+/// The first and last second of `day` (UTC).
+fn bounds(day: &str) -> Result<(i64, i64), String> {
+    let d =
+        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| format!("{day:?} is not YYYY-MM-DD: {e}"))?;
+    let begin = d.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp();
+    Ok((begin, begin + 86_399))
+}
+
+/// Every day, at 00:05 UTC, sends the reports of the days before today.
+pub(crate) fn spawn_daily(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let now = chrono::Utc::now();
+            let next = (now.date_naive() + chrono::Days::new(1)).and_hms_opt(0, 5, 0).map(|t| t.and_utc());
+            let wait =
+                next.map_or(Duration::from_secs(3600), |n| (n - now).to_std().unwrap_or(Duration::from_secs(60)));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            let Some(store) = ctx.dmarc.clone() else { return };
+            let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+            let days =
+                tokio::task::spawn_blocking(move || store.days()).await.ok().and_then(Result::ok).unwrap_or_default();
+            for day in days.into_iter().filter(|d| *d < today) {
+                match run(&ctx, &day, true).await {
+                    Ok(text) => tracing::info!("DMARC reports for {day}: {}", text.trim_end().replace('\n', "; ")),
+                    Err(e) => tracing::error!("DMARC reports for {day}: {e}"),
+                }
+            }
+        }
+    });
+}
