@@ -125,7 +125,14 @@ fn signed_by_a_passes_at_b_and_forgeries_fail() {
     let text = std::fs::read_to_string(&files[0]).unwrap();
     assert!(text.contains("X-Postern-Quarantine: DMARC policy of q.test"), "{text}");
     assert_eq!(b.maildir("bob").len(), 3, "not in the inbox");
-    b.wait_log("auth: [127.0.0.3] from=<x@soft.test> header.from=q.test");
+    // The decision is logged with the queue ID (a refusal, which has none, with NOQUEUE).
+    let line = b.wait_log("auth: [127.0.0.3] from=<x@soft.test> header.from=q.test");
+    let msg = line.split(" INFO ").nth(1).unwrap();
+    assert!(
+        msg.len() > 17 && msg[..16].bytes().all(|c| c.is_ascii_hexdigit()) && msg[16..].starts_with(": auth:"),
+        "{line}"
+    );
+    b.wait_log("NOQUEUE: auth: [127.0.0.3] from=<x@soft.test> header.from=a.test");
 }
 
 #[test]
