@@ -10,7 +10,7 @@ use mail_parser::MimeHeaders as _;
 use hickory_server::proto::rr::RData;
 use hickory_server::proto::rr::rdata::TXT;
 
-use crate::support::dns::{DnsServer, SilentDns};
+use crate::support::dns::{DnsServer, ServfailDns, SilentDns};
 use crate::support::peer::Peer;
 use crate::support::smtp::Client;
 use crate::support::{Server, TempDir, poll, repo};
@@ -136,13 +136,16 @@ fn signed_by_a_passes_at_b_and_forgeries_fail() {
 }
 
 #[test]
-fn dns_timeouts_give_451_never_550() {
+fn dns_timeouts_and_servfail_give_451_never_550() {
     let silent = SilentDns::start();
-    let b = b_checking(&silent.addr.to_string());
-    let (mut c, _) = Client::connect_from("127.0.0.3", b.port);
-    c.cmd("EHLO outsider.test");
-    let r = c.send_data("ceo@a.test", &["bob@b.test"], b"From: ceo@a.test\r\nSubject: x\r\n\r\nx\r\n");
-    assert_eq!((r.code, &r.text[4..9]), (451, "4.4.3"), "{}", r.text);
+    let servfail = ServfailDns::start();
+    for dns in [silent.addr, servfail.addr] {
+        let b = b_checking(&dns.to_string());
+        let (mut c, _) = Client::connect_from("127.0.0.3", b.port);
+        c.cmd("EHLO outsider.test");
+        let r = c.send_data("ceo@a.test", &["bob@b.test"], b"From: ceo@a.test\r\nSubject: x\r\n\r\nx\r\n");
+        assert_eq!((r.code, &r.text[4..9]), (451, "4.4.3"), "DNS at {dns}: {}", r.text);
+    }
 }
 
 /// The first value of header `name` in a Maildir file (LF endings), unfolded.

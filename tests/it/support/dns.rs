@@ -99,3 +99,31 @@ impl SilentDns {
         }
     }
 }
+
+/// A name server that answers every UDP query with SERVFAIL (RCODE 2, RFC 1035 §4.1.1): a
+/// broken recursive resolver or an authoritative server in trouble.
+pub struct ServfailDns {
+    pub addr: SocketAddr,
+}
+
+impl ServfailDns {
+    pub fn start() -> Self {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                if n < 12 {
+                    continue;
+                }
+                // Same ID and question; QR=1, RD/RA set, RCODE=2; no answers.
+                let mut reply = buf[..n].to_vec();
+                reply[2] = 0x80 | (buf[2] & 0x01);
+                reply[3] = 0x80 | 0x02;
+                reply[6..12].fill(0);
+                let _ = udp.send_to(&reply, from);
+            }
+        });
+        Self { addr }
+    }
+}
