@@ -6,6 +6,7 @@
 mod bans;
 mod commit;
 mod limits;
+pub mod screen;
 mod session;
 mod stream;
 pub mod tls;
@@ -42,6 +43,10 @@ pub struct Context {
     pub auth: RwLock<Arc<AuthState>>,
     /// Where DMARC results are recorded (`[dmarc_reports] enabled`).
     pub dmarc: Option<Arc<postern_auth::reports::Store>>,
+    /// The resolver of the `[policy]` checks (shared with delivery, so one cache).
+    pub resolver: Arc<postern_dns::HickoryResolver>,
+    /// The `[policy]` network lists in force; replaced on reload.
+    pub screen_lists: screen::SharedLists,
 }
 
 /// Email authentication in force: the DKIM signer (`[dkim]`) and the SPF/DKIM/DMARC checker
@@ -80,6 +85,16 @@ impl Context {
     /// A snapshot of the TLS configuration.
     pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A snapshot of the `[policy]` network lists.
+    pub fn screen_lists(&self) -> Arc<screen::ScreenLists> {
+        self.screen_lists.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the `[policy]` network lists.
+    pub fn set_screen_lists(&self, lists: screen::ScreenLists) {
+        *self.screen_lists.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(lists);
     }
 
     /// A snapshot of the email authentication state.

@@ -93,8 +93,17 @@ pub(crate) async fn run(
         implicit_tls,
         auth: listener.auth,
         require_auth: listener.role != Role::Mx,
+        screen: listener.role == Role::Mx && config.policy.enabled && !is_trusted(ip, &config.relay.trusted_networks),
     };
-    let driver = Driver { ctx: &ctx, config: &config, tables: &tables, peer, tls_config, role: listener.role };
+    let driver = Driver {
+        ctx: &ctx,
+        config: &config,
+        tables: &tables,
+        peer,
+        tls_config,
+        role: listener.role,
+        tags: std::sync::Mutex::new(Vec::new()),
+    };
     let outcome = driver.drive(&mut conn, Session::new(params), shutdown).await;
     match outcome {
         Ok(()) => tracing::info!("disconnect from [{ip}]:{}", peer.port()),
@@ -123,6 +132,8 @@ struct Driver<'a> {
     peer: SocketAddr,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     role: Role,
+    /// `[policy]` checks with action `tag` that failed, for `X-Postern-Policy`.
+    tags: std::sync::Mutex<Vec<String>>,
 }
 
 impl Driver<'_> {
@@ -210,6 +221,20 @@ impl Driver<'_> {
                         session.sender_verdict(Verdict::PermFail(r));
                     }
                 }
+                Step::CheckClient(helo) => {
+                    let lists = self.ctx.screen_lists();
+                    let screened = crate::screen::screen(&*self.ctx.resolver, self.config, &lists, ip, &helo).await;
+                    let outcome = match &screened.verdict {
+                        Verdict::Ok(()) => "accept".to_owned(),
+                        Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
+                    };
+                    tracing::info!("policy: [{ip}] helo=<{helo}>: {}: {outcome}", screened.report.join("; "));
+                    if !matches!(screened.verdict, Verdict::Ok(())) {
+                        tracing::info!("NOQUEUE: reject: EHLO from [{ip}]: {outcome}; helo=<{helo}>");
+                    }
+                    self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
+                    session.client_verdict(screened.verdict);
+                }
                 Step::CheckRecipient(rcpt) => {
                     let verdict = resolve_recipient(&self.policy(), ip, session.authenticated().is_some(), &rcpt);
                     if let Verdict::PermFail(r) | Verdict::TempFail(r) = &verdict {
@@ -283,6 +308,10 @@ impl Driver<'_> {
         let mut extra = String::new();
         let mut quarantine = None;
         let mut auth_line = None;
+        let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if !tags.is_empty() {
+            extra.push_str(&format!("X-Postern-Policy: {}\r\n", tags.join("; ")));
+        }
         let ours = tx.auth.is_some() || is_trusted(ip, &self.config.relay.trusted_networks);
         if tx.auth.is_some() {
             // RFC 6409 §8.3, §8.4: submission completes Date and Message-ID (before signing,

@@ -7,6 +7,7 @@
 pub mod credentials;
 pub mod recipients;
 pub mod relay;
+pub mod screen;
 pub mod senders;
 
 pub use recipients::{RecipientPolicy, resolve_for_delivery, resolve_recipient};

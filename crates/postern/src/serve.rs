@@ -99,7 +99,8 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     let dns = &live.config().dns;
     let settings = DnsSettings { nameservers: dns.nameservers.clone(), timeout: dns.timeout.0, attempts: dns.attempts };
     let resolver = Arc::new(HickoryResolver::new(&settings).map_err(anyhow::Error::msg)?);
-    let queue = Queue::new(spool.clone(), live.clone(), resolver);
+    let queue = Queue::new(spool.clone(), live.clone(), resolver.clone());
+    let screen_lists = postern_inbound::screen::ScreenLists::load(&live.config().policy).map_err(anyhow::Error::msg)?;
     let recovered = queue.recover().context("recovering the queue")?;
     tracing::info!("postern started: {recovered} message(s) recovered from the spool");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -113,6 +114,8 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         tls: std::sync::RwLock::new(tls),
         auth: std::sync::RwLock::new(Arc::new(auth)),
         dmarc,
+        resolver,
+        screen_lists: std::sync::RwLock::new(Arc::new(screen_lists)),
     });
     let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone() });
     let socket = live.config().control_socket();
@@ -211,6 +214,7 @@ impl Reloader {
             postern_config::load(path).map_err(|errors| refused(errors.iter().map(ToString::to_string).collect()))?;
         let tls = load_tls(&config).map_err(|e| refused(vec![e]))?;
         let auth = AuthState::load(&config).map_err(refused)?;
+        let lists = postern_inbound::screen::ScreenLists::load(&config.policy).map_err(|e| refused(vec![e]))?;
         let live = &self.ctx.live;
         let listeners_changed =
             config.listener.iter().map(|l| l.address).ne(live.config().listener.iter().map(|l| l.address));
@@ -229,6 +233,7 @@ impl Reloader {
         live.set_tables(tables);
         self.ctx.set_tls_config(tls);
         self.ctx.set_auth(auth);
+        self.ctx.set_screen_lists(lists);
         Ok(what)
     }
 }

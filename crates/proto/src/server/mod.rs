@@ -54,6 +54,8 @@ pub struct SessionParams {
     pub auth: bool,
     /// Whether MAIL requires a successful AUTH first (submission, RFC 6409 §4.3).
     pub require_auth: bool,
+    /// Whether the client is screened after its first HELO/EHLO ([`Step::CheckClient`]).
+    pub screen: bool,
 }
 
 /// The negotiated TLS parameters, for the Received header and the logs.
@@ -91,6 +93,9 @@ pub enum Step {
     /// An authenticated client gave this envelope sender: check it may use it and pass the
     /// verdict to [`Session::sender_verdict`].
     CheckSender(Address),
+    /// The client said HELO/EHLO with this name: screen it (IP lists, reverse DNS, HELO,
+    /// DNSBLs) and pass the verdict to [`Session::client_verdict`].
+    CheckClient(String),
     /// Write the outbox and close the connection.
     Close,
 }
@@ -181,6 +186,8 @@ enum State {
     AwaitRecipient(Address, Option<Notify>, Option<String>),
     /// The driver is checking an authenticated sender; the transaction waits here.
     AwaitSender(Box<MailTx>),
+    /// The driver is screening the client after HELO/EHLO (name, EHLO?).
+    AwaitClient(String, bool),
     /// A SASL exchange waits for the client's next response line.
     Sasl(auth::Sasl),
     AwaitAuth(String),
@@ -201,6 +208,7 @@ pub struct Session {
     errors: usize,
     tls: Option<TlsInfo>,
     auth: Option<String>,
+    screened: bool,
 }
 
 impl Session {
@@ -215,6 +223,7 @@ impl Session {
             errors: 0,
             tls: params.implicit_tls.clone(),
             auth: None,
+            screened: false,
             params,
         };
         let greeting = Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname));
@@ -288,6 +297,7 @@ impl Session {
             State::Closed => Some(Step::Close),
             State::AwaitRecipient(..)
             | State::AwaitSender(_)
+            | State::AwaitClient(..)
             | State::AwaitAuth(_)
             | State::AwaitTls
             | State::AwaitCommit => {
@@ -370,8 +380,8 @@ impl Session {
             }
         };
         match cmd {
-            Command::Ehlo(name) => self.proceed_helo(name, true),
-            Command::Helo(name) => self.proceed_helo(name, false),
+            Command::Ehlo(name) => return self.check_helo(name, true),
+            Command::Helo(name) => return self.check_helo(name, false),
             Command::Mail { path, params } => return self.check_mail(path, params),
             Command::StartTls => return self.starttls(),
             Command::Auth { mechanism, initial } => return self.auth(&mechanism, initial.as_deref()),

@@ -16,6 +16,7 @@ fn params() -> SessionParams {
         implicit_tls: None,
         auth: false,
         require_auth: false,
+        screen: false,
     }
 }
 
@@ -65,6 +66,11 @@ fn run_with(params: SessionParams, input: &[u8]) -> (String, Vec<Transaction>) {
                     Verdict::PermFail(Reply::new(553, EnhancedStatus(5, 7, 1), "not yours"))
                 });
             }
+            Step::CheckClient(name) => s.client_verdict(if name == "bad.test" {
+                Verdict::PermFail(Reply::new(550, EnhancedStatus(5, 7, 25), "no"))
+            } else {
+                Verdict::Ok(())
+            }),
             Step::Close => break,
         }
     }
@@ -272,4 +278,15 @@ fn auth_login_exchange_and_cancel() {
     assert!(out.contains("334 VXNlcm5hbWU6\r\n") && out.contains("334 UGFzc3dvcmQ6\r\n"), "{out}");
     let (out, _) = run_with(p, b"EHLO c\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !!!\r\n");
     assert_eq!(codes(&out), ["220", "250", "504", "501"], "{out}");
+}
+
+#[test]
+fn screened_helo_refused_then_accepted() {
+    let p = SessionParams { screen: true, ..params() };
+    let (out, _) = run_with(
+        p,
+        b"EHLO bad.test\r\nMAIL FROM:<a@b.test>\r\nEHLO good.test\r\nMAIL FROM:<a@b.test>\r\nEHLO bad.test\r\n",
+    );
+    // Refused EHLO leaves no HELO; once one passed, the client is not screened again.
+    assert_eq!(codes(&out), ["220", "550", "503", "250", "250", "250"], "{out}");
 }
