@@ -14,6 +14,7 @@ mod crash;
 mod delivery;
 mod dialogs;
 mod dns;
+mod policy;
 mod python;
 mod queue_tools;
 mod relay;

@@ -26,6 +26,9 @@ pub struct DnsSettings {
 #[derive(Debug, Clone)]
 pub struct HickoryResolver {
     inner: TokioResolver,
+    /// The configured name servers and per-query timeout, for the loopback PTR bypass.
+    nameservers: Vec<SocketAddr>,
+    timeout: Duration,
 }
 
 impl HickoryResolver {
@@ -34,7 +37,11 @@ impl HickoryResolver {
     /// # Errors
     /// When the system configuration cannot be read (only with empty `nameservers`).
     pub fn new(settings: &DnsSettings) -> Result<Self, String> {
-        Ok(Self { inner: tokio_resolver(settings)? })
+        Ok(Self {
+            inner: tokio_resolver(settings)?,
+            nameservers: settings.nameservers.clone(),
+            timeout: settings.timeout,
+        })
     }
 
     /// The records of `rtype` at `name`, each turned into a value by `pick`.
@@ -98,12 +105,68 @@ impl crate::Resolver for HickoryResolver {
     }
 
     async fn ptr(&self, ip: IpAddr) -> Answer<Vec<String>> {
+        if ip.is_loopback() && !self.nameservers.is_empty() {
+            return self.loopback_ptr(ip).await;
+        }
         let name = hickory_resolver::proto::rr::Name::from(ip).to_ascii();
         self.records_as(&name, RecordType::PTR, |d| match d {
             RData::PTR(p) => Some(host(&p.0)),
             _ => None,
         })
         .await
+    }
+}
+
+impl HickoryResolver {
+    /// PTR of a loopback address, asked of the configured name servers directly: hickory
+    /// answers `localhost` itself for 127.0.0.0/8 (RFC 6761 §6.3), which hides the records a
+    /// test DNS server publishes for its 127.0.0.x clients. Only used with explicit
+    /// `[dns] nameservers`.
+    async fn loopback_ptr(&self, ip: IpAddr) -> Answer<Vec<String>> {
+        use hickory_resolver::proto::op::{Message, Query, ResponseCode};
+        let name = hickory_resolver::proto::rr::Name::from(ip);
+        let mut query = Message::query();
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(name, RecordType::PTR));
+        let Ok(bytes) = query.to_vec() else { return Answer::TempFail("cannot encode the query".into()) };
+        let mut last = String::from("no name server");
+        for ns in &self.nameservers {
+            let attempt = async {
+                let sock = tokio::net::UdpSocket::bind(if ns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await?;
+                sock.send_to(&bytes, ns).await?;
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let (n, from) = sock.recv_from(&mut buf).await?;
+                    if from == *ns {
+                        return Ok::<_, std::io::Error>(buf[..n].to_vec());
+                    }
+                }
+            };
+            match tokio::time::timeout(self.timeout, attempt).await {
+                Ok(Ok(reply)) => match Message::from_vec(&reply) {
+                    Ok(m) if m.metadata.id == query.metadata.id => match m.metadata.response_code {
+                        ResponseCode::NoError => {
+                            let names: Vec<String> = m
+                                .answers
+                                .iter()
+                                .filter_map(|r| match &r.data {
+                                    RData::PTR(p) => Some(host(&p.0)),
+                                    _ => None,
+                                })
+                                .collect();
+                            return if names.is_empty() { Answer::NotFound } else { Answer::Found(names) };
+                        }
+                        ResponseCode::NXDomain => return Answer::NotFound,
+                        code => last = format!("{ns}: {code}"),
+                    },
+                    Ok(_) => last = format!("{ns}: answer to another query"),
+                    Err(e) => last = format!("{ns}: {e}"),
+                },
+                Ok(Err(e)) => last = format!("{ns}: {e}"),
+                Err(_) => last = format!("{ns}: timed out"),
+            }
+        }
+        Answer::TempFail(last)
     }
 }
 

@@ -4,6 +4,7 @@
 mod control;
 mod dkim_cli;
 mod dmarc;
+mod policy_cli;
 mod privileges;
 mod queue_cli;
 mod sendmail;
@@ -68,6 +69,14 @@ enum Command {
         #[command(subcommand)]
         command: DmarcCommand,
     },
+    /// The client checks of [policy].
+    Policy {
+        /// Configuration file (default: $POSTERN_CONFIG, else the embedded default).
+        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// The DNS records to publish for a domain.
     Dns {
         /// Configuration file (default: $POSTERN_CONFIG, else the embedded default).
@@ -110,6 +119,13 @@ enum DmarcCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Run every [policy] check for a client against live DNS and print each verdict, without
+    /// sending mail.
+    Test(policy_cli::TestArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum DnsCommand {
     /// Print every record this server needs for DOMAIN (MX, SPF, DKIM, DMARC, PTR), each with
     /// a comment saying why.
@@ -138,6 +154,10 @@ fn main() -> ExitCode {
         Command::Sendmail(args) => sendmail::run(&args),
         Command::Reload { config } => reload(config.as_deref()),
         Command::Dkim { command: DkimCommand::Keygen(args) } => dkim_cli::keygen(&args),
+        Command::Policy { config, command: PolicyCommand::Test(args) } => match load_config(config.as_deref()) {
+            Some(c) => policy_cli::test(&c, &args),
+            None => ExitCode::from(2),
+        },
         Command::Dmarc { config, command: DmarcCommand::Report { day, send } } => {
             let day = day.unwrap_or_else(|| (chrono::Utc::now() - chrono::Days::new(1)).format("%Y-%m-%d").to_string());
             control_request(config.as_deref(), &format!("dmarc-report {day} {}", if send { "send" } else { "print" }))

@@ -1,0 +1,73 @@
+//! `postern policy test --ip IP --helo NAME [--from ADDR] [--to ADDR]`: runs the `[policy]`
+//! checks against live DNS, as the daemon would for that client, and prints every check's
+//! verdict without sending mail.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use clap::Args;
+use postern_types::Verdict;
+
+/// `postern policy test`.
+#[derive(Debug, Args)]
+pub(crate) struct TestArgs {
+    /// The client's IP address.
+    #[arg(long)]
+    ip: IpAddr,
+    /// The HELO/EHLO name the client gives.
+    #[arg(long)]
+    helo: String,
+    /// The MAIL FROM address (for the sender checks, not in this version).
+    #[arg(long)]
+    from: Option<String>,
+    /// A RCPT TO address (for greylisting, not in this version).
+    #[arg(long)]
+    to: Option<String>,
+}
+
+pub(crate) fn test(config: &postern_config::Config, args: &TestArgs) -> ExitCode {
+    let lists = match postern_inbound::screen::ScreenLists::load(&config.policy) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let d = &config.dns;
+    let settings =
+        postern_dns::DnsSettings { nameservers: d.nameservers.clone(), timeout: d.timeout.0, attempts: d.attempts };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let screened = runtime.block_on(async {
+        let resolver = postern_dns::HickoryResolver::new(&settings)?;
+        Ok::<_, String>(postern_inbound::screen::screen(&resolver, config, &lists, args.ip, &args.helo).await)
+    });
+    let screened = match screened {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("client [{}] helo=<{}>", args.ip, args.helo);
+    if !config.policy.enabled {
+        println!("note: [policy] enabled = false: the daemon runs none of these checks");
+    }
+    for line in &screened.report {
+        println!("  {line}");
+    }
+    if args.from.is_some() || args.to.is_some() {
+        println!("  (MAIL FROM and RCPT TO checks, sender domain and greylisting, are not in this version)");
+    }
+    match screened.verdict {
+        Verdict::Ok(()) if screened.tags.is_empty() => println!("verdict: accept"),
+        Verdict::Ok(()) => println!("verdict: accept, tagged X-Postern-Policy: {}", screened.tags.join("; ")),
+        Verdict::PermFail(r) | Verdict::TempFail(r) => println!("verdict: {r}"),
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,154 @@
+//! Client screening after EHLO (issue: anti-spam), against a DNS server on loopback with a
+//! zone per case; each client connects from its own 127.0.0.x address with its own PTR.
+
+use std::process::Command;
+
+use crate::support::dns::{DnsServer, SilentDns};
+use crate::support::smtp::Client;
+use crate::support::{Server, repo};
+
+fn dns() -> DnsServer {
+    let z = |f: &str| repo().join("tests/fixtures/dns").join(f);
+    DnsServer::start(&[
+        ("policy.test.", &z("policy.test.zone")),
+        ("0.0.127.in-addr.arpa.", &z("reverse-127.zone")),
+        ("bl.test.", &z("bl.test.zone")),
+    ])
+}
+
+/// The basic fixture with `[policy]` on, `settings` added to it, and `dns` as name server.
+fn server(dns: &str, settings: &str) -> Server {
+    Server::start_with("basic", |t| {
+        t.replace("enabled = false", &format!("enabled = true\n{settings}")).replace("127.0.0.1:9", dns)
+    })
+}
+
+const STRICT: &str = "ptr = \"reject\"\nfcrdns = \"reject\"\ngeneric_ptr = \"reject\"\nhelo_resolves = \"reject\"\nhelo_matches = \"reject\"\ndnsbl_zones = [\"bl.test=127.0.0.2\"]\n";
+
+fn ehlo(port: u16, from: &str, helo: &str) -> crate::support::smtp::Reply {
+    let (mut c, g) = Client::connect_from(from, port);
+    assert_eq!(g.code, 220, "the greeting never waits for DNS: {}", g.text);
+    c.cmd(&format!("EHLO {helo}"))
+}
+
+#[test]
+fn each_check_catches_its_case_after_ehlo() {
+    let dns = dns();
+    let s = server(&dns.addr.to_string(), STRICT);
+    let ok = ehlo(s.port, "127.0.0.10", "good.policy.test");
+    assert_eq!(ok.code, 250, "{}", ok.text);
+    // Another name in the same registered domain as the forward-confirmed PTR passes
+    // helo_matches even though it points elsewhere.
+    assert_eq!(ehlo(s.port, "127.0.0.10", "other.policy.test").code, 250);
+    let cases = [
+        (
+            "127.0.0.11",
+            "nofwd.policy.test",
+            "550 5.7.25 Reverse DNS of 127.0.0.11 (nofwd.policy.test) does not resolve back to it (FCrDNS)",
+        ),
+        (
+            "127.0.0.12",
+            "127-0-0-12.dynamic.policy.test",
+            "550 5.7.25 Reverse DNS of 127.0.0.12 (127-0-0-12.dynamic.policy.test) looks like a dynamic or generic address",
+        ),
+        ("127.0.0.13", "good.policy.test", "550 5.7.25 Client [127.0.0.13] has no reverse DNS (PTR record)"),
+        ("127.0.0.10", "localhost", "550 5.5.2 HELO/EHLO localhost rejected"),
+        ("127.0.0.10", "bare", "550 5.5.2 HELO/EHLO bare rejected"),
+        ("127.0.0.10", "mx.example.test", "550 5.7.1 HELO/EHLO mx.example.test rejected: that is our name"),
+        ("127.0.0.10", "nx.policy.test", "550 5.7.1 HELO/EHLO nx.policy.test rejected: the name does not resolve"),
+        (
+            "127.0.0.10",
+            "elsewhere.bl.test",
+            "550 5.7.1 HELO/EHLO elsewhere.bl.test rejected: the name does not point to 127.0.0.10",
+        ),
+        (
+            "127.0.0.14",
+            "listed.policy.test",
+            "550 5.7.1 Service unavailable; client [127.0.0.14] blocked using bl.test (127.0.0.2)",
+        ),
+    ];
+    for (ip, helo, want) in cases {
+        let r = ehlo(s.port, ip, helo);
+        assert!(r.text.starts_with(want), "{ip} {helo}: got {}", r.text);
+    }
+    // A refused EHLO leaves the session without HELO: MAIL is refused too; a better EHLO passes.
+    let (mut c, _) = Client::connect_from("127.0.0.10", s.port);
+    assert_eq!(c.cmd("EHLO bare").code, 550);
+    assert_eq!(c.cmd("MAIL FROM:<a@far.test>").code, 503);
+    assert_eq!(c.cmd("EHLO good.policy.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@far.test>").code, 250);
+    let line = s.wait_log("policy: [127.0.0.11] helo=<nofwd.policy.test>");
+    assert!(line.contains("fcrdns: fail (PTR nofwd.policy.test does not resolve back) -> reject"), "{line}");
+    s.wait_log("NOQUEUE: reject: EHLO from [127.0.0.14]");
+}
+
+#[test]
+fn tag_instead_of_reject_and_lists() {
+    let dns = dns();
+    let s = server(
+        &dns.addr.to_string(),
+        "fcrdns = \"tag\"\nblock_networks = [\"127.0.0.15/32\"]\nallow_networks = [\"127.0.0.13/32\"]\nptr = \"reject\"\n",
+    );
+    // Tagged: accepted, and the message says why.
+    let (mut c, _) = Client::connect_from("127.0.0.11", s.port);
+    assert_eq!(c.cmd("EHLO nofwd.policy.test").code, 250);
+    assert_eq!(c.send_data("x@far.test", &["bob@example.test"], b"Subject: tagged\r\n\r\nx\r\n").code, 250);
+    let text = std::fs::read_to_string(&s.wait_maildir("bob", 1)[0]).unwrap();
+    assert!(text.contains("X-Postern-Policy: fcrdns=fail (PTR nofwd.policy.test does not resolve back)"), "{text}");
+    // The block list refuses before any DNS; the allow list skips every check (13 has no PTR).
+    let r = ehlo(s.port, "127.0.0.15", "good.policy.test");
+    assert!(r.text.starts_with("554 5.7.1 Client host [127.0.0.15] blocked"), "{}", r.text);
+    assert_eq!(ehlo(s.port, "127.0.0.13", "good.policy.test").code, 250);
+}
+
+#[test]
+fn dns_timeouts_defer_never_reject() {
+    let silent = SilentDns::start();
+    let s = server(&silent.addr.to_string(), "fcrdns = \"reject\"\n");
+    let r = ehlo(s.port, "127.0.0.10", "good.policy.test");
+    // ptr is only tagged (temporary failure skipped); fcrdns would reject: 451, never 550.
+    assert!(r.text.starts_with("451 4.4.3 Temporary DNS failure while checking fcrdns"), "{}", r.text);
+}
+
+#[test]
+fn policy_test_prints_every_verdict() {
+    let dns = dns();
+    let dir = crate::support::TempDir::new("policy-test");
+    let cfg = dir.0.join("postern.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "hostname = \"mx.example.test\"\ndata_dir = \"data\"\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n[domains]\nlocal = [\"example.test\"]\n[policy]\n{STRICT}[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+            dns.addr
+        ),
+    )
+    .unwrap();
+    let run = |ip: &str, helo: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["policy", "test", "--ip", ip, "--helo", helo, "--from", "a@far.test", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let good = run("127.0.0.10", "good.policy.test");
+    for check in [
+        "helo_fqdn: pass",
+        "helo_not_ours: pass",
+        "ptr: pass",
+        "fcrdns: pass",
+        "generic_ptr: pass",
+        "helo_resolves: pass",
+        "helo_matches: pass",
+        "dnsbl: pass",
+    ] {
+        assert!(good.contains(check), "{check} missing:\n{good}");
+    }
+    assert!(good.ends_with("verdict: accept\n"), "{good}");
+    let listed = run("127.0.0.14", "listed.policy.test");
+    assert!(listed.contains("dnsbl: fail (listed in bl.test (127.0.0.2)) -> reject"), "{listed}");
+    assert!(listed.contains("verdict: 550 5.7.1 Service unavailable"), "{listed}");
+    let generic = run("127.0.0.12", "127-0-0-12.dynamic.policy.test");
+    assert!(generic.contains("generic_ptr: fail") && generic.contains("verdict: 550 5.7.25"), "{generic}");
+}
