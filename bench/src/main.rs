@@ -46,7 +46,18 @@ struct Args {
     /// STARTTLS, the handshake and QUIT.
     #[arg(long)]
     handshakes: bool,
+    /// Measure sessions instead of messages: `--messages` connections, each doing the greeting,
+    /// EHLO (whatever the reply) and QUIT; the rate is sessions per second, and the count of
+    /// refused EHLOs is printed.
+    #[arg(long)]
+    sessions: bool,
+    /// The EHLO name.
+    #[arg(long, default_value = "bench.test")]
+    helo: String,
 }
+
+/// EHLOs answered with a non-2xx reply in `--sessions` mode.
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -73,7 +84,7 @@ async fn open(args: &Args, tls: Option<&TlsConnector>) -> anyhow::Result<BufRead
     stream.set_nodelay(true)?;
     let mut rd: BufReader<Box<dyn Stream>> = BufReader::new(Box::new(stream));
     anyhow::ensure!(reply(&mut rd).await? == 220);
-    rd.get_mut().write_all(b"EHLO bench.test\r\n").await?;
+    rd.get_mut().write_all(format!("EHLO {}\r\n", args.helo).as_bytes()).await?;
     anyhow::ensure!(reply(&mut rd).await? == 250);
     let Some(tls) = tls else { return Ok(rd) };
     rd.get_mut().write_all(b"STARTTLS\r\n").await?;
@@ -121,6 +132,21 @@ async fn client(
     tls: Option<Arc<TlsConnector>>,
 ) -> anyhow::Result<usize> {
     let mut mine = 0;
+    if args.sessions {
+        while sent.fetch_add(1, Ordering::Relaxed) < args.messages && Instant::now() < deadline {
+            let stream = TcpStream::connect(&args.server).await.context("connect")?;
+            stream.set_nodelay(true)?;
+            let mut rd: BufReader<Box<dyn Stream>> = BufReader::new(Box::new(stream));
+            anyhow::ensure!(reply(&mut rd).await? == 220);
+            rd.get_mut().write_all(format!("EHLO {}\r\nQUIT\r\n", args.helo).as_bytes()).await?;
+            if reply(&mut rd).await? / 100 != 2 {
+                REFUSED.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = reply(&mut rd).await;
+            mine += 1;
+        }
+        return Ok(mine);
+    }
     if args.handshakes {
         while sent.fetch_add(1, Ordering::Relaxed) < args.messages && Instant::now() < deadline {
             let mut rd = open(&args, tls.as_deref()).await?;
@@ -163,7 +189,14 @@ async fn main() -> anyhow::Result<()> {
         accepted += t.await??;
     }
     let secs = start.elapsed().as_secs_f64();
-    if args.handshakes {
+    if args.sessions {
+        println!(
+            "clients={} sessions={accepted} refused={} seconds={secs:.2} per_s={:.0}",
+            args.clients,
+            REFUSED.load(Ordering::Relaxed),
+            accepted as f64 / secs
+        );
+    } else if args.handshakes {
         println!(
             "clients={} handshakes={accepted} seconds={secs:.2} per_s={:.0}",
             args.clients,

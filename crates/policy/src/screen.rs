@@ -74,6 +74,12 @@ impl IpList {
         self.v4.len() + self.v6.len()
     }
 
+    /// Bytes the ranges occupy (8 per IPv4 range, 32 per IPv6 range).
+    pub fn heap_bytes(&self) -> usize {
+        self.v4.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.v6.capacity() * std::mem::size_of::<(u128, u128)>()
+    }
+
     /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
