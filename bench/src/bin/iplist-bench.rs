@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.v4 {
         let ip = Ipv4Addr::from(rng.next() as u32);
         // Mostly single addresses, as attack lists are, some /24s.
-        if rng.next() % 10 == 0 {
+        if rng.next().is_multiple_of(10) {
             let o = ip.octets();
             text.push_str(&format!("{}.{}.{}.0/24\n", o[0], o[1], o[2]));
         } else {
@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&path);
     let probes: Vec<IpAddr> = (0..1024)
         .map(|i| {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 IpAddr::V4(Ipv4Addr::from(rng.next() as u32))
             } else {
                 IpAddr::V6(Ipv6Addr::from((u128::from(rng.next()) << 64) | u128::from(rng.next())))
