@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     let load = start.elapsed();
     let after = rss_kib();
     let _ = std::fs::remove_file(&path);
-    let probes: Vec<IpAddr> = (0..1024)
+    let probes: Vec<IpAddr> = (0..1024u32)
         .map(|i| {
             if i.is_multiple_of(2) {
                 IpAddr::V4(Ipv4Addr::from(rng.next() as u32))
