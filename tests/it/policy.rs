@@ -152,3 +152,30 @@ fn policy_test_prints_every_verdict() {
     let generic = run("127.0.0.12", "127-0-0-12.dynamic.policy.test");
     assert!(generic.contains("generic_ptr: fail") && generic.contains("verdict: 550 5.7.25"), "{generic}");
 }
+
+#[test]
+fn greylisting_defers_then_accepts_and_survives_a_restart() {
+    let dns = dns();
+    let mut s = server(
+        &dns.addr.to_string(),
+        "greylist = \"defer\"\ngreylist_delay = \"1s\"\ngreylist_skip_fcrdns = false\nptr = \"off\"\nfcrdns = \"off\"\nhelo_resolves = \"off\"\n",
+    );
+    let rcpt = |port: u16| {
+        let (mut c, _) = Client::connect_from("127.0.0.10", port);
+        assert_eq!(c.cmd("EHLO good.policy.test").code, 250);
+        assert_eq!(c.cmd("MAIL FROM:<news@far.test>").code, 250);
+        c.cmd("RCPT TO:<bob@example.test>")
+    };
+    let first = rcpt(s.port);
+    assert!(first.text.starts_with("451 4.7.1 <bob@example.test>: Greylisted, please try again in"), "{}", first.text);
+    // The retry is accepted once the delay has passed (polled, bounded).
+    crate::support::poll(10, "the greylisting delay to pass", || (rcpt(s.port).code == 250).then_some(()));
+    s.wait_log("greylist: [127.0.0.10] from=<news@far.test> to=<bob@example.test>: deferred");
+    // The triplet is remembered across a restart; another sender starts over.
+    s.restart();
+    assert_eq!(rcpt(s.port).code, 250);
+    let (mut c, _) = Client::connect_from("127.0.0.10", s.port);
+    c.cmd("EHLO good.policy.test");
+    c.cmd("MAIL FROM:<other@far.test>");
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").code, 451);
+}

@@ -140,6 +140,22 @@ pub struct Policy {
     /// (only those answers list).
     #[serde(default)]
     pub dnsbl_zones: Vec<String>,
+    /// Greylisting at RCPT (`"defer"` turns it on; default `"off"`): the first attempt of a
+    /// (client network /24 or /64, sender, recipient) triplet gets `451 4.7.1`; a retry after
+    /// `greylist_delay` is accepted and the triplet remembered (in `{data_dir}/greylist.redb`,
+    /// across restarts) for `greylist_expire`.
+    #[serde(default = "check_off")]
+    pub greylist: Check,
+    /// How long a first attempt must wait. Default `"5m"`.
+    #[serde(default = "default_greylist_delay")]
+    pub greylist_delay: Seconds,
+    /// How long an accepted triplet is remembered after it was last seen (and how long a first
+    /// attempt waits for its retry). Default `"35d"`.
+    #[serde(default = "default_greylist_expire")]
+    pub greylist_expire: Seconds,
+    /// Clients whose reverse DNS is forward-confirmed skip greylisting. Default `true`.
+    #[serde(default = "yes")]
+    pub greylist_skip_fcrdns: bool,
     /// A check whose DNS lookup fails temporarily (timeout, SERVFAIL): `"defer"` (default:
     /// `451 4.4.3`, when the check would reject or defer) or `"skip"`.
     #[serde(default = "defer_temperror")]
@@ -178,6 +194,12 @@ fn check_tag() -> Check {
 }
 fn check_off() -> Check {
     Check::Off
+}
+fn default_greylist_delay() -> Seconds {
+    Seconds(Duration::from_secs(300))
+}
+fn default_greylist_expire() -> Seconds {
+    Seconds(Duration::from_secs(35 * 86400))
 }
 fn defer_temperror() -> DnsTempError {
     DnsTempError::Defer
@@ -850,6 +872,19 @@ impl Config {
                 || k.selector.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
             {
                 err("dkim.key.selector", format!("{:?} is not a DNS label", k.selector));
+            }
+        }
+        if matches!(self.policy.greylist, Check::Reject | Check::Tag) {
+            err("policy.greylist", "greylisting only defers: use \"defer\" or \"off\"".into());
+        }
+        for z in &self.policy.dnsbl_zones {
+            let (zone, codes) = z.split_once('=').unwrap_or((z, ""));
+            let bad_code = codes
+                .split(',')
+                .filter(|c| !c.trim().is_empty())
+                .any(|c| c.trim().parse::<std::net::IpAddr>().is_err());
+            if zone.trim().is_empty() || zone.contains(char::is_whitespace) || bad_code {
+                err("policy.dnsbl_zones", format!("{z:?}: use \"zone\" or \"zone=127.0.0.2,127.0.0.3\""));
             }
         }
         if self.server.auth_failures_before_ban == 0 {

@@ -5,6 +5,7 @@
 
 mod bans;
 mod commit;
+mod greylist;
 mod limits;
 pub mod screen;
 mod session;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use bans::AuthBans;
+pub use greylist::GreylistStore;
 pub use limits::ConnectionLimits;
 
 /// What every session needs: the configuration in force, the spool and the scheduler.
@@ -47,6 +49,8 @@ pub struct Context {
     pub resolver: Arc<postern_dns::HickoryResolver>,
     /// The `[policy]` network lists in force; replaced on reload.
     pub screen_lists: screen::SharedLists,
+    /// Greylisting triplets (`[policy] greylist`, opened at start).
+    pub greylist: Option<Arc<GreylistStore>>,
 }
 
 /// Email authentication in force: the DKIM signer (`[dkim]`) and the SPF/DKIM/DMARC checker

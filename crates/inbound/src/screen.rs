@@ -62,6 +62,10 @@ pub struct Screened {
     pub tags: Vec<String>,
     /// One line per check that ran: `check: result (facts) -> action`.
     pub report: Vec<String>,
+    /// The client's reverse DNS was forward-confirmed (it may skip greylisting).
+    pub fcrdns_passed: bool,
+    /// The client is in `allow_networks` (it skips greylisting too).
+    pub allowed: bool,
 }
 
 enum Result_ {
@@ -79,9 +83,16 @@ pub async fn screen<R: Resolver>(
     helo: &str,
 ) -> Screened {
     let p = &config.policy;
-    let mut out = Screened { verdict: Verdict::Ok(()), tags: Vec::new(), report: Vec::new() };
+    let mut out = Screened {
+        verdict: Verdict::Ok(()),
+        tags: Vec::new(),
+        report: Vec::new(),
+        fcrdns_passed: false,
+        allowed: false,
+    };
     if lists.allow.contains(ip) {
         out.report.push("allow_networks: listed -> accept, no further checks".into());
+        out.allowed = true;
         return out;
     }
     if lists.block.contains(ip) {
@@ -129,7 +140,8 @@ pub async fn screen<R: Resolver>(
         return out;
     }
     // One reverse lookup serves ptr, fcrdns, generic_ptr and helo_matches.
-    let need_ptr = [p.ptr, p.fcrdns, p.generic_ptr, p.helo_matches].iter().any(|c| *c != Check::Off);
+    let need_ptr = [p.ptr, p.fcrdns, p.generic_ptr, p.helo_matches].iter().any(|c| *c != Check::Off)
+        || (p.greylist != Check::Off && p.greylist_skip_fcrdns);
     let ptr = if need_ptr { Some(resolver.ptr(ip).await) } else { None };
     if let Some(ptr) = &ptr {
         let r = match ptr {
@@ -160,6 +172,7 @@ pub async fn screen<R: Resolver>(
             }
         }
     }
+    out.fcrdns_passed = confirmed.is_some();
     if p.fcrdns != Check::Off
         && let Some(ptr) = &ptr
     {

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use postern_auth::{Decision, decide, strip_forged_results};
-use postern_config::schema::DkimOnError;
+use postern_config::schema::{Check, DkimOnError};
 use postern_config::{Config, Role, Tables};
 use postern_policy::senders::{may_send_as, not_owned};
 use postern_policy::{RecipientPolicy, credentials, is_trusted, resolve_recipient};
@@ -95,6 +95,7 @@ pub(crate) async fn run(
         require_auth: listener.role != Role::Mx,
         screen: listener.role == Role::Mx && config.policy.enabled && !is_trusted(ip, &config.relay.trusted_networks),
     };
+    let params_screen = params.screen;
     let driver = Driver {
         ctx: &ctx,
         config: &config,
@@ -103,6 +104,8 @@ pub(crate) async fn run(
         tls_config,
         role: listener.role,
         tags: std::sync::Mutex::new(Vec::new()),
+        skip_greylist: std::sync::atomic::AtomicBool::new(false),
+        screened: params_screen,
     };
     let outcome = driver.drive(&mut conn, Session::new(params), shutdown).await;
     match outcome {
@@ -134,6 +137,10 @@ struct Driver<'a> {
     role: Role,
     /// `[policy]` checks with action `tag` that failed, for `X-Postern-Policy`.
     tags: std::sync::Mutex<Vec<String>>,
+    /// The client is allow-listed or forward-confirmed (and that may skip greylisting).
+    skip_greylist: std::sync::atomic::AtomicBool,
+    /// The session runs the `[policy]` checks (mx, untrusted).
+    screened: bool,
 }
 
 impl Driver<'_> {
@@ -233,10 +240,17 @@ impl Driver<'_> {
                         tracing::info!("NOQUEUE: reject: EHLO from [{ip}]: {outcome}; helo=<{helo}>");
                     }
                     self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
+                    let skip = screened.allowed || (screened.fcrdns_passed && self.config.policy.greylist_skip_fcrdns);
+                    self.skip_greylist.store(skip, std::sync::atomic::Ordering::Relaxed);
                     session.client_verdict(screened.verdict);
                 }
                 Step::CheckRecipient(rcpt) => {
-                    let verdict = resolve_recipient(&self.policy(), ip, session.authenticated().is_some(), &rcpt);
+                    let mut verdict = resolve_recipient(&self.policy(), ip, session.authenticated().is_some(), &rcpt);
+                    if matches!(verdict, Verdict::Ok(_))
+                        && let Some(r) = self.greylist(session.reverse_path(), &rcpt).await
+                    {
+                        verdict = Verdict::TempFail(r);
+                    }
                     if let Verdict::PermFail(r) | Verdict::TempFail(r) = &verdict {
                         tracing::info!(
                             "NOQUEUE: reject: RCPT from [{ip}]: {r}; to=<{rcpt}> helo=<{}>",
@@ -296,6 +310,44 @@ impl Driver<'_> {
                         format!("{} Error: too many failed logins from {ip}, try later", self.config.hostname),
                     ));
                 }
+            }
+        }
+    }
+
+    /// Greylisting of one recipient: `Some(451 4.7.1)` for a triplet not yet allowed.
+    async fn greylist(&self, sender: Option<&ReversePath>, rcpt: &Address) -> Option<Reply> {
+        let store = self.ctx.greylist.clone()?;
+        let p = &self.config.policy;
+        if !self.screened || p.greylist != Check::Defer || self.skip_greylist.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        let ip = self.peer.ip();
+        let sender = match sender {
+            Some(ReversePath::Mailbox(a)) => a.to_string(),
+            _ => String::new(),
+        };
+        let (delay, expire, rcpt_text, from) =
+            (p.greylist_delay.0, p.greylist_expire.0, rcpt.to_string(), sender.clone());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let checked = tokio::task::spawn_blocking(move || store.check(ip, &from, &rcpt_text, now, delay, expire))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        match checked {
+            Ok(crate::greylist::Greylist::Pass) => None,
+            Ok(crate::greylist::Greylist::Wait(left)) => {
+                tracing::info!("greylist: [{ip}] from=<{sender}> to=<{rcpt}>: deferred, retry in {}s", left.as_secs());
+                Some(Reply::new(
+                    451,
+                    EnhancedStatus(4, 7, 1),
+                    format!("<{rcpt}>: Greylisted, please try again in {} seconds", left.as_secs()),
+                ))
+            }
+            Err(e) => {
+                // A broken store must not stop mail: accept, and say so.
+                tracing::warn!("greylist store: {e}; accepting");
+                None
             }
         }
     }

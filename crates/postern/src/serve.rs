@@ -101,6 +101,12 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     let resolver = Arc::new(HickoryResolver::new(&settings).map_err(anyhow::Error::msg)?);
     let queue = Queue::new(spool.clone(), live.clone(), resolver.clone());
     let screen_lists = postern_inbound::screen::ScreenLists::load(&live.config().policy).map_err(anyhow::Error::msg)?;
+    let greylist = if live.config().policy.greylist == postern_config::schema::Check::Off {
+        None
+    } else {
+        let path = live.config().data_dir.join("greylist.redb");
+        Some(Arc::new(postern_inbound::GreylistStore::open(&path).map_err(anyhow::Error::msg)?))
+    };
     let recovered = queue.recover().context("recovering the queue")?;
     tracing::info!("postern started: {recovered} message(s) recovered from the spool");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -116,6 +122,7 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         dmarc,
         resolver,
         screen_lists: std::sync::RwLock::new(Arc::new(screen_lists)),
+        greylist,
     });
     let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone() });
     let socket = live.config().control_socket();

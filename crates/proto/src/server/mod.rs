@@ -267,6 +267,11 @@ impl Session {
         self.tls.as_ref()
     }
 
+    /// The reverse-path of the transaction in progress.
+    pub fn reverse_path(&self) -> Option<&ReversePath> {
+        self.tx.as_ref().map(|t| &t.reverse_path)
+    }
+
     /// The authenticated login, after a successful AUTH.
     pub fn authenticated(&self) -> Option<&str> {
         self.auth.as_deref()
