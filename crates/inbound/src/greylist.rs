@@ -91,7 +91,7 @@ impl GreylistStore {
     ///
     /// # Errors
     /// The store's error text.
-    pub fn len(&self) -> Result<u64, String> {
+    pub fn triplets(&self) -> Result<u64, String> {
         use redb::ReadableTableMetadata as _;
         let tx = self.db.begin_read().map_err(err)?;
         match tx.open_table(TRIPLETS) {
@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(g.check(ip, "a@x.test", "b@y.test", 80_000, d, e).unwrap(), Greylist::Pass, "seen within expiry");
         assert!(matches!(g.check(ip, "a@x.test", "b@y.test", 200_000, d, e).unwrap(), Greylist::Wait(_)), "expired");
         assert!(matches!(g.check(ip, "other@x.test", "b@y.test", 1300, d, e).unwrap(), Greylist::Wait(_)));
-        assert_eq!(g.len().unwrap(), 2);
+        assert_eq!(g.triplets().unwrap(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
