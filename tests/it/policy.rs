@@ -74,9 +74,9 @@ fn each_check_catches_its_case_after_ehlo() {
     // A refused EHLO leaves the session without HELO: MAIL is refused too; a better EHLO passes.
     let (mut c, _) = Client::connect_from("127.0.0.10", s.port);
     assert_eq!(c.cmd("EHLO bare").code, 550);
-    assert_eq!(c.cmd("MAIL FROM:<a@far.test>").code, 503);
+    assert_eq!(c.cmd("MAIL FROM:<a@policy.test>").code, 503);
     assert_eq!(c.cmd("EHLO good.policy.test").code, 250);
-    assert_eq!(c.cmd("MAIL FROM:<a@far.test>").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@policy.test>").code, 250);
     let line = s.wait_log("policy: [127.0.0.11] helo=<nofwd.policy.test>");
     assert!(line.contains("fcrdns: fail (PTR nofwd.policy.test does not resolve back) -> reject"), "{line}");
     s.wait_log("NOQUEUE: reject: EHLO from [127.0.0.14]");
@@ -92,7 +92,7 @@ fn tag_instead_of_reject_and_lists() {
     // Tagged: accepted, and the message says why.
     let (mut c, _) = Client::connect_from("127.0.0.11", s.port);
     assert_eq!(c.cmd("EHLO nofwd.policy.test").code, 250);
-    assert_eq!(c.send_data("x@far.test", &["bob@example.test"], b"Subject: tagged\r\n\r\nx\r\n").code, 250);
+    assert_eq!(c.send_data("x@policy.test", &["bob@example.test"], b"Subject: tagged\r\n\r\nx\r\n").code, 250);
     let text = std::fs::read_to_string(&s.wait_maildir("bob", 1)[0]).unwrap();
     assert!(text.contains("X-Postern-Policy: fcrdns=fail (PTR nofwd.policy.test does not resolve back)"), "{text}");
     // The block list refuses before any DNS; the allow list skips every check (13 has no PTR).
@@ -125,7 +125,7 @@ fn policy_test_prints_every_verdict() {
     .unwrap();
     let run = |ip: &str, helo: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["policy", "test", "--ip", ip, "--helo", helo, "--from", "a@far.test", "--config"])
+            .args(["policy", "test", "--ip", ip, "--helo", helo, "--from", "a@policy.test", "--config"])
             .arg(&cfg)
             .output()
             .unwrap();
@@ -149,6 +149,31 @@ fn policy_test_prints_every_verdict() {
     let listed = run("127.0.0.14", "listed.policy.test");
     assert!(listed.contains("dnsbl: fail (listed in bl.test (127.0.0.2)) -> reject"), "{listed}");
     assert!(listed.contains("verdict: 550 5.7.1 Service unavailable"), "{listed}");
+    let spammer = {
+        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args([
+                "policy",
+                "test",
+                "--ip",
+                "127.0.0.10",
+                "--helo",
+                "good.policy.test",
+                "--from",
+                "x@nullmx.policy.test",
+                "--config",
+            ])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(
+        spammer.contains(
+            "(MAIL FROM <x@nullmx.policy.test>) sender_domain: fail (nullmx.policy.test has a null MX) -> reject"
+        ),
+        "{spammer}"
+    );
+    assert!(spammer.contains("verdict: 550 5.7.27"), "{spammer}");
     let generic = run("127.0.0.12", "127-0-0-12.dynamic.policy.test");
     assert!(generic.contains("generic_ptr: fail") && generic.contains("verdict: 550 5.7.25"), "{generic}");
 }
@@ -163,19 +188,66 @@ fn greylisting_defers_then_accepts_and_survives_a_restart() {
     let rcpt = |port: u16| {
         let (mut c, _) = Client::connect_from("127.0.0.10", port);
         assert_eq!(c.cmd("EHLO good.policy.test").code, 250);
-        assert_eq!(c.cmd("MAIL FROM:<news@far.test>").code, 250);
+        assert_eq!(c.cmd("MAIL FROM:<news@policy.test>").code, 250);
         c.cmd("RCPT TO:<bob@example.test>")
     };
     let first = rcpt(s.port);
     assert!(first.text.starts_with("451 4.7.1 <bob@example.test>: Greylisted, please try again in"), "{}", first.text);
     // The retry is accepted once the delay has passed (polled, bounded).
     crate::support::poll(10, "the greylisting delay to pass", || (rcpt(s.port).code == 250).then_some(()));
-    s.wait_log("greylist: [127.0.0.10] from=<news@far.test> to=<bob@example.test>: deferred");
+    s.wait_log("greylist: [127.0.0.10] from=<news@policy.test> to=<bob@example.test>: deferred");
     // The triplet is remembered across a restart; another sender starts over.
     s.restart();
     assert_eq!(rcpt(s.port).code, 250);
     let (mut c, _) = Client::connect_from("127.0.0.10", s.port);
     c.cmd("EHLO good.policy.test");
-    c.cmd("MAIL FROM:<other@far.test>");
+    c.cmd("MAIL FROM:<other@policy.test>");
     assert_eq!(c.cmd("RCPT TO:<bob@example.test>").code, 451);
+}
+
+#[test]
+fn sender_domain_checks_at_mail() {
+    let dns = dns();
+    let s = server(
+        &dns.addr.to_string(),
+        "sender_mx = \"reject\"\nrhsbl_zones = [\"bl.test\"]\nptr = \"off\"\nfcrdns = \"off\"\nhelo_resolves = \"off\"\n",
+    );
+    let mail = |from: &str| {
+        let (mut c, _) = Client::connect_from("127.0.0.10", s.port);
+        assert_eq!(c.cmd("EHLO good.policy.test").code, 250);
+        c.cmd(&format!("MAIL FROM:<{from}>"))
+    };
+    let cases = [
+        (
+            "x@nomail.policy.test",
+            "550 5.1.8 <x@nomail.policy.test>: Sender address rejected: domain nomail.policy.test has no mail server",
+        ),
+        (
+            "x@nullmx.policy.test",
+            "550 5.7.27 <x@nullmx.policy.test>: Sender address rejected: nullmx.policy.test accepts no mail (null MX",
+        ),
+        (
+            "x@cnamemx.policy.test",
+            "550 5.7.1 <x@cnamemx.policy.test>: Sender address rejected: the MX host alias.policy.test of cnamemx.policy.test is an alias (CNAME)",
+        ),
+        (
+            "x@privmx.policy.test",
+            "550 5.7.1 <x@privmx.policy.test>: Sender address rejected: the MX host priv.policy.test of privmx.policy.test has the non-public address 10.0.0.1",
+        ),
+    ];
+    for (from, want) in cases {
+        let r = mail(from);
+        assert!(r.text.starts_with(want), "{from}: got {}", r.text);
+    }
+    // RHSBL: the domain itself is fine, but listed.
+    let s2 = server(
+        &dns.addr.to_string(),
+        "rhsbl_zones = [\"bl.test\"]\nptr = \"off\"\nfcrdns = \"off\"\nhelo_resolves = \"off\"\n",
+    );
+    let (mut c, _) = Client::connect_from("127.0.0.10", s2.port);
+    c.cmd("EHLO good.policy.test");
+    let r = c.cmd("MAIL FROM:<x@spammer.policy.test>");
+    assert!(r.text.starts_with("550 5.7.1 <x@spammer.policy.test>: Sender address rejected: spammer.policy.test is listed in bl.test (127.0.0.2)"), "{}", r.text);
+    assert_eq!(c.cmd("MAIL FROM:<x@policy.test>").code, 250);
+    s2.wait_log("NOQUEUE: reject: MAIL from [127.0.0.10]");
 }

@@ -140,6 +140,21 @@ pub struct Policy {
     /// (only those answers list).
     #[serde(default)]
     pub dnsbl_zones: Vec<String>,
+    /// The MAIL FROM domain resolves: it has an MX, or an A/AAAA record (RFC 5321 §5.1),
+    /// and no null MX (RFC 7505). Default `"reject"`.
+    #[serde(default = "check_reject")]
+    pub sender_domain: Check,
+    /// The MAIL FROM domain's MX hosts are not CNAMEs (RFC 2181 §10.3), have public addresses
+    /// (not RFC 1918/6598, loopback, link-local) and forward-confirmed reverse DNS.
+    /// Default `"off"`.
+    #[serde(default = "check_off")]
+    pub sender_mx: Check,
+    /// The MAIL FROM domain is listed in one of `rhsbl_zones`. Default `"reject"`.
+    #[serde(default = "check_reject")]
+    pub rhsbl: Check,
+    /// Right-hand-side block list zones (domain lists), `"zone"` or `"zone=127.0.0.2"`.
+    #[serde(default)]
+    pub rhsbl_zones: Vec<String>,
     /// Greylisting at RCPT (`"defer"` turns it on; default `"off"`): the first attempt of a
     /// (client network /24 or /64, sender, recipient) triplet gets `451 4.7.1`; a retry after
     /// `greylist_delay` is accepted and the triplet remembered (in `{data_dir}/greylist.redb`,
@@ -877,7 +892,7 @@ impl Config {
         if matches!(self.policy.greylist, Check::Reject | Check::Tag) {
             err("policy.greylist", "greylisting only defers: use \"defer\" or \"off\"".into());
         }
-        for z in &self.policy.dnsbl_zones {
+        for z in self.policy.dnsbl_zones.iter().chain(&self.policy.rhsbl_zones) {
             let (zone, codes) = z.split_once('=').unwrap_or((z, ""));
             let bad_code = codes
                 .split(',')

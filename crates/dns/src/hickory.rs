@@ -104,6 +104,14 @@ impl crate::Resolver for HickoryResolver {
         .await
     }
 
+    async fn cname(&self, name: &str) -> Answer<Vec<String>> {
+        self.records_as(name, RecordType::CNAME, |d| match d {
+            RData::CNAME(c) => Some(host(&c.0)),
+            _ => None,
+        })
+        .await
+    }
+
     async fn ptr(&self, ip: IpAddr) -> Answer<Vec<String>> {
         if ip.is_loopback() && !self.nameservers.is_empty() {
             return self.loopback_ptr(ip).await;

@@ -59,4 +59,6 @@ pub trait Resolver: Send + Sync + 'static {
     fn txt(&self, name: &str) -> impl Future<Output = Answer<Vec<String>>> + Send;
     /// PTR names of `ip`, without trailing dots.
     fn ptr(&self, ip: IpAddr) -> impl Future<Output = Answer<Vec<String>>> + Send;
+    /// The CNAME target of `name` if `name` is an alias (`NotFound` when it is not).
+    fn cname(&self, name: &str) -> impl Future<Output = Answer<Vec<String>>> + Send;
 }

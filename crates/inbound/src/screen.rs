@@ -310,6 +310,179 @@ pub async fn screen<R: Resolver>(
     out
 }
 
+/// Runs the MAIL FROM checks of `config.policy` for `sender` (RFC 5321.MailFrom, not null)
+/// from `ip`: the domain resolves (MX or A/AAAA, no null MX), its MX hosts are sane, and it is
+/// not on a right-hand-side block list.
+pub async fn screen_sender<R: Resolver>(
+    resolver: &R,
+    config: &Config,
+    lists: &ScreenLists,
+    ip: IpAddr,
+    sender: &str,
+) -> Screened {
+    let p = &config.policy;
+    let mut out = Screened {
+        verdict: Verdict::Ok(()),
+        tags: Vec::new(),
+        report: Vec::new(),
+        fcrdns_passed: false,
+        allowed: false,
+    };
+    if lists.allow.contains(ip) {
+        out.allowed = true;
+        return out;
+    }
+    let domain = sender.rsplit_once('@').map_or(sender, |(_, d)| d).to_ascii_lowercase();
+    let need_mx = p.sender_domain != Check::Off || p.sender_mx != Check::Off;
+    let mx = if need_mx { Some(resolver.mx(&domain).await) } else { None };
+    if p.sender_domain != Check::Off
+        && let Some(mx) = &mx
+    {
+        let r = match mx {
+            Answer::Found(v) if v.iter().any(|m| m.exchange.is_empty()) => Result_::Fail(
+                format!("{domain} has a null MX"),
+                (7, 27),
+                format!(
+                    "<{sender}>: Sender address rejected: {domain} accepts no mail (null MX, RFC 7505), so it cannot receive replies"
+                ),
+            ),
+            Answer::Found(v) => {
+                Result_::Pass(format!("MX {}", v.iter().map(|m| m.exchange.as_str()).collect::<Vec<_>>().join(",")))
+            }
+            Answer::TempFail(e) => Result_::Temp(format!("MX lookup: {e}")),
+            Answer::NotFound => match addresses(resolver, &domain).await {
+                Answer::Found(a) => Result_::Pass(format!("no MX, A/AAAA {}", join(&a))),
+                Answer::TempFail(e) => Result_::Temp(format!("A/AAAA lookup: {e}")),
+                Answer::NotFound => Result_::Fail(
+                    format!("{domain} has no MX and no A/AAAA"),
+                    (1, 8),
+                    format!(
+                        "<{sender}>: Sender address rejected: domain {domain} has no mail server (no MX, A or AAAA record)"
+                    ),
+                ),
+            },
+        };
+        if apply(&mut out, p, "sender_domain", p.sender_domain, || r) {
+            return out;
+        }
+    }
+    if p.sender_mx != Check::Off
+        && let Some(Answer::Found(mxs)) = &mx
+    {
+        let mut r = Result_::Pass(domain.clone());
+        for m in mxs.iter().filter(|m| !m.exchange.is_empty()).take(10) {
+            let host = &m.exchange;
+            let fail = |facts: String, text: String| {
+                Result_::Fail(facts, (7, 1), format!("<{sender}>: Sender address rejected: {text}"))
+            };
+            if let Answer::Found(target) = resolver.cname(host).await {
+                r = fail(
+                    format!("MX {host} is a CNAME"),
+                    format!(
+                        "the MX host {host} of {domain} is an alias (CNAME) of {}; RFC 2181 10.3 forbids it",
+                        target.join(",")
+                    ),
+                );
+                break;
+            }
+            let addrs = match addresses(resolver, host).await {
+                Answer::Found(a) => a,
+                Answer::TempFail(e) => {
+                    r = Result_::Temp(format!("MX {host}: {e}"));
+                    break;
+                }
+                Answer::NotFound => {
+                    r = fail(
+                        format!("MX {host} has no address"),
+                        format!("the MX host {host} of {domain} has no address"),
+                    );
+                    break;
+                }
+            };
+            if let Some(bad) = addrs.iter().find(|a| !is_public(**a)) {
+                r = fail(
+                    format!("MX {host} has the non-public address {bad}"),
+                    format!("the MX host {host} of {domain} has the non-public address {bad}"),
+                );
+                break;
+            }
+            let mut confirmed = false;
+            for a in &addrs {
+                if let Answer::Found(names) = resolver.ptr(*a).await {
+                    for n in names.iter().take(5) {
+                        if matches!(addresses(resolver, n).await, Answer::Found(back) if back.contains(a)) {
+                            confirmed = true;
+                        }
+                    }
+                }
+            }
+            if !confirmed {
+                r = fail(
+                    format!("MX {host} has no forward-confirmed reverse DNS"),
+                    format!("the MX host {host} of {domain} has no forward-confirmed reverse DNS"),
+                );
+                break;
+            }
+        }
+        if apply(&mut out, p, "sender_mx", p.sender_mx, || r) {
+            return out;
+        }
+    }
+    if p.rhsbl != Check::Off {
+        for zone in &p.rhsbl_zones {
+            let (zone_name, filter) = match zone.split_once('=') {
+                Some((z, codes)) => {
+                    (z.trim(), codes.split(',').filter_map(|c| c.trim().parse::<IpAddr>().ok()).collect::<Vec<_>>())
+                }
+                None => (zone.trim(), Vec::new()),
+            };
+            let r = match resolver.ipv4(&format!("{domain}.{zone_name}")).await {
+                Answer::Found(codes) => match codes.iter().find(|c| {
+                    matches!(c, IpAddr::V4(v) if v.octets()[0] == 127) && (filter.is_empty() || filter.contains(c))
+                }) {
+                    Some(code) => Result_::Fail(
+                        format!("{domain} listed in {zone_name} ({code})"),
+                        (7, 1),
+                        format!("<{sender}>: Sender address rejected: {domain} is listed in {zone_name} ({code})"),
+                    ),
+                    None => Result_::Pass(format!("{zone_name}: {}", join(&codes))),
+                },
+                Answer::NotFound => Result_::Pass(format!("not in {zone_name}")),
+                Answer::TempFail(e) => Result_::Temp(format!("{zone_name}: {e}")),
+            };
+            if apply(&mut out, p, "rhsbl", p.rhsbl, || r) {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// Whether `ip` is a public unicast address: not private (RFC 1918), shared (RFC 6598),
+/// loopback, link-local, unspecified, documentation or unique-local (RFC 4193).
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            !(v.is_private()
+                || v.is_loopback()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_broadcast()
+                || v.is_documentation()
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            !(v.is_loopback()
+                || v.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || s[0] == 0x2001 && s[1] == 0x0db8)
+        }
+    }
+}
+
 /// Applies one check's result; true when screening stops (a refusal).
 fn apply(out: &mut Screened, p: &Policy, name: &str, action: Check, run: impl FnOnce() -> Result_) -> bool {
     if action == Check::Off {

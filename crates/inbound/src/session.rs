@@ -216,6 +216,24 @@ impl Driver<'_> {
                     }
                 }
                 Step::Authenticate { login, password } => self.authenticate(&mut session, login, password).await,
+                Step::CheckSender(address) if session.authenticated().is_none() => {
+                    let lists = self.ctx.screen_lists();
+                    let sender = address.to_string();
+                    let screened =
+                        crate::screen::screen_sender(&*self.ctx.resolver, self.config, &lists, ip, &sender).await;
+                    if !screened.report.is_empty() {
+                        let outcome = match &screened.verdict {
+                            Verdict::Ok(()) => "accept".to_owned(),
+                            Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
+                        };
+                        tracing::info!("policy: [{ip}] from=<{sender}>: {}: {outcome}", screened.report.join("; "));
+                        if !matches!(screened.verdict, Verdict::Ok(())) {
+                            tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {outcome}; from=<{sender}>");
+                        }
+                    }
+                    self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
+                    session.sender_verdict(screened.verdict);
+                }
                 Step::CheckSender(address) => {
                     let login = session.authenticated().unwrap_or_default().to_owned();
                     if may_send_as(&self.policy(), &login, &address) {

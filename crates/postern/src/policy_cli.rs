@@ -17,10 +17,10 @@ pub(crate) struct TestArgs {
     /// The HELO/EHLO name the client gives.
     #[arg(long)]
     helo: String,
-    /// The MAIL FROM address (for the sender checks, not in this version).
+    /// The MAIL FROM address: runs the sender checks too (sender_domain, sender_mx, rhsbl).
     #[arg(long)]
     from: Option<String>,
-    /// A RCPT TO address (for greylisting, not in this version).
+    /// A RCPT TO address (greylisting depends on the daemon's store and is not simulated).
     #[arg(long)]
     to: Option<String>,
 }
@@ -45,7 +45,14 @@ pub(crate) fn test(config: &postern_config::Config, args: &TestArgs) -> ExitCode
     };
     let screened = runtime.block_on(async {
         let resolver = postern_dns::HickoryResolver::new(&settings)?;
-        Ok::<_, String>(postern_inbound::screen::screen(&resolver, config, &lists, args.ip, &args.helo).await)
+        let mut s = postern_inbound::screen::screen(&resolver, config, &lists, args.ip, &args.helo).await;
+        if let (Verdict::Ok(()), Some(from)) = (&s.verdict, &args.from) {
+            let m = postern_inbound::screen::screen_sender(&resolver, config, &lists, args.ip, from).await;
+            s.report.extend(m.report.into_iter().map(|l| format!("(MAIL FROM <{from}>) {l}")));
+            s.tags.extend(m.tags);
+            s.verdict = m.verdict;
+        }
+        Ok::<_, String>(s)
     });
     let screened = match screened {
         Ok(s) => s,
@@ -61,8 +68,11 @@ pub(crate) fn test(config: &postern_config::Config, args: &TestArgs) -> ExitCode
     for line in &screened.report {
         println!("  {line}");
     }
-    if args.from.is_some() || args.to.is_some() {
-        println!("  (MAIL FROM and RCPT TO checks, sender domain and greylisting, are not in this version)");
+    if let Some(to) = &args.to {
+        println!(
+            "  (RCPT TO <{to}>: greylisting depends on the daemon's store; greylist = {:?})",
+            config.policy.greylist
+        );
     }
     match screened.verdict {
         Verdict::Ok(()) if screened.tags.is_empty() => println!("verdict: accept"),

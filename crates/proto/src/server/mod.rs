@@ -90,8 +90,9 @@ pub enum Step {
         /// The password as given.
         password: Vec<u8>,
     },
-    /// An authenticated client gave this envelope sender: check it may use it and pass the
-    /// verdict to [`Session::sender_verdict`].
+    /// A client gave this envelope sender: when authenticated, check it may use it; in a
+    /// screened session, check the sender domain. Pass the verdict to
+    /// [`Session::sender_verdict`].
     CheckSender(Address),
     /// The client said HELO/EHLO with this name: screen it (IP lists, reverse DNS, HELO,
     /// DNSBLs) and pass the verdict to [`Session::client_verdict`].
