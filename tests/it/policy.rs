@@ -25,6 +25,35 @@ fn server(dns: &str, settings: &str) -> Server {
 
 const STRICT: &str = "ptr = \"reject\"\nfcrdns = \"reject\"\ngeneric_ptr = \"reject\"\nhelo_resolves = \"reject\"\nhelo_matches = \"reject\"\ndnsbl_zones = [\"bl.test=127.0.0.2\"]\n";
 
+/// Each EHLO check's case: client address, HELO name, and the start of the reply (`STRICT`).
+const CASES: &[(&str, &str, &str)] = &[
+    (
+        "127.0.0.11",
+        "nofwd.policy.test",
+        "550 5.7.25 Reverse DNS of 127.0.0.11 (nofwd.policy.test) does not resolve back to it (FCrDNS)",
+    ),
+    (
+        "127.0.0.12",
+        "127-0-0-12.dynamic.policy.test",
+        "550 5.7.25 Reverse DNS of 127.0.0.12 (127-0-0-12.dynamic.policy.test) looks like a dynamic or generic address",
+    ),
+    ("127.0.0.13", "good.policy.test", "550 5.7.25 Client [127.0.0.13] has no reverse DNS (PTR record)"),
+    ("127.0.0.10", "localhost", "550 5.5.2 HELO/EHLO localhost rejected"),
+    ("127.0.0.10", "bare", "550 5.5.2 HELO/EHLO bare rejected"),
+    ("127.0.0.10", "mx.example.test", "550 5.7.1 HELO/EHLO mx.example.test rejected: that is our name"),
+    ("127.0.0.10", "nx.policy.test", "550 5.7.1 HELO/EHLO nx.policy.test rejected: the name does not resolve"),
+    (
+        "127.0.0.10",
+        "elsewhere.bl.test",
+        "550 5.7.1 HELO/EHLO elsewhere.bl.test rejected: the name does not point to 127.0.0.10",
+    ),
+    (
+        "127.0.0.14",
+        "listed.policy.test",
+        "550 5.7.1 Service unavailable; client [127.0.0.14] blocked using bl.test (127.0.0.2)",
+    ),
+];
+
 fn ehlo(port: u16, from: &str, helo: &str) -> crate::support::smtp::Reply {
     let (mut c, g) = Client::connect_from(from, port);
     assert_eq!(g.code, 220, "the greeting never waits for DNS: {}", g.text);
@@ -40,34 +69,7 @@ fn each_check_catches_its_case_after_ehlo() {
     // Another name in the same registered domain as the forward-confirmed PTR passes
     // helo_matches even though it points elsewhere.
     assert_eq!(ehlo(s.port, "127.0.0.10", "other.policy.test").code, 250);
-    let cases = [
-        (
-            "127.0.0.11",
-            "nofwd.policy.test",
-            "550 5.7.25 Reverse DNS of 127.0.0.11 (nofwd.policy.test) does not resolve back to it (FCrDNS)",
-        ),
-        (
-            "127.0.0.12",
-            "127-0-0-12.dynamic.policy.test",
-            "550 5.7.25 Reverse DNS of 127.0.0.12 (127-0-0-12.dynamic.policy.test) looks like a dynamic or generic address",
-        ),
-        ("127.0.0.13", "good.policy.test", "550 5.7.25 Client [127.0.0.13] has no reverse DNS (PTR record)"),
-        ("127.0.0.10", "localhost", "550 5.5.2 HELO/EHLO localhost rejected"),
-        ("127.0.0.10", "bare", "550 5.5.2 HELO/EHLO bare rejected"),
-        ("127.0.0.10", "mx.example.test", "550 5.7.1 HELO/EHLO mx.example.test rejected: that is our name"),
-        ("127.0.0.10", "nx.policy.test", "550 5.7.1 HELO/EHLO nx.policy.test rejected: the name does not resolve"),
-        (
-            "127.0.0.10",
-            "elsewhere.bl.test",
-            "550 5.7.1 HELO/EHLO elsewhere.bl.test rejected: the name does not point to 127.0.0.10",
-        ),
-        (
-            "127.0.0.14",
-            "listed.policy.test",
-            "550 5.7.1 Service unavailable; client [127.0.0.14] blocked using bl.test (127.0.0.2)",
-        ),
-    ];
-    for (ip, helo, want) in cases {
+    for &(ip, helo, want) in CASES {
         let r = ehlo(s.port, ip, helo);
         assert!(r.text.starts_with(want), "{ip} {helo}: got {}", r.text);
     }
@@ -174,6 +176,11 @@ fn policy_test_prints_every_verdict() {
         "{spammer}"
     );
     assert!(spammer.contains("verdict: 550 5.7.27"), "{spammer}");
+    // Every case the daemon refuses after EHLO gets the same reply from `policy test`.
+    for &(ip, helo, want) in CASES {
+        let out = run(ip, helo);
+        assert!(out.contains(&format!("verdict: {want}")), "{ip} {helo}: want {want}:\n{out}");
+    }
     let generic = run("127.0.0.12", "127-0-0-12.dynamic.policy.test");
     assert!(generic.contains("generic_ptr: fail") && generic.contains("verdict: 550 5.7.25"), "{generic}");
 }
@@ -250,4 +257,37 @@ fn sender_domain_checks_at_mail() {
     assert!(r.text.starts_with("550 5.7.1 <x@spammer.policy.test>: Sender address rejected: spammer.policy.test is listed in bl.test (127.0.0.2)"), "{}", r.text);
     assert_eq!(c.cmd("MAIL FROM:<x@policy.test>").code, 250);
     s2.wait_log("NOQUEUE: reject: MAIL from [127.0.0.10]");
+}
+
+#[test]
+fn exceptions_by_network_client_name_sender_domain_and_recipient() {
+    let dns = dns();
+    let s = server(
+        &dns.addr.to_string(),
+        concat!(
+            "fcrdns = \"reject\"\nsender_domain = \"reject\"\ngreylist = \"defer\"\ngreylist_skip_fcrdns = false\n",
+            "dnsbl_zones = [\"bl.test=127.0.0.2\"]\n",
+            "[[policy.exception]]\nnetworks = [\"127.0.0.11/32\"]\nchecks = [\"fcrdns\"]\n",
+            "[[policy.exception]]\nclient_names = [\"listed.policy.test\"]\nchecks = [\"dnsbl\"]\n",
+            "[[policy.exception]]\nsender_domains = [\"nullmx.policy.test\"]\nchecks = [\"sender_domain\"]\n",
+            "[[policy.exception]]\nrecipients = [\"Postmaster@example.test\", \"@other.test\"]\nchecks = [\"greylist\"]\n",
+        ),
+    );
+    // Network: 127.0.0.11's PTR does not resolve back, but fcrdns is waived for it alone.
+    assert_eq!(ehlo(s.port, "127.0.0.11", "nofwd.policy.test").code, 250);
+    let line = s.wait_log("policy: [127.0.0.11] helo=<nofwd.policy.test>");
+    assert!(line.contains("fcrdns: exempt ([[policy.exception]])"), "{line}");
+    // Client name: the forward-confirmed listed.policy.test skips the DNSBL.
+    assert_eq!(ehlo(s.port, "127.0.0.14", "listed.policy.test").code, 250);
+    // Sender domain: the null MX domain is waived; another domain without mail server is not.
+    let (mut c, _) = Client::connect_from("127.0.0.10", s.port);
+    assert_eq!(c.cmd("EHLO good.policy.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<x@nullmx.policy.test>").code, 250);
+    // Recipient: postmaster is not greylisted (addresses compare case-insensitively); bob is.
+    assert_eq!(c.cmd("RCPT TO:<postmaster@example.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").code, 451);
+    c.cmd("RSET");
+    let r = c.cmd("MAIL FROM:<x@nomail.policy.test>");
+    assert!(r.text.starts_with("550 5.1.8"), "{}", r.text);
+    s.wait_log("greylist: [127.0.0.10] from=<x@nullmx.policy.test> to=<postmaster@example.test>: exempt");
 }

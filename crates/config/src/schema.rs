@@ -171,10 +171,58 @@ pub struct Policy {
     /// Clients whose reverse DNS is forward-confirmed skip greylisting. Default `true`.
     #[serde(default = "yes")]
     pub greylist_skip_fcrdns: bool,
+    /// Exceptions: `[[policy.exception]]` tables.
+    #[serde(default)]
+    pub exception: Vec<PolicyException>,
     /// A check whose DNS lookup fails temporarily (timeout, SERVFAIL): `"defer"` (default:
     /// `451 4.4.3`, when the check would reject or defer) or `"skip"`.
     #[serde(default = "defer_temperror")]
     pub dns_temperror: DnsTempError,
+}
+
+/// One `[[policy.exception]]`: the `checks` named are skipped when any of the criteria
+/// matches (client network, forward-confirmed client name or a parent domain of it, MAIL FROM
+/// domain, RCPT TO address or `@domain`). A criterion only applies where its fact is known:
+/// checks after EHLO see the network and client name, sender checks also the sender domain,
+/// greylisting all four.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyException {
+    /// Check names (`fcrdns`, `dnsbl`, `greylist`, ...), or `["*"]` (default) for all.
+    #[serde(default = "all_checks")]
+    pub checks: Vec<String>,
+    /// Client networks.
+    #[serde(default)]
+    pub networks: Vec<IpNet>,
+    /// Client host names (forward-confirmed), matching the name or its subdomains.
+    #[serde(default)]
+    pub client_names: Vec<String>,
+    /// MAIL FROM domains (and their subdomains).
+    #[serde(default)]
+    pub sender_domains: Vec<String>,
+    /// RCPT TO addresses, or `@domain`.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+/// The check names `[[policy.exception]] checks` may list, in the order they run.
+pub const POLICY_CHECKS: &[&str] = &[
+    "helo_fqdn",
+    "helo_not_ours",
+    "ptr",
+    "fcrdns",
+    "generic_ptr",
+    "helo_resolves",
+    "helo_matches",
+    "dnsbl",
+    "sender_domain",
+    "sender_mx",
+    "rhsbl",
+    "greylist",
+];
+
+fn all_checks() -> Vec<String> {
+    vec!["*".into()]
 }
 
 /// A check's action.
@@ -891,6 +939,24 @@ impl Config {
         }
         if matches!(self.policy.greylist, Check::Reject | Check::Tag) {
             err("policy.greylist", "greylisting only defers: use \"defer\" or \"off\"".into());
+        }
+        for e in &self.policy.exception {
+            if let Some(c) = e.checks.iter().find(|c| *c != "*" && !POLICY_CHECKS.contains(&c.as_str())) {
+                err(
+                    "policy.exception.checks",
+                    format!("{c:?} is not a check: use \"*\" or one of {}", POLICY_CHECKS.join(", ")),
+                );
+            }
+            if e.networks.is_empty()
+                && e.client_names.is_empty()
+                && e.sender_domains.is_empty()
+                && e.recipients.is_empty()
+            {
+                err(
+                    "policy.exception",
+                    "an exception needs a criterion: networks, client_names, sender_domains or recipients".into(),
+                );
+            }
         }
         for z in self.policy.dnsbl_zones.iter().chain(&self.policy.rhsbl_zones) {
             let (zone, codes) = z.split_once('=').unwrap_or((z, ""));

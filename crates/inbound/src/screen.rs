@@ -66,6 +66,43 @@ pub struct Screened {
     pub fcrdns_passed: bool,
     /// The client is in `allow_networks` (it skips greylisting too).
     pub allowed: bool,
+    /// The client's forward-confirmed host name, if any.
+    pub client_name: Option<String>,
+    /// What the exceptions may match on.
+    facts: Facts,
+}
+
+/// The facts `[[policy.exception]]` criteria match.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The client's IP.
+    pub ip: Option<IpAddr>,
+    /// The forward-confirmed client name.
+    pub client_name: Option<String>,
+    /// The MAIL FROM domain.
+    pub sender_domain: Option<String>,
+    /// The RCPT TO address.
+    pub recipient: Option<String>,
+}
+
+/// Whether a `[[policy.exception]]` exempts `check` given `facts`.
+pub fn exempt(p: &Policy, check: &str, facts: &Facts) -> bool {
+    let within = |name: &str, suffix: &str| {
+        let (name, suffix) = (name.to_ascii_lowercase(), suffix.to_ascii_lowercase());
+        name == suffix || name.ends_with(&format!(".{suffix}"))
+    };
+    p.exception.iter().any(|e| {
+        (e.checks.iter().any(|c| c == "*" || c == check))
+            && (facts.ip.is_some_and(|ip| e.networks.iter().any(|n| n.contains(&ip)))
+                || facts.client_name.as_deref().is_some_and(|c| e.client_names.iter().any(|n| within(c, n)))
+                || facts.sender_domain.as_deref().is_some_and(|d| e.sender_domains.iter().any(|n| within(d, n)))
+                || facts.recipient.as_deref().is_some_and(|r| {
+                    e.recipients.iter().any(|n| {
+                        n.eq_ignore_ascii_case(r)
+                            || (n.starts_with('@') && r.to_ascii_lowercase().ends_with(&n.to_ascii_lowercase()))
+                    })
+                }))
+    })
 }
 
 enum Result_ {
@@ -89,6 +126,8 @@ pub async fn screen<R: Resolver>(
         report: Vec::new(),
         fcrdns_passed: false,
         allowed: false,
+        client_name: None,
+        facts: Facts { ip: Some(ip), ..Facts::default() },
     };
     if lists.allow.contains(ip) {
         out.report.push("allow_networks: listed -> accept, no further checks".into());
@@ -173,6 +212,8 @@ pub async fn screen<R: Resolver>(
         }
     }
     out.fcrdns_passed = confirmed.is_some();
+    out.client_name.clone_from(&confirmed);
+    out.facts.client_name.clone_from(&confirmed);
     if p.fcrdns != Check::Off
         && let Some(ptr) = &ptr
     {
@@ -318,21 +359,29 @@ pub async fn screen_sender<R: Resolver>(
     config: &Config,
     lists: &ScreenLists,
     ip: IpAddr,
+    client_name: Option<&str>,
     sender: &str,
 ) -> Screened {
     let p = &config.policy;
+    let domain = sender.rsplit_once('@').map_or(sender, |(_, d)| d).to_ascii_lowercase();
     let mut out = Screened {
         verdict: Verdict::Ok(()),
         tags: Vec::new(),
         report: Vec::new(),
         fcrdns_passed: false,
         allowed: false,
+        client_name: client_name.map(str::to_owned),
+        facts: Facts {
+            ip: Some(ip),
+            client_name: client_name.map(str::to_owned),
+            sender_domain: Some(domain.clone()),
+            recipient: None,
+        },
     };
     if lists.allow.contains(ip) {
         out.allowed = true;
         return out;
     }
-    let domain = sender.rsplit_once('@').map_or(sender, |(_, d)| d).to_ascii_lowercase();
     let need_mx = p.sender_domain != Check::Off || p.sender_mx != Check::Off;
     let mx = if need_mx { Some(resolver.mx(&domain).await) } else { None };
     if p.sender_domain != Check::Off
@@ -486,6 +535,10 @@ fn is_public(ip: IpAddr) -> bool {
 /// Applies one check's result; true when screening stops (a refusal).
 fn apply(out: &mut Screened, p: &Policy, name: &str, action: Check, run: impl FnOnce() -> Result_) -> bool {
     if action == Check::Off {
+        return false;
+    }
+    if exempt(p, name, &out.facts) {
+        out.report.push(format!("{name}: exempt ([[policy.exception]])"));
         return false;
     }
     match run() {

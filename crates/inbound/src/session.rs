@@ -105,6 +105,7 @@ pub(crate) async fn run(
         role: listener.role,
         tags: std::sync::Mutex::new(Vec::new()),
         skip_greylist: std::sync::atomic::AtomicBool::new(false),
+        client_name: std::sync::Mutex::new(None),
         screened: params_screen,
     };
     let outcome = driver.drive(&mut conn, Session::new(params), shutdown).await;
@@ -139,6 +140,8 @@ struct Driver<'a> {
     tags: std::sync::Mutex<Vec<String>>,
     /// The client is allow-listed or forward-confirmed (and that may skip greylisting).
     skip_greylist: std::sync::atomic::AtomicBool,
+    /// The client's forward-confirmed host name, once screened (for `[[policy.exception]]`).
+    client_name: std::sync::Mutex<Option<String>>,
     /// The session runs the `[policy]` checks (mx, untrusted).
     screened: bool,
 }
@@ -219,8 +222,16 @@ impl Driver<'_> {
                 Step::CheckSender(address) if session.authenticated().is_none() => {
                     let lists = self.ctx.screen_lists();
                     let sender = address.to_string();
-                    let screened =
-                        crate::screen::screen_sender(&*self.ctx.resolver, self.config, &lists, ip, &sender).await;
+                    let name = self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let screened = crate::screen::screen_sender(
+                        &*self.ctx.resolver,
+                        self.config,
+                        &lists,
+                        ip,
+                        name.as_deref(),
+                        &sender,
+                    )
+                    .await;
                     if !screened.report.is_empty() {
                         let outcome = match &screened.verdict {
                             Verdict::Ok(()) => "accept".to_owned(),
@@ -260,6 +271,7 @@ impl Driver<'_> {
                     self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
                     let skip = screened.allowed || (screened.fcrdns_passed && self.config.policy.greylist_skip_fcrdns);
                     self.skip_greylist.store(skip, std::sync::atomic::Ordering::Relaxed);
+                    self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone_from(&screened.client_name);
                     session.client_verdict(screened.verdict);
                 }
                 Step::CheckRecipient(rcpt) => {
@@ -345,6 +357,16 @@ impl Driver<'_> {
             Some(ReversePath::Mailbox(a)) => a.to_string(),
             _ => String::new(),
         };
+        let facts = crate::screen::Facts {
+            ip: Some(ip),
+            client_name: self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            sender_domain: sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()),
+            recipient: Some(rcpt.to_string()),
+        };
+        if crate::screen::exempt(p, "greylist", &facts) {
+            tracing::info!("greylist: [{ip}] from=<{sender}> to=<{rcpt}>: exempt ([[policy.exception]])");
+            return None;
+        }
         let (delay, expire, rcpt_text, from) =
             (p.greylist_delay.0, p.greylist_expire.0, rcpt.to_string(), sender.clone());
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
