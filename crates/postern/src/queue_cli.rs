@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use postern_queue::control::{Entry, format_list, format_stats};
-use postern_spool::Envelope;
 
 /// `postern queue` subcommands.
 #[derive(Debug, Subcommand)]
@@ -73,25 +72,21 @@ impl QueueCommand {
     }
 }
 
-/// `list`, `stats` and `show` from the spool's envelope files, read-only, for when the daemon is
+/// `list`, `stats` and `show` from the spool's envelopes, read-only, for when the daemon is
 /// down.
 fn offline(spool: &Path, cmd: &QueueCommand) -> ExitCode {
-    let queue = spool.join("queue");
-    let mut entries = Vec::new();
-    let files = match std::fs::read_dir(&queue) {
-        Ok(rd) => rd,
+    let found = match postern_spool::read_envelopes(spool) {
+        Ok(found) => found,
         Err(e) => {
-            eprintln!("postern: cannot read {}: {e}", queue.display());
+            eprintln!("postern: cannot read the queue: {e}");
             return ExitCode::from(3);
         }
     };
-    for f in files.flatten() {
-        let path = f.path();
-        if path.extension().is_some_and(|x| x == "env") {
-            match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| Envelope::from_text(&t)) {
-                Ok(envelope) => entries.push(Entry { envelope, active: false }),
-                Err(e) => eprintln!("postern: {}: {e}", path.display()),
-            }
+    let mut entries = Vec::new();
+    for f in found {
+        match f {
+            Ok(envelope) => entries.push(Entry { envelope, active: false }),
+            Err(e) => eprintln!("postern: {e}"),
         }
     }
     entries.sort_by_key(|e| e.envelope.id);

@@ -3,27 +3,35 @@
 //! this crate.
 //!
 //! ## Layout (under `{data_dir}/spool/`)
-//! - `incoming/ID.msg`, `incoming/ID.env`: staging; anything here at start is an unacknowledged
-//!   transaction and is deleted.
-//! - `queue/ID.msg`: the message as received, trace header prepended, CRLF line endings. Never
-//!   changed after commit.
-//! - `queue/ID.env`: the envelope ([`Envelope`], TOML, versioned), rewritten atomically as
-//!   recipients are delivered. Its presence is what makes a message queued.
-//! - `corrupt/`: envelopes that cannot be read are moved here at start, never deleted.
+//! - `incoming/ID.msg`: staging; anything here at start is an unacknowledged transaction and is
+//!   deleted.
+//! - `queue/ID.msg`, the queue file: one line `Postern-Envelope: N` (N bytes follow), the
+//!   envelope as it was at commit ([`Envelope`], TOML, versioned), then the message as received
+//!   (trace header prepended, CRLF line endings). Never changed after commit; its presence is
+//!   what makes a message queued. One file per message, as Postfix's queue files: a message
+//!   delivered at its first attempt costs one create, one rename and one unlink.
+//! - `queue/ID.env`: the envelope's current state once an attempt changed it (a deferral, a
+//!   hold), rewritten atomically; it takes precedence over the copy in the queue file.
+//! - `corrupt/`: queue files whose envelope cannot be read are moved here at start, never
+//!   deleted.
+//!
+//! Queue files of the earlier layout (the message alone in `ID.msg`, the envelope always in
+//! `ID.env`) are still read: a file without the `Postern-Envelope:` line is all message.
 //!
 //! ## Commit protocol ([`Spool::commit`])
-//! 1. Write `incoming/ID.msg` and `incoming/ID.env` and make their data durable: with
-//!    [`SyncMode::Syncfs`] (default) one `syncfs(2)` shared by every concurrent commit (group
-//!    commit, [`SharedSync`]); with [`SyncMode::Fsync`] an fsync of each file.
-//! 2. Rename the message, then the envelope, into `queue/`. Nothing is renamed before its bytes
-//!    are on disk, so a crash can never leave a queued file with missing data.
+//! 1. Write `incoming/ID.msg` and make its data durable: with [`SyncMode::Syncfs`] (default)
+//!    one `syncfs(2)` shared by every concurrent commit (group commit, [`SharedSync`]); with
+//!    [`SyncMode::Fsync`] an fsync of the file.
+//! 2. Rename it into `queue/`. Nothing is renamed before its bytes are on disk, so a crash can
+//!    never leave a queued file with missing data.
 //! 3. fsync `queue/`, shared by concurrent commits.
 //! 4. Only then may the session reply 250.
 //!
-//! A crash before step 3 completes may leave `queue/ID.msg` without its envelope (deleted at
-//! start), or an envelope whose message rename was lost (moved to `corrupt/`, though no 250 was
-//! sent for it). Envelope updates use temp file, fsync, rename, fsync directory. Removal deletes
-//! the envelope first, then the message, without an fsync (see [`Spool::remove`]).
+//! A crash before step 3 completes leaves a staged file (deleted at start) or a queue file whose
+//! rename reached the disk: queued, and delivered, though the client got no 250 and may send it
+//! again (a duplicate, never a loss). Envelope updates use temp file, fsync, rename, fsync
+//! directory. Removal deletes the queue file, then the envelope, without an fsync (see
+//! [`Spool::remove`]).
 
 mod envelope;
 mod shared_sync;
@@ -123,28 +131,27 @@ impl Spool {
         self.queue.join(format!("{id}.env"))
     }
 
-    /// Durably queues a message: `trace` (the Received header) followed by `message`, and its
-    /// envelope. Returns only when both are on disk (see the commit protocol above).
+    /// Durably queues a message: one queue file holding the envelope, `trace` (the Received
+    /// header) and `message`. Returns only when it is on disk (see the commit protocol above).
     ///
     /// # Errors
-    /// [`SpoolError::Io`]; staged files are removed, nothing is queued.
+    /// [`SpoolError::Io`]; the staged file is removed, nothing is queued.
     pub fn commit(&self, env: &Envelope, trace: &[u8], message: &[u8]) -> Result<(), SpoolError> {
         let id = env.id;
-        let staged_msg = self.incoming.join(format!("{id}.msg"));
-        let staged_env = self.incoming.join(format!("{id}.env"));
+        let staged = self.incoming.join(format!("{id}.msg"));
+        let envelope = env.to_text();
+        let header = format!("{ENVELOPE_HEADER}{}\n", envelope.len());
         let result = (|| {
             let fsync = self.mode == SyncMode::Fsync;
-            write_file(&staged_msg, &[trace, message], fsync)?;
-            write_file(&staged_env, &[env.to_text().as_bytes()], fsync)?;
+            write_file(&staged, &[header.as_bytes(), envelope.as_bytes(), trace, message], fsync)?;
             if !fsync {
                 self.data_sync.sync().map_err(io_err("syncfs", &self.incoming))?;
             }
-            fs::rename(&staged_msg, self.message_path(id)).map_err(io_err("rename", &staged_msg))?;
-            fs::rename(&staged_env, self.envelope_path(id)).map_err(io_err("rename", &staged_env))?;
+            fs::rename(&staged, self.message_path(id)).map_err(io_err("rename", &staged))?;
             self.queue_sync.sync().map_err(io_err("fsync", &self.queue))
         })();
         if result.is_err() {
-            for p in [&staged_msg, &staged_env, &self.envelope_path(id), &self.message_path(id)] {
+            for p in [&staged, &self.message_path(id)] {
                 let _ = fs::remove_file(p);
             }
         }
@@ -163,64 +170,61 @@ impl Spool {
         self.queue_sync.sync().map_err(io_err("fsync", &self.queue))
     }
 
-    /// Removes a finished message: envelope first, then the message file.
+    /// Removes a finished message: the queue file first, then the envelope file if an update
+    /// wrote one (an envelope left alone by a crash in between is deleted at start).
     ///
     /// The removal is not fsynced (as in Postfix): `kill -9` cannot undo an unlink, and after a
-    /// power cut within the filesystem's commit interval the envelope may come back, so its
+    /// power cut within the filesystem's commit interval the queue file may come back, so its
     /// recipients are delivered a second time. A duplicate, never a loss; in exchange every
     /// delivered message costs one directory sync less.
     ///
     /// # Errors
     /// [`SpoolError::Io`].
     pub fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
-        let env = self.envelope_path(id);
-        fs::remove_file(&env).map_err(io_err("remove", &env))?;
         let msg = self.message_path(id);
-        fs::remove_file(&msg).map_err(io_err("remove", &msg))
+        fs::remove_file(&msg).map_err(io_err("remove", &msg))?;
+        let env = self.envelope_path(id);
+        match fs::remove_file(&env) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &env)(e)),
+            _ => Ok(()),
+        }
     }
 
-    /// Reads a queued message (trace header included).
+    /// Reads a queued message (trace header included, the queue file's envelope not).
     ///
     /// # Errors
-    /// [`SpoolError::Io`].
+    /// [`SpoolError::Io`]; [`SpoolError::Envelope`] when the queue file's first line is broken.
     pub fn read_message(&self, id: QueueId) -> Result<Vec<u8>, SpoolError> {
         let p = self.message_path(id);
-        fs::read(&p).map_err(io_err("read", &p))
+        let mut file = fs::read(&p).map_err(io_err("read", &p))?;
+        let (_, start) = split_queue_file(&file).map_err(|message| SpoolError::Envelope { path: p, message })?;
+        file.drain(..start);
+        Ok(file)
     }
 
     /// Lists every queued envelope, repairing what an interrupted commit or removal left:
-    /// message files without an envelope are deleted, envelopes without a message or that cannot
-    /// be parsed are moved to `corrupt/`.
+    /// envelope files without a queue file (a removal cut short) and unfinished updates are
+    /// deleted; queue files whose envelope cannot be read are moved to `corrupt/`.
     ///
     /// # Errors
     /// [`SpoolError::Io`] when the queue folder cannot be read.
     pub fn recover(&self) -> Result<Vec<Envelope>, SpoolError> {
         let mut envelopes = Vec::new();
-        let mut names: Vec<String> = Vec::new();
-        for entry in fs::read_dir(&self.queue).map_err(io_err("read", &self.queue))? {
-            let entry = entry.map_err(io_err("read", &self.queue))?;
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-        names.sort();
-        for name in &names {
-            let path = self.queue.join(name);
-            if name.ends_with(".env.tmp") {
-                fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            } else if let Some(stem) = name.strip_suffix(".msg") {
-                if !names.iter().any(|n| n.strip_suffix(".env") == Some(stem)) {
-                    tracing::warn!("spool: removing message without envelope {}", path.display());
+        for (name, found) in read_queue(&self.queue)? {
+            let path = self.queue.join(&name);
+            match found {
+                Queued::Envelope(env) => envelopes.push(*env),
+                Queued::Leftover => {
+                    tracing::info!("spool: removing {} (left by an interrupted update or removal)", path.display());
                     fs::remove_file(&path).map_err(io_err("remove", &path))?;
                 }
-            } else if let Some(stem) = name.strip_suffix(".env") {
-                let text = fs::read_to_string(&path).map_err(io_err("read", &path))?;
-                let has_msg = names.iter().any(|n| n.strip_suffix(".msg") == Some(stem));
-                match Envelope::from_text(&text) {
-                    Ok(env) if has_msg => envelopes.push(env),
-                    parsed => {
-                        let why = parsed.err().unwrap_or_else(|| "no message file".into());
-                        tracing::error!("spool: moving {} to corrupt/: {why}", path.display());
-                        let dest = self.corrupt.join(name);
-                        fs::rename(&path, &dest).map_err(io_err("rename", &path))?;
+                Queued::Corrupt(why) => {
+                    tracing::error!("spool: moving {} to corrupt/: {why}", path.display());
+                    fs::rename(&path, self.corrupt.join(&name)).map_err(io_err("rename", &path))?;
+                    let env = self.queue.join(name.replace(".msg", ".env"));
+                    if env.exists() {
+                        fs::rename(&env, self.corrupt.join(name.replace(".msg", ".env")))
+                            .map_err(io_err("rename", &env))?;
                     }
                 }
             }
@@ -228,6 +232,96 @@ impl Spool {
         self.queue_sync.sync().map_err(io_err("fsync", &self.queue))?;
         Ok(envelopes)
     }
+}
+
+/// The first line of a queue file; the envelope's length in bytes follows.
+const ENVELOPE_HEADER: &str = "Postern-Envelope: ";
+
+/// Splits a queue file: its envelope text (`None` for a file of the earlier layout, all
+/// message) and the offset where the message starts.
+fn split_queue_file(file: &[u8]) -> Result<(Option<&str>, usize), String> {
+    let Some(rest) = file.strip_prefix(ENVELOPE_HEADER.as_bytes()) else { return Ok((None, 0)) };
+    let eol = rest.iter().position(|b| *b == b'\n').ok_or("queue file: no end to the first line")?;
+    let len: usize = std::str::from_utf8(&rest[..eol])
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or("queue file: the first line is not Postern-Envelope: LENGTH")?;
+    let start = ENVELOPE_HEADER.len() + eol + 1;
+    let text = file.get(start..start + len).ok_or("queue file: shorter than its envelope")?;
+    let text = std::str::from_utf8(text).map_err(|_| "queue file: the envelope is not UTF-8")?;
+    Ok((Some(text), start + len))
+}
+
+/// What one name in `queue/` holds.
+enum Queued {
+    /// A queued message's current envelope.
+    Envelope(Box<Envelope>),
+    /// An envelope file without its queue file, or an update's temporary file.
+    Leftover,
+    /// A queue file whose envelope cannot be read.
+    Corrupt(String),
+}
+
+/// Reads the queue folder without changing it: for each queue file its current envelope (the
+/// `ID.env` file if there is one, else the copy in the queue file), and the leftovers.
+fn read_queue(queue: &Path) -> Result<Vec<(String, Queued)>, SpoolError> {
+    let mut names: Vec<String> = Vec::new();
+    for entry in fs::read_dir(queue).map_err(io_err("read", queue))? {
+        let entry = entry.map_err(io_err("read", queue))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let has = |n: &str| names.binary_search_by(|x| x.as_str().cmp(n)).is_ok();
+    let mut out = Vec::new();
+    for name in &names {
+        let path = queue.join(name);
+        if name.ends_with(".env.tmp") {
+            out.push((name.clone(), Queued::Leftover));
+        } else if let Some(stem) = name.strip_suffix(".env") {
+            if !has(&format!("{stem}.msg")) {
+                out.push((name.clone(), Queued::Leftover));
+            }
+        } else if let Some(stem) = name.strip_suffix(".msg") {
+            let env_file = format!("{stem}.env");
+            let parsed = if has(&env_file) {
+                let p = queue.join(&env_file);
+                fs::read_to_string(&p).map_err(|e| e.to_string()).and_then(|t| Envelope::from_text(&t))
+            } else {
+                let file = fs::read(&path).map_err(io_err("read", &path))?;
+                match split_queue_file(&file) {
+                    Ok((Some(text), _)) => Envelope::from_text(text),
+                    Ok((None, _)) => Err("no envelope (neither in the file nor beside it)".to_owned()),
+                    Err(e) => Err(e),
+                }
+            };
+            out.push((
+                name.clone(),
+                match parsed {
+                    Ok(env) => Queued::Envelope(Box::new(env)),
+                    Err(e) => Queued::Corrupt(e),
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The current envelopes of the messages queued under `root` (a spool folder), read-only and
+/// without repairing anything, for the queue tools while the daemon is down. Unreadable queue
+/// files come back as `Err(path: reason)`.
+///
+/// # Errors
+/// [`SpoolError::Io`] when the queue folder cannot be read.
+pub fn read_envelopes(root: &Path) -> Result<Vec<Result<Envelope, String>>, SpoolError> {
+    let queue = root.join("queue");
+    Ok(read_queue(&queue)?
+        .into_iter()
+        .filter_map(|(name, q)| match q {
+            Queued::Envelope(e) => Some(Ok(*e)),
+            Queued::Corrupt(why) => Some(Err(format!("{}: {why}", queue.join(name).display()))),
+            Queued::Leftover => None,
+        })
+        .collect())
 }
 
 /// Creates `path` with the concatenation of `parts`, fsynced when `fsync`.

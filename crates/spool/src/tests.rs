@@ -21,22 +21,53 @@ fn commit_update_recover_remove() {
     let spool = Spool::open(&dir, SyncMode::Syncfs).unwrap();
     let mut env = envelope();
     spool.commit(&env, b"Received: x\r\n", b"hello").unwrap();
+    // One queue file per message: the envelope first, readable as text, then the message.
+    let files: Vec<_> = fs::read_dir(dir.join("queue")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = fs::read_to_string(&files[0]).unwrap();
+    assert!(text.starts_with("Postern-Envelope: ") && text.ends_with("\nReceived: x\r\nhello"), "{text}");
     assert_eq!(spool.read_message(env.id).unwrap(), b"Received: x\r\nhello");
+    assert_eq!(spool.recover().unwrap(), vec![env.clone()]);
+    // An update writes ID.env, which wins over the copy in the queue file.
     env.recipients[0].state = RcptState::Delivered;
     spool.update(&env).unwrap();
-    // Orphans of interrupted operations are repaired at recovery.
-    fs::write(dir.join("queue/0000000000000001.msg"), b"orphan").unwrap();
+    assert_eq!(spool.recover().unwrap(), vec![env.clone()]);
+    assert_eq!(read_envelopes(&dir).unwrap(), vec![Ok(env.clone())]);
+    // Leftovers of interrupted operations are repaired at recovery.
     fs::write(dir.join("queue/0000000000000002.env"), b"version = 1\n").unwrap();
+    fs::write(dir.join("queue/0000000000000004.env.tmp"), b"version = 1\n").unwrap();
+    fs::write(dir.join("queue/0000000000000005.msg"), b"Postern-Envelope: 99\nversion = 1\n").unwrap();
     fs::write(dir.join("incoming/0000000000000003.msg"), b"staged").unwrap();
     let spool = Spool::open(&dir, SyncMode::Syncfs).unwrap();
+    assert_eq!(read_envelopes(&dir).unwrap().len(), 2, "read-only: the broken file is reported");
     let recovered = spool.recover().unwrap();
     assert_eq!(recovered, vec![env.clone()]);
-    assert!(!dir.join("queue/0000000000000001.msg").exists());
-    assert!(dir.join("corrupt/0000000000000002.env").exists());
+    assert!(!dir.join("queue/0000000000000002.env").exists());
+    assert!(!dir.join("queue/0000000000000004.env.tmp").exists());
+    assert!(dir.join("corrupt/0000000000000005.msg").exists());
     assert_eq!(fs::read_dir(dir.join("incoming")).unwrap().count(), 0);
     spool.remove(env.id).unwrap();
     assert!(spool.recover().unwrap().is_empty());
     assert_eq!(fs::read_dir(dir.join("queue")).unwrap().count(), 0);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn earlier_layout_is_still_read() {
+    // Before one file per message: the message alone in ID.msg, the envelope in ID.env.
+    let dir = tmpdir("earlier");
+    let spool = Spool::open(&dir, SyncMode::Fsync).unwrap();
+    let env = envelope();
+    fs::write(spool.message_path(env.id), b"Received: x\r\nhello").unwrap();
+    fs::write(dir.join(format!("queue/{}.env", env.id)), env.to_text()).unwrap();
+    assert_eq!(spool.recover().unwrap(), vec![env.clone()]);
+    assert_eq!(spool.read_message(env.id).unwrap(), b"Received: x\r\nhello");
+    spool.remove(env.id).unwrap();
+    assert_eq!(fs::read_dir(dir.join("queue")).unwrap().count(), 0);
+    // A file of that layout without its envelope cannot be delivered: kept in corrupt/.
+    fs::write(spool.message_path(env.id), b"Received: x\r\nhello").unwrap();
+    assert!(spool.recover().unwrap().is_empty());
+    assert!(dir.join(format!("corrupt/{}.msg", env.id)).exists());
     fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -206,6 +206,11 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// Queued messages: the queue files (`ID.msg`) in the spool's queue folder.
+    pub fn queued_messages(&self) -> usize {
+        self.queued_files().iter().filter(|p| p.extension().is_some_and(|x| x == "msg")).count()
+    }
+
     /// Waits until the queue folder is empty (everything delivered).
     pub fn wait_queue_empty(&self) {
         poll(20, "an empty queue", || self.queued_files().is_empty().then_some(()));
