@@ -22,10 +22,10 @@ pub enum Decision {
 /// Decides on `f` for a message whose RFC 5321.MailFrom domain is `f.spf_domain`, sent from
 /// `client_ip` (for the reply text).
 pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -> Decision {
+    // An exempt MAIL FROM domain waives the SPF actions, an exempt From domain the DMARC ones:
+    // a forged MAIL FROM of a partner must not waive another domain's DMARC policy.
     let exempt = |d: &str| !d.is_empty() && cfg.exempt_domains.iter().any(|e| e == d);
-    if exempt(&f.spf_domain) || exempt(&f.from_domain) {
-        return Decision::Accept;
-    }
+    let spf_exempt = exempt(&f.spf_domain);
     let temp = || {
         Decision::Refuse(Reply::new(
             451,
@@ -40,12 +40,16 @@ pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -
         format!("SPF: {} does not designate {client_ip} as permitted sender", f.spf_domain),
     );
     match f.spf {
+        _ if spf_exempt => {}
         Outcome::Fail if cfg.spf_fail == Action::Reject => return Decision::Refuse(spf_refusal),
         Outcome::SoftFail if cfg.spf_softfail == Action::Reject => return Decision::Refuse(spf_refusal),
         Outcome::TempError if cfg.spf_fail == Action::Reject && cfg.temperror == Action::Defer => return temp(),
         _ => {}
     }
     // DMARC (RFC 7489 §6.7): act on the domain's policy as configured.
+    if exempt(&f.from_domain) {
+        return Decision::Accept;
+    }
     let action = match f.dmarc_policy {
         Some(DmarcPolicy::Reject) => cfg.dmarc_reject,
         Some(DmarcPolicy::Quarantine) => cfg.dmarc_quarantine,
@@ -128,5 +132,10 @@ mod tests {
         let mut exempt = cfg();
         exempt.exempt_domains = vec!["sender.test".into()];
         assert_eq!(decide(&spf_fail, &exempt, ip), Decision::Accept);
+        assert_eq!(decide(&dmarc, &exempt, ip), Decision::Accept, "the From domain is exempt too");
+        // A partner's MAIL FROM does not waive another From domain's DMARC policy.
+        let forged = Findings { from_domain: "bank.test".into(), ..dmarc.clone() };
+        let Decision::Refuse(r) = decide(&forged, &exempt, ip) else { panic!() };
+        assert_eq!(r.code, 550);
     }
 }

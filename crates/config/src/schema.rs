@@ -129,8 +129,8 @@ pub struct Policy {
     /// The HELO name resolves (A/AAAA). Default `"tag"`.
     #[serde(default = "check_tag")]
     pub helo_resolves: Check,
-    /// The HELO name resolves to the client's IP, or shares its registered domain (the last
-    /// two labels) with the client's forward-confirmed PTR name. Default `"off"`.
+    /// The HELO name resolves to the client's IP, or shares its registered domain (by the
+    /// Public Suffix List) with the client's forward-confirmed PTR name. Default `"off"`.
     #[serde(default = "check_off")]
     pub helo_matches: Check,
     /// The client's IP is listed in one of `dnsbl_zones`. Default `"reject"` (no zone by default).
@@ -362,8 +362,9 @@ pub struct Authentication {
     /// rejection: `"defer"` (default, 451 4.4.3) or `"accept"`.
     #[serde(default = "defer")]
     pub temperror: Action,
-    /// Sender domains (RFC 5321.MailFrom or RFC 5322.From) whose failures are never acted on:
-    /// their results are only recorded (a sender's broken SPF record must not cost us its mail).
+    /// Sender domains whose failures are never acted on: their results are only recorded (a
+    /// sender's broken SPF record must not cost us its mail). An RFC 5321.MailFrom domain listed
+    /// here waives the SPF actions, an RFC 5322.From domain the DMARC actions.
     #[serde(default)]
     pub exempt_domains: Vec<String>,
     /// Client networks whose mail is not checked at all.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use postern_config::Config;
 use postern_config::schema::{Check, DnsTempError, Policy};
 use postern_dns::{Answer, Resolver};
-use postern_policy::screen::{GENERIC_WORDS, HeloShape, IpList, generic_ptr, helo_shape, refusal};
+use postern_policy::screen::{GENERIC_WORDS, HeloShape, IpList, generic_ptr, helo_shape, refusal, registered_domain};
 use postern_types::{EnhancedStatus, Reply, Verdict};
 
 /// The network lists of `[policy]`, loaded from the configuration and its files.
@@ -293,7 +293,7 @@ pub async fn screen<R: Resolver>(
             (_, Some(Answer::TempFail(e))) => Result_::Temp(format!("HELO lookup: {e}")),
             (HeloShape::Fqdn(name), found) => {
                 let resolves_here = matches!(found, Some(Answer::Found(v)) if v.contains(&ip));
-                let same_domain = confirmed.as_deref().is_some_and(|c| registered(c) == registered(name));
+                let same_domain = confirmed.as_deref().is_some_and(|c| registered_domain(c) == registered_domain(name));
                 if resolves_here || same_domain {
                     Result_::Pass(name.clone())
                 } else {
@@ -607,13 +607,6 @@ fn addrs_text(a: &Option<Answer<Vec<IpAddr>>>) -> String {
     }
 }
 
-/// The last two labels: the registered domain for the common cases (not the public suffix
-/// list; `example.co.uk` names compare as `co.uk`, which only makes the check more lenient).
-fn registered(name: &str) -> String {
-    let labels: Vec<&str> = name.trim_end_matches('.').rsplitn(3, '.').collect();
-    labels.iter().take(2).rev().copied().collect::<Vec<_>>().join(".").to_ascii_lowercase()
-}
-
 /// `ip` reversed for a DNSBL query: `2.0.0.127` for 127.0.0.2, nibbles for IPv6.
 fn reversed(ip: IpAddr) -> String {
     match ip {
@@ -642,7 +635,5 @@ mod tests {
     fn helpers() {
         assert_eq!(reversed("127.0.0.2".parse().unwrap()), "2.0.0.127");
         assert!(reversed("2001:db8::1".parse().unwrap()).starts_with("1.0.0.0."));
-        assert_eq!(registered("mx1.mail.example.org"), "example.org");
-        assert_eq!(registered("example.org."), "example.org");
     }
 }

@@ -159,6 +159,14 @@ pub fn helo_shape(helo: &str) -> HeloShape {
 pub const GENERIC_WORDS: [&str; 12] =
     ["dynamic", "dyn", "dsl", "pool", "dhcp", "ppp", "cable", "dial", "dialup", "broadband", "customer", "unassigned"];
 
+/// The registered domain of a host name (one label below its public suffix, by the Public
+/// Suffix List: `mx1.example.co.uk` → `example.co.uk`), lower case; the name itself when it
+/// has none (a bare public suffix, or a name the list does not know).
+pub fn registered_domain(name: &str) -> String {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    psl::domain_str(&name).map_or_else(|| name.clone(), str::to_owned)
+}
+
 /// Whether `name` (a PTR of `ip`) looks generic: it contains the address's digits (in order,
 /// dotted, dashed or run together, in either direction) or one of `words` as a whole label part.
 pub fn generic_ptr(name: &str, ip: IpAddr, words: &[String]) -> bool {
@@ -197,6 +205,15 @@ pub fn refusal(temporary: bool, status: (u16, u16), text: String) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registered_domains_follow_the_public_suffix_list() {
+        assert_eq!(registered_domain("mx1.mail.Example.org."), "example.org");
+        assert_eq!(registered_domain("mx.example.co.uk"), "example.co.uk");
+        assert_ne!(registered_domain("a.one.co.uk"), registered_domain("b.two.co.uk"));
+        // Names under an unlisted top-level domain: the default rule `*`.
+        assert_eq!(registered_domain("good.policy.test"), "policy.test");
+    }
 
     #[test]
     fn lists_merge_and_find() {

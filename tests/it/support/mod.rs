@@ -181,12 +181,20 @@ impl Server {
         self.dir.0.join("postern.toml")
     }
 
-    /// Files in `mailbox`'s Maildir `new/`, sorted.
+    /// Files in `mailbox`'s Maildir `new/`, in delivery order.
     pub fn maildir(&self, mailbox: &str) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.data().join("mail").join(mailbox).join("new"))
             .map(|rd| rd.map(|e| e.unwrap().path()).collect())
             .unwrap_or_default();
-        v.sort();
+        // By delivery time: `SECONDS.MmicrosP...`, whose microseconds are not zero-padded, so
+        // the names themselves do not sort by time within one second.
+        let key = |p: &PathBuf| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let (secs, rest) = name.split_once(".M").unwrap_or((&name, ""));
+            let micros: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            (secs.parse::<u64>().unwrap_or(0), micros.parse::<u32>().unwrap_or(0), name.clone())
+        };
+        v.sort_by_cached_key(key);
         v
     }
 
