@@ -148,6 +148,39 @@ fn dns_timeouts_and_servfail_give_451_never_550() {
     }
 }
 
+#[test]
+fn spf_at_mail_refuses_before_the_message() {
+    let dns = DnsServer::start(&[("test.", &repo().join("tests/fixtures/dns/relay.test.zone"))]);
+    let silent = SilentDns::start();
+    let start = |dns: &str| {
+        Server::start_with("relay-b", |t| {
+            t.replace("verify = false", "verify = true\nspf_at = \"mail\"\nexempt_domains = [\"q.test\"]")
+                .replace("127.0.0.1:9", dns)
+        })
+    };
+    let b = start(&dns.addr.to_string());
+    let (mut o, _) = Client::connect_from("127.0.0.3", b.port);
+    o.cmd("EHLO outsider.test");
+    // a.test's -all does not list 127.0.0.3: refused at MAIL, no message sent.
+    let r = o.cmd("MAIL FROM:<ceo@a.test>");
+    assert_eq!((r.code, &r.text[4..10]), (550, "5.7.23"), "{}", r.text);
+    assert!(r.text.contains("a.test does not designate 127.0.0.3"), "{}", r.text);
+    b.wait_log("NOQUEUE: reject: MAIL from [127.0.0.3]: 550 5.7.23");
+    // Softfail is accepted (the default action), and so is an exempt domain's -all.
+    assert_eq!(o.cmd("MAIL FROM:<x@soft.test>").code, 250);
+    o.cmd("RSET");
+    assert_eq!(o.cmd("MAIL FROM:<x@q.test>").code, 250);
+    o.cmd("RSET");
+    // The null sender has no MAIL FROM identity to check here (its HELO is checked after DATA).
+    assert_eq!(o.cmd("MAIL FROM:<>").code, 250);
+    // A name server that does not answer: 451 4.4.3 at MAIL, never 550.
+    let b = start(&silent.addr.to_string());
+    let (mut o, _) = Client::connect_from("127.0.0.3", b.port);
+    o.cmd("EHLO outsider.test");
+    let r = o.cmd("MAIL FROM:<ceo@a.test>");
+    assert_eq!((r.code, &r.text[4..9]), (451, "4.4.3"), "{}", r.text);
+}
+
 /// The first value of header `name` in a Maildir file (LF endings), unfolded.
 fn header(text: &str, name: &str) -> String {
     let mut out = String::new();

@@ -26,25 +26,8 @@ pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -
     // a forged MAIL FROM of a partner must not waive another domain's DMARC policy.
     let exempt = |d: &str| !d.is_empty() && cfg.exempt_domains.iter().any(|e| e == d);
     let spf_exempt = exempt(&f.spf_domain);
-    let temp = || {
-        Decision::Refuse(Reply::new(
-            451,
-            EnhancedStatus(4, 4, 3),
-            "Temporary DNS failure while checking SPF/DKIM/DMARC, try again later",
-        ))
-    };
-    // SPF (RFC 7208 §8.4 fail, §8.5 softfail; RFC 7372 5.7.23).
-    let spf_refusal = Reply::new(
-        550,
-        EnhancedStatus(5, 7, 23),
-        format!("SPF: {} does not designate {client_ip} as permitted sender", f.spf_domain),
-    );
-    match f.spf {
-        _ if spf_exempt => {}
-        Outcome::Fail if cfg.spf_fail == Action::Reject => return Decision::Refuse(spf_refusal),
-        Outcome::SoftFail if cfg.spf_softfail == Action::Reject => return Decision::Refuse(spf_refusal),
-        Outcome::TempError if cfg.spf_fail == Action::Reject && cfg.temperror == Action::Defer => return temp(),
-        _ => {}
+    if !spf_exempt && let Some(refusal) = spf_refusal(f.spf, &f.spf_domain, cfg, client_ip) {
+        return Decision::Refuse(refusal);
     }
     // DMARC (RFC 7489 §6.7): act on the domain's policy as configured.
     if exempt(&f.from_domain) {
@@ -55,6 +38,7 @@ pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -
         Some(DmarcPolicy::Quarantine) => cfg.dmarc_quarantine,
         Some(DmarcPolicy::None) | None => Action::Accept,
     };
+    let temp = || Decision::Refuse(temp_reply());
     let dkim_temp = f.dkim.iter().any(|(_, o)| *o == Outcome::TempError);
     match f.dmarc {
         Outcome::Fail | Outcome::TempError
@@ -81,6 +65,31 @@ pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -
         },
         _ => Decision::Accept,
     }
+}
+
+/// The refusal, if any, that SPF's result `spf` for `domain` (the RFC 5321.MailFrom domain)
+/// from `client_ip` calls for: RFC 7208 §8.4 `fail` and §8.5 `softfail` as configured
+/// (`550 5.7.23`, RFC 7372), `temperror` as `451 4.4.3` when a failure would have been refused
+/// and `temperror = "defer"`. Used after DATA by [`decide`], and at MAIL with `spf_at = "mail"`
+/// (where `exempt_domains` is checked by the caller).
+pub fn spf_refusal(spf: Outcome, domain: &str, cfg: &Authentication, client_ip: std::net::IpAddr) -> Option<Reply> {
+    let refusal = || {
+        Reply::new(
+            550,
+            EnhancedStatus(5, 7, 23),
+            format!("SPF: {domain} does not designate {client_ip} as permitted sender"),
+        )
+    };
+    match spf {
+        Outcome::Fail if cfg.spf_fail == Action::Reject => Some(refusal()),
+        Outcome::SoftFail if cfg.spf_softfail == Action::Reject => Some(refusal()),
+        Outcome::TempError if cfg.spf_fail == Action::Reject && cfg.temperror == Action::Defer => Some(temp_reply()),
+        _ => None,
+    }
+}
+
+fn temp_reply() -> Reply {
+    Reply::new(451, EnhancedStatus(4, 4, 3), "Temporary DNS failure while checking SPF/DKIM/DMARC, try again later")
 }
 
 #[cfg(test)]

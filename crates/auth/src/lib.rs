@@ -14,6 +14,6 @@ pub mod reports;
 pub mod sign;
 pub mod verify;
 
-pub use decision::{Decision, decide};
+pub use decision::{Decision, decide, spf_refusal};
 pub use sign::Signer;
 pub use verify::{Checker, Findings, Outcome, strip_forged_results};

@@ -109,6 +109,13 @@ impl Checker {
             .unwrap_or_default()
     }
 
+    /// SPF of the MAIL FROM identity alone (RFC 7208 §2.4), for `[authentication] spf_at =
+    /// "mail"`: `mail_from` (not empty) from `ip`, which said `helo`.
+    pub async fn spf_mail_from(&self, ip: IpAddr, helo: &str, mail_from: &str) -> Outcome {
+        let params = SpfParameters::verify_mail_from(ip, helo, self.hostname.as_str(), mail_from);
+        spf_outcome(self.authenticator.verify_spf(params).await.result())
+    }
+
     /// Checks `message` (as received, CRLF) from `ip`, which said `helo` and gave `mail_from`
     /// (empty for the null sender).
     pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Findings {

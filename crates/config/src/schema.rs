@@ -225,6 +225,17 @@ fn all_checks() -> Vec<String> {
     vec!["*".into()]
 }
 
+/// `[authentication] spf_at`: the SMTP stage at which an SPF result refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpfAt {
+    /// After DATA, with DKIM and DMARC known.
+    #[default]
+    Data,
+    /// At MAIL FROM.
+    Mail,
+}
+
 /// A check's action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -347,6 +358,12 @@ pub struct Authentication {
     /// SPF `softfail` (`~all`): `"accept"` (default), `"tag"`, `"reject"`.
     #[serde(default = "accept")]
     pub spf_softfail: Action,
+    /// When a refusing SPF result refuses: `"data"` (default: after the message, once DMARC is
+    /// known, as RFC 7489 §10.1 advises, so that mail passing DMARC through DKIM, e.g.
+    /// forwarded mail, is not lost to an early SPF rejection), or `"mail"`: at MAIL FROM, before
+    /// the message is sent (as Postfix with policyd-spf does), saving the bandwidth.
+    #[serde(default)]
+    pub spf_at: SpfAt,
     /// DMARC failure with `p=reject`: `"reject"` (default, 550 5.7.1), `"quarantine"`,
     /// `"accept"`.
     #[serde(default = "reject")]

@@ -81,6 +81,8 @@ pub(crate) async fn run(
         }
     }
     let tables = ctx.live.tables();
+    // Mail from the outside: the `[policy]` and `[authentication]` checks apply.
+    let outside = listener.role == Role::Mx && !is_trusted(ip, &config.relay.trusted_networks);
     let params = SessionParams {
         hostname: config.hostname.clone(),
         client_ip: ip,
@@ -93,7 +95,8 @@ pub(crate) async fn run(
         implicit_tls,
         auth: listener.auth,
         require_auth: listener.role != Role::Mx,
-        screen: listener.role == Role::Mx && config.policy.enabled && !is_trusted(ip, &config.relay.trusted_networks),
+        screen: outside && config.policy.enabled,
+        check_sender: outside && (config.policy.enabled || spf_at_mail(&config)),
     };
     let params_screen = params.screen;
     let driver = Driver {
@@ -113,6 +116,11 @@ pub(crate) async fn run(
         Ok(()) => tracing::info!("disconnect from [{ip}]:{}", peer.port()),
         Err(e) => tracing::info!("lost connection from [{ip}]:{}: {e}", peer.port()),
     }
+}
+
+/// Whether SPF refuses at MAIL FROM (`[authentication] spf_at = "mail"`, checks on).
+fn spf_at_mail(config: &Config) -> bool {
+    config.authentication.verify && config.authentication.spf_at == postern_config::schema::SpfAt::Mail
 }
 
 /// Writes a 421 4.7.0 refusal and closes; on a `submissions` listener the client expects a TLS
@@ -220,30 +228,8 @@ impl Driver<'_> {
                 }
                 Step::Authenticate { login, password } => self.authenticate(&mut session, login, password).await,
                 Step::CheckSender(address) if session.authenticated().is_none() => {
-                    let lists = self.ctx.screen_lists();
-                    let sender = address.to_string();
-                    let name = self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    let screened = crate::screen::screen_sender(
-                        &*self.ctx.resolver,
-                        self.config,
-                        &lists,
-                        ip,
-                        name.as_deref(),
-                        &sender,
-                    )
-                    .await;
-                    if !screened.report.is_empty() {
-                        let outcome = match &screened.verdict {
-                            Verdict::Ok(()) => "accept".to_owned(),
-                            Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
-                        };
-                        tracing::info!("policy: [{ip}] from=<{sender}>: {}: {outcome}", screened.report.join("; "));
-                        if !matches!(screened.verdict, Verdict::Ok(())) {
-                            tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {outcome}; from=<{sender}>");
-                        }
-                    }
-                    self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
-                    session.sender_verdict(screened.verdict);
+                    let verdict = self.check_sender_from_outside(session.helo().unwrap_or(""), &address).await;
+                    session.sender_verdict(verdict);
                 }
                 Step::CheckSender(address) => {
                     let login = session.authenticated().unwrap_or_default().to_owned();
@@ -340,6 +326,49 @@ impl Driver<'_> {
                         format!("{} Error: too many failed logins from {ip}, try later", self.config.hostname),
                     ));
                 }
+            }
+        }
+    }
+
+    /// MAIL FROM of a client from the outside: the `[policy]` sender checks (sender domain,
+    /// its MX hosts, RHSBL), then, with `[authentication] spf_at = "mail"`, SPF (RFC 7208 §2.4).
+    async fn check_sender_from_outside(&self, helo: &str, address: &Address) -> Verdict<()> {
+        let ip = self.peer.ip();
+        let sender = address.to_string();
+        if self.screened {
+            let lists = self.ctx.screen_lists();
+            let name = self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let screened =
+                crate::screen::screen_sender(&*self.ctx.resolver, self.config, &lists, ip, name.as_deref(), &sender)
+                    .await;
+            if !screened.report.is_empty() {
+                let outcome = match &screened.verdict {
+                    Verdict::Ok(()) => "accept".to_owned(),
+                    Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
+                };
+                tracing::info!("policy: [{ip}] from=<{sender}>: {}: {outcome}", screened.report.join("; "));
+                if !matches!(screened.verdict, Verdict::Ok(())) {
+                    tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {outcome}; from=<{sender}>");
+                }
+            }
+            self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
+            if !matches!(screened.verdict, Verdict::Ok(())) {
+                return screened.verdict;
+            }
+        }
+        let a = &self.config.authentication;
+        let domain = address.domain().to_ascii_lowercase();
+        if !spf_at_mail(self.config) || is_trusted(ip, &a.exempt_networks) || a.exempt_domains.contains(&domain) {
+            return Verdict::Ok(());
+        }
+        let auth = self.ctx.auth();
+        let Some(checker) = &auth.checker else { return Verdict::Ok(()) };
+        let spf = checker.spf_mail_from(ip, helo, &sender).await;
+        match postern_auth::spf_refusal(spf, &domain, a, ip) {
+            None => Verdict::Ok(()),
+            Some(r) => {
+                tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{sender}> spf={spf:?}");
+                if r.code >= 500 { Verdict::PermFail(r) } else { Verdict::TempFail(r) }
             }
         }
     }

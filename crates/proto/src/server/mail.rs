@@ -26,7 +26,7 @@ impl Session {
             self.error(r);
             return self.closed_step();
         }
-        if (self.auth.is_some() || self.params.screen)
+        if (self.auth.is_some() || self.params.check_sender)
             && let Some(MailTx { reverse_path: ReversePath::Mailbox(a), .. }) = &self.tx
         {
             let a = a.clone();

@@ -56,6 +56,9 @@ pub struct SessionParams {
     pub require_auth: bool,
     /// Whether the client is screened after its first HELO/EHLO ([`Step::CheckClient`]).
     pub screen: bool,
+    /// Whether the MAIL FROM of a client that is not authenticated waits for
+    /// [`Step::CheckSender`] (sender checks, SPF at MAIL).
+    pub check_sender: bool,
 }
 
 /// The negotiated TLS parameters, for the Received header and the logs.

@@ -17,6 +17,7 @@ fn params() -> SessionParams {
         auth: false,
         require_auth: false,
         screen: false,
+        check_sender: false,
     }
 }
 
@@ -283,7 +284,7 @@ fn auth_login_exchange_and_cancel() {
 
 #[test]
 fn screened_helo_refused_then_accepted() {
-    let p = SessionParams { screen: true, ..params() };
+    let p = SessionParams { screen: true, check_sender: true, ..params() };
     let (out, _) = run_with(
         p,
         b"EHLO bad.test\r\nMAIL FROM:<a@b.test>\r\nEHLO good.test\r\nMAIL FROM:<a@b.test>\r\nEHLO bad.test\r\n",
