@@ -73,6 +73,8 @@ fn each_check_catches_its_case_after_ehlo() {
         let r = ehlo(s.port, ip, helo);
         assert!(r.text.starts_with(want), "{ip} {helo}: got {}", r.text);
     }
+    // Trusted networks (127.0.0.2 in the fixture) are not screened at all.
+    assert_eq!(ehlo(s.port, "127.0.0.2", "bare").code, 250, "a trusted client was screened");
     // A refused EHLO leaves the session without HELO: MAIL is refused too; a better EHLO passes.
     let (mut c, _) = Client::connect_from("127.0.0.10", s.port);
     assert_eq!(c.cmd("EHLO bare").code, 550);
