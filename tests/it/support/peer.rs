@@ -115,10 +115,11 @@ impl Peer {
                         c.1 += 1;
                         c.2 = c.2.max(c.1);
                     }
-                    if stream.write_all(b"220 peer.test ESMTP scripted\r\n").is_ok() {
-                        let _ = serve(stream, &shared, false);
+                    let counted_closed = stream.write_all(b"220 peer.test ESMTP scripted\r\n").is_ok()
+                        && serve(stream, &shared, false).unwrap_or(false);
+                    if !counted_closed {
+                        shared.connections.lock().unwrap().1 -= 1;
                     }
-                    shared.connections.lock().unwrap().1 -= 1;
                 });
             }
         });
@@ -130,18 +131,20 @@ impl Peer {
 trait ReadWrite: Read + Write + Send {}
 impl<T: Read + Write + Send> ReadWrite for T {}
 
-/// One SMTP session over `stream` (clear text or TLS).
-fn serve(stream: impl ReadWrite + 'static, sh: &Shared, is_tls: bool) -> std::io::Result<()> {
+/// One SMTP session over `stream` (clear text or TLS). `Ok(true)`: the client said QUIT, and
+/// the session was counted as closed before the 221, since the client may open its next one as
+/// soon as it reads it.
+fn serve(stream: impl ReadWrite + 'static, sh: &Shared, is_tls: bool) -> std::io::Result<bool> {
     serve_dyn(Box::new(stream), sh, is_tls)
 }
 
-fn serve_dyn(stream: Box<dyn ReadWrite>, sh: &Shared, is_tls: bool) -> std::io::Result<()> {
+fn serve_dyn(stream: Box<dyn ReadWrite>, sh: &Shared, is_tls: bool) -> std::io::Result<bool> {
     let mut r = BufReader::new(stream);
     let mut accepted = 0;
     loop {
         let mut line = String::new();
         if r.read_line(&mut line)? == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let upper = line.to_ascii_uppercase();
         let offer_tls = !is_tls && !matches!(sh.tls, Tls::None);
@@ -151,7 +154,7 @@ fn serve_dyn(stream: Box<dyn ReadWrite>, sh: &Shared, is_tls: bool) -> std::io::
             format!("250-peer.test\r\n{tls}{dsn}250-PIPELINING\r\n250 8BITMIME\r\n")
         } else if upper.starts_with("STARTTLS") && offer_tls {
             r.get_mut().write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
-            let Tls::Offer(config) = &sh.tls else { return Ok(()) }; // Broken: hang up.
+            let Tls::Offer(config) = &sh.tls else { return Ok(false) }; // Broken: hang up.
             let conn = rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
             let tls = rustls::StreamOwned::new(conn, r.into_inner());
             return serve_dyn(Box::new(tls), sh, true);
@@ -190,7 +193,7 @@ fn serve_dyn(stream: Box<dyn ReadWrite>, sh: &Shared, is_tls: bool) -> std::io::
                         // Never answer: wait until the client goes away.
                         let mut sink = Vec::new();
                         let _ = r.read_to_end(&mut sink);
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
                 sh.received.lock().unwrap().push(msg);
@@ -198,8 +201,9 @@ fn serve_dyn(stream: Box<dyn ReadWrite>, sh: &Shared, is_tls: bool) -> std::io::
                 "250 2.0.0 Ok: queued by peer\r\n".into()
             }
         } else if upper.starts_with("QUIT") {
-            r.get_mut().write_all(b"221 2.0.0 Bye\r\n")?;
-            return Ok(());
+            sh.connections.lock().unwrap().1 -= 1;
+            let _ = r.get_mut().write_all(b"221 2.0.0 Bye\r\n");
+            return Ok(true);
         } else {
             "250 2.0.0 Ok\r\n".into()
         };
