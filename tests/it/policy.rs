@@ -106,6 +106,34 @@ fn tag_instead_of_reject_and_lists() {
 }
 
 #[test]
+fn block_list_file_is_reread_on_reload() {
+    let dns = dns();
+    let dir = crate::support::TempDir::new("blocklist");
+    let list = dir.0.join("block.txt");
+    std::fs::write(&list, "# attackers\n127.0.0.15\n").unwrap();
+    let s = server(
+        &dns.addr.to_string(),
+        &format!(
+            "block_networks_file = \"{}\"\nptr = \"off\"\nfcrdns = \"off\"\nhelo_resolves = \"off\"\n",
+            list.display()
+        ),
+    );
+    assert_eq!(ehlo(s.port, "127.0.0.15", "good.policy.test").code, 554);
+    assert_eq!(ehlo(s.port, "127.0.0.16", "good.policy.test").code, 250);
+    std::fs::write(&list, "127.0.0.16/32\n").unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_log("SIGHUP: reloaded");
+    assert_eq!(ehlo(s.port, "127.0.0.15", "good.policy.test").code, 250);
+    assert_eq!(ehlo(s.port, "127.0.0.16", "good.policy.test").code, 554);
+    // A broken list is refused with its file and line; the list in force stays.
+    std::fs::write(&list, "127.0.0.16/32\nnot-a-network\n").unwrap();
+    s.signal(libc::SIGHUP);
+    let line = s.wait_log("block.txt:2:");
+    assert!(line.contains("\"not-a-network\" is not a network"), "{line}");
+    assert_eq!(ehlo(s.port, "127.0.0.16", "good.policy.test").code, 554);
+}
+
+#[test]
 fn dns_timeouts_defer_never_reject() {
     let silent = SilentDns::start();
     let s = server(&silent.addr.to_string(), "fcrdns = \"reject\"\n");
