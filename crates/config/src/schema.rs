@@ -164,8 +164,8 @@ pub struct Policy {
     /// How long a first attempt must wait. Default `"5m"`.
     #[serde(default = "default_greylist_delay")]
     pub greylist_delay: Seconds,
-    /// How long an accepted triplet is remembered after it was last seen (and how long a first
-    /// attempt waits for its retry). Default `"35d"`.
+    /// How long an accepted triplet is remembered after it was last seen. Default `"35d"`. (A
+    /// first attempt is forgotten when not retried within two days, or twice the delay.)
     #[serde(default = "default_greylist_expire")]
     pub greylist_expire: Seconds,
     /// Clients whose reverse DNS is forward-confirmed skip greylisting. Default `true`.

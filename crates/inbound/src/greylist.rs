@@ -61,8 +61,11 @@ impl GreylistStore {
             let old = t.get(key.as_str()).map_err(err)?.map(|v| v.value().to_owned());
             let parsed = old.as_deref().and_then(parse);
             let (first, passed) = match parsed {
-                // Forgotten: a pass not seen for `expire`, or a first attempt never retried.
-                Some((_, last, _)) if now.saturating_sub(last) > expire.as_secs() => (now, false),
+                // Forgotten: a pass not seen for `expire`, or a first attempt not retried
+                // within the retry window.
+                Some((_, last, passed)) if now.saturating_sub(last) > forget_after(passed, delay, expire) => {
+                    (now, false)
+                }
                 Some((first, _, passed)) => (first, passed),
                 None => (now, false),
             };
@@ -87,6 +90,30 @@ impl GreylistStore {
         Ok(answer)
     }
 
+    /// Deletes the triplets [`check`](Self::check) would no longer remember at `now` (seconds
+    /// since the epoch): passed ones not seen for `expire`, first attempts not retried within
+    /// the retry window. Returns how many were deleted. The daemon runs it hourly, so a flood
+    /// of spam triplets does not grow the store without bound.
+    ///
+    /// # Errors
+    /// The store's error text.
+    pub fn purge(&self, now: u64, delay: Duration, expire: Duration) -> Result<u64, String> {
+        use redb::ReadableTableMetadata as _;
+        let tx = self.db.begin_write().map_err(err)?;
+        let removed = {
+            let mut t = tx.open_table(TRIPLETS).map_err(err)?;
+            let before = t.len().map_err(err)?;
+            t.retain(|_, v| {
+                parse(v)
+                    .is_some_and(|(_, last, passed)| now.saturating_sub(last) <= forget_after(passed, delay, expire))
+            })
+            .map_err(err)?;
+            before - t.len().map_err(err)?
+        };
+        tx.commit().map_err(err)?;
+        Ok(removed)
+    }
+
     /// Triplets held (for tests and logs).
     ///
     /// # Errors
@@ -99,6 +126,14 @@ impl GreylistStore {
             Err(_) => Ok(0),
         }
     }
+}
+
+/// Seconds after its last attempt that a triplet is forgotten: `expire` once it passed; for a
+/// first attempt never retried, the retry window: two days, or twice the delay if that is
+/// longer (as postgrey's `--retry-window`). Spam engines rarely retry, so most triplets are
+/// first attempts, and they go soon.
+fn forget_after(passed: bool, delay: Duration, expire: Duration) -> u64 {
+    if passed { expire.as_secs() } else { (2 * 86_400u64).max(2 * delay.as_secs()).min(expire.as_secs().max(1)) }
 }
 
 fn parse(v: &str) -> Option<(u64, u64, bool)> {
@@ -143,6 +178,18 @@ mod tests {
         assert!(matches!(g.check(ip, "a@x.test", "b@y.test", 200_000, d, e).unwrap(), Greylist::Wait(_)), "expired");
         assert!(matches!(g.check(ip, "other@x.test", "b@y.test", 1300, d, e).unwrap(), Greylist::Wait(_)));
         assert_eq!(g.triplets().unwrap(), 2);
+        // A first attempt never retried is forgotten after the retry window (two days).
+        assert!(matches!(g.check(ip, "late@x.test", "b@y.test", 300_000, d, e).unwrap(), Greylist::Wait(_)));
+        assert!(matches!(
+            g.check(ip, "late@x.test", "b@y.test", 300_000 + 3 * 86_400, d, e).unwrap(),
+            Greylist::Wait(_)
+        ));
+        // Purging deletes what would be forgotten, and keeps the rest.
+        assert_eq!(g.check(ip, "kept@x.test", "b@y.test", 1_000_000, d, e).unwrap(), Greylist::Wait(d));
+        assert_eq!(g.triplets().unwrap(), 4);
+        assert_eq!(g.purge(1_000_100, d, e).unwrap(), 3);
+        assert_eq!(g.triplets().unwrap(), 1);
+        assert_eq!(g.check(ip, "kept@x.test", "b@y.test", 1_000_400, d, e).unwrap(), Greylist::Pass);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

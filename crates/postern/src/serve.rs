@@ -145,6 +145,9 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     if ctx.dmarc.is_some() {
         crate::dmarc::spawn_daily(ctx.clone(), stop_rx.clone());
     }
+    if let Some(store) = ctx.greylist.clone() {
+        spawn_greylist_purge(store, live.clone(), stop_rx.clone());
+    }
     for (listener, info) in listeners {
         tokio::spawn(postern_inbound::serve(listener, info, ctx.clone(), stop_rx.clone()));
     }
@@ -178,6 +181,27 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     let _ = tokio::time::timeout(grace, runner).await;
     tracing::info!("postern stopped: {} message(s) left in the queue", queue.len());
     Ok(())
+}
+
+/// Deletes forgotten greylisting triplets at start and then hourly, until `stop`.
+fn spawn_greylist_purge(store: Arc<postern_inbound::GreylistStore>, live: Arc<Live>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let p = live.config().policy.clone();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.purge(now, p.greylist_delay.0, p.greylist_expire.0)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!("greylist: purged {n} expired triplet(s)"),
+                Ok(Err(e)) => tracing::warn!("greylist: purge failed: {e}"),
+                Err(e) => tracing::warn!("greylist: purge task failed: {e}"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
 }
 
 /// The server certificate of `config`, if `[tls]` is set.
