@@ -319,29 +319,14 @@ pub async fn screen<R: Resolver>(
     // DNSBLs last: one lookup per zone.
     if p.dnsbl != Check::Off {
         for zone in &p.dnsbl_zones {
-            let (zone_name, filter) = match zone.split_once('=') {
-                Some((z, codes)) => {
-                    (z.trim(), codes.split(',').filter_map(|c| c.trim().parse::<IpAddr>().ok()).collect::<Vec<_>>())
-                }
-                None => (zone.trim(), Vec::new()),
-            };
-            let query = format!("{}.{zone_name}", reversed(ip));
-            let r = match resolver.ipv4(&query).await {
-                Answer::Found(codes) => {
-                    let hit = codes.iter().find(|c| {
-                        matches!(c, IpAddr::V4(v) if v.octets()[0] == 127) && (filter.is_empty() || filter.contains(c))
-                    });
-                    match hit {
-                        Some(code) => Result_::Fail(
-                            format!("listed in {zone_name} ({code})"),
-                            (7, 1),
-                            format!("Service unavailable; client [{ip}] blocked using {zone_name} ({code})"),
-                        ),
-                        None => Result_::Pass(format!("{zone_name}: {}", join(&codes))),
-                    }
-                }
-                Answer::NotFound => Result_::Pass(format!("not in {zone_name}")),
-                Answer::TempFail(e) => Result_::Temp(format!("{zone_name}: {e}")),
+            let r = match listing(resolver, zone, &reversed(ip)).await {
+                Listing::Listed { zone, code } => Result_::Fail(
+                    format!("listed in {zone} ({code})"),
+                    (7, 1),
+                    format!("Service unavailable; client [{ip}] blocked using {zone} ({code})"),
+                ),
+                Listing::Clear(detail) => Result_::Pass(detail),
+                Listing::Temp(e) => Result_::Temp(e),
             };
             if apply(&mut out, p, "dnsbl", p.dnsbl, || r) {
                 return out;
@@ -479,25 +464,14 @@ pub async fn screen_sender<R: Resolver>(
     }
     if p.rhsbl != Check::Off {
         for zone in &p.rhsbl_zones {
-            let (zone_name, filter) = match zone.split_once('=') {
-                Some((z, codes)) => {
-                    (z.trim(), codes.split(',').filter_map(|c| c.trim().parse::<IpAddr>().ok()).collect::<Vec<_>>())
-                }
-                None => (zone.trim(), Vec::new()),
-            };
-            let r = match resolver.ipv4(&format!("{domain}.{zone_name}")).await {
-                Answer::Found(codes) => match codes.iter().find(|c| {
-                    matches!(c, IpAddr::V4(v) if v.octets()[0] == 127) && (filter.is_empty() || filter.contains(c))
-                }) {
-                    Some(code) => Result_::Fail(
-                        format!("{domain} listed in {zone_name} ({code})"),
-                        (7, 1),
-                        format!("<{sender}>: Sender address rejected: {domain} is listed in {zone_name} ({code})"),
-                    ),
-                    None => Result_::Pass(format!("{zone_name}: {}", join(&codes))),
-                },
-                Answer::NotFound => Result_::Pass(format!("not in {zone_name}")),
-                Answer::TempFail(e) => Result_::Temp(format!("{zone_name}: {e}")),
+            let r = match listing(resolver, zone, &domain).await {
+                Listing::Listed { zone, code } => Result_::Fail(
+                    format!("{domain} listed in {zone} ({code})"),
+                    (7, 1),
+                    format!("<{sender}>: Sender address rejected: {domain} is listed in {zone} ({code})"),
+                ),
+                Listing::Clear(detail) => Result_::Pass(detail),
+                Listing::Temp(e) => Result_::Temp(e),
             };
             if apply(&mut out, p, "rhsbl", p.rhsbl, || r) {
                 return out;
@@ -505,6 +479,40 @@ pub async fn screen_sender<R: Resolver>(
         }
     }
     out
+}
+
+/// The answer of one DNS block list about one item.
+enum Listing {
+    /// Listed: the zone's name and the return code that matched.
+    Listed { zone: String, code: IpAddr },
+    /// Not listed (what the zone answered, for the log).
+    Clear(String),
+    /// The lookup failed temporarily.
+    Temp(String),
+}
+
+/// Looks `item` (a reversed IPv4 address or IPv6 nibbles, RFC 5782 §2, or a domain name, §3) up in
+/// the block list `spec`: `"zone"` lists on any `127.0.0.0/8` answer, `"zone=127.0.0.2,..."`
+/// only on those codes (so a zone's "query refused" codes such as Spamhaus's 127.255.255.x
+/// never list).
+async fn listing<R: Resolver>(resolver: &R, spec: &str, item: &str) -> Listing {
+    let (zone, filter) = match spec.split_once('=') {
+        Some((z, codes)) => (z.trim(), codes.split(',').filter_map(|c| c.trim().parse::<IpAddr>().ok()).collect()),
+        None => (spec.trim(), Vec::new()),
+    };
+    match resolver.ipv4(&format!("{item}.{zone}")).await {
+        Answer::Found(codes) => {
+            let hit = codes.iter().find(|c| {
+                matches!(c, IpAddr::V4(v) if v.octets()[0] == 127) && (filter.is_empty() || filter.contains(c))
+            });
+            match hit {
+                Some(code) => Listing::Listed { zone: zone.to_owned(), code: *code },
+                None => Listing::Clear(format!("{zone}: {}", join(&codes))),
+            }
+        }
+        Answer::NotFound => Listing::Clear(format!("not in {zone}")),
+        Answer::TempFail(e) => Listing::Temp(format!("{zone}: {e}")),
+    }
 }
 
 /// Whether `ip` is a public unicast address: not private (RFC 1918), shared (RFC 6598),
