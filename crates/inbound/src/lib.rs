@@ -3,6 +3,7 @@
 //! (socket reads and writes with per-stage timeouts, the TLS handshake, password checks,
 //! recipient and sender policy, the spool commit).
 
+mod authenticate;
 mod bans;
 mod commit;
 mod greylist;

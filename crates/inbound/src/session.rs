@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use postern_auth::{Decision, decide, strip_forged_results};
-use postern_config::schema::{Check, DkimOnError};
+use postern_config::schema::Check;
 use postern_config::{Config, Role, Tables};
 use postern_policy::senders::{may_send_as, not_owned};
 use postern_policy::{RecipientPolicy, credentials, is_trusted, resolve_recipient};
@@ -17,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::authenticate::{self, Added};
 use crate::commit::commit;
 use crate::limits::Refused;
 use crate::stream::Conn;
@@ -244,21 +244,8 @@ impl Driver<'_> {
                     }
                 }
                 Step::CheckClient(helo) => {
-                    let lists = self.ctx.screen_lists();
-                    let screened = crate::screen::screen(&*self.ctx.resolver, self.config, &lists, ip, &helo).await;
-                    let outcome = match &screened.verdict {
-                        Verdict::Ok(()) => "accept".to_owned(),
-                        Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
-                    };
-                    tracing::info!("policy: [{ip}] helo=<{helo}>: {}: {outcome}", screened.report.join("; "));
-                    if !matches!(screened.verdict, Verdict::Ok(())) {
-                        tracing::info!("NOQUEUE: reject: EHLO from [{ip}]: {outcome}; helo=<{helo}>");
-                    }
-                    self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
-                    let skip = screened.allowed || (screened.fcrdns_passed && self.config.policy.greylist_skip_fcrdns);
-                    self.skip_greylist.store(skip, std::sync::atomic::Ordering::Relaxed);
-                    self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone_from(&screened.client_name);
-                    session.client_verdict(screened.verdict);
+                    let verdict = self.screen_client(&helo).await;
+                    session.client_verdict(verdict);
                 }
                 Step::CheckRecipient(rcpt) => {
                     let mut verdict = resolve_recipient(&self.policy(), ip, session.authenticated().is_some(), &rcpt);
@@ -328,6 +315,27 @@ impl Driver<'_> {
                 }
             }
         }
+    }
+
+    /// The `[policy]` checks after the first HELO/EHLO (`helo`): logged, tags kept for the
+    /// message, what greylisting needs remembered.
+    async fn screen_client(&self, helo: &str) -> Verdict<()> {
+        let ip = self.peer.ip();
+        let lists = self.ctx.screen_lists();
+        let screened = crate::screen::screen(&*self.ctx.resolver, self.config, &lists, ip, helo).await;
+        let outcome = match &screened.verdict {
+            Verdict::Ok(()) => "accept".to_owned(),
+            Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
+        };
+        tracing::info!("policy: [{ip}] helo=<{helo}>: {}: {outcome}", screened.report.join("; "));
+        if !matches!(screened.verdict, Verdict::Ok(())) {
+            tracing::info!("NOQUEUE: reject: EHLO from [{ip}]: {outcome}; helo=<{helo}>");
+        }
+        self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
+        let skip = screened.allowed || (screened.fcrdns_passed && self.config.policy.greylist_skip_fcrdns);
+        self.skip_greylist.store(skip, std::sync::atomic::Ordering::Relaxed);
+        self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone_from(&screened.client_name);
+        screened.verdict
     }
 
     /// MAIL FROM of a client from the outside: the `[policy]` sender checks (sender domain,
@@ -426,12 +434,10 @@ impl Driver<'_> {
     async fn authenticate_and_commit(&self, mut tx: Transaction) -> Result<QueueId, Reply> {
         let ip = self.peer.ip();
         let auth = self.ctx.auth();
-        let mut extra = String::new();
-        let mut quarantine = None;
-        let mut auth_line = None;
+        let mut added = Added::default();
         let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if !tags.is_empty() {
-            extra.push_str(&format!("X-Postern-Policy: {}\r\n", tags.join("; ")));
+            added.headers.push_str(&format!("X-Postern-Policy: {}\r\n", tags.join("; ")));
         }
         let ours = tx.auth.is_some() || is_trusted(ip, &self.config.relay.trusted_networks);
         if tx.auth.is_some() {
@@ -446,107 +452,17 @@ impl Driver<'_> {
         }
         let relayed = tx.recipients.iter().flat_map(|r| &r.destinations).any(|d| matches!(d, Destination::Remote(_)));
         if ours && relayed {
-            // RSA signing costs about half a millisecond of CPU: off the async workers.
-            let (signer, message) = (auth.clone(), std::mem::take(&mut tx.message));
-            let signed = tokio::task::spawn_blocking(move || {
-                let result = signer.signer.sign(&message);
-                (message, result)
-            })
-            .await;
-            let result = match signed {
-                Ok((message, result)) => {
-                    tx.message = message;
-                    result
-                }
-                Err(e) => {
-                    return Err(Reply::new(
-                        451,
-                        EnhancedStatus(4, 3, 0),
-                        format!("Error: signing failed ({e}), try again later"),
-                    ));
-                }
-            };
-            match result {
-                Ok(Some((headers, keys))) => {
-                    extra.push_str(&headers);
-                    tracing::info!("DKIM: signed for [{ip}] with {keys}");
-                }
-                Ok(None) => {}
-                Err(e) if self.config.dkim.on_error == DkimOnError::SendUnsigned => {
-                    tracing::warn!("DKIM: cannot sign for [{ip}], sending unsigned: {e}");
-                }
-                Err(e) => {
-                    tracing::error!("DKIM: cannot sign for [{ip}], replying 451: {e}");
-                    return Err(Reply::new(
-                        451,
-                        EnhancedStatus(4, 3, 0),
-                        "Error: cannot sign the message, try again later",
-                    ));
-                }
-            }
+            let signature = authenticate::sign(auth.clone(), self.config, ip, &mut tx).await?;
+            added.headers.push_str(&signature);
         } else if !ours
             && self.role == Role::Mx
             && let Some(checker) = &auth.checker
             && !is_trusted(ip, &self.config.authentication.exempt_networks)
         {
-            tx.message = strip_forged_results(&tx.message, &self.config.hostname);
-            let mail_from = match &tx.reverse_path {
-                ReversePath::Null => String::new(),
-                ReversePath::Mailbox(a) => a.to_string(),
-            };
-            let findings = checker.check(ip, &tx.helo, &mail_from, &tx.message).await;
-            let decision = decide(&findings, &self.config.authentication, ip);
-            let dkim: Vec<String> = findings.dkim.iter().map(|(d, o)| format!("{o:?}(d={d})")).collect();
-            let line = format!(
-                "auth: [{ip}] from=<{mail_from}> header.from={} spf={:?} spf_helo={:?} dkim=[{}] dmarc={:?} policy={:?} arc={:?}: {}",
-                findings.from_domain,
-                findings.spf,
-                findings.spf_helo,
-                dkim.join(" "),
-                findings.dmarc,
-                findings.dmarc_policy,
-                findings.arc,
-                match &decision {
-                    Decision::Accept => "accept".to_owned(),
-                    Decision::Quarantine(why) => format!("quarantine ({why})"),
-                    Decision::Refuse(r) => format!("refuse ({r})"),
-                }
-            );
-            // A refused message has no queue ID; an accepted one is logged with it below.
-            if matches!(decision, Decision::Refuse(_)) {
-                tracing::info!("NOQUEUE: {line}");
-            } else {
-                auth_line = Some(line);
-            }
-            extra.push_str(&findings.headers);
-            if let (Some(store), Some((policy, mut row))) = (self.ctx.dmarc.clone(), findings.report.clone()) {
-                row.disposition = match &decision {
-                    Decision::Accept => "none",
-                    Decision::Quarantine(_) => "quarantine",
-                    Decision::Refuse(r) if r.code >= 500 => "reject",
-                    Decision::Refuse(_) => "none",
-                }
-                .to_owned();
-                let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-                let recorded = tokio::task::spawn_blocking(move || store.record(&day, &policy, &row)).await;
-                if let Ok(Err(e)) | Err(e) = recorded.map_err(|e| e.to_string()) {
-                    tracing::warn!("DMARC report store: {e}");
-                }
-            }
-            match decision {
-                Decision::Accept => {}
-                Decision::Quarantine(why) => {
-                    extra.push_str(&format!("X-Postern-Quarantine: {why}\r\n"));
-                    quarantine = Some(self.config.authentication.quarantine_folder.clone());
-                }
-                Decision::Refuse(r) => {
-                    tracing::info!("NOQUEUE: reject: DATA from [{ip}]: {r}; from=<{mail_from}> helo=<{}>", tx.helo);
-                    return Err(r);
-                }
-            }
+            authenticate::check_from_outside(self.ctx, self.config, checker, ip, &mut tx, &mut added).await?;
         }
-        let committed = commit(self.ctx, self.config, tx, &extra, quarantine).await;
-        if let (Ok(id), Some(line)) = (&committed, auth_line) {
+        let committed = commit(self.ctx, self.config, tx, &added.headers, added.quarantine).await;
+        if let (Ok(id), Some(line)) = (&committed, added.auth_line) {
             tracing::info!("{id}: {line}");
         }
         committed
