@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Anti-spam benchmarks: (1) a block list of 1,000,000 IPv4 and 100,000 IPv6 networks: load time,
-# lookup time, memory (bench/src/bin/iplist-bench.rs); (2) sessions per second refused right
-# after EHLO — by the block list, and by the HELO check (a bare word) — against sessions that
-# pass, with 1 and 20 clients (postern-bench --sessions). Everything on 127.0.0.1; the checks
+# lookup time, memory (bench/src/bin/iplist-bench.rs); (2) sessions per second refused — by the
+# block list at connect, and by the HELO check (a bare word) right after EHLO — against sessions
+# that pass, with 1 and 20 clients (postern-bench --sessions). Everything on 127.0.0.1; the checks
 # that need DNS are off here, so the numbers are the cheap path.
 #
 # Usage: bench/policy.sh [SESSIONS]
@@ -62,5 +62,5 @@ for c in 1 20; do row "pass (EHLO accepted)" client.bench.test $c; done
 for c in 1 20; do row "refused: HELO not a FQDN" bare $c; done
 stop
 start '"127.0.0.0/8"'
-for c in 1 20; do row "refused: block_networks" client.bench.test $c; done
+for c in 1 20; do row "refused at connect: block_networks" client.bench.test $c; done
 stop

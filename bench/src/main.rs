@@ -48,7 +48,7 @@ struct Args {
     handshakes: bool,
     /// Measure sessions instead of messages: `--messages` connections, each doing the greeting,
     /// EHLO (whatever the reply) and QUIT; the rate is sessions per second, and the count of
-    /// refused EHLOs is printed.
+    /// refused sessions (a 554 greeting, or a refused EHLO) is printed.
     #[arg(long)]
     sessions: bool,
     /// The EHLO name.
@@ -56,7 +56,7 @@ struct Args {
     helo: String,
 }
 
-/// EHLOs answered with a non-2xx reply in `--sessions` mode.
+/// Sessions refused (554 greeting, or a non-2xx EHLO reply) in `--sessions` mode.
 static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -137,10 +137,19 @@ async fn client(
             let stream = TcpStream::connect(&args.server).await.context("connect")?;
             stream.set_nodelay(true)?;
             let mut rd: BufReader<Box<dyn Stream>> = BufReader::new(Box::new(stream));
-            anyhow::ensure!(reply(&mut rd).await? == 220);
-            rd.get_mut().write_all(format!("EHLO {}\r\nQUIT\r\n", args.helo).as_bytes()).await?;
-            if reply(&mut rd).await? / 100 != 2 {
-                REFUSED.fetch_add(1, Ordering::Relaxed);
+            match reply(&mut rd).await? {
+                220 => {
+                    rd.get_mut().write_all(format!("EHLO {}\r\nQUIT\r\n", args.helo).as_bytes()).await?;
+                    if reply(&mut rd).await? / 100 != 2 {
+                        REFUSED.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // Refused at connect (RFC 5321 3.1): only QUIT is answered.
+                554 => {
+                    REFUSED.fetch_add(1, Ordering::Relaxed);
+                    rd.get_mut().write_all(b"QUIT\r\n").await?;
+                }
+                other => anyhow::bail!("greeting {other}"),
             }
             let _ = reply(&mut rd).await;
             mine += 1;

@@ -54,6 +54,11 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The greeting's code for a client from `from`.
+fn greeting(port: u16, from: &str) -> u16 {
+    Client::connect_from(from, port).1.code
+}
+
 fn ehlo(port: u16, from: &str, helo: &str) -> crate::support::smtp::Reply {
     let (mut c, g) = Client::connect_from(from, port);
     assert_eq!(g.code, 220, "the greeting never waits for DNS: {}", g.text);
@@ -99,9 +104,13 @@ fn tag_instead_of_reject_and_lists() {
     assert_eq!(c.send_data("x@policy.test", &["bob@example.test"], b"Subject: tagged\r\n\r\nx\r\n").code, 250);
     let text = std::fs::read_to_string(&s.wait_maildir("bob", 1)[0]).unwrap();
     assert!(text.contains("X-Postern-Policy: fcrdns=fail (PTR nofwd.policy.test does not resolve back)"), "{text}");
-    // The block list refuses before any DNS; the allow list skips every check (13 has no PTR).
-    let r = ehlo(s.port, "127.0.0.15", "good.policy.test");
-    assert!(r.text.starts_with("554 5.7.1 Client host [127.0.0.15] blocked"), "{}", r.text);
+    // The block list refuses at connect, before any DNS (RFC 5321 3.1: 554, then only QUIT);
+    // the allow list skips every check (13 has no PTR).
+    let (mut c, g) = Client::connect_from("127.0.0.15", s.port);
+    assert!(g.text.starts_with("554 5.7.1 Client host [127.0.0.15] blocked by local policy"), "{}", g.text);
+    assert_eq!(c.cmd("EHLO good.policy.test").code, 503);
+    assert_eq!(c.cmd("QUIT").code, 221);
+    s.wait_log("NOQUEUE: reject: CONNECT from [127.0.0.15]: 554 5.7.1");
     assert_eq!(ehlo(s.port, "127.0.0.13", "good.policy.test").code, 250);
 }
 
@@ -118,19 +127,19 @@ fn block_list_file_is_reread_on_reload() {
             list.display()
         ),
     );
-    assert_eq!(ehlo(s.port, "127.0.0.15", "good.policy.test").code, 554);
+    assert_eq!(greeting(s.port, "127.0.0.15"), 554);
     assert_eq!(ehlo(s.port, "127.0.0.16", "good.policy.test").code, 250);
     std::fs::write(&list, "127.0.0.16/32\n").unwrap();
     s.signal(libc::SIGHUP);
     s.wait_log("SIGHUP: reloaded");
     assert_eq!(ehlo(s.port, "127.0.0.15", "good.policy.test").code, 250);
-    assert_eq!(ehlo(s.port, "127.0.0.16", "good.policy.test").code, 554);
+    assert_eq!(greeting(s.port, "127.0.0.16"), 554);
     // A broken list is refused with its file and line; the list in force stays.
     std::fs::write(&list, "127.0.0.16/32\nnot-a-network\n").unwrap();
     s.signal(libc::SIGHUP);
     let line = s.wait_log("block.txt:2:");
     assert!(line.contains("\"not-a-network\" is not a network"), "{line}");
-    assert_eq!(ehlo(s.port, "127.0.0.16", "good.policy.test").code, 554);
+    assert_eq!(greeting(s.port, "127.0.0.16"), 554);
 }
 
 #[test]

@@ -91,7 +91,8 @@ pub struct Policy {
     /// Run the checks. Default `true`.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Clients refused at once (`554 5.7.1`): networks in CIDR notation.
+    /// Clients refused at connect (`554 5.7.1` greeting, then only QUIT, RFC 5321 §3.1):
+    /// networks in CIDR notation.
     #[serde(default)]
     pub block_networks: Vec<IpNet>,
     /// A file of networks to refuse, one per line (`#` comments): large published lists

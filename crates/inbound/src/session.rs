@@ -83,6 +83,16 @@ pub(crate) async fn run(
     let tables = ctx.live.tables();
     // Mail from the outside: the `[policy]` and `[authentication]` checks apply.
     let outside = listener.role == Role::Mx && !is_trusted(ip, &config.relay.trusted_networks);
+    // `block_networks` is a local fact known at connect: refused there, before any DNS.
+    let refuse = (outside && config.policy.enabled && {
+        let lists = ctx.screen_lists();
+        lists.block.contains(ip) && !lists.allow.contains(ip)
+    })
+    .then(|| {
+        let r = Reply::new(554, EnhancedStatus(5, 7, 1), format!("Client host [{ip}] blocked by local policy"));
+        tracing::info!("NOQUEUE: reject: CONNECT from [{ip}]: {r}; policy: block_networks");
+        r
+    });
     let params = SessionParams {
         hostname: config.hostname.clone(),
         client_ip: ip,
@@ -97,6 +107,7 @@ pub(crate) async fn run(
         require_auth: listener.role != Role::Mx,
         screen: outside && config.policy.enabled,
         check_sender: outside && (config.policy.enabled || spf_at_mail(&config)),
+        refuse,
     };
     let params_screen = params.screen;
     let driver = Driver {

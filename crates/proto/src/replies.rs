@@ -7,6 +7,9 @@ use postern_types::{EnhancedStatus as S, Reply};
 pub(crate) fn ok(status: S) -> Reply {
     Reply::new(250, status, "Ok")
 }
+pub(crate) fn refused_session() -> Reply {
+    Reply::new(503, S(5, 5, 1), "Error: this connection was refused; send QUIT")
+}
 pub(crate) fn need_helo() -> Reply {
     Reply::new(503, S(5, 5, 1), "Error: send HELO/EHLO first")
 }

@@ -59,6 +59,10 @@ pub struct SessionParams {
     /// Whether the MAIL FROM of a client that is not authenticated waits for
     /// [`Step::CheckSender`] (sender checks, SPF at MAIL).
     pub check_sender: bool,
+    /// Refuse the connection at once with this reply instead of the 220 greeting (a client in
+    /// `[policy] block_networks`). RFC 5321 §3.1: after a 554 greeting the server waits for
+    /// QUIT and answers every other command with 503.
+    pub refuse: Option<Reply>,
 }
 
 /// The negotiated TLS parameters, for the Received header and the logs.
@@ -213,10 +217,13 @@ pub struct Session {
     tls: Option<TlsInfo>,
     auth: Option<String>,
     screened: bool,
+    /// Greeted with a refusal ([`SessionParams::refuse`]): only QUIT is served.
+    refused: bool,
 }
 
 impl Session {
-    /// A new session; the greeting `220 hostname ESMTP Postern` is already in the outbox.
+    /// A new session; the greeting `220 hostname ESMTP Postern` (or the refusal of
+    /// [`SessionParams::refuse`]) is already in the outbox.
     pub fn new(params: SessionParams) -> Self {
         let mut s = Self {
             state: State::Command,
@@ -228,10 +235,19 @@ impl Session {
             tls: params.implicit_tls.clone(),
             auth: None,
             screened: false,
+            refused: false,
             params,
         };
-        let greeting = Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname));
-        s.reply(greeting);
+        match s.params.refuse.clone() {
+            Some(refusal) => {
+                s.refused = true;
+                s.reply(refusal);
+            }
+            None => {
+                let greeting = Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname));
+                s.reply(greeting);
+            }
+        }
         s
     }
 
@@ -388,6 +404,16 @@ impl Session {
                 return self.closed_step();
             }
         };
+        if self.refused {
+            // RFC 5321 §3.1: a session greeted with 554 only waits for QUIT.
+            if matches!(cmd, Command::Quit) {
+                self.reply(replies::bye());
+                self.state = State::Closed;
+            } else {
+                self.error(replies::refused_session());
+            }
+            return self.closed_step();
+        }
         match cmd {
             Command::Ehlo(name) => return self.check_helo(name, true),
             Command::Helo(name) => return self.check_helo(name, false),

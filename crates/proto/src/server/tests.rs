@@ -18,6 +18,7 @@ fn params() -> SessionParams {
         require_auth: false,
         screen: false,
         check_sender: false,
+        refuse: None,
     }
 }
 
@@ -280,6 +281,20 @@ fn auth_login_exchange_and_cancel() {
     assert!(out.contains("334 VXNlcm5hbWU6\r\n") && out.contains("334 UGFzc3dvcmQ6\r\n"), "{out}");
     let (out, _) = run_with(p, b"EHLO c\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !!!\r\n");
     assert_eq!(codes(&out), ["220", "250", "504", "501"], "{out}");
+}
+
+#[test]
+fn refused_at_connect_waits_for_quit() {
+    let refusal = Reply::new(554, EnhancedStatus(5, 7, 1), "Client host [127.0.0.1] blocked by local policy");
+    let p = SessionParams { refuse: Some(refusal), ..params() };
+    let (out, committed) = run_with(p, b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nNOOP\r\nQUIT\r\n");
+    assert_eq!(codes(&out), ["554", "503", "503", "503", "221"], "{out}");
+    assert!(out.starts_with("554 5.7.1 Client host [127.0.0.1] blocked"), "{out}");
+    assert!(committed.is_empty());
+    // The errors count: a client that never says QUIT is dropped at max_errors.
+    let p = SessionParams { refuse: Some(Reply::new(554, EnhancedStatus(5, 7, 1), "no")), max_errors: 2, ..params() };
+    let (out, _) = run_with(p, b"NOOP\r\nNOOP\r\nNOOP\r\n");
+    assert_eq!(codes(&out), ["554", "503", "503", "421"], "{out}");
 }
 
 #[test]
