@@ -252,6 +252,25 @@ fn split_queue_file(file: &[u8]) -> Result<(Option<&str>, usize), String> {
     Ok((Some(text), start + len))
 }
 
+/// The first line of the queue file at `path` and the envelope it announces, without the
+/// message: recovery reads only this much of each file, however large the messages.
+fn read_head(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut head = Vec::new();
+    // A first line longer than this is not ours (the split reports it).
+    reader.by_ref().take(64).read_until(b'\n', &mut head)?;
+    let announced = head
+        .strip_prefix(ENVELOPE_HEADER.as_bytes())
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    if let Some(len) = announced {
+        // An envelope is a few hundred bytes per recipient; the bound only guards a corrupt line.
+        reader.take(len.min(64 << 20)).read_to_end(&mut head)?;
+    }
+    Ok(head)
+}
+
 /// What one name in `queue/` holds.
 enum Queued {
     /// A queued message's current envelope.
@@ -287,8 +306,8 @@ fn read_queue(queue: &Path) -> Result<Vec<(String, Queued)>, SpoolError> {
                 let p = queue.join(&env_file);
                 fs::read_to_string(&p).map_err(|e| e.to_string()).and_then(|t| Envelope::from_text(&t))
             } else {
-                let file = fs::read(&path).map_err(io_err("read", &path))?;
-                match split_queue_file(&file) {
+                let head = read_head(&path).map_err(io_err("read", &path))?;
+                match split_queue_file(&head) {
                     Ok((Some(text), _)) => Envelope::from_text(text),
                     Ok((None, _)) => Err("no envelope (neither in the file nor beside it)".to_owned()),
                     Err(e) => Err(e),
