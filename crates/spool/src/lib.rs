@@ -247,9 +247,9 @@ fn split_queue_file(file: &[u8]) -> Result<(Option<&str>, usize), String> {
         .and_then(|n| n.trim().parse().ok())
         .ok_or("queue file: the first line is not Postern-Envelope: LENGTH")?;
     let start = ENVELOPE_HEADER.len() + eol + 1;
-    let text = file.get(start..start + len).ok_or("queue file: shorter than its envelope")?;
-    let text = std::str::from_utf8(text).map_err(|_| "queue file: the envelope is not UTF-8")?;
-    Ok((Some(text), start + len))
+    let end = start.checked_add(len).filter(|end| *end <= file.len()).ok_or("queue file: shorter than its envelope")?;
+    let text = std::str::from_utf8(&file[start..end]).map_err(|_| "queue file: the envelope is not UTF-8")?;
+    Ok((Some(text), end))
 }
 
 /// The first line of the queue file at `path` and the envelope it announces, without the

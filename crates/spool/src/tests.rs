@@ -37,14 +37,17 @@ fn commit_update_recover_remove() {
     fs::write(dir.join("queue/0000000000000002.env"), b"version = 1\n").unwrap();
     fs::write(dir.join("queue/0000000000000004.env.tmp"), b"version = 1\n").unwrap();
     fs::write(dir.join("queue/0000000000000005.msg"), b"Postern-Envelope: 99\nversion = 1\n").unwrap();
+    let huge = format!("Postern-Envelope: {}\nx", usize::MAX);
+    fs::write(dir.join("queue/0000000000000006.msg"), huge).unwrap();
     fs::write(dir.join("incoming/0000000000000003.msg"), b"staged").unwrap();
     let spool = Spool::open(&dir, SyncMode::Syncfs).unwrap();
-    assert_eq!(read_envelopes(&dir).unwrap().len(), 2, "read-only: the broken file is reported");
+    assert_eq!(read_envelopes(&dir).unwrap().len(), 3, "read-only: the broken files are reported");
     let recovered = spool.recover().unwrap();
     assert_eq!(recovered, vec![env.clone()]);
     assert!(!dir.join("queue/0000000000000002.env").exists());
     assert!(!dir.join("queue/0000000000000004.env.tmp").exists());
     assert!(dir.join("corrupt/0000000000000005.msg").exists());
+    assert!(dir.join("corrupt/0000000000000006.msg").exists());
     assert_eq!(fs::read_dir(dir.join("incoming")).unwrap().count(), 0);
     spool.remove(env.id).unwrap();
     assert!(spool.recover().unwrap().is_empty());
