@@ -353,3 +353,73 @@ fn dmarc_aggregate_report_of_a_day_validates_and_is_delivered() {
     // The day is forgotten once sent.
     assert!(report(true).contains("no DMARC results recorded"));
 }
+
+/// `postern dns check` names the record that is wrong: each check against the loopback DNS.
+#[test]
+fn dns_check_tells_which_record_is_wrong() {
+    use hickory_server::proto::rr::Name;
+    use hickory_server::proto::rr::rdata::{A, MX, PTR};
+    let dir = TempDir::new("dns-check");
+    let (published, value) = keygen(&dir.0, "s1", "rsa");
+    let (unpublished, _) = keygen(&dir.0, "s2", "ed25519");
+    let dns = DnsServer::start(&[
+        ("test.", &repo().join("tests/fixtures/dns/relay.test.zone")),
+        ("0.0.127.in-addr.arpa.", &repo().join("tests/fixtures/dns/reverse-127.zone")),
+    ]);
+    let name = |n: &str| Name::from_ascii(n).unwrap();
+    dns.upsert("test.", "a.test.", 300, RData::MX(MX::new(10, name("mx.a.test."))));
+    dns.upsert("test.", "mx.a.test.", 300, RData::A(A("127.0.0.1".parse().unwrap())));
+    dns.upsert("test.", "mx.a.test.", 300, txt("v=spf1 a -all"));
+    dns.upsert("test.", "s1._domainkey.a.test.", 300, txt(&value));
+    dns.upsert("0.0.127.in-addr.arpa.", "1.0.0.127.in-addr.arpa.", 300, RData::PTR(PTR(name("mx.a.test."))));
+    let cfg = dir.0.join("postern.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "hostname = \"mx.a.test\"\ndata_dir = \"data\"\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n[domains]\nlocal = [\"a.test\"]\n{published}{unpublished}[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+            dns.addr
+        ),
+    )
+    .unwrap();
+    let run = |domain: &str, ip: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["dns", "check", "--domain", domain, "--ip", ip, "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    // Everything right but the second key, which is not published.
+    let (code, out) = run("a.test", "127.0.0.1");
+    assert_eq!(code, Some(1), "{out}");
+    for line in [
+        "ok    MX     a.test -> mx.a.test (this host)",
+        "ok    PTR    127.0.0.1 -> mx.a.test, which resolves back (FCrDNS)",
+        "ok    SPF    a.test allows 127.0.0.1 (pass)",
+        "ok    SPF    HELO mx.a.test allows 127.0.0.1 (pass)",
+        "ok    DKIM   s1._domainkey.a.test matches",
+        "FAIL  DKIM   s2._domainkey.a.test: no record",
+        "ok    DMARC  _dmarc.a.test: p=reject",
+        "result: 1 problem(s)",
+    ] {
+        assert!(out.contains(line), "missing {line:?}:\n{out}");
+    }
+    // From another address: no PTR, and neither SPF record lists it.
+    let (_, out) = run("a.test", "127.0.0.3");
+    for line in [
+        "FAIL  PTR    127.0.0.3 has no PTR record",
+        "FAIL  SPF    a.test does not list 127.0.0.3",
+        "FAIL  SPF    HELO mx.a.test does not list 127.0.0.3",
+    ] {
+        assert!(out.contains(line), "missing {line:?}:\n{out}");
+    }
+    // A domain with neither MX nor DMARC nor key.
+    let (_, out) = run("soft.test", "127.0.0.1");
+    for line in [
+        "FAIL  MX     soft.test has no MX record",
+        "FAIL  DKIM   no [[dkim.key]] for soft.test",
+        "FAIL  DMARC  _dmarc.soft.test: no record",
+    ] {
+        assert!(out.contains(line), "missing {line:?}:\n{out}");
+    }
+}

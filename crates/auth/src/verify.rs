@@ -116,6 +116,12 @@ impl Checker {
         spf_outcome(self.authenticator.verify_spf(params).await.result())
     }
 
+    /// SPF of the HELO identity alone (RFC 7208 §2.3): may `ip` say `helo`?
+    pub async fn spf_helo(&self, ip: IpAddr, helo: &str) -> Outcome {
+        let params = SpfParameters::verify_ehlo(ip, helo, self.hostname.as_str());
+        spf_outcome(self.authenticator.verify_spf(params).await.result())
+    }
+
     /// Checks `message` (as received, CRLF) from `ip`, which said `helo` and gave `mail_from`
     /// (empty for the null sender).
     pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Findings {

@@ -4,6 +4,7 @@
 mod control;
 mod dkim_cli;
 mod dmarc;
+mod dns_check;
 mod policy_cli;
 mod privileges;
 mod queue_cli;
@@ -134,6 +135,9 @@ enum DnsCommand {
         #[arg(long)]
         domain: String,
     },
+    /// Ask live DNS whether those records are published and right (MX, PTR and FCrDNS, SPF
+    /// for the domain and the HELO name, each DKIM key, DMARC); exit 1 if any is not.
+    Check(dns_check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -164,6 +168,10 @@ fn main() -> ExitCode {
         }
         Command::Dns { config, command: DnsCommand::Records { domain } } => match load_config(config.as_deref()) {
             Some(c) => dkim_cli::records(&c, &domain),
+            None => ExitCode::from(2),
+        },
+        Command::Dns { config, command: DnsCommand::Check(args) } => match load_config(config.as_deref()) {
+            Some(c) => dns_check::check(&c, &args),
             None => ExitCode::from(2),
         },
         Command::User { config, command } => user_cli::run(config.as_deref(), &command),
