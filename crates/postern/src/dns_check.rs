@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Args;
 use postern_auth::Outcome;
 use postern_auth::keys;
-use postern_dns::{Answer, DnsSettings, HickoryResolver, Resolver};
+use postern_dns::{Answer, HickoryResolver, Resolver};
 
 /// `postern dns check`.
 #[derive(Debug, Args)]
@@ -42,15 +42,8 @@ pub(crate) fn check(config: &postern_config::Config, args: &CheckArgs) -> ExitCo
         );
         return ExitCode::from(2);
     };
-    let d = &config.dns;
-    let settings = DnsSettings { nameservers: d.nameservers.clone(), timeout: d.timeout.0, attempts: d.attempts };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let settings = crate::dns_settings(config);
+    let Some(runtime) = crate::one_shot_runtime() else { return ExitCode::FAILURE };
     let checks = runtime.block_on(async {
         let resolver = HickoryResolver::new(&settings)?;
         let checker = postern_auth::Checker::new(&settings, &config.hostname)?;

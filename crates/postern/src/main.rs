@@ -178,6 +178,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The `[dns]` settings of `config`, for a command that asks DNS itself.
+pub(crate) fn dns_settings(config: &postern_config::Config) -> postern_dns::DnsSettings {
+    let d = &config.dns;
+    postern_dns::DnsSettings { nameservers: d.nameservers.clone(), timeout: d.timeout.0, attempts: d.attempts }
+}
+
+/// A single-threaded runtime for a command's DNS lookups; `None` (error printed) if it cannot
+/// be built.
+pub(crate) fn one_shot_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("postern: cannot start the DNS runtime: {e}"))
+        .ok()
+}
+
 /// The configuration at `path`, or the embedded default; every error is printed to stderr.
 pub(crate) fn load_config(path: Option<&Path>) -> Option<postern_config::Config> {
     let loaded = match path {

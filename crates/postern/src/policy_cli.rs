@@ -33,16 +33,8 @@ pub(crate) fn test(config: &postern_config::Config, args: &TestArgs) -> ExitCode
             return ExitCode::from(2);
         }
     };
-    let d = &config.dns;
-    let settings =
-        postern_dns::DnsSettings { nameservers: d.nameservers.clone(), timeout: d.timeout.0, attempts: d.attempts };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let settings = crate::dns_settings(config);
+    let Some(runtime) = crate::one_shot_runtime() else { return ExitCode::FAILURE };
     let screened = runtime.block_on(async {
         let resolver = postern_dns::HickoryResolver::new(&settings)?;
         let mut s = postern_inbound::screen::screen(&resolver, config, &lists, args.ip, &args.helo).await;
