@@ -13,7 +13,7 @@ use hickory_server::proto::rr::rdata::TXT;
 use crate::support::dns::{DnsServer, ServfailDns, SilentDns};
 use crate::support::peer::Peer;
 use crate::support::smtp::Client;
-use crate::support::{Server, TempDir, poll, repo};
+use crate::support::{Server, TempDir, assert_contains_all, poll, postern_cli, repo};
 
 /// `postern dkim keygen` into `dir`; returns the config lines and the TXT value (the zone
 /// strings joined), checking that every string is at most 255 bytes.
@@ -381,45 +381,41 @@ fn dns_check_tells_which_record_is_wrong() {
         ),
     )
     .unwrap();
-    let run = |domain: &str, ip: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["dns", "check", "--domain", domain, "--ip", ip, "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8(out.stdout).unwrap())
-    };
+    let run = |domain: &str, ip: &str| postern_cli(&["dns", "check", "--domain", domain, "--ip", ip], &cfg);
     // Everything right but the second key, which is not published.
     let (code, out) = run("a.test", "127.0.0.1");
     assert_eq!(code, Some(1), "{out}");
-    for line in [
-        "ok    MX     a.test -> mx.a.test (this host)",
-        "ok    PTR    127.0.0.1 -> mx.a.test, which resolves back (FCrDNS)",
-        "ok    SPF    a.test allows 127.0.0.1 (pass)",
-        "ok    SPF    HELO mx.a.test allows 127.0.0.1 (pass)",
-        "ok    DKIM   s1._domainkey.a.test matches",
-        "FAIL  DKIM   s2._domainkey.a.test: no record",
-        "ok    DMARC  _dmarc.a.test: p=reject",
-        "result: 1 problem(s)",
-    ] {
-        assert!(out.contains(line), "missing {line:?}:\n{out}");
-    }
+    assert_contains_all(
+        &out,
+        &[
+            "ok    MX     a.test -> mx.a.test (this host)",
+            "ok    PTR    127.0.0.1 -> mx.a.test, which resolves back (FCrDNS)",
+            "ok    SPF    a.test allows 127.0.0.1 (pass)",
+            "ok    SPF    HELO mx.a.test allows 127.0.0.1 (pass)",
+            "ok    DKIM   s1._domainkey.a.test matches",
+            "FAIL  DKIM   s2._domainkey.a.test: no record",
+            "ok    DMARC  _dmarc.a.test: p=reject",
+            "result: 1 problem(s)",
+        ],
+    );
     // From another address: no PTR, and neither SPF record lists it.
     let (_, out) = run("a.test", "127.0.0.3");
-    for line in [
-        "FAIL  PTR    127.0.0.3 has no PTR record",
-        "FAIL  SPF    a.test does not list 127.0.0.3",
-        "FAIL  SPF    HELO mx.a.test does not list 127.0.0.3",
-    ] {
-        assert!(out.contains(line), "missing {line:?}:\n{out}");
-    }
+    assert_contains_all(
+        &out,
+        &[
+            "FAIL  PTR    127.0.0.3 has no PTR record",
+            "FAIL  SPF    a.test does not list 127.0.0.3",
+            "FAIL  SPF    HELO mx.a.test does not list 127.0.0.3",
+        ],
+    );
     // A domain with neither MX nor DMARC nor key.
     let (_, out) = run("soft.test", "127.0.0.1");
-    for line in [
-        "FAIL  MX     soft.test has no MX record",
-        "FAIL  DKIM   no [[dkim.key]] for soft.test",
-        "FAIL  DMARC  _dmarc.soft.test: no record",
-    ] {
-        assert!(out.contains(line), "missing {line:?}:\n{out}");
-    }
+    assert_contains_all(
+        &out,
+        &[
+            "FAIL  MX     soft.test has no MX record",
+            "FAIL  DKIM   no [[dkim.key]] for soft.test",
+            "FAIL  DMARC  _dmarc.soft.test: no record",
+        ],
+    );
 }

@@ -1,11 +1,9 @@
 //! Client screening after EHLO (issue: anti-spam), against a DNS server on loopback with a
 //! zone per case; each client connects from its own 127.0.0.x address with its own PTR.
 
-use std::process::Command;
-
 use crate::support::dns::{DnsServer, SilentDns};
 use crate::support::smtp::Client;
-use crate::support::{Server, repo};
+use crate::support::{Server, assert_contains_all, postern_cli, repo};
 
 fn dns() -> DnsServer {
     let z = |f: &str| repo().join("tests/fixtures/dns").join(f);
@@ -164,50 +162,31 @@ fn policy_test_prints_every_verdict() {
         ),
     )
     .unwrap();
-    let run = |ip: &str, helo: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["policy", "test", "--ip", ip, "--helo", helo, "--from", "a@policy.test", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
+    let run_from = |ip: &str, helo: &str, from: &str| {
+        let (code, out) = postern_cli(&["policy", "test", "--ip", ip, "--helo", helo, "--from", from], &cfg);
+        assert_eq!(code, Some(0), "{out}");
+        out
     };
+    let run = |ip: &str, helo: &str| run_from(ip, helo, "a@policy.test");
     let good = run("127.0.0.10", "good.policy.test");
-    for check in [
-        "helo_fqdn: pass",
-        "helo_not_ours: pass",
-        "ptr: pass",
-        "fcrdns: pass",
-        "generic_ptr: pass",
-        "helo_resolves: pass",
-        "helo_matches: pass",
-        "dnsbl: pass",
-    ] {
-        assert!(good.contains(check), "{check} missing:\n{good}");
-    }
+    assert_contains_all(
+        &good,
+        &[
+            "helo_fqdn: pass",
+            "helo_not_ours: pass",
+            "ptr: pass",
+            "fcrdns: pass",
+            "generic_ptr: pass",
+            "helo_resolves: pass",
+            "helo_matches: pass",
+            "dnsbl: pass",
+        ],
+    );
     assert!(good.ends_with("verdict: accept\n"), "{good}");
     let listed = run("127.0.0.14", "listed.policy.test");
     assert!(listed.contains("dnsbl: fail (listed in bl.test (127.0.0.2)) -> reject"), "{listed}");
     assert!(listed.contains("verdict: 550 5.7.1 Service unavailable"), "{listed}");
-    let spammer = {
-        let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args([
-                "policy",
-                "test",
-                "--ip",
-                "127.0.0.10",
-                "--helo",
-                "good.policy.test",
-                "--from",
-                "x@nullmx.policy.test",
-                "--config",
-            ])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let spammer = run_from("127.0.0.10", "good.policy.test", "x@nullmx.policy.test");
     assert!(
         spammer.contains(
             "(MAIL FROM <x@nullmx.policy.test>) sender_domain: fail (nullmx.policy.test has a null MX) -> reject"

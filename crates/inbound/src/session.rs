@@ -333,20 +333,30 @@ impl Driver<'_> {
     async fn screen_client(&self, helo: &str) -> Verdict<()> {
         let ip = self.peer.ip();
         let lists = self.ctx.screen_lists();
-        let screened = crate::screen::screen(&*self.ctx.resolver, self.config, &lists, ip, helo).await;
-        let outcome = match &screened.verdict {
-            Verdict::Ok(()) => "accept".to_owned(),
-            Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
-        };
-        tracing::info!("policy: [{ip}] helo=<{helo}>: {}: {outcome}", screened.report.join("; "));
-        if !matches!(screened.verdict, Verdict::Ok(())) {
-            tracing::info!("NOQUEUE: reject: EHLO from [{ip}]: {outcome}; helo=<{helo}>");
-        }
-        self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
-        let skip = screened.allowed || (screened.fcrdns_passed && self.config.policy.greylist_skip_fcrdns);
+        let mut screened = crate::screen::screen(&*self.ctx.resolver, self.config, &lists, ip, helo).await;
+        self.record(&mut screened, "EHLO", &format!("helo=<{helo}>"));
+        let skip = screened.allowed || (screened.fcrdns_passed() && self.config.policy.greylist_skip_fcrdns);
         self.skip_greylist.store(skip, std::sync::atomic::Ordering::Relaxed);
-        self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone_from(&screened.client_name);
+        *self.client_name.lock().unwrap_or_else(|e| e.into_inner()) = screened.client_name().map(str::to_owned);
         screened.verdict
+    }
+
+    /// Logs what screening found, one line (`policy: [IP] WHAT: check: result (facts) -> action;
+    /// ...: outcome`), plus `NOQUEUE: reject: STAGE from [IP]: ...` for a refusal, and keeps its
+    /// tags for the message's `X-Postern-Policy` header.
+    fn record(&self, screened: &mut crate::screen::Screened, stage: &str, what: &str) {
+        let ip = self.peer.ip();
+        if !screened.report.is_empty() {
+            let outcome = match &screened.verdict {
+                Verdict::Ok(()) => "accept".to_owned(),
+                Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
+            };
+            tracing::info!("policy: [{ip}] {what}: {}: {outcome}", screened.report.join("; "));
+            if !matches!(screened.verdict, Verdict::Ok(())) {
+                tracing::info!("NOQUEUE: reject: {stage} from [{ip}]: {outcome}; {what}");
+            }
+        }
+        self.tags.lock().unwrap_or_else(|e| e.into_inner()).append(&mut screened.tags);
     }
 
     /// MAIL FROM of a client from the outside: the `[policy]` sender checks (sender domain,
@@ -357,20 +367,10 @@ impl Driver<'_> {
         if self.screened {
             let lists = self.ctx.screen_lists();
             let name = self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let screened =
+            let mut screened =
                 crate::screen::screen_sender(&*self.ctx.resolver, self.config, &lists, ip, name.as_deref(), &sender)
                     .await;
-            if !screened.report.is_empty() {
-                let outcome = match &screened.verdict {
-                    Verdict::Ok(()) => "accept".to_owned(),
-                    Verdict::PermFail(r) | Verdict::TempFail(r) => format!("refuse ({r})"),
-                };
-                tracing::info!("policy: [{ip}] from=<{sender}>: {}: {outcome}", screened.report.join("; "));
-                if !matches!(screened.verdict, Verdict::Ok(())) {
-                    tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {outcome}; from=<{sender}>");
-                }
-            }
-            self.tags.lock().unwrap_or_else(|e| e.into_inner()).extend(screened.tags);
+            self.record(&mut screened, "MAIL", &format!("from=<{sender}>"));
             if !matches!(screened.verdict, Verdict::Ok(())) {
                 return screened.verdict;
             }
@@ -405,12 +405,8 @@ impl Driver<'_> {
             Some(ReversePath::Mailbox(a)) => a.to_string(),
             _ => String::new(),
         };
-        let facts = crate::screen::Facts {
-            ip: Some(ip),
-            client_name: self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            sender_domain: sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()),
-            recipient: Some(rcpt.to_string()),
-        };
+        let name = self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let facts = crate::screen::Facts::new(ip, name.as_deref(), Some(&sender), Some(&rcpt.to_string()));
         if crate::screen::exempt(p, "greylist", &facts) {
             tracing::info!("greylist: [{ip}] from=<{sender}> to=<{rcpt}>: exempt ([[policy.exception]])");
             return None;

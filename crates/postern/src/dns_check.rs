@@ -115,9 +115,7 @@ async fn mx<R: Resolver>(resolver: &R, domain: &str, host: &str, ip: IpAddr) -> 
         return Verdict::Ok(format!("{domain} -> {} (this host)", names.join(", ")));
     }
     for name in &names {
-        if let Answer::Found(addrs) = resolver.ipv4(name).await
-            && addrs.contains(&ip)
-        {
+        if resolves_to(resolver, name, ip).await {
             return Verdict::Ok(format!("{domain} -> {} ({name} is {ip})", names.join(", ")));
         }
     }
@@ -139,13 +137,17 @@ async fn ptr<R: Resolver>(resolver: &R, host: &str, ip: IpAddr) -> Verdict {
             names.join(", ")
         ));
     }
-    let (v4, v6) = (resolver.ipv4(host).await, resolver.ipv6(host).await);
-    let back = [v4, v6].into_iter().any(|a| matches!(a, Answer::Found(v) if v.contains(&ip)));
-    if back {
+    if resolves_to(resolver, host, ip).await {
         Verdict::Ok(format!("{ip} -> {host}, which resolves back (FCrDNS)"))
     } else {
         Verdict::Fail(format!("{ip} -> {host}, but {host} does not resolve to {ip}: add its A/AAAA record"))
     }
+}
+
+/// Whether `name` has `ip` among its A (or AAAA, for an IPv6 `ip`) records.
+async fn resolves_to<R: Resolver>(resolver: &R, name: &str, ip: IpAddr) -> bool {
+    let addrs = if ip.is_ipv4() { resolver.ipv4(name).await } else { resolver.ipv6(name).await };
+    matches!(addrs, Answer::Found(v) if v.contains(&ip))
 }
 
 fn spf(outcome: Outcome, identity: &str, ip: IpAddr) -> Verdict {

@@ -39,7 +39,7 @@ pub(crate) fn test(config: &postern_config::Config, args: &TestArgs) -> ExitCode
         let resolver = postern_dns::HickoryResolver::new(&settings)?;
         let mut s = postern_inbound::screen::screen(&resolver, config, &lists, args.ip, &args.helo).await;
         if let (Verdict::Ok(()), Some(from)) = (&s.verdict, &args.from) {
-            let name = s.client_name.clone();
+            let name = s.client_name().map(str::to_owned);
             let m =
                 postern_inbound::screen::screen_sender(&resolver, config, &lists, args.ip, name.as_deref(), from).await;
             s.report.extend(m.report.into_iter().map(|l| format!("(MAIL FROM <{from}>) {l}")));
@@ -63,12 +63,8 @@ pub(crate) fn test(config: &postern_config::Config, args: &TestArgs) -> ExitCode
         println!("  {line}");
     }
     if let Some(to) = &args.to {
-        let facts = postern_inbound::screen::Facts {
-            ip: Some(args.ip),
-            client_name: screened.client_name.clone(),
-            sender_domain: args.from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d.to_ascii_lowercase()),
-            recipient: Some(to.clone()),
-        };
+        let facts =
+            postern_inbound::screen::Facts::new(args.ip, screened.client_name(), args.from.as_deref(), Some(to));
         if postern_inbound::screen::exempt(&config.policy, "greylist", &facts) {
             println!("  (RCPT TO <{to}>) greylist: exempt ([[policy.exception]])");
         } else {

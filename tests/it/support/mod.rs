@@ -53,6 +53,19 @@ impl Drop for TempDir {
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `secs` seconds with `what`.
+/// Runs `postern ARGS --config CONFIG`; returns its exit code and standard output.
+pub fn postern_cli(args: &[&str], config: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_postern")).args(args).arg("--config").arg(config).output().unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
+/// Asserts that `out` contains every one of `lines`.
+pub fn assert_contains_all(out: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(out.contains(line), "missing {line:?}:\n{out}");
+    }
+}
+
 pub fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {

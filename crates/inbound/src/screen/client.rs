@@ -10,7 +10,7 @@ use postern_dns::{Answer, Resolver};
 use postern_policy::screen::{GENERIC_WORDS, HeloShape, generic_ptr, helo_shape, registered_domain};
 use postern_types::{EnhancedStatus, Reply, Verdict};
 
-use super::{Listing, Result_, ScreenLists, Screened, addresses, addrs_text, apply, join, listing, reversed};
+use super::{Facts, Listing, Result_, ScreenLists, Screened, addresses, addrs_text, apply, join, listing, reversed};
 
 /// Runs the checks of `config.policy` for `ip`, which said `helo` (RFC 5321 §4.1.1.1), and
 /// returns the verdict with every check's report line. Never a 5xx for a DNS failure: the
@@ -23,7 +23,7 @@ pub async fn screen<R: Resolver>(
     helo: &str,
 ) -> Screened {
     let p = &config.policy;
-    let mut out = Screened::new(ip, None);
+    let mut out = Screened::new(Facts::new(ip, None, None, None));
     if lists.allow.contains(ip) {
         out.report.push("allow_networks: listed -> accept, no further checks".into());
         out.allowed = true;
@@ -125,8 +125,6 @@ async fn reverse_dns<R: Resolver>(resolver: &R, out: &mut Screened, p: &Policy, 
             }
         }
     }
-    out.fcrdns_passed = confirmed.is_some();
-    out.client_name.clone_from(&confirmed);
     out.facts.client_name.clone_from(&confirmed);
     if p.fcrdns != Check::Off
         && let Some(ptr) = &ptr

@@ -67,13 +67,9 @@ pub struct Screened {
     pub tags: Vec<String>,
     /// One line per check that ran: `check: result (facts) -> action`.
     pub report: Vec<String>,
-    /// The client's reverse DNS was forward-confirmed (it may skip greylisting).
-    pub fcrdns_passed: bool,
     /// The client is in `allow_networks` (it skips greylisting too).
     pub allowed: bool,
-    /// The client's forward-confirmed host name, if any.
-    pub client_name: Option<String>,
-    /// What the exceptions may match on.
+    /// What the exceptions may match on; its client name is the forward-confirmed one.
     facts: Facts,
 }
 
@@ -88,6 +84,19 @@ pub struct Facts {
     pub sender_domain: Option<String>,
     /// The RCPT TO address.
     pub recipient: Option<String>,
+}
+
+impl Facts {
+    /// The facts of a client at `ip` whose forward-confirmed name is `client_name`, giving
+    /// `sender` (an address; its domain is what `sender_domains` match) and `recipient`.
+    pub fn new(ip: IpAddr, client_name: Option<&str>, sender: Option<&str>, recipient: Option<&str>) -> Self {
+        Self {
+            ip: Some(ip),
+            client_name: client_name.map(str::to_owned),
+            sender_domain: sender.and_then(|s| s.rsplit_once('@')).map(|(_, d)| d.to_ascii_lowercase()),
+            recipient: recipient.map(str::to_owned),
+        }
+    }
 }
 
 /// Whether a `[[policy.exception]]` exempts `check` given `facts`.
@@ -117,17 +126,19 @@ enum Result_ {
 }
 
 impl Screened {
-    /// Nothing checked yet for `ip`, whose forward-confirmed name is `client_name`.
-    fn new(ip: IpAddr, client_name: Option<&str>) -> Self {
-        Self {
-            verdict: Verdict::Ok(()),
-            tags: Vec::new(),
-            report: Vec::new(),
-            fcrdns_passed: false,
-            allowed: false,
-            client_name: client_name.map(str::to_owned),
-            facts: Facts { ip: Some(ip), client_name: client_name.map(str::to_owned), ..Facts::default() },
-        }
+    /// Nothing checked yet, with what the exceptions may match on.
+    fn new(facts: Facts) -> Self {
+        Self { verdict: Verdict::Ok(()), tags: Vec::new(), report: Vec::new(), allowed: false, facts }
+    }
+
+    /// The client's forward-confirmed host name, if any.
+    pub fn client_name(&self) -> Option<&str> {
+        self.facts.client_name.as_deref()
+    }
+
+    /// Whether the client's reverse DNS was forward-confirmed (it may skip greylisting).
+    pub fn fcrdns_passed(&self) -> bool {
+        self.facts.client_name.is_some()
     }
 }
 

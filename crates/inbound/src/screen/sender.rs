@@ -8,7 +8,7 @@ use postern_config::Config;
 use postern_config::schema::{Check, Policy};
 use postern_dns::{Answer, Mx, Resolver};
 
-use super::{Listing, Result_, ScreenLists, Screened, addresses, apply, join, listing};
+use super::{Facts, Listing, Result_, ScreenLists, Screened, addresses, apply, join, listing};
 
 /// Runs the MAIL FROM checks of `config.policy` for `sender` (RFC 5321.MailFrom, not null)
 /// from `ip`: the domain resolves (MX or A/AAAA, no null MX), its MX hosts are sane, and it is
@@ -23,8 +23,7 @@ pub async fn screen_sender<R: Resolver>(
 ) -> Screened {
     let p = &config.policy;
     let domain = sender.rsplit_once('@').map_or(sender, |(_, d)| d).to_ascii_lowercase();
-    let mut out = Screened::new(ip, client_name);
-    out.facts.sender_domain = Some(domain.clone());
+    let mut out = Screened::new(Facts::new(ip, client_name, Some(sender), None));
     if lists.allow.contains(ip) {
         out.allowed = true;
         return out;
