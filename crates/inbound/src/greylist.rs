@@ -130,8 +130,8 @@ impl GreylistStore {
 
 /// Seconds after its last attempt that a triplet is forgotten: `expire` once it passed; for a
 /// first attempt never retried, the retry window: two days, or twice the delay if that is
-/// longer (as postgrey's `--retry-window`). Spam engines rarely retry, so most triplets are
-/// first attempts, and they go soon.
+/// longer (as postgrey's `--retry-window`), but never longer than `expire`. Spam engines rarely
+/// retry, so most triplets are first attempts, and they go soon.
 fn forget_after(passed: bool, delay: Duration, expire: Duration) -> u64 {
     if passed { expire.as_secs() } else { (2 * 86_400u64).max(2 * delay.as_secs()).min(expire.as_secs().max(1)) }
 }

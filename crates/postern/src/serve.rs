@@ -187,10 +187,13 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
 fn spawn_greylist_purge(store: Arc<postern_inbound::GreylistStore>, live: Arc<Live>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
-            let p = live.config().policy.clone();
+            let (delay, expire) = {
+                let config = live.config();
+                (config.policy.greylist_delay.0, config.policy.greylist_expire.0)
+            };
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.purge(now, p.greylist_delay.0, p.greylist_expire.0)).await {
+            match tokio::task::spawn_blocking(move || s.purge(now, delay, expire)).await {
                 Ok(Ok(0)) => {}
                 Ok(Ok(n)) => tracing::info!("greylist: purged {n} expired triplet(s)"),
                 Ok(Err(e)) => tracing::warn!("greylist: purge failed: {e}"),

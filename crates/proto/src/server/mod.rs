@@ -217,8 +217,6 @@ pub struct Session {
     tls: Option<TlsInfo>,
     auth: Option<String>,
     screened: bool,
-    /// Greeted with a refusal ([`SessionParams::refuse`]): only QUIT is served.
-    refused: bool,
 }
 
 impl Session {
@@ -235,19 +233,13 @@ impl Session {
             tls: params.implicit_tls.clone(),
             auth: None,
             screened: false,
-            refused: false,
             params,
         };
-        match s.params.refuse.clone() {
-            Some(refusal) => {
-                s.refused = true;
-                s.reply(refusal);
-            }
-            None => {
-                let greeting = Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname));
-                s.reply(greeting);
-            }
-        }
+        let greeting = match &s.params.refuse {
+            Some(refusal) => refusal.clone(),
+            None => Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname)),
+        };
+        s.reply(greeting);
         s
     }
 
@@ -404,7 +396,7 @@ impl Session {
                 return self.closed_step();
             }
         };
-        if self.refused {
+        if self.params.refuse.is_some() {
             // RFC 5321 §3.1: a session greeted with 554 only waits for QUIT.
             if matches!(cmd, Command::Quit) {
                 self.reply(replies::bye());
