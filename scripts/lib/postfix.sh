@@ -13,6 +13,12 @@ ensure_packages() {
             perl-tls) perl -MIO::Socket::SSL -MNet::SSLeay -e1 2>/dev/null ||
                 need+=(libio-socket-ssl-perl libnet-ssleay-perl) ;;
             openssl) command -v openssl >/dev/null || need+=(openssl) ;;
+            # The programs of a Debian box that call /usr/sbin/sendmail (tests/it/debian.rs).
+            mailx) command -v mail >/dev/null || need+=(bsd-mailx) ;;
+            php) command -v php >/dev/null || need+=(php-cli) ;;
+            # systemd-analyze verify for the unit in dist/ (tests/it/deploy.rs).
+            systemd-analyze) command -v systemd-analyze >/dev/null || need+=(systemd) ;;
+            unshare) command -v unshare >/dev/null || need+=(util-linux) ;;
         esac
     done
     if ((${#need[@]})); then

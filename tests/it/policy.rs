@@ -152,16 +152,9 @@ fn dns_timeouts_defer_never_reject() {
 #[test]
 fn policy_test_prints_every_verdict() {
     let dns = dns();
-    let dir = crate::support::TempDir::new("policy-test");
-    let cfg = dir.0.join("postern.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "hostname = \"mx.example.test\"\ndata_dir = \"data\"\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n[domains]\nlocal = [\"example.test\"]\n[policy]\n{STRICT}[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
-            dns.addr
-        ),
-    )
-    .unwrap();
+    // The daemon's own configuration: `policy test` must answer as that daemon would.
+    let daemon = server(&dns.addr.to_string(), STRICT);
+    let cfg = daemon.config_path();
     let run_from = |ip: &str, helo: &str, from: &str| {
         let (code, out) = postern_cli(&["policy", "test", "--ip", ip, "--helo", helo, "--from", from], &cfg);
         assert_eq!(code, Some(0), "{out}");
@@ -308,4 +301,50 @@ fn exceptions_by_network_client_name_sender_domain_and_recipient() {
     let r = c.cmd("MAIL FROM:<x@nomail.policy.test>");
     assert!(r.text.starts_with("550 5.1.8"), "{}", r.text);
     s.wait_log("greylist: [127.0.0.10] from=<x@nullmx.policy.test> to=<postmaster@example.test>: exempt");
+}
+
+/// `(client, HELO, MAIL FROM, RCPT TO)`: the first refusal a live session gets, or `accept`.
+const AGREEMENT: &[(&str, &str, &str, &str)] = &[
+    ("127.0.0.10", "good.policy.test", "a@policy.test", "bob@example.test"),
+    ("127.0.0.10", "good.policy.test", "a@policy.test", "nobody@example.test"),
+    ("127.0.0.10", "good.policy.test", "a@policy.test", "x@elsewhere.test"),
+    ("127.0.0.10", "good.policy.test", "x@nullmx.policy.test", "bob@example.test"),
+    ("127.0.0.14", "listed.policy.test", "a@policy.test", "bob@example.test"),
+    ("127.0.0.13", "good.policy.test", "a@policy.test", "bob@example.test"),
+    ("127.0.0.10", "bare", "a@policy.test", "bob@example.test"),
+    // The trusted client (the fixture's 127.0.0.2) is neither screened nor refused relaying.
+    ("127.0.0.2", "bare", "a@policy.test", "x@elsewhere.test"),
+    ("127.0.0.2", "bare", "a@policy.test", "nobody@example.test"),
+    ("127.0.0.2", "bare", "a@policy.test", "gone@example.test"),
+];
+
+/// The live daemon's answer to one case: the first reply that is not 2xx, or `accept`.
+fn live_verdict(port: u16, ip: &str, helo: &str, from: &str, to: &str) -> String {
+    let (mut c, g) = Client::connect_from(ip, port);
+    if g.code != 220 {
+        return g.text;
+    }
+    for cmd in [format!("EHLO {helo}"), format!("MAIL FROM:<{from}>"), format!("RCPT TO:<{to}>")] {
+        let r = c.cmd(&cmd);
+        if r.code >= 400 {
+            return r.text.lines().last().unwrap_or("").to_owned();
+        }
+    }
+    "accept".into()
+}
+
+#[test]
+fn policy_test_agrees_with_a_live_session() {
+    let dns = dns();
+    let daemon = server(&dns.addr.to_string(), STRICT);
+    for &(ip, helo, from, to) in AGREEMENT {
+        let live = live_verdict(daemon.port, ip, helo, from, to);
+        let (code, out) = postern_cli(
+            &["policy", "test", "--ip", ip, "--helo", helo, "--from", from, "--to", to],
+            &daemon.config_path(),
+        );
+        assert_eq!(code, Some(0), "{out}");
+        let verdict = out.lines().last().unwrap_or("").trim_start_matches("verdict: ");
+        assert_eq!(verdict, live.trim(), "{ip} {helo} {from} {to}: policy test said\n{out}");
+    }
 }

@@ -34,6 +34,24 @@ role = "mx"
 local = ["localhost"]
 "#;
 
+/// Where every command looks for the configuration when neither `--config` nor
+/// `$POSTERN_CONFIG` names one (the `sendmail`, `mailq` and `newaliases` names included, since
+/// cron and PHP pass neither).
+pub const DEFAULT_PATH: &str = "/etc/postern/postern.toml";
+
+/// The configuration file to use: `explicit` (`--config` or `$POSTERN_CONFIG`), else
+/// [`DEFAULT_PATH`] when it exists, else `None` (the embedded development default).
+pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("POSTERN_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let default = Path::new(DEFAULT_PATH);
+    default.exists().then(|| default.to_path_buf())
+}
+
 /// Loads and validates the configuration file at `path`, then its tables.
 ///
 /// Relative paths in the file (`data_dir`, `[tables]`) are resolved against the file's folder.

@@ -57,12 +57,112 @@ pub fn resolve_recipient(
     authenticated: bool,
     rcpt: &Address,
 ) -> Verdict<Vec<Destination>> {
+    resolve_traced(p, client_ip, authenticated, rcpt, None)
+}
+
+/// As [`resolve_recipient`], with every step that led to the verdict (`postern route`): the
+/// same code path, so the explanation is what the daemon does.
+pub fn explain_recipient(
+    p: &RecipientPolicy<'_>,
+    client_ip: IpAddr,
+    authenticated: bool,
+    rcpt: &Address,
+) -> (Verdict<Vec<Destination>>, Vec<Traced>) {
+    let mut trace = Vec::new();
+    let verdict = resolve_traced(p, client_ip, authenticated, rcpt, Some(&mut trace));
+    (verdict, trace)
+}
+
+/// One step of a resolution, at a depth of expansion (0 for the address given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traced {
+    /// How many table entries deep this step is.
+    pub depth: usize,
+    /// What was decided.
+    pub step: Explain,
+}
+
+/// What one step of recipient resolution decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Explain {
+    /// The domain is in `[domains] local`.
+    LocalDomain(String),
+    /// The domain is not ours: relaying is allowed for this reason, or denied (`None`).
+    Relay {
+        /// The domain.
+        domain: String,
+        /// `Some("trusted network")`, `Some("authenticated")`, or `None`: denied.
+        granted: Option<&'static str>,
+    },
+    /// The routes table entry with this key decided at RCPT time.
+    Route(String),
+    /// The address has a sub-address: looked up also as `base`.
+    SubAddress {
+        /// The user part without the detail.
+        base: String,
+        /// The detail, after the separator.
+        detail: String,
+    },
+    /// The virtual table entry `key` matched; `target` as written, `substituted` when it is a
+    /// template (`%1`).
+    Virtual {
+        /// The key that matched.
+        key: String,
+        /// Its target.
+        target: Target,
+        /// The target after `%1`/`%2`/`%3` substitution.
+        substituted: Option<Target>,
+    },
+    /// The alias `name` expands to these targets.
+    Alias {
+        /// The alias name.
+        name: String,
+        /// Its targets.
+        targets: Vec<Target>,
+    },
+    /// A local mailbox (users table, or the implicit `postmaster`).
+    Mailbox {
+        /// The mailbox name.
+        name: String,
+        /// Whether it is the implicit postmaster (RFC 5321 §4.5.1).
+        implicit: bool,
+    },
+    /// Forwarded to this address in another domain.
+    Remote(Address),
+    /// The resolution failed here.
+    Failed(Reply),
+}
+
+fn resolve_traced(
+    p: &RecipientPolicy<'_>,
+    client_ip: IpAddr,
+    authenticated: bool,
+    rcpt: &Address,
+    mut trace: Option<&mut Vec<Traced>>,
+) -> Verdict<Vec<Destination>> {
+    let mut note = |step: Explain| {
+        if let Some(t) = trace.as_deref_mut() {
+            t.push(Traced { depth: 0, step });
+        }
+    };
     if !p.is_local(rcpt.domain()) {
-        if !authenticated && !is_trusted(client_ip, p.trusted_networks) {
-            return Verdict::PermFail(Reply::new(550, EnhancedStatus(5, 7, 1), format!("<{rcpt}>: Relaying denied")));
+        let granted = if authenticated {
+            Some("authenticated")
+        } else if is_trusted(client_ip, p.trusted_networks) {
+            Some("trusted network")
+        } else {
+            None
+        };
+        note(Explain::Relay { domain: rcpt.domain().to_owned(), granted });
+        if granted.is_none() {
+            let r = Reply::new(550, EnhancedStatus(5, 7, 1), format!("<{rcpt}>: Relaying denied"));
+            note(Explain::Failed(r.clone()));
+            return Verdict::PermFail(r);
         }
         // The routes table decides at RCPT time where relayed mail goes (sendmail mailertable).
-        return match p.tables.route_for(rcpt.domain()) {
+        let entry = p.tables.route_entry(rcpt.domain());
+        let verdict = match entry.map(|(_, r)| r) {
             Some(Route::Error(r)) if r.is_temporary() => Verdict::TempFail(r.clone()),
             Some(Route::Error(r)) => Verdict::PermFail(r.clone()),
             Some(Route::Local(mailbox)) => Verdict::Ok(vec![Destination::Mailbox {
@@ -71,16 +171,36 @@ pub fn resolve_recipient(
             }]),
             Some(Route::Relay(_)) | None => Verdict::Ok(vec![Destination::Remote(rcpt.clone())]),
         };
+        if let Some((key, Route::Error(_) | Route::Local(_))) = entry {
+            note(Explain::Route(key.to_owned()));
+        }
+        match &verdict {
+            Verdict::TempFail(r) | Verdict::PermFail(r) => note(Explain::Failed(r.clone())),
+            Verdict::Ok(d) => match d.first() {
+                Some(Destination::Mailbox { name, .. }) => {
+                    note(Explain::Mailbox { name: name.clone(), implicit: false })
+                }
+                _ => note(Explain::Remote(rcpt.clone())),
+            },
+        }
+        return verdict;
     }
-    let mut walk = Expansion { policy: p, rcpt, seen: HashSet::new(), out: Vec::new() };
+    note(Explain::LocalDomain(rcpt.domain().to_owned()));
+    let mut walk = Expansion { policy: p, rcpt, seen: HashSet::new(), out: Vec::new(), trace };
     match walk.local(rcpt, 0) {
         Ok(()) => {
             let mut seen = HashSet::new();
             walk.out.retain(|d| seen.insert(d.clone()));
             Verdict::Ok(walk.out)
         }
-        Err(Failure::Perm(r)) => Verdict::PermFail(r),
-        Err(Failure::Temp(r)) => Verdict::TempFail(r),
+        Err(Failure::Perm(r)) => {
+            walk.note(0, Explain::Failed(r.clone()));
+            Verdict::PermFail(r)
+        }
+        Err(Failure::Temp(r)) => {
+            walk.note(0, Explain::Failed(r.clone()));
+            Verdict::TempFail(r)
+        }
     }
 }
 
@@ -117,39 +237,72 @@ impl RecipientPolicy<'_> {
         self.local_domains.iter().any(|d| d == domain)
     }
 
-    /// `local+detail` → `local`, using the first separator character present.
-    fn base<'s>(&self, local: &'s str) -> &'s str {
-        match local.find(|c| self.separators.contains(c)) {
-            Some(i) if i > 0 => &local[..i],
-            _ => local,
+    /// `local+detail` → (`local`, `Some(('+', "detail"))`), at the first separator character
+    /// present (not at the start); `(local, None)` without one.
+    pub fn split_detail<'s>(&self, local: &'s str) -> (&'s str, Option<(char, &'s str)>) {
+        match local.char_indices().find(|(_, c)| self.separators.contains(*c)) {
+            Some((i, sep)) if i > 0 => (&local[..i], Some((sep, &local[i + sep.len_utf8()..]))),
+            _ => (local, None),
         }
     }
 }
 
 /// One recipient's expansion through the tables: the alias names already expanded and the
 /// destinations found so far. Errors name the recipient as given in RCPT TO.
-struct Expansion<'p, 'a> {
+struct Expansion<'p, 'a, 't> {
     policy: &'p RecipientPolicy<'a>,
     rcpt: &'p Address,
     seen: HashSet<String>,
     out: Vec<Destination>,
+    /// Where the steps are recorded, for `postern route`.
+    trace: Option<&'t mut Vec<Traced>>,
 }
 
-impl Expansion<'_, '_> {
+impl Expansion<'_, '_, '_> {
+    fn note(&mut self, depth: usize, step: Explain) {
+        if let Some(t) = self.trace.as_deref_mut() {
+            t.push(Traced { depth, step });
+        }
+    }
+
     /// An address in a local domain: virtual table, then its local part as a name.
+    ///
+    /// Virtual keys, most specific first (sendmail's virtusertable with sub-addresses):
+    /// `user+detail@domain`, `user+*@domain` (`user++@domain` for an empty detail),
+    /// `user@domain`, `@domain`.
     fn local(&mut self, address: &Address, depth: usize) -> Result<(), Failure> {
         if depth > MAX_DEPTH {
             return Err(looped(self.rcpt));
         }
         let p = self.policy;
         let local = address.local_part().to_lowercase();
-        let base = p.base(&local);
+        let (base, detail) = p.split_detail(&local);
+        if let Some((_, d)) = detail {
+            self.note(depth, Explain::SubAddress { base: base.to_owned(), detail: d.to_owned() });
+        }
         let domain = address.domain();
-        let keys = [format!("{local}@{domain}"), format!("{base}@{domain}"), format!("@{domain}")];
-        if let Some(target) = keys.iter().find_map(|k| p.tables.virtual_.get(k))
-            && *target != Target::AsAddressed
-        {
-            return self.follow(target, address, depth);
+        let mut keys = vec![format!("{local}@{domain}")];
+        if let Some((sep, d)) = detail {
+            keys.push(if d.is_empty() {
+                format!("{base}{sep}{sep}@{domain}")
+            } else {
+                format!("{base}{sep}*@{domain}")
+            });
+            keys.push(format!("{base}@{domain}"));
+        }
+        keys.push(format!("@{domain}"));
+        if let Some((key, target)) = keys.iter().find_map(|k| p.tables.virtual_.get(k).map(|t| (k, t))) {
+            let substituted = match target {
+                Target::Template(_) => Some(target.substitute(base, detail).map_err(|e| {
+                    Failure::Temp(Reply::new(451, EnhancedStatus(4, 3, 5), format!("virtual table entry {key}: {e}")))
+                })?),
+                _ => None,
+            };
+            let step = Explain::Virtual { key: key.clone(), target: target.clone(), substituted: substituted.clone() };
+            self.note(depth, step);
+            if *target != Target::AsAddressed {
+                return self.follow(substituted.as_ref().unwrap_or(target), address, depth);
+            }
         }
         self.name(base, address, depth)
     }
@@ -161,12 +314,14 @@ impl Expansion<'_, '_> {
             Target::Error(reply) => Err(Failure::Perm(reply.clone())),
             Target::Address(a) if self.policy.is_local(a.domain()) => self.local(a, depth + 1),
             Target::Address(a) => {
+                self.note(depth + 1, Explain::Remote(a.clone()));
                 self.out.push(Destination::Remote(a.clone()));
                 Ok(())
             }
             Target::Name(name) => self.name(name, address, depth + 1),
-            Target::AsAddressed => {
-                self.name(self.policy.base(&address.local_part().to_lowercase()), address, depth + 1)
+            Target::AsAddressed | Target::Template(_) => {
+                let local = address.local_part().to_lowercase();
+                self.name(self.policy.split_detail(&local).0, address, depth + 1)
             }
         }
     }
@@ -182,6 +337,7 @@ impl Expansion<'_, '_> {
             // A name met again during its own expansion is the mailbox itself (`bob: bob, archive`);
             // if there is no such mailbox, the aliases loop.
             if self.seen.insert(name.to_owned()) {
+                self.note(depth, Explain::Alias { name: name.to_owned(), targets: targets.clone() });
                 for t in targets {
                     self.follow(t, address, depth)?;
                 }
@@ -192,6 +348,8 @@ impl Expansion<'_, '_> {
             }
         }
         if is_user {
+            let implicit = !p.tables.users.contains_key(name);
+            self.note(depth, Explain::Mailbox { name: name.to_owned(), implicit });
             let domain = if p.is_local(address.domain()) { address.domain() } else { &p.local_domains[0] };
             self.out.push(Destination::Mailbox { name: name.to_owned(), address: Address::new(name, domain) });
             return Ok(());

@@ -8,9 +8,11 @@ mod dns_check;
 mod policy_cli;
 mod privileges;
 mod queue_cli;
+mod route_cli;
 mod sendmail;
 mod serve;
 mod submit;
+mod submit_wire;
 mod unix_server;
 mod user_cli;
 
@@ -29,7 +31,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server in the foreground, logging to stderr. Without --config, uses the embedded
+    /// Run the server in the foreground, logging to stderr. The configuration is --config,
+    /// else $POSTERN_CONFIG, else /etc/postern/postern.toml when it exists, else the embedded
     /// development default (127.0.0.1:2525, domain localhost, data in ./postern-data).
     Serve {
         /// Configuration file (TOML).
@@ -38,21 +41,30 @@ enum Command {
     },
     /// Validate the configuration and its tables; print every error with file, line and key.
     CheckConfig {
-        /// Configuration file (TOML); without it, the embedded default is checked.
+        /// Configuration file (TOML); default as for `serve`.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Explain where each address goes, step by step (sendmail -bt): local domain, virtual,
+    /// aliases and routes lines with file:line, relaying, MX and addresses, and the verdict.
+    Route {
+        /// Configuration file (default: $POSTERN_CONFIG, else /etc/postern/postern.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: route_cli::RouteArgs,
     },
     /// Tell the running daemon to re-read its configuration, tables and certificate (as SIGHUP
     /// does); prints the errors if the new configuration is refused.
     Reload {
-        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
-        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
     /// Manage the passwords of the users table (AUTH on submission).
     User {
-        /// Configuration file naming the users table (default: $POSTERN_CONFIG).
-        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        /// Configuration file naming the users table (default: $POSTERN_CONFIG, else /etc/postern/postern.toml).
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: user_cli::UserCommand,
@@ -64,34 +76,40 @@ enum Command {
     },
     /// DMARC aggregate reports (RFC 7489 §7.2) of the running daemon.
     Dmarc {
-        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
-        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: DmarcCommand,
     },
     /// The client checks of [policy].
     Policy {
-        /// Configuration file (default: $POSTERN_CONFIG, else the embedded default).
-        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        /// Configuration file (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: PolicyCommand,
     },
     /// The DNS records to publish for a domain.
     Dns {
-        /// Configuration file (default: $POSTERN_CONFIG, else the embedded default).
-        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        /// Configuration file (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: DnsCommand,
     },
-    /// Queue a message from standard input, sendmail style (also: invoked as `sendmail`).
-    Sendmail(sendmail::SendmailArgs),
+    /// Queue a message from standard input, sendmail style (also: invoked as `sendmail`,
+    /// `mailq`, `newaliases`). Takes sendmail's flags; `postern sendmail --help` lists them.
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        /// sendmail's arguments, as sendmail takes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Inspect and steer the queue of the running daemon (also: `mailq` for `queue list`).
     Queue {
-        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else the embedded default).
-        #[arg(long, short, env = "POSTERN_CONFIG", global = true)]
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: queue_cli::QueueCommand,
@@ -141,40 +159,51 @@ enum DnsCommand {
 }
 
 fn main() -> ExitCode {
-    // Invoked as `mailq`: list the queue, as sendmail's mailq does.
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    if Path::new(&argv0).file_name().is_some_and(|n| n == "mailq") {
-        let config = std::env::var_os("POSTERN_CONFIG").map(PathBuf::from);
-        return queue_cli::run(config.as_deref(), &queue_cli::QueueCommand::List);
-    }
-    if Path::new(&argv0).file_name().is_some_and(|n| n == "sendmail") {
-        return sendmail::run(&sendmail::SendmailArgs::parse());
+    // Invoked as `sendmail`, `mailq` or `newaliases` (links to this binary): sendmail's
+    // command line, with no environment needed.
+    let mut argv = std::env::args_os();
+    let argv0 = argv.next().unwrap_or_default();
+    let name = Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if ["sendmail", "mailq", "newaliases"].contains(&name.as_str()) {
+        return sendmail::main(&name, &argv.collect::<Vec<_>>());
     }
     let cli = Cli::parse();
+    let find = |c: Option<PathBuf>| postern_config::find(c.as_deref());
     match cli.command {
-        Command::Serve { config } => serve::main(config.as_deref()),
-        Command::CheckConfig { config } => check_config(config.as_deref()),
-        Command::Queue { config, command } => queue_cli::run(config.as_deref(), &command),
-        Command::Sendmail(args) => sendmail::run(&args),
-        Command::Reload { config } => reload(config.as_deref()),
-        Command::Dkim { command: DkimCommand::Keygen(args) } => dkim_cli::keygen(&args),
-        Command::Policy { config, command: PolicyCommand::Test(args) } => match load_config(config.as_deref()) {
-            Some(c) => policy_cli::test(&c, &args),
+        Command::Serve { config } => serve::main(find(config).as_deref()),
+        Command::CheckConfig { config } => check_config(find(config).as_deref()),
+        Command::Route { config, args } => match load_config_and_tables(find(config).as_deref()) {
+            Some((c, t)) => route_cli::run(&c, &t, &args),
             None => ExitCode::from(2),
         },
+        Command::Queue { config, command } => queue_cli::run(find(config).as_deref(), &command),
+        Command::Sendmail { args } => sendmail::main("sendmail", &args),
+        Command::Reload { config } => reload(find(config).as_deref()),
+        Command::Dkim { command: DkimCommand::Keygen(args) } => dkim_cli::keygen(&args),
+        Command::Policy { config, command: PolicyCommand::Test(args) } => {
+            match load_config_and_tables(find(config).as_deref()) {
+                Some((c, t)) => policy_cli::test(&c, &t, &args),
+                None => ExitCode::from(2),
+            }
+        }
         Command::Dmarc { config, command: DmarcCommand::Report { day, send } } => {
             let day = day.unwrap_or_else(|| (chrono::Utc::now() - chrono::Days::new(1)).format("%Y-%m-%d").to_string());
-            control_request(config.as_deref(), &format!("dmarc-report {day} {}", if send { "send" } else { "print" }))
+            control_request(
+                find(config).as_deref(),
+                &format!("dmarc-report {day} {}", if send { "send" } else { "print" }),
+            )
         }
-        Command::Dns { config, command: DnsCommand::Records { domain } } => match load_config(config.as_deref()) {
-            Some(c) => dkim_cli::records(&c, &domain),
-            None => ExitCode::from(2),
-        },
-        Command::Dns { config, command: DnsCommand::Check(args) } => match load_config(config.as_deref()) {
+        Command::Dns { config, command: DnsCommand::Records { domain } } => {
+            match load_config(find(config).as_deref()) {
+                Some(c) => dkim_cli::records(&c, &domain),
+                None => ExitCode::from(2),
+            }
+        }
+        Command::Dns { config, command: DnsCommand::Check(args) } => match load_config(find(config).as_deref()) {
             Some(c) => dns_check::check(&c, &args),
             None => ExitCode::from(2),
         },
-        Command::User { config, command } => user_cli::run(config.as_deref(), &command),
+        Command::User { config, command } => user_cli::run(find(config).as_deref(), &command),
     }
 }
 
@@ -196,12 +225,17 @@ pub(crate) fn one_shot_runtime() -> Option<tokio::runtime::Runtime> {
 
 /// The configuration at `path`, or the embedded default; every error is printed to stderr.
 pub(crate) fn load_config(path: Option<&Path>) -> Option<postern_config::Config> {
+    load_config_and_tables(path).map(|(c, _)| c)
+}
+
+/// As [`load_config`], with the tables.
+pub(crate) fn load_config_and_tables(path: Option<&Path>) -> Option<(postern_config::Config, postern_config::Tables)> {
     let loaded = match path {
         Some(p) => postern_config::load(p),
         None => Ok(postern_config::dev_default()),
     };
     match loaded {
-        Ok((config, _)) => Some(config),
+        Ok(both) => Some(both),
         Err(errors) => {
             for e in errors {
                 eprintln!("{e}");
@@ -228,8 +262,9 @@ fn control_request(path: Option<&Path>, request: &str) -> ExitCode {
         Ok(stream) => queue_cli::exchange(stream, &socket, request),
         Err(e) => {
             eprintln!(
-                "postern: cannot reach the daemon at {} ({e}); is `postern serve` running with this configuration?",
-                socket.display()
+                "postern: cannot reach the daemon at {} ({e}), the control socket of {}; is `postern serve` running with this configuration?",
+                socket.display(),
+                config.source.display()
             );
             ExitCode::from(3)
         }

@@ -121,9 +121,10 @@ pub(crate) fn run(config: Option<&Path>, cmd: &QueueCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!(
-                "postern: cannot reach the daemon at {} ({e}); is `postern serve` running with this configuration? \
-                 Pass --config or set POSTERN_CONFIG.",
-                socket.display()
+                "postern: cannot reach the daemon at {} ({e}), the control socket of {}; is `postern serve` \
+                 running with this configuration? Pass --config or set POSTERN_CONFIG.",
+                socket.display(),
+                config.source.display()
             );
             return ExitCode::from(3);
         }

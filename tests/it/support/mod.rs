@@ -85,9 +85,20 @@ pub struct Server {
     /// Every listener's (role, port), in configuration order.
     pub ports: Vec<(String, u16)>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// When set, `postern serve` runs under this command (a namespace wrapper) with no
+    /// `--config`: it finds its configuration at the default path.
+    wrapper: Option<Vec<std::ffi::OsString>>,
 }
 
 impl Server {
+    /// Starts `postern serve` with no `--config` and no `$POSTERN_CONFIG` under `wrapper`
+    /// (which makes the configuration appear at `/etc/postern/postern.toml`); `dir` holds it.
+    pub fn start_wrapped(dir: TempDir, wrapper: Vec<std::ffi::OsString>) -> Self {
+        let mut s = Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), wrapper: Some(wrapper) };
+        s.spawn();
+        s
+    }
+
     /// Copies `tests/fixtures/{fixture}` to a temporary folder, applies `edit` to its
     /// postern.toml text, and starts the server.
     pub fn start_with(fixture: &str, edit: impl FnOnce(String) -> String) -> Self {
@@ -121,7 +132,7 @@ impl Server {
         let text = std::fs::read_to_string(&cfg).unwrap();
         std::fs::write(&cfg, edit(text)).unwrap();
         prepare(&dir.0);
-        let mut s = Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default() };
+        let mut s = Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), wrapper: None };
         s.spawn();
         s
     }
@@ -132,13 +143,20 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(["serve", "--config"])
-            .arg(self.dir.0.join("postern.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let bin = env!("CARGO_BIN_EXE_postern");
+        let mut command = match &self.wrapper {
+            Some(w) => {
+                let mut c = Command::new(&w[0]);
+                c.args(&w[1..]).args([bin, "serve"]).env_remove("POSTERN_CONFIG").env("POSTERN_BIN", bin);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.args(["serve", "--config"]).arg(self.dir.0.join("postern.toml"));
+                c
+            }
+        };
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
         let mut reader = Some(std::thread::spawn(move || {

@@ -301,6 +301,19 @@ pub struct Domains {
     /// The first one is the domain of `RCPT TO:<postmaster>`.
     #[serde(default)]
     pub local: Vec<String>,
+    /// The domain that bare local names (`root`, `www-data`) and unqualified `From:` headers
+    /// of locally submitted mail (`sendmail`) get, as sendmail's `$j` and Postfix's
+    /// `myorigin`. Default: the first of `local`.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+impl Domains {
+    /// The domain of bare local names: `origin`, else the first local domain (validation
+    /// guarantees one exists).
+    pub fn origin(&self) -> &str {
+        self.origin.as_deref().or(self.local.first().map(String::as_str)).unwrap_or("localhost")
+    }
 }
 
 /// `[tables]`: table files, relative to the configuration file's folder. Each is optional.
@@ -570,6 +583,9 @@ impl Config {
         for d in &mut self.domains.local {
             *d = d.to_lowercase();
         }
+        if let Some(o) = &mut self.domains.origin {
+            *o = o.to_lowercase();
+        }
     }
 
     /// Semantic checks that serde cannot express; `text` is the source, for line numbers.
@@ -663,6 +679,11 @@ impl Config {
             if postern_types::Address::parse(&format!("postmaster@{d}")).is_err() {
                 err("domains.local", format!("{d:?} is not a valid domain name"));
             }
+        }
+        if let Some(o) = &self.domains.origin
+            && postern_types::Address::parse(&format!("postmaster@{o}")).is_err()
+        {
+            err("domains.origin", format!("{o:?} is not a valid domain name"));
         }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
             err("hostname", format!("{:?} is not a host name", self.hostname));

@@ -8,7 +8,11 @@ use std::path::Path;
 use super::{Target, entries, parse_target};
 use crate::error::ConfigError;
 
-pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> HashMap<String, Vec<Target>> {
+pub(super) fn parse(
+    path: &Path,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> (HashMap<String, Vec<Target>>, HashMap<String, usize>) {
     // Join continuation lines first, remembering where each entry started.
     let mut logical: Vec<(usize, String)> = Vec::new();
     for (n, line) in entries(text) {
@@ -21,6 +25,7 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> H
         }
     }
     let mut aliases = HashMap::new();
+    let mut lines = HashMap::new();
     for (n, entry) in logical {
         let Some((name, targets)) = entry.split_once(':') else {
             errors.push(ConfigError::new(
@@ -44,6 +49,7 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> H
         } else if aliases.insert(name.clone(), parsed).is_some() {
             errors.push(ConfigError::new(path, Some(n), &name, "duplicate alias"));
         }
+        lines.insert(name, n);
     }
-    aliases
+    (aliases, lines)
 }

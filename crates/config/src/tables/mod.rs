@@ -32,6 +32,40 @@ pub enum Target {
     AsAddressed,
     /// `error:...`: refuse at RCPT with this reply.
     Error(Reply),
+    /// A virtual-table target with sendmail's substitutions (`%1@example.test`): `%1` is the
+    /// user part of the address, `%2` its detail (sub-address, without the separator), `%3`
+    /// the separator and detail (`+detail`, or nothing). See [`Target::substitute`].
+    Template(String),
+}
+
+impl std::fmt::Display for Target {
+    /// The target as written in a table: `name`, `user@domain`, `!`, `error:X.Y.Z:text` or the
+    /// template.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Name(n) => f.write_str(n),
+            Self::Address(a) => write!(f, "{a}"),
+            Self::AsAddressed => f.write_str("!"),
+            Self::Error(r) => write!(f, "error:{}", r),
+            Self::Template(t) => f.write_str(t),
+        }
+    }
+}
+
+impl Target {
+    /// The target a [`Target::Template`] stands for, given the user part, the detail and
+    /// the separator of the address looked up (sendmail virtusertable, cf/README
+    /// "virtusertable"): `%1` → `user`, `%2` → `detail`, `%3` → `+detail` (empty without a
+    /// detail). Other targets are returned as they are.
+    ///
+    /// # Errors
+    /// The substituted text is not a valid target (say `%1` of an address whose user part
+    /// cannot stand in a name).
+    pub fn substitute(&self, user: &str, detail: Option<(char, &str)>) -> Result<Self, String> {
+        let Self::Template(t) = self else { return Ok(self.clone()) };
+        let (d, sd) = detail.map_or((String::new(), String::new()), |(sep, d)| (d.to_owned(), format!("{sep}{d}")));
+        parse_target(&t.replace("%1", user).replace("%2", &d).replace("%3", &sd))
+    }
 }
 
 /// The loaded tables. Empty when a table is not configured.
@@ -50,6 +84,21 @@ pub struct Tables {
     /// Sender grants (`user@domain` or `@domain`, lower-cased) → logins that may use them as
     /// envelope sender and From address (Postfix's `smtpd_sender_login_maps`).
     pub senders: HashMap<String, Vec<String>>,
+    /// The line each entry was read from, per table (for `postern route`).
+    pub lines: TableLines,
+}
+
+/// Where each table entry was read: key → 1-based line number.
+#[derive(Debug, Clone, Default)]
+pub struct TableLines {
+    /// Of `virtual_`.
+    pub virtual_: HashMap<String, usize>,
+    /// Of `aliases`.
+    pub aliases: HashMap<String, usize>,
+    /// Of `routes`.
+    pub routes: HashMap<String, usize>,
+    /// Of `sender_routes`.
+    pub sender_routes: HashMap<String, usize>,
 }
 
 impl Tables {
@@ -64,21 +113,24 @@ impl Tables {
             t.users = read(p, &mut errors).map(|s| users::parse(p, &s, &mut errors)).unwrap_or_default();
         }
         if let Some(p) = &paths.aliases {
-            t.aliases = read(p, &mut errors).map(|s| aliases::parse(p, &s, &mut errors)).unwrap_or_default();
+            (t.aliases, t.lines.aliases) =
+                read(p, &mut errors).map(|s| aliases::parse(p, &s, &mut errors)).unwrap_or_default();
         }
         if let Some(p) = &paths.virtual_ {
-            t.virtual_ = read(p, &mut errors).map(|s| virtual_::parse(p, &s, &mut errors)).unwrap_or_default();
+            (t.virtual_, t.lines.virtual_) =
+                read(p, &mut errors).map(|s| virtual_::parse(p, &s, &mut errors)).unwrap_or_default();
         }
         if let Some(p) = &paths.routes {
-            t.routes = read(p, &mut errors).map(|s| routes::parse(p, &s, &mut errors)).unwrap_or_default();
+            (t.routes, t.lines.routes) =
+                read(p, &mut errors).map(|s| routes::parse(p, &s, &mut errors)).unwrap_or_default();
         }
         if let Some(p) = &paths.sender_routes {
-            t.sender_routes =
+            (t.sender_routes, t.lines.sender_routes) =
                 read(p, &mut errors).map(|s| routes::parse_sender(p, &s, &mut errors)).unwrap_or_default();
         }
         if let Some(p) = &paths.senders {
             t.senders = read(p, &mut errors)
-                .map(|s| key_target_table(p, &s, &mut errors, address_key_error, parse_logins))
+                .map(|s| key_target_table(p, &s, &mut errors, address_key_error, parse_logins).0)
                 .unwrap_or_default();
         }
         if errors.is_empty() { Ok(t) } else { Err(errors) }
@@ -95,21 +147,32 @@ impl Tables {
     /// The sender route for the reverse-path `sender`: the exact address, else `@domain`
     /// (sendmail smarttable). `None` for the null sender or no match.
     pub fn sender_route_for(&self, sender: &str) -> Option<&Relay> {
+        self.sender_route_entry(sender).map(|(_, r)| r)
+    }
+
+    /// As [`Tables::sender_route_for`], with the key that matched.
+    pub fn sender_route_entry(&self, sender: &str) -> Option<(String, &Relay)> {
         let sender = sender.to_lowercase();
         let (_, domain) = sender.rsplit_once('@')?;
-        self.sender_routes.get(&sender).or_else(|| self.sender_routes.get(&format!("@{domain}")))
+        let at_domain = format!("@{domain}");
+        [sender.clone(), at_domain].into_iter().find_map(|k| self.sender_routes.get(&k).map(|r| (k, r)))
     }
 
     /// The route for `domain` (lower-case): the exact key, else the longest matching `.suffix`
     /// (sendmail mailertable: the most specific entry wins, whatever the order of lines).
     pub fn route_for(&self, domain: &str) -> Option<&Route> {
+        self.route_entry(domain).map(|(_, r)| r)
+    }
+
+    /// As [`Tables::route_for`], with the key that matched.
+    pub fn route_entry<'k>(&self, domain: &'k str) -> Option<(&'k str, &Route)> {
         if let Some(r) = self.routes.get(domain) {
-            return Some(r);
+            return Some((domain, r));
         }
         let mut rest = domain;
         while let Some(i) = rest.find('.') {
             if let Some(r) = self.routes.get(&rest[i..]) {
-                return Some(r);
+                return Some((&rest[i..], r));
             }
             rest = &rest[i + 1..];
         }
@@ -140,8 +203,9 @@ fn key_target_table<T>(
     errors: &mut Vec<ConfigError>,
     key_error: fn(&str) -> Option<&'static str>,
     parse: impl Fn(&str) -> Result<T, String>,
-) -> HashMap<String, T> {
+) -> (HashMap<String, T>, HashMap<String, usize>) {
     let mut map = HashMap::new();
+    let mut lines = HashMap::new();
     for (n, line) in entries(text) {
         let line = line.trim();
         let (key, target) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
@@ -156,11 +220,12 @@ fn key_target_table<T>(
                 if map.insert(key.clone(), value).is_some() {
                     errors.push(ConfigError::new(path, Some(n), &key, "duplicate key"));
                 }
+                lines.insert(key, n);
             }
             Err(e) => errors.push(ConfigError::new(path, Some(n), &key, e)),
         }
     }
-    map
+    (map, lines)
 }
 
 /// `None` for `user@domain` or `@domain`.

@@ -16,6 +16,9 @@ use postern_types::Reply;
 use super::{address_key_error, key_target_table, parse_error};
 use crate::error::ConfigError;
 
+/// A table and the line of each key.
+type Lined<T> = (HashMap<String, T>, HashMap<String, usize>);
+
 /// Where mail for a domain goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -65,7 +68,7 @@ pub fn parse_relay(s: &str) -> Result<Relay, String> {
     Ok(Relay { host: host.to_lowercase(), port, mx_lookup })
 }
 
-pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> HashMap<String, Route> {
+pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Lined<Route> {
     let key_error = |key: &str| key.contains('@').then_some("key must be a domain or .suffix");
     key_target_table(path, text, errors, key_error, |target| {
         if let Some(rest) = target.strip_prefix("error:") {
@@ -85,7 +88,7 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> H
 }
 
 /// The sender routes table (sendmail smarttable): `user@domain` or `@domain` → `relay:...`.
-pub(super) fn parse_sender(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> HashMap<String, Relay> {
+pub(super) fn parse_sender(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Lined<Relay> {
     key_target_table(path, text, errors, address_key_error, |target| {
         if is_relay(target) {
             parse_relay(target)
@@ -128,7 +131,7 @@ mod tests {
         let mut errors = Vec::new();
         let text =
             "app@a.test relay:[127.0.0.1]:2600\n@capture.test relay:[capture.test]\nbad relay:[x]\n@x.test local:bob\n";
-        let map = parse_sender(Path::new("sender-routes"), text, &mut errors);
+        let (map, _) = parse_sender(Path::new("sender-routes"), text, &mut errors);
         assert_eq!(errors.len(), 2, "{errors:?}");
         let t = super::super::Tables { sender_routes: map, ..Default::default() };
         assert_eq!(t.sender_route_for("App@A.test").unwrap().port, Some(2600));
@@ -141,9 +144,10 @@ mod tests {
     fn table() {
         let mut errors = Vec::new();
         let text = "# routes\nexample.test relay:[127.0.0.1]:2526\n.example.test local:bob\nbad.test error:5.3.0:No mail here\nworse.test frobnicate\n";
-        let map = parse(Path::new("routes"), text, &mut errors);
+        let (map, lines) = parse(Path::new("routes"), text, &mut errors);
         assert_eq!(map.len(), 3);
         assert_eq!(map[".example.test"], Route::Local("bob".into()));
+        assert_eq!(lines[".example.test"], 3);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, Some(5));
         // Most specific wins: exact key, then the longest suffix, whatever the line order.

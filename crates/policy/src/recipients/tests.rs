@@ -95,3 +95,46 @@ fn relay_only_for_trusted_clients() {
     // A trusted client still gets 550 5.1.1 for unknown local users.
     assert_eq!(status(resolve(&t, "127.0.0.2", "nobody@example.test")), "550 5.1.1");
 }
+
+#[test]
+fn sendmail_templates_and_wildcard_details() {
+    let mut t = tables();
+    // `@domain %1@other`: every user of the domain, kept as the same user elsewhere.
+    t.virtual_.insert("@catch.test".into(), Target::Template("%1@example.test".into()));
+    t.virtual_.insert("carol+*@example.test".into(), Target::Template("%2".into()));
+    t.virtual_.insert("alice++@example.test".into(), Target::Name("bob".into()));
+    t.virtual_.insert("@example.test".into(), Target::Template("%1%3@elsewhere.test".into()));
+    // The catch-all gives the user part to %1; the detail goes with %3 only.
+    assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "alice@catch.test")), ["remote:alice@elsewhere.test"]);
+    assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "nosuch+x@example.test")), ["remote:nosuch+x@elsewhere.test"]);
+    // `user+*`: any non-empty detail; %2 is the detail.
+    assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "carol+bob@example.test")), ["bob"]);
+    // `user++`: the empty detail only.
+    assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "alice+@example.test")), ["bob"]);
+    // The exact key still wins over both.
+    assert_eq!(
+        mailboxes(resolve(&t, "192.0.2.1", "special+vip@example.test")),
+        ["carol", "remote:carol@elsewhere.test"]
+    );
+}
+
+#[test]
+fn the_trace_follows_the_tables() {
+    let t = tables();
+    let local = vec!["example.test".to_owned(), "catch.test".to_owned()];
+    let p = RecipientPolicy { local_domains: &local, trusted_networks: &[], separators: "+", tables: &t };
+    let (v, trace) =
+        explain_recipient(&p, "192.0.2.1".parse().unwrap(), false, &Address::parse("root@example.test").unwrap());
+    assert_eq!(mailboxes(v), ["alice", "bob"]);
+    let steps: Vec<(usize, &Explain)> = trace.iter().map(|s| (s.depth, &s.step)).collect();
+    assert!(matches!(steps[0], (0, Explain::LocalDomain(_))), "{steps:?}");
+    assert!(matches!(steps[1], (0, Explain::Alias { name, .. }) if name == "root"), "{steps:?}");
+    assert!(matches!(steps[2], (1, Explain::Alias { name, .. }) if name == "team"), "{steps:?}");
+    assert!(matches!(steps[3], (2, Explain::Mailbox { name, implicit: false }) if name == "alice"), "{steps:?}");
+    let (_, trace) =
+        explain_recipient(&p, "192.0.2.1".parse().unwrap(), false, &Address::parse("x@other.test").unwrap());
+    assert_eq!(
+        trace.last().map(|s| &s.step),
+        Some(&Explain::Failed(Reply::new(550, EnhancedStatus(5, 7, 1), "<x@other.test>: Relaying denied")))
+    );
+}
