@@ -272,6 +272,16 @@ fn dns_records_and_check_config_know_the_keys() {
     let (code, out) = run(&["check-config"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("s2026.key: not a PEM private key"), "{out}");
+    assert!(!out.contains("configuration OK"), "no OK before an error: {out}");
+    // The domain as a plain argument; when the host name is the domain, one SPF record only
+    // (RFC 7208 §4.5: two v=spf1 records at one name are a permerror).
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("hostname = \"mx.a.test\"", "hostname = \"a.test\"");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(dir.0.join("s2026.key"), "").unwrap();
+    let (code, out) = run(&["dns", "records", "a.test"]);
+    assert!(code == Some(0) || out.contains("cannot read the key"), "{out}");
+    let spf: Vec<&str> = out.lines().filter(|l| l.contains("v=spf1")).collect();
+    assert_eq!(spf, ["a.test. IN TXT \"v=spf1 mx a -all\""], "{out}");
 }
 
 /// Validates `xml` against the RFC 7489 Appendix C schema with xmllint (scripts/test installs

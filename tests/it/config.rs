@@ -36,9 +36,10 @@ fn bad_configurations_name_file_line_and_key() {
     assert!(cases.len() >= 10);
     for case in cases {
         let config = case.join("postern.toml");
-        let (code, _, err) = check(&["--config", config.to_str().unwrap()]);
+        let (code, out, err) = check(&["--config", config.to_str().unwrap()]);
         let name = case.file_name().unwrap().to_string_lossy();
         assert_eq!(code, 2, "{name}: must fail, stderr: {err}");
+        assert!(!out.contains("configuration OK"), "{name}: said OK before an error:\n{out}");
         let expected = std::fs::read_to_string(case.join("expected-error")).unwrap();
         for want in expected.lines().filter(|l| !l.trim().is_empty()) {
             assert!(err.contains(want), "{name}: expected {want:?} in:\n{err}");
@@ -52,4 +53,35 @@ fn serve_refuses_a_broken_configuration() {
     let out = Command::new(env!("CARGO_BIN_EXE_postern")).args(["serve", "--config"]).arg(&config).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_message_size"));
+}
+
+#[test]
+fn user_add_creates_a_missing_users_table() {
+    let dir = crate::support::TempDir::new("user-add");
+    let cfg = dir.0.join("postern.toml");
+    std::fs::write(
+        &cfg,
+        "hostname = \"mx.example.test\"\ndata_dir = \"data\"\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n[domains]\nlocal = [\"example.test\"]\n[tables]\nusers = \"users\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = check(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "a missing table is an error: {err}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["user", "add", "alice", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"a long password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("created the users table"), "{err}");
+    let users = std::fs::read_to_string(dir.0.join("users")).unwrap();
+    assert!(users.starts_with("alice:{ARGON2ID}$argon2id$"), "{users}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(dir.0.join("users")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(check(&["--config", cfg.to_str().unwrap()]).0, 0);
 }

@@ -15,6 +15,7 @@ mod debian;
 mod delivery;
 mod dialogs;
 mod dns;
+mod logging;
 mod policy;
 mod python;
 mod queue_tools;

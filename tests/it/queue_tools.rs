@@ -29,15 +29,21 @@ fn send(server: &Server, rcpt: &str) -> String {
     r.text.trim_end().rsplit(' ').next().unwrap().to_owned()
 }
 
-#[test]
-fn list_stats_flush_hold_release_delete() {
-    // DNS points at a closed port: every remote attempt is deferred (4.4.3) and retried in 1 h.
-    let server = Server::start_full("relay-a", &[("PEER", "9".into())], |t| {
+/// Instance A with DNS on a closed port (every MX lookup defers), `flaky.test` routed to
+/// 127.0.0.1:`peer`, and retries an hour apart (at most `max_backoff`).
+fn deferring_server(peer: &str, max_backoff: &str) -> Server {
+    Server::start_full("relay-a", &[("PEER", peer.into())], |t| {
         t.replace("{DNS}", "127.0.0.1:9")
             .replace("{PORT}", "9")
             .replace("min_backoff = \"1s\"", "min_backoff = \"1h\"")
-            .replace("max_backoff = \"2s\"", "max_backoff = \"1h\"")
-    });
+            .replace("max_backoff = \"2s\"", &format!("max_backoff = \"{max_backoff}\""))
+    })
+}
+
+#[test]
+fn list_stats_flush_hold_release_delete() {
+    // DNS points at a closed port: every remote attempt is deferred (4.4.3) and retried in 1 h.
+    let server = deferring_server("9", "1h");
     let m1 = send(&server, "x@one.test");
     let m2 = send(&server, "y@two.test");
     let m3 = send(&server, "z@one.test");
@@ -125,4 +131,49 @@ fn queue_only_mode_and_daemon_down() {
     let (code, _, err) = queue(&server, &["flush"]);
     assert_eq!(code, 3);
     assert!(err.contains("cannot reach the daemon") && err.contains("control.sock"), "{err}");
+}
+
+#[test]
+fn flush_delivers_now_through_a_host_marked_dead() {
+    // A port nothing listens on yet: the first attempts are refused and the host status cache
+    // marks it dead for `dead_host_time` (60 s by default).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = deferring_server(&port.to_string(), "8h");
+    let m1 = send(&server, "x@flaky.test");
+    server.wait_log(&format!("{m1}: to=<x@flaky.test>"));
+    let m2 = send(&server, "y@flaky.test");
+    let skipped = server.wait_log(&format!("{m2}: to=<y@flaky.test>"));
+    assert!(skipped.contains("skipped by the host status cache"), "{skipped}");
+    // The host comes back; the cache still says dead, and the next retry is an hour away.
+    let peer = Peer::start_on(port);
+    let (code, out, _) = queue(&server, &["flush"]);
+    assert_eq!((code, out.trim()), (0, "2 message(s) scheduled for delivery now"));
+    server.wait_queue_empty();
+    assert_eq!(peer.received.lock().unwrap().len(), 2, "both delivered at the flush");
+    for id in [&m1, &m2] {
+        let sent = server.wait_log(&format!("{id}: to=<"));
+        assert!(!sent.is_empty());
+        assert!(server.log_lines(&format!("{id}: to=<")).iter().any(|l| l.contains("status=sent")));
+    }
+}
+
+#[test]
+fn a_failed_flush_does_not_lengthen_the_backoff() {
+    let server = deferring_server("9", "8h");
+    let m1 = send(&server, "x@one.test");
+    let first = server.wait_log(&format!("{m1}: to=<x@one.test>"));
+    assert!(first.contains("retry in 3600s"), "{first}");
+    for n in 2..=3 {
+        queue(&server, &["flush", "--id", &m1]);
+        let lines = poll(20, "the flushed attempt", || {
+            let l = server.log_lines(&format!("{m1}: to=<x@one.test>"));
+            (l.len() == n).then_some(l)
+        });
+        assert!(lines[n - 1].contains("retry in 3600s"), "flush {n}: {}", lines[n - 1]);
+    }
+    let show = poll(20, "show to report the flushed attempts", || {
+        let (code, show, _) = queue(&server, &["show", &m1]);
+        (code == 0 && show.contains("attempts = 3")).then_some(show)
+    });
+    assert!(show.contains("flushed = 2"), "{show}");
 }

@@ -147,6 +147,16 @@ fn failed_auth_bans_the_ip_but_not_others() {
     let (_, g) = Client::connect_from("127.0.0.8", port);
     assert_eq!(g.code, 220);
     server.wait_log("ban: [127.0.0.7] after 3 failed AUTH attempts");
+    // The postmaster lists the bans and lifts one; the client may connect again.
+    let bans = |args: &[&str]| crate::support::postern_cli(&[&["bans"], args].concat(), &server.config_path());
+    let (code, out) = bans(&["list"]);
+    assert_eq!(code, Some(0), "{out}");
+    let line = out.lines().find(|l| l.starts_with("127.0.0.7")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(" 3 ") && line.contains("banned for"), "{out}");
+    assert_eq!(bans(&["lift", "127.0.0.7"]), (Some(0), "[127.0.0.7]: ban lifted\n".into()));
+    let (_, g) = Client::connect_from("127.0.0.7", port);
+    assert_eq!(g.code, 220, "after the lift: {}", g.text);
+    assert_eq!(bans(&["lift", "127.0.0.7"]).0, Some(1), "nothing left to lift");
 }
 
 #[test]

@@ -35,6 +35,32 @@ pub enum Outcome {
     PermError,
 }
 
+impl std::fmt::Display for Outcome {
+    /// The RFC 8601 §2.7 result name: `pass`, `fail`, `softfail`, `none`, `temperror`,
+    /// `permerror`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::SoftFail => "softfail",
+            Self::None => "none",
+            Self::TempError => "temperror",
+            Self::PermError => "permerror",
+        })
+    }
+}
+
+impl std::fmt::Display for DmarcPolicy {
+    /// The `p=` value: `none`, `quarantine`, `reject`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Quarantine => "quarantine",
+            Self::Reject => "reject",
+        })
+    }
+}
+
 /// What the checks found about one message.
 #[derive(Debug, Clone)]
 pub struct Findings {

@@ -66,6 +66,21 @@ pub fn load(path: &Path) -> Result<(Config, Tables), Vec<ConfigError>> {
     load_str(&text, path, &base)
 }
 
+/// The configuration file at `path` alone, without reading its tables (so that `postern user
+/// add` can create a users table that does not exist yet).
+///
+/// # Errors
+/// As [`load`], less the table errors.
+pub fn load_without_tables(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ConfigError::new(path, None, "", format!("cannot read configuration file: {e}"))])?;
+    let mut config: Config = toml::from_str(&text).map_err(|e| vec![ConfigError::from_toml(path, &text, &e)])?;
+    config.source = path.to_path_buf();
+    config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+    let errors = config.validate(&text);
+    if errors.is_empty() { Ok(config) } else { Err(errors) }
+}
+
 /// The embedded development default; relative paths are resolved against the current directory.
 pub fn dev_default() -> (Config, Tables) {
     load_str(DEV_DEFAULT, Path::new("<embedded default>"), Path::new(""))

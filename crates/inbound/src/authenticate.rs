@@ -93,15 +93,15 @@ pub(crate) async fn check_from_outside(
     };
     let findings = checker.check(ip, &tx.helo, &mail_from, &tx.message).await;
     let decision = decide(&findings, &config.authentication, ip);
-    let dkim: Vec<String> = findings.dkim.iter().map(|(d, o)| format!("{o:?}(d={d})")).collect();
+    let dkim: Vec<String> = findings.dkim.iter().map(|(d, o)| format!("{o}(d={d})")).collect();
+    let dkim = if dkim.is_empty() { "none".to_owned() } else { dkim.join(",") };
+    let policy = findings.dmarc_policy.map_or_else(|| "absent".to_owned(), |p| p.to_string());
     let line = format!(
-        "auth: [{ip}] from=<{mail_from}> header.from={} spf={:?} spf_helo={:?} dkim=[{}] dmarc={:?} policy={:?} arc={:?}: {}",
+        "auth: [{ip}] from=<{mail_from}> header.from={} spf={} spf_helo={} dkim={dkim} dmarc={} dmarc_policy={policy} arc={}: {}",
         findings.from_domain,
         findings.spf,
         findings.spf_helo,
-        dkim.join(" "),
         findings.dmarc,
-        findings.dmarc_policy,
         findings.arc,
         match &decision {
             Decision::Accept => "accept".to_owned(),

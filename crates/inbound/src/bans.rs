@@ -34,6 +34,24 @@ impl AuthBans {
         (e.banned && until > now).then(|| until - now)
     }
 
+    /// Every IP with failures counted within `ban_time` of `now`: (ip, failures, how much longer
+    /// it stays banned if it is), sorted by IP.
+    pub fn list(&self, now: Instant, ban_time: Duration) -> Vec<(IpAddr, usize, Option<Duration>)> {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map
+            .iter()
+            .filter(|(_, e)| e.last + ban_time > now)
+            .map(|(ip, e)| (*ip, e.failures, e.banned.then(|| e.last + ban_time - now)))
+            .collect();
+        v.sort_by_key(|(ip, ..)| *ip);
+        v
+    }
+
+    /// Forgets `ip`'s failures and lifts its ban; false when nothing was recorded for it.
+    pub fn lift(&self, ip: IpAddr) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).remove(&ip).is_some()
+    }
+
     /// Records a failed AUTH from `ip` at `now`; returns true when this failure bans it
     /// (`limit` failures, each within `ban_time` of the previous one).
     pub fn failure(&self, ip: IpAddr, now: Instant, limit: usize, ban_time: Duration) -> bool {
@@ -75,5 +93,11 @@ mod tests {
         // Failures spread wider than ban_time never add up to a ban.
         assert!(!b.failure(other, t, 2, ban));
         assert!(!b.failure(other, t + Duration::from_secs(61), 2, ban));
+        // Listed, then lifted.
+        assert!(b.failure(ip, t + Duration::from_secs(70), 1, ban));
+        let listed = b.list(t + Duration::from_secs(70), ban);
+        assert!(listed.contains(&(ip, 1, Some(ban))), "{listed:?}");
+        assert!(b.lift(ip) && !b.lift(ip));
+        assert!(b.banned(ip, t + Duration::from_secs(70), ban).is_none());
     }
 }

@@ -16,11 +16,12 @@ use crate::Context;
 /// `451 4.3.0` when the spool cannot be written (the client retries; nothing is lost).
 /// `extra` are header fields (CRLF-terminated) to place after the Received header:
 /// Authentication-Results, DKIM-Signature. `quarantine` is the Maildir folder for local
-/// deliveries, if the message was quarantined.
+/// deliveries, if the message was quarantined. `client` is `name[ip]:port`, for the log.
 pub(crate) async fn commit(
     ctx: &Context,
     config: &Config,
     tx: Transaction,
+    client: &str,
     extra: &str,
     quarantine: Option<String>,
 ) -> Result<QueueId, Reply> {
@@ -43,8 +44,7 @@ pub(crate) async fn commit(
             let sasl = tx.auth.as_deref().map(|l| format!(", sasl_username={l}")).unwrap_or_default();
             let tls = tx.tls.as_ref().map(|t| format!(", tls={}", t.version)).unwrap_or_default();
             tracing::info!(
-                "{id}: client=[{}]{sasl}{tls}, helo=<{}>, from=<{from}>, size={}, nrcpt={} (queue active)",
-                tx.client_ip,
+                "{id}: client={client}{sasl}{tls}, helo=<{}>, from=<{from}>, size={}, nrcpt={} (queue active)",
                 tx.helo,
                 env.size,
                 env.recipients.len()

@@ -34,6 +34,16 @@ pub enum Refused {
     PerIp,
 }
 
+impl std::fmt::Display for Refused {
+    /// The configuration key of the limit: `max_connections`, `max_connections_per_ip`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Total => "max_connections",
+            Self::PerIp => "max_connections_per_ip",
+        })
+    }
+}
+
 impl ConnectionLimits {
     /// Takes a slot for `ip` if both limits allow it.
     ///

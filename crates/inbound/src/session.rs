@@ -25,7 +25,33 @@ use crate::{Context, ListenerInfo};
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Runs one session inside its log span: every line it logs, from connect to disconnect, starts
+/// with `session{id=…}`, and the commit line adds the queue ID (Postfix's `smtpd[pid]` and
+/// queue ID), so that `grep ID` tells the session's whole story.
 pub(crate) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    listener: ListenerInfo,
+    shutdown: watch::Receiver<bool>,
+) {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!("session", id = %session_id());
+    run_in_span(stream, peer, ctx, listener, shutdown).instrument(span).await;
+}
+
+/// A session ID: 12 upper-case hex digits (the low 48 bits of a queue-ID-style microsecond
+/// stamp, strictly increasing within the process), distinct from the 16-digit queue IDs.
+fn session_id() -> String {
+    format!("{:012X}", QueueId::generate().arrival_micros() & 0xFFFF_FFFF_FFFF)
+}
+
+/// `name[ip]:port` as Postfix logs a client; `unknown` until the name is forward-confirmed.
+pub(crate) fn client_label(name: Option<&str>, peer: SocketAddr) -> String {
+    format!("{}[{}]:{}", name.unwrap_or("unknown"), peer.ip(), peer.port())
+}
+
+async fn run_in_span(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<Context>,
@@ -42,7 +68,7 @@ pub(crate) async fn run(
                 Refused::Total => format!("{} Error: too many connections", config.hostname),
                 Refused::PerIp => format!("{} Error: too many connections from {ip}", config.hostname),
             };
-            tracing::warn!("reject: connect from [{ip}]:{}: {why:?} limit reached", peer.port());
+            tracing::warn!("reject: connect from {}: {why} limit reached", client_label(None, peer));
             let _ = refuse(&mut conn, listener.role, text).await;
             return;
         }
@@ -57,7 +83,7 @@ pub(crate) async fn run(
         let _ = refuse(&mut conn, listener.role, text).await;
         return;
     }
-    tracing::info!("connect from [{ip}]:{} to {} listener", peer.port(), listener.role);
+    tracing::info!("connect from {} to {} listener", client_label(None, peer), listener.role);
     let tls_config = ctx.tls_config();
     let mut implicit_tls = None;
     if listener.role == Role::Submissions {
@@ -123,9 +149,10 @@ pub(crate) async fn run(
         screened: params_screen,
     };
     let outcome = driver.drive(&mut conn, Session::new(params), shutdown).await;
+    let client = driver.client();
     match outcome {
-        Ok(()) => tracing::info!("disconnect from [{ip}]:{}", peer.port()),
-        Err(e) => tracing::info!("lost connection from [{ip}]:{}: {e}", peer.port()),
+        Ok(()) => tracing::info!("disconnect from {client}"),
+        Err(e) => tracing::info!("lost connection from {client}: {e}"),
     }
 }
 
@@ -166,6 +193,12 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
+    /// The client as `name[ip]:port`.
+    fn client(&self) -> String {
+        let name = self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        client_label(name.as_deref(), self.peer)
+    }
+
     fn policy(&self) -> RecipientPolicy<'_> {
         RecipientPolicy {
             local_domains: &self.config.domains.local,
@@ -209,7 +242,11 @@ impl Driver<'_> {
                     };
                     match result {
                         Err(_) => {
-                            tracing::info!("timeout after {wait:?} from [{ip}] waiting in {:?} stage", session.phase());
+                            tracing::info!(
+                                "timeout after {}s from [{ip}] waiting in {} stage",
+                                wait.as_secs(),
+                                session.phase()
+                            );
                             session.timed_out();
                         }
                         Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
@@ -386,7 +423,7 @@ impl Driver<'_> {
         match postern_auth::spf_refusal(spf, &domain, a, ip) {
             None => Verdict::Ok(()),
             Some(r) => {
-                tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{sender}> spf={spf:?}");
+                tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{sender}> spf={spf}");
                 if r.code >= 500 { Verdict::PermFail(r) } else { Verdict::TempFail(r) }
             }
         }
@@ -468,7 +505,7 @@ impl Driver<'_> {
         {
             authenticate::check_from_outside(self.ctx, self.config, checker, ip, &mut tx, &mut added).await?;
         }
-        let committed = commit(self.ctx, self.config, tx, &added.headers, added.quarantine).await;
+        let committed = commit(self.ctx, self.config, tx, &self.client(), &added.headers, added.quarantine).await;
         if let (Ok(id), Some(line)) = (&committed, added.auth_line) {
             tracing::info!("{id}: {line}");
         }

@@ -79,6 +79,9 @@ pub struct Message {
     pub ret: Option<String>,
     /// `ENVID=` to pass on (xtext).
     pub envid: Option<String>,
+    /// The postmaster asked for this attempt (`postern queue flush`, `sendmail -q`): try every
+    /// address even if the host status cache says it is down, as Postfix's `postqueue -f`.
+    pub forced: bool,
 }
 
 /// Tries `hosts` in order until one takes the transaction; every recipient gets an outcome. A
@@ -125,7 +128,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
             // A broken STARTTLS handshake is retried once on a new connection in clear text.
             let mut starttls = true;
             loop {
-                if let Some(why) = pool.dead(addr) {
+                if let Some(why) = pool.dead(addr).filter(|_| !message.forced) {
                     let e = format!("{why} (recently; skipped by the host status cache)");
                     tracing::info!("{}: {e}; trying the next address", message.id);
                     temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));

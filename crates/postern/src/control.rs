@@ -3,7 +3,8 @@
 //! first line, then text, then the connection closes.
 //!
 //! Requests: `list`, `stats`, `show ID`, `flush [id=ID] [recipient-domain=D] [sender-domain=D]`,
-//! `hold ID`, `release ID`, `delete ID`, `reload`, `dmarc-report DAY send|print`.
+//! `hold ID`, `release ID`, `delete ID`, `reload`, `dmarc-report DAY send|print`, `bans`,
+//! `unban IP`.
 
 use std::path::Path;
 
@@ -46,6 +47,10 @@ pub(crate) fn spawn(
                     Ok(Err(e)) => Err(e),
                     Err(e) => Err(e.to_string()),
                 }
+            } else if let Some(rest) = line.trim().strip_prefix("unban") {
+                unban(&ctx, rest.trim())
+            } else if line.trim() == "bans" {
+                Ok(bans(&ctx))
             } else {
                 handle(line.trim(), &queue, &spool).await
             };
@@ -56,6 +61,32 @@ pub(crate) fn spawn(
             let _ = wr.write_all(answer.as_bytes()).await;
         }
     })
+}
+
+/// The failed-AUTH table: one line per client IP with failures in the last `ban_time`.
+fn bans(ctx: &Context) -> String {
+    let ban_time = ctx.live.config().server.ban_time.0;
+    let list = ctx.bans.list(std::time::Instant::now(), ban_time);
+    if list.is_empty() {
+        return "no failed AUTH attempts recorded\n".into();
+    }
+    let mut out = format!("{:<40} {:>8}  STATE\n", "CLIENT", "FAILURES");
+    for (ip, failures, left) in list {
+        let state = left.map_or_else(|| "counting".to_owned(), |d| format!("banned for {}s more", d.as_secs()));
+        out.push_str(&format!("{:<40} {failures:>8}  {state}\n", ip.to_string()));
+    }
+    out
+}
+
+/// Lifts the ban of an IP (and forgets its failures).
+fn unban(ctx: &Context, arg: &str) -> Result<String, String> {
+    let ip: std::net::IpAddr = arg.parse().map_err(|_| format!("{arg:?} is not an IP address"))?;
+    if ctx.bans.lift(ip) {
+        tracing::info!("ban: [{ip}] lifted by the postmaster");
+        Ok(format!("[{ip}]: ban lifted\n"))
+    } else {
+        Err(format!("[{ip}] has no failed AUTH attempts recorded"))
+    }
 }
 
 fn parse_id(arg: Option<&str>) -> Result<QueueId, String> {

@@ -87,10 +87,16 @@ pub(crate) fn records(config: &postern_config::Config, domain: &str) -> ExitCode
     println!("; MX: where other servers deliver mail for {domain}.");
     println!("{domain}. IN MX 10 {host}.");
     println!();
-    println!("; SPF (RFC 7208): only the MX hosts may send as {domain}; others fail (-all).");
-    println!("{domain}. IN TXT \"v=spf1 mx -all\"");
-    println!("; SPF for the HELO name: receivers check it too (RFC 7208 §2.3).");
-    println!("{host}. IN TXT \"v=spf1 a -all\"");
+    // One SPF record per name (RFC 7208 §4.5: two are a permerror).
+    if host.eq_ignore_ascii_case(&domain) {
+        println!("; SPF (RFC 7208): the MX hosts and this host (also the HELO name) may send as {domain}.");
+        println!("{domain}. IN TXT \"v=spf1 mx a -all\"");
+    } else {
+        println!("; SPF (RFC 7208): only the MX hosts may send as {domain}; others fail (-all).");
+        println!("{domain}. IN TXT \"v=spf1 mx -all\"");
+        println!("; SPF for the HELO name: receivers check it too (RFC 7208 §2.3).");
+        println!("{host}. IN TXT \"v=spf1 a -all\"");
+    }
     println!();
     let mut any_key = false;
     for k in config.dkim.key.iter().filter(|k| k.domain == domain) {

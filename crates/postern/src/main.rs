@@ -5,6 +5,7 @@ mod control;
 mod dkim_cli;
 mod dmarc;
 mod dns_check;
+mod logging;
 mod policy_cli;
 mod privileges;
 mod queue_cli;
@@ -106,6 +107,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Failed-AUTH bans of the running daemon (`[server] auth_failures_before_ban`).
+    Bans {
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: BansCommand,
+    },
     /// Inspect and steer the queue of the running daemon (also: `mailq` for `queue list`).
     Queue {
         /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
@@ -113,6 +122,17 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: queue_cli::QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BansCommand {
+    /// Client IPs with failed AUTH attempts, and whether each is banned and for how long.
+    List,
+    /// Lift the ban of an IP and forget its failures.
+    Lift {
+        /// The client's IP address.
+        ip: std::net::IpAddr,
     },
 }
 
@@ -149,9 +169,12 @@ enum DnsCommand {
     /// Print every record this server needs for DOMAIN (MX, SPF, DKIM, DMARC, PTR), each with
     /// a comment saying why.
     Records {
+        /// The mail domain (also as `--domain DOMAIN`).
+        #[arg(required_unless_present = "domain_flag")]
+        domain: Option<String>,
         /// The mail domain.
-        #[arg(long)]
-        domain: String,
+        #[arg(long = "domain", id = "domain_flag", conflicts_with = "domain")]
+        domain_flag: Option<String>,
     },
     /// Ask live DNS whether those records are published and right (MX, PTR and FCrDNS, SPF
     /// for the domain and the HELO name, each DKIM key, DMARC); exit 1 if any is not.
@@ -193,9 +216,9 @@ fn main() -> ExitCode {
                 &format!("dmarc-report {day} {}", if send { "send" } else { "print" }),
             )
         }
-        Command::Dns { config, command: DnsCommand::Records { domain } } => {
+        Command::Dns { config, command: DnsCommand::Records { domain, domain_flag } } => {
             match load_config(find(config).as_deref()) {
-                Some(c) => dkim_cli::records(&c, &domain),
+                Some(c) => dkim_cli::records(&c, &domain.or(domain_flag).unwrap_or_default()),
                 None => ExitCode::from(2),
             }
         }
@@ -203,6 +226,13 @@ fn main() -> ExitCode {
             Some(c) => dns_check::check(&c, &args),
             None => ExitCode::from(2),
         },
+        Command::Bans { config, command } => {
+            let request = match command {
+                BansCommand::List => "bans".to_owned(),
+                BansCommand::Lift { ip } => format!("unban {ip}"),
+            };
+            control_request(find(config).as_deref(), &request)
+        }
         Command::User { config, command } => user_cli::run(find(config).as_deref(), &command),
     }
 }
@@ -300,52 +330,55 @@ fn check_tls(config: &postern_config::Config) -> Result<Option<String>, String> 
     Ok(Some(lines.join("\n")))
 }
 
+/// `postern check-config`: every error first (configuration, tables, certificate, DKIM keys),
+/// each with file, line and key; "configuration OK" only when there is none.
 fn check_config(path: Option<&std::path::Path>) -> ExitCode {
     let loaded = match path {
         Some(p) => postern_config::load(p),
         None => Ok(postern_config::dev_default()),
     };
-    match loaded {
-        Ok((config, tables)) => {
-            println!(
-                "{}: configuration OK ({} listener(s), {} local domain(s), {} user(s), {} alias(es), {} virtual entr(ies))",
-                config.source.display(),
-                config.listener.len(),
-                config.domains.local.len(),
-                tables.users.len(),
-                tables.aliases.len(),
-                tables.virtual_.len()
-            );
-            let mut errors = Vec::new();
-            match check_tls(&config) {
-                Ok(Some(line)) => println!("{line}"),
-                Ok(None) => println!("no [tls] certificate: STARTTLS is not offered"),
-                Err(e) => errors.push(format!("{}: [tls]: {e}", config.source.display())),
-            }
-            match postern_auth::Signer::load(&config.dkim) {
-                Ok(_) if config.dkim.key.is_empty() => println!("no [[dkim.key]]: relayed mail is not DKIM-signed"),
-                Ok(_) => {
-                    for k in &config.dkim.key {
-                        println!("DKIM key d={} s={} ({}) loaded", k.domain, k.selector, k.private_key.display());
-                    }
-                }
-                Err(e) => errors.extend(e.into_iter().map(|e| format!("{}: {e}", config.source.display()))),
-            }
-            if !errors.is_empty() {
-                for e in &errors {
-                    eprintln!("{e}");
-                }
-                eprintln!("{} error(s); fix them and run `postern check-config` again", errors.len());
-                return ExitCode::from(2);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            eprintln!("{} error(s); fix them and run `postern check-config` again", errors.len());
-            ExitCode::from(2)
-        }
+    let (config, tables) = match loaded {
+        Ok(both) => both,
+        Err(errors) => return refuse_config(&errors.iter().map(ToString::to_string).collect::<Vec<_>>()),
+    };
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    match check_tls(&config) {
+        Ok(Some(line)) => notes.push(line),
+        Ok(None) => notes.push("no [tls] certificate: STARTTLS is not offered".to_owned()),
+        Err(e) => errors.push(format!("{}: [tls]: {e}", config.source.display())),
     }
+    match postern_auth::Signer::load(&config.dkim) {
+        Ok(_) if config.dkim.key.is_empty() => notes.push("no [[dkim.key]]: relayed mail is not DKIM-signed".into()),
+        Ok(_) => {
+            for k in &config.dkim.key {
+                notes.push(format!("DKIM key d={} s={} ({}) loaded", k.domain, k.selector, k.private_key.display()));
+            }
+        }
+        Err(e) => errors.extend(e.into_iter().map(|e| format!("{}: {e}", config.source.display()))),
+    }
+    if !errors.is_empty() {
+        return refuse_config(&errors);
+    }
+    println!(
+        "{}: configuration OK ({} listener(s), {} local domain(s), {} user(s), {} alias(es), {} virtual entr(ies))",
+        config.source.display(),
+        config.listener.len(),
+        config.domains.local.len(),
+        tables.users.len(),
+        tables.aliases.len(),
+        tables.virtual_.len()
+    );
+    for n in notes {
+        println!("{n}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn refuse_config(errors: &[String]) -> ExitCode {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!("{} error(s); fix them and run `postern check-config` again", errors.len());
+    ExitCode::from(2)
 }

@@ -18,12 +18,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
     let (config, tables) = match load(config_path) {
         Ok(c) => c,
         Err(errors) => {
@@ -37,6 +31,7 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    crate::logging::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

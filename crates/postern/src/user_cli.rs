@@ -12,6 +12,20 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+/// The first `user add` on a new server: the users table the configuration names is created
+/// empty (mode 0600) when it does not exist, so that the configuration loads.
+fn create_missing_table(config: &Path) -> Result<(), String> {
+    let Ok(c) = postern_config::load_without_tables(config) else { return Ok(()) };
+    let Some(table) = c.tables.users.filter(|t| !t.exists()) else { return Ok(()) };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&table)
+        .map(|_| eprintln!("postern: created the users table {}", table.display()))
+        .map_err(|e| format!("cannot create the users table {}: {e}", table.display()))
+}
+
 /// `postern user ...`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum UserCommand {
@@ -28,6 +42,12 @@ pub(crate) enum UserCommand {
 }
 
 pub(crate) fn run(config: Option<&Path>, cmd: &UserCommand) -> ExitCode {
+    if let (Some(path), UserCommand::Add { .. }) = (config, cmd)
+        && let Err(e) = create_missing_table(path)
+    {
+        eprintln!("postern: {e}");
+        return ExitCode::FAILURE;
+    }
     let Some(config) = crate::load_config(config) else { return ExitCode::from(2) };
     let Some(table) = config.tables.users.clone() else {
         eprintln!("postern: no users table: set [tables] users = \"users\" in {}", config.source.display());

@@ -72,6 +72,7 @@ impl Queue {
                 }
             }
             s.due.retain(|(_, i)| i != id);
+            s.forced.insert(*id);
             if !s.active.contains(id) {
                 s.due.insert((now, *id));
             }

@@ -24,7 +24,9 @@ pub(crate) struct AttemptResult {
 
 /// Attempts the due recipients of `env`. The envelope is saved after every attempt, so a
 /// recipient is delivered again only if a crash falls between its delivery and that save.
-pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResult {
+/// `forced`: the postmaster flushed the message; the host status cache is bypassed and a
+/// failure does not lengthen the backoff.
+pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) -> AttemptResult {
     let config = inner.live.config();
     let tables = inner.live.tables();
     let id = env.id;
@@ -73,6 +75,7 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
             data: message.clone(),
             ret: env.ret.as_deref().map(str::to_ascii_uppercase),
             envid: env.envid.clone(),
+            forced,
         };
         for (domain, indexes) in by_domain {
             let rcpts: Vec<Rcpt> = indexes
@@ -95,7 +98,7 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope) -> AttemptResu
                 let r = &mut env.recipients[i];
                 let relay = format!("{}, {}", result.relay, result.tls);
                 let delivered = matches!(result.outcome, Outcome::Delivered(_));
-                reports.extend(record(&config, id, r, &relay, result.outcome, now_s));
+                reports.extend(record(&config, id, r, &relay, result.outcome, now_s, forced));
                 // NOTIFY=SUCCESS to a next hop without DSN: we report "relayed" (RFC 3464).
                 if delivered && r.notify().success && !result.dsn_passed_on {
                     reports.push(bounce::status(r, Action::Relayed, EnhancedStatus(2, 0, 0), &relay, None));
@@ -198,7 +201,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         if postern_local::has_delivered_to(message, &r.address) {
             let text = format!("mail forwarding loop for {}", r.address);
             let outcome = Outcome::PermFail(postern_types::Reply::new(554, EnhancedStatus(5, 4, 6), text));
-            reports.extend(record(config, id, r, &relay, outcome, now_s));
+            reports.extend(record(config, id, r, &relay, outcome, now_s, false));
             continue;
         }
         let mut maildir = config.maildir_of(&mailbox);
@@ -221,7 +224,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             Err(e) => Outcome::temp(postern_types::EnhancedStatus(4, 3, 0), e.to_string()),
         };
         let delivered = matches!(outcome, Outcome::Delivered(_));
-        let _ = record(config, id, r, &relay, outcome, now_s);
+        let _ = record(config, id, r, &relay, outcome, now_s, false);
         if delivered && r.notify().success {
             reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), "local", None));
         }
@@ -238,8 +241,13 @@ fn record(
     relay: &str,
     outcome: Outcome,
     now_s: u64,
+    forced: bool,
 ) -> Option<RecipientStatus> {
     r.attempts += 1;
+    // A flush attempt does not count towards the backoff (Postfix's `postqueue -f`).
+    if forced {
+        r.flushed += 1;
+    }
     let delay = (now_ms() as f64 / 1000.0) - (id.arrival_micros() as f64 / 1e6);
     let orig = if r.forward_path == r.address { String::new() } else { format!(", orig_to=<{}>", r.forward_path) };
     let reply = outcome.reply();
@@ -254,7 +262,7 @@ fn record(
             None
         }
         Outcome::TempFail(_) => {
-            let wait = backoff(config, r.attempts);
+            let wait = backoff(config, r.attempts.saturating_sub(r.flushed).max(1));
             r.next_attempt = now_s + wait.as_secs();
             r.last_error = Some(text.clone());
             tracing::warn!("{head}, status=deferred ({text}), retry in {}s", wait.as_secs());

@@ -52,6 +52,8 @@ struct Sched {
     envelopes: HashMap<QueueId, Envelope>,
     /// Messages being delivered right now.
     active: HashSet<QueueId>,
+    /// Messages whose next attempt was asked for by the postmaster (`flush`).
+    forced: HashSet<QueueId>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -161,10 +163,11 @@ impl Queue {
                 continue;
             }
             s.active.insert(id);
+            let forced = s.forced.remove(&id);
             drop(s);
             let this = self.clone();
             tokio::spawn(async move {
-                let result = deliver::attempt(this.inner.clone(), env).await;
+                let result = deliver::attempt(this.inner.clone(), env, forced).await;
                 for new in result.new {
                     this.enqueue(new);
                 }

@@ -21,6 +21,7 @@
 //! mailbox = "bob"                      # local mailbox; absent for remote recipients
 //! state = "pending"                    # pending | delivered | failed
 //! attempts = 0
+//! flushed = 0                          # of those, asked for by `queue flush`; absent = 0
 //! next_attempt = 0                     # epoch seconds; 0 = now
 //! last_error = "..."                   # last temporary failure, if any
 //! notify = "SUCCESS,FAILURE"           # NOTIFY= of RCPT (RFC 3461), when given
@@ -93,6 +94,10 @@ pub struct Recipient {
     /// Delivery attempts made.
     #[serde(default)]
     pub attempts: u32,
+    /// Of those, attempts the postmaster asked for (`postern queue flush`): they do not count
+    /// towards the retry backoff. Absent means 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flushed: u32,
     /// Earliest next attempt, seconds since the epoch (0: as soon as possible).
     #[serde(default)]
     pub next_attempt: u64,
@@ -122,6 +127,7 @@ impl Recipient {
             mailbox,
             state: RcptState::Pending,
             attempts: 0,
+            flushed: 0,
             next_attempt: 0,
             last_error: None,
             notify: None,
@@ -216,4 +222,8 @@ mod queue_id {
         let s = String::deserialize(d)?;
         QueueId::parse(&s).ok_or_else(|| de::Error::custom(format!("bad queue ID {s:?}")))
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -81,8 +81,16 @@ impl Peer {
         Self::start_full(rcpt_replies, tls, false)
     }
 
+    /// A plain peer on a given port (one that was refused a moment ago, say).
+    pub fn start_on(port: u16) -> Self {
+        Self::start_listener(TcpListener::bind(("127.0.0.1", port)).unwrap(), &[], Tls::None, false)
+    }
+
     fn start_full(rcpt_replies: &[&str], tls: Tls, dsn: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_listener(TcpListener::bind("127.0.0.1:0").unwrap(), rcpt_replies, tls, dsn)
+    }
+
+    fn start_listener(listener: TcpListener, rcpt_replies: &[&str], tls: Tls, dsn: bool) -> Self {
         let port = listener.local_addr().unwrap().port();
         let shared = Shared {
             script: Arc::new(Mutex::new(rcpt_replies.iter().rev().map(|s| (*s).to_owned()).collect())),

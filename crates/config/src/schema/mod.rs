@@ -85,6 +85,43 @@ pub struct Config {
     /// `[policy]`: client checks right after EHLO.
     #[serde(default)]
     pub policy: Policy,
+    /// `[log]`: where the daemon's log lines go.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[log]`: one line per event, keyed by session and queue ID (docs/operations.md, "Logs").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `"stderr"` (default: systemd's journal takes it) or `"syslog"` (facility mail, for
+    /// hosts that keep `/var/log/mail.log`).
+    #[serde(default)]
+    pub target: LogTarget,
+    /// The syslog socket (RFC 3164 datagrams). Default `"/dev/log"`.
+    #[serde(default = "default_syslog_socket")]
+    pub syslog_socket: PathBuf,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { target: LogTarget::default(), syslog_socket: default_syslog_socket() }
+    }
+}
+
+fn default_syslog_socket() -> PathBuf {
+    PathBuf::from("/dev/log")
+}
+
+/// `[log] target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// Standard error.
+    #[default]
+    Stderr,
+    /// The local syslog daemon, facility mail.
+    Syslog,
 }
 
 pub(crate) fn yes() -> bool {
@@ -636,6 +673,19 @@ impl Config {
                 || k.selector.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
             {
                 err("dkim.key.selector", format!("{:?} is not a DNS label", k.selector));
+            }
+        }
+        for pattern in self.dkim.sign.iter().flatten() {
+            let domain = pattern.rsplit_once('@').map_or("", |(_, d)| d).trim_start_matches("*.").to_lowercase();
+            let covered = domain == "*"
+                || self.dkim.key.iter().any(|k| domain == k.domain || domain.ends_with(&format!(".{}", k.domain)));
+            if !covered {
+                err(
+                    "dkim.sign",
+                    format!(
+                        "{pattern:?} matches no [[dkim.key]]: add a key for {domain} (or a parent domain), or drop the pattern"
+                    ),
+                );
             }
         }
         if matches!(self.policy.greylist, Check::Reject | Check::Tag) {

@@ -122,6 +122,18 @@ pub enum Phase {
     Data,
 }
 
+impl std::fmt::Display for Phase {
+    /// `helo`, `mail`, `rcpt` or `data`, as in the log and `[timeouts]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Helo => "helo",
+            Self::Mail => "mail",
+            Self::Rcpt => "rcpt",
+            Self::Data => "data",
+        })
+    }
+}
+
 /// A recipient accepted at RCPT time with where it resolved to.
 #[derive(Debug, Clone)]
 pub struct AcceptedRecipient {
