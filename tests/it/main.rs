@@ -13,6 +13,7 @@ mod corpus;
 mod crash;
 mod debian;
 mod delivery;
+mod deploy;
 mod dialogs;
 mod dns;
 mod logging;

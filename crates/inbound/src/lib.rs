@@ -134,6 +134,25 @@ impl From<&Listener> for ListenerInfo {
     }
 }
 
+/// Binds a listening socket on `addr`. An IPv6 socket is IPv6-only (`IPV6_V6ONLY`), so that
+/// `0.0.0.0:25` and `[::]:25` can both be listeners, as Postfix and OpenSMTPD bind them; without
+/// it Linux makes `[::]` dual-stack and the IPv4 bind fails with "Address already in use".
+///
+/// # Errors
+/// The socket cannot be made or bound (in use, no permission for a port below 1024).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// Accepts connections on `listener` until `shutdown` becomes true; each session runs in its own
 /// task and learns of the shutdown too.
 pub async fn serve(listener: TcpListener, info: ListenerInfo, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {

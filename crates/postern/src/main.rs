@@ -6,6 +6,7 @@ mod dkim_cli;
 mod dmarc;
 mod dns_check;
 mod logging;
+mod notify;
 mod policy_cli;
 mod privileges;
 mod queue_cli;

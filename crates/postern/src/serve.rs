@@ -13,7 +13,6 @@ use postern_dns::{DnsSettings, HickoryResolver};
 use postern_inbound::{AuthBans, AuthState, ConnectionLimits, Context, ListenerInfo};
 use postern_queue::Queue;
 use postern_spool::{Spool, SyncMode};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -82,7 +81,7 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     };
     let mut listeners = Vec::new();
     for l in &config.listener {
-        let listener = TcpListener::bind(l.address).await.with_context(|| format!("binding {}", l.address))?;
+        let listener = postern_inbound::bind(l.address).with_context(|| format!("binding {}", l.address))?;
         let local = listener.local_addr()?;
         // Tests and operators read this line to learn the port when `address` ends in :0.
         tracing::info!("listening on {local} (role {})", l.role);
@@ -143,9 +142,12 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     if let Some(store) = ctx.greylist.clone() {
         spawn_greylist_purge(store, live.clone(), stop_rx.clone());
     }
+    let listening = listeners.len();
     for (listener, info) in listeners {
         tokio::spawn(postern_inbound::serve(listener, info, ctx.clone(), stop_rx.clone()));
     }
+    crate::notify::spawn_watchdog(stop_rx.clone());
+    crate::notify::ready(&format!("{listening} listener(s), {recovered} message(s) recovered"));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -161,6 +163,7 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
             }
         }
     }
+    crate::notify::stopping();
     let _ = stop_tx.send(true);
     // Sessions between commands close at once with 421; those receiving a message may finish.
     let deadline = Instant::now() + grace;
@@ -230,6 +233,16 @@ impl Reloader {
         let Some(path) = &self.path else {
             return Ok("running on the embedded default, nothing to reload".into());
         };
+        crate::notify::reloading();
+        let result = self.reload_from(path, why);
+        crate::notify::ready(match &result {
+            Ok(_) => "reloaded",
+            Err(_) => "reload refused; the previous configuration stays in force",
+        });
+        result
+    }
+
+    fn reload_from(&self, path: &Path, why: &str) -> Result<String, String> {
         let refused = |errors: Vec<String>| {
             for e in &errors {
                 tracing::error!("{why}: {e}");

@@ -88,13 +88,32 @@ pub struct Server {
     /// When set, `postern serve` runs under this command (a namespace wrapper) with no
     /// `--config`: it finds its configuration at the default path.
     wrapper: Option<Vec<std::ffi::OsString>>,
+    /// Extra environment of the server process.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts `postern serve` with no `--config` and no `$POSTERN_CONFIG` under `wrapper`
     /// (which makes the configuration appear at `/etc/postern/postern.toml`); `dir` holds it.
     pub fn start_wrapped(dir: TempDir, wrapper: Vec<std::ffi::OsString>) -> Self {
-        let mut s = Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), wrapper: Some(wrapper) };
+        let mut s = Self {
+            dir,
+            child: None,
+            port: 0,
+            ports: Vec::new(),
+            log: Arc::default(),
+            wrapper: Some(wrapper),
+            env: Vec::new(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts `postern serve --config DIR/postern.toml` on a folder already laid out, with
+    /// `env` added to its environment.
+    pub fn start_in(dir: TempDir, env: &[(&str, String)]) -> Self {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let mut s = Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), wrapper: None, env };
         s.spawn();
         s
     }
@@ -132,7 +151,8 @@ impl Server {
         let text = std::fs::read_to_string(&cfg).unwrap();
         std::fs::write(&cfg, edit(text)).unwrap();
         prepare(&dir.0);
-        let mut s = Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), wrapper: None };
+        let mut s =
+            Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), wrapper: None, env: Vec::new() };
         s.spawn();
         s
     }
@@ -156,6 +176,7 @@ impl Server {
                 c
             }
         };
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();

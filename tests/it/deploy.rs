@@ -1,0 +1,89 @@
+//! The deployment kit: the systemd unit (`dist/postern.service`) passes `systemd-analyze
+//! verify`, the daemon speaks systemd's notify protocol on a `$NOTIFY_SOCKET` the test listens
+//! on (READY, watchdog pings, RELOADING, STOPPING), and the example configuration starts as it
+//! is, its IPv4 and IPv6 listeners on one port.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{Server, TempDir, poll, postern_cli, repo};
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let dir = TempDir::new("unit");
+    let unit = std::fs::read_to_string(repo().join("dist/postern.service")).unwrap();
+    // systemd-analyze checks that ExecStart's program exists: point it at the one just built.
+    let unit = unit.replace("/usr/local/bin/postern", env!("CARGO_BIN_EXE_postern"));
+    let path = dir.0.join("postern.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; scripts/test installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("postern.service"), "warnings about the unit:\n{err}");
+}
+
+/// The next datagram on `socket` (20 s at most).
+fn next(socket: &UnixDatagram) -> String {
+    let mut buf = vec![0; 4096];
+    let n = socket.recv(&mut buf).expect("a notify datagram within 20 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn notify_socket_gets_ready_watchdog_reloading_stopping() {
+    let dir = TempDir::new("notify");
+    for f in ["postern.toml", "users", "aliases", "virtual"] {
+        std::fs::copy(repo().join("tests/fixtures/basic").join(f), dir.0.join(f)).unwrap();
+    }
+    let path = dir.0.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // WatchdogSec=0.4s: a ping every 200 ms.
+    let env = [("NOTIFY_SOCKET", path.display().to_string()), ("WATCHDOG_USEC", "400000".into())];
+    let mut server = Server::start_in(dir, &env);
+    let ready = poll(20, "READY=1", || Some(next(&socket)).filter(|m| m.contains("READY=1")));
+    assert!(ready.contains("STATUS=1 listener(s)"), "{ready}");
+    let mut pings = 0;
+    poll(20, "two watchdog pings", || {
+        pings += usize::from(next(&socket).trim() == "WATCHDOG=1");
+        (pings >= 2).then_some(())
+    });
+    let (code, out) = postern_cli(&["reload"], &server.config_path());
+    assert_eq!(code, Some(0), "{out}");
+    let reloading = poll(20, "RELOADING=1", || Some(next(&socket)).filter(|m| m.contains("RELOADING=1")));
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    poll(20, "READY=1 after the reload", || Some(next(&socket)).filter(|m| m.contains("READY=1")));
+    server.signal(libc::SIGTERM);
+    poll(20, "STOPPING=1", || Some(next(&socket)).filter(|m| m.contains("STOPPING=1")));
+    assert_eq!(server.wait_exit(), Some(0));
+}
+
+#[test]
+fn the_example_configuration_starts_with_ipv4_and_ipv6_on_one_port() {
+    let dir = TempDir::new("example");
+    for e in std::fs::read_dir(repo().join("docs/example")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.0.join(e.file_name())).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = dir.0.join("postern.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("address = \"0.0.0.0:25\"") && text.contains("address = \"[::]:25\""), "{text}");
+    // Only what a test must change: the port, the data folder, and DNS pinned to loopback.
+    let text = text.replace(":25\"", &format!(":{port}\"")).replace("/var/lib/postern", "data")
+        + "\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n";
+    std::fs::write(&cfg, text).unwrap();
+    let server = Server::start_in(dir, &[]);
+    let roles: Vec<u16> = server.ports.iter().map(|(_, p)| *p).collect();
+    assert_eq!(roles, [port, port], "both listeners bound: {:?}", server.log_lines("listening"));
+    assert!(!server.log_lines(&format!("listening on 0.0.0.0:{port}")).is_empty());
+    assert!(!server.log_lines(&format!("listening on [::]:{port}")).is_empty());
+    let (mut c, greeting) = crate::support::smtp::Client::connect(port);
+    assert_eq!(greeting.code, 220);
+    assert_eq!(c.cmd("QUIT").code, 221);
+}
