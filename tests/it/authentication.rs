@@ -429,3 +429,32 @@ fn dns_check_tells_which_record_is_wrong() {
         ],
     );
 }
+
+#[test]
+fn keygen_writes_the_key_where_the_configuration_reads_it() {
+    let dir = crate::support::TempDir::new("keygen-config");
+    let cfg = dir.0.join("postern.toml");
+    std::fs::write(
+        &cfg,
+        "hostname = \"mx.a.test\"\ndata_dir = \"data\"\n[[listener]]\naddress = \"127.0.0.1:0\"\nrole = \"mx\"\n[domains]\nlocal = [\"a.test\"]\n[[dkim.key]]\ndomain = \"a.test\"\nselector = \"s9\"\nprivate_key = \"keys/a.test.s9.pem\"\n",
+    )
+    .unwrap();
+    let keygen = |selector: &str| {
+        Command::new(env!("CARGO_BIN_EXE_postern"))
+            .args(["dkim", "keygen", "--domain", "a.test", "--selector", selector, "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = keygen("s9");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = dir.0.join("keys/a.test.s9.pem");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_postern")).arg("check-config").arg("--config").arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "the configuration loads the key it named: {}", String::from_utf8_lossy(&out.stderr));
+    // A selector the configuration does not name yet goes beside it, in dkim/.
+    assert!(keygen("s10").status.success());
+    assert!(dir.0.join("dkim/a.test.s10.key").exists());
+}

@@ -178,6 +178,16 @@ fn plaintext_pipelined_after_starttls_is_discarded() {
     assert_eq!(c.cmd("MAIL FROM:<real@far.test>").code, 250, "no transaction left open by the injection");
 }
 
+/// A session on `port` under STARTTLS with a transaction open (MAIL accepted).
+fn tls_transaction(pki: &Pki, port: u16) -> Client {
+    let (mut a, _) = Client::connect(port);
+    a.cmd("EHLO a.test");
+    a.starttls(pki.client_config(), NAME);
+    a.cmd("EHLO a.test");
+    assert_eq!(a.cmd("MAIL FROM:<a@far.test>").code, 250);
+    a
+}
+
 #[test]
 fn reload_swaps_the_certificate_for_new_sessions_only() {
     let pki = Pki::new();
@@ -185,11 +195,7 @@ fn reload_swaps_the_certificate_for_new_sessions_only() {
     let (server, old) = start(&pki, &peer);
     let port = server.port_of("mx");
     // A session opened before the reload...
-    let (mut a, _) = Client::connect(port);
-    a.cmd("EHLO a.test");
-    a.starttls(pki.client_config(), NAME);
-    a.cmd("EHLO a.test");
-    assert_eq!(a.cmd("MAIL FROM:<a@far.test>").code, 250);
+    let mut a = tls_transaction(&pki, port);
     assert_eq!(a.cmd("RCPT TO:<bob@example.test>").code, 250);
     // ...then a renewed certificate and SIGHUP.
     let new = pki.server_cert(&[NAME], false);
@@ -348,4 +354,79 @@ fn tls12_clients_are_served_too() {
     assert_eq!(r.code, 250, "{}", r.text);
     let text = std::fs::read_to_string(&server.wait_maildir("bob", 1)[0]).unwrap();
     assert!(text.contains("(using TLSv1.2 with cipher TLS_ECDHE_"), "{text}");
+}
+
+/// The mode and owner of a file.
+fn mode_and_uid(path: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let m = std::fs::metadata(path).unwrap();
+    (m.permissions().mode() & 0o777, m.uid())
+}
+
+/// Makes `path` root-only (0600), as certbot keeps privkey.pem.
+fn root_only(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(mode_and_uid(path), (0o600, 0), "{}", path.display());
+}
+
+/// A new DKIM key at `path` (mode 0600, owned by root: the tests run as root).
+fn dkim_key(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dkim", "keygen", "--domain", "example.test", "--selector", "s1", "--algorithm", "ed25519", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    root_only(path);
+}
+
+#[test]
+fn reload_under_privilege_drop_reads_root_only_keys() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let old = pki.server_cert(&[NAME], false);
+    let server = Server::start_prepared(
+        "tls",
+        &[("PEER_PORT", peer.port.to_string())],
+        |t| {
+            t.replace("[server]\n", "[server]\nuser = \"nobody\"\n")
+                + "\n[[dkim.key]]\ndomain = \"example.test\"\nselector = \"s1\"\nprivate_key = \"dkim.key\"\n"
+        },
+        |dir| {
+            old.write(dir);
+            root_only(&dir.join("privkey.pem"));
+            dkim_key(&dir.join("dkim.key"));
+        },
+    );
+    server.wait_log("running as user nobody");
+    server.wait_log("privileged helper started");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid.split_whitespace().skip(1).all(|u| u == "65534"), "the daemon serves as nobody: {uid}");
+    let port = server.port_of("mx");
+    let mut a = tls_transaction(&pki, port);
+    // certbot renews: a new root-only key and certificate; a new root-only DKIM key too.
+    let new = pki.server_cert(&[NAME], false);
+    new.write(&server.dir.0);
+    root_only(&server.dir.0.join("privkey.pem"));
+    dkim_key(&server.dir.0.join("dkim.key"));
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["reload", "--config"])
+        .arg(server.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "reload refused: {text}");
+    assert!(text.contains("certificate loaded"), "{text}");
+    let (mut b, _) = Client::connect(port);
+    b.cmd("EHLO b.test");
+    b.starttls(pki.client_config(), NAME);
+    assert_eq!(b.peer_certificates()[0], new.leaf_der, "the new certificate is served");
+    // The session opened before the reload was not dropped.
+    assert_eq!(a.cmd("RCPT TO:<bob@example.test>").code, 250);
+    assert_eq!(a.cmd("DATA").code, 354);
+    assert_eq!(a.cmd("Subject: across the reload\r\n\r\nx\r\n.").code, 250);
+    server.wait_maildir("bob", 1);
 }

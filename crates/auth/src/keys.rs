@@ -43,7 +43,15 @@ pub enum Algorithm {
 /// # Errors
 /// A message naming the file: unreadable, not PEM, or not an RSA (≥ 2048 bits) or Ed25519 key.
 pub fn load(path: &Path) -> Result<Key, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    load_with(path, &postern_config::Disk)
+}
+
+/// As [`load`], reading the file from `files` (the privileged helper after a privilege drop).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with(path: &Path, files: &dyn postern_config::FileSource) -> Result<Key, String> {
+    let pem = files.read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let der = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| format!("{}: not a PEM private key ({e:?})", path.display()))?;
     if let PrivateKeyDer::Pkcs8(p8) = &der

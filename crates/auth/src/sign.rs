@@ -10,7 +10,7 @@ use mail_auth::common::headers::HeaderWriter as _;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done, NeedDomain};
 use postern_config::schema::Dkim;
 
-use crate::keys::{Key, load};
+use crate::keys::Key;
 
 /// RFC 6376 §5.4.1's recommended header fields; From twice (oversigned).
 pub const SIGNED_HEADERS: [&str; 20] = [
@@ -69,10 +69,18 @@ impl Signer {
     /// # Errors
     /// One message per key file that cannot be used.
     pub fn load(config: &Dkim) -> Result<Self, Vec<String>> {
+        Self::load_with(config, &postern_config::Disk)
+    }
+
+    /// As [`Signer::load`], reading the key files from `files`.
+    ///
+    /// # Errors
+    /// As [`Signer::load`].
+    pub fn load_with(config: &Dkim, files: &dyn postern_config::FileSource) -> Result<Self, Vec<String>> {
         let mut keys = Vec::new();
         let mut errors = Vec::new();
         for k in &config.key {
-            match load(&k.private_key) {
+            match crate::keys::load_with(&k.private_key, files) {
                 Ok(key) => {
                     let signer = match key {
                         Key::Rsa(key) => KeySigner::Rsa(configure(DkimSigner::from_key(key), &k.domain, &k.selector)),

@@ -7,6 +7,7 @@
 //! daemon shares behind an `Arc` and replaces on reload.
 
 mod error;
+pub mod files;
 mod live;
 pub mod schema;
 pub mod tables;
@@ -15,6 +16,7 @@ pub mod units;
 use std::path::{Path, PathBuf};
 
 pub use error::ConfigError;
+pub use files::{Disk, FileSource};
 pub use live::Live;
 pub use schema::{Config, Listener, Role};
 pub use tables::{Relay, Route, Tables, Target, parse_relay};

@@ -70,7 +70,18 @@ impl AuthState {
     /// # Errors
     /// Every unusable key, or a resolver that cannot be built.
     pub fn load(config: &postern_config::Config) -> Result<Self, Vec<String>> {
-        let signer = postern_auth::Signer::load(&config.dkim)?;
+        Self::load_with(config, &postern_config::Disk)
+    }
+
+    /// As [`AuthState::load`], reading the DKIM keys from `files`.
+    ///
+    /// # Errors
+    /// As [`AuthState::load`].
+    pub fn load_with(
+        config: &postern_config::Config,
+        files: &dyn postern_config::FileSource,
+    ) -> Result<Self, Vec<String>> {
+        let signer = postern_auth::Signer::load_with(&config.dkim, files)?;
         let checker = if config.authentication.verify {
             let d = &config.dns;
             let dns = postern_dns::DnsSettings {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use postern_config::FileSource;
 use postern_config::schema::Tls;
 use postern_proto::TlsInfo;
 use rustls::ServerConfig;
@@ -37,12 +38,20 @@ pub struct CertificateReport {
 /// A message naming the file at fault: missing or unreadable, no certificate or no key in it,
 /// a key that does not belong to its certificate, or an SNI certificate without DNS names.
 pub fn load(tls: &Tls) -> Result<Option<Arc<ServerConfig>>, String> {
+    load_with(tls, &postern_config::Disk)
+}
+
+/// As [`load`], reading the files from `files` (the privileged helper after a privilege drop).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with(tls: &Tls, files: &dyn FileSource) -> Result<Option<Arc<ServerConfig>>, String> {
     let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else { return Ok(None) };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let default = certified_key(&provider, cert, key)?;
+    let default = certified_key(&provider, files, cert, key)?;
     let mut by_name = HashMap::new();
     for pair in &tls.sni {
-        let ck = certified_key(&provider, &pair.cert, &pair.key)?;
+        let ck = certified_key(&provider, files, &pair.cert, &pair.key)?;
         let names = leaf_names(ck.end_entity_cert().map_err(|e| e.to_string())?);
         if names.is_empty() {
             return Err(format!("{}: the certificate has no DNS names to select it by", pair.cert.display()));
@@ -60,8 +69,13 @@ pub fn load(tls: &Tls) -> Result<Option<Arc<ServerConfig>>, String> {
 }
 
 /// One certificate with its signing key, checked to belong together.
-fn certified_key(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let (chain, key_der) = read_pair(cert, key)?;
+fn certified_key(
+    provider: &CryptoProvider,
+    files: &dyn FileSource,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<CertifiedKey>, String> {
+    let (chain, key_der) = read_pair(files, cert, key)?;
     let signer = provider.key_provider.load_private_key(key_der).map_err(|e| format!("{}: {e}", key.display()))?;
     let ck = CertifiedKey::new(chain, signer);
     ck.keys_match().map_err(|e| match e {
@@ -120,8 +134,8 @@ fn dns_names(leaf: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String
 /// # Errors
 /// As [`load`], and an expired or unparsable leaf certificate.
 pub fn inspect(cert: &Path, key: &Path, now_unix: i64) -> Result<CertificateReport, String> {
-    certified_key(&rustls::crypto::ring::default_provider(), cert, key)?;
-    let (chain, _) = read_pair(cert, key)?;
+    certified_key(&rustls::crypto::ring::default_provider(), &postern_config::Disk, cert, key)?;
+    let (chain, _) = read_pair(&postern_config::Disk, cert, key)?;
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
         .map_err(|e| format!("{}: cannot parse the first certificate: {e}", cert.display()))?;
     let not_after = leaf.validity().not_after.timestamp();
@@ -139,14 +153,19 @@ pub fn inspect(cert: &Path, key: &Path, now_unix: i64) -> Result<CertificateRepo
     Ok(report)
 }
 
-fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn read_pair(files: &dyn FileSource, cert: &Path, key: &Path) -> Result<Pair, String> {
+    let cert_pem =
+        files.read(cert).map_err(|e| format!("{}: cannot read the certificate chain: {e}", cert.display()))?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: cannot read the certificate chain: {}", cert.display(), pem_error(&e)))?;
     if chain.is_empty() {
         return Err(format!("{}: no CERTIFICATE block found (expected certbot's fullchain.pem)", cert.display()));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
+    let key_pem = files.read(key).map_err(|e| format!("{}: cannot read the private key: {e}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("{}: cannot read the private key: {}", key.display(), pem_error(&e)))?;
     Ok((chain, key_der))
 }

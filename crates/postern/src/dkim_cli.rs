@@ -24,9 +24,32 @@ pub(crate) struct KeygenArgs {
     /// RSA key size in bits (at least 2048).
     #[arg(long, default_value_t = 2048)]
     bits: usize,
-    /// Where to write the private key (mode 0600). Default: dkim/DOMAIN.SELECTOR.key.
+    /// Where to write the private key (mode 0600). Default: where `--config` reads it (its
+    /// `[[dkim.key]]` of this domain and selector, else `dkim/DOMAIN.SELECTOR.key` beside the
+    /// configuration file), or `dkim/DOMAIN.SELECTOR.key` here without `--config`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The configuration that will use the key.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+/// Where the key goes: `--out`, else the path the configuration reads it from, else
+/// `dkim/DOMAIN.SELECTOR.key` beside the configuration (or here).
+fn key_path(args: &KeygenArgs, domain: &str) -> Result<PathBuf, ExitCode> {
+    if let Some(out) = &args.out {
+        return Ok(out.clone());
+    }
+    let name = format!("dkim/{domain}.{}.key", args.selector);
+    let Some(path) = &args.config else { return Ok(PathBuf::from(name)) };
+    let config = postern_config::load_without_tables(path).map_err(|errors| {
+        for e in errors {
+            eprintln!("{e}");
+        }
+        ExitCode::from(2)
+    })?;
+    let configured = config.dkim.key.iter().find(|k| k.domain == domain && k.selector == args.selector);
+    Ok(configured.map_or_else(|| path.parent().unwrap_or(Path::new("")).join(name), |k| k.private_key.clone()))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -41,7 +64,10 @@ pub(crate) fn keygen(args: &KeygenArgs) -> ExitCode {
         AlgorithmArg::Ed25519 => Algorithm::Ed25519,
     };
     let domain = args.domain.to_lowercase();
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("dkim/{domain}.{}.key", args.selector)));
+    let out = match key_path(args, &domain) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let generated = match keys::generate(algorithm, args.bits) {
         Ok(g) => g,
         Err(e) => {
@@ -54,6 +80,8 @@ pub(crate) fn keygen(args: &KeygenArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let value = keys::txt_value(algorithm, &generated.public_base64);
+    // The daemon reads keys as root at start and through its privileged helper on reload, so
+    // root-only (0600, owned by whoever runs this: run it as root on a server) is right.
     println!("; private key written to {} (mode 0600)", out.display());
     println!("; publish this TXT record, then add the key to postern.toml:");
     println!(";   [[dkim.key]]");

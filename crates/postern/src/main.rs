@@ -9,6 +9,7 @@ mod logging;
 mod notify;
 mod policy_cli;
 mod privileges;
+mod privsep;
 mod queue_cli;
 mod route_cli;
 mod sendmail;

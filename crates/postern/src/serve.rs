@@ -31,6 +31,20 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
         }
     };
     crate::logging::init(&config.log);
+    // Forked while single-threaded, before the runtime: the helper that keeps root to re-read
+    // root-only keys on reload once the daemon runs as [server] user.
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let helper = match (config.server.user.is_some() && as_root, config_path) {
+        (true, Some(path)) => match crate::privsep::Helper::spawn(path) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("postern: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -38,7 +52,7 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config_path.map(Path::to_path_buf), config, tables)) {
+    match runtime.block_on(run(config_path.map(Path::to_path_buf), config, tables, helper)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("fatal: {e:#}");
@@ -61,7 +75,12 @@ fn load(path: Option<&Path>) -> Result<(Config, Tables), Vec<postern_config::Con
     }
 }
 
-async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Tables) -> anyhow::Result<()> {
+async fn run(
+    config_path: Option<std::path::PathBuf>,
+    config: Config,
+    tables: Tables,
+    helper: Option<crate::privsep::Helper>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let spool_dir = config.spool_dir();
@@ -71,7 +90,7 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
     };
     let spool =
         Arc::new(Spool::open(&spool_dir, mode).with_context(|| format!("opening spool {}", spool_dir.display()))?);
-    let tls = load_tls(&config).map_err(anyhow::Error::msg)?;
+    let tls = load_tls(&config, &postern_config::Disk).map_err(anyhow::Error::msg)?;
     let auth = AuthState::load(&config).map_err(|e| anyhow::Error::msg(e.join("; ")))?;
     let dmarc = if config.dmarc_reports.enabled {
         let path = config.dmarc_store();
@@ -118,7 +137,10 @@ async fn run(config_path: Option<std::path::PathBuf>, config: Config, tables: Ta
         screen_lists: std::sync::RwLock::new(Arc::new(screen_lists)),
         greylist,
     });
-    let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone() });
+    if helper.is_some() {
+        tracing::info!("privileged helper started: reloads read the certificate and DKIM keys through it");
+    }
+    let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone(), helper });
     let socket = live.config().control_socket();
     crate::control::spawn(&socket, ctx.clone(), reloader.clone(), stop_rx.clone())
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
@@ -206,8 +228,11 @@ fn spawn_greylist_purge(store: Arc<postern_inbound::GreylistStore>, live: Arc<Li
 }
 
 /// The server certificate of `config`, if `[tls]` is set.
-fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    let loaded = postern_inbound::tls::load(&config.tls)?;
+fn load_tls(
+    config: &Config,
+    files: &dyn postern_config::FileSource,
+) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let loaded = postern_inbound::tls::load_with(&config.tls, files)?;
     if let Some(cert) = loaded.as_ref().and(config.tls.cert.as_ref()) {
         tracing::info!("TLS certificate loaded from {} ({} more by SNI)", cert.display(), config.tls.sni.len());
     }
@@ -220,6 +245,8 @@ fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String
 pub(crate) struct Reloader {
     path: Option<PathBuf>,
     ctx: Arc<Context>,
+    /// Under `[server] user`: where the root-only key files are read (`privsep`).
+    helper: Option<crate::privsep::Helper>,
 }
 
 impl Reloader {
@@ -254,8 +281,16 @@ impl Reloader {
         };
         let (config, tables) =
             postern_config::load(path).map_err(|errors| refused(errors.iter().map(ToString::to_string).collect()))?;
-        let tls = load_tls(&config).map_err(|e| refused(vec![e]))?;
-        let auth = AuthState::load(&config).map_err(refused)?;
+        let fetched;
+        let files: &dyn postern_config::FileSource = match &self.helper {
+            Some(h) => {
+                fetched = h.fetch().map_err(|e| refused(vec![e.to_string()]))?;
+                &fetched
+            }
+            None => &postern_config::Disk,
+        };
+        let tls = load_tls(&config, files).map_err(|e| refused(vec![e]))?;
+        let auth = AuthState::load_with(&config, files).map_err(refused)?;
         let lists = postern_inbound::screen::ScreenLists::load(&config.policy).map_err(|e| refused(vec![e]))?;
         let live = &self.ctx.live;
         let listeners_changed =
