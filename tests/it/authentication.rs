@@ -128,6 +128,9 @@ fn signed_by_a_passes_at_b_and_forgeries_fail() {
     // The decision is logged with the queue ID (a refusal, which has none, with NOQUEUE).
     let line = b.wait_log("auth: [127.0.0.3] from=<x@soft.test> header.from=q.test");
     let msg = line.split(" INFO ").nth(1).unwrap();
+    // Inside the session's span: `session{id=…}: QUEUEID: auth: ...`.
+    let msg =
+        msg.split_once("}: ").map_or(msg, |(span, rest)| if span.starts_with("session{id=") { rest } else { msg });
     assert!(
         msg.len() > 17 && msg[..16].bytes().all(|c| c.is_ascii_hexdigit()) && msg[16..].starts_with(": auth:"),
         "{line}"

@@ -16,6 +16,7 @@ mod delivery;
 mod deploy;
 mod dialogs;
 mod dns;
+mod import;
 mod logging;
 mod policy;
 mod python;

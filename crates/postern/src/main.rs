@@ -5,6 +5,7 @@ mod control;
 mod dkim_cli;
 mod dmarc;
 mod dns_check;
+mod import_cli;
 mod logging;
 mod notify;
 mod policy_cli;
@@ -109,6 +110,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Turn another MTA's configuration into Postern's.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Failed-AUTH bans of the running daemon (`[server] auth_failures_before_ban`).
     Bans {
         /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml).
@@ -125,6 +131,13 @@ enum Command {
         #[command(subcommand)]
         command: queue_cli::QueueCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// sendmail.mc, /etc/mail's tables, /etc/aliases and opendkim's tables: writes postern.toml
+    /// and tables that pass check-config, and a report of every line and what it became.
+    Sendmail(import_cli::SendmailImport),
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +241,7 @@ fn main() -> ExitCode {
             Some(c) => dns_check::check(&c, &args),
             None => ExitCode::from(2),
         },
+        Command::Import { command: ImportCommand::Sendmail(args) } => import_cli::run(&args),
         Command::Bans { config, command } => {
             let request = match command {
                 BansCommand::List => "bans".to_owned(),

@@ -246,7 +246,7 @@ fn describe_route(r: &Route) -> String {
     match r {
         Route::Relay(r) => describe_relay(r),
         Route::Local(m) => format!("local:{m}"),
-        Route::Error(reply) => format!("error:{reply}"),
+        Route::Error(reply) => postern_config::error_form(reply),
     }
 }
 

@@ -46,10 +46,16 @@ impl std::fmt::Display for Target {
             Self::Name(n) => f.write_str(n),
             Self::Address(a) => write!(f, "{a}"),
             Self::AsAddressed => f.write_str("!"),
-            Self::Error(r) => write!(f, "error:{}", r),
+            Self::Error(r) => write!(f, "{}", error_form(r)),
             Self::Template(t) => f.write_str(t),
         }
     }
+}
+
+/// A refusal in the table form that parses back to it: `error:X.Y.Z:NNN text`.
+pub fn error_form(r: &Reply) -> String {
+    let status = r.status.map_or_else(|| format!("{}.0.0", r.code / 100), |s| s.to_string());
+    format!("error:{status}:{} {}", r.code, r.lines.join(" "))
 }
 
 impl Target {

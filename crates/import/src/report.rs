@@ -1,0 +1,62 @@
+//! The import report: one entry per meaningful source line.
+
+use std::fmt;
+
+/// What became of one source line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Mapped: what it became in the Postern configuration or tables.
+    Mapped(String),
+    /// Already Postern's behaviour; nothing to write.
+    Default(String),
+    /// No equivalent in Postern: why, and what to do instead.
+    NotMapped(String),
+}
+
+/// One source line and its fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The source's report name (`sendmail.mc`, `access`, ...).
+    pub source: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// The line as written (trimmed).
+    pub text: String,
+    /// What became of it.
+    pub fate: Fate,
+}
+
+/// Every line, in source order.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The lines.
+    pub lines: Vec<Line>,
+}
+
+impl Report {
+    pub(crate) fn add(&mut self, source: &str, line: usize, text: &str, fate: Fate) {
+        self.lines.push(Line { source: source.to_owned(), line, text: text.trim().to_owned(), fate });
+    }
+
+    /// The lines with no equivalent.
+    pub fn not_mapped(&self) -> impl Iterator<Item = &Line> {
+        self.lines.iter().filter(|l| matches!(l.fate, Fate::NotMapped(_)))
+    }
+}
+
+impl fmt::Display for Report {
+    /// `source:line: text` then `    -> what it became`, `    = already Postern's default`
+    /// or `    !! not mapped: why`; a summary at the end.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for l in &self.lines {
+            writeln!(f, "{}:{}: {}", l.source, l.line, l.text)?;
+            match &l.fate {
+                Fate::Mapped(what) => writeln!(f, "    -> {what}")?,
+                Fate::Default(why) => writeln!(f, "    = {why}")?,
+                Fate::NotMapped(why) => writeln!(f, "    !! not mapped: {why}")?,
+            }
+        }
+        let missing = self.not_mapped().count();
+        writeln!(f, "\n{} line(s) read, {missing} with no equivalent (marked !!)", self.lines.len())
+    }
+}
