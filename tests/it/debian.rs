@@ -113,6 +113,42 @@ fn debian_programs_deliver_through_the_sendmail_link() {
     let all = admin_mail(&server, 5);
     assert!(all[4].contains("Subject: Returned mail") && all[4].contains("nobody@example.test"), "{}", all[4]);
 
+    // The other modes, through the same link and the mailq / newaliases names.
+    let bin = dir.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["mailq", "newaliases"] {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_postern"), bin.join(name)).unwrap();
+    }
+    let link = |name: &str| bin.join(name).display().to_string();
+    let (code, out, err) = run_in(dir, &["/usr/sbin/sendmail", "-bv", "root", "nobody@example.test"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("alias ") && out.contains("root: admin") && out.contains("verdict: deliver"), "{out}");
+    assert!(out.contains("verdict: refuse 550 5.1.1"), "{out}");
+    let (code, out, _) = run_in(
+        dir,
+        &["/usr/sbin/sendmail", "-bt"],
+        b"3,0 www-data
+/tryflags ES
+",
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains("www-data@example.test") && out.contains("mailbox admin"), "{out}");
+    assert!(out.contains("no rulesets"), "{out}");
+    for (args, want) in [
+        (vec![link("newaliases")], "tables OK (3 alias(es)"),
+        (vec!["/usr/sbin/sendmail".into(), "-bi".into()], "reloaded"),
+        (vec![link("mailq")], "Mail queue is empty"),
+        (vec!["/usr/sbin/sendmail".into(), "-bp".into()], "Mail queue is empty"),
+        (vec!["/usr/sbin/sendmail".into(), "-q".into()], "scheduled for delivery now"),
+        (vec!["/usr/sbin/sendmail".into(), "-qRexample.test".into()], "scheduled for delivery now"),
+        (vec!["/usr/sbin/sendmail".into(), "-q30m".into()], "not needed"),
+    ] {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = run_in(dir, &argv, b"");
+        assert_eq!(code, Some(0), "{args:?}: {out}{err}");
+        assert!(out.contains(want), "{args:?}: want {want:?} in {out}{err}");
+    }
+
     // An unknown flag: one line naming it, EX_USAGE.
     let (code, _, err) = run_in(dir, &["/usr/sbin/sendmail", "-X", "/tmp/log", "root"], b"");
     assert_eq!(code, Some(64));
