@@ -17,6 +17,7 @@ mod deploy;
 mod dialogs;
 mod dns;
 mod import;
+mod layering;
 mod logging;
 mod policy;
 mod python;

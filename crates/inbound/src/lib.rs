@@ -22,6 +22,7 @@ use postern_spool::Spool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use authenticate::dkim_sign;
 pub use bans::AuthBans;
 pub use greylist::GreylistStore;
 pub use limits::ConnectionLimits;

@@ -505,7 +505,7 @@ impl Driver<'_> {
         {
             authenticate::check_from_outside(self.ctx, self.config, checker, ip, &mut tx, &mut added).await?;
         }
-        let committed = commit(self.ctx, self.config, tx, &self.client(), &added.headers, added.quarantine).await;
+        let committed = commit(self.ctx, tx, &self.client(), &added.headers, added.quarantine).await;
         if let (Ok(id), Some(line)) = (&committed, added.auth_line) {
             tracing::info!("{id}: {line}");
         }

@@ -8,8 +8,9 @@ use std::time::Duration;
 use postern_auth::reports::{self, DayReport};
 use postern_inbound::Context;
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
-use postern_spool::{Envelope, Recipient};
-use postern_types::{Address, QueueId, Verdict};
+use postern_proto::trace::Origin;
+use postern_queue::{MailParams, Submission, SubmitRecipient};
+use postern_types::{Address, ReversePath, Verdict};
 use tokio::sync::watch;
 
 /// Builds `day`'s reports (`YYYY-MM-DD`, UTC); with `send`, queues them and forgets the day,
@@ -56,7 +57,7 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
 
 /// Queues one report to the addresses that accept it; returns a line for the operator.
 async fn queue_report(ctx: &Context, report: &DayReport, xml: &str, meta: &reports::Meta) -> String {
-    let (submitter, email, report_id) = (meta.submitter.as_str(), meta.email.as_str(), meta.report_id.as_str());
+    let (email, report_id) = (meta.email.as_str(), meta.report_id.as_str());
     let domain = &report.policy.domain;
     let auth = ctx.auth();
     let accepted = match auth.checker.as_ref() {
@@ -83,31 +84,30 @@ async fn queue_report(ctx: &Context, report: &DayReport, xml: &str, meta: &repor
     for a in &accepted {
         let Ok(address) = Address::parse(a) else { continue };
         if let Verdict::Ok(destinations) = resolve_for_delivery(&policy, &address) {
-            recipients.extend(destinations.iter().map(|d| Recipient::new(address.to_string(), d)));
+            recipients.extend(destinations.into_iter().map(|destination| SubmitRecipient {
+                forward_path: address.to_string(),
+                destination,
+                notify: None,
+                orcpt: None,
+            }));
         }
     }
-    let id = QueueId::generate();
-    let trace = format!(
-        "Received: by {submitter} (Postern DMARC reports)\r\n\tid {id}; {}\r\n",
-        chrono::Utc::now().to_rfc2822()
-    );
-    let env = Envelope::new(
-        id,
-        "127.0.0.1".into(),
-        submitter.to_owned(),
-        email.to_owned(),
-        (trace.len() + message.len()) as u64,
+    let reverse_path = match Address::parse(email) {
+        Ok(a) => ReversePath::Mailbox(a),
+        Err(e) => return format!("{domain}: [dmarc_reports] email <{email}>: {e}\n"),
+    };
+    let submission = Submission {
+        origin: Origin::Generated { what: "DMARC reports" },
+        source: format!("DMARC aggregate report {report_id} for {domain} to {}", accepted.join(", ")),
+        reverse_path,
         recipients,
-    );
-    let (spool, saved) = (ctx.spool.clone(), env.clone());
-    let committed = tokio::task::spawn_blocking(move || spool.commit(&saved, trace.as_bytes(), &message)).await;
-    match committed {
-        Ok(Ok(())) => {
-            tracing::info!("{id}: DMARC aggregate report for {domain} to {}", accepted.join(", "));
-            ctx.queue.enqueue(env);
-            format!("{domain}: report {report_id} queued as {id} to {}\n", accepted.join(", "))
-        }
-        Ok(Err(e)) => format!("{domain}: cannot queue the report: {e}\n"),
+        headers: String::new(),
+        message,
+        params: MailParams::default(),
+        quarantine: None,
+    };
+    match ctx.queue.submit(submission).await {
+        Ok(id) => format!("{domain}: report {report_id} queued as {id} to {}\n", accepted.join(", ")),
         Err(e) => format!("{domain}: cannot queue the report: {e}\n"),
     }
 }

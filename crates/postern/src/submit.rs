@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use postern_inbound::Context;
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
-use postern_spool::{Envelope, Recipient};
-use postern_types::{Address, EnhancedStatus, QueueId, Reply, Verdict};
+use postern_proto::trace::Origin;
+use postern_queue::{MailParams, Submission, SubmitRecipient};
+use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
 
 use crate::submit_wire::Request;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -39,7 +40,6 @@ fn temp(what: impl std::fmt::Display) -> Reply {
 }
 
 async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -> Result<QueueId, Reply> {
-    let (queue, spool) = (&ctx.queue, &ctx.spool);
     let config = ctx.live.config();
     let tables = ctx.live.tables();
     let max = config.limits.max_message_size.0;
@@ -69,51 +69,41 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
             Address::parse(r).map_err(|e| Reply::new(553, EnhancedStatus(5, 1, 3), format!("recipient <{r}>: {e}")))?;
         match resolve_for_delivery(&policy, &address) {
             Verdict::Ok(destinations) => {
-                for d in &destinations {
-                    let mut rcpt = Recipient::new(address.to_string(), d);
-                    rcpt.notify = request.params.notify.map(|n| n.to_string());
-                    if !recipients.iter().any(|x: &Recipient| x.address == rcpt.address && x.mailbox == rcpt.mailbox) {
-                        recipients.push(rcpt);
-                    }
-                }
+                recipients.extend(destinations.into_iter().map(|destination| SubmitRecipient {
+                    forward_path: address.to_string(),
+                    destination,
+                    notify: request.params.notify,
+                    orcpt: None,
+                }))
             }
             Verdict::TempFail(reply) | Verdict::PermFail(reply) => return Err(reply),
         }
     }
-    let id = QueueId::generate();
-    let mut trace = format!(
-        "Received: by {} (Postern, from userid {uid})\r\n\tid {id}; {}\r\n",
-        config.hostname,
-        chrono::Utc::now().to_rfc2822()
-    );
-    if recipients.iter().any(|r| r.mailbox.is_none()) {
-        match ctx.auth().signer.sign(&message) {
-            Ok(Some((headers, keys))) => {
-                trace.push_str(&headers);
-                tracing::info!("{id}: DKIM: signed with {keys}");
-            }
-            Ok(None) => {}
-            Err(e) if config.dkim.on_error == postern_config::schema::DkimOnError::SendUnsigned => {
-                tracing::warn!("{id}: DKIM: cannot sign, sending unsigned: {e}");
-            }
-            Err(e) => return Err(temp(format_args!("cannot DKIM-sign the message, try again: {e}"))),
-        }
-    }
-    let size = (trace.len() + message.len()) as u64;
-    let mut env = Envelope::new(id, "127.0.0.1".into(), "localhost".into(), sender.clone(), size, recipients);
-    env.body_8bit = request.params.body_8bit.unwrap_or_else(|| message.iter().any(|b| *b >= 0x80));
-    env.ret = request.params.ret_full.map(|full| if full { "full" } else { "hdrs" }.to_owned());
-    env.envid.clone_from(&request.params.envid);
-    let (spool, saved) = (spool.clone(), env.clone());
-    tokio::task::spawn_blocking(move || spool.commit(&saved, trace.as_bytes(), &message))
-        .await
-        .map_err(temp)?
-        .map_err(|e| temp(format_args!("cannot queue the message: {e}")))?;
-    tracing::info!(
-        "{id}: uid={uid}, from=<{sender}>, size={}, nrcpt={} (queue active, via sendmail)",
-        env.size,
-        env.recipients.len()
-    );
-    queue.enqueue(env);
-    Ok(id)
+    // Mail that leaves is signed like mail our users relay over SMTP.
+    let headers = if recipients.iter().any(|r| matches!(r.destination, Destination::Remote(_))) {
+        postern_inbound::dkim_sign(ctx.auth(), config.dkim.on_error, &format!("uid {uid}"), &mut message).await?
+    } else {
+        String::new()
+    };
+    let reverse_path = if sender.is_empty() {
+        ReversePath::Null
+    } else {
+        ReversePath::Mailbox(Address::parse(&sender).map_err(|e| temp(format_args!("sender: {e}")))?)
+    };
+    let submission = Submission {
+        origin: Origin::Local { uid },
+        source: format!("uid={uid} (sendmail)"),
+        reverse_path,
+        recipients,
+        headers,
+        message,
+        params: MailParams {
+            body_8bit: request.params.body_8bit,
+            smtputf8: false,
+            ret_full: request.params.ret_full,
+            envid: request.params.envid.clone(),
+        },
+        quarantine: None,
+    };
+    ctx.queue.submit(submission).await.map_err(|e| temp(format_args!("cannot queue the message: {e}")))
 }

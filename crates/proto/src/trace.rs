@@ -5,7 +5,51 @@ use std::net::IpAddr;
 
 use postern_types::QueueId;
 
-use crate::server::Transaction;
+use crate::server::{TlsInfo, Transaction};
+
+/// Where a message came from, as its `Received:` header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An SMTP client.
+    Smtp {
+        /// The HELO/EHLO argument.
+        helo: String,
+        /// The client's address.
+        client_ip: IpAddr,
+        /// EHLO was used.
+        esmtp: bool,
+        /// SMTPUTF8 was used (RFC 6531).
+        smtputf8: bool,
+        /// TLS in use.
+        tls: Option<TlsInfo>,
+        /// The client authenticated (RFC 4954).
+        authenticated: bool,
+    },
+    /// A local user, through `sendmail` (the kernel's `SO_PEERCRED` uid).
+    Local {
+        /// The submitting user's uid.
+        uid: u32,
+    },
+    /// Postern itself: a DSN, a DMARC report.
+    Generated {
+        /// What it is, e.g. `DSN`.
+        what: &'static str,
+    },
+}
+
+impl Origin {
+    /// The origin of an SMTP transaction.
+    pub fn of(tx: &Transaction) -> Self {
+        Self::Smtp {
+            helo: tx.helo.clone(),
+            client_ip: tx.client_ip,
+            esmtp: tx.esmtp,
+            smtputf8: tx.smtputf8,
+            tls: tx.tls.clone(),
+            authenticated: tx.auth.is_some(),
+        }
+    }
+}
 
 /// Composes the `Received:` header for `tx`, accepted by `hostname` under queue ID `id` at
 /// `date` (an RFC 5322 date-time, e.g. `Tue, 24 Nov 2026 10:00:00 +0000`).
@@ -19,7 +63,30 @@ use crate::server::Transaction;
 /// clause is given only for a single recipient, so that a message to many does not disclose the
 /// others (as Postfix does).
 pub fn received(tx: &Transaction, hostname: &str, id: QueueId, date: &str) -> String {
-    let ip = match tx.client_ip {
+    let only = match tx.recipients.as_slice() {
+        [only] => Some(only.forward_path.to_string()),
+        _ => None,
+    };
+    received_from(&Origin::of(tx), hostname, id, only.as_deref(), date)
+}
+
+/// The one `Received:` builder: for an SMTP origin as [`received`] describes; for a local
+/// submission `Received: by HOST (Postern, from userid UID) id ID; DATE`; for a message
+/// Postern generates `Received: by HOST (Postern WHAT) id ID; DATE`. `only_rcpt` is the single
+/// recipient's forward-path for the `for` clause (SMTP only).
+pub fn received_from(origin: &Origin, hostname: &str, id: QueueId, only_rcpt: Option<&str>, date: &str) -> String {
+    let (helo, client_ip, esmtp, smtputf8, tls, authenticated) = match origin {
+        Origin::Smtp { helo, client_ip, esmtp, smtputf8, tls, authenticated } => {
+            (helo, *client_ip, *esmtp, *smtputf8, tls, *authenticated)
+        }
+        Origin::Local { uid } => {
+            return format!("Received: by {hostname} (Postern, from userid {uid})\r\n\tid {id}; {date}\r\n");
+        }
+        Origin::Generated { what } => {
+            return format!("Received: by {hostname} (Postern {what})\r\n\tid {id}; {date}\r\n");
+        }
+    };
+    let ip = match client_ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
@@ -27,27 +94,27 @@ pub fn received(tx: &Transaction, hostname: &str, id: QueueId, date: &str) -> St
         },
     };
     // RFC 3848 §2 / RFC 6531 §4.3: S for TLS, A for an authenticated client.
-    let mut proto = match (tx.smtputf8, tx.esmtp) {
+    let mut proto = match (smtputf8, esmtp) {
         (true, _) => "UTF8SMTP",
         (false, true) => "ESMTP",
         (false, false) => "SMTP",
     }
     .to_owned();
-    if tx.esmtp && tx.tls.is_some() {
+    if esmtp && tls.is_some() {
         proto.push('S');
     }
-    if tx.esmtp && tx.auth.is_some() {
+    if esmtp && authenticated {
         proto.push('A');
     }
-    let helo = sanitize(&tx.helo);
+    let helo = sanitize(helo);
     let mut h = format!("Received: from {helo} ([{ip}])\r\n\t");
-    if let Some(tls) = &tx.tls {
+    if let Some(tls) = tls {
         h.push_str(&format!("(using {} with cipher {})\r\n\t", tls.version, tls.cipher));
     }
     h.push_str(&format!("by {hostname} (Postern) with {proto} id {id}"));
-    match tx.recipients.as_slice() {
-        [only] => h.push_str(&format!("\r\n\tfor <{}>; ", sanitize(&only.forward_path.to_string()))),
-        _ => h.push_str(";\r\n\t"),
+    match only_rcpt {
+        Some(only) => h.push_str(&format!("\r\n\tfor <{}>; ", sanitize(only))),
+        None => h.push_str(";\r\n\t"),
     }
     h.push_str(date);
     h.push_str("\r\n");

@@ -6,10 +6,13 @@
 
 use postern_config::{Config, Tables};
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
+use postern_proto::trace::Origin;
 use postern_report::{Action, Dsn, RecipientStatus, compose};
 use postern_spool::{Envelope, Recipient, Spool};
 use postern_types::dsn::xtext_decode;
-use postern_types::{Address, EnhancedStatus, QueueId, Verdict};
+use postern_types::{Address, EnhancedStatus, ReversePath, Verdict};
+
+use crate::submit::{MailParams, Submission, SubmitRecipient, commit_blocking};
 
 /// The report line of a recipient from its outcome text and relay.
 pub(crate) fn status(
@@ -90,20 +93,27 @@ pub(crate) fn send(
             return None;
         }
     };
-    let dsn_id = QueueId::generate();
-    let recipients = destinations.iter().map(|d| Recipient::new(env.reverse_path.clone(), d)).collect();
-    let size = message.len() as u64;
-    let mut dsn_env =
-        Envelope::new(dsn_id, "127.0.0.1".into(), config.hostname.clone(), String::new(), size, recipients);
-    dsn_env.body_8bit = true;
-    match spool.commit(&dsn_env, b"", &message) {
-        Ok(()) => {
-            tracing::info!("{id}: sender {kind} notification: {dsn_id}");
-            tracing::info!(
-                "{dsn_id}: from=<>, size={}, nrcpt={} (queue active)",
-                dsn_env.size,
-                dsn_env.recipients.len()
-            );
+    let submission = Submission {
+        origin: Origin::Generated { what: "DSN" },
+        source: format!("{kind} DSN of {id}"),
+        reverse_path: ReversePath::Null,
+        recipients: destinations
+            .into_iter()
+            .map(|destination| SubmitRecipient {
+                forward_path: env.reverse_path.clone(),
+                destination,
+                notify: None,
+                orcpt: None,
+            })
+            .collect(),
+        headers: String::new(),
+        message,
+        params: MailParams { body_8bit: Some(true), ..MailParams::default() },
+        quarantine: None,
+    };
+    match commit_blocking(spool, &config.hostname, submission) {
+        Ok(dsn_env) => {
+            tracing::info!("{id}: sender {kind} notification: {}", dsn_env.id);
             Some(dsn_env)
         }
         Err(e) => {

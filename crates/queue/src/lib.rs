@@ -14,6 +14,9 @@
 mod bounce;
 pub mod control;
 mod deliver;
+mod submit;
+
+pub use submit::{MailParams, Submission, SubmitError, SubmitRecipient, commit_blocking};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,162 @@
+//! The one way into the queue. Every message — an SMTP transaction, a `sendmail` submission,
+//! a DSN, a DMARC report — is a typed [`Submission`]; [`Queue::submit`] (or, inside the
+//! scheduler's blocking tasks, [`commit_blocking`]) gives it a queue ID, builds its `Received:`
+//! header (`proto::trace::received_from`, the one builder), removes duplicate destinations,
+//! commits it to the spool (the only caller of `Spool::commit`), logs one line and schedules
+//! it. `tests/it/layering.rs` fails if any other code calls the spool commit.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use postern_proto::trace::{Origin, received_from};
+use postern_spool::{Envelope, Recipient, Spool, SpoolError};
+use postern_types::dsn::Notify;
+use postern_types::{Destination, QueueId, ReversePath};
+
+use crate::Queue;
+
+/// One recipient of a submission: the forward-path as given, where it resolved to, and its
+/// DSN parameters (RFC 3461 §4.1, §4.2).
+#[derive(Debug, Clone)]
+pub struct SubmitRecipient {
+    /// As given in RCPT TO (or on the command line, or the DSN's sender).
+    pub forward_path: String,
+    /// Where it goes.
+    pub destination: Destination,
+    /// `NOTIFY=`, if given.
+    pub notify: Option<Notify>,
+    /// `ORCPT=` (`addr-type;xtext`), if given.
+    pub orcpt: Option<String>,
+}
+
+/// The MAIL parameters of a submission (RFC 6152, RFC 6531, RFC 3461 §4.3, §4.4).
+#[derive(Debug, Clone, Default)]
+pub struct MailParams {
+    /// `BODY=8BITMIME` (`Some(true)`) or `7BIT`; `None`: decided from the bytes.
+    pub body_8bit: Option<bool>,
+    /// `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// `RET=FULL` (true) or `HDRS`.
+    pub ret_full: Option<bool>,
+    /// `ENVID=`, xtext.
+    pub envid: Option<String>,
+}
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Where it came from (its `Received:` header).
+    pub origin: Origin,
+    /// For the log: `client=name[ip]:port, sasl_username=...`, `uid=1000`, `DSN of ID`.
+    pub source: String,
+    /// The reverse-path.
+    pub reverse_path: ReversePath,
+    /// Recipients in order; duplicates of a destination are dropped (a mailbox reached through
+    /// two aliases gets the message once).
+    pub recipients: Vec<SubmitRecipient>,
+    /// Header fields (each ending in CRLF) to place after the `Received:` header:
+    /// Authentication-Results, DKIM-Signature, X-Postern-Policy.
+    pub headers: String,
+    /// The message as received, CRLF line endings; never changed.
+    pub message: Vec<u8>,
+    /// MAIL parameters.
+    pub params: MailParams,
+    /// Maildir++ folder for local deliveries (DMARC quarantine).
+    pub quarantine: Option<String>,
+}
+
+/// Why a submission was not queued. Nothing was: the caller still has the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// No recipient is left.
+    #[error("no recipients")]
+    NoRecipients,
+    /// The spool could not be written.
+    #[error("cannot write the queue file: {0}")]
+    Spool(#[from] SpoolError),
+    /// The commit task died.
+    #[error("the spool commit task failed: {0}")]
+    Task(String),
+}
+
+impl Queue {
+    /// Queues `s` durably and schedules it; `Ok` only once the queue file is on disk.
+    ///
+    /// # Errors
+    /// [`SubmitError`]: nothing was queued.
+    pub async fn submit(&self, s: Submission) -> Result<QueueId, SubmitError> {
+        let (spool, hostname) = (self.inner.spool.clone(), self.inner.live.config().hostname.clone());
+        // The arrival line belongs to the caller's log span (the SMTP session's ID).
+        let span = tracing::Span::current();
+        let env = tokio::task::spawn_blocking(move || span.in_scope(|| commit_blocking(&spool, &hostname, s)))
+            .await
+            .map_err(|e| SubmitError::Task(e.to_string()))??;
+        let id = env.id;
+        self.enqueue(env);
+        Ok(id)
+    }
+}
+
+/// Commits `s` to `spool` from a blocking context and returns its envelope for the caller to
+/// schedule ([`Queue::enqueue`]); logs the one line about its arrival.
+///
+/// # Errors
+/// As [`Queue::submit`].
+pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<Envelope, SubmitError> {
+    let id = QueueId::generate();
+    let recipients = unique_recipients(&s.recipients);
+    if recipients.is_empty() {
+        return Err(SubmitError::NoRecipients);
+    }
+    // The `for` clause names the forward-path when there is just one (RFC 5321 §4.4).
+    let mut paths = s.recipients.iter().map(|r| r.forward_path.as_str());
+    let first = paths.next();
+    let only = first.filter(|f| paths.all(|p| p == *f));
+    let date = chrono::Utc::now().to_rfc2822();
+    let mut trace = received_from(&s.origin, hostname, id, only, &date);
+    trace.push_str(&s.headers);
+    let size = (trace.len() + s.message.len()) as u64;
+    let (client_ip, helo) = match &s.origin {
+        Origin::Smtp { client_ip, helo, .. } => (*client_ip, helo.clone()),
+        _ => (IpAddr::from([127, 0, 0, 1]), hostname.to_owned()),
+    };
+    let reverse_path = match &s.reverse_path {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(a) => a.to_string(),
+    };
+    let mut env = Envelope::new(id, client_ip.to_string(), helo, reverse_path, size, recipients);
+    env.body_8bit = s.params.body_8bit.unwrap_or_else(|| s.message.iter().any(|b| *b >= 0x80));
+    env.smtputf8 = s.params.smtputf8;
+    env.ret = s.params.ret_full.map(|full| if full { "full" } else { "hdrs" }.to_owned());
+    env.envid = s.params.envid;
+    env.quarantine = s.quarantine;
+    spool.commit(&env, trace.as_bytes(), &s.message)?;
+    tracing::info!(
+        "{id}: {}, from={}, size={}, nrcpt={} (queue active)",
+        s.source,
+        s.reverse_path,
+        env.size,
+        env.recipients.len()
+    );
+    Ok(env)
+}
+
+/// One envelope recipient per distinct destination, in order.
+fn unique_recipients(list: &[SubmitRecipient]) -> Vec<Recipient> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for r in list {
+        let key = match &r.destination {
+            Destination::Mailbox { name, .. } => format!("mailbox:{name}"),
+            Destination::Remote(a) => format!("remote:{a}"),
+        };
+        if seen.insert(key) {
+            let mut rcpt = Recipient::new(r.forward_path.clone(), &r.destination);
+            rcpt.notify = r.notify.map(|n| n.to_string());
+            rcpt.orcpt.clone_from(&r.orcpt);
+            out.push(rcpt);
+        }
+    }
+    out
+}
