@@ -178,8 +178,10 @@ fn dsn_extension_is_honoured() {
 }
 
 #[test]
-fn mail_forwarding_loop_is_refused_with_a_dsn() {
-    // A message that was already delivered to bob (Delivered-To) comes back for bob: 5.4.6.
+fn a_loop_is_refused_before_the_250_and_no_dsn_is_made() {
+    // A message that was already delivered to bob (Delivered-To) comes back for bob from an
+    // untrusted client: refused at the end of DATA (554 5.4.6), nothing queued, no DSN to a
+    // sender that may be forged (no backscatter).
     let server = Server::start();
     let (mut c, _) = Client::connect(server.port);
     c.cmd("EHLO client.test");
@@ -188,14 +190,20 @@ fn mail_forwarding_loop_is_refused_with_a_dsn() {
         &["bob@example.test"],
         b"Delivered-To: bob@example.test\r\nSubject: round and round\r\n\r\nx\r\n",
     );
-    assert_eq!(r.code, 250);
-    let line = server.wait_log("to=<bob@example.test>");
-    assert!(
-        line.contains("dsn=5.4.6") && line.contains("status=bounced") && line.contains("mail forwarding loop"),
-        "{line}"
-    );
-    let files = server.wait_maildir("alice", 1);
-    let (_, status, _, _) = parse_dsn(&std::fs::read(&files[0]).unwrap());
-    assert!(status.contains("Status: 5.4.6") && status.contains("Action: failed"), "{status}");
-    assert!(server.maildir("bob").is_empty());
+    assert_eq!((r.code, &r.text[4..9]), (554, "5.4.6"), "{}", r.text);
+    assert!(r.text.contains("Mail forwarding loop for <bob@example.test>"), "{}", r.text);
+    assert_eq!(server.queued_messages(), 0, "nothing was queued");
+    // Too many hops: the same, whoever the recipient.
+    let hops = "Received: from a by b; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(51) + "Subject: far\r\n\r\nx\r\n";
+    let r = c.send_data("alice@example.test", &["carol@example.test"], hops.as_bytes());
+    assert_eq!((r.code, &r.text[4..9]), (554, "5.4.6"), "{}", r.text);
+    assert!(r.text.contains("Too many hops (51 Received headers"), "{}", r.text);
+    // The session goes on: a clean message is accepted.
+    let r = c.send_data("alice@example.test", &["bob@example.test"], b"Subject: fine\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    server.wait_maildir("bob", 1);
+    server.wait_queue_empty();
+    assert!(server.maildir("alice").is_empty(), "no DSN was made");
+    assert!(server.log_lines("notification").is_empty(), "no DSN was made");
+    server.wait_log("NOQUEUE: reject: DATA from [127.0.0.1]: 554 5.4.6 Mail forwarding loop");
 }

@@ -311,7 +311,7 @@ impl Driver<'_> {
                     session.recipient_verdict(verdict);
                 }
                 Step::Commit(tx) => {
-                    let result = match self.foreign_from(&tx) {
+                    let result = match self.foreign_from(&tx).or_else(|| self.looping(&tx)) {
                         Some(r) => Err(r),
                         None => self.authenticate_and_commit(*tx).await,
                     };
@@ -510,6 +510,24 @@ impl Driver<'_> {
             tracing::info!("{id}: {line}");
         }
         committed
+    }
+
+    /// A message that is looping (`Delivered-To` of one of its local recipients, too many
+    /// `Received:`): refused at the end of DATA with `554 5.4.6`, so no DSN is ever made for it
+    /// (accepting and then bouncing would send backscatter to a forged sender).
+    fn looping(&self, tx: &Transaction) -> Option<Reply> {
+        let local: Vec<String> = tx
+            .recipients
+            .iter()
+            .flat_map(|r| &r.destinations)
+            .filter_map(|d| match d {
+                Destination::Mailbox { address, .. } => Some(address.to_string()),
+                Destination::Remote(_) => None,
+            })
+            .collect();
+        let r = postern_proto::loops::refusal(&tx.message, &local, self.config.limits.max_hops)?;
+        tracing::info!("NOQUEUE: reject: DATA from [{}]: {r}; helo=<{}>", self.peer.ip(), tx.helo);
+        Some(r)
     }
 
     /// For an authenticated submission: the refusal when a From address of the message is not

@@ -100,18 +100,6 @@ pub fn deliver(
     Ok(dest)
 }
 
-/// Whether the header section of `message` already has `Delivered-To: address`
-/// (case-insensitive): delivering it again would be a mail forwarding loop (Postfix and qmail
-/// refuse it the same way, RFC 5321 §6.3).
-pub fn has_delivered_to(message: &[u8], address: &str) -> bool {
-    let end = memchr::memmem::find(message, b"\r\n\r\n").unwrap_or(message.len());
-    message[..end].split(|&b| b == b'\n').any(|line| {
-        let line = String::from_utf8_lossy(line);
-        let Some((name, value)) = line.split_once(':') else { return false };
-        name.eq_ignore_ascii_case("delivered-to") && value.trim().eq_ignore_ascii_case(address)
-    })
-}
-
 /// Writes `message` with every CRLF turned into LF.
 fn write_lf(w: &mut impl Write, message: &[u8]) -> io::Result<()> {
     let mut start = 0;
@@ -160,13 +148,5 @@ mod tests {
         let e = deliver(&blocked, "mx.test", "", "b@x.test", b"x", None).unwrap_err();
         assert_eq!(e.op, "create");
         fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn delivered_to_loops() {
-        let m = b"Received: x\r\nDelivered-To: Bob@X.test\r\nSubject: s\r\n\r\nDelivered-To: alice@x.test\r\n";
-        assert!(has_delivered_to(m, "bob@x.test"));
-        assert!(!has_delivered_to(m, "alice@x.test"), "only the header section counts");
-        assert!(!has_delivered_to(m, "carol@x.test"));
     }
 }

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod loops;
 pub mod replies;
 pub mod server;
 pub mod submission;

@@ -198,7 +198,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             continue;
         }
         let relay = format!("local, mailbox={mailbox}");
-        if postern_local::has_delivered_to(message, &r.address) {
+        if postern_proto::loops::has_delivered_to(message, &r.address) {
             let text = format!("mail forwarding loop for {}", r.address);
             let outcome = Outcome::PermFail(postern_types::Reply::new(554, EnhancedStatus(5, 4, 6), text));
             reports.extend(record(config, id, r, &relay, outcome, now_s, false));

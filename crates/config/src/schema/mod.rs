@@ -422,6 +422,10 @@ pub struct Limits {
     /// Error replies in one session before it is closed with 421. Default 20.
     #[serde(default = "default_max_errors")]
     pub max_errors: usize,
+    /// `Received:` headers a message may carry; one with more is looping and is refused at the
+    /// end of DATA with `554 5.4.6` (RFC 5321 §6.3; Postfix's `hopcount_limit`). Default 50.
+    #[serde(default = "default_max_hops")]
+    pub max_hops: usize,
 }
 
 /// `[server]`: process-wide limits.
@@ -545,6 +549,9 @@ fn default_max_line_length() -> usize {
 }
 fn default_max_errors() -> usize {
     20
+}
+fn default_max_hops() -> usize {
+    50
 }
 fn default_max_connections() -> usize {
     500
