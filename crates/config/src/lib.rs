@@ -19,7 +19,7 @@ pub use error::ConfigError;
 pub use files::{Disk, FileSource};
 pub use live::Live;
 pub use schema::{Config, Listener, Role};
-pub use tables::{Relay, Route, Tables, Target, error_form, parse_relay};
+pub use tables::{Relay, Route, SrsKeys, Tables, Target, error_form, parse_relay};
 
 /// The embedded development default used by `postern serve` without `--config`: one mx listener
 /// on `127.0.0.1:2525`, local domain `localhost`, data under `./postern-data`, and the single
@@ -98,10 +98,14 @@ pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<(Config, Tables)
     config.source = file.to_path_buf();
     config.resolve_paths(base);
     let mut errors = config.validate(text);
-    let tables = Tables::load(&config.tables).unwrap_or_else(|mut e| {
+    let mut tables = Tables::load(&config.tables).unwrap_or_else(|mut e| {
         errors.append(&mut e);
         Tables::default()
     });
+    match tables::SrsKeys::load(&config.forwarding) {
+        Ok(srs) => tables.srs = srs,
+        Err(e) => errors.push(e),
+    }
     if errors.is_empty() { Ok((config, tables)) } else { Err(errors) }
 }
 

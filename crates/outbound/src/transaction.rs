@@ -134,7 +134,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
                     temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
                     break;
                 }
-                let stream = match connect::connect(addr, config.outbound.connect_timeout.0).await {
+                let stream = match connect::connect(addr, config.outbound.connect_timeout.0, config.outbound.source_address).await {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::info!("{}: {e}; trying the next address", message.id);

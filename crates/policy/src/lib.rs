@@ -9,6 +9,7 @@ pub mod recipients;
 pub mod relay;
 pub mod screen;
 pub mod senders;
+pub mod srs;
 
 pub use recipients::{RecipientPolicy, resolve_for_delivery, resolve_recipient};
 pub use relay::is_trusted;

@@ -130,6 +130,8 @@ pub enum Explain {
     },
     /// Forwarded to this address in another domain.
     Remote(Address),
+    /// An SRS address of ours, reversed to the original sender (a bounce of forwarded mail).
+    SrsReversed(Address),
     /// The resolution failed here.
     Failed(Reply),
 }
@@ -146,6 +148,14 @@ fn resolve_traced(
             t.push(Traced { depth: 0, step });
         }
     };
+    if let Some(keys) = &p.tables.srs
+        && rcpt.domain() == keys.domain
+    {
+        let srs = crate::srs::Srs::from(keys);
+        if srs.is_ours(rcpt) {
+            return srs_bounce(&srs, rcpt, &mut note);
+        }
+    }
     if !p.is_local(rcpt.domain()) {
         let granted = if authenticated {
             Some("authenticated")
@@ -204,10 +214,27 @@ fn resolve_traced(
     }
 }
 
+/// A bounce to one of our SRS addresses: accepted only when hash and timestamp verify, and sent
+/// on to the original sender; forged or expired ones get `550 5.1.1` at RCPT.
+fn srs_bounce(srs: &crate::srs::Srs, rcpt: &Address, note: &mut impl FnMut(Explain)) -> Verdict<Vec<Destination>> {
+    match srs.reverse(rcpt, crate::srs::today()) {
+        Ok(original) => {
+            note(Explain::SrsReversed(original.clone()));
+            Verdict::Ok(vec![Destination::Remote(original)])
+        }
+        Err(e) => {
+            let r = Reply::new(550, EnhancedStatus(5, 1, 1), format!("<{rcpt}>: Recipient address rejected: {e}"));
+            note(Explain::Failed(r.clone()));
+            Verdict::PermFail(r)
+        }
+    }
+}
+
 /// Resolves an address for mail Postern generates itself (DSNs): like [`resolve_recipient`] for
 /// local domains, and any other domain is remote; relaying rules do not apply.
 pub fn resolve_for_delivery(p: &RecipientPolicy<'_>, address: &Address) -> Verdict<Vec<Destination>> {
-    if p.is_local(address.domain()) {
+    let srs = p.tables.srs.as_ref().is_some_and(|k| k.domain == address.domain());
+    if p.is_local(address.domain()) || srs {
         resolve_recipient(p, std::net::Ipv4Addr::UNSPECIFIED.into(), false, address)
     } else {
         Verdict::Ok(vec![Destination::Remote(address.clone())])

@@ -110,6 +110,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// The Sender Rewriting Scheme of `[forwarding]`, for debugging.
+    Srs {
+        /// Configuration file (default: $POSTERN_CONFIG, else /etc/postern/postern.toml).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: SrsCommand,
+    },
     /// Turn another MTA's configuration into Postern's.
     Import {
         #[command(subcommand)]
@@ -130,6 +138,23 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: queue_cli::QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SrsCommand {
+    /// The SRS reverse-path a message from SENDER is forwarded with.
+    Forward {
+        /// The original reverse-path.
+        sender: String,
+        /// The day to stamp, in days since 1970-01-01 (default: today).
+        #[arg(long)]
+        day: Option<u64>,
+    },
+    /// The original sender of an SRS address, or why it is refused (forged, expired).
+    Reverse {
+        /// An SRS0/SRS1 address in [forwarding] srs_domain.
+        address: String,
     },
 }
 
@@ -242,6 +267,10 @@ fn main() -> ExitCode {
             None => ExitCode::from(2),
         },
         Command::Import { command: ImportCommand::Sendmail(args) } => import_cli::run(&args),
+        Command::Srs { config, command } => match load_config_and_tables(find(config).as_deref()) {
+            Some((_, t)) => srs(&t, &command),
+            None => ExitCode::from(2),
+        },
         Command::Bans { config, command } => {
             let request = match command {
                 BansCommand::List => "bans".to_owned(),
@@ -289,6 +318,37 @@ pub(crate) fn load_config_and_tables(path: Option<&Path>) -> Option<(postern_con
             None
         }
     }
+}
+
+/// `postern srs forward|reverse`.
+fn srs(tables: &postern_config::Tables, command: &SrsCommand) -> ExitCode {
+    let Some(keys) = &tables.srs else {
+        eprintln!("postern: SRS is off: set [forwarding] srs_domain and srs_secret_file");
+        return ExitCode::from(2);
+    };
+    let srs = postern_policy::srs::Srs::from(keys);
+    let (text, day) = match command {
+        SrsCommand::Forward { sender, day } => (sender, day.unwrap_or_else(postern_policy::srs::today)),
+        SrsCommand::Reverse { address } => (address, postern_policy::srs::today()),
+    };
+    let address = match postern_types::Address::parse(text) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("postern: <{text}>: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        SrsCommand::Forward { .. } => println!("{}", srs.forward(&address, day)),
+        SrsCommand::Reverse { .. } => match srs.reverse(&address, day) {
+            Ok(original) => println!("{original}"),
+            Err(e) => {
+                eprintln!("postern: <{address}>: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    }
+    ExitCode::SUCCESS
 }
 
 fn reload(path: Option<&Path>) -> ExitCode {

@@ -58,16 +58,26 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
             Err(e) => return retry_later(&config, before, &format!("local delivery task failed: {e}")),
         }
     }
-    // Remote recipients, grouped by domain: one transaction per domain.
-    let mut by_domain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    // Remote recipients, grouped by domain and reverse-path (forwarded copies leave with an
+    // SRS reverse-path): one transaction per group.
+    let mut by_domain: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let srs_keys = tables.srs.as_ref();
     for (i, r) in env.recipients.iter().enumerate() {
         if due(r) && r.mailbox.is_none() {
             let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d).to_lowercase();
-            by_domain.entry(domain).or_default().push(i);
+            let srs = postern_policy::srs::forward_sender(
+                srs_keys,
+                &config.domains.local,
+                &env.reverse_path,
+                &r.forward_path,
+                postern_policy::srs::today(),
+            );
+            let reverse_path = srs.map_or_else(|| env.reverse_path.clone(), |a| a.to_string());
+            by_domain.entry((domain, reverse_path)).or_default().push(i);
         }
     }
     if !by_domain.is_empty() {
-        let msg = Message {
+        let base = Message {
             id: id.to_string(),
             reverse_path: env.reverse_path.clone(),
             body_8bit: env.body_8bit,
@@ -77,7 +87,11 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
             envid: env.envid.clone(),
             forced,
         };
-        for (domain, indexes) in by_domain {
+        for ((domain, reverse_path), indexes) in by_domain {
+            if reverse_path != env.reverse_path {
+                tracing::info!("{id}: forwarded to {domain} from <{reverse_path}> (SRS of <{}>)", env.reverse_path);
+            }
+            let msg = Message { reverse_path, ..base.clone() };
             let rcpts: Vec<Rcpt> = indexes
                 .iter()
                 .map(|&i| {

@@ -88,6 +88,47 @@ pub struct Config {
     /// `[log]`: where the daemon's log lines go.
     #[serde(default)]
     pub log: Log,
+    /// `[forwarding]`: SRS for mail forwarded to other domains.
+    #[serde(default)]
+    pub forwarding: Forwarding,
+}
+
+/// `[forwarding]`: the Sender Rewriting Scheme for mail that aliases and the virtual table
+/// forward to other domains (`policy::srs`). Off without `srs_domain`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarding {
+    /// The domain SRS addresses are in (`SRS0=HHHH=TT=domain=local@SRS_DOMAIN`). Its MX must be
+    /// this server, and its SPF must allow the addresses this server sends from. Default: none
+    /// (forwarded mail keeps its reverse-path, and may fail SPF at the destination).
+    #[serde(default)]
+    pub srs_domain: Option<String>,
+    /// A file of secrets, one per line (`#` comments): the first signs, every one verifies, so
+    /// a new secret goes on the first line and the old one below it until addresses made with it
+    /// have expired. Keep it 0640 root:postern. Required with `srs_domain`.
+    #[serde(default)]
+    pub srs_secret_file: Option<PathBuf>,
+    /// How long an SRS address stays valid for bounces. Default `"21d"` (postsrsd's).
+    #[serde(default = "default_srs_max_age")]
+    pub srs_max_age: Seconds,
+    /// Sender domains whose mail is forwarded without rewriting (besides `[domains] local`).
+    #[serde(default)]
+    pub srs_exclude_domains: Vec<String>,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Self {
+            srs_domain: None,
+            srs_secret_file: None,
+            srs_max_age: default_srs_max_age(),
+            srs_exclude_domains: Vec::new(),
+        }
+    }
+}
+
+fn default_srs_max_age() -> Seconds {
+    Seconds(Duration::from_secs(21 * 86400))
 }
 
 /// `[log]`: one line per event, keyed by session and queue ID (docs/operations.md, "Logs").
@@ -213,6 +254,10 @@ pub struct Outbound {
     /// status cache: a dead host is not hammered). `"0s"` turns it off. Default `"60s"`.
     #[serde(default = "default_dead_host_time")]
     pub dead_host_time: Seconds,
+    /// The local address outbound connections of its family are made from (Postfix's
+    /// `smtp_bind_address`): the one your SPF record and PTR name. Default: the kernel's choice.
+    #[serde(default)]
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// `[outbound] ip_version`.
@@ -614,6 +659,12 @@ impl Config {
             pair.cert = resolve(base, &pair.cert);
             pair.key = resolve(base, &pair.key);
         }
+        if let Some(p) = &mut self.forwarding.srs_secret_file {
+            *p = resolve(base, p);
+        }
+        if let Some(d) = &mut self.forwarding.srs_domain {
+            *d = d.to_lowercase();
+        }
         for p in [&mut self.policy.block_networks_file, &mut self.policy.allow_networks_file].into_iter().flatten() {
             *p = resolve(base, p);
         }
@@ -741,6 +792,14 @@ impl Config {
             && postern_types::Address::parse(&format!("postmaster@{o}")).is_err()
         {
             err("domains.origin", format!("{o:?} is not a valid domain name"));
+        }
+        if self.forwarding.srs_domain.is_some() && self.forwarding.srs_secret_file.is_none() {
+            err("forwarding.srs_secret_file", "srs_domain needs secrets: a file with one secret per line".into());
+        }
+        if let Some(d) = &self.forwarding.srs_domain
+            && postern_types::Address::parse(&format!("postmaster@{d}")).is_err()
+        {
+            err("forwarding.srs_domain", format!("{d:?} is not a valid domain name"));
         }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
             err("hostname", format!("{:?} is not a host name", self.hostname));

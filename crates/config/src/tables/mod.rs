@@ -92,6 +92,43 @@ pub struct Tables {
     pub senders: HashMap<String, Vec<String>>,
     /// The line each entry was read from, per table (for `postern route`).
     pub lines: TableLines,
+    /// `[forwarding]` SRS settings with their secrets, when `srs_domain` is set.
+    pub srs: Option<SrsKeys>,
+}
+
+/// The SRS domain, secrets (the first signs, all verify) and lifetime (`[forwarding]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrsKeys {
+    /// The SRS domain, lower-case.
+    pub domain: String,
+    /// The secrets, in file order; never empty.
+    pub secrets: Vec<Vec<u8>>,
+    /// Days an SRS address stays valid.
+    pub max_age_days: u32,
+    /// Sender domains not rewritten (lower-case), besides the local ones.
+    pub exclude_domains: Vec<String>,
+}
+
+impl SrsKeys {
+    /// Reads the secrets of `f`; `None` when SRS is off.
+    ///
+    /// # Errors
+    /// An unreadable or empty secrets file, naming it.
+    pub fn load(f: &crate::schema::Forwarding) -> Result<Option<Self>, ConfigError> {
+        let (Some(domain), Some(path)) = (&f.srs_domain, &f.srs_secret_file) else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, None, "forwarding.srs_secret_file", format!("cannot read: {e}")))?;
+        let secrets: Vec<Vec<u8>> = entries(&text).map(|(_, l)| l.trim().as_bytes().to_vec()).collect();
+        if secrets.is_empty() {
+            return Err(ConfigError::new(path, None, "forwarding.srs_secret_file", "no secret in the file"));
+        }
+        Ok(Some(Self {
+            domain: domain.clone(),
+            secrets,
+            max_age_days: u32::try_from(f.srs_max_age.0.as_secs() / 86400).unwrap_or(u32::MAX),
+            exclude_domains: f.srs_exclude_domains.iter().map(|d| d.to_lowercase()).collect(),
+        }))
+    }
 }
 
 /// Where each table entry was read: key → 1-based line number.
