@@ -81,6 +81,11 @@ async fn run(
     tables: Tables,
     helper: Option<crate::privsep::Helper>,
 ) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGHUP that arrives while the daemon starts must reload, not
+    // kill it (the default action).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let spool_dir = config.spool_dir();
@@ -171,9 +176,6 @@ async fn run(
     crate::notify::spawn_watchdog(stop_rx.clone());
     crate::notify::ready(&format!("{listening} listener(s), {recovered} message(s) recovered"));
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
