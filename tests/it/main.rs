@@ -16,6 +16,7 @@ mod delivery;
 mod deploy;
 mod dialogs;
 mod dns;
+mod forwarding;
 mod import;
 mod layering;
 mod logging;

@@ -30,7 +30,7 @@ pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -
         return Decision::Refuse(refusal);
     }
     // DMARC (RFC 7489 §6.7): act on the domain's policy as configured.
-    if exempt(&f.from_domain) {
+    if exempt(&f.from_domain) || trusted_arc(f, cfg) {
         return Decision::Accept;
     }
     let action = match f.dmarc_policy {
@@ -65,6 +65,14 @@ pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -
         },
         _ => Decision::Accept,
     }
+}
+
+/// A DMARC failure vouched for by a trusted forwarder: the ARC chain passes and its last
+/// sealer is in `arc_trusted_sealers` (RFC 8617 §7.2; RFC 7489 §10 lets local policy override).
+fn trusted_arc(f: &Findings, cfg: &Authentication) -> bool {
+    f.dmarc == Outcome::Fail
+        && f.arc == Outcome::Pass
+        && f.arc_sealer.as_ref().is_some_and(|s| cfg.arc_trusted_sealers.iter().any(|t| t.eq_ignore_ascii_case(s)))
 }
 
 /// The refusal, if any, that SPF's result `spf` for `domain` (the RFC 5321.MailFrom domain)
@@ -106,6 +114,8 @@ mod tests {
             dmarc_policy: Some(DmarcPolicy::Reject),
             from_domain: "sender.test".into(),
             arc: Outcome::None,
+            arc_sealer: None,
+            arc_seal: None,
             headers: String::new(),
             report: None,
         }
@@ -146,5 +156,25 @@ mod tests {
         let forged = Findings { from_domain: "bank.test".into(), ..dmarc.clone() };
         let Decision::Refuse(r) = decide(&forged, &exempt, ip) else { panic!() };
         assert_eq!(r.code, 550);
+    }
+
+    #[test]
+    fn trusted_arc_sealers_override_a_dmarc_failure() {
+        let ip = "192.0.2.7".parse().unwrap();
+        let mut trusting = cfg();
+        trusting.arc_trusted_sealers = vec!["lists.example".into()];
+        let sealed = Findings {
+            dmarc: Outcome::Fail,
+            spf: Outcome::None,
+            arc: Outcome::Pass,
+            arc_sealer: Some("lists.example".into()),
+            ..findings()
+        };
+        assert_eq!(decide(&sealed, &trusting, ip), Decision::Accept);
+        assert!(matches!(decide(&sealed, &cfg(), ip), Decision::Refuse(_)), "not trusted by default");
+        let broken = Findings { arc: Outcome::Fail, ..sealed.clone() };
+        assert!(matches!(decide(&broken, &trusting, ip), Decision::Refuse(_)), "a failed chain is not trusted");
+        let other = Findings { arc_sealer: Some("evil.example".into()), ..sealed };
+        assert!(matches!(decide(&other, &trusting, ip), Decision::Refuse(_)), "another sealer is not trusted");
     }
 }

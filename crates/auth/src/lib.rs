@@ -6,14 +6,17 @@
 //! - [`sign`]: which messages are signed with which keys (the SigningTable), and signing;
 //! - [`verify`]: the checks of an incoming message and the `Authentication-Results` /
 //!   `Received-SPF` headers (RFC 8601, RFC 7208 §9.1), removal of forged results;
-//! - [`decision`]: the configured action for each result, as a pure function.
+//! - [`decision`]: the configured action for each result, as a pure function;
+//! - [`seal`]: ARC sealing of forwarded mail.
 
 pub mod decision;
 pub mod keys;
 pub mod reports;
+pub mod seal;
 pub mod sign;
 pub mod verify;
 
 pub use decision::{Decision, decide, spf_refusal};
+pub use seal::ArcKey;
 pub use sign::Signer;
 pub use verify::{Checker, Findings, Outcome, strip_forged_results};

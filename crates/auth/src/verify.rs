@@ -80,6 +80,11 @@ pub struct Findings {
     pub from_domain: String,
     /// ARC chain validation.
     pub arc: Outcome,
+    /// `d=` of the last ARC-Seal of the incoming chain, when there is one.
+    pub arc_sealer: Option<String>,
+    /// Our ARC set for the message (CRLF-terminated fields), when it was asked for and could be
+    /// made; or why not.
+    pub arc_seal: Option<Result<String, String>>,
     /// `Authentication-Results:` and `Received-SPF:` fields, each ending in CRLF.
     pub headers: String,
     /// For the aggregate report, when the From domain publishes DMARC: its policy and this
@@ -149,8 +154,16 @@ impl Checker {
     }
 
     /// Checks `message` (as received, CRLF) from `ip`, which said `helo` and gave `mail_from`
-    /// (empty for the null sender).
-    pub async fn check(&self, ip: IpAddr, helo: &str, mail_from: &str, message: &[u8]) -> Findings {
+    /// (empty for the null sender). With `seal`, the message is being forwarded: its ARC set
+    /// (RFC 8617 §5.1) is made with that key from these results and the incoming chain.
+    pub async fn check(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        message: &[u8],
+        seal: Option<&crate::ArcKey>,
+    ) -> Findings {
         let host = self.hostname.as_str();
         let auth = &self.authenticator;
         let spf_helo = auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, host)).await;
@@ -174,6 +187,8 @@ impl Checker {
                 dmarc_policy: None,
                 from_domain: String::new(),
                 arc: Outcome::None,
+                arc_sealer: None,
+                arc_seal: None,
                 headers: headers + &ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header(),
                 report: None,
             };
@@ -198,14 +213,17 @@ impl Checker {
         });
         // RFC 6376 §3.7 and RFC 8601 §2.7.1: a body that does not match its hash is `fail`;
         // mail-auth writes `neutral` for it.
-        let headers = AuthenticationResults::new(host)
+        let results = AuthenticationResults::new(host)
             .with_dkim_results(&dkim, &from)
             .with_spf_ehlo_result(&spf_helo, ip, helo)
             .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
             .with_arc_result(&arc, ip)
-            .with_dmarc_result(&dmarc)
+            .with_dmarc_result(&dmarc);
+        let headers = results
             .to_header()
             .replace("dkim=neutral (body hash did not verify)", "dkim=fail (body hash did not verify)");
+        let arc_sealer = arc.sets().last().map(|s| s.seal.header.d.to_lowercase());
+        let arc_seal = seal.map(|key| key.seal(&parsed, &results, &arc));
         let report = dmarc.dmarc_record().map(|record| {
             let policy = |p: &Policy| match p {
                 Policy::Reject => "reject",
@@ -256,6 +274,8 @@ impl Checker {
             dmarc_policy,
             from_domain,
             arc: dkim_outcome(arc.result()),
+            arc_sealer,
+            arc_seal,
             headers: headers + &ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header(),
         }
     }

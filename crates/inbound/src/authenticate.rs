@@ -98,6 +98,7 @@ pub(crate) async fn check_from_outside(
     ctx: &Context,
     config: &Config,
     checker: &Checker,
+    arc: &Option<postern_auth::ArcKey>,
     ip: IpAddr,
     tx: &mut Transaction,
     added: &mut Added,
@@ -107,7 +108,18 @@ pub(crate) async fn check_from_outside(
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(a) => a.to_string(),
     };
-    let findings = checker.check(ip, &tx.helo, &mail_from, &tx.message).await;
+    // Forwarded to another domain (an alias or virtual target): sealed with ARC (RFC 8617).
+    let forwarded = tx.recipients.iter().any(|r| {
+        config.domains.local.iter().any(|d| d == r.forward_path.domain())
+            && r.destinations.iter().any(|d| matches!(d, postern_types::Destination::Remote(_)))
+    });
+    let seal = if forwarded { arc.as_ref() } else { None };
+    let findings = checker.check(ip, &tx.helo, &mail_from, &tx.message, seal).await;
+    match &findings.arc_seal {
+        Some(Ok(set)) => added.headers.push_str(set),
+        Some(Err(e)) => tracing::warn!("ARC: not sealed: {e}"),
+        None => {}
+    }
     let decision = decide(&findings, &config.authentication, ip);
     let dkim: Vec<String> = findings.dkim.iter().map(|(d, o)| format!("{o}(d={d})")).collect();
     let dkim = if dkim.is_empty() { "none".to_owned() } else { dkim.join(",") };

@@ -63,6 +63,8 @@ pub struct AuthState {
     pub signer: postern_auth::Signer,
     /// Checks mail from the outside.
     pub checker: Option<postern_auth::Checker>,
+    /// Seals forwarded mail (ARC, the `[dkim]` key of `[forwarding] srs_domain`).
+    pub arc: Option<postern_auth::ArcKey>,
 }
 
 impl AuthState {
@@ -83,6 +85,10 @@ impl AuthState {
         files: &dyn postern_config::FileSource,
     ) -> Result<Self, Vec<String>> {
         let signer = postern_auth::Signer::load_with(&config.dkim, files)?;
+        let arc = match &config.forwarding.srs_domain {
+            Some(d) => postern_auth::ArcKey::load(&config.dkim, d, files).map_err(|e| vec![e])?,
+            None => None,
+        };
         let checker = if config.authentication.verify {
             let d = &config.dns;
             let dns = postern_dns::DnsSettings {
@@ -94,7 +100,7 @@ impl AuthState {
         } else {
             None
         };
-        Ok(Self { signer, checker })
+        Ok(Self { signer, checker, arc })
     }
 }
 

@@ -503,7 +503,8 @@ impl Driver<'_> {
             && let Some(checker) = &auth.checker
             && !is_trusted(ip, &self.config.authentication.exempt_networks)
         {
-            authenticate::check_from_outside(self.ctx, self.config, checker, ip, &mut tx, &mut added).await?;
+            authenticate::check_from_outside(self.ctx, self.config, checker, &auth.arc, ip, &mut tx, &mut added)
+                .await?;
         }
         let committed = commit(self.ctx, tx, &self.client(), &added.headers, added.quarantine).await;
         if let (Ok(id), Some(line)) = (&committed, added.auth_line) {

@@ -134,15 +134,18 @@ pub(crate) async fn deliver_via<R: Resolver>(
                     temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
                     break;
                 }
-                let stream = match connect::connect(addr, config.outbound.connect_timeout.0, config.outbound.source_address).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::info!("{}: {e}; trying the next address", message.id);
-                        pool.mark_dead(addr, &e, config.outbound.dead_host_time.0);
-                        temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
-                        break;
-                    }
-                };
+                let stream =
+                    match connect::connect(addr, config.outbound.connect_timeout.0, config.outbound.source_address)
+                        .await
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::info!("{}: {e}; trying the next address", message.id);
+                            pool.mark_dead(addr, &e, config.outbound.dead_host_time.0);
+                            temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
+                            break;
+                        }
+                    };
                 let mut session = Session::new(stream, config.clone(), host.name.clone(), relay.clone(), starttls);
                 match session.open().await {
                     Ok(()) => {}

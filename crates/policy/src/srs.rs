@@ -103,11 +103,11 @@ impl Srs {
                 },
             };
             let hash = self.hash(&self.secrets[0], &[&orig_host, &tail]);
-            return Address::new(&format!("SRS1={hash}={orig_host}=={tail}"), &self.domain);
+            return Address::new(format!("SRS1={hash}={orig_host}=={tail}"), &self.domain);
         }
         let tt = timestamp(today);
         let hash = self.hash(&self.secrets[0], &[&tt, sender.domain(), local]);
-        Address::new(&format!("SRS0={hash}={tt}={}={local}", sender.domain()), &self.domain)
+        Address::new(format!("SRS0={hash}={tt}={}={local}", sender.domain()), &self.domain)
     }
 
     /// The original sender of an SRS address in our domain, on day `today`.
@@ -119,8 +119,7 @@ impl Srs {
         match kind {
             Kind::Srs0 => {
                 let mut f = rest.splitn(4, '=');
-                let (Some(hash), Some(tt), Some(domain), Some(local)) = (f.next(), f.next(), f.next(), f.next())
-                else {
+                let (Some(hash), Some(tt), Some(domain), Some(local)) = (f.next(), f.next(), f.next(), f.next()) else {
                     return Err(SrsError::NotSrs);
                 };
                 if !self.verifies(hash, &[tt, domain, local]) {
@@ -208,7 +207,11 @@ mod tests {
     use super::*;
 
     fn srs() -> Srs {
-        Srs { domain: "fwd.b.test".into(), secrets: vec![b"new secret".to_vec(), b"old secret".to_vec()], max_age_days: 21 }
+        Srs {
+            domain: "fwd.b.test".into(),
+            secrets: vec![b"new secret".to_vec(), b"old secret".to_vec()],
+            max_age_days: 21,
+        }
     }
 
     #[test]

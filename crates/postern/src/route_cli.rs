@@ -236,7 +236,9 @@ fn describe(config: &Config, tables: &Tables, t: &Traced) -> String {
             format!("mailbox {name} (users {})", paths.users.as_ref().map_or("?".into(), |p| p.display().to_string()))
         }
         Explain::Remote(a) => format!("remote address {a}"),
-        Explain::SrsReversed(a) => format!("SRS address of [forwarding] srs_domain: hash and age verify; back to <{a}>"),
+        Explain::SrsReversed(a) => {
+            format!("SRS address of [forwarding] srs_domain: hash and age verify; back to <{a}>")
+        }
         Explain::Failed(r) => format!("refused: {r}"),
         other => format!("{other:?}"),
     };

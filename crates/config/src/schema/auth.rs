@@ -127,6 +127,12 @@ pub struct Authentication {
     /// Client networks whose mail is not checked at all.
     #[serde(default)]
     pub exempt_networks: Vec<IpNet>,
+    /// Forwarders whose ARC seal is trusted (RFC 8617 §7.2, as Gmail and Microsoft do): when the
+    /// incoming ARC chain validates (`cv=pass`) and its last seal is by one of these domains,
+    /// a DMARC failure is not acted on (forwarding broke SPF and DKIM, the forwarder saw them
+    /// pass). Default: none.
+    #[serde(default)]
+    pub arc_trusted_sealers: Vec<String>,
 }
 
 /// What to do with a check result.
