@@ -27,3 +27,4 @@ mod relay;
 mod route;
 mod sendmail;
 mod tls;
+mod upgrade;

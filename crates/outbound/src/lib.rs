@@ -69,8 +69,10 @@ pub struct RecipientResult {
     pub recipient: String,
     /// Its outcome.
     pub outcome: Outcome,
-    /// The relay that answered, for the log's `relay=`.
+    /// The relay that answered, for the log's `relay=`: `host[ip]:port`, or `none`.
     pub relay: String,
+    /// The host name of that relay, when one answered (the DSN's Remote-MTA, RFC 3464 §2.3.5).
+    pub remote_host: Option<String>,
     /// How the connection was protected, for the log: `tls=TLSv1.3 cipher=... verify=OK` or
     /// `tls=none`.
     pub tls: String,
@@ -81,13 +83,14 @@ pub struct RecipientResult {
 
 impl RecipientResult {
     /// The same outcome for every recipient (a failure before any recipient was tried).
-    pub(crate) fn all(recipients: &[Rcpt], outcome: &Outcome, relay: &str) -> Vec<Self> {
+    pub(crate) fn all(recipients: &[Rcpt], outcome: &Outcome, relay: &str, remote_host: Option<&str>) -> Vec<Self> {
         recipients
             .iter()
             .map(|r| Self {
                 recipient: r.address.clone(),
                 outcome: outcome.clone(),
                 relay: relay.to_owned(),
+                remote_host: remote_host.map(str::to_owned),
                 tls: "tls=none".to_owned(),
                 dsn_passed_on: false,
             })
@@ -119,7 +122,7 @@ pub async fn deliver<R: Resolver>(
     let _slot = pool.permit(&key, config.outbound.max_per_destination).await;
     let hosts = match nexthop::hosts(resolver, &target).await {
         Ok(h) => h,
-        Err(outcome) => return RecipientResult::all(recipients, &outcome, "none"),
+        Err(outcome) => return RecipientResult::all(recipients, &outcome, "none", None),
     };
     transaction::deliver_via(resolver, config, pool, &key, &hosts, recipients, message).await
 }

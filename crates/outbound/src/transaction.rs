@@ -108,17 +108,18 @@ pub(crate) async fn deliver_via<R: Resolver>(
             Err(Stale) => tracing::debug!("{}: cached connection to {} was stale", message.id, session.relay),
         }
     }
-    let mut temp: Option<(Outcome, String)> = None;
-    let mut perm: Option<(Outcome, String)> = None;
+    // The last failure: its outcome, the relay for the log, and the host that gave it.
+    let mut temp: Option<(Outcome, String, Option<String>)> = None;
+    let mut perm: Option<(Outcome, String, Option<String>)> = None;
     for host in hosts {
         let ips = match addresses(resolver, &host.name, config.outbound.ip_version).await {
             Ok(ips) => ips,
             Err(o @ Outcome::PermFail(_)) => {
-                perm = Some((o, host.name.clone()));
+                perm = Some((o, host.name.clone(), None));
                 continue;
             }
             Err(o) => {
-                temp = Some((o, host.name.clone()));
+                temp = Some((o, host.name.clone(), None));
                 continue;
             }
         };
@@ -131,7 +132,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
                 if let Some(why) = pool.dead(addr).filter(|_| !message.forced) {
                     let e = format!("{why} (recently; skipped by the host status cache)");
                     tracing::info!("{}: {e}; trying the next address", message.id);
-                    temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
+                    temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone(), Some(host.name.clone())));
                     break;
                 }
                 let stream =
@@ -142,7 +143,11 @@ pub(crate) async fn deliver_via<R: Resolver>(
                         Err(e) => {
                             tracing::info!("{}: {e}; trying the next address", message.id);
                             pool.mark_dead(addr, &e, config.outbound.dead_host_time.0);
-                            temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone()));
+                            temp = Some((
+                                Outcome::temp(EnhancedStatus(4, 4, 1), e),
+                                relay.clone(),
+                                Some(host.name.clone()),
+                            ));
                             break;
                         }
                     };
@@ -157,7 +162,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
                     Err(HelloError::Failed(o)) => {
                         tracing::info!("{}: {relay}: {}; trying the next host", message.id, o.reply());
                         session.quit().await;
-                        temp = Some((o, relay.clone()));
+                        temp = Some((o, relay.clone(), Some(host.name.clone())));
                         break;
                     }
                 }
@@ -171,10 +176,10 @@ pub(crate) async fn deliver_via<R: Resolver>(
             }
         }
     }
-    let (outcome, relay) = temp
+    let (outcome, relay, remote_host) = temp
         .or(perm)
-        .unwrap_or_else(|| (Outcome::temp(EnhancedStatus(4, 4, 4), "no host to deliver to"), "none".to_owned()));
-    RecipientResult::all(recipients, &outcome, &relay)
+        .unwrap_or_else(|| (Outcome::temp(EnhancedStatus(4, 4, 4), "no host to deliver to"), "none".to_owned(), None));
+    RecipientResult::all(recipients, &outcome, &relay, remote_host.as_deref())
 }
 
 /// A cached connection that no longer works (the peer closed it while idle).
@@ -362,6 +367,7 @@ impl Session {
                 dsn_passed_on: self.caps.dsn,
                 outcome,
                 relay: self.relay.clone(),
+                remote_host: Some(self.host.clone()),
                 tls: tls.clone(),
             })
             .collect()

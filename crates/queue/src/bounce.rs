@@ -14,16 +14,15 @@ use postern_types::{Address, EnhancedStatus, ReversePath, Verdict};
 
 use crate::submit::{MailParams, Submission, SubmitRecipient, commit_blocking};
 
-/// The report line of a recipient from its outcome text and relay.
+/// The report line of a recipient: its action, status, the remote host that answered (typed,
+/// from the delivery result) and the diagnostic text.
 pub(crate) fn status(
     r: &Recipient,
     action: Action,
     status: EnhancedStatus,
-    relay: &str,
+    remote: Option<String>,
     diagnostic: Option<String>,
 ) -> RecipientStatus {
-    let remote =
-        relay.split_once('[').map(|(h, _)| h.to_owned()).filter(|h| !h.is_empty() && !relay.starts_with("local"));
     // ORCPT as given (RFC 3461 §4.2), else the RCPT TO address when aliases changed it.
     let original = match &r.orcpt {
         Some(o) => Some(xtext_decode(o.split_once(';').map_or(o.as_str(), |(_, a)| a))),
@@ -78,7 +77,7 @@ pub(crate) fn send(
         envelope_id: env.envid.as_deref().map(xtext_decode).as_deref(),
         recipients: statuses,
         original,
-        return_full: env.ret.as_deref() == Some("full"),
+        return_full: env.ret == Some(postern_spool::Ret::Full),
     });
     let policy = RecipientPolicy {
         local_domains: &config.domains.local,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use postern_config::Config;
 use postern_outbound::{Message, Outcome, Rcpt};
 use postern_report::{Action, RecipientStatus};
-use postern_spool::{Envelope, RcptState, Recipient, Spool};
+use postern_spool::{Envelope, LastResult, RcptState, Recipient, Spool};
 use postern_types::EnhancedStatus;
 use postern_types::dsn::xtext_encode;
 
@@ -83,7 +83,7 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
             body_8bit: env.body_8bit,
             smtputf8: env.smtputf8,
             data: message.clone(),
-            ret: env.ret.as_deref().map(str::to_ascii_uppercase),
+            ret: env.ret.map(|r| r.param().to_owned()),
             envid: env.envid.clone(),
             forced,
         };
@@ -112,10 +112,17 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
                 let r = &mut env.recipients[i];
                 let relay = format!("{}, {}", result.relay, result.tls);
                 let delivered = matches!(result.outcome, Outcome::Delivered(_));
-                reports.extend(record(&config, id, r, &relay, result.outcome, now_s, forced));
+                let tls = result
+                    .tls
+                    .strip_prefix("tls=")
+                    .filter(|t| *t != "none")
+                    .map(|t| t.split_whitespace().next().unwrap_or(t).to_owned());
+                let by = By { relay: &relay, remote_host: result.remote_host.as_deref(), tls };
+                reports.extend(record(&config, id, r, &by, result.outcome, now_s, forced));
                 // NOTIFY=SUCCESS to a next hop without DSN: we report "relayed" (RFC 3464).
                 if delivered && r.notify().success && !result.dsn_passed_on {
-                    reports.push(bounce::status(r, Action::Relayed, EnhancedStatus(2, 0, 0), &relay, None));
+                    let remote = result.remote_host.clone();
+                    reports.push(bounce::status(r, Action::Relayed, EnhancedStatus(2, 0, 0), remote, None));
                 }
             }
         }
@@ -165,7 +172,7 @@ fn expire(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatu
         );
         tracing::warn!("{}: to=<{}>, relay=none, dsn=4.4.7, status=expired ({why})", env.id, r.address);
         if r.notify().failure {
-            out.push(bounce::status(r, Action::Failed, EnhancedStatus(4, 4, 7), "none", Some(why)));
+            out.push(bounce::status(r, Action::Failed, EnhancedStatus(4, 4, 7), None, Some(why)));
         }
     }
     out
@@ -182,22 +189,13 @@ fn delay_warning(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<Recipie
         .iter()
         .filter(|r| r.state == RcptState::Pending && r.notify().delay)
         .map(|r| {
-            let status = r.last_error.as_deref().and_then(status_of).unwrap_or(EnhancedStatus(4, 0, 0));
-            bounce::status(r, Action::Delayed, status, "none", r.last_error.clone())
+            let last = r.last_result.as_ref();
+            let status = last.map_or(EnhancedStatus(4, 0, 0), LastResult::status);
+            bounce::status(r, Action::Delayed, status, last.and_then(|l| l.remote_host.clone()), r.last_error.clone())
         })
         .collect();
     env.warned = !pending.is_empty();
     pending
-}
-
-/// The enhanced status code at the start of a reply text like `451 4.4.1 ...`.
-fn status_of(text: &str) -> Option<EnhancedStatus> {
-    let code = text.split_whitespace().nth(1)?;
-    let mut it = code.split('.').map(|p| p.parse::<u16>().ok());
-    match (it.next()??, it.next()??, it.next()??) {
-        (c @ 2..=5, s, d) => Some(EnhancedStatus(c as u8, s, d)),
-        _ => None,
-    }
 }
 
 /// Local recipients: Maildir delivery on this (blocking) thread. Returns the reports due: success
@@ -215,7 +213,8 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         if postern_proto::loops::has_delivered_to(message, &r.address) {
             let text = format!("mail forwarding loop for {}", r.address);
             let outcome = Outcome::PermFail(postern_types::Reply::new(554, EnhancedStatus(5, 4, 6), text));
-            reports.extend(record(config, id, r, &relay, outcome, now_s, false));
+            let by = By { relay: &relay, remote_host: None, tls: None };
+            reports.extend(record(config, id, r, &by, outcome, now_s, false));
             continue;
         }
         let mut maildir = config.maildir_of(&mailbox);
@@ -238,9 +237,10 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             Err(e) => Outcome::temp(postern_types::EnhancedStatus(4, 3, 0), e.to_string()),
         };
         let delivered = matches!(outcome, Outcome::Delivered(_));
-        let _ = record(config, id, r, &relay, outcome, now_s, false);
+        let by = By { relay: &relay, remote_host: None, tls: None };
+        let _ = record(config, id, r, &by, outcome, now_s, false);
         if delivered && r.notify().success {
-            reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), "local", None));
+            reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), None, None));
         }
     }
     reports
@@ -252,7 +252,7 @@ fn record(
     config: &Config,
     id: postern_types::QueueId,
     r: &mut Recipient,
-    relay: &str,
+    by: &By<'_>,
     outcome: Outcome,
     now_s: u64,
     forced: bool,
@@ -267,29 +267,48 @@ fn record(
     let reply = outcome.reply();
     let dsn = reply.status.map_or_else(|| format!("{}.0.0", reply.code / 100), |s| s.to_string());
     let text = reply.to_string();
-    let head = format!("{id}: to=<{}>{orig}, relay={relay}, delay={delay:.2}, dsn={dsn}", r.address);
+    let head = format!("{id}: to=<{}>{orig}, relay={}, delay={delay:.2}, dsn={dsn}", r.address, by.relay);
+    let failed = |reply: &postern_types::Reply| LastResult {
+        code: reply.code,
+        status: reply.status.map_or([reply.code / 100 % 10, 0, 0], |s| [u16::from(s.0), s.1, s.2]),
+        text: reply.lines.join(" "),
+        remote_host: by.remote_host.map(str::to_owned),
+        tls: by.tls.clone(),
+    };
     match outcome {
         Outcome::Delivered(_) => {
             r.state = RcptState::Delivered;
             r.last_error = None;
+            r.last_result = None;
             tracing::info!("{head}, status=sent ({text})");
             None
         }
-        Outcome::TempFail(_) => {
+        Outcome::TempFail(reply) => {
             let wait = backoff(config, r.attempts.saturating_sub(r.flushed).max(1));
             r.next_attempt = now_s + wait.as_secs();
             r.last_error = Some(text.clone());
+            r.last_result = Some(failed(&reply));
             tracing::warn!("{head}, status=deferred ({text}), retry in {}s", wait.as_secs());
             None
         }
         Outcome::PermFail(reply) => {
             r.state = RcptState::Failed;
             r.last_error = Some(text.clone());
+            r.last_result = Some(failed(&reply));
             tracing::warn!("{head}, status=bounced ({text})");
             let status = reply.status.unwrap_or(EnhancedStatus(5, 0, 0));
-            r.notify().failure.then(|| bounce::status(r, Action::Failed, status, relay, Some(text)))
+            let remote = by.remote_host.map(str::to_owned);
+            r.notify().failure.then(|| bounce::status(r, Action::Failed, status, remote, Some(text)))
         }
     }
+}
+
+/// Who gave an outcome: the relay for the log (`host[ip]:port, tls=...` or `local, ...`), the
+/// remote host's name and the TLS version, typed.
+struct By<'a> {
+    relay: &'a str,
+    remote_host: Option<&'a str>,
+    tls: Option<String>,
 }
 
 /// Saves the envelope, or removes the message when every recipient is final.

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use postern_proto::trace::{Origin, received_from};
-use postern_spool::{Envelope, Recipient, Spool, SpoolError};
+use postern_spool::{Envelope, Recipient, Ret, Spool, SpoolError};
 use postern_types::dsn::Notify;
 use postern_types::{Destination, QueueId, ReversePath};
 
@@ -128,7 +128,7 @@ pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<E
     let mut env = Envelope::new(id, client_ip.to_string(), helo, reverse_path, size, recipients);
     env.body_8bit = s.params.body_8bit.unwrap_or_else(|| s.message.iter().any(|b| *b >= 0x80));
     env.smtputf8 = s.params.smtputf8;
-    env.ret = s.params.ret_full.map(|full| if full { "full" } else { "hdrs" }.to_owned());
+    env.ret = s.params.ret_full.map(|full| if full { Ret::Full } else { Ret::Hdrs });
     env.envid = s.params.envid;
     env.quarantine = s.quarantine;
     spool.commit(&env, trace.as_bytes(), &s.message)?;

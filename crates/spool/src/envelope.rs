@@ -23,7 +23,9 @@
 //! attempts = 0
 //! flushed = 0                          # of those, asked for by `queue flush`; absent = 0
 //! next_attempt = 0                     # epoch seconds; 0 = now
-//! last_error = "..."                   # last temporary failure, if any
+//! last_error = "..."                   # last failure as one line, if any
+//! [recipient.last_result]              # the same, typed: code, status = [4, 4, 1], text,
+//!                                      # remote_host, tls
 //! notify = "SUCCESS,FAILURE"           # NOTIFY= of RCPT (RFC 3461), when given
 //! orcpt = "rfc822;team@example.test"   # ORCPT= of RCPT (xtext), when given
 //! ```
@@ -65,7 +67,7 @@ pub struct Envelope {
     pub held: bool,
     /// `RET=` of MAIL (RFC 3461 §4.3): `"full"` or `"hdrs"`; absent when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ret: Option<String>,
+    pub ret: Option<Ret>,
     /// `ENVID=` of MAIL (RFC 3461 §4.4), xtext as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
@@ -101,7 +103,7 @@ pub struct Recipient {
     /// Earliest next attempt, seconds since the epoch (0: as soon as possible).
     #[serde(default)]
     pub next_attempt: u64,
-    /// The last temporary failure, for `queue list`.
+    /// The last failure as one line (`451 4.4.1 text`), for `queue list` and the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// `NOTIFY=` of RCPT (RFC 3461 §4.1), e.g. `"SUCCESS,FAILURE"` or `"NEVER"`; absent means
@@ -111,6 +113,56 @@ pub struct Recipient {
     /// `ORCPT=` of RCPT (RFC 3461 §4.2), `addr-type;xtext` as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orcpt: Option<String>,
+    /// The last failure, typed (a TOML sub-table, so it comes last): what DSNs and reports use (absent in envelopes written before
+    /// it existed, which then report `4.0.0`/`5.0.0` and no Remote-MTA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<LastResult>,
+}
+
+/// `RET=` (RFC 3461 §4.3): what a failure DSN returns of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ret {
+    /// The whole message.
+    Full,
+    /// Its headers only.
+    Hdrs,
+}
+
+impl Ret {
+    /// The MAIL parameter value: `FULL` or `HDRS`.
+    pub fn param(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Hdrs => "HDRS",
+        }
+    }
+}
+
+/// A recipient's last failed attempt: the reply, who gave it, and over what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastResult {
+    /// The reply code (RFC 5321 §4.2.1), e.g. 451.
+    pub code: u16,
+    /// The enhanced status code (RFC 3463) as `[class, subject, detail]`, e.g. `[4, 4, 1]`.
+    pub status: [u16; 3],
+    /// The reply text.
+    pub text: String,
+    /// The host that answered, when one did (a DSN's Remote-MTA, RFC 3464 §2.3.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_host: Option<String>,
+    /// The TLS protection of that connection, e.g. `TLSv1.3`; absent without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+}
+
+impl LastResult {
+    /// The enhanced status code.
+    pub fn status(&self) -> postern_types::EnhancedStatus {
+        let [c, s, d] = self.status;
+        postern_types::EnhancedStatus(u8::try_from(c).unwrap_or(4), s, d)
+    }
 }
 
 impl Recipient {
@@ -130,6 +182,7 @@ impl Recipient {
             flushed: 0,
             next_attempt: 0,
             last_error: None,
+            last_result: None,
             notify: None,
             orcpt: None,
         }

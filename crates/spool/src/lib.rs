@@ -40,7 +40,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub use envelope::{Envelope, RcptState, Recipient, VERSION as ENVELOPE_VERSION};
+pub use envelope::{Envelope, LastResult, RcptState, Recipient, Ret, VERSION as ENVELOPE_VERSION};
 use postern_types::QueueId;
 pub use shared_sync::{SharedSync, SyncOp};
 

@@ -110,3 +110,22 @@ fn concurrent_commits(mode: SyncMode) {
     assert_eq!(spool.recover().unwrap().len(), 160);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn typed_results_and_ret_round_trip() {
+    let mut env = envelope();
+    env.ret = Some(crate::Ret::Hdrs);
+    env.recipients[0].last_error = Some("451 4.4.1 connect to 192.0.2.9:25: timed out".into());
+    env.recipients[0].last_result = Some(crate::LastResult {
+        code: 451,
+        status: [4, 4, 1],
+        text: "connect to 192.0.2.9:25: timed out".into(),
+        remote_host: Some("mx.far.test".into()),
+        tls: Some("TLSv1.3".into()),
+    });
+    let text = env.to_text();
+    assert!(text.contains("ret = \"hdrs\"") && text.contains("status = [4, 4, 1]"), "{text}");
+    let back = Envelope::from_text(&text).unwrap();
+    assert_eq!(back, env);
+    assert_eq!(back.recipients[0].last_result.as_ref().unwrap().status(), postern_types::EnhancedStatus(4, 4, 1));
+}
