@@ -8,7 +8,13 @@
 # With DKIM=rsa or DKIM=ed25519, Postern signs every message with a key made by
 # `postern dkim keygen` (Postfix does not sign: the ratio then shows the cost of signing).
 #
-# Usage: [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
+# With FORWARD=1 the clients are outsiders writing to fwd@bench.test, an alias for x@sink.test
+# on both MTAs: Postern checks SPF/DKIM/DMARC (against a dnsmasq on loopback that answers
+# NXDOMAIN to everything, so every lookup is a real, fast DNS exchange), rewrites the
+# sender with SRS and ARC-seals each forwarded copy (RSA key); Postfix forwards through
+# virtual_alias_maps, without SRS or ARC (it has neither built in).
+#
+# Usage: [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] [FORWARD=1] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postfix.sh
@@ -45,6 +51,30 @@ if [ -n "${DKIM:-}" ]; then
         --out "$work/postern/dkim.key" >/dev/null
     dkim_key=$'[[dkim.key]]\ndomain = "remote.test"\nselector = "bench"\nprivate_key = "dkim.key"'
 fi
+rcpt=x@sink.test
+trusted='["127.0.0.0/8"]'
+verify=false
+forward_cfg=""
+postfix_forward=""
+dns_server="127.0.0.1:9"
+if [ -n "${FORWARD:-}" ]; then
+    ensure_packages dnsmasq
+    p_dns=$(free_port)
+    dnsmasq -k --port="$p_dns" --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
+        --address=/#/ --pid-file="$work/dnsmasq.pid" 2>"$work/dnsmasq.log" &
+    pids+=($!)
+    dns_server="127.0.0.1:$p_dns"
+    rcpt=fwd@bench.test
+    trusted='[]'
+    verify=true
+    echo "bench secret" >"$work/postern/srs-secrets"
+    echo "fwd: x@sink.test" >"$work/postern/aliases"
+    target/release/postern dkim keygen --domain bench.test --selector arc --out "$work/postern/arc.key" >/dev/null
+    forward_cfg=$'[tables]\naliases = "aliases"\n[forwarding]\nsrs_domain = "srs.bench.test"\nsrs_secret_file = "srs-secrets"\n[[dkim.key]]\ndomain = "bench.test"\nselector = "arc"\nprivate_key = "arc.key"\n[policy]\nenabled = false'
+    echo "fwd@bench.test x@sink.test" >"$work/virtual"
+    postfix_forward="virtual_alias_domains = bench.test
+virtual_alias_maps = texthash:$work/virtual"
+fi
 cat >"$work/postern/postern.toml" <<TOML
 hostname = "bench.example.test"
 data_dir = "data"
@@ -54,7 +84,7 @@ role = "mx"
 [domains]
 local = ["bench.test"]
 [relay]
-trusted_networks = ["127.0.0.0/8"]
+trusted_networks = $trusted
 smarthost = "[127.0.0.1]:$p_sink"
 [server]
 max_connections_per_ip = 100
@@ -63,18 +93,21 @@ max_concurrency = ${QUEUE_CONCURRENCY:-100}
 [spool]
 sync = "${SPOOL_SYNC:-syncfs}"
 $dkim_key
+$forward_cfg
 [authentication]
-# No DNS here: inbound SPF/DKIM/DMARC checks off.
-verify = false
+# Inbound SPF/DKIM/DMARC checks off (with FORWARD=1: on, every name NXDOMAIN: no records).
+verify = $verify
+temperror = "accept"
 [dns]
-nameservers = ["127.0.0.1:9"]
+nameservers = ["$dns_server"]
 TOML
 POSTERN_LOG=warn target/release/postern serve --config "$work/postern/postern.toml" 2>"$work/postern.log" &
 postern_pid=$!
 pids+=($postern_pid)
 
 postfix_start "$pf" "$p_postfix" "relayhost = [127.0.0.1]:$p_sink
-smtpd_client_connection_count_limit = 100"
+smtpd_client_connection_count_limit = 100
+$postfix_forward"
 wait_for 30 "Postern to listen" listening "$p_postern"
 wait_for 30 "smtp-sink to listen" listening "$p_sink"
 
@@ -104,7 +137,7 @@ run() {
     m0=$(machine_ticks)
     s0=$(process_ticks "$sink_pid")
     t0=$(date +%s.%N)
-    out=$("$bench" --server "127.0.0.1:$(port_of "$mta")" --clients "$clients" --messages "$n" --size 4096 --rcpt x@sink.test)
+    out=$("$bench" --server "127.0.0.1:$(port_of "$mta")" --clients "$clients" --messages "$n" --size 4096 --rcpt "$rcpt")
     accept=$(echo "$out" | tr ' ' '\n' | sed -n 's/^msg_per_s=//p')
     client_cpu=$(echo "$out" | tr ' ' '\n' | sed -n 's/^cpu_seconds=//p')
     wait_for 600 "$mta to empty its queue" queue_empty "$mta"

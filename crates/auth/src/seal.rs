@@ -23,6 +23,26 @@ enum Sealer {
     Ed25519(ArcSealer<Ed25519Key, Done>),
 }
 
+/// Why forwarded mail could not be sealed, or the sealing key not loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The `[[dkim.key]]` file cannot be used (the message names it).
+    #[error("{0}")]
+    Key(String),
+    /// mail-auth refused to seal: the incoming chain failed (`cv=fail` cannot be sealed over,
+    /// RFC 8617 §5.1.2), no header to sign, or signing failed.
+    #[error("ARC seal as d={domain} s={selector}: {why}")]
+    Seal {
+        /// `d=`.
+        domain: String,
+        /// `s=`.
+        selector: String,
+        /// mail-auth's reason.
+        why: String,
+    },
+}
+
 /// The key that seals forwarded mail, for `d=` `domain`, `s=` `selector`.
 pub struct ArcKey {
     /// `d=` of the seal.
@@ -43,12 +63,12 @@ impl ArcKey {
     /// closest parent domain with one; `None` without either.
     ///
     /// # Errors
-    /// The key file cannot be read or used (named).
+    /// [`SealError::Key`]: the key file cannot be read or used (named).
     pub fn load(
         dkim: &Dkim,
         forwarding_domain: &str,
         files: &dyn postern_config::FileSource,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, SealError> {
         let mut d = forwarding_domain.to_lowercase();
         let k = loop {
             if let Some(k) = dkim.key.iter().find(|k| k.domain == d) {
@@ -59,7 +79,7 @@ impl ArcKey {
                 _ => return Ok(None),
             }
         };
-        let key = crate::keys::load_with(&k.private_key, files)?;
+        let key = crate::keys::load_with(&k.private_key, files).map_err(SealError::Key)?;
         let sealer = match key {
             Key::Rsa(key) => {
                 Sealer::Rsa(ArcSealer::from_key(key).domain(&k.domain).selector(&k.selector).headers(SEALED_HEADERS))
@@ -75,18 +95,22 @@ impl ArcKey {
     /// CRLF-terminated) after the checks `results` and the incoming chain `arc`.
     ///
     /// # Errors
-    /// The chain cannot be sealed (its last seal says `cv=fail`, RFC 8617 §5.1.2) or signing
-    /// failed.
+    /// [`SealError::Seal`]: the chain cannot be sealed (its last seal says `cv=fail`, RFC 8617
+    /// §5.1.2) or signing failed.
     pub fn seal(
         &self,
         message: &AuthenticatedMessage<'_>,
         results: &AuthenticationResults<'_>,
         arc: &ArcOutput<'_>,
-    ) -> Result<String, String> {
+    ) -> Result<String, SealError> {
         let set = match &self.sealer {
             Sealer::Rsa(s) => s.seal(message, results, arc),
             Sealer::Ed25519(s) => s.seal(message, results, arc),
         };
-        set.map(|s| s.to_header()).map_err(|e| format!("ARC seal as d={} s={}: {e}", self.domain, self.selector))
+        set.map(|s| s.to_header()).map_err(|e| SealError::Seal {
+            domain: self.domain.clone(),
+            selector: self.selector.clone(),
+            why: e.to_string(),
+        })
     }
 }

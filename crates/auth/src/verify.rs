@@ -84,7 +84,7 @@ pub struct Findings {
     pub arc_sealer: Option<String>,
     /// Our ARC set for the message (CRLF-terminated fields), when it was asked for and could be
     /// made; or why not.
-    pub arc_seal: Option<Result<String, String>>,
+    pub arc_seal: Option<Result<String, crate::seal::SealError>>,
     /// `Authentication-Results:` and `Received-SPF:` fields, each ending in CRLF.
     pub headers: String,
     /// For the aggregate report, when the From domain publishes DMARC: its policy and this

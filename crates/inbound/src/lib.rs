@@ -86,7 +86,7 @@ impl AuthState {
     ) -> Result<Self, Vec<String>> {
         let signer = postern_auth::Signer::load_with(&config.dkim, files)?;
         let arc = match &config.forwarding.srs_domain {
-            Some(d) => postern_auth::ArcKey::load(&config.dkim, d, files).map_err(|e| vec![e])?,
+            Some(d) => postern_auth::ArcKey::load(&config.dkim, d, files).map_err(|e| vec![e.to_string()])?,
             None => None,
         };
         let checker = if config.authentication.verify {
