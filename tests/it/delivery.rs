@@ -152,3 +152,26 @@ fn graceful_shutdown_keeps_the_queue() {
     server.wait_log("1 message(s) recovered from the spool");
     poll(5, "the queue to still hold the message", || (server.queued_messages() == 1).then_some(()));
 }
+
+#[test]
+fn mbox_delivery_appends_locked_and_quoted() {
+    let server = Server::start_with("basic", |t| {
+        format!("{t}\n[delivery]\nlocal = \"mbox\"\nmbox = \"{{data_dir}}/mbox/{{mailbox}}\"\n")
+    });
+    let (mut c, _) = crate::support::smtp::Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    for n in 1..=2 {
+        let body = format!("Subject: mbox {n}\r\n\r\nFrom the start of a line\r\nline {n}\r\n");
+        assert_eq!(c.send_data("alice@example.test", &["bob@example.test"], body.as_bytes()).code, 250);
+    }
+    let mbox = server.data().join("mbox/bob");
+    let text = crate::support::poll(20, "two messages in bob's mbox", || {
+        let t = std::fs::read_to_string(&mbox).ok()?;
+        (t.matches("\nSubject: mbox ").count() == 2).then_some(t)
+    });
+    assert!(text.starts_with("From alice@example.test "), "{text}");
+    assert!(text.contains("\nReturn-Path: <alice@example.test>\nDelivered-To: bob@example.test\n"), "{text}");
+    assert!(text.contains("\n>From the start of a line\nline 1\n\nFrom alice@example.test "), "{text}");
+    server.wait_log("status=sent (250 2.0.0 delivered to mbox");
+    assert!(server.maildir("bob").is_empty(), "no Maildir copy");
+}

@@ -10,6 +10,8 @@
 //! `Return-Path` and `Delivered-To` (RFC 5321 §4.4, Postfix/qmail practice) are prepended at
 //! delivery; the rest of the message is written exactly as queued.
 
+pub mod mbox;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -101,7 +103,7 @@ pub fn deliver(
 }
 
 /// Writes `message` with every CRLF turned into LF.
-fn write_lf(w: &mut impl Write, message: &[u8]) -> io::Result<()> {
+pub(crate) fn write_lf(w: &mut impl Write, message: &[u8]) -> io::Result<()> {
     let mut start = 0;
     for i in memchr::memmem::find_iter(message, b"\r\n") {
         w.write_all(&message[start..i])?;

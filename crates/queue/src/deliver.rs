@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_config::Config;
+use postern_config::schema::LocalTransport;
 use postern_outbound::{Message, Outcome, Rcpt};
 use postern_report::{Action, RecipientStatus};
 use postern_spool::{Envelope, LastResult, RcptState, Recipient, Spool};
@@ -217,24 +218,11 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             reports.extend(record(config, id, r, &by, outcome, now_s, false));
             continue;
         }
-        let mut maildir = config.maildir_of(&mailbox);
-        if let Some(folder) = &env.quarantine {
-            maildir.push(folder);
-        }
-        let shared = spool.shared_sync_for(&maildir);
-        let shared = shared.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<()>);
-        let result = postern_local::deliver(&maildir, &config.hostname, &reverse_path, &r.address, message, shared);
-        // Delivery errors are temporary (disk full, permissions): retried, never bounced.
-        let outcome = match result {
-            Ok(path) => {
-                let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-                Outcome::Delivered(postern_types::Reply::new(
-                    250,
-                    postern_types::EnhancedStatus(2, 0, 0),
-                    format!("delivered to maildir as {file}"),
-                ))
+        let outcome = match config.delivery.local {
+            LocalTransport::Maildir => {
+                to_maildir(spool, config, env.quarantine.as_deref(), &mailbox, &reverse_path, r, message)
             }
-            Err(e) => Outcome::temp(postern_types::EnhancedStatus(4, 3, 0), e.to_string()),
+            LocalTransport::Mbox => to_mbox(config, &mailbox, &reverse_path, r, message),
         };
         let delivered = matches!(outcome, Outcome::Delivered(_));
         let by = By { relay: &relay, remote_host: None, tls: None };
@@ -244,6 +232,52 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         }
     }
     reports
+}
+
+/// Maildir delivery of one recipient (into the quarantine folder when set).
+fn to_maildir(
+    spool: &Spool,
+    config: &Config,
+    quarantine: Option<&str>,
+    mailbox: &str,
+    reverse_path: &str,
+    r: &Recipient,
+    message: &[u8],
+) -> Outcome {
+    let mut maildir = config.maildir_of(mailbox);
+    if let Some(folder) = quarantine {
+        maildir.push(folder);
+    }
+    let shared = spool.shared_sync_for(&maildir);
+    let shared = shared.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<()>);
+    // Delivery errors are temporary (disk full, permissions): retried, never bounced.
+    match postern_local::deliver(&maildir, &config.hostname, reverse_path, &r.address, message, shared) {
+        Ok(path) => {
+            let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            Outcome::Delivered(postern_types::Reply::new(
+                250,
+                EnhancedStatus(2, 0, 0),
+                format!("delivered to maildir as {file}"),
+            ))
+        }
+        Err(e) => Outcome::temp(EnhancedStatus(4, 3, 0), e.to_string()),
+    }
+}
+
+/// How long an mbox delivery waits for the dotlock and the fcntl lock before retrying later.
+const MBOX_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// mbox delivery of one recipient (`[delivery] local = "mbox"`).
+fn to_mbox(config: &Config, mailbox: &str, reverse_path: &str, r: &Recipient, message: &[u8]) -> Outcome {
+    let path = config.mbox_of(mailbox);
+    match postern_local::mbox::deliver(&path, reverse_path, &r.address, message, MBOX_LOCK_TIMEOUT) {
+        Ok(()) => Outcome::Delivered(postern_types::Reply::new(
+            250,
+            EnhancedStatus(2, 0, 0),
+            format!("delivered to mbox {}", path.display()),
+        )),
+        Err(e) => Outcome::temp(EnhancedStatus(4, 3, 0), e.to_string()),
+    }
 }
 
 /// Applies one outcome to a recipient and logs it (one line per delivery attempt). Returns the

@@ -434,6 +434,29 @@ pub struct Delivery {
     /// `recipient_delimiter`). Empty turns sub-addressing off. Default `"+"`.
     #[serde(default = "default_separator")]
     pub subaddress_separator: String,
+    /// How mailboxes are written: `"maildir"` (default) or `"mbox"` (one file per mailbox,
+    /// locked as Debian's mail.local locks it, for mutt and mail(1) on the box).
+    #[serde(default)]
+    pub local: LocalTransport,
+    /// The mbox file per mailbox; `{mailbox}` is substituted. Default `"/var/mail/{mailbox}"`
+    /// (Debian's `/var/mail` is root:mail 2775: run Postern with `[server] group = "mail"`).
+    #[serde(default = "default_mbox")]
+    pub mbox: String,
+}
+
+/// `[delivery] local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalTransport {
+    /// Maildir: one file per message.
+    #[default]
+    Maildir,
+    /// mbox: one file per mailbox.
+    Mbox,
+}
+
+fn default_mbox() -> String {
+    "/var/mail/{mailbox}".into()
 }
 
 /// `[relay]`.
@@ -832,6 +855,14 @@ impl Config {
     pub fn maildir_of(&self, mailbox: &str) -> PathBuf {
         PathBuf::from(
             self.delivery.maildir.replace("{data_dir}", &self.data_dir.to_string_lossy()).replace("{mailbox}", mailbox),
+        )
+    }
+
+    /// The mbox file of `mailbox`: the `[delivery] mbox` template with `{data_dir}` and
+    /// `{mailbox}` substituted.
+    pub fn mbox_of(&self, mailbox: &str) -> PathBuf {
+        PathBuf::from(
+            self.delivery.mbox.replace("{data_dir}", &self.data_dir.to_string_lossy()).replace("{mailbox}", mailbox),
         )
     }
 
