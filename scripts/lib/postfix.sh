@@ -16,6 +16,8 @@ ensure_packages() {
             # The programs of a Debian box that call /usr/sbin/sendmail (tests/it/debian.rs).
             mailx) command -v mail >/dev/null || need+=(bsd-mailx) ;;
             php) command -v php >/dev/null || need+=(php-cli) ;;
+            # procmail as a pipe target (tests/it/pipes.rs).
+            procmail) command -v procmail >/dev/null || need+=(procmail) ;;
             # systemd-analyze verify for the unit in dist/ (tests/it/deploy.rs).
             systemd-analyze) command -v systemd-analyze >/dev/null || need+=(systemd) ;;
             unshare) command -v unshare >/dev/null || need+=(util-linux) ;;

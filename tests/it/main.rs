@@ -20,6 +20,7 @@ mod forwarding;
 mod import;
 mod layering;
 mod logging;
+mod pipes;
 mod policy;
 mod python;
 mod queue_tools;

@@ -102,6 +102,9 @@ pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<(Config, Tables)
         errors.append(&mut e);
         Tables::default()
     });
+    if !config.delivery.allow_pipes {
+        errors.extend(tables.pipe_errors(config.tables.aliases.as_deref()));
+    }
     match tables::SrsKeys::load(&config.forwarding) {
         Ok(srs) => tables.srs = srs,
         Err(e) => errors.push(e),

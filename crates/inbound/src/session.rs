@@ -522,7 +522,7 @@ impl Driver<'_> {
             .iter()
             .flat_map(|r| &r.destinations)
             .filter_map(|d| match d {
-                Destination::Mailbox { address, .. } => Some(address.to_string()),
+                Destination::Mailbox { address, .. } | Destination::Pipe { address, .. } => Some(address.to_string()),
                 Destination::Remote(_) => None,
             })
             .collect();

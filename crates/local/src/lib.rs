@@ -11,6 +11,7 @@
 //! delivery; the rest of the message is written exactly as queued.
 
 pub mod mbox;
+pub mod pipe;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};

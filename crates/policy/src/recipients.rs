@@ -130,6 +130,13 @@ pub enum Explain {
     },
     /// Forwarded to this address in another domain.
     Remote(Address),
+    /// The message is piped to `command` for alias `name`.
+    Pipe {
+        /// The command line.
+        command: String,
+        /// The alias that named it.
+        name: String,
+    },
     /// An SRS address of ours, reversed to the original sender (a bounce of forwarded mail).
     SrsReversed(Address),
     /// The resolution failed here.
@@ -350,7 +357,24 @@ impl Expansion<'_, '_, '_> {
                 let local = address.local_part().to_lowercase();
                 self.name(self.policy.split_detail(&local).0, address, depth + 1)
             }
+            Target::Pipe(command) => {
+                let local = address.local_part().to_lowercase();
+                self.pipe(command, self.policy.split_detail(&local).0, address, depth + 1);
+                Ok(())
+            }
         }
+    }
+
+    /// A `|command` target of alias `name`.
+    fn pipe(&mut self, command: &str, name: &str, address: &Address, depth: usize) {
+        self.note(depth, Explain::Pipe { command: command.to_owned(), name: name.to_owned() });
+        let domain =
+            if self.policy.is_local(address.domain()) { address.domain() } else { &self.policy.local_domains[0] };
+        self.out.push(Destination::Pipe {
+            command: command.to_owned(),
+            name: name.to_owned(),
+            address: Address::new(name, domain),
+        });
     }
 
     /// A local name: alias (expanded) or mailbox. `address` gives the domain for Delivered-To.
@@ -366,7 +390,10 @@ impl Expansion<'_, '_, '_> {
             if self.seen.insert(name.to_owned()) {
                 self.note(depth, Explain::Alias { name: name.to_owned(), targets: targets.clone() });
                 for t in targets {
-                    self.follow(t, address, depth)?;
+                    match t {
+                        Target::Pipe(command) => self.pipe(command, name, address, depth + 1),
+                        _ => self.follow(t, address, depth)?,
+                    }
                 }
                 return Ok(());
             }

@@ -169,8 +169,18 @@ async fn explain(
             let mut remote = false;
             for d in &destinations {
                 match d {
-                    Destination::Mailbox { name, .. } => {
-                        detail.push(format!("Maildir {} (mailbox {name})", config.maildir_of(name).display()));
+                    Destination::Mailbox { name, .. } => detail.push(match config.delivery.local {
+                        postern_config::schema::LocalTransport::Maildir => {
+                            format!("Maildir {} (mailbox {name})", config.maildir_of(name).display())
+                        }
+                        postern_config::schema::LocalTransport::Mbox => {
+                            format!("mbox {} (mailbox {name})", config.mbox_of(name).display())
+                        }
+                    }),
+                    Destination::Pipe { command, name, .. } => {
+                        let allowed =
+                            if config.delivery.allow_pipes { "" } else { " (refused: [delivery] allow_pipes is off)" };
+                        detail.push(format!("pipe to \"{command}\" (alias {name}){allowed}"));
                     }
                     Destination::Remote(a) => {
                         remote = true;
@@ -236,6 +246,7 @@ fn describe(config: &Config, tables: &Tables, t: &Traced) -> String {
             format!("mailbox {name} (users {})", paths.users.as_ref().map_or("?".into(), |p| p.display().to_string()))
         }
         Explain::Remote(a) => format!("remote address {a}"),
+        Explain::Pipe { command, name } => format!("pipe: alias {name} pipes to \"{command}\""),
         Explain::SrsReversed(a) => {
             format!("SRS address of [forwarding] srs_domain: hash and age verify; back to <{a}>")
         }

@@ -218,15 +218,18 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             reports.extend(record(config, id, r, &by, outcome, now_s, false));
             continue;
         }
-        let outcome = match config.delivery.local {
-            LocalTransport::Maildir => {
+        let outcome = match (&r.pipe, config.delivery.local) {
+            (Some(command), _) => to_pipe(config, &command.clone(), &mailbox, &reverse_path, r, message),
+            (None, LocalTransport::Maildir) => {
                 to_maildir(spool, config, env.quarantine.as_deref(), &mailbox, &reverse_path, r, message)
             }
-            LocalTransport::Mbox => to_mbox(config, &mailbox, &reverse_path, r, message),
+            (None, LocalTransport::Mbox) => to_mbox(config, &mailbox, &reverse_path, r, message),
         };
         let delivered = matches!(outcome, Outcome::Delivered(_));
+        let relay = if r.pipe.is_some() { format!("local, pipe alias={mailbox}") } else { relay };
         let by = By { relay: &relay, remote_host: None, tls: None };
-        let _ = record(config, id, r, &by, outcome, now_s, false);
+        // A pipe can bounce (EX_NOUSER...): its failure report goes to the sender.
+        reports.extend(record(config, id, r, &by, outcome, now_s, false));
         if delivered && r.notify().success {
             reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), None, None));
         }
@@ -261,6 +264,49 @@ fn to_maildir(
             ))
         }
         Err(e) => Outcome::temp(EnhancedStatus(4, 3, 0), e.to_string()),
+    }
+}
+
+/// A `|command` recipient: run as the alias's Unix account (not root), else `[delivery]
+/// pipe_user`. Refused (retried) while `[delivery] allow_pipes` is off, so that a pipe queued
+/// before the switch was turned off never runs.
+fn to_pipe(config: &Config, command: &str, alias: &str, reverse_path: &str, r: &Recipient, message: &[u8]) -> Outcome {
+    use postern_local::pipe::{self, PipeOutcome};
+    if !config.delivery.allow_pipes {
+        return Outcome::temp(EnhancedStatus(4, 3, 5), "pipes are off ([delivery] allow_pipes = false)");
+    }
+    let Some(account) = pipe::account(alias).or_else(|| pipe::account(&config.delivery.pipe_user)) else {
+        let user = &config.delivery.pipe_user;
+        return Outcome::temp(
+            EnhancedStatus(4, 3, 5),
+            format!("no account to run the pipe as ([delivery] pipe_user {user:?})"),
+        );
+    };
+    let extension = r.forward_path.split_once('@').map(|(l, _)| l).and_then(|l| {
+        l.char_indices()
+            .find(|(_, c)| config.delivery.subaddress_separator.contains(*c))
+            .map(|(i, c)| &l[i + c.len_utf8()..])
+    });
+    let job = pipe::Job {
+        command,
+        account: &account,
+        sender: reverse_path,
+        recipient: &r.address,
+        original_recipient: &r.forward_path,
+        extension: extension.unwrap_or(""),
+        timeout: config.delivery.pipe_timeout.0,
+    };
+    match pipe::deliver(&job, message) {
+        PipeOutcome::Delivered => Outcome::Delivered(postern_types::Reply::new(
+            250,
+            EnhancedStatus(2, 0, 0),
+            format!("delivered to command as {}: {command}", account.name),
+        )),
+        PipeOutcome::TempFail(why) => Outcome::temp(EnhancedStatus(4, 3, 0), why),
+        PipeOutcome::PermFail { status, text } => {
+            let (c, s, d) = pipe::status_of(status);
+            Outcome::PermFail(postern_types::Reply::new(550, EnhancedStatus(c, s, d), text))
+        }
     }
 }
 

@@ -150,6 +150,7 @@ fn unique_recipients(list: &[SubmitRecipient]) -> Vec<Recipient> {
         let key = match &r.destination {
             Destination::Mailbox { name, .. } => format!("mailbox:{name}"),
             Destination::Remote(a) => format!("remote:{a}"),
+            Destination::Pipe { command, name, .. } => format!("pipe:{name}:{command}"),
         };
         if seen.insert(key) {
             let mut rcpt = Recipient::new(r.forward_path.clone(), &r.destination);

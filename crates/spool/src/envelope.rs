@@ -19,6 +19,7 @@
 //! forward_path = "team@example.test"   # as given in RCPT TO
 //! address = "bob@example.test"         # final recipient after aliases
 //! mailbox = "bob"                      # local mailbox; absent for remote recipients
+//! pipe = "/usr/bin/procmail"           # for a `|command` alias: the command
 //! state = "pending"                    # pending | delivered | failed
 //! attempts = 0
 //! flushed = 0                          # of those, asked for by `queue flush`; absent = 0
@@ -88,9 +89,12 @@ pub struct Recipient {
     pub forward_path: String,
     /// The final recipient address (after aliases and the virtual table).
     pub address: String,
-    /// The local mailbox, or `None` for remote delivery.
+    /// The local mailbox, or `None` for remote delivery. For a pipe, the alias that named it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
+    /// The command the message is piped to (`|command` in the aliases), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipe: Option<String>,
     /// Delivery state.
     pub state: RcptState,
     /// Delivery attempts made.
@@ -169,14 +173,18 @@ impl Recipient {
     /// A pending recipient for `destination`, given in RCPT TO (or on the command line) as
     /// `forward_path`, with no DSN parameters.
     pub fn new(forward_path: String, destination: &postern_types::Destination) -> Self {
-        let (address, mailbox) = match destination {
-            postern_types::Destination::Mailbox { name, address } => (address.to_string(), Some(name.clone())),
-            postern_types::Destination::Remote(a) => (a.to_string(), None),
+        let (address, mailbox, pipe) = match destination {
+            postern_types::Destination::Mailbox { name, address } => (address.to_string(), Some(name.clone()), None),
+            postern_types::Destination::Remote(a) => (a.to_string(), None, None),
+            postern_types::Destination::Pipe { command, name, address } => {
+                (address.to_string(), Some(name.clone()), Some(command.clone()))
+            }
         };
         Self {
             forward_path,
             address,
             mailbox,
+            pipe,
             state: RcptState::Pending,
             attempts: 0,
             flushed: 0,

@@ -24,4 +24,8 @@ pub enum Destination {
     Mailbox { name: String, address: Address },
     /// A remote address, handed to outbound delivery.
     Remote(Address),
+    /// A command the message is piped to (`|command` in the aliases, with `[delivery]
+    /// allow_pipes`): `name` is the alias that named it (its Unix account runs the command when
+    /// there is one), `address` the final recipient for Delivered-To and `$RECIPIENT`.
+    Pipe { command: String, name: String, address: Address },
 }

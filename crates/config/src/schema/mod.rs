@@ -438,6 +438,18 @@ pub struct Delivery {
     /// locked as Debian's mail.local locks it, for mutt and mail(1) on the box).
     #[serde(default)]
     pub local: LocalTransport,
+    /// Let aliases pipe messages to commands (`name: "|/usr/bin/procmail"`). Off by default:
+    /// a command runs for every message from anyone. Commands run as the alias's Unix account
+    /// when one exists (and is not root), else as `pipe_user`; never as root. Default `false`.
+    #[serde(default)]
+    pub allow_pipes: bool,
+    /// The account pipes run as when the alias is not a Unix account. Default `"nobody"`.
+    #[serde(default = "default_pipe_user")]
+    pub pipe_user: String,
+    /// How long a piped command may run; then it is killed and the delivery retried. Default
+    /// `"5m"`.
+    #[serde(default = "five_minutes")]
+    pub pipe_timeout: Seconds,
     /// The mbox file per mailbox; `{mailbox}` is substituted. Default `"/var/mail/{mailbox}"`
     /// (Debian's `/var/mail` is root:mail 2775: run Postern with `[server] group = "mail"`).
     #[serde(default = "default_mbox")]
@@ -453,6 +465,10 @@ pub enum LocalTransport {
     Maildir,
     /// mbox: one file per mailbox.
     Mbox,
+}
+
+fn default_pipe_user() -> String {
+    "nobody".into()
 }
 
 fn default_mbox() -> String {

@@ -32,6 +32,8 @@ pub enum Target {
     AsAddressed,
     /// `error:...`: refuse at RCPT with this reply.
     Error(Reply),
+    /// `|command` in the aliases: pipe the message to it (needs `[delivery] allow_pipes`).
+    Pipe(String),
     /// A virtual-table target with sendmail's substitutions (`%1@example.test`): `%1` is the
     /// user part of the address, `%2` its detail (sub-address, without the separator), `%3`
     /// the separator and detail (`+detail`, or nothing). See [`Target::substitute`].
@@ -48,6 +50,7 @@ impl std::fmt::Display for Target {
             Self::AsAddressed => f.write_str("!"),
             Self::Error(r) => write!(f, "{}", error_form(r)),
             Self::Template(t) => f.write_str(t),
+            Self::Pipe(c) => write!(f, "\"|{c}\""),
         }
     }
 }
@@ -187,6 +190,30 @@ impl Tables {
         self.senders.get(&address).or_else(|| self.senders.get(&format!("@{domain}"))).map(Vec::as_slice)
     }
 
+    /// One error per alias with a `|command` target, for a configuration without `[delivery]
+    /// allow_pipes` (file and line from the aliases table).
+    pub fn pipe_errors(&self, aliases: Option<&Path>) -> Vec<ConfigError> {
+        let path = aliases.unwrap_or(Path::new("aliases"));
+        let mut names: Vec<&String> = self
+            .aliases
+            .iter()
+            .filter(|(_, targets)| targets.iter().any(|t| matches!(t, Target::Pipe(_))))
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                ConfigError::new(
+                    path,
+                    self.lines.aliases.get(name).copied(),
+                    name,
+                    "pipes to commands are off: set [delivery] allow_pipes = true to run them",
+                )
+            })
+            .collect()
+    }
+
     /// The sender route for the reverse-path `sender`: the exact address, else `@domain`
     /// (sendmail smarttable). `None` for the null sender or no match.
     pub fn sender_route_for(&self, sender: &str) -> Option<&Relay> {
@@ -291,8 +318,15 @@ fn parse_target(s: &str) -> Result<Target, String> {
     if let Some(rest) = s.strip_prefix("error:") {
         return parse_error(rest).map(Target::Error);
     }
-    if s.starts_with('|') || s.starts_with('/') || s.starts_with(":include:") {
-        return Err(format!("{s:?}: pipes, files and :include: are not supported; deliver to a mailbox"));
+    let unquoted = s.trim_matches('"');
+    if let Some(command) = unquoted.strip_prefix('|') {
+        if command.trim().is_empty() {
+            return Err(format!("{s:?}: a pipe needs a command"));
+        }
+        return Ok(Target::Pipe(command.trim().to_owned()));
+    }
+    if s.starts_with('/') || s.starts_with(":include:") {
+        return Err(format!("{s:?}: files are not supported (deliver to a mailbox), and :include: only in aliases"));
     }
     if s.contains('@') {
         let a = s.trim_start_matches('<').trim_end_matches('>');

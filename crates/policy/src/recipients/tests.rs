@@ -39,6 +39,7 @@ fn mailboxes(v: Verdict<Vec<Destination>>) -> Vec<String> {
         .map(|d| match d {
             Destination::Mailbox { name, .. } => name,
             Destination::Remote(a) => format!("remote:{a}"),
+            Destination::Pipe { command, name, .. } => format!("pipe:{name}:{command}"),
         })
         .collect()
 }
@@ -137,4 +138,13 @@ fn the_trace_follows_the_tables() {
         trace.last().map(|s| &s.step),
         Some(&Explain::Failed(Reply::new(550, EnhancedStatus(5, 7, 1), "<x@other.test>: Relaying denied")))
     );
+}
+
+#[test]
+fn pipes_are_destinations_of_their_alias() {
+    let mut t = tables();
+    t.aliases.insert("proc".into(), vec![Target::Pipe("/usr/bin/procmail".into()), Target::Name("bob".into())]);
+    t.aliases.insert("staff".into(), vec![Target::Name("proc".into())]);
+    assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "proc@example.test")), ["pipe:proc:/usr/bin/procmail", "bob"]);
+    assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "staff@example.test")), ["pipe:proc:/usr/bin/procmail", "bob"]);
 }

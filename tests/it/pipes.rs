@@ -1,0 +1,90 @@
+//! Pipe delivery (`|command` in the aliases, `[delivery] allow_pipes`): procmail from Debian
+//! files a message by its `.procmailrc` rule; EX_TEMPFAIL is retried, EX_NOUSER bounced with the
+//! command's output in the DSN; a pipe never runs as root; and without `allow_pipes` the
+//! configuration is refused, naming the alias.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use crate::support::smtp::Client;
+use crate::support::{Server, poll, postern_cli};
+
+#[test]
+fn procmail_files_tempfail_retries_nouser_bounces_never_root() {
+    assert!(std::path::Path::new("/usr/bin/procmail").exists(), "procmail is missing: `bash scripts/test` installs it");
+    let server = Server::start_prepared(
+        "basic",
+        &[],
+        |t| format!("{t}\n[delivery]\nallow_pipes = true\n"),
+        |dir| {
+            let out = dir.join("out");
+            // The pipes run as nobody: they write only here.
+            for d in [out.clone(), out.join("procmail")] {
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }
+            let rc = format!(
+                "MAILDIR={o}/procmail\nDEFAULT=$MAILDIR/inbox/\nLOGFILE={o}/procmail.log\n:0\n* ^Subject:.*invoice\ninvoices/\n",
+                o = out.display()
+            );
+            std::fs::write(dir.join("procmailrc"), rc).unwrap();
+            let mut aliases = std::fs::read_to_string(dir.join("aliases")).unwrap();
+            aliases.push_str(&format!(
+                "filed: \"|/usr/bin/procmail -m {d}/procmailrc\"\ntempfail: \"|exit 75\"\nnouser: \"|echo no such user here; exit 67\"\nwhoami: \"|id -u > {d}/out/whoami\"\n",
+                d = dir.display()
+            ));
+            std::fs::write(dir.join("aliases"), aliases).unwrap();
+        },
+    );
+    let out = server.dir.0.join("out");
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let send = |c: &mut Client, to: &str, subject: &str| {
+        let body = format!("From: alice@example.test\r\nSubject: {subject}\r\n\r\nFrom the accounts department\r\n");
+        assert_eq!(c.send_data("alice@example.test", &[to], body.as_bytes()).code, 250, "{to}");
+    };
+
+    // procmail files it by its rule.
+    send(&mut c, "filed@example.test", "invoice 42");
+    let filed = poll(20, "procmail's delivery into invoices/", || {
+        let dir = out.join("procmail/invoices/new");
+        let f = std::fs::read_dir(dir).ok()?.next()?.ok()?.path();
+        std::fs::read_to_string(f).ok()
+    });
+    assert!(filed.contains("Subject: invoice 42") && filed.starts_with("Return-Path: <alice@example.test>"), "{filed}");
+    server.wait_log("status=sent (250 2.0.0 delivered to command as nobody: /usr/bin/procmail");
+
+    // A pipe never runs as root: the daemon is root here, the command is not.
+    send(&mut c, "whoami@example.test", "who");
+    let uid =
+        poll(20, "the whoami pipe", || std::fs::read_to_string(out.join("whoami")).ok().filter(|s| !s.is_empty()));
+    assert_ne!(uid.trim(), "0", "a pipe ran as root");
+    assert_eq!(uid.trim(), "65534", "[delivery] pipe_user nobody");
+
+    // EX_TEMPFAIL: deferred and tried again.
+    send(&mut c, "tempfail@example.test", "later");
+    poll(20, "two deferred attempts", || {
+        (server.log_lines("to=<tempfail@example.test>").iter().filter(|l| l.contains("status=deferred")).count() >= 2)
+            .then_some(())
+    });
+    assert!(server.log_lines("to=<tempfail@example.test>")[0].contains("command exit status 75 (EX_TEMPFAIL)"));
+
+    // EX_NOUSER: bounced, the command's output in the DSN.
+    send(&mut c, "nouser@example.test", "nobody home");
+    let dsn = std::fs::read_to_string(&server.wait_maildir("alice", 1)[0]).unwrap();
+    assert!(dsn.contains("Status: 5.1.1") && dsn.contains("no such user here"), "{dsn}");
+
+    // Without allow_pipes the configuration is refused, naming each alias that pipes.
+    let cfg = server.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("allow_pipes = true", "allow_pipes = false");
+    let off = server.dir.0.join("off.toml");
+    std::fs::write(&off, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["check-config", "--config"])
+        .arg(&off)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(": filed: pipes to commands are off: set [delivery] allow_pipes = true"), "{err}");
+    let _ = postern_cli;
+}
