@@ -49,6 +49,8 @@ pub struct Draft {
     pub users: BTreeSet<String>,
     /// Extra virtual-table lines (access `To:address ERROR`), appended after the imported ones.
     pub extra_virtual: Vec<String>,
+    /// `[delivery] allow_pipes`: an alias pipes to a program.
+    pub allow_pipes: bool,
 }
 
 impl Draft {
@@ -140,6 +142,9 @@ impl Draft {
             for (key, file) in tables {
                 let _ = writeln!(s, "{key} = {}", q(file));
             }
+        }
+        if self.allow_pipes {
+            s.push_str("\n[delivery]\n# Aliases pipe to programs (see the report): they run as the alias's account or nobody.\nallow_pipes = true\n");
         }
         let trusted: Vec<String> = self.trusted.iter().cloned().collect();
         let _ = writeln!(s, "\n[relay]\ntrusted_networks = {}", list(&trusted));

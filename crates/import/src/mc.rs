@@ -128,7 +128,9 @@ fn apply(call: &Call, draft: &mut Draft) -> Fate {
         "INPUT_MAIL_FILTER" => milter(arg(call, 0), arg(call, 1), draft),
         "MAILER" => match arg(call, 0) {
             "local" | "smtp" => Fate::Default("Maildir delivery and SMTP are built in".into()),
-            "procmail" => Fate::NotMapped("no procmail mailer yet: deliver to Maildir (Sieve in Dovecot), or wait for the pipe transport (issue 12)".into()),
+            "procmail" => Fate::NotMapped(
+                "no procmail mailer: pipe per alias (`user: \"|/usr/bin/procmail\"`, [delivery] allow_pipes), or Dovecot's Sieve".into(),
+            ),
             other => Fate::NotMapped(format!("no {other} mailer in Postern")),
         },
         "TRUST_AUTH_MECH" => Fate::Default("AUTH PLAIN and LOGIN, only under TLS, on submission listeners".into()),
@@ -237,7 +239,9 @@ fn feature(name: &str, argument: &str, draft: &mut Draft) -> Fate {
             Fate::Mapped("relay-domains entries are hosts, not domains: only their addresses are trusted".into())
         }
         "always_add_domain" => Fate::Default("Postern qualifies bare names with [domains] origin".into()),
-        "smrsh" => Fate::NotMapped("no program delivery, so no restricted shell: aliases to pipes are refused".into()),
+        "smrsh" => Fate::NotMapped(
+            "no restricted shell: with [delivery] allow_pipes any command in the aliases runs (as the alias's account, never root); review each".into(),
+        ),
         "no_default_msa" => Fate::Default("submission listeners exist only where configured".into()),
         "redirect" | "nouucp" | "nocanonify" | "lookupdotdomain" | "relay_entire_domain" => {
             Fate::Default(format!("{name}: Postern behaves so already, or the feature has no effect here"))
@@ -258,7 +262,9 @@ fn feature(name: &str, argument: &str, draft: &mut Draft) -> Fate {
             Fate::Default("Postern's [policy] HELO checks catch early talkers' tools without a pause".into())
         }
         "delay_checks" => Fate::Default("Postern refuses at RCPT and after EHLO, never accepts then bounces".into()),
-        "local_procmail" => Fate::NotMapped("no procmail delivery yet (issue 12): Maildir, or Dovecot's Sieve".into()),
+        "local_procmail" => Fate::NotMapped(
+            "no procmail mailer: pipe per alias (`user: \"|/usr/bin/procmail\"`, [delivery] allow_pipes), or Dovecot's Sieve".into(),
+        ),
         "mailertable_defaults" | "promiscuous_relay" | "accept_unresolvable_domains" | "accept_unqualified_senders" => {
             let _ = draft;
             Fate::NotMapped(format!("{name}: not offered (Postern is never an open relay, and checks sender domains)"))

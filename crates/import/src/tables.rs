@@ -170,9 +170,11 @@ fn virtual_line(line: &str, draft: &Draft, out: &mut String) -> Fate {
         Some(user) => user.to_owned(),
         None => target.to_owned(),
     };
-    if unsupported_target(&target) {
+    if unsupported_target(&target) || target.trim_matches('"').starts_with('|') {
         out.push_str(&format!("# postern import: not supported: {line}\n"));
-        return Fate::NotMapped(format!("{target:?}: no program, file or :include: delivery"));
+        return Fate::NotMapped(format!(
+            "{target:?}: the virtual table points at mailboxes, aliases and addresses; pipes go in the aliases, and files are not delivered to"
+        ));
     }
     out.push_str(&format!("{key} {target}\n"));
     let note = if key_domain.is_empty() || draft.local_domains.contains(&key_domain) {
@@ -183,8 +185,9 @@ fn virtual_line(line: &str, draft: &Draft, out: &mut String) -> Fate {
     Fate::Mapped(format!("virtual: {key} {target}{note}"))
 }
 
+/// A file target (`/var/mail/archive`): Postern delivers to mailboxes, not to files.
 fn unsupported_target(t: &str) -> bool {
-    t.starts_with('|') || t.starts_with('/') || t.starts_with(":include:") || t.starts_with('"')
+    t.trim_matches('"').starts_with('/')
 }
 
 /// One mailertable line: sendmail's mailer names become Postern's route forms.
@@ -202,6 +205,24 @@ fn route_line(line: &str, out: &mut String) -> Fate {
     };
     out.push_str(&format!("{key} {route}\n"));
     Fate::Mapped(format!("routes: {key} {route}"))
+}
+
+/// The comma-separated targets of an alias entry; commas inside double quotes do not split.
+fn split_quoted(targets: &str) -> Vec<&str> {
+    let (mut out, mut start, mut quoted) = (Vec::new(), 0, false);
+    for (i, c) in targets.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(targets[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(targets[start..].trim());
+    out.retain(|t| !t.is_empty());
+    out
 }
 
 /// `/etc/aliases`: entries kept as they are, without the targets Postern cannot deliver to.
@@ -225,12 +246,21 @@ fn aliases(sources: &Sources, draft: &mut Draft, report: &mut Report) {
             continue;
         };
         let (kept, dropped): (Vec<&str>, Vec<&str>) =
-            targets.split(',').map(str::trim).filter(|t| !t.is_empty()).partition(|t| !unsupported_target(t));
+            split_quoted(targets).into_iter().partition(|t| !unsupported_target(t));
+        let pipes = kept.iter().any(|t| t.trim_matches('"').starts_with('|'));
+        draft.allow_pipes |= pipes;
         let fate = if kept.is_empty() {
             out.push_str(&format!("# postern import: not supported: {entry}\n"));
             Fate::NotMapped(format!(
-                "{}: program, file and :include: targets have no equivalent (procmail: issue 12; or Dovecot's Sieve)",
+                "{}: Postern does not deliver to files: use a mailbox ([delivery] local = \"mbox\" for an mbox)",
                 dropped.join(", ")
+            ))
+        } else if pipes && dropped.is_empty() {
+            let line = format!("{}: {}", name.trim(), kept.join(", "));
+            out.push_str(&line);
+            out.push('\n');
+            Fate::Mapped(format!(
+                "aliases: {line} ([delivery] allow_pipes = true: it runs as the alias's Unix account or nobody, never root; smrsh's list of allowed programs has no equivalent, review the command)"
             ))
         } else {
             let line = format!("{}: {}", name.trim(), kept.join(", "));

@@ -35,7 +35,12 @@ fn parse_virtual_target(target: &str) -> Result<Target, String> {
         return Ok(Target::AsAddressed);
     }
     if !target.contains('%') {
-        return parse_target(target);
+        return match parse_target(target)? {
+            Target::Pipe(_) => {
+                Err(format!("{target:?}: pipes go in the aliases; point this entry at an alias that pipes"))
+            }
+            t => Ok(t),
+        };
     }
     let bad = target.match_indices('%').any(|(i, _)| !matches!(target.as_bytes().get(i + 1), Some(b'1'..=b'3')));
     if bad {
