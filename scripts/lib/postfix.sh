@@ -16,6 +16,10 @@ ensure_packages() {
             # The programs of a Debian box that call /usr/sbin/sendmail (tests/it/debian.rs).
             mailx) command -v mail >/dev/null || need+=(bsd-mailx) ;;
             php) command -v php >/dev/null || need+=(php-cli) ;;
+            # Dovecot's LMTP server with quota and Sieve (tests/it/lmtp.rs).
+            dovecot) command -v dovecot >/dev/null && [ -e /usr/lib/dovecot/lmtp ] &&
+                [ -e /usr/lib/dovecot/modules/lib90_sieve_plugin.so ] ||
+                need+=(dovecot-core dovecot-lmtpd dovecot-sieve) ;;
             # procmail as a pipe target (tests/it/pipes.rs).
             procmail) command -v procmail >/dev/null || need+=(procmail) ;;
             # systemd-analyze verify for the unit in dist/ (tests/it/deploy.rs).

@@ -19,6 +19,7 @@ mod dns;
 mod forwarding;
 mod import;
 mod layering;
+mod lmtp;
 mod logging;
 mod pipes;
 mod policy;

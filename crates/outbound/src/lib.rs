@@ -5,6 +5,7 @@
 //! every kind of error to temporary or permanent ([`Outcome`]).
 
 pub mod connect;
+pub mod lmtp;
 pub mod nexthop;
 pub mod tls;
 pub mod transaction;

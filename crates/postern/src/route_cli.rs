@@ -176,6 +176,9 @@ async fn explain(
                         postern_config::schema::LocalTransport::Mbox => {
                             format!("mbox {} (mailbox {name})", config.mbox_of(name).display())
                         }
+                        postern_config::schema::LocalTransport::Lmtp => {
+                            format!("LMTP {} (mailbox {name})", config.delivery.lmtp)
+                        }
                     }),
                     Destination::Pipe { command, name, .. } => {
                         let allowed =

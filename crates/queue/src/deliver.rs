@@ -59,6 +59,9 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
             Err(e) => return retry_later(&config, before, &format!("local delivery task failed: {e}")),
         }
     }
+    if config.delivery.local == LocalTransport::Lmtp {
+        reports.extend(lmtp(&config, &mut env, &message, now_s).await);
+    }
     // Remote recipients, grouped by domain and reverse-path (forwarded copies leave with an
     // SRS reverse-path): one transaction per group.
     let mut by_domain: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
@@ -224,12 +227,60 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
                 to_maildir(spool, config, env.quarantine.as_deref(), &mailbox, &reverse_path, r, message)
             }
             (None, LocalTransport::Mbox) => to_mbox(config, &mailbox, &reverse_path, r, message),
+            // Delivered over LMTP by `attempt`, in one transaction for all of them.
+            (None, LocalTransport::Lmtp) => continue,
         };
         let delivered = matches!(outcome, Outcome::Delivered(_));
         let relay = if r.pipe.is_some() { format!("local, pipe alias={mailbox}") } else { relay };
         let by = By { relay: &relay, remote_host: None, tls: None };
         // A pipe can bounce (EX_NOUSER...): its failure report goes to the sender.
         reports.extend(record(config, id, r, &by, outcome, now_s, false));
+        if delivered && r.notify().success {
+            reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), None, None));
+        }
+    }
+    reports
+}
+
+/// The due mailbox recipients over LMTP (`[delivery] local = "lmtp"`): one transaction, one
+/// outcome per recipient (RFC 2033), so a mailbox over quota is retried alone.
+async fn lmtp(config: &Arc<Config>, env: &mut Envelope, message: &Arc<Vec<u8>>, now_s: u64) -> Vec<RecipientStatus> {
+    use postern_outbound::lmtp;
+    let due: Vec<usize> = (0..env.recipients.len())
+        .filter(|&i| {
+            let r = &env.recipients[i];
+            r.state == RcptState::Pending && r.next_attempt <= now_s && r.mailbox.is_some() && r.pipe.is_none()
+        })
+        .collect();
+    if due.is_empty() {
+        return Vec::new();
+    }
+    let server = match lmtp::Server::parse(&config.delivery.lmtp) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{}: [delivery] lmtp: {e}", env.id);
+            return Vec::new();
+        }
+    };
+    let rcpts: Vec<Rcpt> =
+        due.iter().map(|&i| Rcpt { address: env.recipients[i].address.clone(), notify: None, orcpt: None }).collect();
+    let msg = Message {
+        id: env.id.to_string(),
+        reverse_path: env.reverse_path.clone(),
+        body_8bit: env.body_8bit,
+        smtputf8: env.smtputf8,
+        data: message.clone(),
+        ret: None,
+        envid: None,
+        forced: false,
+    };
+    let results = lmtp::deliver(&server, &config.hostname, config.outbound.command_timeout.0, &rcpts, &msg).await;
+    let mut reports = Vec::new();
+    for (&i, result) in due.iter().zip(results) {
+        let r = &mut env.recipients[i];
+        let delivered = matches!(result.outcome, Outcome::Delivered(_));
+        let by = By { relay: &result.relay, remote_host: None, tls: None };
+        reports.extend(record(config, env.id, r, &by, result.outcome, now_s, false));
         if delivered && r.notify().success {
             reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), None, None));
         }

@@ -438,6 +438,10 @@ pub struct Delivery {
     /// locked as Debian's mail.local locks it, for mutt and mail(1) on the box).
     #[serde(default)]
     pub local: LocalTransport,
+    /// The LMTP server of `local = "lmtp"`: `"unix:/run/dovecot/lmtp"` (default) or
+    /// `"[127.0.0.1]:24"`. Recipients are given as `mailbox@domain`.
+    #[serde(default = "default_lmtp")]
+    pub lmtp: String,
     /// Let aliases pipe messages to commands (`name: "|/usr/bin/procmail"`). Off by default:
     /// a command runs for every message from anyone. Commands run as the alias's Unix account
     /// when one exists (and is not root), else as `pipe_user`; never as root. Default `false`.
@@ -465,6 +469,12 @@ pub enum LocalTransport {
     Maildir,
     /// mbox: one file per mailbox.
     Mbox,
+    /// LMTP (RFC 2033) to a mailbox server, e.g. Dovecot: `[delivery] lmtp`.
+    Lmtp,
+}
+
+fn default_lmtp() -> String {
+    "unix:/run/dovecot/lmtp".into()
 }
 
 fn default_pipe_user() -> String {
@@ -839,6 +849,18 @@ impl Config {
             && postern_types::Address::parse(&format!("postmaster@{d}")).is_err()
         {
             err("forwarding.srs_domain", format!("{d:?} is not a valid domain name"));
+        }
+        let l = &self.delivery.lmtp;
+        let lmtp_ok = l.strip_prefix("unix:").map_or_else(
+            || {
+                l.replace(['[', ']'], "")
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            },
+            |p| p.starts_with('/'),
+        );
+        if !lmtp_ok {
+            err("delivery.lmtp", format!("{l:?}: use \"unix:/run/dovecot/lmtp\" or \"[127.0.0.1]:24\""));
         }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
             err("hostname", format!("{:?} is not a host name", self.hostname));

@@ -1,0 +1,86 @@
+//! LMTP delivery to Debian's Dovecot (dovecot-lmtpd, dovecot-sieve; installed by
+//! `scripts/test`), started by the test with a private configuration on a socket in the test's
+//! folder and stopped by PID: three recipients, one over quota → two delivered at once, the
+//! third deferred (452 4.2.2) and delivered once its quota is raised; a Sieve rule files a
+//! message into a folder.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Child, Command};
+
+use crate::support::smtp::Client;
+use crate::support::{Server, TempDir, poll, repo};
+
+struct Dovecot(Child);
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn users(dir: &std::path::Path, bob_quota: &str) {
+    let text = format!(
+        "alice:{{PLAIN}}x::::::\nbob:{{PLAIN}}x::::::userdb_quota_rule=*:storage={bob_quota}\ncarol:{{PLAIN}}x::::::\n"
+    );
+    std::fs::write(dir.join("users"), text).unwrap();
+}
+
+fn new_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir).map(|rd| rd.map(|e| e.unwrap().path()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn dovecot_lmtp_per_recipient_replies_quota_and_sieve() {
+    assert!(std::path::Path::new("/usr/sbin/dovecot").exists(), "dovecot is missing: `bash scripts/test` installs it");
+    let dv = TempDir::new("dovecot");
+    for d in ["run", "state", "mail", "sieve", "home"] {
+        std::fs::create_dir_all(dv.0.join(d)).unwrap();
+        // Dovecot delivers as nobody.
+        std::fs::set_permissions(dv.0.join(d), std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let conf = std::fs::read_to_string(repo().join("tests/fixtures/dovecot/dovecot.conf")).unwrap();
+    std::fs::write(dv.0.join("dovecot.conf"), conf.replace("{DIR}", &dv.0.display().to_string())).unwrap();
+    users(&dv.0, "1");
+    std::fs::write(
+        dv.0.join("sieve/carol.sieve"),
+        "require \"fileinto\";\nif header :contains \"subject\" \"invoice\" { fileinto \"Invoices\"; }\n",
+    )
+    .unwrap();
+    let _dovecot =
+        Dovecot(Command::new("/usr/sbin/dovecot").arg("-F").arg("-c").arg(dv.0.join("dovecot.conf")).spawn().unwrap());
+    let socket = dv.0.join("lmtp");
+    poll(20, "Dovecot's LMTP socket", || socket.exists().then_some(()));
+
+    let server = Server::start_with("basic", |t| {
+        format!("{t}\n[delivery]\nlocal = \"lmtp\"\nlmtp = \"unix:{}\"\n", socket.display())
+    });
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let body = format!("Subject: invoice 7\r\n\r\n{}\r\n", "x".repeat(3000));
+    let r = c.send_data(
+        "someone@example.test",
+        &["alice@example.test", "bob@example.test", "carol@example.test"],
+        body.as_bytes(),
+    );
+    assert_eq!(r.code, 250, "{}", r.text);
+
+    let mail = dv.0.join("mail");
+    poll(20, "alice's and carol's copies", || {
+        (new_files(&mail.join("alice/new")).len() == 1 && new_files(&mail.join("carol/.Invoices/new")).len() == 1)
+            .then_some(())
+    });
+    assert!(new_files(&mail.join("carol/new")).is_empty(), "the Sieve rule filed carol's copy into Invoices");
+    let deferred = server.wait_log("to=<bob@example.test>");
+    assert!(deferred.contains("status=deferred") && deferred.contains("452 4.2.2"), "{deferred}");
+    assert!(deferred.contains("relay=lmtp unix:"), "{deferred}");
+    assert!(new_files(&mail.join("bob/new")).is_empty());
+    server.wait_log("to=<alice@example.test>, relay=lmtp unix:");
+
+    // The quota is raised: the retry delivers bob's copy, once.
+    users(&dv.0, "100M");
+    poll(30, "bob's copy after the quota was raised", || (new_files(&mail.join("bob/new")).len() == 1).then_some(()));
+    server.wait_queue_empty();
+    assert_eq!(new_files(&mail.join("alice/new")).len(), 1, "alice got it once");
+    assert!(server.maildir("alice").is_empty(), "nothing in Postern's own Maildir");
+}
