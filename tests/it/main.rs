@@ -21,6 +21,7 @@ mod import;
 mod layering;
 mod lmtp;
 mod logging;
+mod milters;
 mod pipes;
 mod policy;
 mod python;

@@ -8,6 +8,7 @@ mod bans;
 mod commit;
 mod greylist;
 mod limits;
+mod milter;
 pub mod screen;
 mod session;
 mod stream;

@@ -313,7 +313,7 @@ impl Driver<'_> {
                 Step::Commit(tx) => {
                     let result = match self.foreign_from(&tx).or_else(|| self.looping(&tx)) {
                         Some(r) => Err(r),
-                        None => self.authenticate_and_commit(*tx).await,
+                        None => self.filter_and_commit(*tx).await,
                     };
                     session.commit_result(result);
                 }
@@ -473,9 +473,40 @@ impl Driver<'_> {
         }
     }
 
+    /// The `[[milter]]` filters, then authentication and the commit. A filter's refusal is the
+    /// reply to DATA; its `discard` is a 250 with nothing queued.
+    async fn filter_and_commit(&self, mut tx: Transaction) -> Result<QueueId, Reply> {
+        if self.config.milter.is_empty() {
+            return self.authenticate_and_commit(tx, false).await;
+        }
+        let name = self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let client = crate::milter::Client { name: name.as_deref(), peer: self.peer };
+        let policy = self.policy();
+        let resolve = |a: &Address| match postern_policy::resolve_for_delivery(&policy, a) {
+            Verdict::Ok(d) => d,
+            _ => Vec::new(),
+        };
+        match crate::milter::filter(self.config, self.role, &client, &mut tx, &resolve).await {
+            crate::milter::Decision::Accept => self.authenticate_and_commit(tx, false).await,
+            crate::milter::Decision::Hold(reason) => {
+                tracing::info!("milter: quarantine ({reason}): the message is held");
+                self.authenticate_and_commit(tx, true).await
+            }
+            crate::milter::Decision::Refuse(r) => {
+                tracing::info!("NOQUEUE: reject: DATA from [{}]: {r}; milter", self.peer.ip());
+                Err(r)
+            }
+            crate::milter::Decision::Discard(by) => {
+                let id = QueueId::generate();
+                tracing::info!("{id}: discarded by milter {by}: accepted with 250, not queued");
+                Ok(id)
+            }
+        }
+    }
+
     /// Signs what is relayed for our own users (trusted networks, AUTH), checks what comes from
     /// outside on `mx` listeners and acts on the results, then commits.
-    async fn authenticate_and_commit(&self, mut tx: Transaction) -> Result<QueueId, Reply> {
+    async fn authenticate_and_commit(&self, mut tx: Transaction, held: bool) -> Result<QueueId, Reply> {
         let ip = self.peer.ip();
         let auth = self.ctx.auth();
         let mut added = Added::default();
@@ -506,7 +537,7 @@ impl Driver<'_> {
             authenticate::check_from_outside(self.ctx, self.config, checker, &auth.arc, ip, &mut tx, &mut added)
                 .await?;
         }
-        let committed = commit(self.ctx, tx, &self.client(), &added.headers, added.quarantine).await;
+        let committed = commit(self.ctx, tx, &self.client(), &added.headers, added.quarantine, held).await;
         if let (Ok(id), Some(line)) = (&committed, added.auth_line) {
             tracing::info!("{id}: {line}");
         }

@@ -7,6 +7,8 @@
 //! Wire format (libmilter's `mfdef.h`): every packet is a 4-byte big-endian length, then one
 //! command byte, then `length - 1` bytes of data; strings are NUL-terminated.
 
+pub mod edit;
+
 use std::fmt;
 
 /// Protocol version spoken (libmilter's `SMFI_VERSION`).

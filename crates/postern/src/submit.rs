@@ -104,6 +104,7 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
             envid: request.params.envid.clone(),
         },
         quarantine: None,
+        held: false,
     };
     ctx.queue.submit(submission).await.map_err(|e| temp(format_args!("cannot queue the message: {e}")))
 }

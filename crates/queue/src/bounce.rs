@@ -109,6 +109,7 @@ pub(crate) fn send(
         message,
         params: MailParams { body_8bit: Some(true), ..MailParams::default() },
         quarantine: None,
+        held: false,
     };
     match commit_blocking(spool, &config.hostname, submission) {
         Ok(dsn_env) => {

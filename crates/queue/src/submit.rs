@@ -63,6 +63,8 @@ pub struct Submission {
     pub params: MailParams,
     /// Maildir++ folder for local deliveries (DMARC quarantine).
     pub quarantine: Option<String>,
+    /// Queue it held, until `postern queue release` (a milter's quarantine).
+    pub held: bool,
 }
 
 /// Why a submission was not queued. Nothing was: the caller still has the message.
@@ -131,6 +133,7 @@ pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<E
     env.ret = s.params.ret_full.map(|full| if full { Ret::Full } else { Ret::Hdrs });
     env.envid = s.params.envid;
     env.quarantine = s.quarantine;
+    env.held = s.held;
     spool.commit(&env, trace.as_bytes(), &s.message)?;
     tracing::info!(
         "{id}: {}, from={}, size={}, nrcpt={} (queue active)",

@@ -91,6 +91,65 @@ pub struct Config {
     /// `[forwarding]`: SRS for mail forwarded to other domains.
     #[serde(default)]
     pub forwarding: Forwarding,
+    /// `[[milter]]`: content filters (rspamd, opendkim, ClamAV) over the milter protocol, in
+    /// order, before the 250.
+    #[serde(default)]
+    pub milter: Vec<Milter>,
+}
+
+/// One `[[milter]]`: a filter consulted at the end of DATA, before the message is accepted
+/// (Postfix's `smtpd_milters`): a refusal is the reply to DATA and nothing is queued.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Milter {
+    /// A name for the log. Default: the address.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `"inet:127.0.0.1:11332"` or `"unix:/run/rspamd/milter.sock"` (sendmail's forms).
+    pub address: String,
+    /// Connecting to the filter. Default `"10s"`.
+    #[serde(default = "default_milter_connect")]
+    pub connect_timeout: Seconds,
+    /// Each reply, but for end of message. Default `"30s"`.
+    #[serde(default = "default_milter_command")]
+    pub command_timeout: Seconds,
+    /// The reply to end of message (the filter's scan). Default `"5m"`.
+    #[serde(default = "five_minutes")]
+    pub eom_timeout: Seconds,
+    /// When the filter is unreachable, times out or breaks the protocol: `"tempfail"` (default,
+    /// sendmail's `F=T`: `451 4.7.1`, the client retries), `"accept"` (as if it were not
+    /// there) or `"reject"` (`550 5.7.1`).
+    #[serde(default)]
+    pub default_action: MilterDefault,
+    /// The listener roles whose mail it filters. Default: all.
+    #[serde(default = "all_roles")]
+    pub roles: Vec<Role>,
+    /// Macros to send besides the standard ones, `name = "value"` (e.g. `{daemon_name}`).
+    #[serde(default)]
+    pub macros: std::collections::BTreeMap<String, String>,
+}
+
+/// `[[milter]] default_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MilterDefault {
+    /// `451 4.7.1`.
+    #[default]
+    Tempfail,
+    /// Go on without the filter.
+    Accept,
+    /// `550 5.7.1`.
+    Reject,
+}
+
+fn default_milter_connect() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+fn default_milter_command() -> Seconds {
+    Seconds(Duration::from_secs(30))
+}
+fn all_roles() -> Vec<Role> {
+    vec![Role::Mx, Role::Submission, Role::Submissions]
 }
 
 /// `[forwarding]`: the Sender Rewriting Scheme for mail that aliases and the virtual table
@@ -841,6 +900,22 @@ impl Config {
             && postern_types::Address::parse(&format!("postmaster@{o}")).is_err()
         {
             err("domains.origin", format!("{o:?} is not a valid domain name"));
+        }
+        for m in &self.milter {
+            let ok = m.address.strip_prefix("unix:").map_or_else(
+                || {
+                    m.address.strip_prefix("inet:").is_some_and(|a| {
+                        a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                    })
+                },
+                |p| p.starts_with('/'),
+            );
+            if !ok {
+                err(
+                    "milter.address",
+                    format!("{:?}: use \"inet:127.0.0.1:11332\" or \"unix:/run/rspamd/milter.sock\"", m.address),
+                );
+            }
         }
         if self.forwarding.srs_domain.is_some() && self.forwarding.srs_secret_file.is_none() {
             err("forwarding.srs_secret_file", "srs_domain needs secrets: a file with one secret per line".into());

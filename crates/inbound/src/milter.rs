@@ -1,0 +1,361 @@
+//! The milter filters of `[[milter]]`, run at the end of DATA, before the 250 (Postfix's
+//! `smtpd_milters`, replayed in one conversation per filter once the message is complete):
+//! option negotiation, the macros and the connect, HELO, MAIL, RCPT, DATA, header, end of
+//! header and body steps the filter did not decline, then end of message with its actions.
+//! A refusal is the SMTP reply to DATA and nothing is queued; `discard` gets a 250 and is not
+//! queued either; end-of-message actions change the transaction (headers, body, envelope
+//! sender, recipients). A filter that cannot be reached, times out or breaks the protocol gets
+//! its `default_action`. The protocol is `postern_milter`'s; this is the socket driver.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use postern_config::schema::{Milter, MilterDefault};
+use postern_config::{Config, Role};
+use postern_milter::{Command, Decoder, Family, Negotiated, Response, action, step};
+use postern_proto::Transaction;
+use postern_types::{Address, EnhancedStatus, Reply, ReversePath};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// What the filters decided about a transaction.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Go on (the transaction may have been changed).
+    Accept,
+    /// Refuse with this reply.
+    Refuse(Reply),
+    /// Reply 250 and drop the message (a filter's `discard`).
+    Discard(String),
+    /// Queue it held (`postern queue release`), as Postfix's quarantine: the reason.
+    Hold(String),
+}
+
+/// The client as the connect step and the macros describe it.
+pub(crate) struct Client<'a> {
+    /// The forward-confirmed name, if known.
+    pub(crate) name: Option<&'a str>,
+    /// Its address and port.
+    pub(crate) peer: SocketAddr,
+}
+
+/// What one filter said.
+enum Verdict {
+    /// Accepted: no more filtering by it.
+    Accepted,
+    /// End of message reached: its actions, whether it asked to hold the message, and its
+    /// verdict (`accept` or `continue`) for the log.
+    Done(Vec<Response>, Option<String>, &'static str),
+    Refused(Reply),
+    Discarded,
+}
+
+/// Why a conversation broke (the filter's default action applies).
+#[derive(Debug)]
+struct Broken(String);
+
+/// Runs every filter for `role` over `tx`, in order, applying their actions.
+/// `resolve` gives the destinations of a recipient a filter adds.
+pub(crate) async fn filter(
+    config: &Config,
+    role: Role,
+    client: &Client<'_>,
+    tx: &mut Transaction,
+    resolve: &(dyn Fn(&Address) -> Vec<postern_types::Destination> + Sync),
+) -> Decision {
+    let mut hold = None;
+    for m in config.milter.iter().filter(|m| m.roles.contains(&role)) {
+        let name = m.name.clone().unwrap_or_else(|| m.address.clone());
+        match converse(config, m, client, tx).await {
+            Ok(Verdict::Accepted) => tracing::info!("milter {name}: accept"),
+            Ok(Verdict::Done(actions, quarantine, verdict)) => {
+                tracing::info!("milter {name}: {verdict}, {} action(s)", actions.len());
+                apply(tx, &actions, resolve);
+                hold = hold.or(quarantine);
+            }
+            Ok(Verdict::Refused(r)) => {
+                tracing::info!("milter {name}: reject: {r}");
+                return Decision::Refuse(r);
+            }
+            Ok(Verdict::Discarded) => {
+                tracing::info!("milter {name}: discard");
+                return Decision::Discard(name);
+            }
+            Err(Broken(why)) => match m.default_action {
+                MilterDefault::Accept => tracing::warn!("milter {name}: {why}; default_action accept"),
+                MilterDefault::Tempfail => {
+                    tracing::warn!("milter {name}: {why}; default_action tempfail");
+                    return Decision::Refuse(Reply::new(
+                        451,
+                        EnhancedStatus(4, 7, 1),
+                        "Service unavailable: content filter down, try again later",
+                    ));
+                }
+                MilterDefault::Reject => {
+                    tracing::warn!("milter {name}: {why}; default_action reject");
+                    return Decision::Refuse(Reply::new(550, EnhancedStatus(5, 7, 1), "Command rejected"));
+                }
+            },
+        }
+    }
+    hold.map_or(Decision::Accept, Decision::Hold)
+}
+
+async fn converse(config: &Config, m: &Milter, client: &Client<'_>, tx: &Transaction) -> Result<Verdict, Broken> {
+    if let Some(path) = m.address.strip_prefix("unix:") {
+        let s = tokio::time::timeout(m.connect_timeout.0, tokio::net::UnixStream::connect(path)).await;
+        let s = s.map_err(|_| Broken("connect timed out".into()))?.map_err(|e| Broken(format!("connect: {e}")))?;
+        Conv::new(s, m).run(config, client, tx).await
+    } else {
+        let addr = m.address.trim_start_matches("inet:");
+        let s = tokio::time::timeout(m.connect_timeout.0, tokio::net::TcpStream::connect(addr)).await;
+        let s = s.map_err(|_| Broken("connect timed out".into()))?.map_err(|e| Broken(format!("connect: {e}")))?;
+        Conv::new(s, m).run(config, client, tx).await
+    }
+}
+
+struct Conv<'m, S> {
+    stream: S,
+    decoder: Decoder,
+    m: &'m Milter,
+}
+
+/// `None`: go on with the next step; `Some`: the filter decided.
+type Step = Option<Verdict>;
+
+impl<'m, S: AsyncRead + AsyncWrite + Unpin> Conv<'m, S> {
+    fn new(stream: S, m: &'m Milter) -> Self {
+        Self { stream, decoder: Decoder::default(), m }
+    }
+
+    async fn send(&mut self, c: &Command) -> Result<(), Broken> {
+        self.stream.write_all(&c.encode()).await.map_err(|e| Broken(format!("write: {e}")))
+    }
+
+    /// The next response within `timeout` (`Progress` restarts it).
+    async fn response(&mut self, timeout: Duration) -> Result<Response, Broken> {
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            match self.decoder.next_response().map_err(|e| Broken(e.to_string()))? {
+                Some(Response::Progress) => continue,
+                Some(r) => return Ok(r),
+                None => {}
+            }
+            match tokio::time::timeout(timeout, self.stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => self.decoder.feed(&buf[..n]),
+                Ok(Ok(_)) => return Err(Broken("the filter closed the connection".into())),
+                Ok(Err(e)) => return Err(Broken(format!("read: {e}"))),
+                Err(_) => return Err(Broken(format!("no reply within {}s", timeout.as_secs()))),
+            }
+        }
+    }
+
+    /// Sends `c` and, when the filter answers that step, reads its verdict.
+    async fn step(&mut self, c: Command, answers: bool) -> Result<Step, Broken> {
+        self.send(&c).await?;
+        if !answers {
+            return Ok(None);
+        }
+        Ok(match self.response(self.m.command_timeout.0).await? {
+            Response::Continue => None,
+            Response::Accept => Some(Verdict::Accepted),
+            Response::Discard => Some(Verdict::Discarded),
+            Response::Reject => Some(Verdict::Refused(Reply::new(550, EnhancedStatus(5, 7, 1), "Command rejected"))),
+            Response::TempFail => {
+                Some(Verdict::Refused(Reply::new(451, EnhancedStatus(4, 7, 1), "Service unavailable, try again later")))
+            }
+            Response::ReplyCode(text) => Some(Verdict::Refused(reply_of(&text))),
+            other => return Err(Broken(format!("unexpected {other:?}"))),
+        })
+    }
+
+    async fn macros(&mut self, for_command: u8, macros: Vec<(String, String)>) -> Result<(), Broken> {
+        self.send(&Command::Macros { for_command, macros }).await
+    }
+
+    async fn run(mut self, config: &Config, client: &Client<'_>, tx: &Transaction) -> Result<Verdict, Broken> {
+        self.send(&Command::OptNeg {
+            version: postern_milter::VERSION,
+            actions: action::ALL & !action::SET_SYMLIST,
+            steps: step::OFFERED,
+        })
+        .await?;
+        let reply = self.response(self.m.command_timeout.0).await?;
+        let neg = Negotiated::from_reply(&reply, action::ALL, step::OFFERED).map_err(|e| Broken(e.to_string()))?;
+        macro_rules! decided {
+            ($e:expr) => {
+                if let Some(v) = $e {
+                    let _ = self.send(&Command::Quit).await;
+                    return Ok(v);
+                }
+            };
+        }
+        let ip = client.peer.ip();
+        let name = client.name.unwrap_or("unknown").to_owned();
+        let mut connect = vec![
+            ("j".to_owned(), config.hostname.clone()),
+            ("_".to_owned(), format!("{name} [{ip}]")),
+            ("{daemon_name}".to_owned(), "postern".to_owned()),
+            ("{client_addr}".to_owned(), ip.to_string()),
+            ("{client_name}".to_owned(), name.clone()),
+            ("{client_port}".to_owned(), client.peer.port().to_string()),
+        ];
+        connect.extend(self.m.macros.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if !neg.skips(step::NO_CONNECT) {
+            self.macros(b'C', connect).await?;
+            let family = if ip.is_ipv4() { Family::Inet } else { Family::Inet6 };
+            let c = Command::Connect { hostname: name, family, port: client.peer.port(), address: ip.to_string() };
+            decided!(self.step(c, neg.replies(step::NR_CONNECT)).await?);
+        }
+        if !neg.skips(step::NO_HELO) {
+            let mut m = Vec::new();
+            if let Some(t) = &tx.tls {
+                m.push(("{tls_version}".to_owned(), t.version.clone()));
+                m.push(("{cipher}".to_owned(), t.cipher.clone()));
+            }
+            self.macros(b'H', m).await?;
+            decided!(self.step(Command::Helo(tx.helo.clone()), neg.replies(step::NR_HELO)).await?);
+        }
+        if !neg.skips(step::NO_MAIL) {
+            let sender = match &tx.reverse_path {
+                ReversePath::Null => String::new(),
+                ReversePath::Mailbox(a) => a.to_string(),
+            };
+            let mut m = vec![("{mail_addr}".to_owned(), sender.clone())];
+            if let Some(login) = &tx.auth {
+                m.push(("{auth_type}".to_owned(), "PLAIN".to_owned()));
+                m.push(("{auth_authen}".to_owned(), login.clone()));
+            }
+            self.macros(b'M', m).await?;
+            decided!(self.step(Command::Mail(vec![format!("<{sender}>")]), neg.replies(step::NR_MAIL)).await?);
+        }
+        if !neg.skips(step::NO_RCPT) {
+            for r in &tx.recipients {
+                self.macros(b'R', vec![("{rcpt_addr}".to_owned(), r.forward_path.to_string())]).await?;
+                decided!(
+                    self.step(Command::Rcpt(vec![format!("<{}>", r.forward_path)]), neg.replies(step::NR_RCPT)).await?
+                );
+            }
+        }
+        if !neg.skips(step::NO_DATA) {
+            decided!(self.step(Command::Data, neg.replies(step::NR_DATA)).await?);
+        }
+        let (fields, body) = postern_milter::edit::split(&tx.message);
+        if !neg.skips(step::NO_HEADERS) {
+            let leading = neg.skips(step::HEADER_LEADING_SPACE);
+            for (name, raw) in &fields {
+                let value = postern_milter::edit::value(raw, leading);
+                decided!(self.step(Command::Header(name.clone(), value), neg.replies(step::NR_HEADER)).await?);
+            }
+        }
+        if !neg.skips(step::NO_EOH) {
+            decided!(self.step(Command::EndOfHeaders, neg.replies(step::NR_EOH)).await?);
+        }
+        if !neg.skips(step::NO_BODY) {
+            for chunk in Command::body_chunks(body) {
+                decided!(self.step(chunk, neg.replies(step::NR_BODY)).await?);
+            }
+        }
+        self.send(&Command::EndOfMessage).await?;
+        let mut actions = Vec::new();
+        let mut quarantine = None;
+        let verdict = loop {
+            match self.response(self.m.eom_timeout.0).await? {
+                Response::Quarantine(reason) => quarantine = Some(reason),
+                a if !a.is_verdict() => {
+                    if allowed(&neg, &a) {
+                        actions.push(a);
+                    } else {
+                        return Err(Broken(format!("{a:?} was not negotiated")));
+                    }
+                }
+                Response::Accept => break Verdict::Done(actions, quarantine, "accept"),
+                Response::Continue => break Verdict::Done(actions, quarantine, "continue"),
+                Response::Discard => break Verdict::Discarded,
+                Response::Reject => {
+                    break Verdict::Refused(Reply::new(550, EnhancedStatus(5, 7, 1), "Message content rejected"));
+                }
+                Response::TempFail => {
+                    break Verdict::Refused(Reply::new(
+                        451,
+                        EnhancedStatus(4, 7, 1),
+                        "Message content could not be checked, try again later",
+                    ));
+                }
+                Response::ReplyCode(text) => break Verdict::Refused(reply_of(&text)),
+                other => return Err(Broken(format!("unexpected {other:?} at end of message"))),
+            }
+        };
+        let _ = self.send(&Command::Quit).await;
+        Ok(verdict)
+    }
+}
+
+/// Whether the negotiated actions allow `a`.
+fn allowed(neg: &Negotiated, a: &Response) -> bool {
+    let needed = match a {
+        Response::AddHeader(..) => action::ADD_HEADERS,
+        Response::ChangeHeader(..) | Response::InsertHeader(..) => action::CHANGE_HEADERS | action::ADD_HEADERS,
+        Response::ChangeFrom(..) => action::CHANGE_FROM,
+        Response::AddRcpt(..) => action::ADD_RCPT | action::ADD_RCPT_PAR,
+        Response::DelRcpt(..) => action::DEL_RCPT,
+        Response::ReplaceBody(..) => action::CHANGE_BODY,
+        _ => return true,
+    };
+    neg.actions & needed != 0
+}
+
+/// `550 5.7.1 text` as a reply; an unusable one is `550 5.7.1 Command rejected`.
+fn reply_of(text: &str) -> Reply {
+    let mut words = text.splitn(3, ' ');
+    let code = words.next().and_then(|c| c.parse::<u16>().ok()).filter(|c| (400..600).contains(c));
+    let Some(code) = code else { return Reply::new(550, EnhancedStatus(5, 7, 1), "Command rejected") };
+    let second = words.next().unwrap_or("");
+    let status: Vec<u16> = second.split('.').filter_map(|p| p.parse().ok()).collect();
+    match status.as_slice() {
+        [c, s, d] if u16::from((code / 100) as u8) == *c => {
+            Reply::new(code, EnhancedStatus(*c as u8, *s, *d), words.next().unwrap_or("").to_owned())
+        }
+        _ => {
+            let default = EnhancedStatus((code / 100) as u8, 7, 1);
+            let text = [second, words.next().unwrap_or("")].join(" ").trim().to_owned();
+            Reply::new(code, default, text)
+        }
+    }
+}
+
+/// The end-of-message actions applied to the transaction.
+fn apply(
+    tx: &mut Transaction,
+    actions: &[Response],
+    resolve: &(dyn Fn(&Address) -> Vec<postern_types::Destination> + Sync),
+) {
+    tx.message = postern_milter::edit::apply(&tx.message, actions);
+    let unbracket = |s: &str| s.trim().trim_start_matches('<').trim_end_matches('>').to_owned();
+    for a in actions {
+        match a {
+            Response::ChangeFrom(from, _) => {
+                let f = unbracket(from);
+                tx.reverse_path = if f.is_empty() {
+                    ReversePath::Null
+                } else {
+                    Address::parse(&f).map_or(tx.reverse_path.clone(), ReversePath::Mailbox)
+                };
+            }
+            Response::DelRcpt(rcpt) => {
+                let r = unbracket(rcpt).to_lowercase();
+                tx.recipients.retain(|x| x.forward_path.to_string().to_lowercase() != r);
+            }
+            Response::AddRcpt(rcpt, _) => {
+                if let Ok(address) = Address::parse(&unbracket(rcpt)) {
+                    tx.recipients.push(postern_proto::AcceptedRecipient {
+                        destinations: resolve(&address),
+                        forward_path: address,
+                        notify: None,
+                        orcpt: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `[[milter]]` filters before the 250, against a test milter of our own
+//! (`support/milter.rs`): every end-of-message action, a reply code, discard, quarantine (held),
+//! the macros, and a filter that is down with `default_action` tempfail and accept.
+
+use crate::support::milter::TestMilter;
+use crate::support::smtp::Client;
+use crate::support::{Server, poll};
+
+fn with_milter(address: &str, default_action: &str) -> Server {
+    Server::start_with("basic", |t| {
+        format!(
+            "{t}\n[[milter]]\nname = \"test\"\naddress = \"{address}\"\ndefault_action = \"{default_action}\"\ncommand_timeout = \"5s\"\n"
+        )
+    })
+}
+
+#[test]
+fn every_end_of_message_action_reject_discard_and_quarantine() {
+    let milter = TestMilter::start();
+    let server = with_milter(&format!("inet:127.0.0.1:{}", milter.port), "tempfail");
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let send = |c: &mut Client, subject: &str| {
+        let body = format!("From: alice@example.test\r\nSubject: {subject}\r\n\r\noriginal body\r\n");
+        c.send_data("alice@example.test", &["bob@example.test", "dave@example.test"], body.as_bytes())
+    };
+
+    // Every action: headers added, inserted at the top and changed, the sender changed, a
+    // recipient added and one deleted, the body replaced.
+    assert_eq!(send(&mut c, "edit me").code, 250);
+    let carol = std::fs::read_to_string(&server.wait_maildir("carol", 1)[0]).unwrap();
+    let dave = std::fs::read_to_string(&server.wait_maildir("dave", 1)[0]).unwrap();
+    for text in [&carol, &dave] {
+        assert!(text.starts_with("Return-Path: <changed@example.test>"), "{text}");
+        // Index 0 is the top of the message the filter saw; our Received header is prepended
+        // after the filters, as every trace header is.
+        assert!(text.contains("\nX-Top: first\nFrom: alice@example.test\n"), "inserted at the top: {text}");
+        assert!(text.contains("\nSubject: edited\n") && text.contains("\nX-Milter: added\n"), "{text}");
+        assert!(text.ends_with("\n\nreplaced body\n") && !text.contains("original body"), "{text}");
+    }
+    assert!(server.maildir("bob").is_empty(), "bob was deleted by the filter");
+    server.wait_log("milter test: accept, 7 action(s)");
+
+    // A reply code: that is the reply to DATA, nothing queued.
+    let r = send(&mut c, "reject me");
+    assert_eq!((r.code, r.text.trim()), (554, "554 5.7.1 no thanks"), "{}", r.text);
+    server.wait_queue_empty();
+
+    // Discard: 250, and nothing is delivered or queued.
+    let r = send(&mut c, "discard me");
+    assert_eq!(r.code, 250, "{}", r.text);
+    server.wait_log("discarded by milter test");
+    assert_eq!(server.queued_messages(), 0);
+
+    // Quarantine: accepted and held.
+    assert_eq!(send(&mut c, "quarantine me").code, 250);
+    server.wait_log("milter: quarantine (suspicious): the message is held");
+    poll(20, "the held message in the queue", || (server.queued_messages() == 1).then_some(()));
+    assert_eq!(server.maildir("dave").len(), 1, "the held message is not delivered");
+
+    // The macros a filter expects.
+    let macros = milter.macros();
+    for (k, v) in [
+        ("j", "mx.example.test"),
+        ("{client_addr}", "127.0.0.1"),
+        ("{mail_addr}", "alice@example.test"),
+        ("{rcpt_addr}", "bob@example.test"),
+    ] {
+        assert!(macros.iter().any(|(mk, mv)| mk == k && mv == v), "macro {k}={v} missing: {macros:?}");
+    }
+    let seen: Vec<u8> = milter.seen.lock().unwrap().iter().map(|(c, _)| *c).collect();
+    for step in [b'O', b'C', b'H', b'M', b'R', b'T', b'L', b'N', b'B', b'E'] {
+        assert!(seen.contains(&step), "step {:?} not sent", step as char);
+    }
+}
+
+#[test]
+fn a_filter_that_is_down_gets_its_default_action() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("inet:127.0.0.1:{closed}");
+    let tempfail = with_milter(&address, "tempfail");
+    let (mut c, _) = Client::connect(tempfail.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data("alice@example.test", &["bob@example.test"], b"Subject: x\r\n\r\nx\r\n");
+    assert_eq!((r.code, &r.text[4..9]), (451, "4.7.1"), "{}", r.text);
+    assert_eq!(tempfail.queued_messages(), 0);
+    tempfail.wait_log("milter test: connect: ");
+
+    let accept = with_milter(&address, "accept");
+    let (mut c, _) = Client::connect(accept.port);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.send_data("alice@example.test", &["bob@example.test"], b"Subject: x\r\n\r\nx\r\n").code, 250);
+    accept.wait_maildir("bob", 1);
+}
