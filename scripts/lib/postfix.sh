@@ -20,6 +20,9 @@ ensure_packages() {
             dovecot) command -v dovecot >/dev/null && [ -e /usr/lib/dovecot/lmtp ] &&
                 [ -e /usr/lib/dovecot/modules/lib90_sieve_plugin.so ] ||
                 need+=(dovecot-core dovecot-lmtpd dovecot-sieve) ;;
+            # opendkim as a signing milter, checked by dkimpy (tests/it/milters.rs).
+            opendkim) command -v opendkim >/dev/null || need+=(opendkim) ;;
+            dkimpy) /usr/bin/python3 -c 'import dkim' 2>/dev/null || need+=(python3-dkim) ;;
             # procmail as a pipe target (tests/it/pipes.rs).
             procmail) command -v procmail >/dev/null || need+=(procmail) ;;
             # systemd-analyze verify for the unit in dist/ (tests/it/deploy.rs).

@@ -92,3 +92,60 @@ fn a_filter_that_is_down_gets_its_default_action() {
     assert_eq!(c.send_data("alice@example.test", &["bob@example.test"], b"Subject: x\r\n\r\nx\r\n").code, 250);
     accept.wait_maildir("bob", 1);
 }
+
+/// opendkim (Debian's) as a signing milter: its DKIM-Signature on the delivered message
+/// verifies with dkimpy (python3-dkim), with the key `postern dkim keygen` made.
+#[test]
+fn opendkim_signs_as_a_milter_and_dkimpy_verifies() {
+    use std::process::{Command, Stdio};
+    assert!(
+        std::path::Path::new("/usr/sbin/opendkim").exists(),
+        "opendkim is missing: `bash scripts/test` installs it"
+    );
+    let dir = crate::support::TempDir::new("opendkim");
+    let key = dir.0.join("od.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["dkim", "keygen", "--domain", "example.test", "--selector", "od", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let record = String::from_utf8(out.stdout).unwrap();
+    let txt = record.lines().last().unwrap().trim_start_matches("; ").to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf = format!(
+        "Syslog no\nMode s\nDomain example.test\nSelector od\nKeyFile {}\nSocket inet:{port}@127.0.0.1\nPidFile {}\nUserID root\nCanonicalization relaxed/relaxed\nRequireSafeKeys false\n",
+        key.display(),
+        dir.0.join("opendkim.pid").display()
+    );
+    std::fs::write(dir.0.join("opendkim.conf"), conf).unwrap();
+    let mut opendkim = Command::new("/usr/sbin/opendkim")
+        .args(["-f", "-x"])
+        .arg(dir.0.join("opendkim.conf"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    poll(20, "opendkim to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+    let server = with_milter(&format!("inet:127.0.0.1:{port}"), "tempfail");
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let body =
+        b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: signed by opendkim\r\n\r\nHello.\r\n";
+    assert_eq!(c.send_data("alice@example.test", &["bob@example.test"], body).code, 250);
+    let text = std::fs::read_to_string(&server.wait_maildir("bob", 1)[0]).unwrap();
+    let _ = opendkim.kill();
+    let _ = opendkim.wait();
+    assert!(text.contains("DKIM-Signature: v=1;") && text.contains("s=od"), "{text}");
+    let verify = format!(
+        "import dkim,sys\nm=sys.stdin.buffer.read().replace(b'\\n',b'\\r\\n')\nt={txt:?}.encode()\nok=dkim.verify(m,dnsfunc=lambda n,timeout=5: t)\nprint('pass' if ok else 'fail')\nsys.exit(0 if ok else 1)\n"
+    );
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", &verify])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3-dkim: `bash scripts/test` installs it");
+    use std::io::Write as _;
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success(), "dkimpy: {}", String::from_utf8_lossy(&out.stdout));
+}
