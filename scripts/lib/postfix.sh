@@ -22,6 +22,7 @@ ensure_packages() {
                 need+=(dovecot-core dovecot-lmtpd dovecot-sieve) ;;
             # opendkim as a signing milter, checked by dkimpy (tests/it/milters.rs).
             opendkim) command -v opendkim >/dev/null || need+=(opendkim) ;;
+            rspamd) command -v rspamd >/dev/null || need+=(rspamd) ;;
             dkimpy) /usr/bin/python3 -c 'import dkim' 2>/dev/null || need+=(python3-dkim) ;;
             # procmail as a pipe target (tests/it/pipes.rs).
             procmail) command -v procmail >/dev/null || need+=(procmail) ;;

@@ -149,3 +149,64 @@ fn opendkim_signs_as_a_milter_and_dkimpy_verifies() {
     let out = py.wait_with_output().unwrap();
     assert!(out.status.success(), "dkimpy: {}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// rspamd (Debian's), its proxy worker in milter mode with a private configuration: GTUBE is
+/// refused before the 250 with rspamd's reply and nothing is queued; a clean message arrives
+/// with the headers rspamd adds.
+#[test]
+fn rspamd_refuses_gtube_and_adds_its_headers() {
+    use std::process::{Command, Stdio};
+    assert!(std::path::Path::new("/usr/bin/rspamd").exists(), "rspamd is missing: `bash scripts/test` installs it");
+    let dir = crate::support::TempDir::new("rspamd");
+    for d in ["db", "run", "local/local.d"] {
+        std::fs::create_dir_all(dir.0.join(d)).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let fixture = crate::support::repo().join("tests/fixtures/rspamd");
+    let conf = std::fs::read_to_string(fixture.join("rspamd.conf")).unwrap();
+    let d = dir.0.display().to_string();
+    std::fs::write(dir.0.join("rspamd.conf"), conf.replace("{DIR}", &d).replace("{PORT}", &port.to_string())).unwrap();
+    for e in std::fs::read_dir(fixture.join("local.d")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.0.join("local/local.d").join(e.file_name())).unwrap();
+    }
+    let rspamd = Command::new("/usr/bin/rspamd")
+        .args(["-f", "-u", "root", "-g", "root", "-c"])
+        .arg(dir.0.join("rspamd.conf"))
+        .arg(format!("--var=DBDIR={d}/db"))
+        .arg(format!("--var=RUNDIR={d}/run"))
+        .arg(format!("--var=LOGDIR={d}"))
+        .arg(format!("--var=LOCAL_CONFDIR={d}/local"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SIGTERM: the main process stops its workers too.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let _rspamd = Stop(rspamd);
+    poll(60, "rspamd's milter port", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+    let log = std::fs::read_to_string(dir.0.join("rspamd.log")).unwrap_or_default();
+    assert!(
+        !log.contains("from resolv.conf") && !log.contains("address resolution for"),
+        "rspamd must not use the system resolver:\n{log}"
+    );
+    let server = Server::start_with("basic", |t| {
+        format!("{t}\n[[milter]]\nname = \"rspamd\"\naddress = \"inet:127.0.0.1:{port}\"\neom_timeout = \"60s\"\n")
+    });
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let gtube = b"From: alice@example.test\r\nSubject: gtube\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n";
+    let r = c.send_data("alice@example.test", &["bob@example.test"], gtube);
+    assert!(r.text.starts_with("554 5.7.1 Gtube pattern"), "{}", r.text);
+    assert_eq!(server.queued_messages(), 0, "nothing queued");
+    let clean = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hello\r\nMessage-ID: <1@example.test>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nJust a normal message.\r\n";
+    assert_eq!(c.send_data("alice@example.test", &["bob@example.test"], clean).code, 250);
+    let text = std::fs::read_to_string(&server.wait_maildir("bob", 1)[0]).unwrap();
+    assert!(text.contains("\nX-Spamd-Result: default: False") && text.contains("\nX-Spam-Status: No"), "{text}");
+}
