@@ -223,7 +223,7 @@ impl Pool {
     }
 
     /// Waits for one of the `max` delivery slots of destination `key`.
-    pub(crate) async fn permit(&self, key: &str, max: usize) -> tokio::sync::OwnedSemaphorePermit {
+    pub async fn permit(&self, key: &str, max: usize) -> tokio::sync::OwnedSemaphorePermit {
         let sem = {
             let mut l = self.limits.lock().unwrap_or_else(|e| e.into_inner());
             l.entry(key.to_owned()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max.max(1)))).clone()

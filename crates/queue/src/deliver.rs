@@ -60,7 +60,7 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
         }
     }
     if config.delivery.local == LocalTransport::Lmtp {
-        reports.extend(lmtp(&config, &mut env, &message, now_s).await);
+        reports.extend(lmtp(&config, &inner.pool, &mut env, &message, now_s).await);
     }
     // Remote recipients, grouped by domain and reverse-path (forwarded copies leave with an
     // SRS reverse-path): one transaction per group.
@@ -244,7 +244,13 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
 
 /// The due mailbox recipients over LMTP (`[delivery] local = "lmtp"`): one transaction, one
 /// outcome per recipient (RFC 2033), so a mailbox over quota is retried alone.
-async fn lmtp(config: &Arc<Config>, env: &mut Envelope, message: &Arc<Vec<u8>>, now_s: u64) -> Vec<RecipientStatus> {
+async fn lmtp(
+    config: &Arc<Config>,
+    pool: &postern_outbound::Pool,
+    env: &mut Envelope,
+    message: &Arc<Vec<u8>>,
+    now_s: u64,
+) -> Vec<RecipientStatus> {
     use postern_outbound::lmtp;
     let due: Vec<usize> = (0..env.recipients.len())
         .filter(|&i| {
@@ -274,6 +280,9 @@ async fn lmtp(config: &Arc<Config>, env: &mut Envelope, message: &Arc<Vec<u8>>, 
         envid: None,
         forced: false,
     };
+    // At most `[outbound] max_per_destination` deliveries to the LMTP server at once, as for
+    // an SMTP destination.
+    let _slot = pool.permit(&format!("lmtp {server}"), config.outbound.max_per_destination).await;
     let results = lmtp::deliver(&server, &config.hostname, config.outbound.command_timeout.0, &rcpts, &msg).await;
     let mut reports = Vec::new();
     for (&i, result) in due.iter().zip(results) {
