@@ -1,6 +1,6 @@
 //! `[[milter]]` filters before the 250, against a test milter of our own
 //! (`support/milter.rs`): every end-of-message action, a reply code, discard, quarantine (held),
-//! the macros, and a filter that is down with `default_action` tempfail and accept.
+//! the macros (the queue ID `i` is the one the message is queued under), and a filter that is down with `default_action` tempfail and accept.
 
 use crate::support::milter::TestMilter;
 use crate::support::smtp::Client;
@@ -27,7 +27,9 @@ fn every_end_of_message_action_reject_discard_and_quarantine() {
 
     // Every action: headers added, inserted at the top and changed, the sender changed, a
     // recipient added and one deleted, the body replaced.
-    assert_eq!(send(&mut c, "edit me").code, 250);
+    let edited = send(&mut c, "edit me");
+    assert_eq!(edited.code, 250, "{}", edited.text);
+    let edited_id = edited.text.trim().rsplit(' ').next().unwrap().to_owned();
     let carol = std::fs::read_to_string(&server.wait_maildir("carol", 1)[0]).unwrap();
     let dave = std::fs::read_to_string(&server.wait_maildir("dave", 1)[0]).unwrap();
     for text in [&carol, &dave] {
@@ -37,6 +39,7 @@ fn every_end_of_message_action_reject_discard_and_quarantine() {
         assert!(text.contains("\nX-Top: first\nFrom: alice@example.test\n"), "inserted at the top: {text}");
         assert!(text.contains("\nSubject: edited\n") && text.contains("\nX-Milter: added\n"), "{text}");
         assert!(text.ends_with("\n\nreplaced body\n") && !text.contains("original body"), "{text}");
+        assert!(text.contains(&format!(" id {edited_id}")), "queued under the ID the filter saw: {text}");
     }
     assert!(server.maildir("bob").is_empty(), "bob was deleted by the filter");
     server.wait_log("milter test: accept, 7 action(s)");
@@ -65,6 +68,10 @@ fn every_end_of_message_action_reject_discard_and_quarantine() {
         ("{client_addr}", "127.0.0.1"),
         ("{mail_addr}", "alice@example.test"),
         ("{rcpt_addr}", "bob@example.test"),
+        ("{if_addr}", "127.0.0.1"),
+        ("{daemon_port}", &server.port.to_string()),
+        // The queue ID, the same one the 250 gave.
+        ("i", &edited_id),
     ] {
         assert!(macros.iter().any(|(mk, mv)| mk == k && mv == v), "macro {k}={v} missing: {macros:?}");
     }

@@ -13,7 +13,8 @@ use crate::Context;
 /// `client` is `name[ip]:port` for the log; `extra` are header fields (CRLF-terminated) to
 /// place after the Received header (Authentication-Results, DKIM-Signature); `quarantine` is
 /// the Maildir folder for local deliveries, if the message was quarantined; `held` queues it
-/// held (a milter's quarantine).
+/// held (a milter's quarantine); `id` is the queue ID chosen beforehand (the one milters saw),
+/// or `None` for a new one.
 ///
 /// # Errors
 /// `451 4.3.0` when the spool cannot be written (the client retries; nothing is lost).
@@ -24,6 +25,7 @@ pub(crate) async fn commit(
     extra: &str,
     quarantine: Option<String>,
     held: bool,
+    id: Option<QueueId>,
 ) -> Result<QueueId, Reply> {
     let sasl = tx.auth.as_deref().map(|l| format!(", sasl_username={l}")).unwrap_or_default();
     let tls = tx.tls.as_ref().map(|t| format!(", tls={}", t.version)).unwrap_or_default();
@@ -54,6 +56,7 @@ pub(crate) async fn commit(
         },
         quarantine,
         held,
+        id,
     };
     ctx.queue.submit(submission).await.map_err(|e| {
         tracing::error!("spool commit failed, replying 451: {e}");

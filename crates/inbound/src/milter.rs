@@ -36,6 +36,10 @@ pub(crate) struct Client<'a> {
     pub(crate) name: Option<&'a str>,
     /// Its address and port.
     pub(crate) peer: SocketAddr,
+    /// The address and port it connected to, if the socket said.
+    pub(crate) local: Option<SocketAddr>,
+    /// The queue ID the message will have (macro `i`).
+    pub(crate) queue_id: postern_types::QueueId,
 }
 
 /// What one filter said.
@@ -199,6 +203,11 @@ impl<'m, S: AsyncRead + AsyncWrite + Unpin> Conv<'m, S> {
             ("{client_name}".to_owned(), name.clone()),
             ("{client_port}".to_owned(), client.peer.port().to_string()),
         ];
+        if let Some(local) = client.local {
+            connect.push(("{if_addr}".to_owned(), local.ip().to_string()));
+            connect.push(("{daemon_addr}".to_owned(), local.ip().to_string()));
+            connect.push(("{daemon_port}".to_owned(), local.port().to_string()));
+        }
         connect.extend(self.m.macros.iter().map(|(k, v)| (k.clone(), v.clone())));
         if !neg.skips(step::NO_CONNECT) {
             self.macros(b'C', connect).await?;
@@ -220,7 +229,9 @@ impl<'m, S: AsyncRead + AsyncWrite + Unpin> Conv<'m, S> {
                 ReversePath::Null => String::new(),
                 ReversePath::Mailbox(a) => a.to_string(),
             };
-            let mut m = vec![("{mail_addr}".to_owned(), sender.clone())];
+            // Postfix sends `i` from MAIL on; Postern's ID is chosen at the end of DATA, before
+            // the filters run, and is the one the message is queued under.
+            let mut m = vec![("i".to_owned(), client.queue_id.to_string()), ("{mail_addr}".to_owned(), sender.clone())];
             if let Some(login) = &tx.auth {
                 m.push(("{auth_type}".to_owned(), "PLAIN".to_owned()));
                 m.push(("{auth_authen}".to_owned(), login.clone()));
@@ -255,6 +266,7 @@ impl<'m, S: AsyncRead + AsyncWrite + Unpin> Conv<'m, S> {
                 decided!(self.step(chunk, neg.replies(step::NR_BODY)).await?);
             }
         }
+        self.macros(b'E', vec![("i".to_owned(), client.queue_id.to_string())]).await?;
         self.send(&Command::EndOfMessage).await?;
         let mut actions = Vec::new();
         let mut quarantine = None;

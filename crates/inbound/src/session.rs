@@ -58,6 +58,7 @@ async fn run_in_span(
     listener: ListenerInfo,
     shutdown: watch::Receiver<bool>,
 ) {
+    let local = stream.local_addr().ok();
     let mut conn = Conn::Plain(stream);
     let config = ctx.live.config();
     let ip = peer.ip();
@@ -141,6 +142,7 @@ async fn run_in_span(
         config: &config,
         tables: &tables,
         peer,
+        local,
         tls_config,
         role: listener.role,
         tags: std::sync::Mutex::new(Vec::new()),
@@ -180,6 +182,8 @@ struct Driver<'a> {
     config: &'a Config,
     tables: &'a Tables,
     peer: SocketAddr,
+    /// The address the client connected to (milter `{if_addr}`, `{daemon_addr}`).
+    local: Option<SocketAddr>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     role: Role,
     /// `[policy]` checks with action `tag` that failed, for `X-Postern-Policy`.
@@ -477,27 +481,29 @@ impl Driver<'_> {
     /// reply to DATA; its `discard` is a 250 with nothing queued.
     async fn filter_and_commit(&self, mut tx: Transaction) -> Result<QueueId, Reply> {
         if self.config.milter.is_empty() {
-            return self.authenticate_and_commit(tx, false).await;
+            return self.authenticate_and_commit(tx, false, None).await;
         }
+        // The queue ID is chosen now, so that the filters see it (macro `i`) and their log
+        // lines and the queue's carry the same ID.
+        let id = QueueId::generate();
         let name = self.client_name.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let client = crate::milter::Client { name: name.as_deref(), peer: self.peer };
+        let client = crate::milter::Client { name: name.as_deref(), peer: self.peer, local: self.local, queue_id: id };
         let policy = self.policy();
         let resolve = |a: &Address| match postern_policy::resolve_for_delivery(&policy, a) {
             Verdict::Ok(d) => d,
             _ => Vec::new(),
         };
         match crate::milter::filter(self.config, self.role, &client, &mut tx, &resolve).await {
-            crate::milter::Decision::Accept => self.authenticate_and_commit(tx, false).await,
+            crate::milter::Decision::Accept => self.authenticate_and_commit(tx, false, Some(id)).await,
             crate::milter::Decision::Hold(reason) => {
-                tracing::info!("milter: quarantine ({reason}): the message is held");
-                self.authenticate_and_commit(tx, true).await
+                tracing::info!("{id}: milter: quarantine ({reason}): the message is held");
+                self.authenticate_and_commit(tx, true, Some(id)).await
             }
             crate::milter::Decision::Refuse(r) => {
                 tracing::info!("NOQUEUE: reject: DATA from [{}]: {r}; milter", self.peer.ip());
                 Err(r)
             }
             crate::milter::Decision::Discard(by) => {
-                let id = QueueId::generate();
                 tracing::info!("{id}: discarded by milter {by}: accepted with 250, not queued");
                 Ok(id)
             }
@@ -505,8 +511,14 @@ impl Driver<'_> {
     }
 
     /// Signs what is relayed for our own users (trusted networks, AUTH), checks what comes from
-    /// outside on `mx` listeners and acts on the results, then commits.
-    async fn authenticate_and_commit(&self, mut tx: Transaction, held: bool) -> Result<QueueId, Reply> {
+    /// outside on `mx` listeners and acts on the results, then commits under `id` (a new queue
+    /// ID when `None`).
+    async fn authenticate_and_commit(
+        &self,
+        mut tx: Transaction,
+        held: bool,
+        id: Option<QueueId>,
+    ) -> Result<QueueId, Reply> {
         let ip = self.peer.ip();
         let auth = self.ctx.auth();
         let mut added = Added::default();
@@ -537,7 +549,7 @@ impl Driver<'_> {
             authenticate::check_from_outside(self.ctx, self.config, checker, &auth.arc, ip, &mut tx, &mut added)
                 .await?;
         }
-        let committed = commit(self.ctx, tx, &self.client(), &added.headers, added.quarantine, held).await;
+        let committed = commit(self.ctx, tx, &self.client(), &added.headers, added.quarantine, held, id).await;
         if let (Ok(id), Some(line)) = (&committed, added.auth_line) {
             tracing::info!("{id}: {line}");
         }

@@ -106,6 +106,7 @@ async fn queue_report(ctx: &Context, report: &DayReport, xml: &str, meta: &repor
         params: MailParams::default(),
         quarantine: None,
         held: false,
+        id: None,
     };
     match ctx.queue.submit(submission).await {
         Ok(id) => format!("{domain}: report {report_id} queued as {id} to {}\n", accepted.join(", ")),

@@ -105,6 +105,7 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
         },
         quarantine: None,
         held: false,
+        id: None,
     };
     ctx.queue.submit(submission).await.map_err(|e| temp(format_args!("cannot queue the message: {e}")))
 }

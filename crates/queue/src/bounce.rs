@@ -110,6 +110,7 @@ pub(crate) fn send(
         params: MailParams { body_8bit: Some(true), ..MailParams::default() },
         quarantine: None,
         held: false,
+        id: None,
     };
     match commit_blocking(spool, &config.hostname, submission) {
         Ok(dsn_env) => {

@@ -65,6 +65,9 @@ pub struct Submission {
     pub quarantine: Option<String>,
     /// Queue it held, until `postern queue release` (a milter's quarantine).
     pub held: bool,
+    /// The queue ID to use, when the caller chose it before the commit (the one the milters
+    /// were given as macro `i`); `None` makes a new one.
+    pub id: Option<QueueId>,
 }
 
 /// Why a submission was not queued. Nothing was: the caller still has the message.
@@ -106,7 +109,7 @@ impl Queue {
 /// # Errors
 /// As [`Queue::submit`].
 pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<Envelope, SubmitError> {
-    let id = QueueId::generate();
+    let id = s.id.unwrap_or_else(QueueId::generate);
     let recipients = unique_recipients(&s.recipients);
     if recipients.is_empty() {
         return Err(SubmitError::NoRecipients);
