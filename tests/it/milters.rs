@@ -217,3 +217,33 @@ fn rspamd_refuses_gtube_and_adds_its_headers() {
     let text = std::fs::read_to_string(&server.wait_maildir("bob", 1)[0]).unwrap();
     assert!(text.contains("\nX-Spamd-Result: default: False") && text.contains("\nX-Spam-Status: No"), "{text}");
 }
+
+/// A message submitted under TLS with AUTH LOGIN: the filter is told the mechanism, the login
+/// and the TLS version (the macros rspamd and opendkim read to tell submissions apart).
+#[test]
+fn submission_macros_name_the_sasl_mechanism_and_tls() {
+    use crate::support::certs::Pki;
+    use crate::support::peer::Peer;
+    let milter = TestMilter::start();
+    let (pki, peer) = (Pki::new(), Peer::start(&[]));
+    let cert = pki.server_cert(&["mx.example.test"], false);
+    let extra = format!("\n[[milter]]\nname = \"test\"\naddress = \"inet:127.0.0.1:{}\"\n", milter.port);
+    let server = Server::start_prepared(
+        "tls",
+        &[("PEER_PORT", peer.port.to_string())],
+        |t| format!("{t}{extra}"),
+        |dir| cert.write(dir),
+    );
+    let (mut c, _) =
+        Client::connect_tls_from("127.0.0.1", server.port_of("submissions"), pki.client_config(), "mx.example.test");
+    c.cmd("EHLO client.test");
+    assert_eq!(c.cmd("AUTH LOGIN").code, 334);
+    assert_eq!(c.cmd(&crate::support::base64(b"bob")).code, 334);
+    assert_eq!(c.cmd(&crate::support::base64(b"Hello world!")).code, 235);
+    let r = c.send_data("bob@example.test", &["x@far.test"], b"From: bob@example.test\r\nSubject: s\r\n\r\nb\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let macros = milter.macros();
+    for (k, v) in [("{auth_type}", "LOGIN"), ("{auth_authen}", "bob"), ("{tls_version}", "TLSv1.3")] {
+        assert!(macros.iter().any(|(mk, mv)| mk == k && mv == v), "macro {k}={v} missing: {macros:?}");
+    }
+}

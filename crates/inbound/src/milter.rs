@@ -233,7 +233,7 @@ impl<'m, S: AsyncRead + AsyncWrite + Unpin> Conv<'m, S> {
             // the filters run, and is the one the message is queued under.
             let mut m = vec![("i".to_owned(), client.queue_id.to_string()), ("{mail_addr}".to_owned(), sender.clone())];
             if let Some(login) = &tx.auth {
-                m.push(("{auth_type}".to_owned(), "PLAIN".to_owned()));
+                m.push(("{auth_type}".to_owned(), tx.auth_mechanism.unwrap_or("PLAIN").to_owned()));
                 m.push(("{auth_authen}".to_owned(), login.clone()));
             }
             self.macros(b'M', m).await?;

@@ -152,6 +152,7 @@ mod tests {
             envid: None,
             tls: None,
             auth: None,
+            auth_mechanism: None,
             message: vec![],
         };
         let id = QueueId::parse("0000000000000001").unwrap();

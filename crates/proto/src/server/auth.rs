@@ -102,7 +102,7 @@ impl Session {
                     self.error(replies::auth_failed());
                     return self.closed_step();
                 }
-                self.authenticate(authcid, password.to_vec())
+                self.authenticate(authcid, password.to_vec(), "PLAIN")
             }
             Sasl::LoginUser => match String::from_utf8(decoded) {
                 Ok(user) => {
@@ -115,27 +115,28 @@ impl Session {
                     self.closed_step()
                 }
             },
-            Sasl::LoginPassword(user) => self.authenticate(user.as_bytes(), decoded),
+            Sasl::LoginPassword(user) => self.authenticate(user.as_bytes(), decoded, "LOGIN"),
         }
     }
 
-    fn authenticate(&mut self, login: &[u8], password: Vec<u8>) -> Option<Step> {
+    fn authenticate(&mut self, login: &[u8], password: Vec<u8>, mechanism: &'static str) -> Option<Step> {
         let Ok(login) = std::str::from_utf8(login) else {
             self.error(replies::auth_failed());
             return self.closed_step();
         };
-        self.state = State::AwaitAuth(login.to_owned());
+        self.state = State::AwaitAuth(login.to_owned(), mechanism);
         Some(Step::Authenticate { login: login.to_owned(), password })
     }
 
     /// The answer to [`Step::Authenticate`].
     pub fn auth_result(&mut self, outcome: AuthOutcome) {
-        let State::AwaitAuth(login) = std::mem::replace(&mut self.state, State::Command) else {
+        let State::AwaitAuth(login, mechanism) = std::mem::replace(&mut self.state, State::Command) else {
             panic!("auth_result without Authenticate");
         };
         match outcome {
             AuthOutcome::Success => {
                 self.auth = Some(login);
+                self.auth_mechanism = Some(mechanism);
                 self.reply(replies::auth_ok());
             }
             AuthOutcome::Invalid => self.error(replies::auth_failed()),

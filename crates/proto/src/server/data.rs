@@ -105,6 +105,7 @@ impl Session {
             envid: tx.envid.clone(),
             tls: self.tls.clone(),
             auth: self.auth.clone(),
+            auth_mechanism: self.auth_mechanism,
             message,
         };
         self.state = State::AwaitCommit;

@@ -172,6 +172,8 @@ pub struct Transaction {
     pub tls: Option<TlsInfo>,
     /// The authenticated login (RFC 4954), if any.
     pub auth: Option<String>,
+    /// The SASL mechanism it authenticated with (`PLAIN`, `LOGIN`), if any.
+    pub auth_mechanism: Option<&'static str>,
     /// The message as received: CRLF line endings, dot-unstuffed, no trace headers yet.
     pub message: Vec<u8>,
 }
@@ -210,7 +212,8 @@ enum State {
     AwaitClient(String, bool),
     /// A SASL exchange waits for the client's next response line.
     Sasl(auth::Sasl),
-    AwaitAuth(String),
+    /// The login and the SASL mechanism, waiting for the credentials check.
+    AwaitAuth(String, &'static str),
     AwaitTls,
     AwaitCommit,
     Closed,
@@ -228,6 +231,7 @@ pub struct Session {
     errors: usize,
     tls: Option<TlsInfo>,
     auth: Option<String>,
+    auth_mechanism: Option<&'static str>,
     screened: bool,
 }
 
@@ -244,6 +248,7 @@ impl Session {
             errors: 0,
             tls: params.implicit_tls.clone(),
             auth: None,
+            auth_mechanism: None,
             screened: false,
             params,
         };
@@ -327,7 +332,7 @@ impl Session {
             State::AwaitRecipient(..)
             | State::AwaitSender(_)
             | State::AwaitClient(..)
-            | State::AwaitAuth(_)
+            | State::AwaitAuth(..)
             | State::AwaitTls
             | State::AwaitCommit => {
                 panic!("Session::advance called while a step is outstanding")
