@@ -42,7 +42,8 @@ fn every_end_of_message_action_reject_discard_and_quarantine() {
         assert!(text.contains(&format!(" id {edited_id}")), "queued under the ID the filter saw: {text}");
     }
     assert!(server.maildir("bob").is_empty(), "bob was deleted by the filter");
-    server.wait_log("milter test: accept, 7 action(s)");
+    // The decision is logged with the queue ID.
+    server.wait_log(&format!("{edited_id}: milter test: accept, 7 action(s)"));
 
     // A reply code: that is the reply to DATA, nothing queued.
     let r = send(&mut c, "reject me");

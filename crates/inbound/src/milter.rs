@@ -67,27 +67,28 @@ pub(crate) async fn filter(
     resolve: &(dyn Fn(&Address) -> Vec<postern_types::Destination> + Sync),
 ) -> Decision {
     let mut hold = None;
+    let id = client.queue_id;
     for m in config.milter.iter().filter(|m| m.roles.contains(&role)) {
         let name = m.name.clone().unwrap_or_else(|| m.address.clone());
         match converse(config, m, client, tx).await {
-            Ok(Verdict::Accepted) => tracing::info!("milter {name}: accept"),
+            Ok(Verdict::Accepted) => tracing::info!("{id}: milter {name}: accept"),
             Ok(Verdict::Done(actions, quarantine, verdict)) => {
-                tracing::info!("milter {name}: {verdict}, {} action(s)", actions.len());
+                tracing::info!("{id}: milter {name}: {verdict}, {} action(s)", actions.len());
                 apply(tx, &actions, resolve);
                 hold = hold.or(quarantine);
             }
             Ok(Verdict::Refused(r)) => {
-                tracing::info!("milter {name}: reject: {r}");
+                tracing::info!("{id}: milter {name}: reject: {r}");
                 return Decision::Refuse(r);
             }
             Ok(Verdict::Discarded) => {
-                tracing::info!("milter {name}: discard");
+                tracing::info!("{id}: milter {name}: discard");
                 return Decision::Discard(name);
             }
             Err(Broken(why)) => match m.default_action {
-                MilterDefault::Accept => tracing::warn!("milter {name}: {why}; default_action accept"),
+                MilterDefault::Accept => tracing::warn!("{id}: milter {name}: {why}; default_action accept"),
                 MilterDefault::Tempfail => {
-                    tracing::warn!("milter {name}: {why}; default_action tempfail");
+                    tracing::warn!("{id}: milter {name}: {why}; default_action tempfail");
                     return Decision::Refuse(Reply::new(
                         451,
                         EnhancedStatus(4, 7, 1),
@@ -95,7 +96,7 @@ pub(crate) async fn filter(
                     ));
                 }
                 MilterDefault::Reject => {
-                    tracing::warn!("milter {name}: {why}; default_action reject");
+                    tracing::warn!("{id}: milter {name}: {why}; default_action reject");
                     return Decision::Refuse(Reply::new(550, EnhancedStatus(5, 7, 1), "Command rejected"));
                 }
             },
