@@ -30,8 +30,9 @@ fn new_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir).map(|rd| rd.map(|e| e.unwrap().path()).collect()).unwrap_or_default()
 }
 
-#[test]
-fn dovecot_lmtp_per_recipient_replies_quota_and_sieve() {
+/// Starts Dovecot with the fixture's configuration in a new folder; returns it, the folder
+/// and the LMTP socket.
+fn start_dovecot() -> (Dovecot, TempDir, std::path::PathBuf) {
     assert!(std::path::Path::new("/usr/sbin/dovecot").exists(), "dovecot is missing: `bash scripts/test` installs it");
     let dv = TempDir::new("dovecot");
     for d in ["run", "state", "mail", "sieve", "home"] {
@@ -47,11 +48,17 @@ fn dovecot_lmtp_per_recipient_replies_quota_and_sieve() {
         "require \"fileinto\";\nif header :contains \"subject\" \"invoice\" { fileinto \"Invoices\"; }\n",
     )
     .unwrap();
-    let _dovecot =
+    let dovecot =
         Dovecot(Command::new("/usr/sbin/dovecot").arg("-F").arg("-c").arg(dv.0.join("dovecot.conf")).spawn().unwrap());
     let socket = dv.0.join("lmtp");
     poll(20, "Dovecot's LMTP socket", || socket.exists().then_some(()));
 
+    (dovecot, dv, socket)
+}
+
+#[test]
+fn dovecot_lmtp_per_recipient_replies_quota_and_sieve() {
+    let (_dovecot, dv, socket) = start_dovecot();
     let server = Server::start_with("basic", |t| {
         format!("{t}\n[delivery]\nlocal = \"lmtp\"\nlmtp = \"unix:{}\"\n", socket.display())
     });
@@ -83,4 +90,27 @@ fn dovecot_lmtp_per_recipient_replies_quota_and_sieve() {
     server.wait_queue_empty();
     assert_eq!(new_files(&mail.join("alice/new")).len(), 1, "alice got it once");
     assert!(server.maildir("alice").is_empty(), "nothing in Postern's own Maildir");
+}
+
+/// A domain routed to another server's LMTP (`lmtp:` in the routes table, Postfix's
+/// `lmtp:` transport): relayed mail for it goes to Dovecot, not to an MX.
+#[test]
+fn a_domain_routed_to_lmtp_goes_to_dovecot() {
+    let (_dovecot, dv, socket) = start_dovecot();
+    let routes = format!("imap.test lmtp:unix:{}\n", socket.display());
+    let server = Server::start_prepared(
+        "basic",
+        &[],
+        |t| t.replace("virtual = \"virtual\"", "virtual = \"virtual\"\nroutes = \"routes\""),
+        |dir| std::fs::write(dir.join("routes"), &routes).unwrap(),
+    );
+    let (mut c, _) = Client::connect_from("127.0.0.2", server.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data("alice@example.test", &["carol@imap.test"], b"Subject: routed\r\n\r\nhello\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let new = dv.0.join("mail/carol/new");
+    poll(20, "carol's copy in Dovecot", || (new_files(&new).len() == 1).then_some(()));
+    let line = server.wait_log("to=<carol@imap.test>");
+    assert!(line.contains("relay=lmtp unix:") && line.contains("status=sent"), "{line}");
+    server.wait_queue_empty();
 }

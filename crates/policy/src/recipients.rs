@@ -186,7 +186,7 @@ fn resolve_traced(
                 name: mailbox.clone(),
                 address: Address::new(mailbox.as_str(), &p.local_domains[0]),
             }]),
-            Some(Route::Relay(_)) | None => Verdict::Ok(vec![Destination::Remote(rcpt.clone())]),
+            Some(Route::Relay(_) | Route::Lmtp(_)) | None => Verdict::Ok(vec![Destination::Remote(rcpt.clone())]),
         };
         if let Some((key, Route::Error(_) | Route::Local(_))) = entry {
             note(Explain::Route(key.to_owned()));

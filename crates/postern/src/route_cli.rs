@@ -263,6 +263,7 @@ fn describe_route(r: &Route) -> String {
     match r {
         Route::Relay(r) => describe_relay(r),
         Route::Local(m) => format!("local:{m}"),
+        Route::Lmtp(server) => format!("lmtp:{server}"),
         Route::Error(reply) => postern_config::error_form(reply),
     }
 }
@@ -284,6 +285,13 @@ async fn next_hop(
     let (paths, lines) = (&config.tables, &tables.lines);
     let domain = address.domain();
     let mut steps = Vec::new();
+    // An LMTP route is a transport of its own: no MX, no sender route (as Postfix's
+    // transport_maps come before sender_dependent_relayhost_maps).
+    if let Some((key, Route::Lmtp(server))) = tables.route_entry(domain) {
+        let place = at(paths.routes.as_deref(), lines.routes.get(key));
+        steps.push(format!("route {place}: {key} lmtp:{server} (most specific match)"));
+        return (steps, format!("LMTP to {server}"));
+    }
     if let Some((key, relay)) = tables.sender_route_entry(sender) {
         let place = at(paths.sender_routes.as_deref(), lines.sender_routes.get(&key));
         steps.push(format!("sender route {place}: {key} {} (mail from <{sender}>)", describe_relay(relay)));

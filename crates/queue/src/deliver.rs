@@ -95,6 +95,14 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
             if reverse_path != env.reverse_path {
                 tracing::info!("{id}: forwarded to {domain} from <{reverse_path}> (SRS of <{}>)", env.reverse_path);
             }
+            // A domain routed to LMTP (`lmtp:` in the routes table) goes there, not to an MX.
+            if let Some(postern_config::Route::Lmtp(server)) = tables.route_for(&domain) {
+                let server = server.clone();
+                reports.extend(
+                    lmtp_to(&config, &inner.pool, &server, &mut env, &indexes, reverse_path, &message, now_s).await,
+                );
+                continue;
+            }
             let msg = Message { reverse_path, ..base.clone() };
             let rcpts: Vec<Rcpt> = indexes
                 .iter()
@@ -242,8 +250,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
     reports
 }
 
-/// The due mailbox recipients over LMTP (`[delivery] local = "lmtp"`): one transaction, one
-/// outcome per recipient (RFC 2033), so a mailbox over quota is retried alone.
+/// The due mailbox recipients over LMTP (`[delivery] local = "lmtp"`).
 async fn lmtp(
     config: &Arc<Config>,
     pool: &postern_outbound::Pool,
@@ -251,7 +258,6 @@ async fn lmtp(
     message: &Arc<Vec<u8>>,
     now_s: u64,
 ) -> Vec<RecipientStatus> {
-    use postern_outbound::lmtp;
     let due: Vec<usize> = (0..env.recipients.len())
         .filter(|&i| {
             let r = &env.recipients[i];
@@ -261,18 +267,39 @@ async fn lmtp(
     if due.is_empty() {
         return Vec::new();
     }
-    let server = match lmtp::Server::parse(&config.delivery.lmtp) {
+    let reverse_path = env.reverse_path.clone();
+    lmtp_to(config, pool, &config.delivery.lmtp, env, &due, reverse_path, message, now_s).await
+}
+
+/// The recipients `indexes` of `env` over LMTP to `server` (`unix:/path`, `[host]:port`):
+/// one transaction, one outcome per recipient (RFC 2033 §4.2), so a mailbox over quota is
+/// retried alone.
+#[allow(clippy::too_many_arguments)]
+async fn lmtp_to(
+    config: &Arc<Config>,
+    pool: &postern_outbound::Pool,
+    server: &str,
+    env: &mut Envelope,
+    indexes: &[usize],
+    reverse_path: String,
+    message: &Arc<Vec<u8>>,
+    now_s: u64,
+) -> Vec<RecipientStatus> {
+    use postern_outbound::lmtp;
+    let server = match lmtp::Server::parse(server) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("{}: [delivery] lmtp: {e}", env.id);
+            tracing::error!("{}: LMTP server: {e}", env.id);
             return Vec::new();
         }
     };
-    let rcpts: Vec<Rcpt> =
-        due.iter().map(|&i| Rcpt { address: env.recipients[i].address.clone(), notify: None, orcpt: None }).collect();
+    let rcpts: Vec<Rcpt> = indexes
+        .iter()
+        .map(|&i| Rcpt { address: env.recipients[i].address.clone(), notify: None, orcpt: None })
+        .collect();
     let msg = Message {
         id: env.id.to_string(),
-        reverse_path: env.reverse_path.clone(),
+        reverse_path,
         body_8bit: env.body_8bit,
         smtputf8: env.smtputf8,
         data: message.clone(),
@@ -285,7 +312,7 @@ async fn lmtp(
     let _slot = pool.permit(&format!("lmtp {server}"), config.outbound.max_per_destination).await;
     let results = lmtp::deliver(&server, &config.hostname, config.outbound.command_timeout.0, &rcpts, &msg).await;
     let mut reports = Vec::new();
-    for (&i, result) in due.iter().zip(results) {
+    for (&i, result) in indexes.iter().zip(results) {
         let r = &mut env.recipients[i];
         let delivered = matches!(result.outcome, Outcome::Delivered(_));
         let by = By { relay: &result.relay, remote_host: None, tls: None };

@@ -926,15 +926,7 @@ impl Config {
             err("forwarding.srs_domain", format!("{d:?} is not a valid domain name"));
         }
         let l = &self.delivery.lmtp;
-        let lmtp_ok = l.strip_prefix("unix:").map_or_else(
-            || {
-                l.replace(['[', ']'], "")
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-            },
-            |p| p.starts_with('/'),
-        );
-        if !lmtp_ok {
+        if !crate::tables::is_lmtp_server(l) {
             err("delivery.lmtp", format!("{l:?}: use \"unix:/run/dovecot/lmtp\" or \"[127.0.0.1]:24\""));
         }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {

@@ -10,7 +10,7 @@ mod routes;
 pub(crate) mod users;
 mod virtual_;
 
-pub use routes::{Relay, Route, parse_relay};
+pub use routes::{Relay, Route, is_lmtp_server, parse_relay};
 pub use users::{Scheme, parse_password_hash};
 
 use std::collections::HashMap;

@@ -4,6 +4,8 @@
 //! - `relay:[host]`, `relay:[host]:port`: that host, no MX lookup (brackets, as in sendmail).
 //! - `relay:host`, `relay:host:port`: the MX hosts of `host`.
 //! - `local:mailbox`: deliver to a local mailbox.
+//! - `lmtp:unix:/path`, `lmtp:[host]:port`: LMTP (RFC 2033) to that server, e.g. another
+//!   host's Dovecot (Postfix's `lmtp:` transport).
 //! - `error:5.3.0:Text` (any `error:` form of the virtual table): refuse at RCPT time.
 //!
 //! `smtp:` and `esmtp:` are accepted as synonyms of `relay:` (sendmail's mailer names).
@@ -26,6 +28,8 @@ pub enum Route {
     Relay(Relay),
     /// A local mailbox.
     Local(String),
+    /// An LMTP server: `unix:/path` or `[host]:port`, as `[delivery] lmtp`.
+    Lmtp(String),
     /// Refuse at RCPT time with this reply.
     Error(Reply),
 }
@@ -79,10 +83,16 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> L
             } else {
                 Ok(Route::Local(mailbox.to_lowercase()))
             }
+        } else if let Some(server) = target.strip_prefix("lmtp:") {
+            if is_lmtp_server(server) {
+                Ok(Route::Lmtp(server.to_owned()))
+            } else {
+                Err(format!("{target:?}: expected lmtp:unix:/path/to/socket or lmtp:[host]:port"))
+            }
         } else if is_relay(target) {
             parse_relay(target).map(Route::Relay)
         } else {
-            Err(format!("{target:?}: expected relay:[host], relay:host, local:mailbox or error:..."))
+            Err(format!("{target:?}: expected relay:[host], relay:host, local:mailbox, lmtp:... or error:..."))
         }
     })
 }
@@ -96,6 +106,14 @@ pub(super) fn parse_sender(path: &Path, text: &str, errors: &mut Vec<ConfigError
             Err(format!("{target:?}: expected relay:[host] or relay:host"))
         }
     })
+}
+
+/// Whether `s` names an LMTP server: `unix:/absolute/path`, `[host]:port` or `host:port`.
+pub fn is_lmtp_server(s: &str) -> bool {
+    s.strip_prefix("unix:").map_or_else(
+        || s.replace(['[', ']'], "").rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+        |p| p.starts_with('/'),
+    )
 }
 
 /// Whether `target` names an SMTP relay (`relay:`, or sendmail's mailer names `smtp:`, `esmtp:`).
@@ -143,13 +161,15 @@ mod tests {
     #[test]
     fn table() {
         let mut errors = Vec::new();
-        let text = "# routes\nexample.test relay:[127.0.0.1]:2526\n.example.test local:bob\nbad.test error:5.3.0:No mail here\nworse.test frobnicate\n";
+        let text = "# routes\nexample.test relay:[127.0.0.1]:2526\n.example.test local:bob\nbad.test error:5.3.0:No mail here\nworse.test frobnicate\nimap.test lmtp:[10.0.0.5]:24\nbadlmtp.test lmtp:unix:relative\n";
         let (map, lines) = parse(Path::new("routes"), text, &mut errors);
-        assert_eq!(map.len(), 3);
+        assert_eq!(map.len(), 4);
+        assert_eq!(map["imap.test"], Route::Lmtp("[10.0.0.5]:24".into()));
         assert_eq!(map[".example.test"], Route::Local("bob".into()));
         assert_eq!(lines[".example.test"], 3);
-        assert_eq!(errors.len(), 1);
+        assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(errors[0].line, Some(5));
+        assert_eq!(errors[1].line, Some(7));
         // Most specific wins: exact key, then the longest suffix, whatever the line order.
         let mut t = super::super::Tables { routes: map, ..Default::default() };
         t.routes.insert(".sub.example.test".into(), Route::Local("carol".into()));
