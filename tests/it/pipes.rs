@@ -88,3 +88,46 @@ fn procmail_files_tempfail_retries_nouser_bounces_never_root() {
     assert!(err.contains(": filed: pipes to commands are off: set [delivery] allow_pipes = true"), "{err}");
     let _ = postern_cli;
 }
+
+/// A `pipe:` route (a domain's mail to a command, as a list manager takes it): the command
+/// gets the message and the recipient in its environment, as `[delivery] pipe_user`; without
+/// `allow_pipes` the configuration is refused, naming the routes line.
+#[test]
+fn a_domain_routed_to_a_pipe() {
+    let server = Server::start_prepared(
+        "basic",
+        &[],
+        |t| {
+            t.replace("virtual = \"virtual\"", "virtual = \"virtual\"\nroutes = \"routes\"")
+                + "\n[delivery]\nallow_pipes = true\n"
+        },
+        |dir| {
+            let out = dir.join("out");
+            std::fs::create_dir_all(&out).unwrap();
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let routes = format!("# lists\nlists.test pipe:cat > {}/$LOCAL.$DOMAIN\n", out.display());
+            std::fs::write(dir.join("routes"), routes).unwrap();
+        },
+    );
+    let (mut c, _) = Client::connect_from("127.0.0.2", server.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data("alice@example.test", &["announce@lists.test"], b"Subject: to the list\r\n\r\nhello\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let file = server.dir.0.join("out/announce.lists.test");
+    let text = poll(20, "the piped copy", || std::fs::read_to_string(&file).ok().filter(|t| t.ends_with("hello\n")));
+    assert!(text.starts_with("Return-Path: <alice@example.test>") && text.contains("Subject: to the list"), "{text}");
+    server.wait_log("status=sent (250 2.0.0 delivered to command as nobody: cat > ");
+
+    let cfg = server.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("allow_pipes = true", "allow_pipes = false");
+    let off = server.dir.0.join("off.toml");
+    std::fs::write(&off, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["check-config", "--config"])
+        .arg(&off)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("routes:2: lists.test: pipes to commands are off"), "{err}");
+}

@@ -103,7 +103,7 @@ pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<(Config, Tables)
         Tables::default()
     });
     if !config.delivery.allow_pipes {
-        errors.extend(tables.pipe_errors(config.tables.aliases.as_deref()));
+        errors.extend(tables.pipe_errors(config.tables.aliases.as_deref(), config.tables.routes.as_deref()));
     }
     match tables::SrsKeys::load(&config.forwarding) {
         Ok(srs) => tables.srs = srs,

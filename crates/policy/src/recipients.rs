@@ -186,9 +186,15 @@ fn resolve_traced(
                 name: mailbox.clone(),
                 address: Address::new(mailbox.as_str(), &p.local_domains[0]),
             }]),
+            // Run as `[delivery] pipe_user` (no alias names an account).
+            Some(Route::Pipe(command)) => Verdict::Ok(vec![Destination::Pipe {
+                command: command.clone(),
+                name: String::new(),
+                address: rcpt.clone(),
+            }]),
             Some(Route::Relay(_) | Route::Lmtp(_)) | None => Verdict::Ok(vec![Destination::Remote(rcpt.clone())]),
         };
-        if let Some((key, Route::Error(_) | Route::Local(_))) = entry {
+        if let Some((key, Route::Error(_) | Route::Local(_) | Route::Pipe(_))) = entry {
             note(Explain::Route(key.to_owned()));
         }
         match &verdict {
@@ -197,6 +203,7 @@ fn resolve_traced(
                 Some(Destination::Mailbox { name, .. }) => {
                     note(Explain::Mailbox { name: name.clone(), implicit: false })
                 }
+                Some(Destination::Pipe { .. }) => {}
                 _ => note(Explain::Remote(rcpt.clone())),
             },
         }

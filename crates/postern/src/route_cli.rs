@@ -183,7 +183,12 @@ async fn explain(
                     Destination::Pipe { command, name, .. } => {
                         let allowed =
                             if config.delivery.allow_pipes { "" } else { " (refused: [delivery] allow_pipes is off)" };
-                        detail.push(format!("pipe to \"{command}\" (alias {name}){allowed}"));
+                        let by = if name.is_empty() {
+                            format!("route, as [delivery] pipe_user {}", config.delivery.pipe_user)
+                        } else {
+                            format!("alias {name}")
+                        };
+                        detail.push(format!("pipe to \"{command}\" ({by}){allowed}"));
                     }
                     Destination::Remote(a) => {
                         remote = true;
@@ -264,6 +269,7 @@ fn describe_route(r: &Route) -> String {
         Route::Relay(r) => describe_relay(r),
         Route::Local(m) => format!("local:{m}"),
         Route::Lmtp(server) => format!("lmtp:{server}"),
+        Route::Pipe(command) => format!("pipe:{command}"),
         Route::Error(reply) => postern_config::error_form(reply),
     }
 }

@@ -190,10 +190,20 @@ impl Tables {
         self.senders.get(&address).or_else(|| self.senders.get(&format!("@{domain}"))).map(Vec::as_slice)
     }
 
-    /// One error per alias with a `|command` target, for a configuration without `[delivery]
-    /// allow_pipes` (file and line from the aliases table).
-    pub fn pipe_errors(&self, aliases: Option<&Path>) -> Vec<ConfigError> {
-        let path = aliases.unwrap_or(Path::new("aliases"));
+    /// One error per alias with a `|command` target and per `pipe:` route, for a
+    /// configuration without `[delivery] allow_pipes` (file and line from those tables).
+    pub fn pipe_errors(&self, aliases: Option<&Path>, routes: Option<&Path>) -> Vec<ConfigError> {
+        const OFF: &str = "pipes to commands are off: set [delivery] allow_pipes = true to run them";
+        let mut errors = self.alias_pipe_errors(aliases.unwrap_or(Path::new("aliases")), OFF);
+        let mut keys: Vec<&String> =
+            self.routes.iter().filter(|(_, r)| matches!(r, Route::Pipe(_))).map(|(k, _)| k).collect();
+        keys.sort();
+        let path = routes.unwrap_or(Path::new("routes"));
+        errors.extend(keys.into_iter().map(|k| ConfigError::new(path, self.lines.routes.get(k).copied(), k, OFF)));
+        errors
+    }
+
+    fn alias_pipe_errors(&self, path: &Path, off: &str) -> Vec<ConfigError> {
         let mut names: Vec<&String> = self
             .aliases
             .iter()
@@ -201,17 +211,7 @@ impl Tables {
             .map(|(name, _)| name)
             .collect();
         names.sort();
-        names
-            .into_iter()
-            .map(|name| {
-                ConfigError::new(
-                    path,
-                    self.lines.aliases.get(name).copied(),
-                    name,
-                    "pipes to commands are off: set [delivery] allow_pipes = true to run them",
-                )
-            })
-            .collect()
+        names.into_iter().map(|name| ConfigError::new(path, self.lines.aliases.get(name).copied(), name, off)).collect()
     }
 
     /// The sender route for the reverse-path `sender`: the exact address, else `@domain`

@@ -6,6 +6,8 @@
 //! - `local:mailbox`: deliver to a local mailbox.
 //! - `lmtp:unix:/path`, `lmtp:[host]:port`: LMTP (RFC 2033) to that server, e.g. another
 //!   host's Dovecot (Postfix's `lmtp:` transport).
+//! - `pipe:command args`: pipe the message to a command, as a `|command` alias is (needs
+//!   `[delivery] allow_pipes`; runs as `[delivery] pipe_user`).
 //! - `error:5.3.0:Text` (any `error:` form of the virtual table): refuse at RCPT time.
 //!
 //! `smtp:` and `esmtp:` are accepted as synonyms of `relay:` (sendmail's mailer names).
@@ -30,6 +32,8 @@ pub enum Route {
     Local(String),
     /// An LMTP server: `unix:/path` or `[host]:port`, as `[delivery] lmtp`.
     Lmtp(String),
+    /// A command line the message is piped to (`$RECIPIENT`, `$SENDER`… in its environment).
+    Pipe(String),
     /// Refuse at RCPT time with this reply.
     Error(Reply),
 }
@@ -83,6 +87,12 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> L
             } else {
                 Ok(Route::Local(mailbox.to_lowercase()))
             }
+        } else if let Some(command) = target.strip_prefix("pipe:") {
+            if command.trim().is_empty() {
+                Err("pipe: needs a command".to_owned())
+            } else {
+                Ok(Route::Pipe(command.trim().to_owned()))
+            }
         } else if let Some(server) = target.strip_prefix("lmtp:") {
             if is_lmtp_server(server) {
                 Ok(Route::Lmtp(server.to_owned()))
@@ -92,7 +102,9 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> L
         } else if is_relay(target) {
             parse_relay(target).map(Route::Relay)
         } else {
-            Err(format!("{target:?}: expected relay:[host], relay:host, local:mailbox, lmtp:... or error:..."))
+            Err(format!(
+                "{target:?}: expected relay:[host], relay:host, local:mailbox, lmtp:..., pipe:command or error:..."
+            ))
         }
     })
 }
@@ -161,9 +173,10 @@ mod tests {
     #[test]
     fn table() {
         let mut errors = Vec::new();
-        let text = "# routes\nexample.test relay:[127.0.0.1]:2526\n.example.test local:bob\nbad.test error:5.3.0:No mail here\nworse.test frobnicate\nimap.test lmtp:[10.0.0.5]:24\nbadlmtp.test lmtp:unix:relative\n";
+        let text = "# routes\nexample.test relay:[127.0.0.1]:2526\n.example.test local:bob\nbad.test error:5.3.0:No mail here\nworse.test frobnicate\nimap.test lmtp:[10.0.0.5]:24\nbadlmtp.test lmtp:unix:relative\nlist.test pipe:/usr/bin/mlmmj-receive -L /var/spool/mlmmj/list\n";
         let (map, lines) = parse(Path::new("routes"), text, &mut errors);
-        assert_eq!(map.len(), 4);
+        assert_eq!(map.len(), 5);
+        assert_eq!(map["list.test"], Route::Pipe("/usr/bin/mlmmj-receive -L /var/spool/mlmmj/list".into()));
         assert_eq!(map["imap.test"], Route::Lmtp("[10.0.0.5]:24".into()));
         assert_eq!(map[".example.test"], Route::Local("bob".into()));
         assert_eq!(lines[".example.test"], 3);
