@@ -74,17 +74,7 @@ fn procmail_files_tempfail_retries_nouser_bounces_never_root() {
     assert!(dsn.contains("Status: 5.1.1") && dsn.contains("no such user here"), "{dsn}");
 
     // Without allow_pipes the configuration is refused, naming each alias that pipes.
-    let cfg = server.config_path();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("allow_pipes = true", "allow_pipes = false");
-    let off = server.dir.0.join("off.toml");
-    std::fs::write(&off, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["check-config", "--config"])
-        .arg(&off)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = check_config_without_pipes(&server);
     assert!(err.contains(": filed: pipes to commands are off: set [delivery] allow_pipes = true"), "{err}");
     let _ = postern_cli;
 }
@@ -118,8 +108,15 @@ fn a_domain_routed_to_a_pipe() {
     assert!(text.starts_with("Return-Path: <alice@example.test>") && text.contains("Subject: to the list"), "{text}");
     server.wait_log("status=sent (250 2.0.0 delivered to command as nobody: cat > ");
 
-    let cfg = server.config_path();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("allow_pipes = true", "allow_pipes = false");
+    let err = check_config_without_pipes(&server);
+    assert!(err.contains("routes:2: lists.test: pipes to commands are off"), "{err}");
+}
+
+/// `postern check-config` on the server's configuration with `allow_pipes = false`: it must
+/// refuse it (exit 2); returns its error output.
+fn check_config_without_pipes(server: &Server) -> String {
+    let text =
+        std::fs::read_to_string(server.config_path()).unwrap().replace("allow_pipes = true", "allow_pipes = false");
     let off = server.dir.0.join("off.toml");
     std::fs::write(&off, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
@@ -127,7 +124,7 @@ fn a_domain_routed_to_a_pipe() {
         .arg(&off)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("routes:2: lists.test: pipes to commands are off"), "{err}");
+    err
 }
