@@ -93,7 +93,8 @@ fn dovecot_lmtp_per_recipient_replies_quota_and_sieve() {
 }
 
 /// A domain routed to another server's LMTP (`lmtp:` in the routes table, Postfix's
-/// `lmtp:` transport): relayed mail for it goes to Dovecot, not to an MX.
+/// `lmtp:` transport): relayed mail for it goes to Dovecot, not to an MX; the next message
+/// reuses the connection.
 #[test]
 fn a_domain_routed_to_lmtp_goes_to_dovecot() {
     let (_dovecot, dv, socket) = start_dovecot();
@@ -112,5 +113,13 @@ fn a_domain_routed_to_lmtp_goes_to_dovecot() {
     poll(20, "carol's copy in Dovecot", || (new_files(&new).len() == 1).then_some(()));
     let line = server.wait_log("to=<carol@imap.test>");
     assert!(line.contains("relay=lmtp unix:") && line.contains("status=sent"), "{line}");
+    assert!(!line.contains("conn_use="), "a new connection: {line}");
+
+    // The next message, within [outbound] connection_cache_time, reuses the idle connection.
+    let r = c.send_data("alice@example.test", &["alice@imap.test"], b"Subject: again\r\n\r\nhello\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let line = server.wait_log("to=<alice@imap.test>");
+    assert!(line.contains("conn_use=2") && line.contains("status=sent"), "{line}");
+    assert_eq!(new_files(&dv.0.join("mail/alice/new")).len(), 1);
     server.wait_queue_empty();
 }

@@ -1,8 +1,11 @@
 //! LMTP (RFC 2033) to a mailbox server, Dovecot's `lmtp` above all: `LHLO` instead of `EHLO`,
 //! and after the message one reply per accepted recipient, so that one mailbox over quota
 //! (`452 4.2.2`) is retried while the others are delivered. The server is a Unix socket
-//! (`unix:/run/dovecot/lmtp`) or TCP (`[127.0.0.1]:24`). One connection per delivery attempt,
-//! commands in lockstep (LMTP servers are local and fast; RFC 2033 §4.2).
+//! (`unix:/run/dovecot/lmtp`) or TCP (`[127.0.0.1]:24`). Commands go in lockstep (LMTP servers
+//! are local and fast; RFC 2033 §4.2). A connection that ended its transaction cleanly is kept
+//! idle for `[outbound] connection_cache_time` and reused for the next message to the same
+//! server, starting with RSET, as SMTP connections are (Postfix's connection cache); the log
+//! says `conn_use=N` on a reused one.
 
 use std::time::Duration;
 
@@ -51,32 +54,81 @@ impl std::fmt::Display for Server {
     }
 }
 
-/// Delivers `message` to `recipients` over LMTP at `server`, as `hostname`; every recipient gets
-/// an outcome (a connection failure is temporary for all).
+/// Anything a connection to an LMTP server can be (Unix socket, TCP).
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection past LHLO, ready for a transaction.
+type Conn = Client<Box<dyn Io>>;
+
+/// Idle LMTP connections by server (`unix:/path`, `host:port`), with when each became idle.
+#[derive(Default)]
+pub struct Idle(std::sync::Mutex<std::collections::HashMap<String, Vec<(Conn, std::time::Instant)>>>);
+
+impl Idle {
+    /// The most recently idle connection to `server` younger than `max_idle`; older ones close.
+    fn take(&self, server: &str, max_idle: Duration) -> Option<Conn> {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(server)?;
+        list.retain(|(_, since)| since.elapsed() < max_idle);
+        list.pop().map(|(c, _)| c)
+    }
+
+    /// Keeps `conn` for reuse when it is clean and caching is on; else ends it with QUIT.
+    async fn put_or_quit(&self, server: &str, mut conn: Conn, max_idle: Duration) {
+        if conn.reusable && !max_idle.is_zero() {
+            let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            for list in idle.values_mut() {
+                list.retain(|(_, since)| since.elapsed() < max_idle);
+            }
+            idle.entry(server.to_owned()).or_default().push((conn, std::time::Instant::now()));
+        } else {
+            let _ = conn.stream.write_all(b"QUIT\r\n").await;
+        }
+    }
+}
+
+/// Delivers `message` to `recipients` over LMTP at `server`, as `hostname`, `timeout` per
+/// command, reusing an idle connection from `idle` (kept for `cache_time`; zero: no reuse);
+/// every recipient gets an outcome (a connection failure is temporary for all).
 pub async fn deliver(
     server: &Server,
     hostname: &str,
     timeout: Duration,
+    (idle, cache_time): (&Idle, Duration),
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
-    let relay = format!("lmtp {server}");
-    let outcomes = match server {
-        Server::Unix(path) => match tokio::net::UnixStream::connect(path).await {
-            Ok(s) => Client::new(s, timeout).run(hostname, recipients, message).await,
+    let key = server.to_string();
+    let mut relay = format!("lmtp {server}");
+    let outcomes = 'outcomes: {
+        if let Some(mut conn) = idle.take(&key, cache_time) {
+            // A reused connection starts with RSET; one the server closed while idle is stale.
+            if conn.command("RSET\r\n").await.is_ok_and(|r| r.code == 250) {
+                conn.uses += 1;
+                relay = format!("{relay}, conn_use={}", conn.uses);
+                let outcomes = conn.transact(recipients, message).await;
+                idle.put_or_quit(&key, conn, cache_time).await;
+                break 'outcomes outcomes;
+            }
+            tracing::debug!("{}: idle LMTP connection to {server} was stale", message.id);
+        }
+        match connect(server, timeout).await {
+            Ok(stream) => {
+                let mut conn = Client::new(stream, timeout);
+                match conn.greet(hostname).await {
+                    Ok(()) => {
+                        let outcomes = conn.transact(recipients, message).await;
+                        idle.put_or_quit(&key, conn, cache_time).await;
+                        outcomes
+                    }
+                    Err(o) => vec![o; recipients.len()],
+                }
+            }
             Err(e) => {
                 vec![Outcome::temp(EnhancedStatus(4, 4, 1), format!("connect to {relay}: {e}")); recipients.len()]
             }
-        },
-        Server::Tcp(addr) => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await {
-            Ok(Ok(s)) => Client::new(s, timeout).run(hostname, recipients, message).await,
-            Ok(Err(e)) => {
-                vec![Outcome::temp(EnhancedStatus(4, 4, 1), format!("connect to {relay}: {e}")); recipients.len()]
-            }
-            Err(_) => {
-                vec![Outcome::temp(EnhancedStatus(4, 4, 1), format!("connect to {relay}: timed out")); recipients.len()]
-            }
-        },
+        }
     };
     recipients
         .iter()
@@ -85,89 +137,136 @@ pub async fn deliver(
             recipient: r.address.clone(),
             outcome,
             relay: relay.clone(),
-            remote_host: Some(server.to_string()),
+            remote_host: Some(key.clone()),
             tls: "tls=none".into(),
             dsn_passed_on: false,
         })
         .collect()
 }
 
+/// A new connection to `server`.
+async fn connect(server: &Server, timeout: Duration) -> Result<Box<dyn Io>, String> {
+    match server {
+        Server::Unix(path) => match tokio::net::UnixStream::connect(path).await {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => Err(e.to_string()),
+        },
+        Server::Tcp(addr) => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await {
+            Ok(Ok(s)) => Ok(Box::new(s)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        },
+    }
+}
+
 struct Client<S> {
     stream: S,
     parser: ReplyParser,
     timeout: Duration,
+    /// False after an I/O error, a 421 or a transaction that did not end cleanly.
+    reusable: bool,
+    /// Transactions on this connection.
+    uses: u32,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     fn new(stream: S, timeout: Duration) -> Self {
-        Self { stream, parser: ReplyParser::default(), timeout }
+        Self { stream, parser: ReplyParser::default(), timeout, reusable: true, uses: 1 }
     }
 
     async fn reply(&mut self) -> Result<Reply, String> {
         let mut buf = vec![0; 8192];
         loop {
             if let Some(r) = self.parser.next_reply().map_err(|e| e.to_string())? {
+                if r.code == 421 {
+                    self.reusable = false;
+                }
                 return Ok(r);
             }
-            match tokio::time::timeout(self.timeout, self.stream.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => self.parser.feed(&buf[..n]),
-                Ok(Ok(_)) => return Err("connection closed by the LMTP server".into()),
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err(format!("timed out after {}s", self.timeout.as_secs())),
-            }
+            let read = tokio::time::timeout(self.timeout, self.stream.read(&mut buf)).await;
+            let e = match read {
+                Ok(Ok(n)) if n > 0 => {
+                    self.parser.feed(&buf[..n]);
+                    continue;
+                }
+                Ok(Ok(_)) => "connection closed by the LMTP server".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("timed out after {}s", self.timeout.as_secs()),
+            };
+            self.reusable = false;
+            return Err(e);
         }
     }
 
     async fn command(&mut self, line: &str) -> Result<Reply, String> {
-        self.stream.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
+        if let Err(e) = self.stream.write_all(line.as_bytes()).await {
+            self.reusable = false;
+            return Err(e.to_string());
+        }
         self.reply().await
     }
 
-    /// The whole exchange; one outcome per recipient.
-    async fn run(mut self, hostname: &str, recipients: &[Rcpt], message: &Message) -> Vec<Outcome> {
+    /// The greeting and LHLO.
+    ///
+    /// # Errors
+    /// The outcome for every recipient when the server refuses or cannot be talked to.
+    async fn greet(&mut self, hostname: &str) -> Result<(), Outcome> {
+        for (stage, line) in [("greeting", None), ("LHLO", Some(format!("LHLO {hostname}\r\n")))] {
+            let r = match line {
+                Some(l) => self.command(&l).await,
+                None => self.reply().await,
+            }
+            .map_err(|e| Outcome::temp(EnhancedStatus(4, 4, 2), format!("LMTP {stage}: {e}")))?;
+            if r.code / 100 != 2 {
+                self.reusable = false;
+                return Err(Outcome::from_reply(r));
+            }
+        }
+        Ok(())
+    }
+
+    /// One transaction (MAIL, RCPTs, DATA, a reply per accepted recipient); one outcome per
+    /// recipient. A transaction that did not end cleanly leaves the connection not reusable.
+    async fn transact(&mut self, recipients: &[Rcpt], message: &Message) -> Vec<Outcome> {
         let n = recipients.len();
-        let lost =
-            |stage: &str, e: String| vec![Outcome::temp(EnhancedStatus(4, 4, 2), format!("LMTP {stage}: {e}")); n];
-        let envelope = async {
-            for (stage, line) in [("greeting", None), ("LHLO", Some(format!("LHLO {hostname}\r\n")))] {
-                let r = match line {
-                    Some(l) => self.command(&l).await,
-                    None => self.reply().await,
-                }
-                .map_err(|e| (stage, e))?;
-                if r.code / 100 != 2 {
-                    return Ok(Err(Outcome::from_reply(r)));
-                }
-            }
-            let body = if message.body_8bit { " BODY=8BITMIME" } else { "" };
-            let mail = self
-                .command(&format!("MAIL FROM:<{}>{body}\r\n", message.reverse_path))
-                .await
-                .map_err(|e| ("MAIL", e))?;
-            if mail.code / 100 != 2 {
-                return Ok(Err(Outcome::from_reply(mail)));
-            }
-            let mut per: Vec<Option<Outcome>> = Vec::with_capacity(n);
-            for r in recipients {
-                let reply = self.command(&format!("RCPT TO:<{}>\r\n", r.address)).await.map_err(|e| ("RCPT", e))?;
-                per.push((reply.code / 100 != 2).then(|| Outcome::from_reply(reply)));
-            }
-            Ok(Ok(per))
-        };
-        let mut per = match envelope.await {
-            Err((stage, e)) => return lost(stage, e),
-            Ok(Err(o)) => return vec![o; n],
-            Ok(Ok(per)) => per,
-        };
-        let accepted = per.iter().filter(|o| o.is_none()).count();
-        if accepted > 0 {
-            match self.command("DATA\r\n").await {
-                Ok(r) if r.code == 354 => {}
-                Ok(r) => return per.into_iter().map(|o| o.unwrap_or_else(|| Outcome::from_reply(r.clone()))).collect(),
-                Err(e) => return lost("DATA", e),
+        let outcomes = self.exchange(recipients, message).await;
+        if outcomes.is_err() {
+            self.reusable = false;
+        }
+        outcomes
+            .unwrap_or_else(|(stage, e)| vec![Outcome::temp(EnhancedStatus(4, 4, 2), format!("LMTP {stage}: {e}")); n])
+    }
+
+    async fn exchange(
+        &mut self,
+        recipients: &[Rcpt],
+        message: &Message,
+    ) -> Result<Vec<Outcome>, (&'static str, String)> {
+        let n = recipients.len();
+        let body = if message.body_8bit { " BODY=8BITMIME" } else { "" };
+        let mail =
+            self.command(&format!("MAIL FROM:<{}>{body}\r\n", message.reverse_path)).await.map_err(|e| ("MAIL", e))?;
+        if mail.code / 100 != 2 {
+            self.reusable = false;
+            return Ok(vec![Outcome::from_reply(mail); n]);
+        }
+        let mut per: Vec<Option<Outcome>> = Vec::with_capacity(n);
+        for r in recipients {
+            let reply = self.command(&format!("RCPT TO:<{}>\r\n", r.address)).await.map_err(|e| ("RCPT", e))?;
+            per.push((reply.code / 100 != 2).then(|| Outcome::from_reply(reply)));
+        }
+        if per.iter().all(Option::is_some) {
+            // No recipient accepted: the transaction is still open; RSET ends it.
+            let rset = self.command("RSET\r\n").await.map_err(|e| ("RSET", e))?;
+            self.reusable &= rset.code == 250;
+        } else {
+            let data = self.command("DATA\r\n").await.map_err(|e| ("DATA", e))?;
+            if data.code != 354 {
+                self.reusable = false;
+                return Ok(per.into_iter().map(|o| o.unwrap_or_else(|| Outcome::from_reply(data.clone()))).collect());
             }
             if let Err(e) = self.stream.write_all(&dot_stuff(&message.data)).await {
-                return lost("sending the message", e.to_string());
+                return Err(("sending the message", e.to_string()));
             }
             // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
             for slot in per.iter_mut().filter(|o| o.is_none()) {
@@ -177,8 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 });
             }
         }
-        let _ = self.stream.write_all(b"QUIT\r\n").await;
-        per.into_iter().map(|o| o.expect("every recipient decided")).collect()
+        Ok(per.into_iter().map(|o| o.expect("every recipient decided")).collect())
     }
 }
 

@@ -192,6 +192,8 @@ pub struct Pool {
     idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(Session, std::time::Instant)>>>,
     limits: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     dead: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, (std::time::Instant, String)>>,
+    /// Idle LMTP connections.
+    pub lmtp_idle: crate::lmtp::Idle,
 }
 
 impl std::fmt::Debug for Pool {

@@ -310,7 +310,9 @@ async fn lmtp_to(
     // At most `[outbound] max_per_destination` deliveries to the LMTP server at once, as for
     // an SMTP destination.
     let _slot = pool.permit(&format!("lmtp {server}"), config.outbound.max_per_destination).await;
-    let results = lmtp::deliver(&server, &config.hostname, config.outbound.command_timeout.0, &rcpts, &msg).await;
+    let cache = (&pool.lmtp_idle, config.outbound.connection_cache_time.0);
+    let results =
+        lmtp::deliver(&server, &config.hostname, config.outbound.command_timeout.0, cache, &rcpts, &msg).await;
     let mut reports = Vec::new();
     for (&i, result) in indexes.iter().zip(results) {
         let r = &mut env.recipients[i];
