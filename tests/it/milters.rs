@@ -198,7 +198,9 @@ fn rspamd_refuses_gtube_and_adds_its_headers() {
         }
     }
     let _rspamd = Stop(rspamd);
-    poll(60, "rspamd's milter port", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+    // The port opens before the proxy worker is ready (rspamd compiles its rules first, slowly
+    // on a loaded machine): ready is when a milter option negotiation gets its answer.
+    poll(120, "rspamd answering the milter protocol", || milter_answers(port).then_some(()));
     let log = std::fs::read_to_string(dir.0.join("rspamd.log")).unwrap_or_default();
     assert!(
         !log.contains("from resolv.conf") && !log.contains("address resolution for"),
@@ -247,4 +249,15 @@ fn submission_macros_name_the_sasl_mechanism_and_tls() {
     for (k, v) in [("{auth_type}", "LOGIN"), ("{auth_authen}", "bob"), ("{tls_version}", "TLSv1.3")] {
         assert!(macros.iter().any(|(mk, mv)| mk == k && mv == v), "macro {k}={v} missing: {macros:?}");
     }
+}
+
+/// Whether a milter listening on `port` answers an option negotiation (protocol v6, no
+/// actions, no steps skipped) within 5 s.
+fn milter_answers(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let optneg = [0, 0, 0, 13, b'O', 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut reply = [0u8; 5];
+    s.write_all(&optneg).is_ok() && s.read_exact(&mut reply).is_ok() && reply[4] == b'O'
 }
