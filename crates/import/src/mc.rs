@@ -6,6 +6,10 @@ use crate::Sources;
 use crate::draft::Draft;
 use crate::report::{Fate, Report};
 
+/// What becomes of sendmail's procmail mailer.
+const PROCMAIL: &str = "no procmail mailer: pipe per alias (`user: \"|/usr/bin/procmail\"`, [delivery] allow_pipes); \
+     mailertable procmail: entries become pipe: routes; or Dovecot's Sieve";
+
 const SOURCE: &str = "sendmail.mc";
 
 /// One macro call: `NAME(`arg', `arg')`.
@@ -128,13 +132,13 @@ fn apply(call: &Call, draft: &mut Draft) -> Fate {
         "INPUT_MAIL_FILTER" => milter(arg(call, 0), arg(call, 1), draft),
         "MAILER" => match arg(call, 0) {
             "local" | "smtp" => Fate::Default("Maildir delivery and SMTP are built in".into()),
-            "procmail" => Fate::NotMapped(
-                "no procmail mailer: pipe per alias (`user: \"|/usr/bin/procmail\"`, [delivery] allow_pipes), or Dovecot's Sieve".into(),
-            ),
+            "procmail" => Fate::NotMapped(PROCMAIL.into()),
             other => Fate::NotMapped(format!("no {other} mailer in Postern")),
         },
         "TRUST_AUTH_MECH" => Fate::Default("AUTH PLAIN and LOGIN, only under TLS, on submission listeners".into()),
-        "CLIENT_OPTIONS" => Fate::Default("outbound connections use the address families of [outbound] ip_version".into()),
+        "CLIENT_OPTIONS" => {
+            Fate::Default("outbound connections use the address families of [outbound] ip_version".into())
+        }
         "LOCAL_RULESETS" | "LOCAL_RULE_0" | "LOCAL_RULE_3" | "LOCAL_NET_CONFIG" => {
             Fate::NotMapped("rulesets have no equivalent: express the rule as a table line or a [policy] check".into())
         }
@@ -263,7 +267,7 @@ fn feature(name: &str, argument: &str, draft: &mut Draft) -> Fate {
         }
         "delay_checks" => Fate::Default("Postern refuses at RCPT and after EHLO, never accepts then bounces".into()),
         "local_procmail" => Fate::NotMapped(
-            "no procmail mailer: pipe per alias (`user: \"|/usr/bin/procmail\"`, [delivery] allow_pipes), or Dovecot's Sieve".into(),
+            PROCMAIL.into(),
         ),
         "mailertable_defaults" | "promiscuous_relay" | "accept_unresolvable_domains" | "accept_unqualified_senders" => {
             let _ = draft;

@@ -23,7 +23,7 @@ pub(crate) fn import(sources: &Sources, draft: &mut Draft, report: &mut Report) 
         draft.tables.insert("virtual".into(), virtual_text);
     }
     let mut routes = String::from("# mailertable (postern import)\n");
-    for_lines(sources, "mailertable", report, |line, _| route_line(line, &mut routes));
+    for_lines(sources, "mailertable", report, |line, _| route_line(line, draft, &mut routes));
     if sources.text("mailertable").is_some() {
         draft.tables.insert("routes".into(), routes);
     }
@@ -190,17 +190,29 @@ fn unsupported_target(t: &str) -> bool {
     t.trim_matches('"').starts_with('/')
 }
 
-/// One mailertable line: sendmail's mailer names become Postern's route forms.
-fn route_line(line: &str, out: &mut String) -> Fate {
+/// One mailertable line: sendmail's mailer names become Postern's route forms. The procmail
+/// mailer (`procmail:/etc/procmailrcs/x`, sendmail's `A=procmail -Y -m $h $f $u`) becomes a
+/// `pipe:` route, and turns `[delivery] allow_pipes` on.
+fn route_line(line: &str, draft: &mut Draft, out: &mut String) -> Fate {
     let Some((key, target)) = key_value(line) else { return Fate::Default("comment".into()) };
     let (mailer, rest) = target.split_once(':').unwrap_or((target, ""));
     let route = match mailer {
         "smtp" | "esmtp" | "smtp8" | "dsmtp" | "relay" => format!("relay:{rest}"),
         "local" => format!("local:{}", rest.split('@').next().unwrap_or(rest)),
         "error" => target.to_owned(),
+        "procmail" if rest.starts_with('/') => {
+            draft.allow_pipes = true;
+            let route = format!("pipe:/usr/bin/procmail -Y -m {rest} \"$SENDER\" \"$RECIPIENT\"");
+            out.push_str(&format!("{key} {route}\n"));
+            return Fate::Mapped(format!(
+                "routes: {key} {route} ([delivery] allow_pipes = true: it runs as [delivery] pipe_user, never root)"
+            ));
+        }
         other => {
             out.push_str(&format!("# postern import: not supported: {line}\n"));
-            return Fate::NotMapped(format!("mailer {other}: Postern delivers by SMTP and to local mailboxes only"));
+            return Fate::NotMapped(format!(
+                "mailer {other}: Postern routes to relay:, local:, lmtp:, pipe: and error: only"
+            ));
         }
     };
     out.push_str(&format!("{key} {route}\n"));
