@@ -291,4 +291,80 @@ mod tests {
         assert!(Server::parse("unix:relative").is_err());
         assert!(Server::parse("nowhere").is_err());
     }
+
+    /// A scripted LMTP server on a Unix socket: answers every command, and closes connection
+    /// number `close_after` right after its first transaction (as a server restarted while
+    /// the connection was idle). Returns how many connections it took.
+    fn scripted_server(
+        path: std::path::PathBuf,
+        connections: usize,
+        close_after: usize,
+    ) -> std::thread::JoinHandle<usize> {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for n in 0..connections {
+                let (stream, _) = listener.accept().unwrap();
+                let mut out = stream.try_clone().unwrap();
+                let mut lines = std::io::BufReader::new(stream);
+                out.write_all(b"220 lmtp.test LMTP\r\n").unwrap();
+                let mut line = String::new();
+                while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                    let reply: &[u8] = if line.starts_with("DATA") {
+                        out.write_all(b"354 go\r\n").unwrap();
+                        while lines.read_line(&mut line).unwrap_or(0) > 0 && !line.ends_with("\n.\r\n") {}
+                        b"250 2.0.0 saved\r\n"
+                    } else if line.starts_with("QUIT") {
+                        b"221 bye\r\n"
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    out.write_all(reply).unwrap();
+                    if reply.starts_with(b"250 2.0.0") && n == close_after {
+                        break;
+                    }
+                    line.clear();
+                }
+            }
+            connections
+        })
+    }
+
+    /// An idle connection the server closed is stale: the next message goes on a new one.
+    #[test]
+    fn a_stale_idle_connection_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("postern-lmtp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("lmtp");
+        let server_thread = scripted_server(socket.clone(), 2, 0);
+        let server = Server::Unix(socket.display().to_string());
+        let idle = Idle::default();
+        let rcpts = [Rcpt { address: "bob@example.test".into(), notify: None, orcpt: None }];
+        let message = Message {
+            id: "TEST".into(),
+            reverse_path: "alice@example.test".into(),
+            body_8bit: false,
+            smtputf8: false,
+            data: std::sync::Arc::new(b"Subject: x\r\n\r\nx\r\n".to_vec()),
+            ret: None,
+            envid: None,
+            forced: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let timeout = Duration::from_secs(5);
+        for attempt in 0..2 {
+            let results =
+                rt.block_on(deliver(&server, "mx.test", timeout, (&idle, Duration::from_secs(60)), &rcpts, &message));
+            assert!(matches!(results[0].outcome, Outcome::Delivered(_)), "attempt {attempt}: {:?}", results[0].outcome);
+            assert!(
+                !results[0].relay.contains("conn_use"),
+                "attempt {attempt} was on a new connection: {}",
+                results[0].relay
+            );
+        }
+        drop(idle);
+        assert_eq!(server_thread.join().unwrap(), 2, "two connections");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
