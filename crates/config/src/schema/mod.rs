@@ -1,5 +1,6 @@
 //! The configuration schema: every key, its default and its meaning. These files are the
-//! reference (`[policy]` in policy.rs; `[dkim]`, `[authentication]`, `[dmarc_reports]` in auth.rs);
+//! reference (`[policy]` in policy.rs; `[dkim]`, `[authentication]`, `[dmarc_reports]` in auth.rs;
+//! `[delivery]` in delivery.rs, `[forwarding]` in forwarding.rs, `[[milter]]` in milter.rs, `[outbound]` in outbound.rs);
 //! docs/configuration.md follows them. Unknown keys are errors (`deny_unknown_fields`).
 
 use std::net::SocketAddr;
@@ -14,9 +15,17 @@ use crate::resolve;
 use crate::units::{Seconds, Size};
 
 mod auth;
+mod delivery;
+mod forwarding;
+mod milter;
+mod outbound;
 mod policy;
 
 pub use auth::{Action, Authentication, Dkim, DkimKey, DkimOnError, DmarcReports, SpfAt};
+pub use delivery::{Delivery, LocalTransport};
+pub use forwarding::Forwarding;
+pub use milter::{Milter, MilterDefault};
+pub use outbound::{IpVersion, Outbound};
 pub use policy::{Check, DnsTempError, POLICY_CHECKS, Policy, PolicyException};
 
 /// The whole configuration file.
@@ -95,99 +104,6 @@ pub struct Config {
     /// order, before the 250.
     #[serde(default)]
     pub milter: Vec<Milter>,
-}
-
-/// One `[[milter]]`: a filter consulted at the end of DATA, before the message is accepted
-/// (Postfix's `smtpd_milters`): a refusal is the reply to DATA and nothing is queued.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Milter {
-    /// A name for the log. Default: the address.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `"inet:127.0.0.1:11332"` or `"unix:/run/rspamd/milter.sock"` (sendmail's forms).
-    pub address: String,
-    /// Connecting to the filter. Default `"10s"`.
-    #[serde(default = "default_milter_connect")]
-    pub connect_timeout: Seconds,
-    /// Each reply, but for end of message. Default `"30s"`.
-    #[serde(default = "default_milter_command")]
-    pub command_timeout: Seconds,
-    /// The reply to end of message (the filter's scan). Default `"5m"`.
-    #[serde(default = "five_minutes")]
-    pub eom_timeout: Seconds,
-    /// When the filter is unreachable, times out or breaks the protocol: `"tempfail"` (default,
-    /// sendmail's `F=T`: `451 4.7.1`, the client retries), `"accept"` (as if it were not
-    /// there) or `"reject"` (`550 5.7.1`).
-    #[serde(default)]
-    pub default_action: MilterDefault,
-    /// The listener roles whose mail it filters. Default: all.
-    #[serde(default = "all_roles")]
-    pub roles: Vec<Role>,
-    /// Macros to send besides the standard ones, `name = "value"` (e.g. `{daemon_name}`).
-    #[serde(default)]
-    pub macros: std::collections::BTreeMap<String, String>,
-}
-
-/// `[[milter]] default_action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MilterDefault {
-    /// `451 4.7.1`.
-    #[default]
-    Tempfail,
-    /// Go on without the filter.
-    Accept,
-    /// `550 5.7.1`.
-    Reject,
-}
-
-fn default_milter_connect() -> Seconds {
-    Seconds(Duration::from_secs(10))
-}
-fn default_milter_command() -> Seconds {
-    Seconds(Duration::from_secs(30))
-}
-fn all_roles() -> Vec<Role> {
-    vec![Role::Mx, Role::Submission, Role::Submissions]
-}
-
-/// `[forwarding]`: the Sender Rewriting Scheme for mail that aliases and the virtual table
-/// forward to other domains (`policy::srs`). Off without `srs_domain`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Forwarding {
-    /// The domain SRS addresses are in (`SRS0=HHHH=TT=domain=local@SRS_DOMAIN`). Its MX must be
-    /// this server, and its SPF must allow the addresses this server sends from. Default: none
-    /// (forwarded mail keeps its reverse-path, and may fail SPF at the destination).
-    #[serde(default)]
-    pub srs_domain: Option<String>,
-    /// A file of secrets, one per line (`#` comments): the first signs, every one verifies, so
-    /// a new secret goes on the first line and the old one below it until addresses made with it
-    /// have expired. Keep it 0640 root:postern. Required with `srs_domain`.
-    #[serde(default)]
-    pub srs_secret_file: Option<PathBuf>,
-    /// How long an SRS address stays valid for bounces. Default `"21d"` (postsrsd's).
-    #[serde(default = "default_srs_max_age")]
-    pub srs_max_age: Seconds,
-    /// Sender domains whose mail is forwarded without rewriting (besides `[domains] local`).
-    #[serde(default)]
-    pub srs_exclude_domains: Vec<String>,
-}
-
-impl Default for Forwarding {
-    fn default() -> Self {
-        Self {
-            srs_domain: None,
-            srs_secret_file: None,
-            srs_max_age: default_srs_max_age(),
-            srs_exclude_domains: Vec::new(),
-        }
-    }
-}
-
-fn default_srs_max_age() -> Seconds {
-    Seconds(Duration::from_secs(21 * 86400))
 }
 
 /// `[log]`: one line per event, keyed by session and queue ID (docs/operations.md, "Logs").
@@ -280,83 +196,11 @@ pub struct Dns {
     pub attempts: usize,
 }
 
-/// `[outbound]`: delivery to other mail servers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Outbound {
-    /// The TCP port of remote mail servers. Default 25. (Tests point it at another instance on
-    /// loopback; a route `relay:[host]:port` overrides it per destination.)
-    #[serde(default = "default_smtp_port")]
-    pub port: u16,
-    /// Which address families to use: `"any"` (default: the order DNS gives, IPv6 and IPv4
-    /// interleaved), `"ipv4"`, `"ipv6"`, `"prefer-ipv4"`.
-    #[serde(default)]
-    pub ip_version: IpVersion,
-    /// Per-address TCP connect timeout; a dead address costs at most this, then the next
-    /// address is tried. Default `"10s"`.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Seconds,
-    /// Waiting for the greeting, and for each reply to a command. Default `"5m"`.
-    #[serde(default = "five_minutes")]
-    pub command_timeout: Seconds,
-    /// Waiting for the reply after the message content. Default `"10m"` (RFC 5321 §4.5.3.2.6).
-    #[serde(default = "default_data_done_timeout")]
-    pub data_timeout: Seconds,
-    /// How long an idle connection to a next hop is kept for the next message to the same
-    /// destination (Postfix's connection cache). `"0s"` turns reuse off. Default `"5s"`.
-    #[serde(default = "default_connection_cache_time")]
-    pub connection_cache_time: Seconds,
-    /// Deliveries to one destination (domain, route or smarthost) at once. Default 20.
-    #[serde(default = "default_max_per_destination")]
-    pub max_per_destination: usize,
-    /// After a failed connect, the address is skipped for this long without trying (the host
-    /// status cache: a dead host is not hammered). `"0s"` turns it off. Default `"60s"`.
-    #[serde(default = "default_dead_host_time")]
-    pub dead_host_time: Seconds,
-    /// The local address outbound connections of its family are made from (Postfix's
-    /// `smtp_bind_address`): the one your SPF record and PTR name. Default: the kernel's choice.
-    #[serde(default)]
-    pub source_address: Option<std::net::IpAddr>,
-}
-
-/// `[outbound] ip_version`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum IpVersion {
-    /// IPv6 and IPv4 addresses interleaved, IPv6 first.
-    #[default]
-    Any,
-    /// IPv4 only.
-    Ipv4,
-    /// IPv6 only.
-    Ipv6,
-    /// IPv4 addresses first, then IPv6.
-    PreferIpv4,
-}
-
 fn default_dns_timeout() -> Seconds {
     Seconds(Duration::from_secs(5))
 }
 fn default_dns_attempts() -> usize {
     2
-}
-fn default_smtp_port() -> u16 {
-    25
-}
-fn default_connect_timeout() -> Seconds {
-    Seconds(Duration::from_secs(10))
-}
-fn default_connection_cache_time() -> Seconds {
-    Seconds(Duration::from_secs(5))
-}
-fn default_dead_host_time() -> Seconds {
-    Seconds(Duration::from_secs(60))
-}
-fn default_max_per_destination() -> usize {
-    20
-}
-fn default_data_done_timeout() -> Seconds {
-    Seconds(Duration::from_secs(600))
 }
 fn default_max_age() -> Seconds {
     Seconds(Duration::from_secs(5 * 86400))
@@ -479,69 +323,6 @@ pub struct TablePaths {
     /// `smtpd_sender_login_maps`): `user@domain login[, login...]` or `@domain login...`. An
     /// address without an entry belongs to the users-table mailbox it is delivered to.
     pub senders: Option<PathBuf>,
-}
-
-/// `[delivery]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Delivery {
-    /// Maildir root per mailbox; `{data_dir}` and `{mailbox}` are substituted.
-    /// Default `"{data_dir}/mail/{mailbox}"`.
-    #[serde(default = "default_maildir")]
-    pub maildir: String,
-    /// Characters that separate a sub-address: `user+detail@domain` (Postfix's
-    /// `recipient_delimiter`). Empty turns sub-addressing off. Default `"+"`.
-    #[serde(default = "default_separator")]
-    pub subaddress_separator: String,
-    /// How mailboxes are written: `"maildir"` (default) or `"mbox"` (one file per mailbox,
-    /// locked as Debian's mail.local locks it, for mutt and mail(1) on the box).
-    #[serde(default)]
-    pub local: LocalTransport,
-    /// The LMTP server of `local = "lmtp"`: `"unix:/run/dovecot/lmtp"` (default) or
-    /// `"[127.0.0.1]:24"`. Recipients are given as `mailbox@domain`.
-    #[serde(default = "default_lmtp")]
-    pub lmtp: String,
-    /// Let aliases pipe messages to commands (`name: "|/usr/bin/procmail"`). Off by default:
-    /// a command runs for every message from anyone. Commands run as the alias's Unix account
-    /// when one exists (and is not root), else as `pipe_user`; never as root. Default `false`.
-    #[serde(default)]
-    pub allow_pipes: bool,
-    /// The account pipes run as when the alias is not a Unix account. Default `"nobody"`.
-    #[serde(default = "default_pipe_user")]
-    pub pipe_user: String,
-    /// How long a piped command may run; then it is killed and the delivery retried. Default
-    /// `"5m"`.
-    #[serde(default = "five_minutes")]
-    pub pipe_timeout: Seconds,
-    /// The mbox file per mailbox; `{mailbox}` is substituted. Default `"/var/mail/{mailbox}"`
-    /// (Debian's `/var/mail` is root:mail 2775: run Postern with `[server] group = "mail"`).
-    #[serde(default = "default_mbox")]
-    pub mbox: String,
-}
-
-/// `[delivery] local`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LocalTransport {
-    /// Maildir: one file per message.
-    #[default]
-    Maildir,
-    /// mbox: one file per mailbox.
-    Mbox,
-    /// LMTP (RFC 2033) to a mailbox server, e.g. Dovecot: `[delivery] lmtp`.
-    Lmtp,
-}
-
-fn default_lmtp() -> String {
-    "unix:/run/dovecot/lmtp".into()
-}
-
-fn default_pipe_user() -> String {
-    "nobody".into()
-}
-
-fn default_mbox() -> String {
-    "/var/mail/{mailbox}".into()
 }
 
 /// `[relay]`.
@@ -682,12 +463,6 @@ fn default_hostname() -> String {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/postern")
 }
-fn default_maildir() -> String {
-    "{data_dir}/mail/{mailbox}".into()
-}
-fn default_separator() -> String {
-    "+".into()
-}
 fn default_trusted() -> Vec<IpNet> {
     vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
 }
@@ -715,7 +490,7 @@ fn default_max_connections_per_ip() -> usize {
 fn default_shutdown_grace() -> Seconds {
     Seconds(Duration::from_secs(10))
 }
-fn five_minutes() -> Seconds {
+pub(super) fn five_minutes() -> Seconds {
     Seconds(Duration::from_secs(300))
 }
 fn default_min_backoff() -> Seconds {

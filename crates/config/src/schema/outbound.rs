@@ -1,0 +1,81 @@
+//! `[outbound]`: delivery to other mail servers (and the LMTP connection cache).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::five_minutes;
+use crate::units::Seconds;
+
+/// `[outbound]`: delivery to other mail servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// The TCP port of remote mail servers. Default 25. (Tests point it at another instance on
+    /// loopback; a route `relay:[host]:port` overrides it per destination.)
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// Which address families to use: `"any"` (default: the order DNS gives, IPv6 and IPv4
+    /// interleaved), `"ipv4"`, `"ipv6"`, `"prefer-ipv4"`.
+    #[serde(default)]
+    pub ip_version: IpVersion,
+    /// Per-address TCP connect timeout; a dead address costs at most this, then the next
+    /// address is tried. Default `"10s"`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Seconds,
+    /// Waiting for the greeting, and for each reply to a command. Default `"5m"`.
+    #[serde(default = "five_minutes")]
+    pub command_timeout: Seconds,
+    /// Waiting for the reply after the message content. Default `"10m"` (RFC 5321 §4.5.3.2.6).
+    #[serde(default = "default_data_done_timeout")]
+    pub data_timeout: Seconds,
+    /// How long an idle connection to a next hop is kept for the next message to the same
+    /// destination (Postfix's connection cache). `"0s"` turns reuse off. Default `"5s"`.
+    #[serde(default = "default_connection_cache_time")]
+    pub connection_cache_time: Seconds,
+    /// Deliveries to one destination (domain, route or smarthost) at once. Default 20.
+    #[serde(default = "default_max_per_destination")]
+    pub max_per_destination: usize,
+    /// After a failed connect, the address is skipped for this long without trying (the host
+    /// status cache: a dead host is not hammered). `"0s"` turns it off. Default `"60s"`.
+    #[serde(default = "default_dead_host_time")]
+    pub dead_host_time: Seconds,
+    /// The local address outbound connections of its family are made from (Postfix's
+    /// `smtp_bind_address`): the one your SPF record and PTR name. Default: the kernel's choice.
+    #[serde(default)]
+    pub source_address: Option<std::net::IpAddr>,
+}
+
+/// `[outbound] ip_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpVersion {
+    /// IPv6 and IPv4 addresses interleaved, IPv6 first.
+    #[default]
+    Any,
+    /// IPv4 only.
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+    /// IPv4 addresses first, then IPv6.
+    PreferIpv4,
+}
+
+fn default_connect_timeout() -> Seconds {
+    Seconds(Duration::from_secs(10))
+}
+fn default_connection_cache_time() -> Seconds {
+    Seconds(Duration::from_secs(5))
+}
+fn default_data_done_timeout() -> Seconds {
+    Seconds(Duration::from_secs(600))
+}
+fn default_dead_host_time() -> Seconds {
+    Seconds(Duration::from_secs(60))
+}
+fn default_max_per_destination() -> usize {
+    20
+}
+fn default_smtp_port() -> u16 {
+    25
+}
