@@ -219,24 +219,6 @@ fn route_line(line: &str, draft: &mut Draft, out: &mut String) -> Fate {
     Fate::Mapped(format!("routes: {key} {route}"))
 }
 
-/// The comma-separated targets of an alias entry; commas inside double quotes do not split.
-fn split_quoted(targets: &str) -> Vec<&str> {
-    let (mut out, mut start, mut quoted) = (Vec::new(), 0, false);
-    for (i, c) in targets.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                out.push(targets[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(targets[start..].trim());
-    out.retain(|t| !t.is_empty());
-    out
-}
-
 /// `/etc/aliases`: entries kept as they are, without the targets Postern cannot deliver to.
 fn aliases(sources: &Sources, draft: &mut Draft, report: &mut Report) {
     let Some(text) = sources.text("aliases") else { return };
@@ -258,7 +240,7 @@ fn aliases(sources: &Sources, draft: &mut Draft, report: &mut Report) {
             continue;
         };
         let (kept, dropped): (Vec<&str>, Vec<&str>) =
-            split_quoted(targets).into_iter().partition(|t| !unsupported_target(t));
+            postern_config::tables::split_targets(targets).into_iter().partition(|t| !unsupported_target(t));
         let pipes = kept.iter().any(|t| t.trim_matches('"').starts_with('|'));
         draft.allow_pipes |= pipes;
         let fate = if kept.is_empty() {

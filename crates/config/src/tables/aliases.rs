@@ -61,9 +61,9 @@ pub(super) fn parse(
     (aliases, lines)
 }
 
-/// The comma-separated targets of an entry; commas inside double quotes (a pipe's command)
-/// do not split.
-fn split_targets(targets: &str) -> Vec<&str> {
+/// The comma-separated targets of an aliases(5) entry, trimmed, empty ones dropped; commas
+/// inside double quotes (a pipe's command) do not split.
+pub fn split_targets(targets: &str) -> Vec<&str> {
     let (mut out, mut start, mut quoted) = (Vec::new(), 0, false);
     for (i, c) in targets.char_indices() {
         match c {

@@ -10,6 +10,7 @@ mod routes;
 pub(crate) mod users;
 mod virtual_;
 
+pub use aliases::split_targets;
 pub use routes::{Relay, Route, is_lmtp_server, parse_relay};
 pub use users::{Scheme, parse_password_hash};
 
