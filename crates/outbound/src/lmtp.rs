@@ -25,23 +25,20 @@ pub enum Server {
 }
 
 impl Server {
-    /// Parses `unix:/path`, `[host]:port` or `host:port`.
+    /// Parses `unix:/path`, `[host]:port` or `host:port` (the forms
+    /// [`postern_config::tables::is_lmtp_server`] accepts, which check-config enforces).
     ///
     /// # Errors
     /// A message saying which forms are expected.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            return if path.starts_with('/') {
-                Ok(Self::Unix(path.to_owned()))
-            } else {
-                Err(format!("{s:?}: unix: needs an absolute path"))
-            };
+        if !postern_config::tables::is_lmtp_server(s) {
+            return Err(format!("{s:?}: expected unix:/path/to/socket or [host]:port"));
         }
-        let tcp = s.trim_start_matches("lmtp:").replace(['[', ']'], "");
-        match tcp.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(Self::Tcp(tcp)),
-            _ => Err(format!("{s:?}: expected unix:/path/to/socket or [host]:port")),
-        }
+        Ok(match s.strip_prefix("unix:") {
+            Some(path) => Self::Unix(path.to_owned()),
+            // Postfix writes `lmtp:[host]:port`; the prefix is allowed.
+            None => Self::Tcp(s.trim_start_matches("lmtp:").replace(['[', ']'], "")),
+        })
     }
 }
 
@@ -290,6 +287,7 @@ mod tests {
         assert_eq!(Server::parse("[127.0.0.1]:24"), Ok(Server::Tcp("127.0.0.1:24".into())));
         assert!(Server::parse("unix:relative").is_err());
         assert!(Server::parse("nowhere").is_err());
+        assert_eq!(Server::parse("lmtp:[127.0.0.1]:24"), Ok(Server::Tcp("127.0.0.1:24".into())));
     }
 
     /// A scripted LMTP server on a Unix socket: answers every command, and closes connection

@@ -97,9 +97,8 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
             }
             // A domain routed to LMTP (`lmtp:` in the routes table) goes there, not to an MX.
             if let Some(postern_config::Route::Lmtp(server)) = tables.route_for(&domain) {
-                let server = server.clone();
                 reports.extend(
-                    lmtp_to(&config, &inner.pool, &server, &mut env, &indexes, reverse_path, &message, now_s).await,
+                    lmtp_to(&config, &inner.pool, server, &mut env, &indexes, reverse_path, &message, now_s).await,
                 );
                 continue;
             }
