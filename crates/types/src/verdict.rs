@@ -25,7 +25,8 @@ pub enum Destination {
     /// A remote address, handed to outbound delivery.
     Remote(Address),
     /// A command the message is piped to (`|command` in the aliases, with `[delivery]
-    /// allow_pipes`): `name` is the alias that named it (its Unix account runs the command when
-    /// there is one), `address` the final recipient for Delivered-To and `$RECIPIENT`.
+    /// allow_pipes`, or a `pipe:` route): `name` is the alias that named it (its Unix account
+    /// runs the command when there is one), empty for a route (`[delivery] pipe_user` runs it);
+    /// `address` the final recipient for Delivered-To and `$RECIPIENT`.
     Pipe { command: String, name: String, address: Address },
 }
