@@ -331,7 +331,8 @@ fn milter(name: &str, equates: &str, draft: &mut Draft) -> Fate {
         ));
     }
     Fate::NotMapped(format!(
-        "milter {name}: the milter client arrives with issue 12; until then run the filter after delivery"
+        "milter {name}: not translated; add a [[milter]] by hand (address = \"inet:127.0.0.1:PORT\" for \
+         S=inet:PORT@localhost, default_action = \"tempfail\" for F=T)"
     ))
 }
 
