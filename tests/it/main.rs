@@ -17,6 +17,7 @@ mod deploy;
 mod dialogs;
 mod dns;
 mod forwarding;
+mod hardening;
 mod import;
 mod layering;
 mod lmtp;

@@ -15,6 +15,48 @@ pub struct Size(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(pub Duration);
 
+/// Free space on a filesystem: bytes (as [`Size`]) or a percentage of its size (`"5%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeSpace {
+    /// At least this many bytes.
+    Bytes(u64),
+    /// At least this percentage (0–100) of the filesystem's size.
+    Percent(u8),
+}
+
+impl FreeSpace {
+    /// The threshold in bytes on a filesystem of `total` bytes.
+    pub fn bytes_of(self, total: u64) -> u64 {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Percent(p) => u64::try_from(u128::from(total) * u128::from(p) / 100).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FreeSpace {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        let bad = |v: &str| {
+            de::Error::custom(format!(
+                r#"invalid free space "{v}": use a size such as "500MiB" or a percentage such as "5%""#
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Self::Bytes(n)),
+            Raw::Text(v) => match v.trim().strip_suffix('%') {
+                Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= 100).map(Self::Percent).ok_or_else(|| bad(&v)),
+                None => parse_size(&v).map(Self::Bytes).ok_or_else(|| bad(&v)),
+            },
+        }
+    }
+}
+
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

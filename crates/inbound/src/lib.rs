@@ -6,11 +6,13 @@
 mod authenticate;
 mod bans;
 mod commit;
+mod deadline;
 mod greylist;
 mod limits;
 mod milter;
 pub mod screen;
 mod session;
+mod space;
 mod stream;
 pub mod tls;
 
@@ -27,6 +29,7 @@ pub use authenticate::dkim_sign;
 pub use bans::AuthBans;
 pub use greylist::GreylistStore;
 pub use limits::ConnectionLimits;
+pub use space::SpaceGuard;
 
 /// What every session needs: the configuration in force, the spool and the scheduler.
 #[derive(Debug)]
@@ -54,6 +57,12 @@ pub struct Context {
     pub screen_lists: screen::SharedLists,
     /// Greylisting triplets (`[policy] greylist`, opened at start).
     pub greylist: Option<Arc<GreylistStore>>,
+    /// Turns for password checks (`[server] auth_concurrency` permits, read at start): each
+    /// Argon2 check holds 19 MiB, so a flood of AUTH attempts waits here instead of taking
+    /// memory.
+    pub password_checks: Arc<tokio::sync::Semaphore>,
+    /// The spool's free space against `[spool] min_free`.
+    pub space: SpaceGuard,
 }
 
 /// Email authentication in force: the DKIM signer (`[dkim]`) and the SPF/DKIM/DMARC checker

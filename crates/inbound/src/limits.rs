@@ -1,6 +1,13 @@
 //! Connection limits: concurrent sessions in total and per client IP (`[server]
 //! max_connections`, `max_connections_per_ip`). A connection over a limit is answered
 //! `421 4.7.0` and closed, so one client cannot take every slot.
+//!
+//! Fair admission under a flood: once `max_connections` are open, a client address that has
+//! no session open still gets in, on one of `new_client_reserve` slots kept for such
+//! addresses; an address that already has sessions is refused. A flood from a few dozen
+//! addresses at their per-IP limit thus fills the ordinary slots and nothing more, and every
+//! other client is still served (the aim of Postfix's anvil and postscreen). The hard bound is
+//! `max_connections + new_client_reserve`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -45,13 +52,15 @@ impl std::fmt::Display for Refused {
 }
 
 impl ConnectionLimits {
-    /// Takes a slot for `ip` if both limits allow it.
+    /// Takes a slot for `ip` if the limits allow it: `max_total` sessions, beyond which only
+    /// an address with no open session gets one of `reserve` more, and `max_per_ip` per address.
     ///
     /// # Errors
     /// [`Refused`] naming the limit reached.
-    pub fn acquire(&self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<Slot, Refused> {
+    pub fn acquire(&self, ip: IpAddr, max_total: usize, max_per_ip: usize, reserve: usize) -> Result<Slot, Refused> {
         let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if c.total >= max_total {
+        let open = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if c.total >= max_total && (open > 0 || c.total >= max_total + reserve) {
             return Err(Refused::Total);
         }
         let n = c.per_ip.entry(ip).or_default();
@@ -91,13 +100,27 @@ mod tests {
         let l = ConnectionLimits::default();
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
-        let s1 = l.acquire(a, 3, 2).unwrap();
-        let _s2 = l.acquire(a, 3, 2).unwrap();
-        assert_eq!(l.acquire(a, 3, 2).unwrap_err(), Refused::PerIp);
-        let _s3 = l.acquire(b, 3, 2).unwrap();
-        assert_eq!(l.acquire(b, 3, 2).unwrap_err(), Refused::Total);
+        let s1 = l.acquire(a, 3, 2, 0).unwrap();
+        let _s2 = l.acquire(a, 3, 2, 0).unwrap();
+        assert_eq!(l.acquire(a, 3, 2, 0).unwrap_err(), Refused::PerIp);
+        let _s3 = l.acquire(b, 3, 2, 0).unwrap();
+        assert_eq!(l.acquire(b, 3, 2, 0).unwrap_err(), Refused::Total);
         drop(s1);
-        let _s4 = l.acquire(a, 3, 2).unwrap();
+        let _s4 = l.acquire(a, 3, 2, 0).unwrap();
         assert_eq!(l.total(), 3);
+    }
+
+    #[test]
+    fn a_new_address_gets_a_reserved_slot_when_full() {
+        let l = ConnectionLimits::default();
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let _flood: Vec<_> = (0..4).map(|i| l.acquire(ip(2 + i % 2), 4, 2, 1).unwrap()).collect();
+        // Full: the flooding addresses are refused, a new one gets the reserved slot.
+        assert_eq!(l.acquire(ip(2), 4, 2, 1).unwrap_err(), Refused::Total);
+        let _new = l.acquire(ip(9), 4, 2, 1).unwrap();
+        // The reserve is spent, and the newcomer now has a session of its own.
+        assert_eq!(l.acquire(ip(10), 4, 2, 1).unwrap_err(), Refused::Total);
+        assert_eq!(l.acquire(ip(9), 4, 2, 1).unwrap_err(), Refused::Total);
+        assert_eq!(l.total(), 5);
     }
 }

@@ -18,12 +18,15 @@ use tokio::sync::watch;
 
 use crate::authenticate::{self, Added};
 use crate::commit::commit;
+use crate::deadline::{Deadlines, Limit};
 use crate::limits::Refused;
 use crate::stream::Conn;
 use crate::{Context, ListenerInfo};
 
-/// Bytes read from the socket at a time.
+/// Bytes read from the socket at a time during DATA/BDAT content.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read at a time while waiting for commands (a pipelined group fits).
+const COMMAND_CHUNK: usize = 4 * 1024;
 
 /// Runs one session inside its log span: every line it logs, from connect to disconnect, starts
 /// with `session{id=…}`, and the commit line adds the queue ID (Postfix's `smtpd[pid]` and
@@ -62,7 +65,8 @@ async fn run_in_span(
     let mut conn = Conn::Plain(stream);
     let config = ctx.live.config();
     let ip = peer.ip();
-    let _slot = match ctx.limits.acquire(ip, config.server.max_connections, config.server.max_connections_per_ip) {
+    let s = &config.server;
+    let _slot = match ctx.limits.acquire(ip, s.max_connections, s.max_connections_per_ip, s.new_client_reserve()) {
         Ok(slot) => slot,
         Err(why) => {
             let text = match why {
@@ -219,9 +223,19 @@ impl Driver<'_> {
         mut shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
         let ip = self.peer.ip();
-        let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        // Allocated when bytes arrive and freed between commands, so idle sessions hold none.
+        let mut input: Vec<u8> = Vec::new();
+        let mut deadlines = Deadlines::default();
         loop {
-            match session.advance(&mut input) {
+            let before = input.len();
+            let step = session.advance(&mut input);
+            if input.len() < before && !session.skipping_line() {
+                deadlines.line_done();
+            }
+            for notice in session.take_notices() {
+                tracing::warn!("[{ip}]: {notice}");
+            }
+            match step {
                 Step::NeedInput => {
                     if session.has_output() {
                         conn.write_all(&session.take_output()).await?;
@@ -230,31 +244,42 @@ impl Driver<'_> {
                         session.shutdown();
                         continue;
                     }
+                    if input.is_empty() && !session.in_content() {
+                        input = Vec::new();
+                    }
+                    let in_content = session.in_content();
                     let wait = timeout_for(self.config, session.phase());
-                    input.reserve(READ_CHUNK);
-                    let read = tokio::time::timeout(wait, conn.read_buf(&mut input));
+                    let (deadline, limit) =
+                        deadlines.next(Instant::now(), wait, in_content, self.config.timeouts.data_min_rate);
+                    let chunk = if in_content { READ_CHUNK } else { COMMAND_CHUNK };
+                    let read = tokio::time::timeout_at(deadline.into(), async {
+                        conn.readable().await?;
+                        input.reserve(chunk);
+                        conn.read_buf(&mut input).await
+                    });
                     let stopping = async {
                         // A dropped sender also means the server is stopping.
                         let _ = shutdown.changed().await;
                     };
                     let result = tokio::select! {
                         r = read => r,
-                        () = stopping, if !session.in_content() => {
+                        () = stopping, if !in_content => {
                             session.shutdown();
                             continue;
                         }
                     };
                     match result {
                         Err(_) => {
-                            tracing::info!(
-                                "timeout after {}s from [{ip}] waiting in {} stage",
-                                wait.as_secs(),
-                                session.phase()
-                            );
+                            self.log_timeout(limit, wait, session.phase(), &deadlines);
                             session.timed_out();
                         }
                         Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(n)) => {
+                            deadlines.received(n);
+                            if !session.in_content() {
+                                session.set_mail_refusal(self.ctx.space.refusal(&self.ctx.spool, self.config));
+                            }
+                        }
                         Ok(Err(e)) => return Err(e),
                     }
                 }
@@ -332,19 +357,61 @@ impl Driver<'_> {
         }
     }
 
-    /// Checks a password off the runtime (Argon2 costs tens of milliseconds of CPU); an unknown
-    /// user costs the same as a wrong password, so timing does not reveal which names exist.
-    /// Failures count towards the IP's ban.
+    /// The log line of a passed deadline.
+    fn log_timeout(&self, limit: Limit, wait: Duration, phase: Phase, deadlines: &Deadlines) {
+        let ip = self.peer.ip();
+        match limit {
+            Limit::Command => {
+                tracing::info!("timeout after {}s from [{ip}]: {phase} command not complete", wait.as_secs());
+            }
+            Limit::Read => tracing::info!("timeout after {}s from [{ip}] waiting in {phase} stage", wait.as_secs()),
+            Limit::Rate => {
+                let (bytes, took) = deadlines.content_progress(Instant::now());
+                tracing::info!(
+                    "timeout from [{ip}]: DATA below data_min_rate {} bytes/s ({bytes} bytes in {}s)",
+                    self.config.timeouts.data_min_rate,
+                    took.as_secs()
+                );
+            }
+        }
+    }
+
+    /// Checks a password off the runtime (Argon2 costs tens of milliseconds of CPU and 19 MiB),
+    /// at most `[server] auth_concurrency` at once: an attempt that gets no turn within
+    /// `auth_wait` is answered `454 4.7.0` (RFC 4954 §6) and does not count as a failure. An
+    /// unknown user costs the same as a wrong password, so timing does not reveal which names
+    /// exist. Failures count towards the IP's ban.
     async fn authenticate(&self, session: &mut Session, login: String, password: Vec<u8>) {
         let ip = self.peer.ip();
         let stored = self.tables.users.get(&login.to_lowercase()).cloned().flatten();
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| dummy_hash().to_owned());
-        let ok = tokio::task::spawn_blocking(move || credentials::verify(&hash, &password)).await;
-        let outcome = match ok {
-            Ok(true) if known => AuthOutcome::Success,
-            Ok(_) => AuthOutcome::Invalid,
-            Err(_) => AuthOutcome::TempFail,
+        let wait = self.config.server.auth_wait.0;
+        let turn = self.ctx.password_checks.clone().acquire_owned();
+        let outcome = match tokio::time::timeout(wait, turn).await {
+            // The turn moves into the check, so it is held until the check ends even if the
+            // client goes away meanwhile.
+            Ok(Ok(turn)) => match tokio::task::spawn_blocking(move || {
+                let ok = credentials::verify(&hash, &password);
+                drop(turn);
+                ok
+            })
+            .await
+            {
+                Ok(true) if known => AuthOutcome::Success,
+                Ok(_) => AuthOutcome::Invalid,
+                Err(_) => AuthOutcome::TempFail,
+            },
+            _ => {
+                tracing::warn!(
+                    "AUTH from [{ip}]: sasl_username={login}: no password check free within {}s \
+                     ([server] auth_concurrency = {}): 454",
+                    wait.as_secs(),
+                    self.config.server.auth_concurrency
+                );
+                session.auth_result(AuthOutcome::TempFail);
+                return;
+            }
         };
         session.auth_result(outcome);
         match outcome {

@@ -42,6 +42,21 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Waits until a read would find something, so that a session can wait for its client
+    /// without holding a read buffer (idle sessions cost no buffer). A TLS stream may hold
+    /// decrypted bytes already, so it is always ready.
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match self {
+            Self::Plain(tcp) => tcp.readable().await,
+            Self::Tls(_) | Self::Gone => Ok(()),
+        }
+    }
+}
+
 impl AsyncRead for Conn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {

@@ -16,6 +16,18 @@ use postern_spool::{Spool, SyncMode};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+/// Makes the allocator give large blocks back to the system when they are freed. glibc raises
+/// its mmap threshold each time a large block is freed (up to 32 MiB), after which a burst of
+/// 19 MiB Argon2 blocks (one per AUTH attempt) is carved from the heaps and stays there; a fixed
+/// threshold keeps such blocks in their own mappings, returned on free (mallopt(3)).
+fn return_large_blocks() {
+    // SAFETY: mallopt only changes allocator parameters; called before any thread exists.
+    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
+    if ok != 1 {
+        tracing::warn!("mallopt(M_MMAP_THRESHOLD) failed; memory of AUTH bursts may not be returned");
+    }
+}
+
 pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
     let (config, tables) = match load(config_path) {
         Ok(c) => c,
@@ -31,6 +43,7 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
         }
     };
     crate::logging::init(&config.log);
+    return_large_blocks();
     // Forked while single-threaded, before the runtime: the helper that keeps root to re-read
     // root-only keys on reload once the daemon runs as [server] user.
     // SAFETY: geteuid has no preconditions.
@@ -141,6 +154,8 @@ async fn run(
         resolver,
         screen_lists: std::sync::RwLock::new(Arc::new(screen_lists)),
         greylist,
+        space: postern_inbound::SpaceGuard::default(),
+        password_checks: Arc::new(tokio::sync::Semaphore::new(live.config().server.auth_concurrency.max(1))),
     });
     if helper.is_some() {
         tracing::info!("privileged helper started: reloads read the certificate and DKIM keys through it");

@@ -52,9 +52,14 @@ impl Command {
     /// Parses one command line, without the trailing CRLF.
     ///
     /// # Errors
-    /// The reply to send: 500 5.5.2 for an unrecognised line, 501 with 5.5.4 / 5.1.7 / 5.1.3 for
-    /// bad arguments or paths (RFC 3463 §3.2, §3.6).
+    /// The reply to send: 500 5.5.2 for an unrecognised line, 501 5.5.2 for a line with a
+    /// control character (see [`has_control`]), 501 with 5.5.4 / 5.1.7 / 5.1.3 for bad
+    /// arguments or paths (RFC 3463 §3.2, §3.6).
     pub fn parse(line: &str) -> Result<Self, Reply> {
+        if has_control(line) {
+            // Never echoed: the reply names no part of the line.
+            return Err(syntax(EnhancedStatus(5, 5, 2), "Syntax error: control character in command"));
+        }
         let (verb, rest) = match line.find(' ') {
             Some(i) => (&line[..i], &line[i + 1..]),
             None => (line, ""),
@@ -145,6 +150,14 @@ impl Command {
     }
 }
 
+/// Whether `line` holds a C0 control (U+0000–U+001F, tab included), DEL (U+007F) or a C1
+/// control (U+0080–U+009F). RFC 5321 §4.1.2 builds commands from printable US-ASCII, SP as the
+/// only separator, and RFC 6531 §3.3 adds UTF-8 text, never controls: NUL, ESC and their kin
+/// in an argument are an attack on whatever logs or displays it, so the line is refused whole.
+pub fn has_control(line: &str) -> bool {
+    line.chars().any(char::is_control)
+}
+
 fn no_arg(arg: &str, cmd: Command) -> Result<Command, Reply> {
     if arg.is_empty() { Ok(cmd) } else { Err(syntax(EnhancedStatus(5, 5, 4), "Syntax error: no arguments allowed")) }
 }
@@ -232,6 +245,16 @@ mod tests {
         assert_eq!(path.unwrap().to_string(), "bob@x.test");
         let Command::Rcpt { path, .. } = Command::parse("RCPT TO:<\"a>b\"@x.test>").unwrap() else { panic!() };
         assert_eq!(path.unwrap().local_part(), "\"a>b\"");
+    }
+
+    #[test]
+    fn refuses_control_characters_without_echoing_them() {
+        for line in ["EHLO a\0b", "EHLO \x1b[31mred", "MAIL FROM:<a@b.test>\x7f", "NOOP \u{85}", "EHLO\tx"] {
+            let r = Command::parse(line).unwrap_err();
+            assert_eq!((r.code, r.status.unwrap().to_string()), (501, "5.5.2".to_owned()), "{line:?}");
+            assert!(!r.lines.iter().any(|l| has_control(l)), "{line:?} echoed in {r:?}");
+        }
+        assert!(Command::parse("EHLO caf\u{e9}.test").is_ok());
     }
 
     #[test]

@@ -122,6 +122,23 @@ impl Spool {
         (device == self.device).then_some(|| self.data_sync.sync())
     }
 
+    /// The space of the spool's filesystem as `(available, total)` bytes, as an unprivileged
+    /// process sees it (`statvfs(3)`: `f_bavail` and `f_blocks` times `f_frsize`).
+    ///
+    /// # Errors
+    /// `statvfs` failed.
+    pub fn free_space(&self) -> io::Result<(u64, u64)> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.queue.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        // SAFETY: `path` is a valid C string; `stat` is plain data written by statvfs.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &raw mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let unit = stat.f_frsize;
+        Ok((stat.f_bavail.saturating_mul(unit), stat.f_blocks.saturating_mul(unit)))
+    }
+
     /// Path of a queued message file.
     pub fn message_path(&self, id: QueueId) -> PathBuf {
         self.queue.join(format!("{id}.msg"))

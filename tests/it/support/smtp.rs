@@ -14,6 +14,15 @@ enum Conn {
     Gone,
 }
 
+impl Conn {
+    fn plain(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            _ => panic!("not a plain connection"),
+        }
+    }
+}
+
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
@@ -139,6 +148,25 @@ impl Client {
                 return Some(Reply { code: line[..3].parse().unwrap(), text });
             }
         }
+    }
+
+    /// A reply if one starts arriving within `wait` (plain connections), `None` otherwise.
+    pub fn try_read_reply(&mut self, wait: Duration) -> Option<Reply> {
+        if self.reader.buffer().is_empty() {
+            let Conn::Plain(s) = self.reader.get_ref() else { panic!("try_read_reply needs a plain connection") };
+            s.set_read_timeout(Some(wait)).unwrap();
+            let ready = self.reader.fill_buf().map(|b| !b.is_empty());
+            self.reader.get_ref().plain().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            match ready {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return None;
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        self.read_reply()
     }
 
     /// Sends `line` + CRLF and reads the reply.

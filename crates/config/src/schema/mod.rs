@@ -1,6 +1,6 @@
 //! The configuration schema: every key, its default and its meaning. These files are the
 //! reference (`[policy]` in policy.rs; `[dkim]`, `[authentication]`, `[dmarc_reports]` in auth.rs;
-//! `[delivery]` in delivery.rs, `[forwarding]` in forwarding.rs, `[[milter]]` in milter.rs, `[outbound]` in outbound.rs);
+//! `[delivery]` in delivery.rs, `[forwarding]` in forwarding.rs, `[[milter]]` in milter.rs, `[outbound]` in outbound.rs, `[server]` and `[timeouts]` in server.rs);
 //! docs/configuration.md follows them. Unknown keys are errors (`deny_unknown_fields`).
 
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ mod forwarding;
 mod milter;
 mod outbound;
 mod policy;
+mod server;
 
 pub use auth::{Action, Authentication, Dkim, DkimKey, DkimOnError, DmarcReports, SpfAt};
 pub use delivery::{Delivery, LocalTransport};
@@ -27,6 +28,7 @@ pub use forwarding::Forwarding;
 pub use milter::{Milter, MilterDefault};
 pub use outbound::{IpVersion, Outbound};
 pub use policy::{Check, DnsTempError, POLICY_CHECKS, Policy, PolicyException};
+pub use server::{Server, Timeouts};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +221,12 @@ pub struct SpoolSettings {
     /// `"fsync"` flushes each file on its own. Both fsync the queue folder after the renames.
     #[serde(default = "default_spool_sync")]
     pub sync: SpoolSync,
+    /// Free space the spool's filesystem must keep (`"500MiB"`, or `"5%"` of its size): below
+    /// it, MAIL is answered `452 4.3.1` (RFC 3463 §3.4, before the client sends any data)
+    /// until space is free again (checked at most once a second). Default: 1.5 ×
+    /// `[limits] max_message_size`, Postfix's floor for `queue_minfree`.
+    #[serde(default)]
+    pub min_free: Option<crate::units::FreeSpace>,
 }
 
 /// The values of `[spool] sync`.
@@ -362,62 +370,6 @@ pub struct Limits {
     pub max_hops: usize,
 }
 
-/// `[server]`: process-wide limits.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Server {
-    /// Concurrent SMTP sessions in total; more get 421 4.7.0. Default 500.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// Concurrent SMTP sessions per client IP; more get 421 4.7.0. Default 20.
-    #[serde(default = "default_max_connections_per_ip")]
-    pub max_connections_per_ip: usize,
-    /// On SIGTERM, how long a session receiving a message may take to finish. Default `"10s"`.
-    #[serde(default = "default_shutdown_grace")]
-    pub shutdown_grace: Seconds,
-    /// Failed AUTH attempts from one client IP (within `ban_time`) before that IP is banned:
-    /// its connections get 421 4.7.0 until `ban_time` has passed. Default 5.
-    #[serde(default = "default_auth_failures_before_ban")]
-    pub auth_failures_before_ban: usize,
-    /// How long a ban lasts. Default `"10m"`.
-    #[serde(default = "default_ban_time")]
-    pub ban_time: Seconds,
-    /// The unprivileged user the daemon runs as once its ports are bound and its files open
-    /// (`setuid(2)`, needs a start as root). Default: none (stay as started; a warning is
-    /// logged when that is root).
-    #[serde(default)]
-    pub user: Option<String>,
-    /// The group to run as. Default: the primary group of `user`.
-    #[serde(default)]
-    pub group: Option<String>,
-}
-
-fn default_auth_failures_before_ban() -> usize {
-    5
-}
-fn default_ban_time() -> Seconds {
-    Seconds(Duration::from_secs(600))
-}
-
-/// `[timeouts]`: how long the server waits for the client's next command, per stage (like
-/// sendmail's `confTO_*`). RFC 5321 §4.5.3.2.7 asks for at least 5 minutes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Timeouts {
-    /// Waiting for HELO/EHLO after the greeting. Default `"5m"`.
-    #[serde(default = "five_minutes")]
-    pub helo: Seconds,
-    /// Waiting for MAIL (or any command outside a transaction). Default `"5m"`.
-    #[serde(default = "five_minutes")]
-    pub mail: Seconds,
-    /// Waiting for RCPT/DATA inside a transaction. Default `"5m"`.
-    #[serde(default = "five_minutes")]
-    pub rcpt: Seconds,
-    /// Waiting for each block of DATA/BDAT content. Default `"5m"`.
-    #[serde(default = "five_minutes")]
-    pub data_block: Seconds,
-}
-
 /// `[queue]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -480,15 +432,6 @@ fn default_max_errors() -> usize {
 }
 fn default_max_hops() -> usize {
     50
-}
-fn default_max_connections() -> usize {
-    500
-}
-fn default_max_connections_per_ip() -> usize {
-    20
-}
-fn default_shutdown_grace() -> Seconds {
-    Seconds(Duration::from_secs(10))
 }
 pub(super) fn five_minutes() -> Seconds {
     Seconds(Duration::from_secs(300))

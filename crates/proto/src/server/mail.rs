@@ -19,6 +19,8 @@ impl Session {
             Some(replies::need_tls())
         } else if self.params.require_auth && self.auth.is_none() {
             Some(replies::need_auth())
+        } else if let Some(r) = &self.mail_refusal {
+            Some(r.clone())
         } else {
             self.mail_params(path, params).err()
         };

@@ -233,6 +233,10 @@ pub struct Session {
     auth: Option<String>,
     auth_mechanism: Option<&'static str>,
     screened: bool,
+    /// Events for the driver's log (see [`Session::take_notices`]).
+    notices: Vec<String>,
+    /// The reply MAIL gets for now (see [`Session::set_mail_refusal`]).
+    mail_refusal: Option<Reply>,
 }
 
 impl Session {
@@ -250,6 +254,8 @@ impl Session {
             auth: None,
             auth_mechanism: None,
             screened: false,
+            notices: Vec::new(),
+            mail_refusal: None,
             params,
         };
         let greeting = match &s.params.refuse {
@@ -265,6 +271,18 @@ impl Session {
         std::mem::take(&mut self.outbox)
     }
 
+    /// Events worth a log line that no [`Step`] carries (a command refused for a control
+    /// character, with the raw line: the log writer escapes it); empties the list.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Sets the reply every MAIL gets until it is cleared with `None`: the driver's view of the
+    /// server, e.g. `452 4.3.1` while the spool is short of space (RFC 5321 §4.2.2).
+    pub fn set_mail_refusal(&mut self, refusal: Option<Reply>) {
+        self.mail_refusal = refusal;
+    }
+
     /// Whether replies are waiting to be written.
     pub fn has_output(&self) -> bool {
         !self.outbox.is_empty()
@@ -278,6 +296,12 @@ impl Session {
             _ if self.tx.is_some() => Phase::Rcpt,
             _ => Phase::Mail,
         }
+    }
+
+    /// Whether an over-long command line is being discarded up to its LF (the bytes consumed
+    /// then complete no command).
+    pub fn skipping_line(&self) -> bool {
+        matches!(self.state, State::SkipLine)
     }
 
     /// Whether a message is being received (DATA/BDAT content); a graceful shutdown lets such a
@@ -409,6 +433,9 @@ impl Session {
         let cmd = match Command::parse(line) {
             Ok(c) => c,
             Err(reply) => {
+                if crate::command::has_control(line) {
+                    self.notices.push(format!("refused a command with a control character: {line}"));
+                }
                 self.error(reply);
                 return self.closed_step();
             }

@@ -1,0 +1,198 @@
+//! Hardening under attack (issue 13): bounded password hashing, deadlines instead of idle
+//! timers, control characters refused and logs escaped, fair admission under a connection
+//! flood, and `[spool] min_free`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::certs::Pki;
+use crate::support::peer::Peer;
+use crate::support::smtp::Client;
+use crate::support::{Server, poll};
+
+/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in {text}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Reads what the server sends until it closes the connection (or `secs` pass).
+fn read_to_close(s: &mut TcpStream, secs: u64) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn fifty_concurrent_auth_attempts_stay_bounded_and_all_get_a_reply() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let cert = pki.server_cert(&["mx.example.test"], false);
+    let server = Server::start_prepared(
+        "tls",
+        &[("PEER_PORT", peer.port.to_string())],
+        |t| t.replace("auth_failures_before_ban = 3", "auth_failures_before_ban = 1000\nauth_wait = \"3s\""),
+        |dir| cert.write(dir),
+    );
+    let port = server.port_of("submissions");
+    let tls = pki.client_config();
+    let idle = status_kib(server.pid(), "VmRSS");
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let tls = tls.clone();
+            std::thread::spawn(move || {
+                let source = format!("127.0.1.{}", i + 1);
+                let (mut c, _) = Client::connect_tls_from(&source, port, tls, "mx.example.test");
+                c.cmd("EHLO flood.test");
+                let login = crate::support::base64(b"\0alice\0alice-secret");
+                c.cmd(&format!("AUTH PLAIN {login}")).code
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 235 || *c == 454), "every attempt answered 235 or 454: {codes:?}");
+    assert!(codes.contains(&235), "{codes:?}");
+    let peak = status_kib(server.pid(), "VmHWM");
+    // The bound is 64 MiB for the release build, whose idle RSS is 13 MiB (bench/auth-flood.sh
+    // measures it); this debug build starts higher, so its growth is what is held to 51 MiB.
+    assert!(peak - idle < 51 * 1024, "RSS grew from {idle} KiB to {peak} KiB during 50 AUTH attempts");
+    // The Argon2 blocks go back to the system once the burst is over.
+    let rss = poll(10, "RSS back within 8 MiB of idle", || {
+        let rss = status_kib(server.pid(), "VmRSS");
+        (rss < idle + 8 * 1024).then_some(rss)
+    });
+    eprintln!("AUTH flood: idle {idle} KiB, peak {peak} KiB, after {rss} KiB, replies {codes:?}");
+}
+
+#[test]
+fn a_byte_per_second_client_is_closed_at_the_command_deadline() {
+    let server = Server::start_with("basic", |t| t + "\n[timeouts]\nhelo = \"2s\"\n");
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut greeting = [0u8; 256];
+    let n = s.read(&mut greeting).unwrap();
+    assert!(greeting[..n].starts_with(b"220 "));
+    let started = Instant::now();
+    let mut closed = false;
+    for b in b"EHLO slow.example.test\r\n" {
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(text.starts_with("421 4.4.2 "), "only the timeout is sent: {text}");
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "the EHLO line was never allowed to finish");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "closed after {took:?}");
+    server.wait_log("helo command not complete");
+}
+
+#[test]
+fn data_slower_than_data_min_rate_is_cut_off() {
+    let server = Server::start_with("basic", |t| t + "\n[timeouts]\ndata_block = \"2s\"\ndata_min_rate = 100\n");
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO slow.test");
+    assert_eq!(c.cmd("MAIL FROM:<a@far.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    // 10 bytes every half second: each read arrives well within data_block, but 20 bytes/s
+    // is below 100 bytes/s, so the content's deadline (2 s + bytes/100) passes within seconds.
+    let mut cut = None;
+    for _ in 0..60 {
+        c.send(b"xxxxxxxx\r\n");
+        if let Some(r) = c.try_read_reply(Duration::from_millis(500)) {
+            cut = Some(r);
+            break;
+        }
+    }
+    let r = cut.expect("the slow DATA was cut off");
+    assert_eq!((r.code, &r.text[4..9]), (421, "4.4.2"), "{}", r.text);
+    server.wait_log("DATA below data_min_rate 100 bytes/s");
+    assert_eq!(server.queued_messages(), 0);
+}
+
+#[test]
+fn nul_and_esc_in_ehlo_are_refused_and_logged_escaped() {
+    let server = Server::start();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.write_all(b"EHLO evil\x00.test\x1b[2J\r\nQUIT\r\n").unwrap();
+    let out = read_to_close(&mut s, 10);
+    assert!(out.contains("\r\n501 5.5.2 "), "{out:?}");
+    assert!(!out.contains('\0') && !out.contains('\x1b'), "controls echoed: {out:?}");
+    let line = server.wait_log("control character");
+    assert!(line.contains(r"EHLO evil\x00.test\x1b[2J"), "{line}");
+    let raw = server.log.lock().unwrap().iter().any(|l| l.contains('\0') || l.contains('\x1b'));
+    assert!(!raw, "a raw control character reached the log");
+}
+
+#[test]
+fn a_flood_at_the_connection_limit_still_lets_a_new_address_in() {
+    let server = Server::start_with("basic", |t| {
+        t + "\n[server]\nmax_connections = 4\nmax_connections_per_ip = 2\nnew_client_reserve = 1\n"
+    });
+    let flood: Vec<_> = (0..4).map(|i| Client::connect_from(&format!("127.0.0.{}", 2 + i % 2), server.port)).collect();
+    assert!(flood.iter().all(|(_, g)| g.code == 220));
+    // The flooding addresses get no more; a newcomer gets the reserved slot and full service.
+    let (_, again) = Client::connect_from("127.0.0.2", server.port);
+    assert_eq!((again.code, &again.text[4..9]), (421, "4.7.0"), "{}", again.text);
+    let (mut newcomer, g) = Client::connect_from("127.0.0.9", server.port);
+    assert_eq!(g.code, 220, "{}", g.text);
+    newcomer.cmd("EHLO new.test");
+    let r = newcomer.send_data("a@far.test", &["bob@example.test"], b"Subject: in\r\n\r\nhi\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let (_, third) = Client::connect_from("127.0.0.10", server.port);
+    assert_eq!(third.code, 421, "the reserve is one slot: {}", third.text);
+    drop(flood);
+}
+
+#[test]
+fn below_min_free_mail_gets_452_before_data_and_recovers() {
+    let server = Server::start_with("basic", |t| t + "\n[spool]\nmin_free = \"100%\"\n");
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO full.test");
+    let r = c.cmd("MAIL FROM:<a@far.test>");
+    assert_eq!((r.code, &r.text[4..9]), (452, "4.3.1"), "{}", r.text);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").code, 503, "no transaction was opened");
+    server.wait_log("below [spool] min_free");
+    // Space back (here: the threshold lowered and reloaded): accepted again, no restart.
+    let cfg = server.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("min_free = \"100%\"", "min_free = \"1KiB\"");
+    std::fs::write(&cfg, text).unwrap();
+    server.signal(libc::SIGHUP);
+    poll(20, "MAIL accepted again", || {
+        let (mut c, _) = Client::connect(server.port);
+        c.cmd("EHLO full.test");
+        (c.cmd("MAIL FROM:<a@far.test>").code == 250).then_some(())
+    });
+    server.wait_log("accepting mail");
+}
+
+#[test]
+fn a_nul_in_data_is_kept_byte_for_byte() {
+    // RFC 5321 §4.1.1.4 lets mail data carry any of the 128 US-ASCII codes (NUL only "SHOULD
+    // be avoided"): Postern never rewrites a body, so a NUL is accepted and delivered as sent.
+    let server = Server::start();
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO nul.test");
+    let r = c.send_data("a@far.test", &["bob@example.test"], b"Subject: nul\r\n\r\nbefore\x00after\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let files = server.wait_maildir("bob", 1);
+    let bytes = std::fs::read(&files[0]).unwrap();
+    assert!(bytes.ends_with(b"\r\n\r\nbefore\x00after\r\n") || bytes.ends_with(b"\n\nbefore\x00after\n"), "{bytes:?}");
+}
