@@ -8,6 +8,10 @@ run:
 test:
     scripts/test
 
+# Fuzz one target with AFL++ for SECONDS (default 60); `scripts/fuzz --list` names them.
+fuzz TARGET SECONDS="60":
+    scripts/fuzz {{TARGET}} {{SECONDS}}
+
 # Acceptance benchmark (docs/benchmarks.md).
 bench:
     bench/accept.sh

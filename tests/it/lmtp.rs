@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use crate::support::smtp::Client;
 use crate::support::{Server, TempDir, poll, repo};
 
-struct Dovecot(Child);
+pub(crate) struct Dovecot(Child);
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ fn new_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Starts Dovecot with the fixture's configuration in a new folder; returns it, the folder
 /// and the LMTP socket.
-fn start_dovecot() -> (Dovecot, TempDir, std::path::PathBuf) {
+pub(crate) fn start_dovecot() -> (Dovecot, TempDir, std::path::PathBuf) {
     assert!(std::path::Path::new("/usr/sbin/dovecot").exists(), "dovecot is missing: `bash scripts/test` installs it");
     let dv = TempDir::new("dovecot");
     for d in ["run", "state", "mail", "sieve", "home"] {

@@ -11,6 +11,8 @@ mod bounces;
 mod config;
 mod corpus;
 mod crash;
+#[cfg(feature = "failpoints")]
+mod crash_points;
 mod debian;
 mod delivery;
 mod deploy;

@@ -19,7 +19,7 @@ pub use error::ConfigError;
 pub use files::{Disk, FileSource};
 pub use live::Live;
 pub use schema::{Config, Listener, Role};
-pub use tables::{Relay, Route, SrsKeys, Tables, Target, error_form, parse_relay};
+pub use tables::{Relay, Route, SrsKeys, TableKind, Tables, Target, error_form, parse_relay};
 
 /// The embedded development default used by `postern serve` without `--config`: one mx listener
 /// on `127.0.0.1:2525`, local domain `localhost`, data under `./postern-data`, and the single
@@ -89,15 +89,26 @@ pub fn dev_default() -> (Config, Tables) {
         .expect("the embedded default configuration is valid")
 }
 
+/// The configuration in `text` (as if read from `file`, relative paths resolved against
+/// `base`) and the errors of its validation, reading no file: the pure part of [`load_str`]
+/// (and a fuzz target).
+///
+/// # Errors
+/// The TOML syntax or type error, with file, line and key.
+pub fn parse_str(text: &str, file: &Path, base: &Path) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
+    let mut config: Config = toml::from_str(text).map_err(|e| vec![ConfigError::from_toml(file, text, &e)])?;
+    config.source = file.to_path_buf();
+    config.resolve_paths(base);
+    let errors = config.validate(text);
+    Ok((config, errors))
+}
+
 /// Parses `text` as if read from `file`, resolving relative paths against `base`.
 ///
 /// # Errors
 /// As [`load`].
 pub fn load_str(text: &str, file: &Path, base: &Path) -> Result<(Config, Tables), Vec<ConfigError>> {
-    let mut config: Config = toml::from_str(text).map_err(|e| vec![ConfigError::from_toml(file, text, &e)])?;
-    config.source = file.to_path_buf();
-    config.resolve_paths(base);
-    let mut errors = config.validate(text);
+    let (config, mut errors) = parse_str(text, file, base)?;
     let mut tables = Tables::load(&config.tables).unwrap_or_else(|mut e| {
         errors.append(&mut e);
         Tables::default()

@@ -91,6 +91,7 @@ pub fn deliver(
         let _ = fs::remove_file(&tmp_file);
         return Err(e);
     }
+    postern_types::failpoint::hit("maildir::tmp-written");
     let dest = new.join(&name);
     if let Err(e) = fs::rename(&tmp_file, &dest) {
         let _ = fs::remove_file(&tmp_file);
@@ -100,7 +101,53 @@ pub fn deliver(
         Some(sync) => sync().map_err(err("sync", &new))?,
         None => File::open(&new).and_then(|d| d.sync_all()).map_err(err("fsync", &new))?,
     }
+    postern_types::failpoint::hit("maildir::delivered");
     Ok(dest)
+}
+
+/// Removes the `tmp/` files of the Maildir at `root` (and of its Maildir++ folders, `.Name/tmp/`)
+/// that an earlier Postern process on `hostname` left when it died mid-delivery: names of our
+/// form ([`unique_name`]) with another process's pid. Other programs' files (Dovecot writes
+/// into `tmp/` too) and this process's own are left alone. A missing Maildir is no error.
+/// Returns the paths removed.
+///
+/// # Errors
+/// A folder that cannot be read or a file that cannot be removed.
+pub fn clean_tmp(root: &Path, hostname: &str) -> io::Result<Vec<PathBuf>> {
+    let host = format!(".{},S=", hostname.replace('/', "\\057").replace(':', "\\072"));
+    let mut folders = vec![root.join("tmp")];
+    if let Ok(entries) = fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                folders.push(e.path().join("tmp"));
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for tmp in folders {
+        let entries = match fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains(&host) && written_by_another_process(&name) {
+                fs::remove_file(e.path())?;
+                removed.push(e.path());
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether a name of our form (`…P{pid}Q{n}.…`) carries a pid other than ours.
+fn written_by_another_process(name: &str) -> bool {
+    let Some((_, rest)) = name.split_once(".M") else { return false };
+    let Some((_, rest)) = rest.split_once('P') else { return false };
+    let Some((pid, _)) = rest.split_once('Q') else { return false };
+    pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id())
 }
 
 /// Writes `message` with every CRLF turned into LF.
@@ -150,6 +197,29 @@ mod tests {
         fs::write(&blocked, b"").unwrap();
         let e = deliver(&blocked, "mx.test", "", "b@x.test", b"x", None).unwrap_err();
         assert_eq!(e.op, "create");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn clean_tmp_removes_only_what_a_dead_postern_left() {
+        let root = std::env::temp_dir().join(format!("postern-cleantmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for d in ["tmp", "new", ".Junk/tmp"] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let dead = "1700000000.M1P999999999Q3.mx.test,S=10";
+        let ours = unique_name("mx.test", 10);
+        let dovecot = "1700000000.M1P42.mx.test";
+        let other_host = "1700000000.M1P999999999Q3.other.test,S=10";
+        for f in [dead, &ours, dovecot, other_host] {
+            fs::write(root.join("tmp").join(f), b"x").unwrap();
+        }
+        fs::write(root.join(".Junk/tmp").join(dead), b"x").unwrap();
+        let removed = clean_tmp(&root, "mx.test").unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        let left: Vec<_> = fs::read_dir(root.join("tmp")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(clean_tmp(&root.join("missing"), "mx.test").unwrap().is_empty());
         fs::remove_dir_all(&root).unwrap();
     }
 }

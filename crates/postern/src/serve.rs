@@ -16,6 +16,24 @@ use postern_spool::{Spool, SyncMode};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+/// Removes the partial `tmp/` files a crashed predecessor left in the users' Maildirs (their
+/// deliveries are repeated from the queue), one log line each.
+fn clean_maildir_tmp(config: &postern_config::Config, tables: &postern_config::Tables) {
+    if config.delivery.local != postern_config::schema::LocalTransport::Maildir {
+        return;
+    }
+    for user in tables.users.keys() {
+        match postern_local::clean_tmp(&config.maildir_of(user), &config.hostname) {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!("maildir: removed {} (a delivery cut short by a crash)", path.display());
+                }
+            }
+            Err(e) => tracing::warn!("maildir of {user}: cannot clean tmp/: {e}"),
+        }
+    }
+}
+
 /// Makes the allocator give large blocks back to the system when they are freed. glibc raises
 /// its mmap threshold each time a large block is freed (up to 32 MiB), after which a burst of
 /// 19 MiB Argon2 blocks (one per AUTH attempt) is carved from the heaps and stays there; a fixed
@@ -44,6 +62,7 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
     };
     crate::logging::init(&config.log);
     return_large_blocks();
+    postern_types::failpoint::setup();
     // Forked while single-threaded, before the runtime: the helper that keeps root to re-read
     // root-only keys on reload once the daemon runs as [server] user.
     // SAFETY: geteuid has no preconditions.
@@ -139,6 +158,10 @@ async fn run(
         Some(Arc::new(postern_inbound::GreylistStore::open(&path).map_err(anyhow::Error::msg)?))
     };
     let recovered = queue.recover().context("recovering the queue")?;
+    tokio::task::spawn_blocking({
+        let (config, tables) = (live.config(), live.tables());
+        move || clean_maildir_tmp(&config, &tables)
+    });
     tracing::info!("postern started: {recovered} message(s) recovered from the spool");
     let (stop_tx, stop_rx) = watch::channel(false);
     let runner = tokio::spawn(queue.clone().run(stop_rx.clone()));

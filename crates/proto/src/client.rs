@@ -28,7 +28,10 @@ impl ReplyParser {
     /// The next complete reply, if one has arrived.
     ///
     /// # Errors
-    /// [`MalformedReply`] for a line that is not `NNN[ -]text` or that is too long.
+    /// [`MalformedReply`] for a line that is not `NNN[ -]text` with a first digit of 2 to 5
+    /// (RFC 5321 §4.2.1: no other class exists, and taking `061` for a success would lose the
+    /// message), a continuation line whose code differs from the first line's (§4.2.1: every
+    /// line of a reply carries the same code), or a line that is too long.
     pub fn next_reply(&mut self) -> Result<Option<Reply>, MalformedReply> {
         loop {
             let Some(lf) = memchr::memchr(b'\n', &self.buf) else {
@@ -39,9 +42,12 @@ impl ReplyParser {
             };
             let raw: Vec<u8> = self.buf.drain(..=lf).collect();
             let line = String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']).to_owned();
-            let code_ok = line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit);
-            let sep = line.as_bytes().get(3).copied();
-            if !code_ok || !matches!(sep, None | Some(b' ' | b'-')) {
+            let b = line.as_bytes();
+            let code_ok = b.len() >= 3 && (b'2'..=b'5').contains(&b[0]) && b[1..3].iter().all(u8::is_ascii_digit);
+            let sep = b.get(3).copied();
+            let same_code = self.lines.first().is_none_or(|first| first.as_bytes()[..3] == b[..3.min(b.len())]);
+            if !code_ok || !matches!(sep, None | Some(b' ' | b'-')) || !same_code {
+                self.lines.clear();
                 return Err(MalformedReply(line));
             }
             self.lines.push(line);
@@ -234,6 +240,19 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_codes_outside_2xx_to_5xx_and_mixed_multiline_codes() {
+        // Both found by fuzzing (fuzz/regressions/reply/).
+        for bytes in [&b"061 jh\r\n"[..], b"721 CIL\r\n", b"250-first\r\n550 last\r\n"] {
+            let mut p = ReplyParser::default();
+            p.feed(bytes);
+            assert!(p.next_reply().is_err(), "{:?}", String::from_utf8_lossy(bytes));
+        }
+        let mut p = ReplyParser::default();
+        p.feed(b"250-first\r\n250 last\r\n");
+        assert_eq!(p.next_reply().unwrap().unwrap().code, 250);
+    }
 
     #[test]
     fn parses_replies_incrementally() {

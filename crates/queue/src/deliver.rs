@@ -46,16 +46,23 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
     let any_local = env.recipients.iter().any(|r| due(r) && r.mailbox.is_some());
     if any_local {
         let (spool, cfg, msg) = (inner.spool.clone(), config.clone(), message.clone());
+        let nothing_to_report = reports.is_empty();
         let joined = tokio::task::spawn_blocking(move || {
             let delivered = local(&spool, &cfg, &mut env, &msg, now_s);
-            (env, delivered)
+            // Finished with nothing to report: removed on this thread at once, so that the
+            // window in which a crash repeats the delivery is only the unlink's.
+            if nothing_to_report && delivered.is_empty() && env.is_finished() {
+                return save(&spool, env).map(|e| (e, delivered));
+            }
+            Some((env, delivered))
         })
         .await;
         match joined {
-            Ok((e, delivered)) => {
+            Ok(Some((e, delivered))) => {
                 env = e;
                 reports.extend(delivered);
             }
+            Ok(None) => return AttemptResult { envelope: None, new: Vec::new() },
             Err(e) => return retry_later(&config, before, &format!("local delivery task failed: {e}")),
         }
     }
@@ -91,7 +98,14 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
             envid: env.envid.clone(),
             forced,
         };
+        // A group delivered but not yet in the envelope on disk: recorded before the next
+        // group, so that a crash repeats only the transaction in flight.
+        let mut unrecorded = false;
         for ((domain, reverse_path), indexes) in by_domain {
+            if std::mem::take(&mut unrecorded) {
+                let (spool, copy) = (inner.spool.clone(), env.clone());
+                let _ = tokio::task::spawn_blocking(move || record_progress(&spool, &copy)).await;
+            }
             if reverse_path != env.reverse_path {
                 tracing::info!("{id}: forwarded to {domain} from <{reverse_path}> (SRS of <{}>)", env.reverse_path);
             }
@@ -100,6 +114,7 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
                 reports.extend(
                     lmtp_to(&config, &inner.pool, server, &mut env, &indexes, reverse_path, &message, now_s).await,
                 );
+                unrecorded = true;
                 continue;
             }
             let msg = Message { reverse_path, ..base.clone() };
@@ -119,10 +134,14 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
                 .collect();
             let results =
                 postern_outbound::deliver(&*inner.resolver, &inner.pool, &config, &tables, &domain, &rcpts, &msg).await;
+            if results.iter().any(|r| matches!(r.outcome, Outcome::Delivered(_))) {
+                postern_types::failpoint::hit("queue::remote-delivered");
+            }
             for (&i, result) in indexes.iter().zip(results) {
                 let r = &mut env.recipients[i];
                 let relay = format!("{}, {}", result.relay, result.tls);
                 let delivered = matches!(result.outcome, Outcome::Delivered(_));
+                unrecorded |= delivered;
                 let tls = result
                     .tls
                     .strip_prefix("tls=")
@@ -215,11 +234,19 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
     let mut reports = Vec::new();
     let id = env.id;
     let reverse_path = env.reverse_path.clone();
-    for r in &mut env.recipients {
-        let Some(mailbox) = r.mailbox.clone() else { continue };
-        if r.state != RcptState::Pending || r.next_attempt > now_s {
+    // A delivery done but not yet in the envelope on disk.
+    let mut unrecorded = false;
+    for i in 0..env.recipients.len() {
+        let r = &env.recipients[i];
+        if r.mailbox.is_none() || r.state != RcptState::Pending || r.next_attempt > now_s {
             continue;
         }
+        if std::mem::take(&mut unrecorded) {
+            record_progress(spool, env);
+        }
+        let quarantine = env.quarantine.clone();
+        let r = &mut env.recipients[i];
+        let Some(mailbox) = r.mailbox.clone() else { continue };
         let relay = format!("local, mailbox={mailbox}");
         if postern_proto::loops::has_delivered_to(message, &r.address) {
             let text = format!("mail forwarding loop for {}", r.address);
@@ -231,13 +258,14 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         let outcome = match (&r.pipe, config.delivery.local) {
             (Some(command), _) => to_pipe(config, &command.clone(), &mailbox, &reverse_path, r, message),
             (None, LocalTransport::Maildir) => {
-                to_maildir(spool, config, env.quarantine.as_deref(), &mailbox, &reverse_path, r, message)
+                to_maildir(spool, config, quarantine.as_deref(), &mailbox, &reverse_path, r, message)
             }
             (None, LocalTransport::Mbox) => to_mbox(config, &mailbox, &reverse_path, r, message),
             // Delivered over LMTP by `attempt`, in one transaction for all of them.
             (None, LocalTransport::Lmtp) => continue,
         };
         let delivered = matches!(outcome, Outcome::Delivered(_));
+        unrecorded |= delivered;
         let relay = if r.pipe.is_some() { format!("local, pipe alias={mailbox}") } else { relay };
         let by = By { relay: &relay, remote_host: None, tls: None };
         // A pipe can bounce (EX_NOUSER...): its failure report goes to the sender.
@@ -246,7 +274,18 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), None, None));
         }
     }
+    if unrecorded && env.recipients.iter().any(|r| r.state == RcptState::Pending && r.next_attempt <= now_s) {
+        record_progress(spool, env);
+    }
     reports
+}
+
+/// Writes what has been delivered so far into the envelope ([`Spool::record_progress`]), so
+/// that a crash during the deliveries still to come repeats only the one in flight.
+fn record_progress(spool: &Spool, env: &Envelope) {
+    if let Err(e) = spool.record_progress(env) {
+        tracing::warn!("{}: cannot record delivery progress: {e}", env.id);
+    }
 }
 
 /// The due mailbox recipients over LMTP (`[delivery] local = "lmtp"`).
@@ -312,6 +351,9 @@ async fn lmtp_to(
     let cache = (&pool.lmtp_idle, config.outbound.connection_cache_time.0);
     let results =
         lmtp::deliver(&server, &config.hostname, config.outbound.command_timeout.0, cache, &rcpts, &msg).await;
+    if results.iter().any(|r| matches!(r.outcome, Outcome::Delivered(_))) {
+        postern_types::failpoint::hit("queue::lmtp-delivered");
+    }
     let mut reports = Vec::new();
     for (&i, result) in indexes.iter().zip(results) {
         let r = &mut env.recipients[i];
@@ -385,11 +427,14 @@ fn to_pipe(config: &Config, command: &str, alias: &str, reverse_path: &str, r: &
         timeout: config.delivery.pipe_timeout.0,
     };
     match pipe::deliver(&job, message) {
-        PipeOutcome::Delivered => Outcome::Delivered(postern_types::Reply::new(
-            250,
-            EnhancedStatus(2, 0, 0),
-            format!("delivered to command as {}: {command}", account.name),
-        )),
+        PipeOutcome::Delivered => {
+            postern_types::failpoint::hit("queue::pipe-delivered");
+            Outcome::Delivered(postern_types::Reply::new(
+                250,
+                EnhancedStatus(2, 0, 0),
+                format!("delivered to command as {}: {command}", account.name),
+            ))
+        }
         PipeOutcome::TempFail(why) => Outcome::temp(EnhancedStatus(4, 3, 0), why),
         PipeOutcome::PermFail { status, text } => {
             let (c, s, d) = pipe::status_of(status);

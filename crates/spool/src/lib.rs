@@ -42,6 +42,7 @@ use std::path::{Path, PathBuf};
 
 pub use envelope::{Envelope, LastResult, RcptState, Recipient, Ret, VERSION as ENVELOPE_VERSION};
 use postern_types::QueueId;
+use postern_types::failpoint;
 pub use shared_sync::{SharedSync, SyncOp};
 
 /// A spool operation failed; the session answers 451 4.3.0, the scheduler retries.
@@ -161,11 +162,16 @@ impl Spool {
         let result = (|| {
             let fsync = self.mode == SyncMode::Fsync;
             write_file(&staged, &[header.as_bytes(), envelope.as_bytes(), trace, message], fsync)?;
+            failpoint::hit("spool::staged");
             if !fsync {
                 self.data_sync.sync().map_err(io_err("syncfs", &self.incoming))?;
             }
+            failpoint::hit("spool::data-synced");
             fs::rename(&staged, self.message_path(id)).map_err(io_err("rename", &staged))?;
-            self.queue_sync.sync().map_err(io_err("fsync", &self.queue))
+            failpoint::hit("spool::renamed");
+            self.queue_sync.sync().map_err(io_err("fsync", &self.queue))?;
+            failpoint::hit("spool::queue-synced");
+            Ok(())
         })();
         if result.is_err() {
             for p in [&staged, &self.message_path(id)] {
@@ -182,9 +188,26 @@ impl Spool {
     pub fn update(&self, env: &Envelope) -> Result<(), SpoolError> {
         let tmp = self.queue.join(format!("{}.env.tmp", env.id));
         write_file(&tmp, &[env.to_text().as_bytes()], true)?;
+        failpoint::hit("spool::envelope-written");
         let dest = self.envelope_path(env.id);
         fs::rename(&tmp, &dest).map_err(io_err("rename", &tmp))?;
+        failpoint::hit("spool::envelope-renamed");
         self.queue_sync.sync().map_err(io_err("fsync", &self.queue))
+    }
+
+    /// Records delivery progress in a queued message's envelope without flushing it: the same
+    /// atomic replacement as [`Spool::update`] (temp file, rename) but no fsync, so that a
+    /// `kill -9` right after a delivery does not repeat it (the page cache survives a killed
+    /// process). After a power cut the older envelope may come back: a duplicate, never a
+    /// loss, as with [`Spool::remove`].
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`]; the previous envelope stays in place.
+    pub fn record_progress(&self, env: &Envelope) -> Result<(), SpoolError> {
+        let tmp = self.queue.join(format!("{}.env.tmp", env.id));
+        write_file(&tmp, &[env.to_text().as_bytes()], false)?;
+        let dest = self.envelope_path(env.id);
+        fs::rename(&tmp, &dest).map_err(io_err("rename", &tmp))
     }
 
     /// Removes a finished message: the queue file first, then the envelope file if an update

@@ -5,6 +5,7 @@
 
 mod address;
 pub mod dsn;
+pub mod failpoint;
 mod queue_id;
 mod reply;
 mod verdict;

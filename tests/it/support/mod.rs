@@ -314,6 +314,14 @@ impl Server {
         status.code()
     }
 
+    /// Sets (or with `None` removes) a variable of the server's environment, for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<String>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v));
+        }
+    }
+
     /// Starts the server again on the same folder (new port).
     pub fn restart(&mut self) {
         self.kill9();

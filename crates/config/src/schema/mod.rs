@@ -27,7 +27,7 @@ pub use delivery::{Delivery, LocalTransport};
 pub use forwarding::Forwarding;
 pub use milter::{Milter, MilterDefault};
 pub use outbound::{IpVersion, Outbound};
-pub use policy::{Check, DnsTempError, POLICY_CHECKS, Policy, PolicyException};
+pub use policy::{Check, DnsTempError, POLICY_CHECKS, Policy, PolicyException, ZoneSpec};
 pub use server::{Server, Timeouts};
 
 /// The whole configuration file.
@@ -594,13 +594,8 @@ impl Config {
             }
         }
         for z in self.policy.dnsbl_zones.iter().chain(&self.policy.rhsbl_zones) {
-            let (zone, codes) = z.split_once('=').unwrap_or((z, ""));
-            let bad_code = codes
-                .split(',')
-                .filter(|c| !c.trim().is_empty())
-                .any(|c| c.trim().parse::<std::net::IpAddr>().is_err());
-            if zone.trim().is_empty() || zone.contains(char::is_whitespace) || bad_code {
-                err("policy.dnsbl_zones", format!("{z:?}: use \"zone\" or \"zone=127.0.0.2,127.0.0.3\""));
+            if let Err(e) = ZoneSpec::parse(z) {
+                err("policy.dnsbl_zones", e);
             }
         }
         if self.server.auth_failures_before_ban == 0 {

@@ -198,3 +198,33 @@ fn default_greylist_expire() -> Seconds {
 fn defer_temperror() -> DnsTempError {
     DnsTempError::Defer
 }
+
+/// One `dnsbl_zones` / `rhsbl_zones` entry: `zone`, or `zone=127.0.0.2,127.0.0.3` to count only
+/// those answers as a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSpec {
+    /// The DNS zone queried (`zen.spamhaus.org`).
+    pub zone: String,
+    /// The answers that mean "listed"; empty: any 127.0.0.0/8 answer.
+    pub codes: Vec<std::net::IpAddr>,
+}
+
+impl ZoneSpec {
+    /// Parses one entry.
+    ///
+    /// # Errors
+    /// The entry with the form it should have, for an empty zone, a zone with white space or
+    /// a code that is not an IP address.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (zone, codes) = spec.split_once('=').unwrap_or((spec, ""));
+        let codes: Result<Vec<_>, _> =
+            codes.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::parse).collect();
+        let zone = zone.trim();
+        match codes {
+            Ok(codes) if !zone.is_empty() && !zone.contains(char::is_whitespace) => {
+                Ok(Self { zone: zone.to_owned(), codes })
+            }
+            _ => Err(format!("{spec:?}: use \"zone\" or \"zone=127.0.0.2,127.0.0.3\"")),
+        }
+    }
+}

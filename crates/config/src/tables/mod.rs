@@ -22,6 +22,23 @@ use postern_types::{Address, EnhancedStatus, Reply};
 use crate::error::ConfigError;
 use crate::schema::TablePaths;
 
+/// The table files of `[tables]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// `users`: mailboxes and password hashes.
+    Users,
+    /// `aliases`: aliases(5).
+    Aliases,
+    /// `virtual`: virtusertable.
+    Virtual,
+    /// `routes`: next hop per recipient domain.
+    Routes,
+    /// `sender_routes`: next hop per sender.
+    SenderRoutes,
+    /// `senders`: which logins may use which sender addresses.
+    Senders,
+}
+
 /// What a table entry points to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -156,31 +173,39 @@ impl Tables {
     pub fn load(paths: &TablePaths) -> Result<Self, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut t = Self::default();
-        if let Some(p) = &paths.users {
-            t.users = read(p, &mut errors).map(|s| users::parse(p, &s, &mut errors)).unwrap_or_default();
-        }
-        if let Some(p) = &paths.aliases {
-            (t.aliases, t.lines.aliases) =
-                read(p, &mut errors).map(|s| aliases::parse(p, &s, &mut errors)).unwrap_or_default();
-        }
-        if let Some(p) = &paths.virtual_ {
-            (t.virtual_, t.lines.virtual_) =
-                read(p, &mut errors).map(|s| virtual_::parse(p, &s, &mut errors)).unwrap_or_default();
-        }
-        if let Some(p) = &paths.routes {
-            (t.routes, t.lines.routes) =
-                read(p, &mut errors).map(|s| routes::parse(p, &s, &mut errors)).unwrap_or_default();
-        }
-        if let Some(p) = &paths.sender_routes {
-            (t.sender_routes, t.lines.sender_routes) =
-                read(p, &mut errors).map(|s| routes::parse_sender(p, &s, &mut errors)).unwrap_or_default();
-        }
-        if let Some(p) = &paths.senders {
-            t.senders = read(p, &mut errors)
-                .map(|s| key_target_table(p, &s, &mut errors, address_key_error, parse_logins).0)
-                .unwrap_or_default();
+        let kinds = [
+            (&paths.users, TableKind::Users),
+            (&paths.aliases, TableKind::Aliases),
+            (&paths.virtual_, TableKind::Virtual),
+            (&paths.routes, TableKind::Routes),
+            (&paths.sender_routes, TableKind::SenderRoutes),
+            (&paths.senders, TableKind::Senders),
+        ];
+        for (path, kind) in kinds {
+            if let Some(p) = path
+                && let Some(text) = read(p, &mut errors)
+            {
+                t.parse_into(kind, p, &text, &mut errors);
+            }
         }
         if errors.is_empty() { Ok(t) } else { Err(errors) }
+    }
+
+    /// Parses `text` as the table `kind` read from `path` into `self`, replacing that table;
+    /// bad lines become `errors` (file, line, key). Reads no file (a fuzz target).
+    pub fn parse_into(&mut self, kind: TableKind, path: &Path, text: &str, errors: &mut Vec<ConfigError>) {
+        match kind {
+            TableKind::Users => self.users = users::parse(path, text, errors),
+            TableKind::Aliases => (self.aliases, self.lines.aliases) = aliases::parse(path, text, errors),
+            TableKind::Virtual => (self.virtual_, self.lines.virtual_) = virtual_::parse(path, text, errors),
+            TableKind::Routes => (self.routes, self.lines.routes) = routes::parse(path, text, errors),
+            TableKind::SenderRoutes => {
+                (self.sender_routes, self.lines.sender_routes) = routes::parse_sender(path, text, errors);
+            }
+            TableKind::Senders => {
+                self.senders = key_target_table(path, text, errors, address_key_error, parse_logins).0;
+            }
+        }
     }
 
     /// The logins granted the sender address `address` by the senders table: the exact address,

@@ -157,9 +157,11 @@ enum Listing {
 /// only on those codes (so a zone's "query refused" codes such as Spamhaus's 127.255.255.x
 /// never list).
 async fn listing<R: Resolver>(resolver: &R, spec: &str, item: &str) -> Listing {
-    let (zone, filter) = match spec.split_once('=') {
-        Some((z, codes)) => (z.trim(), codes.split(',').filter_map(|c| c.trim().parse::<IpAddr>().ok()).collect()),
-        None => (spec.trim(), Vec::new()),
+    // Validated when the configuration was loaded.
+    let parsed = postern_config::schema::ZoneSpec::parse(spec);
+    let (zone, filter) = match &parsed {
+        Ok(z) => (z.zone.as_str(), z.codes.clone()),
+        Err(_) => (spec.trim(), Vec::new()),
     };
     match resolver.ipv4(&format!("{item}.{zone}")).await {
         Answer::Found(codes) => {

@@ -1,0 +1,42 @@
+//! Crash points: named places in the durability steps (staging write, data sync, rename into
+//! the queue, queue-folder sync, envelope update, Maildir `tmp/` write, `tmp/` → `new/`, a
+//! remote `250` before its state is saved, LMTP and pipe results) where the crash tests make
+//! the process die as `kill -9` would.
+//!
+//! Built only with the `failpoints` feature (the `fail` crate's registry); without it [`hit`]
+//! is an empty function. Armed with `FAILPOINTS=NAME=return` in the environment of
+//! `postern serve` (several: `A=return;B=return`); [`setup`] reads it at start.
+
+/// Every crash point, in the order a message meets them (docs/hardening.md).
+pub const CRASH_POINTS: &[&str] = &[
+    "spool::staged",
+    "spool::data-synced",
+    "spool::renamed",
+    "spool::queue-synced",
+    "spool::envelope-written",
+    "spool::envelope-renamed",
+    "maildir::tmp-written",
+    "maildir::delivered",
+    "queue::remote-delivered",
+    "queue::lmtp-delivered",
+    "queue::pipe-delivered",
+];
+
+/// Reads `FAILPOINTS` (with the `failpoints` feature; otherwise nothing).
+pub fn setup() {
+    #[cfg(feature = "failpoints")]
+    std::mem::forget(fail::FailScenario::setup());
+}
+
+/// Dies here with SIGKILL when crash point `name` is armed (with the `failpoints` feature;
+/// otherwise nothing).
+#[inline]
+pub fn hit(name: &'static str) {
+    debug_assert!(CRASH_POINTS.contains(&name), "unknown crash point {name}");
+    #[cfg(feature = "failpoints")]
+    if fail::eval(name, |_| ()).is_some() {
+        eprintln!("crash point {name}: SIGKILL");
+        // SAFETY: kill(2) on our own pid has no memory effects.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
