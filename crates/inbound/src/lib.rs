@@ -13,6 +13,7 @@ mod milter;
 pub mod screen;
 mod session;
 mod space;
+mod steps;
 mod stream;
 pub mod tls;
 
@@ -201,6 +202,8 @@ pub async fn serve(listener: TcpListener, info: ListenerInfo, ctx: Arc<Context>,
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { session::run(stream, peer, ctx, info, shutdown).await });
+        let session = session::run(stream, peer, ctx, info, shutdown);
+        tracing::trace!("session task of {} bytes (bench/idle.sh)", std::mem::size_of_val(&session));
+        tokio::spawn(session);
     }
 }

@@ -42,17 +42,37 @@ impl Conn {
     }
 }
 
+/// Bytes taken from the socket at a time while waiting for commands (a pipelined group fits).
+const COMMAND_CHUNK: usize = 4 * 1024;
+
 impl Conn {
-    /// Waits until a read would find something, so that a session can wait for its client
-    /// without holding a read buffer (idle sessions cost no buffer). A TLS stream may hold
-    /// decrypted bytes already, so it is always ready.
+    /// Reads what the client sent next into `input`, for the command phases. On a clear
+    /// connection it waits for readiness holding no buffer and reads into one on the stack
+    /// that lives only while no await is pending, so an idle session holds no read buffer
+    /// (a `read_buf` into a reserved `Vec` would keep it allocated while waiting). A TLS
+    /// stream keeps rustls' buffers anyway and reads directly.
     ///
     /// # Errors
-    /// The socket failed.
-    pub(crate) async fn readable(&self) -> io::Result<()> {
+    /// The socket failed; `Ok(0)` is the end of the stream.
+    pub(crate) async fn read_command(&mut self, input: &mut Vec<u8>) -> io::Result<usize> {
         match self {
-            Self::Plain(tcp) => tcp.readable().await,
-            Self::Tls(_) | Self::Gone => Ok(()),
+            Self::Plain(tcp) => loop {
+                tcp.readable().await?;
+                let mut chunk = [0u8; COMMAND_CHUNK];
+                match tcp.try_read(&mut chunk) {
+                    Ok(n) => {
+                        input.extend_from_slice(&chunk[..n]);
+                        return Ok(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            },
+            Self::Tls(_) | Self::Gone => {
+                use tokio::io::AsyncReadExt as _;
+                input.reserve(COMMAND_CHUNK);
+                self.read_buf(input).await
+            }
         }
     }
 }
