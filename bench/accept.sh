@@ -7,6 +7,7 @@
 # Usage: [SPOOL_SYNC=syncfs|fsync] [RCPT=addr] bench/accept.sh [MESSAGES_4K] [MESSAGES_100K]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib/port.sh
 N4K=${1:-4000}
 N100K=${2:-1000}
 RCPT=${RCPT:-bob@example.test}
@@ -43,12 +44,7 @@ POSTERN_LOG=warn target/release/postern serve --config "$work/postern.toml" 2>"$
 pid=$!
 POSTERN_LOG=info
 # Learn the port from the log (address 127.0.0.1:0 picks a free one).
-for _ in $(seq 100); do
-    port=$(ss -ltnpH 2>/dev/null | awk -v p="pid=$pid," '$0 ~ p {split($4,a,":"); print a[2]; exit}')
-    [ -n "${port:-}" ] && break
-    sleep 0.1
-done
-[ -n "${port:-}" ] || { echo "postern did not start"; cat "$work/log"; exit 1; }
+wait_port "$pid" "$work/log"
 
 # Warm-up (not reported): this machine's virtual disk is much slower on blocks it has never
 # written (see docs/benchmarks.md), which would otherwise be charged to whichever row runs first.

@@ -8,6 +8,7 @@
 # Usage: bench/auth-flood.sh [CLIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib/port.sh
 N=${1:-50}
 cargo build --release -q -p postern
 work=$(mktemp -d /var/tmp/postern-auth.XXXXXX)
@@ -38,12 +39,7 @@ nameservers = ["127.0.0.1:9"]
 TOML
 POSTERN_LOG=warn target/release/postern serve --config "$work/postern.toml" 2>"$work/log" &
 pid=$!
-for _ in $(seq 100); do
-    port=$(ss -ltnpH 2>/dev/null | awk -v p="pid=$pid," '$0 ~ p {split($4,a,":"); print a[2]; exit}')
-    [ -n "${port:-}" ] && break
-    sleep 0.1
-done
-[ -n "${port:-}" ] || { echo "postern did not start"; cat "$work/log"; exit 1; }
+wait_port "$pid" "$work/log"
 rss() { awk "/$1/ {print \$2}" /proc/$pid/status; }
 before=$(rss VmRSS)
 start=$(date +%s.%N)

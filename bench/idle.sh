@@ -6,6 +6,7 @@
 # Usage: bench/idle.sh [CONNECTIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib/port.sh
 N=${1:-10000}
 PER_IP=200
 ulimit -n $((N + 1024))
@@ -34,12 +35,7 @@ nameservers = ["127.0.0.1:9"]
 TOML
 POSTERN_LOG=${POSTERN_LOG:-warn} target/release/postern serve --config "$work/postern.toml" 2>"$work/log" &
 pid=$!
-for _ in $(seq 100); do
-    port=$(ss -ltnpH 2>/dev/null | awk -v p="pid=$pid," '$0 ~ p {split($4,a,":"); print a[2]; exit}')
-    [ -n "${port:-}" ] && break
-    sleep 0.1
-done
-[ -n "${port:-}" ] || { echo "postern did not start"; cat "$work/log"; exit 1; }
+wait_port "$pid" "$work/log"
 rss() { awk '/VmRSS/ {print $2}' /proc/$pid/status; }
 base=$(rss)
 echo "| state | connections | RSS KiB | per session |"

@@ -8,6 +8,7 @@
 # Usage: bench/policy.sh [SESSIONS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib/port.sh
 N=${1:-5000}
 cargo build --release -q -p postern -p postern-bench
 target/release/iplist-bench 2>/dev/null
@@ -40,12 +41,7 @@ TOML
     POSTERN_LOG=warn target/release/postern serve --config "$work/postern.toml" 2>"$work/log" &
     pid=$!
     port=
-    for _ in $(seq 100); do
-        port=$(ss -ltnpH 2>/dev/null | awk -v p="pid=$pid," '$0 ~ p {split($4,a,":"); print a[2]; exit}')
-        [ -n "${port:-}" ] && break
-        sleep 0.1
-    done
-    [ -n "${port:-}" ] || { cat "$work/log"; exit 1; }
+    wait_port "$pid" "$work/log"
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }

@@ -8,6 +8,7 @@
 # Usage: bench/tls.sh [HANDSHAKES] [MESSAGES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib/port.sh
 NH=${1:-2000}
 NM=${2:-4000}
 
@@ -56,13 +57,7 @@ nameservers = ["127.0.0.1:9"]
 TOML
     POSTERN_LOG=warn target/release/postern serve --config "$work/postern.toml" 2>"$work/log" &
     pid=$!
-    port=
-    for _ in $(seq 100); do
-        port=$(ss -ltnpH 2>/dev/null | awk -v p="pid=$pid," '$0 ~ p {split($4,a,":"); print a[2]; exit}')
-        [ -n "${port:-}" ] && break
-        sleep 0.1
-    done
-    [ -n "${port:-}" ] || { echo "postern did not start"; cat "$work/log"; exit 1; }
+    wait_port "$pid" "$work/log"
 }
 bench() { target/release/postern-bench --server "127.0.0.1:$port" --starttls "$work/root.pem" "$@"; }
 field() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
