@@ -29,6 +29,7 @@ mod pipes;
 mod policy;
 mod python;
 mod queue_tools;
+mod racing;
 mod relay;
 mod route;
 mod sendmail;

@@ -3,55 +3,17 @@
 //! never answers costs one connect timeout; a bracketed route skips the MX lookup; a null MX
 //! fails at once with 5.1.10.
 
-use std::os::fd::FromRawFd;
-use std::time::Duration;
-
 use crate::support::dns::DnsServer;
+use crate::support::net::Blackhole;
 use crate::support::smtp::Client;
 use crate::support::{Server, repo};
-
-/// A TCP address that never completes a handshake: a listener with backlog 0 whose accept queue
-/// is already full, so the kernel drops further SYNs.
-struct Blackhole {
-    _listener: std::net::TcpListener,
-    _fillers: Vec<std::net::TcpStream>,
-}
-
-impl Blackhole {
-    fn bind(ip: &str, port: u16) -> Self {
-        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
-        // SAFETY: socket/setsockopt/bind/listen on a fresh descriptor we own.
-        let listener = unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            assert!(fd >= 0);
-            let one: libc::c_int = 1;
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&raw const one).cast(), 4);
-            let std::net::SocketAddr::V4(v4) = addr else { unreachable!() };
-            let mut sa: libc::sockaddr_in = std::mem::zeroed();
-            sa.sin_family = libc::AF_INET as _;
-            sa.sin_port = port.to_be();
-            sa.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-            assert_eq!(libc::bind(fd, (&raw const sa).cast(), std::mem::size_of::<libc::sockaddr_in>() as _), 0);
-            assert_eq!(libc::listen(fd, 0), 0);
-            std::net::TcpListener::from_raw_fd(fd)
-        };
-        let mut fillers = Vec::new();
-        for _ in 0..4 {
-            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-                Ok(s) => fillers.push(s),
-                Err(_) => return Self { _listener: listener, _fillers: fillers },
-            }
-        }
-        panic!("could not fill the listen queue of {addr}");
-    }
-}
 
 #[test]
 fn a_relays_to_b_through_mx() {
     let zone = repo().join("tests/fixtures/dns/relay.test.zone");
     let dns = DnsServer::start(&[("test.", &zone)]);
     let b = Server::start_with("relay-b", |t| t);
-    let _hole = Blackhole::bind("127.0.0.9", b.port);
+    let _hole = Blackhole::bind("127.0.0.9".parse().unwrap(), b.port);
     let a = Server::start_full("relay-a", &[("PEER", "9".into())], |t| {
         t.replace("{DNS}", &dns.addr.to_string()).replace("{PORT}", &b.port.to_string())
     });

@@ -123,63 +123,124 @@ pub(crate) async fn deliver_via<R: Resolver>(
                 continue;
             }
         };
-        for ip in ips {
-            let addr = std::net::SocketAddr::new(ip, host.port);
-            let relay = format!("{}[{ip}]:{}", host.name, host.port);
-            // A broken STARTTLS handshake is retried once on a new connection in clear text.
-            let mut starttls = true;
-            loop {
-                if let Some(why) = pool.dead(addr).filter(|_| !message.forced) {
-                    let e = format!("{why} (recently; skipped by the host status cache)");
-                    tracing::info!("{}: {e}; trying the next address", message.id);
-                    temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.clone(), Some(host.name.clone())));
-                    break;
-                }
-                let stream =
-                    match connect::connect(addr, config.outbound.connect_timeout.0, config.outbound.source_address)
-                        .await
-                    {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::info!("{}: {e}; trying the next address", message.id);
-                            pool.mark_dead(addr, &e, config.outbound.dead_host_time.0);
-                            temp = Some((
-                                Outcome::temp(EnhancedStatus(4, 4, 1), e),
-                                relay.clone(),
-                                Some(host.name.clone()),
-                            ));
-                            break;
-                        }
-                    };
-                let mut session = Session::new(stream, config.clone(), host.name.clone(), relay.clone(), starttls);
-                match session.open().await {
-                    Ok(()) => {}
-                    Err(HelloError::Tls(e)) => {
-                        tracing::warn!("{}: {relay}: {e}; retrying in clear text", message.id);
-                        starttls = false;
-                        continue;
-                    }
-                    Err(HelloError::Failed(o)) => {
-                        tracing::info!("{}: {relay}: {}; trying the next host", message.id, o.reply());
-                        session.quit().await;
-                        temp = Some((o, relay.clone(), Some(host.name.clone())));
-                        break;
-                    }
-                }
-                let outcomes = match session.transact(recipients, message, false).await {
-                    Ok(o) => o,
-                    Err(Stale) => vec![Outcome::temp(EnhancedStatus(4, 4, 2), "lost connection"); recipients.len()],
-                };
-                let results = session.results(recipients, outcomes);
-                pool.put_or_quit(key, session, cache_time).await;
-                return results;
+        let mut addrs = pool.family_order(&host.name, ips, host.port);
+        addrs.retain(|&addr| match pool.dead(addr).filter(|_| !message.forced) {
+            Some(why) => {
+                let e = format!("{why} (recently; skipped by the host status cache)");
+                tracing::info!("{}: {e}; trying the next address", message.id);
+                let relay = format!("{}[{}]:{}", host.name, addr.ip(), host.port);
+                temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay, Some(host.name.clone())));
+                false
             }
+            None => true,
+        });
+        while !addrs.is_empty() {
+            let Some(won) = race_to(config, pool, &host.name, &addrs, message, &mut temp).await else { break };
+            addrs.retain(|a| *a != won.addr);
+            let relay = format!("{}[{}]:{}", host.name, won.addr.ip(), host.port);
+            let Some(mut session) = open(config, won, &host.name, &relay, message, &mut temp).await else { continue };
+            let outcomes = match session.transact(recipients, message, false).await {
+                Ok(o) => o,
+                Err(Stale) => vec![Outcome::temp(EnhancedStatus(4, 4, 2), "lost connection"); recipients.len()],
+            };
+            let results = session.results(recipients, outcomes);
+            pool.put_or_quit(key, session, cache_time).await;
+            return results;
         }
     }
     let (outcome, relay, remote_host) = temp
         .or(perm)
         .unwrap_or_else(|| (Outcome::temp(EnhancedStatus(4, 4, 4), "no host to deliver to"), "none".to_owned(), None));
     RecipientResult::all(recipients, &outcome, &relay, remote_host.as_deref())
+}
+
+/// The last failure of a destination: its outcome, the relay for the log, the host that gave it.
+type LastFailure = Option<(Outcome, String, Option<String>)>;
+
+/// Races connections to `addrs` of `host` ([`connect::race`]); logs the winner and the losers,
+/// marks failed addresses in the host status cache and remembers a broken IPv6. `None` when
+/// every attempt failed (`temp` then holds the last failure).
+async fn race_to(
+    config: &Config,
+    pool: &Pool,
+    host: &str,
+    addrs: &[std::net::SocketAddr],
+    message: &Message,
+    temp: &mut LastFailure,
+) -> Option<connect::Won> {
+    let o = &config.outbound;
+    let how = connect::Racing { delay: o.attempt_delay.0, timeout: o.connect_timeout.0, source: o.source_address };
+    let result = connect::race(addrs, how).await;
+    let lost = match &result {
+        Ok(won) => &won.lost,
+        Err(lost) => lost,
+    };
+    for l in lost {
+        if let Some(e) = &l.error {
+            tracing::info!("{}: {e}; trying the next address", message.id);
+            pool.mark_dead(l.addr, e, o.dead_host_time.0);
+            let relay = format!("{host}[{}]:{}", l.addr.ip(), l.addr.port());
+            *temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e.clone()), relay, Some(host.to_owned())));
+        }
+    }
+    let won = result.ok()?;
+    if won.addr.is_ipv4() && won.lost.iter().any(|l| l.addr.is_ipv6()) {
+        pool.ipv6_lost(host, o.family_memory.0);
+    }
+    if !won.lost.is_empty() {
+        tracing::info!(
+            "{}: connected to {host}[{}]:{} in {}ms, first of a race ({})",
+            message.id,
+            won.addr.ip(),
+            won.addr.port(),
+            won.took.as_millis(),
+            connect::describe_losers(&won.lost)
+        );
+    }
+    Some(won)
+}
+
+/// Opens an SMTP session on a raced connection: greeting, EHLO, STARTTLS. A broken STARTTLS
+/// handshake is retried once on a new connection to the same address in clear text. `None`
+/// when the next address should be tried (`temp` then holds why).
+async fn open(
+    config: &Arc<Config>,
+    won: connect::Won,
+    host: &str,
+    relay: &str,
+    message: &Message,
+    temp: &mut LastFailure,
+) -> Option<Session> {
+    let mut session = Session::new(won.stream, config.clone(), host.to_owned(), relay.to_owned(), true);
+    loop {
+        match session.open().await {
+            Ok(()) => return Some(session),
+            Err(HelloError::Tls(e)) if session.starttls => {
+                tracing::warn!("{}: {relay}: {e}; retrying in clear text", message.id);
+                let o = &config.outbound;
+                match connect::connect(won.addr, o.connect_timeout.0, o.source_address).await {
+                    Ok(stream) => {
+                        session = Session::new(stream, config.clone(), host.to_owned(), relay.to_owned(), false);
+                    }
+                    Err(e) => {
+                        tracing::info!("{}: {e}; trying the next address", message.id);
+                        *temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.to_owned(), Some(host.into())));
+                        return None;
+                    }
+                }
+            }
+            Err(HelloError::Tls(e)) => {
+                *temp = Some((Outcome::temp(EnhancedStatus(4, 7, 0), e), relay.to_owned(), Some(host.into())));
+                return None;
+            }
+            Err(HelloError::Failed(o)) => {
+                tracing::info!("{}: {relay}: {}; trying the next host", message.id, o.reply());
+                session.quit().await;
+                *temp = Some((o, relay.to_owned(), Some(host.to_owned())));
+                return None;
+            }
+        }
+    }
 }
 
 /// A cached connection that no longer works (the peer closed it while idle).
@@ -192,6 +253,8 @@ pub struct Pool {
     idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(Session, std::time::Instant)>>>,
     limits: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     dead: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, (std::time::Instant, String)>>,
+    /// Hosts whose IPv6 lost a race recently, until when (`[outbound] family_memory`).
+    ipv6_lost: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Idle LMTP connections.
     pub lmtp_idle: crate::lmtp::Idle,
 }
@@ -222,6 +285,33 @@ impl Pool {
             let until = std::time::Instant::now() + ttl;
             self.dead.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, (until, why.to_owned()));
         }
+    }
+
+    /// Remembers that IPv6 lost a race to `host`, for `ttl`.
+    fn ipv6_lost(&self, host: &str, ttl: Duration) {
+        if !ttl.is_zero() {
+            let until = std::time::Instant::now() + ttl;
+            self.ipv6_lost.lock().unwrap_or_else(|e| e.into_inner()).insert(host.to_lowercase(), until);
+        }
+    }
+
+    /// `ips` of `host` as socket addresses in the order to race them: as given, or IPv4 first
+    /// while IPv6 to this host is remembered as broken.
+    fn family_order(&self, host: &str, ips: Vec<std::net::IpAddr>, port: u16) -> Vec<std::net::SocketAddr> {
+        let mut lost = self.ipv6_lost.lock().unwrap_or_else(|e| e.into_inner());
+        let key = host.to_lowercase();
+        let broken = lost.get(&key).is_some_and(|until| *until > std::time::Instant::now());
+        if !broken {
+            lost.remove(&key);
+        }
+        let mut addrs: Vec<std::net::SocketAddr> =
+            ips.into_iter().map(|ip| std::net::SocketAddr::new(ip, port)).collect();
+        if broken {
+            // Stable: each family keeps its own order.
+            addrs.sort_by_key(std::net::SocketAddr::is_ipv6);
+            tracing::info!("{host}: IPv4 first: IPv6 lost a race within [outbound] family_memory");
+        }
+        addrs
     }
 
     /// Waits for one of the `max` delivery slots of destination `key`.

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod dialog;
 pub mod dns;
 pub mod milter;
+pub mod net;
 pub mod peer;
 pub mod smtp;
 

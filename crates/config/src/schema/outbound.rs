@@ -19,10 +19,20 @@ pub struct Outbound {
     /// interleaved), `"ipv4"`, `"ipv6"`, `"prefer-ipv4"`.
     #[serde(default)]
     pub ip_version: IpVersion,
-    /// Per-address TCP connect timeout; a dead address costs at most this, then the next
-    /// address is tried. Default `"10s"`.
+    /// Bound of each TCP connection attempt. Default `"10s"`. Attempts race (see
+    /// `attempt_delay`), so a dead address delays a delivery by `attempt_delay`, not by this.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Seconds,
+    /// Connection racing over a host's addresses (Happy Eyeballs, RFC 8305 §5): the head
+    /// start of each attempt over the next, whose attempt starts when it passes (or at once
+    /// when every attempt in flight failed); the first connection to complete wins. Default
+    /// `"250ms"` (RFC 8305 §8).
+    #[serde(default = "default_attempt_delay")]
+    pub attempt_delay: Seconds,
+    /// After IPv6 lost a race to a host (timed out, unreachable, or slower than IPv4 by the
+    /// head start), that host's IPv4 addresses go first for this long. Default `"30m"`.
+    #[serde(default = "default_family_memory")]
+    pub family_memory: Seconds,
     /// Waiting for the greeting, and for each reply to a command. Default `"5m"`.
     #[serde(default = "five_minutes")]
     pub command_timeout: Seconds,
@@ -61,6 +71,12 @@ pub enum IpVersion {
     PreferIpv4,
 }
 
+fn default_attempt_delay() -> Seconds {
+    Seconds(Duration::from_millis(250))
+}
+fn default_family_memory() -> Seconds {
+    Seconds(Duration::from_secs(1800))
+}
 fn default_connect_timeout() -> Seconds {
     Seconds(Duration::from_secs(10))
 }
