@@ -34,4 +34,5 @@ mod relay;
 mod route;
 mod sendmail;
 mod tls;
+mod tls_policy;
 mod upgrade;

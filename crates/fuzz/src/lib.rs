@@ -126,13 +126,14 @@ pub fn config(data: &[u8]) {
 
 /// Each table file; the first byte chooses the table.
 pub fn tables(data: &[u8]) {
-    const KINDS: [TableKind; 6] = [
+    const KINDS: [TableKind; 7] = [
         TableKind::Users,
         TableKind::Aliases,
         TableKind::Virtual,
         TableKind::Routes,
         TableKind::SenderRoutes,
         TableKind::Senders,
+        TableKind::TlsPolicy,
     ];
     let (mode, input) = split(data);
     let Ok(text) = std::str::from_utf8(input) else { return };

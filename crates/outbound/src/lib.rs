@@ -12,6 +12,7 @@ pub mod transaction;
 
 use std::sync::Arc;
 
+use postern_config::schema::TlsLevel;
 use postern_config::{Config, Tables};
 use postern_dns::Resolver;
 use postern_types::{EnhancedStatus, Reply};
@@ -119,11 +120,14 @@ pub async fn deliver<R: Resolver>(
         config.relay.smarthost.as_deref(),
         config.outbound.port,
     );
-    let key = format!("{}{}:{}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);
+    let level = tables.tls_policy_entry(&domain.to_lowercase()).map_or_else(TlsLevel::default, |(_, l)| l);
+    // A cached connection serves only deliveries of the same TLS level.
+    let key = format!("{}{}:{} tls={level}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);
     let _slot = pool.permit(&key, config.outbound.max_per_destination).await;
     let hosts = match nexthop::hosts(resolver, &target).await {
         Ok(h) => h,
         Err(outcome) => return RecipientResult::all(recipients, &outcome, "none", None),
     };
-    transaction::deliver_via(resolver, config, pool, &key, &hosts, recipients, message).await
+    let dest = transaction::Destination { key: &key, level, hosts: &hosts };
+    transaction::deliver_via(resolver, config, pool, dest, recipients, message).await
 }

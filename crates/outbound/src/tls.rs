@@ -1,12 +1,14 @@
-//! Opportunistic STARTTLS for outbound delivery (RFC 3207, RFC 7435). The certificate is
-//! checked against Mozilla's roots (webpki-roots) and the next hop's host name, and the result is
-//! logged as `verify=OK` or `verify=FAIL`. A failure does not stop delivery (most MX
-//! certificates are not verifiable, and refusing would only force clear text); a policy
-//! (MTA-STS, DANE: later versions) is what makes verification mandatory. The signatures of the
-//! handshake itself are always checked.
+//! STARTTLS for outbound delivery (RFC 3207). The certificate is checked against Mozilla's
+//! roots (webpki-roots, or `[outbound] ca_file`) and the next hop's host name, and the result is
+//! logged as `verify=OK` or `verify=FAIL`. Whether a failure stops delivery is the `tls_policy`
+//! table's call: at `may` (opportunistic, RFC 7435) it does not, since most MX certificates are
+//! not verifiable and refusing would only force clear text; at `verify` it defers. The
+//! signatures of the handshake itself are always checked.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
@@ -44,12 +46,36 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn webpki() -> &'static Arc<WebPkiServerVerifier> {
-    static VERIFIER: OnceLock<Arc<WebPkiServerVerifier>> = OnceLock::new();
-    VERIFIER.get_or_init(|| {
-        let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build().expect("webpki verifier")
-    })
+/// The verifier for the trust anchors of `ca_file` (Mozilla's roots when `None`), built once
+/// per file.
+///
+/// # Errors
+/// The file cannot be read or holds no usable certificate.
+fn webpki(ca_file: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, String> {
+    static VERIFIERS: OnceLock<Mutex<HashMap<Option<PathBuf>, Arc<WebPkiServerVerifier>>>> = OnceLock::new();
+    let mut cache = VERIFIERS.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = cache.get(&ca_file.map(Path::to_path_buf)) {
+        return Ok(v.clone());
+    }
+    let roots = match ca_file {
+        None => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("[outbound] ca_file {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("[outbound] ca_file {}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("[outbound] ca_file {}: {e}", path.display()))?;
+            }
+            roots
+        }
+    };
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| format!("trust anchors: {e}"))?;
+    cache.insert(ca_file.map(Path::to_path_buf), verifier.clone());
+    Ok(verifier)
 }
 
 /// Verifies like webpki, records the verdict, and accepts the certificate either way.
@@ -97,12 +123,17 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
-/// Runs the TLS handshake on `tcp` for the next hop `host` (a name or an IP literal).
+/// Runs the TLS handshake on `tcp` for the next hop `host` (a name or an IP literal), checking
+/// its certificate against the trust anchors of `ca_file` (Mozilla's roots when `None`).
 ///
 /// # Errors
-/// The handshake failed; the caller retries the host in clear text.
-pub async fn handshake(tcp: TcpStream, host: &str) -> Result<(TlsStream<TcpStream>, TlsInfo), String> {
-    let verifier = Arc::new(RecordingVerifier { inner: webpki().clone(), verdict: Mutex::new(None) });
+/// The handshake failed, or the trust anchors cannot be read.
+pub async fn handshake(
+    tcp: TcpStream,
+    host: &str,
+    ca_file: Option<&Path>,
+) -> Result<(TlsStream<TcpStream>, TlsInfo), String> {
+    let verifier = Arc::new(RecordingVerifier { inner: webpki(ca_file)?, verdict: Mutex::new(None) });
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

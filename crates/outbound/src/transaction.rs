@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_config::Config;
+use postern_config::schema::TlsLevel;
 use postern_dns::Resolver;
 use postern_proto::client::{Capabilities, Outgoing, ReplyParser, dot_stuff, mail_command};
 use postern_types::{EnhancedStatus, Reply};
@@ -91,11 +92,11 @@ pub(crate) async fn deliver_via<R: Resolver>(
     resolver: &R,
     config: &Arc<Config>,
     pool: &Pool,
-    key: &str,
-    hosts: &[Host],
+    dest: Destination<'_>,
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
+    let Destination { key, level, hosts } = dest;
     let cache_time = config.outbound.connection_cache_time.0;
     if let Some(mut session) = pool.take(key, cache_time) {
         match session.transact(recipients, message, true).await {
@@ -138,7 +139,8 @@ pub(crate) async fn deliver_via<R: Resolver>(
             let Some(won) = race_to(config, pool, &host.name, &addrs, message, &mut temp).await else { break };
             addrs.retain(|a| *a != won.addr);
             let relay = format!("{}[{}]:{}", host.name, won.addr.ip(), host.port);
-            let Some(mut session) = open(config, won, &host.name, &relay, message, &mut temp).await else { continue };
+            let opened = open(config, level, won, &host.name, &relay, message, &mut temp).await;
+            let Some(mut session) = opened else { continue };
             let outcomes = match session.transact(recipients, message, false).await {
                 Ok(o) => o,
                 Err(Stale) => vec![Outcome::temp(EnhancedStatus(4, 4, 2), "lost connection"); recipients.len()],
@@ -205,22 +207,25 @@ async fn race_to(
 /// when the next address should be tried (`temp` then holds why).
 async fn open(
     config: &Arc<Config>,
+    level: TlsLevel,
     won: connect::Won,
     host: &str,
     relay: &str,
     message: &Message,
     temp: &mut LastFailure,
 ) -> Option<Session> {
-    let mut session = Session::new(won.stream, config.clone(), host.to_owned(), relay.to_owned(), true);
+    let hop = || (host.to_owned(), relay.to_owned());
+    let mut session = Session::new(won.stream, config.clone(), hop(), level, true);
     loop {
         match session.open().await {
             Ok(()) => return Some(session),
+            // Only opportunistic TLS falls back to clear text (a required one defers instead).
             Err(HelloError::Tls(e)) if session.starttls => {
                 tracing::warn!("{}: {relay}: {e}; retrying in clear text", message.id);
                 let o = &config.outbound;
                 match connect::connect(won.addr, o.connect_timeout.0, o.source_address).await {
                     Ok(stream) => {
-                        session = Session::new(stream, config.clone(), host.to_owned(), relay.to_owned(), false);
+                        session = Session::new(stream, config.clone(), hop(), level, false);
                     }
                     Err(e) => {
                         tracing::info!("{}: {e}; trying the next address", message.id);
@@ -241,6 +246,14 @@ async fn open(
             }
         }
     }
+}
+
+/// Where a delivery goes: the destination's key (connection cache and concurrency), the TLS
+/// level it requires, and its hosts in order.
+pub(crate) struct Destination<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) level: TlsLevel,
+    pub(crate) hosts: &'a [Host],
 }
 
 /// A cached connection that no longer works (the peer closed it while idle).
@@ -356,6 +369,8 @@ pub(crate) struct Session {
     relay: String,
     /// Whether to use STARTTLS when offered.
     starttls: bool,
+    /// How much TLS this delivery requires (the `tls_policy` table).
+    level: TlsLevel,
     /// Set once TLS is up.
     tls: Option<TlsInfo>,
     /// What the peer offered (after TLS, if any).
@@ -373,14 +388,16 @@ enum HelloError {
 }
 
 impl Session {
-    fn new(stream: TcpStream, config: Arc<Config>, host: String, relay: String, starttls: bool) -> Self {
+    fn new(stream: TcpStream, config: Arc<Config>, hop: (String, String), level: TlsLevel, starttls: bool) -> Self {
+        let (host, relay) = hop;
         Self {
             stream: Stream::Plain(stream),
             parser: ReplyParser::default(),
             config,
             host,
             relay,
-            starttls,
+            starttls: starttls && level != TlsLevel::None,
+            level,
             tls: None,
             caps: Capabilities::default(),
             reusable: true,
@@ -450,7 +467,10 @@ impl Session {
 
     /// The per-recipient results of a transaction on this session.
     fn results(&self, recipients: &[Rcpt], outcomes: Vec<Outcome>) -> Vec<RecipientResult> {
-        let tls = self.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
+        let mut tls = self.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
+        if self.level != TlsLevel::May {
+            tls.push_str(&format!(" tls_policy={}", self.level));
+        }
         recipients
             .iter()
             .zip(outcomes)
@@ -550,11 +570,22 @@ impl Session {
             return Err(HelloError::Failed(o));
         }
         let caps = self.ehlo(timeout).await.map_err(HelloError::Failed)?;
+        let level = self.level;
+        let required = |why: String| {
+            let text = format!("TLS is required (tls_policy {level}) but {why}");
+            HelloError::Failed(Outcome::temp(EnhancedStatus(4, 7, 5), text))
+        };
+        if !caps.starttls && level.requires_tls() {
+            return Err(required(format!("{} offers no STARTTLS", self.host)));
+        }
         if !(caps.starttls && self.starttls) {
             return Ok(caps);
         }
         self.send(b"STARTTLS\r\n").await.map_err(lost)?;
         let reply = self.read_reply(timeout).await.map_err(lost)?;
+        if reply.code != 220 && level.requires_tls() {
+            return Err(required(format!("STARTTLS was refused ({reply})")));
+        }
         if reply.code != 220 {
             // Refused: go on in clear text, as opportunistic TLS does (RFC 3207 §4.1).
             tracing::info!("{}: STARTTLS refused ({reply}); continuing in clear text", self.host);
@@ -563,12 +594,22 @@ impl Session {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(HelloError::Tls("STARTTLS twice".into()));
         };
-        let (tls, info) = tokio::time::timeout(timeout, handshake(tcp, &self.host))
+        let ca_file = self.config.outbound.ca_file.clone();
+        let shake = tokio::time::timeout(timeout, handshake(tcp, &self.host, ca_file.as_deref()))
             .await
-            .map_err(|_| HelloError::Tls("TLS handshake timed out".into()))?
-            .map_err(HelloError::Tls)?;
+            .map_err(|_| "TLS handshake timed out".to_owned())
+            .and_then(|r| r);
+        let (tls, info) = match shake {
+            Ok(done) => done,
+            Err(e) if level.requires_tls() => return Err(required(e)),
+            Err(e) => return Err(HelloError::Tls(e)),
+        };
         self.stream = Stream::Tls(Box::new(tls));
         self.parser = ReplyParser::default();
+        if let (TlsLevel::Verify, Some(e)) = (level, &info.verify_error) {
+            self.reusable = false;
+            return Err(required(format!("the certificate of {} did not verify: {e}", self.host)));
+        }
         self.tls = Some(info);
         self.ehlo(timeout).await.map_err(HelloError::Failed)
     }

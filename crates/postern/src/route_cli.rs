@@ -274,6 +274,23 @@ fn describe_route(r: &Route) -> String {
     }
 }
 
+/// The TLS policy delivery to `domain` follows: the `tls_policy` entry, or opportunistic.
+fn tls_step(config: &Config, tables: &Tables, domain: &str) -> String {
+    use postern_config::schema::TlsLevel;
+    let Some((key, level)) = tables.tls_policy_entry(domain) else {
+        return "TLS: opportunistic STARTTLS (used when offered; the certificate is logged as verify=OK|FAIL, not required)"
+            .into();
+    };
+    let place = at(config.tables.tls_policy.as_deref(), tables.lines.tls_policy.get(key));
+    let what = match level {
+        TlsLevel::None => "no STARTTLS, even when offered",
+        TlsLevel::May => "opportunistic STARTTLS (used when offered, the certificate not required)",
+        TlsLevel::Encrypt => "TLS required, any certificate; without it the delivery is deferred (4.7.5)",
+        TlsLevel::Verify => "TLS required with a certificate that verifies for the MX host; otherwise deferred (4.7.5)",
+    };
+    format!("TLS: tls_policy {place}: {key} {level}: {what}")
+}
+
 fn describe_relay(r: &postern_config::Relay) -> String {
     let host = if r.mx_lookup { r.host.clone() } else { format!("[{}]", r.host) };
     r.port.map_or_else(|| format!("relay:{host}"), |p| format!("relay:{host}:{p}"))
@@ -338,10 +355,7 @@ async fn next_hop(
             Err(outcome) => steps.push(format!("host {}: {}", h.name, outcome.reply())),
         }
     }
-    steps.push(
-        "TLS: opportunistic STARTTLS (used when offered; the certificate is logged as verify=OK|FAIL, not required)"
-            .into(),
-    );
+    steps.push(tls_step(config, tables, &domain.to_lowercase()));
     let hops = if tried.is_empty() {
         format!("nowhere now ({})", target.name)
     } else {

@@ -94,6 +94,24 @@ impl Pki {
 }
 
 impl ServerCert {
+    /// A rustls server configuration presenting this certificate and its chain (for a test
+    /// peer).
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.fullchain.as_bytes()).map(Result::unwrap).collect();
+        let key = PrivateKeyDer::from_pem_slice(self.privkey.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Arc::new(config)
+    }
+
     /// Writes `fullchain.pem` and `privkey.pem` into `dir` (replacing them).
     pub fn write(&self, dir: &Path) {
         std::fs::write(dir.join("fullchain.pem"), &self.fullchain).unwrap();

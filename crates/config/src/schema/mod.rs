@@ -26,7 +26,7 @@ pub use auth::{Action, Authentication, Dkim, DkimKey, DkimOnError, DmarcReports,
 pub use delivery::{Delivery, LocalTransport};
 pub use forwarding::Forwarding;
 pub use milter::{Milter, MilterDefault};
-pub use outbound::{IpVersion, Outbound};
+pub use outbound::{IpVersion, Outbound, TlsLevel};
 pub use policy::{Check, DnsTempError, POLICY_CHECKS, Policy, PolicyException, ZoneSpec};
 pub use server::{Server, Timeouts};
 
@@ -331,6 +331,9 @@ pub struct TablePaths {
     /// `smtpd_sender_login_maps`): `user@domain login[, login...]` or `@domain login...`. An
     /// address without an entry belongs to the users-table mailbox it is delivered to.
     pub senders: Option<PathBuf>,
+    /// The outbound TLS policy per recipient domain (Postfix's `smtp_tls_policy_maps`):
+    /// `domain` or `.suffix` → `none`, `may` (the default), `encrypt` or `verify`.
+    pub tls_policy: Option<PathBuf>,
 }
 
 /// `[relay]`.
@@ -474,9 +477,11 @@ impl Config {
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         self.data_dir = resolve(base, &self.data_dir);
         let t = &mut self.tables;
-        for p in [&mut t.users, &mut t.aliases, &mut t.virtual_, &mut t.routes, &mut t.sender_routes, &mut t.senders]
+        let tables =
+            [&mut t.users, &mut t.aliases, &mut t.virtual_, &mut t.routes, &mut t.sender_routes, &mut t.senders];
+        for p in tables
             .into_iter()
-            .chain([&mut self.tls.cert, &mut self.tls.key])
+            .chain([&mut t.tls_policy, &mut self.tls.cert, &mut self.tls.key, &mut self.outbound.ca_file])
             .flatten()
         {
             *p = resolve(base, p);

@@ -54,6 +54,61 @@ pub struct Outbound {
     /// `smtp_bind_address`): the one your SPF record and PTR name. Default: the kernel's choice.
     #[serde(default)]
     pub source_address: Option<std::net::IpAddr>,
+    /// A PEM file of trust anchors that replaces Mozilla's roots (webpki-roots) for checking
+    /// the certificates of next hops: a private CA, or a test's own. Read once, at the first
+    /// use. Default: Mozilla's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// How much TLS a delivery requires (the `tls_policy` table; Postfix's security levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsLevel {
+    /// Never STARTTLS.
+    None,
+    /// Opportunistic (RFC 7435): STARTTLS when offered, the certificate checked and logged
+    /// but not required; a broken handshake is retried in clear text.
+    #[default]
+    May,
+    /// TLS required, any certificate: without it the delivery is deferred (4.7.5).
+    Encrypt,
+    /// TLS required with a certificate that chains to a trust anchor and names the MX host:
+    /// otherwise the delivery is deferred (4.7.5).
+    Verify,
+}
+
+impl TlsLevel {
+    /// Parses a `tls_policy` table value.
+    ///
+    /// # Errors
+    /// The value with the ones allowed.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "may" => Ok(Self::May),
+            "encrypt" => Ok(Self::Encrypt),
+            "verify" => Ok(Self::Verify),
+            "dane" | "dane-only" => Err(format!("{s:?}: DANE is not in this version yet; use verify or encrypt")),
+            _ => Err(format!("{s:?}: use none, may, encrypt or verify")),
+        }
+    }
+
+    /// Whether TLS is required.
+    pub fn requires_tls(self) -> bool {
+        matches!(self, Self::Encrypt | Self::Verify)
+    }
+}
+
+impl std::fmt::Display for TlsLevel {
+    /// As written in the table: `none`, `may`, `encrypt`, `verify`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::May => "may",
+            Self::Encrypt => "encrypt",
+            Self::Verify => "verify",
+        })
+    }
 }
 
 /// `[outbound] ip_version`.

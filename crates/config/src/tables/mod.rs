@@ -37,6 +37,8 @@ pub enum TableKind {
     SenderRoutes,
     /// `senders`: which logins may use which sender addresses.
     Senders,
+    /// `tls_policy`: how much TLS delivery to a domain requires.
+    TlsPolicy,
 }
 
 /// What a table entry points to.
@@ -111,6 +113,8 @@ pub struct Tables {
     /// Sender grants (`user@domain` or `@domain`, lower-cased) → logins that may use them as
     /// envelope sender and From address (Postfix's `smtpd_sender_login_maps`).
     pub senders: HashMap<String, Vec<String>>,
+    /// TLS policy keys (`domain` or `.suffix`, lower-cased) → level.
+    pub tls_policy: HashMap<String, crate::schema::TlsLevel>,
     /// The line each entry was read from, per table (for `postern route`).
     pub lines: TableLines,
     /// `[forwarding]` SRS settings with their secrets, when `srs_domain` is set.
@@ -163,6 +167,8 @@ pub struct TableLines {
     pub routes: HashMap<String, usize>,
     /// Of `sender_routes`.
     pub sender_routes: HashMap<String, usize>,
+    /// Of `tls_policy`.
+    pub tls_policy: HashMap<String, usize>,
 }
 
 impl Tables {
@@ -180,6 +186,7 @@ impl Tables {
             (&paths.routes, TableKind::Routes),
             (&paths.sender_routes, TableKind::SenderRoutes),
             (&paths.senders, TableKind::Senders),
+            (&paths.tls_policy, TableKind::TlsPolicy),
         ];
         for (path, kind) in kinds {
             if let Some(p) = path
@@ -204,6 +211,10 @@ impl Tables {
             }
             TableKind::Senders => {
                 self.senders = key_target_table(path, text, errors, address_key_error, parse_logins).0;
+            }
+            TableKind::TlsPolicy => {
+                (self.tls_policy, self.lines.tls_policy) =
+                    key_target_table(path, text, errors, |_| None, crate::schema::TlsLevel::parse);
             }
         }
     }
@@ -262,18 +273,29 @@ impl Tables {
 
     /// As [`Tables::route_for`], with the key that matched.
     pub fn route_entry<'k>(&self, domain: &'k str) -> Option<(&'k str, &Route)> {
-        if let Some(r) = self.routes.get(domain) {
-            return Some((domain, r));
-        }
-        let mut rest = domain;
-        while let Some(i) = rest.find('.') {
-            if let Some(r) = self.routes.get(&rest[i..]) {
-                return Some((&rest[i..], r));
-            }
-            rest = &rest[i + 1..];
-        }
-        None
+        most_specific(&self.routes, domain)
     }
+
+    /// The TLS level for mail to `domain` (the `tls_policy` table, most specific key, as
+    /// routes) with its key; `None`: no entry (opportunistic, `may`).
+    pub fn tls_policy_entry<'k>(&self, domain: &'k str) -> Option<(&'k str, crate::schema::TlsLevel)> {
+        most_specific(&self.tls_policy, domain).map(|(k, l)| (k, *l))
+    }
+}
+
+/// The entry of `map` for `domain` itself, else for its most specific `.suffix`.
+fn most_specific<'m, 'k, T>(map: &'m HashMap<String, T>, domain: &'k str) -> Option<(&'k str, &'m T)> {
+    if let Some(r) = map.get(domain) {
+        return Some((domain, r));
+    }
+    let mut rest = domain;
+    while let Some(i) = rest.find('.') {
+        if let Some(r) = map.get(&rest[i..]) {
+            return Some((&rest[i..], r));
+        }
+        rest = &rest[i + 1..];
+    }
+    None
 }
 
 fn read(path: &Path, errors: &mut Vec<ConfigError>) -> Option<String> {
