@@ -259,6 +259,11 @@ fn dns_records_and_check_config_know_the_keys() {
     assert!(out.contains("mx.a.test. IN TXT \"v=spf1 a -all\""), "{out}");
     assert!(out.contains("_dmarc.a.test. IN TXT \"v=DMARC1; p=none; rua=mailto:postmaster@a.test\""), "{out}");
     assert!(out.contains("25.2.0.192.in-addr.arpa. IN PTR mx.a.test."), "{out}");
+    // MTA-STS: the record and the policy file, which the policy parser accepts.
+    assert!(out.contains("_mta-sts.a.test. IN TXT \"v=STSv1; id=20"), "{out}");
+    let file: String = out.lines().filter_map(|l| l.strip_prefix(";   ")).map(|l| format!("{l}\r\n")).collect();
+    let policy = postern_outbound::sts::Policy::parse(&file).unwrap_or_else(|e| panic!("{e}: {file}"));
+    assert!(policy.matches("mx.a.test"), "{file}");
     // The DKIM record printed from the key file is the one keygen printed.
     let strings: String = out
         .lines()

@@ -25,6 +25,7 @@ mod layering;
 mod lmtp;
 mod logging;
 mod milters;
+mod mta_sts;
 mod pipes;
 mod policy;
 mod python;

@@ -33,7 +33,8 @@ fn sender(pki: &Pki, cases: &[(&str, &str, &Peer)]) -> Server {
     )
 }
 
-fn send(a: &Server, rcpt: &str) {
+/// Sends one message from A's trusted client to `rcpt` (also used by tests/it/mta_sts.rs).
+pub(crate) fn send(a: &Server, rcpt: &str) {
     let (mut c, _) = Client::connect(a.port);
     c.cmd("EHLO client.test");
     let r = c.send_data("alice@a.test", &[rcpt], format!("Subject: to {rcpt}\r\n\r\nprivate\r\n").as_bytes());
@@ -41,7 +42,7 @@ fn send(a: &Server, rcpt: &str) {
 }
 
 /// The first delivery line of `rcpt` that says `status`.
-fn line(a: &Server, rcpt: &str, status: &str) -> String {
+pub(crate) fn line(a: &Server, rcpt: &str, status: &str) -> String {
     poll(20, &format!("{status} line of {rcpt}"), || {
         a.log_lines(&format!("to=<{rcpt}>")).into_iter().find(|l| l.contains(&format!("status={status}")))
     })
@@ -96,7 +97,7 @@ fn a_broken_handshake_under_encrypt_defers_instead_of_falling_back() {
     let a = sender(&pki, &[("enc.test", "encrypt", &broken)]);
     send(&a, "x@enc.test");
     let deferred = line(&a, "x@enc.test", "deferred");
-    assert!(deferred.contains("dsn=4.7.5") && deferred.contains("TLS is required (tls_policy encrypt)"), "{deferred}");
+    assert!(deferred.contains("dsn=4.7.5") && deferred.contains("TLS is required (tls_policy=encrypt)"), "{deferred}");
     assert!(a.log_lines("retrying in clear text").is_empty());
     assert!(broken.received.lock().unwrap().is_empty(), "nothing in clear text");
 }

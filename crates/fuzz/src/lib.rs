@@ -6,7 +6,8 @@
 //! The targets ([`TARGETS`]): the command parser, the server session (command parser, DATA and
 //! BDAT decoders, state machine), the DATA decoder alone, the address parser, the client's
 //! reply parser, the envelope reader, the configuration, the table files, the `[policy]`
-//! network lists and DNSBL zone specs, the milter response decoder, and the SRS decoder.
+//! network lists and DNSBL zone specs, the milter response decoder, the SRS decoder, and the
+//! MTA-STS policy and record parsers.
 
 pub mod session;
 
@@ -33,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("policy", policy),
     ("milter", milter),
     ("srs", srs),
+    ("sts", sts),
 ];
 
 /// The target named `name`.
@@ -174,6 +176,20 @@ pub fn milter(data: &[u8]) {
             }
         }
     }
+}
+
+/// The MTA-STS policy file and TXT record parsers: a policy they accept matches none but its
+/// own patterns' forms, and its `max_age` is within the RFC 8461 bound.
+pub fn sts(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(p) = postern_outbound::sts::Policy::parse(text) {
+        assert!(p.max_age <= postern_outbound::sts::policy::MAX_AGE_LIMIT);
+        for mx in &p.mx {
+            let host = mx.strip_prefix("*.").map_or_else(|| mx.clone(), |parent| format!("x.{parent}"));
+            assert!(p.matches(&host) || host.is_empty() || mx.is_empty(), "{mx:?} does not match {host:?}");
+        }
+    }
+    let _ = postern_outbound::sts::Record::find(&text.lines().map(str::to_owned).collect::<Vec<_>>());
 }
 
 /// The SRS decoder (`SRS0=`/`SRS1=` addresses in our domain), with a fixed secret.

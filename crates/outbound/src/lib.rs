@@ -7,6 +7,7 @@
 pub mod connect;
 pub mod lmtp;
 pub mod nexthop;
+pub mod sts;
 pub mod tls;
 pub mod transaction;
 
@@ -100,6 +101,66 @@ impl RecipientResult {
     }
 }
 
+/// The TLS a delivery to `domain` requires: the `tls_policy` table's level, else (for delivery
+/// to the domain's MX, `to_mx`) its MTA-STS policy (`enforce`: `verify`; `testing`: `may`),
+/// else `may`. With the policy, and the label for the logs (`tls_policy=LEVEL`, `sts=MODE`).
+async fn tls_for<R: Resolver>(
+    resolver: &R,
+    pool: &Pool,
+    config: &Config,
+    tables: &Tables,
+    domain: &str,
+    to_mx: bool,
+) -> (TlsLevel, Option<sts::Policy>, Option<String>) {
+    let domain = domain.to_lowercase();
+    if let Some((_, level)) = tables.tls_policy_entry(&domain) {
+        let label = (level != TlsLevel::May).then(|| format!("tls_policy={level}"));
+        return (level, None, label);
+    }
+    if !(to_mx && config.outbound.mta_sts) {
+        return (TlsLevel::May, None, None);
+    }
+    let cache_dir = config.data_dir.join("mta-sts");
+    let how = sts::Fetching {
+        cache_dir: &cache_dir,
+        ca_file: config.outbound.ca_file.as_deref(),
+        timeout: config.outbound.mta_sts_timeout.0,
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match pool.sts.policy_for(resolver, &domain, how, now).await {
+        Some(p) if p.mode == sts::Mode::None => (TlsLevel::May, None, None),
+        Some(p) => {
+            let level = if p.mode == sts::Mode::Enforce { TlsLevel::Verify } else { TlsLevel::May };
+            let label = Some(format!("sts={}", p.mode));
+            (level, Some(p), label)
+        }
+        None => (TlsLevel::May, None, None),
+    }
+}
+
+/// Applies an MTA-STS policy to the MX hosts of `domain` (RFC 8461 §4.1, §5): `enforce` keeps
+/// only the hosts its `mx` patterns match; `testing` keeps all and logs the others.
+///
+/// # Errors
+/// Under `enforce`, no host matches: `4.7.5` for every recipient (deferred, bounced at the
+/// message's `max_age`).
+fn sts_hosts(id: &str, domain: &str, policy: &sts::Policy, hosts: &mut Vec<nexthop::Host>) -> Result<(), Outcome> {
+    let patterns = policy.mx.join(", ");
+    for h in hosts.iter().filter(|h| !policy.matches(&h.name)) {
+        let fate = if policy.mode == sts::Mode::Enforce { "not used" } else { "used anyway (testing)" };
+        tracing::warn!("{id}: MX {} of {domain} is not in its MTA-STS policy (mx: {patterns}): {fate}", h.name);
+    }
+    if policy.mode != sts::Mode::Enforce {
+        return Ok(());
+    }
+    hosts.retain(|h| policy.matches(&h.name));
+    if hosts.is_empty() {
+        let text = format!("no MX host of {domain} matches its MTA-STS policy (mx: {patterns})");
+        return Err(Outcome::temp(EnhancedStatus(4, 7, 5), text));
+    }
+    Ok(())
+}
+
 /// Delivers `message` to `recipients` (all in `domain`) using the configuration and tables in
 /// force, reusing an idle connection from `pool` to the same destination when there is one and
 /// keeping at most `[outbound] max_per_destination` deliveries to it at once. Never fails as a
@@ -120,14 +181,21 @@ pub async fn deliver<R: Resolver>(
         config.relay.smarthost.as_deref(),
         config.outbound.port,
     );
-    let level = tables.tls_policy_entry(&domain.to_lowercase()).map_or_else(TlsLevel::default, |(_, l)| l);
-    // A cached connection serves only deliveries of the same TLS level.
-    let key = format!("{}{}:{} tls={level}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);
+    let to_mx = target.mx_lookup && target.name.eq_ignore_ascii_case(domain);
+    let (level, sts, label) = tls_for(resolver, pool, config, tables, domain, to_mx).await;
+    // A cached connection serves only deliveries under the same TLS policy.
+    let label_key = label.as_deref().unwrap_or("may");
+    let key = format!("{}{}:{} {label_key}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);
     let _slot = pool.permit(&key, config.outbound.max_per_destination).await;
-    let hosts = match nexthop::hosts(resolver, &target).await {
+    let mut hosts = match nexthop::hosts(resolver, &target).await {
         Ok(h) => h,
         Err(outcome) => return RecipientResult::all(recipients, &outcome, "none", None),
     };
-    let dest = transaction::Destination { key: &key, level, hosts: &hosts };
+    if let Some(policy) = &sts
+        && let Err(outcome) = sts_hosts(&message.id, domain, policy, &mut hosts)
+    {
+        return RecipientResult::all(recipients, &outcome, "none", None);
+    }
+    let dest = transaction::Destination { key: &key, level, label, hosts: &hosts };
     transaction::deliver_via(resolver, config, pool, dest, recipients, message).await
 }

@@ -96,7 +96,8 @@ pub(crate) async fn deliver_via<R: Resolver>(
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
-    let Destination { key, level, hosts } = dest;
+    let Destination { key, level, label, hosts } = dest;
+    let tls = (level, label.as_deref());
     let cache_time = config.outbound.connection_cache_time.0;
     if let Some(mut session) = pool.take(key, cache_time) {
         match session.transact(recipients, message, true).await {
@@ -139,7 +140,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
             let Some(won) = race_to(config, pool, &host.name, &addrs, message, &mut temp).await else { break };
             addrs.retain(|a| *a != won.addr);
             let relay = format!("{}[{}]:{}", host.name, won.addr.ip(), host.port);
-            let opened = open(config, level, won, &host.name, &relay, message, &mut temp).await;
+            let opened = open(config, tls, won, &host.name, &relay, message, &mut temp).await;
             let Some(mut session) = opened else { continue };
             let outcomes = match session.transact(recipients, message, false).await {
                 Ok(o) => o,
@@ -207,7 +208,7 @@ async fn race_to(
 /// when the next address should be tried (`temp` then holds why).
 async fn open(
     config: &Arc<Config>,
-    level: TlsLevel,
+    (level, label): (TlsLevel, Option<&str>),
     won: connect::Won,
     host: &str,
     relay: &str,
@@ -216,6 +217,7 @@ async fn open(
 ) -> Option<Session> {
     let hop = || (host.to_owned(), relay.to_owned());
     let mut session = Session::new(won.stream, config.clone(), hop(), level, true);
+    session.label = label.map(str::to_owned);
     loop {
         match session.open().await {
             Ok(()) => return Some(session),
@@ -226,6 +228,7 @@ async fn open(
                 match connect::connect(won.addr, o.connect_timeout.0, o.source_address).await {
                     Ok(stream) => {
                         session = Session::new(stream, config.clone(), hop(), level, false);
+                        session.label = label.map(str::to_owned);
                     }
                     Err(e) => {
                         tracing::info!("{}: {e}; trying the next address", message.id);
@@ -253,6 +256,8 @@ async fn open(
 pub(crate) struct Destination<'a> {
     pub(crate) key: &'a str,
     pub(crate) level: TlsLevel,
+    /// Where the level comes from, for the logs: `tls_policy=verify`, `sts=enforce`.
+    pub(crate) label: Option<String>,
     pub(crate) hosts: &'a [Host],
 }
 
@@ -266,6 +271,8 @@ pub struct Pool {
     idle: std::sync::Mutex<std::collections::HashMap<String, Vec<(Session, std::time::Instant)>>>,
     limits: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     dead: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, (std::time::Instant, String)>>,
+    /// MTA-STS policies (RFC 8461), cached.
+    pub sts: crate::sts::Store,
     /// Hosts whose IPv6 lost a race recently, until when (`[outbound] family_memory`).
     ipv6_lost: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Idle LMTP connections.
@@ -369,8 +376,10 @@ pub(crate) struct Session {
     relay: String,
     /// Whether to use STARTTLS when offered.
     starttls: bool,
-    /// How much TLS this delivery requires (the `tls_policy` table).
+    /// How much TLS this delivery requires (the `tls_policy` table, MTA-STS).
     level: TlsLevel,
+    /// Where `level` comes from, for the logs (`tls_policy=verify`, `sts=enforce`).
+    label: Option<String>,
     /// Set once TLS is up.
     tls: Option<TlsInfo>,
     /// What the peer offered (after TLS, if any).
@@ -398,6 +407,7 @@ impl Session {
             relay,
             starttls: starttls && level != TlsLevel::None,
             level,
+            label: None,
             tls: None,
             caps: Capabilities::default(),
             reusable: true,
@@ -468,8 +478,9 @@ impl Session {
     /// The per-recipient results of a transaction on this session.
     fn results(&self, recipients: &[Rcpt], outcomes: Vec<Outcome>) -> Vec<RecipientResult> {
         let mut tls = self.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
-        if self.level != TlsLevel::May {
-            tls.push_str(&format!(" tls_policy={}", self.level));
+        if let Some(label) = &self.label {
+            tls.push(' ');
+            tls.push_str(label);
         }
         recipients
             .iter()
@@ -571,8 +582,9 @@ impl Session {
         }
         let caps = self.ehlo(timeout).await.map_err(HelloError::Failed)?;
         let level = self.level;
+        let source = self.label.clone().unwrap_or_else(|| format!("tls_policy={level}"));
         let required = |why: String| {
-            let text = format!("TLS is required (tls_policy {level}) but {why}");
+            let text = format!("TLS is required ({source}) but {why}");
             HelloError::Failed(Outcome::temp(EnhancedStatus(4, 7, 5), text))
         };
         if !caps.starttls && level.requires_tls() {

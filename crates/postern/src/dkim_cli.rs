@@ -148,6 +148,7 @@ pub(crate) fn records(config: &postern_config::Config, domain: &str) -> ExitCode
     println!("; move to p=quarantine, then p=reject, once every legitimate source passes.");
     println!("_dmarc.{domain}. IN TXT \"v=DMARC1; p=none; rua=mailto:postmaster@{domain}\"");
     println!();
+    mta_sts(&domain, host);
     println!("; PTR (reverse DNS) of each address the server sends from must name {host},");
     println!("; and {host} must resolve back to it (forward-confirmed rDNS): set it at your provider.");
     for l in &config.listener {
@@ -159,6 +160,22 @@ pub(crate) fn records(config: &postern_config::Config, domain: &str) -> ExitCode
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The MTA-STS record and policy file of `domain` (RFC 8461 §3), the MX being `host`.
+fn mta_sts(domain: &str, host: &str) {
+    let id = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    println!("; MTA-STS (RFC 8461): senders that support it deliver to {domain} only over TLS with a");
+    println!("; valid certificate, to the MX hosts the policy names. Serve the policy below as");
+    println!("; https://mta-sts.{domain}/.well-known/mta-sts.txt (text/plain, a certificate valid for");
+    println!("; mta-sts.{domain}). Start with mode: testing, move to enforce once the reports are");
+    println!("; clean, and change the id whenever the file changes.");
+    println!("_mta-sts.{domain}. IN TXT \"v=STSv1; id={id}\"");
+    println!("; the policy file:");
+    for line in ["version: STSv1", "mode: testing", &format!("mx: {host}"), "max_age: 604800"] {
+        println!(";   {line}");
+    }
+    println!();
 }
 
 fn reverse_name(ip: std::net::IpAddr) -> String {

@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod dialog;
 pub mod dns;
+pub mod https;
 pub mod milter;
 pub mod net;
 pub mod peer;

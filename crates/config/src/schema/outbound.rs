@@ -59,6 +59,20 @@ pub struct Outbound {
     /// use. Default: Mozilla's roots.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Apply the MTA-STS policies (RFC 8461) of recipient domains delivered to their MX (and
+    /// without a `tls_policy` entry). Default true.
+    #[serde(default = "yes")]
+    pub mta_sts: bool,
+    /// The bound of fetching an MTA-STS policy over HTTPS. Default `"30s"`.
+    #[serde(default = "default_mta_sts_timeout")]
+    pub mta_sts_timeout: Seconds,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_mta_sts_timeout() -> Seconds {
+    Seconds(Duration::from_secs(30))
 }
 
 /// How much TLS a delivery requires (the `tls_policy` table; Postfix's security levels).

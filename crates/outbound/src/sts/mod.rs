@@ -1,0 +1,167 @@
+//! MTA-STS for outbound delivery (RFC 8461). For a recipient domain without a `tls_policy`
+//! entry, the `_mta-sts` TXT record is looked up; its policy is fetched over HTTPS from
+//! `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (no redirects, 64 KiB at most, bounded in
+//! time, the address from our own resolver) and cached in memory and on disk
+//! (`{data_dir}/mta-sts/DOMAIN.toml`) for its `max_age`. It is fetched again when the TXT `id`
+//! changes or the cached copy is half-expired; a failed fetch keeps a cached copy that is still
+//! valid (§10.2). A domain with no record and no valid cached policy has none.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use postern_dns::{Answer, Resolver};
+use serde::{Deserialize, Serialize};
+
+pub use policy::{Mode, Policy, Record};
+
+/// The largest policy file accepted (RFC 8461 §3.3 suggests 64 KiB), bytes.
+const MAX_POLICY: usize = 64 * 1024;
+
+/// A policy as cached: the TXT id it was fetched for and when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cached {
+    /// The `id` of the TXT record when fetched.
+    pub id: String,
+    /// When it was fetched, Unix seconds.
+    pub fetched: u64,
+    /// The policy.
+    pub policy: Policy,
+}
+
+impl Cached {
+    fn valid(&self, now: u64) -> bool {
+        now < self.fetched.saturating_add(self.policy.max_age)
+    }
+
+    fn fresh(&self, now: u64) -> bool {
+        now < self.fetched.saturating_add(self.policy.max_age / 2)
+    }
+}
+
+/// The policy cache: memory in front of one file per domain.
+#[derive(Debug, Default)]
+pub struct Store {
+    memory: Mutex<HashMap<String, Cached>>,
+}
+
+/// How policies are fetched: the folder of the disk cache, the trust anchors of the HTTPS
+/// server's certificate (`None`: Mozilla's roots), the time limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetching<'a> {
+    /// `{data_dir}/mta-sts`.
+    pub cache_dir: &'a Path,
+    /// `[outbound] ca_file`.
+    pub ca_file: Option<&'a Path>,
+    /// Connect and whole-fetch bound.
+    pub timeout: Duration,
+}
+
+impl Store {
+    fn get(&self, dir: &Path, domain: &str) -> Option<Cached> {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = memory.get(domain) {
+            return Some(c.clone());
+        }
+        let text = std::fs::read_to_string(file_of(dir, domain)).ok()?;
+        let cached: Cached = toml::from_str(&text).ok()?;
+        memory.insert(domain.to_owned(), cached.clone());
+        Some(cached)
+    }
+
+    fn put(&self, dir: &Path, domain: &str, cached: Cached) {
+        let path = file_of(dir, domain);
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, toml::to_string(&cached).unwrap_or_default())?;
+            std::fs::rename(&tmp, &path)
+        });
+        if let Err(e) = written {
+            tracing::warn!("MTA-STS: cannot cache the policy of {domain} in {}: {e}", path.display());
+        }
+        self.memory.lock().unwrap_or_else(|e| e.into_inner()).insert(domain.to_owned(), cached);
+    }
+
+    /// The policy in force for `domain` (lower-case) at `now` (Unix seconds), fetched or
+    /// refreshed as the module documentation says; `None` when the domain has none.
+    pub async fn policy_for<R: Resolver>(
+        &self,
+        resolver: &R,
+        domain: &str,
+        how: Fetching<'_>,
+        now: u64,
+    ) -> Option<Policy> {
+        let record = match resolver.txt(&format!("_mta-sts.{domain}")).await {
+            Answer::Found(txts) => Record::find(&txts).ok(),
+            Answer::NotFound | Answer::TempFail(_) => None,
+        };
+        let cached = self.get(how.cache_dir, domain).filter(|c| c.valid(now));
+        let Some(record) = record else { return cached.map(|c| c.policy) };
+        if let Some(c) = cached.as_ref().filter(|c| c.id == record.id && c.fresh(now)) {
+            return Some(c.policy.clone());
+        }
+        match fetch(resolver, domain, how).await.and_then(|text| Policy::parse(&text)) {
+            Ok(policy) => {
+                tracing::info!("MTA-STS: fetched the policy of {domain} (id {}): mode {}", record.id, policy.mode);
+                self.put(how.cache_dir, domain, Cached { id: record.id, fetched: now, policy: policy.clone() });
+                Some(policy)
+            }
+            Err(e) => {
+                let kept = if cached.is_some() { "; the cached policy stays in force" } else { "" };
+                tracing::warn!("MTA-STS: policy of {domain}: {e}{kept}");
+                cached.map(|c| c.policy)
+            }
+        }
+    }
+}
+
+fn file_of(dir: &Path, domain: &str) -> PathBuf {
+    dir.join(format!("{domain}.toml"))
+}
+
+/// Fetches the policy file of `domain`.
+///
+/// # Errors
+/// A description: no address, the HTTPS request failed (certificate included), a status other
+/// than 200, a redirect, or a body over 64 KiB.
+async fn fetch<R: Resolver>(resolver: &R, domain: &str, how: Fetching<'_>) -> Result<String, String> {
+    let host = format!("mta-sts.{domain}");
+    let ip = match resolver.ipv4(&host).await {
+        Answer::Found(ips) if !ips.is_empty() => ips[0],
+        _ => match resolver.ipv6(&host).await {
+            Answer::Found(ips) if !ips.is_empty() => ips[0],
+            _ => return Err(format!("{host} has no address")),
+        },
+    };
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(how.timeout)
+        .timeout(how.timeout)
+        .resolve(&host, std::net::SocketAddr::new(ip, 443))
+        .user_agent("postern");
+    if let Some(path) = how.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("[outbound] ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("[outbound] ca_file: {e}"))?;
+        builder = builder.tls_built_in_root_certs(false);
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    let client = builder.build().map_err(|e| format!("HTTPS client: {e}"))?;
+    let url = format!("https://{host}/.well-known/mta-sts.txt");
+    let mut response = client.get(&url).send().await.map_err(|e| format!("fetching {url}: {e:#}"))?;
+    if response.status() != reqwest::StatusCode::OK {
+        return Err(format!("fetching {url}: HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading {url}: {e}"))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_POLICY {
+            return Err(format!("{url}: larger than {MAX_POLICY} bytes"));
+        }
+    }
+    String::from_utf8(body).map_err(|_| format!("{url}: not UTF-8"))
+}
