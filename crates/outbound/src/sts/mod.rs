@@ -165,3 +165,26 @@ async fn fetch<R: Resolver>(resolver: &R, domain: &str, how: Fetching<'_>) -> Re
     }
     String::from_utf8(body).map_err(|_| format!("{url}: not UTF-8"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_policy_is_fresh_for_half_its_max_age_and_valid_for_all_of_it() {
+        let policy = Policy { mode: Mode::Enforce, mx: vec!["mx.a.test".into()], max_age: 100 };
+        let c = Cached { id: "1".into(), fetched: 1000, policy };
+        assert!(c.fresh(1049) && !c.fresh(1050), "refetched once half-expired");
+        assert!(c.valid(1099) && !c.valid(1100), "used until max_age");
+    }
+
+    #[test]
+    fn the_disk_cache_round_trips() {
+        let dir = std::env::temp_dir().join(format!("postern-sts-{}", std::process::id()));
+        let policy = Policy { mode: Mode::Testing, mx: vec!["*.a.test".into()], max_age: 86400 };
+        let cached = Cached { id: "abc".into(), fetched: 5, policy };
+        Store::default().put(&dir, "a.test", cached.clone());
+        assert_eq!(Store::default().get(&dir, "a.test"), Some(cached), "a new store reads it from disk");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
