@@ -55,6 +55,12 @@ fn enforce_delivers_over_verified_tls_and_the_cache_survives_a_restart() {
     assert_eq!(*https.requests.lock().unwrap(), 1);
     let cache = a.data().join("mta-sts/enforce.test.toml");
     assert!(std::fs::read_to_string(&cache).unwrap().contains("mode = \"enforce\""));
+    // `postern route` shows the cached policy, without fetching.
+    let (code, out) =
+        crate::support::postern_cli(&["route", "x@enforce.test", "--client", "127.0.0.1"], &a.config_path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("TLS: MTA-STS policy of enforce.test (id 1, cached"), "{out}");
+    assert!(out.contains("mode enforce, mx mx.good.test: only those hosts"), "{out}");
 
     // After a restart, the policy comes from the disk cache: the id is unchanged, no fetch.
     a.restart();

@@ -275,11 +275,31 @@ fn describe_route(r: &Route) -> String {
 }
 
 /// The TLS policy delivery to `domain` follows: the `tls_policy` entry, or opportunistic.
-fn tls_step(config: &Config, tables: &Tables, domain: &str) -> String {
+fn tls_step(config: &Config, tables: &Tables, domain: &str, to_mx: bool) -> String {
     use postern_config::schema::TlsLevel;
     let Some((key, level)) = tables.tls_policy_entry(domain) else {
-        return "TLS: opportunistic STARTTLS (used when offered; the certificate is logged as verify=OK|FAIL, not required)"
-            .into();
+        let opportunistic =
+            "opportunistic STARTTLS (used when offered; the certificate is logged as verify=OK|FAIL, not required)";
+        if !(to_mx && config.outbound.mta_sts) {
+            return format!("TLS: {opportunistic}");
+        }
+        // What the daemon cached; `postern route` fetches nothing.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        return match postern_outbound::sts::cached(&config.data_dir.join("mta-sts"), domain) {
+            Some(c) if c.policy.max_age.saturating_add(c.fetched) > now => format!(
+                "TLS: MTA-STS policy of {domain} (id {}, cached {}s ago): mode {}, mx {}{}",
+                c.id,
+                now.saturating_sub(c.fetched),
+                c.policy.mode,
+                c.policy.mx.join(", "),
+                if c.policy.mode == postern_outbound::sts::Mode::Enforce {
+                    ": only those hosts, TLS with a verified certificate, else deferred (4.7.5)"
+                } else {
+                    ""
+                }
+            ),
+            _ => format!("TLS: {opportunistic}; MTA-STS: no policy of {domain} cached (looked up at delivery)"),
+        };
     };
     let place = at(config.tables.tls_policy.as_deref(), tables.lines.tls_policy.get(key));
     let what = match level {
@@ -355,7 +375,8 @@ async fn next_hop(
             Err(outcome) => steps.push(format!("host {}: {}", h.name, outcome.reply())),
         }
     }
-    steps.push(tls_step(config, tables, &domain.to_lowercase()));
+    let to_mx = target.mx_lookup && target.name.eq_ignore_ascii_case(domain);
+    steps.push(tls_step(config, tables, &domain.to_lowercase(), to_mx));
     let hops = if tried.is_empty() {
         format!("nowhere now ({})", target.name)
     } else {

@@ -66,8 +66,7 @@ impl Store {
         if let Some(c) = memory.get(domain) {
             return Some(c.clone());
         }
-        let text = std::fs::read_to_string(file_of(dir, domain)).ok()?;
-        let cached: Cached = toml::from_str(&text).ok()?;
+        let cached = cached(dir, domain)?;
         memory.insert(domain.to_owned(), cached.clone());
         Some(cached)
     }
@@ -116,6 +115,12 @@ impl Store {
             }
         }
     }
+}
+
+/// The policy of `domain` cached on disk in `dir` (`{data_dir}/mta-sts`), as the daemon last
+/// stored it, expired or not (for `postern route`).
+pub fn cached(dir: &Path, domain: &str) -> Option<Cached> {
+    toml::from_str(&std::fs::read_to_string(file_of(dir, domain)).ok()?).ok()
 }
 
 fn file_of(dir: &Path, domain: &str) -> PathBuf {
