@@ -45,7 +45,8 @@ impl Cached {
 /// The policy cache: memory in front of one file per domain.
 #[derive(Debug, Default)]
 pub struct Store {
-    memory: Mutex<HashMap<String, Cached>>,
+    /// Per domain: its policy, or `None` once the disk was found to have none.
+    memory: Mutex<HashMap<String, Option<Cached>>>,
 }
 
 /// How policies are fetched: the folder of the disk cache, the trust anchors of the HTTPS
@@ -61,14 +62,11 @@ pub struct Fetching<'a> {
 }
 
 impl Store {
+    /// The cached policy of `domain`: from memory, else read once from disk (a domain with no
+    /// file is remembered as such, so deliveries do not stat the disk each time).
     fn get(&self, dir: &Path, domain: &str) -> Option<Cached> {
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = memory.get(domain) {
-            return Some(c.clone());
-        }
-        let cached = cached(dir, domain)?;
-        memory.insert(domain.to_owned(), cached.clone());
-        Some(cached)
+        memory.entry(domain.to_owned()).or_insert_with(|| cached(dir, domain)).clone()
     }
 
     fn put(&self, dir: &Path, domain: &str, cached: Cached) {
@@ -81,7 +79,7 @@ impl Store {
         if let Err(e) = written {
             tracing::warn!("MTA-STS: cannot cache the policy of {domain} in {}: {e}", path.display());
         }
-        self.memory.lock().unwrap_or_else(|e| e.into_inner()).insert(domain.to_owned(), cached);
+        self.memory.lock().unwrap_or_else(|e| e.into_inner()).insert(domain.to_owned(), Some(cached));
     }
 
     /// The policy in force for `domain` (lower-case) at `now` (Unix seconds), fetched or
