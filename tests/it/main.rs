@@ -32,6 +32,7 @@ mod python;
 mod queue_tools;
 mod racing;
 mod relay;
+mod requiretls;
 mod route;
 mod sendmail;
 mod tls;

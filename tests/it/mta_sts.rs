@@ -2,7 +2,8 @@
 //! test time: an MX not in the policy is never connected to and the delivery is deferred; an
 //! MX certificate from another CA defers with 4.7.5; a valid one delivers, logged
 //! `sts=enforce` and `verify=OK`; `testing` delivers and records the failure; the cached
-//! policy is used across a restart without a fetch while the TXT id is unchanged.
+//! policy is used across a restart without a fetch while the TXT id is unchanged; a message
+//! with `TLS-Required: No` (RFC 8689) is delivered despite the policy.
 
 use crate::support::certs::Pki;
 use crate::support::dns::DnsServer;
@@ -98,4 +99,13 @@ fn enforce_defers_a_certificate_from_another_ca_and_testing_delivers() {
     let sent = line(&a, "x@testing.test", "sent");
     assert!(sent.contains("verify=FAIL") && sent.contains("sts=testing"), "the failure is recorded: {sent}");
     assert_eq!(peer.received.lock().unwrap().len(), 1, "only the testing delivery went through");
+    // `TLS-Required: No` (RFC 8689 §4.2.2): the sender waives the policy; the same delivery
+    // that was deferred goes out (still over STARTTLS when offered).
+    let (mut c, _) = crate::support::smtp::Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data("alice@a.test", &["y@badca.test"], b"TLS-Required: No\r\nSubject: s\r\n\r\nbody\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let sent = line(&a, "y@badca.test", "sent");
+    assert!(sent.contains("tls=TLS") && sent.contains("tls_required=no"), "{sent}");
+    assert_eq!(*peer.over_tls.lock().unwrap(), [true, true]);
 }

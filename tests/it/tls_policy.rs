@@ -3,7 +3,7 @@
 //! `encrypt` only over TLS, `none` never uses STARTTLS; a required TLS that fails defers with
 //! 4.7.5 and never falls back to clear text.
 
-use crate::support::certs::Pki;
+use crate::support::certs::{Pki, ServerCert};
 use crate::support::peer::{Peer, Tls, self_signed_tls};
 use crate::support::smtp::Client;
 use crate::support::{Server, poll};
@@ -12,7 +12,15 @@ use crate::support::{Server, poll};
 fn sender(pki: &Pki, cases: &[(&str, &str, &Peer)]) -> Server {
     let routes: String = cases.iter().map(|(d, _, p)| format!("{d} relay:[127.0.0.1]:{}\n", p.port)).collect();
     let policy: String = cases.iter().map(|(d, l, _)| format!("{d} {l}\n")).collect();
+    relaying(pki, &routes, &policy, None)
+}
+
+/// A relaying for its trusted client by the `routes` and `tls-policy` tables given, trusting
+/// `pki`'s root for next hops; with `inbound`, it offers STARTTLS on that certificate (also
+/// used by tests/it/requiretls.rs).
+pub(crate) fn relaying(pki: &Pki, routes: &str, policy: &str, inbound: Option<ServerCert>) -> Server {
     let root = pki.root_pem();
+    let tls = if inbound.is_some() { "\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n" } else { "" };
     Server::start_prepared(
         "relay-a",
         &[("PEER", "9".into())],
@@ -24,11 +32,15 @@ fn sender(pki: &Pki, cases: &[(&str, &str, &Peer)]) -> Server {
                     "sender_routes = \"sender-routes\"\ntls_policy = \"tls-policy\"",
                 )
                 .replace("[outbound]", "[outbound]\nca_file = \"ca.pem\"")
+                + tls
         },
         |dir| {
-            std::fs::write(dir.join("routes"), &routes).unwrap();
-            std::fs::write(dir.join("tls-policy"), &policy).unwrap();
+            std::fs::write(dir.join("routes"), routes).unwrap();
+            std::fs::write(dir.join("tls-policy"), policy).unwrap();
             std::fs::write(dir.join("ca.pem"), &root).unwrap();
+            if let Some(cert) = inbound {
+                cert.write(dir);
+            }
         },
     )
 }

@@ -53,6 +53,7 @@ pub(crate) async fn commit(
             smtputf8: tx.smtputf8,
             ret_full: tx.ret_full,
             envid: tx.envid,
+            require_tls: tx.require_tls,
         },
         quarantine,
         held,

@@ -104,18 +104,25 @@ impl RecipientResult {
 /// The TLS a delivery to `domain` requires: the `tls_policy` table's level, else (for delivery
 /// to the domain's MX, `to_mx`) its MTA-STS policy (`enforce`: `verify`; `testing`: `may`),
 /// else `may`. With the policy, and the label for the logs (`tls_policy=LEVEL`, `sts=MODE`).
+///
+/// For a message with `TLS-Required: No` (RFC 8689 §4.2.2) MTA-STS is not consulted (the
+/// table, the postmaster's own policy, still is); for a REQUIRETLS message a `testing` policy
+/// is applied as `enforce` (RFC 8689 §4.2.1).
 async fn tls_for<R: Resolver>(
     resolver: &R,
     pool: &Pool,
     config: &Config,
     tables: &Tables,
-    domain: &str,
-    to_mx: bool,
+    (domain, to_mx): (&str, bool),
+    message: &Message,
 ) -> (TlsLevel, Option<sts::Policy>, Option<String>) {
     let domain = domain.to_lowercase();
     if let Some((_, level)) = tables.tls_policy_entry(&domain) {
         let label = (level != TlsLevel::May).then(|| format!("tls_policy={level}"));
         return (level, None, label);
+    }
+    if message.tls_optional && !message.require_tls {
+        return (TlsLevel::May, None, Some("tls_required=no".into()));
     }
     if !(to_mx && config.outbound.mta_sts) {
         return (TlsLevel::May, None, None);
@@ -129,13 +136,30 @@ async fn tls_for<R: Resolver>(
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     match pool.sts.policy_for(resolver, &domain, how, now).await {
         Some(p) if p.mode == sts::Mode::None => (TlsLevel::May, None, None),
-        Some(p) => {
-            let level = if p.mode == sts::Mode::Enforce { TlsLevel::Verify } else { TlsLevel::May };
+        Some(mut p) => {
             let label = Some(format!("sts={}", p.mode));
+            if message.require_tls {
+                p.mode = sts::Mode::Enforce;
+            }
+            let level = if p.mode == sts::Mode::Enforce { TlsLevel::Verify } else { TlsLevel::May };
             (level, Some(p), label)
         }
         None => (TlsLevel::May, None, None),
     }
+}
+
+/// RFC 8689 §4.2.1: a REQUIRETLS message needs a validated TLS path to `domain` (a certificate
+/// that must verify for the MX host, from MTA-STS or a `tls_policy` `verify`); without one it
+/// bounces with 5.7.30 at once, since retrying would not give it one.
+fn requiretls_path(domain: &str, level: TlsLevel) -> Result<(), Outcome> {
+    if level == TlsLevel::Verify {
+        return Ok(());
+    }
+    let text = format!(
+        "REQUIRETLS support required: no validated TLS path to {domain} (no MTA-STS policy and no \
+         tls_policy verify entry)"
+    );
+    Err(Outcome::PermFail(Reply::new(550, EnhancedStatus(5, 7, 30), text)))
 }
 
 /// Applies an MTA-STS policy to the MX hosts of `domain` (RFC 8461 §4.1, §5): `enforce` keeps
@@ -182,7 +206,13 @@ pub async fn deliver<R: Resolver>(
         config.outbound.port,
     );
     let to_mx = target.mx_lookup && target.name.eq_ignore_ascii_case(domain);
-    let (level, sts, label) = tls_for(resolver, pool, config, tables, domain, to_mx).await;
+    let (level, sts, mut label) = tls_for(resolver, pool, config, tables, (domain, to_mx), message).await;
+    if message.require_tls {
+        if let Err(outcome) = requiretls_path(domain, level) {
+            return RecipientResult::all(recipients, &outcome, "none", None);
+        }
+        label = Some(label.map_or_else(|| "requiretls".to_owned(), |l| format!("{l} requiretls")));
+    }
     // A cached connection serves only deliveries under the same TLS policy.
     let label_key = label.as_deref().unwrap_or("may");
     let key = format!("{}{}:{} {label_key}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);

@@ -347,6 +347,8 @@ mod tests {
             data: std::sync::Arc::new(b"Subject: x\r\n\r\nx\r\n".to_vec()),
             ret: None,
             envid: None,
+            require_tls: false,
+            tls_optional: false,
             forced: false,
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -80,6 +80,11 @@ pub struct Message {
     pub ret: Option<String>,
     /// `ENVID=` to pass on (xtext).
     pub envid: Option<String>,
+    /// Received with REQUIRETLS (RFC 8689): only a validated TLS path to a peer offering
+    /// REQUIRETLS will do; otherwise 5.7.30.
+    pub require_tls: bool,
+    /// The message says `TLS-Required: No` (RFC 8689 §4.2.2): MTA-STS does not stop it.
+    pub tls_optional: bool,
     /// The postmaster asked for this attempt (`postern queue flush`, `sendmail -q`): try every
     /// address even if the host status cache says it is down, as Postfix's `postqueue -f`.
     pub forced: bool,
@@ -142,6 +147,15 @@ pub(crate) async fn deliver_via<R: Resolver>(
             let relay = format!("{}[{}]:{}", host.name, won.addr.ip(), host.port);
             let opened = open(config, tls, won, &host.name, &relay, message, &mut temp).await;
             let Some(mut session) = opened else { continue };
+            // RFC 8689 §4.2.1: a host without REQUIRETLS cannot take the message; another MX
+            // may.
+            if message.require_tls && !session.caps.requiretls {
+                let why = postern_proto::client::Unsendable::NeedsRequireTls;
+                tracing::info!("{}: {relay} does not offer REQUIRETLS; trying the next host", message.id);
+                session.quit().await;
+                perm = Some((Outcome::PermFail(why.reply()), relay, Some(host.name.clone())));
+                break;
+            }
             let outcomes = match session.transact(recipients, message, false).await {
                 Ok(o) => o,
                 Err(Stale) => vec![Outcome::temp(EnhancedStatus(4, 4, 2), "lost connection"); recipients.len()],
@@ -518,6 +532,7 @@ impl Session {
             smtputf8: message.smtputf8,
             ret: message.ret.as_deref(),
             envid: message.envid.as_deref(),
+            require_tls: message.require_tls,
         };
         let mail = match mail_command(&outgoing, &caps) {
             Ok(m) => m,

@@ -102,6 +102,7 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
             smtputf8: false,
             ret_full: request.params.ret_full,
             envid: request.params.envid.clone(),
+            require_tls: false,
         },
         quarantine: None,
         held: false,

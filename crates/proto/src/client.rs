@@ -103,6 +103,8 @@ pub struct Capabilities {
     pub chunking: bool,
     /// DSN (RFC 3461).
     pub dsn: bool,
+    /// REQUIRETLS (RFC 8689 §2).
+    pub requiretls: bool,
 }
 
 impl Capabilities {
@@ -121,6 +123,7 @@ impl Capabilities {
                 "ENHANCEDSTATUSCODES" => c.enhanced_status_codes = true,
                 "CHUNKING" => c.chunking = true,
                 "DSN" => c.dsn = true,
+                "REQUIRETLS" => c.requiretls = true,
                 _ => {}
             }
         }
@@ -143,6 +146,8 @@ pub struct Outgoing<'a> {
     pub ret: Option<&'a str>,
     /// `ENVID=` (xtext) to pass on to a DSN-capable peer.
     pub envid: Option<&'a str>,
+    /// The message was received with REQUIRETLS (RFC 8689): the peer must offer it too.
+    pub require_tls: bool,
 }
 
 /// Why a message cannot be sent to this peer as it is; each is permanent for this peer.
@@ -152,6 +157,8 @@ pub enum Unsendable {
     TooBig { limit: u64 },
     /// The message needs SMTPUTF8 and the peer lacks it (RFC 6531 §3.7.4.1: 5.6.7).
     NeedsSmtpUtf8,
+    /// The message needs REQUIRETLS and the peer lacks it (RFC 8689 §4.2.1: 5.7.30).
+    NeedsRequireTls,
 }
 
 impl Unsendable {
@@ -164,6 +171,11 @@ impl Unsendable {
                 format!("message too big for the remote server (limit {limit} bytes)"),
             ),
             Self::NeedsSmtpUtf8 => Reply::new(553, EnhancedStatus(5, 6, 7), "remote server does not support SMTPUTF8"),
+            Self::NeedsRequireTls => Reply::new(
+                550,
+                EnhancedStatus(5, 7, 30),
+                "REQUIRETLS support required: the remote server does not offer REQUIRETLS",
+            ),
         }
     }
 }
@@ -173,7 +185,8 @@ impl Unsendable {
 /// SIZE is declared when the peer has SIZE; BODY=8BITMIME when the message is 8-bit and the peer
 /// has 8BITMIME. An 8-bit message to a peer without 8BITMIME is sent as it is (RFC 6152 §3 lets a
 /// relay do so rather than bounce; converting it would rewrite the body, which Postern never
-/// does). SMTPUTF8 is required of the peer when the message needs it.
+/// does). SMTPUTF8 and REQUIRETLS (RFC 8689 §4.2.1) are required of the peer when the message
+/// needs them.
 ///
 /// # Errors
 /// [`Unsendable`] when the peer cannot take the message.
@@ -184,6 +197,9 @@ pub fn mail_command(msg: &Outgoing<'_>, caps: &Capabilities) -> Result<String, U
     if msg.smtputf8 && !caps.smtputf8 {
         return Err(Unsendable::NeedsSmtpUtf8);
     }
+    if msg.require_tls && !caps.requiretls {
+        return Err(Unsendable::NeedsRequireTls);
+    }
     let mut cmd = format!("MAIL FROM:<{}>", msg.reverse_path);
     if caps.size.is_some() {
         cmd.push_str(&format!(" SIZE={}", msg.size));
@@ -193,6 +209,9 @@ pub fn mail_command(msg: &Outgoing<'_>, caps: &Capabilities) -> Result<String, U
     }
     if msg.smtputf8 {
         cmd.push_str(" SMTPUTF8");
+    }
+    if msg.require_tls {
+        cmd.push_str(" REQUIRETLS");
     }
     // RFC 3461 §5.2: DSN parameters are passed on only to peers that offer DSN.
     if caps.dsn {
@@ -285,6 +304,7 @@ mod tests {
             smtputf8: false,
             ret: Some("HDRS"),
             envid: Some("x1"),
+            require_tls: false,
         };
         let all = Capabilities { size: Some(1000), eight_bit_mime: true, smtputf8: true, ..Default::default() };
         assert_eq!(mail_command(&msg, &all).unwrap(), "MAIL FROM:<a@b.test> SIZE=500 BODY=8BITMIME\r\n");
@@ -294,6 +314,11 @@ mod tests {
         let utf8 = Outgoing { smtputf8: true, ..msg };
         assert_eq!(mail_command(&utf8, &Capabilities::default()), Err(Unsendable::NeedsSmtpUtf8));
         assert!(mail_command(&utf8, &all).unwrap().ends_with(" SMTPUTF8\r\n"));
+        let strict = Outgoing { require_tls: true, ..msg.clone() };
+        assert_eq!(mail_command(&strict, &all), Err(Unsendable::NeedsRequireTls));
+        let rt = Capabilities { requiretls: true, ..Default::default() };
+        assert_eq!(mail_command(&strict, &rt).unwrap(), "MAIL FROM:<a@b.test> REQUIRETLS\r\n");
+        assert_eq!(Unsendable::NeedsRequireTls.reply().status, Some(EnhancedStatus(5, 7, 30)));
         let dsn = Capabilities { dsn: true, ..Default::default() };
         assert_eq!(mail_command(&msg, &dsn).unwrap(), "MAIL FROM:<a@b.test> RET=HDRS ENVID=x1\r\n");
     }

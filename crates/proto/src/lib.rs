@@ -12,6 +12,7 @@ pub mod command;
 pub mod data;
 pub mod loops;
 pub mod replies;
+pub mod requiretls;
 pub mod server;
 pub mod submission;
 pub mod trace;

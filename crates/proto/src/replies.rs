@@ -41,6 +41,11 @@ pub(crate) fn line_too_long() -> Reply {
 pub(crate) fn bad_utf8() -> Reply {
     Reply::new(500, S(5, 5, 2), "Error: command line is not valid UTF-8")
 }
+/// REQUIRETLS in clear text (RFC 8689 §2: it is offered only under TLS).
+pub(crate) fn requiretls_needs_tls() -> Reply {
+    Reply::new(555, S(5, 5, 4), "REQUIRETLS is offered only after STARTTLS")
+}
+
 pub(crate) fn needs_smtputf8() -> Reply {
     Reply::new(553, S(5, 6, 7), "Error: non-ASCII address requires the SMTPUTF8 parameter")
 }

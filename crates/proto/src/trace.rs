@@ -150,6 +150,7 @@ mod tests {
             smtputf8: false,
             ret_full: None,
             envid: None,
+            require_tls: false,
             tls: None,
             auth: None,
             auth_mechanism: None,

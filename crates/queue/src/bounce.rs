@@ -77,7 +77,9 @@ pub(crate) fn send(
         envelope_id: env.envid.as_deref().map(xtext_decode).as_deref(),
         recipients: statuses,
         original,
-        return_full: env.ret == Some(postern_spool::Ret::Full),
+        // RFC 8689 §5: the DSN of a REQUIRETLS message returns the header only and is itself
+        // sent with REQUIRETLS, so the content never travels a weaker path than it came.
+        return_full: env.ret == Some(postern_spool::Ret::Full) && !env.require_tls,
     });
     let policy = RecipientPolicy {
         local_domains: &config.domains.local,
@@ -107,7 +109,7 @@ pub(crate) fn send(
             .collect(),
         headers: String::new(),
         message,
-        params: MailParams { body_8bit: Some(true), ..MailParams::default() },
+        params: MailParams { body_8bit: Some(true), require_tls: env.require_tls, ..MailParams::default() },
         quarantine: None,
         held: false,
         id: None,

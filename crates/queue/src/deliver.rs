@@ -96,6 +96,8 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
             data: message.clone(),
             ret: env.ret.map(|r| r.param().to_owned()),
             envid: env.envid.clone(),
+            require_tls: env.require_tls,
+            tls_optional: env.tls_optional,
             forced,
         };
         // A group delivered but not yet in the envelope on disk: recorded before the next
@@ -343,6 +345,9 @@ async fn lmtp_to(
         data: message.clone(),
         ret: None,
         envid: None,
+        // LMTP is final delivery (RFC 8689 §4.4), over a socket of this host or its network.
+        require_tls: false,
+        tls_optional: false,
         forced: false,
     };
     // At most `[outbound] max_per_destination` deliveries to the LMTP server at once, as for

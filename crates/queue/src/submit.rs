@@ -40,6 +40,8 @@ pub struct MailParams {
     pub ret_full: Option<bool>,
     /// `ENVID=`, xtext.
     pub envid: Option<String>,
+    /// `REQUIRETLS` (RFC 8689 §4.1).
+    pub require_tls: bool,
 }
 
 /// A message to queue.
@@ -135,11 +137,19 @@ pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<E
     env.smtputf8 = s.params.smtputf8;
     env.ret = s.params.ret_full.map(|full| if full { Ret::Full } else { Ret::Hdrs });
     env.envid = s.params.envid;
+    env.require_tls = s.params.require_tls;
+    // RFC 8689 §4.1: with REQUIRETLS the TLS-Required field is ignored.
+    env.tls_optional = !env.require_tls && postern_proto::requiretls::tls_required_no(&s.message);
     env.quarantine = s.quarantine;
     env.held = s.held;
     spool.commit(&env, trace.as_bytes(), &s.message)?;
+    let tls = match (env.require_tls, env.tls_optional) {
+        (true, _) => ", requiretls",
+        (_, true) => ", tls_required=no",
+        _ => "",
+    };
     tracing::info!(
-        "{id}: {}, from={}, size={}, nrcpt={} (queue active)",
+        "{id}: {}, from={}, size={}, nrcpt={}{tls} (queue active)",
         s.source,
         s.reverse_path,
         env.size,

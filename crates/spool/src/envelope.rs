@@ -14,6 +14,8 @@
 //! held = true                     # held by `postern queue hold`; absent means false
 //! ret = "hdrs"                    # RET= of MAIL (RFC 3461), when given
 //! envid = "..."                   # ENVID= of MAIL (xtext), when given
+//! require_tls = true              # REQUIRETLS of MAIL (RFC 8689); absent means false
+//! tls_optional = true             # the header says TLS-Required: No (RFC 8689 §3)
 //!
 //! [[recipient]]
 //! forward_path = "team@example.test"   # as given in RCPT TO
@@ -72,6 +74,14 @@ pub struct Envelope {
     /// `ENVID=` of MAIL (RFC 3461 §4.4), xtext as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// Received with `REQUIRETLS` (RFC 8689 §4.1): delivered only over a validated TLS path to
+    /// a peer that offers REQUIRETLS, else bounced with 5.7.30. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
+    /// The message says `TLS-Required: No` (RFC 8689 §3, without REQUIRETLS): the recipient's
+    /// MTA-STS policy does not stop its delivery. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_optional: bool,
     /// Maildir++ folder (e.g. `.Junk`) that local deliveries of this message go to: set when a
     /// DMARC `p=quarantine` failure was accepted (`[authentication] dmarc_quarantine`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,6 +252,8 @@ impl Envelope {
             held: false,
             ret: None,
             envid: None,
+            require_tls: false,
+            tls_optional: false,
             quarantine: None,
             recipients,
         }

@@ -103,6 +103,7 @@ impl Session {
             smtputf8: tx.smtputf8,
             ret_full: tx.ret_full,
             envid: tx.envid.clone(),
+            require_tls: tx.require_tls,
             tls: self.tls.clone(),
             auth: self.auth.clone(),
             auth_mechanism: self.auth_mechanism,

@@ -1,5 +1,5 @@
 //! HELO and EHLO (RFC 5321 §4.1.1.1): reset the session and announce extensions (STARTTLS
-//! while the connection is in clear text, AUTH only under TLS).
+//! while the connection is in clear text, AUTH and REQUIRETLS only under TLS).
 
 use postern_types::{Reply, Verdict};
 
@@ -58,6 +58,10 @@ impl Session {
         ];
         if self.params.starttls && self.tls.is_none() {
             lines.push("STARTTLS".into());
+        }
+        // RFC 8689 §2: REQUIRETLS is offered once the session is under TLS, as Exim does.
+        if self.tls.is_some() {
+            lines.push("REQUIRETLS".into());
         }
         // RFC 4954 §4 and RFC 8314 §3: passwords travel only under TLS, so AUTH is not even
         // advertised before it.

@@ -1,5 +1,5 @@
-//! MAIL FROM (RFC 5321 §4.1.1.2) with the SIZE (RFC 1870), BODY (RFC 6152) and SMTPUTF8
-//! (RFC 6531) parameters. On a submission listener MAIL needs TLS and AUTH first (RFC 6409 §4.3,
+//! MAIL FROM (RFC 5321 §4.1.1.2) with the SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
+//! (RFC 6531), DSN (RFC 3461) and REQUIRETLS (RFC 8689, only under TLS) parameters. On a submission listener MAIL needs TLS and AUTH first (RFC 6409 §4.3,
 //! RFC 4954 §6: 530 5.7.0); an authenticated sender is checked by the driver
 //! ([`Step::CheckSender`]).
 
@@ -46,6 +46,7 @@ impl Session {
         let mut smtputf8 = false;
         let mut ret_full = None;
         let mut envid = None;
+        let mut require_tls = false;
         for (key, value) in &params {
             if !self.esmtp {
                 // Parameters are service extensions; HELO clients get none (RFC 5321 §4.1.1.2).
@@ -62,6 +63,10 @@ impl Session {
                 ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => body_8bit = true,
                 ("BODY", _) => return Err(replies::bad_param_value(key)),
                 ("SMTPUTF8", None) => smtputf8 = true,
+                // RFC 8689 §4.1: tag the message; offered only under TLS (§2), so refused in
+                // clear text as any parameter not advertised.
+                ("REQUIRETLS", None) if self.tls.is_some() => require_tls = true,
+                ("REQUIRETLS", _) if self.tls.is_none() => return Err(replies::requiretls_needs_tls()),
                 // RFC 3461 §4.3, §4.4.
                 ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => ret_full = Some(true),
                 ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => ret_full = Some(false),
@@ -82,6 +87,7 @@ impl Session {
             smtputf8,
             ret_full,
             envid,
+            require_tls,
             recipients: Vec::new(),
             chunks: None,
             chunks_too_big: false,

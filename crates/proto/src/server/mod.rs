@@ -168,6 +168,9 @@ pub struct Transaction {
     pub ret_full: Option<bool>,
     /// `ENVID=` as given, xtext (RFC 3461 §4.4).
     pub envid: Option<String>,
+    /// `REQUIRETLS` was given (RFC 8689 §4.1): every onward hop must be TLS-validated and
+    /// offer REQUIRETLS, else the message bounces with 5.7.30.
+    pub require_tls: bool,
     /// TLS in use when the message was received.
     pub tls: Option<TlsInfo>,
     /// The authenticated login (RFC 4954), if any.
@@ -185,6 +188,7 @@ struct MailTx {
     smtputf8: bool,
     ret_full: Option<bool>,
     envid: Option<String>,
+    require_tls: bool,
     recipients: Vec<AcceptedRecipient>,
     /// BDAT content so far, and its line-ending check.
     chunks: Option<(Vec<u8>, LineEndings)>,

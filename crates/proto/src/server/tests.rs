@@ -307,3 +307,23 @@ fn screened_helo_refused_then_accepted() {
     // Refused EHLO leaves no HELO; once one passed, the client is not screened again.
     assert_eq!(codes(&out), ["220", "550", "503", "250", "250", "250"], "{out}");
 }
+
+#[test]
+fn requiretls_is_offered_and_taken_only_under_tls() {
+    // Clear text: not offered, and the parameter is refused (RFC 8689 §2).
+    let p = SessionParams { starttls: true, ..params() };
+    let (out, tx) = run_with(p.clone(), b"EHLO c\r\nMAIL FROM:<a@b.test> REQUIRETLS\r\n");
+    assert!(!out.contains("REQUIRETLS\r\n"), "{out}");
+    assert!(out.ends_with("555 5.5.4 REQUIRETLS is offered only after STARTTLS\r\n"), "{out}");
+    assert!(tx.is_empty());
+    // Under TLS: offered, and the transaction carries the flag (§4.1).
+    let tls = TlsInfo { version: "TLSv1.3".into(), cipher: "X".into() };
+    let p = SessionParams { implicit_tls: Some(tls), ..params() };
+    let input = b"EHLO c\r\nMAIL FROM:<a@b.test> REQUIRETLS\r\nRCPT TO:<x@y.test>\r\nDATA\r\ns\r\n.\r\n\
+                  MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\ns\r\n.\r\n";
+    let (out, tx) = run_with(p.clone(), input);
+    assert!(out.contains("250-REQUIRETLS\r\n") || out.contains("250 REQUIRETLS\r\n"), "{out}");
+    assert_eq!(tx.iter().map(|t| t.require_tls).collect::<Vec<_>>(), [true, false], "{out}");
+    let (out, _) = run_with(p, b"EHLO c\r\nMAIL FROM:<a@b.test> REQUIRETLS=YES\r\n");
+    assert!(out.contains("555 5.5.4"), "a value is refused: {out}");
+}
