@@ -17,7 +17,7 @@ use crate::support::{Server, TempDir, assert_contains_all, poll, postern_cli, re
 
 /// `postern dkim keygen` into `dir`; returns the config lines and the TXT value (the zone
 /// strings joined), checking that every string is at most 255 bytes.
-fn keygen(dir: &std::path::Path, selector: &str, algorithm: &str) -> (String, String) {
+pub(crate) fn keygen(dir: &std::path::Path, selector: &str, algorithm: &str) -> (String, String) {
     let key = dir.join(format!("{selector}.key"));
     let out = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["dkim", "keygen", "--domain", "a.test", "--selector", selector, "--algorithm", algorithm, "--out"])
@@ -264,6 +264,7 @@ fn dns_records_and_check_config_know_the_keys() {
     let file: String = out.lines().filter_map(|l| l.strip_prefix(";   ")).map(|l| format!("{l}\r\n")).collect();
     let policy = postern_outbound::sts::Policy::parse(&file).unwrap_or_else(|e| panic!("{e}: {file}"));
     assert!(policy.matches("mx.a.test"), "{file}");
+    assert!(out.contains("_smtp._tls.a.test. IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@a.test\""), "{out}");
     // The DKIM record printed from the key file is the one keygen printed.
     let strings: String = out
         .lines()

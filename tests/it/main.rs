@@ -37,4 +37,5 @@ mod route;
 mod sendmail;
 mod tls;
 mod tls_policy;
+mod tls_rpt;
 mod upgrade;

@@ -12,12 +12,12 @@ use crate::support::peer::{Peer, Tls, self_signed_tls};
 use crate::support::{Server, repo};
 use crate::tls_policy::{line, send};
 
-fn policy(mode: &str, mx: &str) -> String {
+pub(crate) fn policy(mode: &str, mx: &str) -> String {
     format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n")
 }
 
 /// The policy host of `domain` on `ip`:443, with a certificate from `pki`.
-fn policy_host(pki: &Pki, ip: &str, domain: &str, body: &str) -> HttpsServer {
+pub(crate) fn policy_host(pki: &Pki, ip: &str, domain: &str, body: &str) -> HttpsServer {
     let cert = pki.server_cert(&[&format!("mta-sts.{domain}")], false);
     HttpsServer::start(ip, cert.server_config(), body)
 }
@@ -25,6 +25,11 @@ fn policy_host(pki: &Pki, ip: &str, domain: &str, body: &str) -> HttpsServer {
 /// A relaying through `dns` to `peer`'s port, trusting `pki`'s root (for the policy hosts and
 /// the MX certificates).
 fn sender(pki: &Pki, dns: &DnsServer, peer: &Peer) -> Server {
+    sender_with(pki, dns, peer, "")
+}
+
+/// As [`sender`], with `extra` appended to the configuration (also used by tests/it/tls_rpt.rs).
+pub(crate) fn sender_with(pki: &Pki, dns: &DnsServer, peer: &Peer, extra: &str) -> Server {
     let root = pki.root_pem();
     Server::start_prepared(
         "relay-a",
@@ -33,12 +38,13 @@ fn sender(pki: &Pki, dns: &DnsServer, peer: &Peer) -> Server {
             t.replace("{DNS}", &dns.addr.to_string())
                 .replace("{PORT}", &peer.port.to_string())
                 .replace("[outbound]", "[outbound]\nca_file = \"ca.pem\"")
+                + extra
         },
         |dir| std::fs::write(dir.join("ca.pem"), &root).unwrap(),
     )
 }
 
-fn dns() -> DnsServer {
+pub(crate) fn dns() -> DnsServer {
     DnsServer::start(&[("test.", &repo().join("tests/fixtures/dns/sts.test.zone"))])
 }
 

@@ -9,11 +9,13 @@
 //! - [`decision`]: the configured action for each result, as a pure function;
 //! - [`seal`]: ARC sealing of forwarded mail.
 
+mod days;
 pub mod decision;
 pub mod keys;
 pub mod reports;
 pub mod seal;
 pub mod sign;
+pub mod tlsrpt;
 pub mod verify;
 
 pub use decision::{Decision, decide, spf_refusal};

@@ -202,17 +202,7 @@ impl Store {
     /// # Errors
     /// The store's error text.
     pub fn days(&self) -> Result<Vec<String>, String> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let Ok(policies) = tx.open_table(POLICIES) else { return Ok(Vec::new()) };
-        let mut days: Vec<String> = Vec::new();
-        for entry in policies.iter().map_err(err)? {
-            let (k, _) = entry.map_err(err)?;
-            let day = k.value().split('\t').next().unwrap_or("").to_owned();
-            if days.last() != Some(&day) {
-                days.push(day);
-            }
-        }
-        Ok(days)
+        crate::days::days(&self.db, POLICIES)
     }
 
     /// Forgets `day` (after its reports were queued).
@@ -220,14 +210,9 @@ impl Store {
     /// # Errors
     /// The store's error text.
     pub fn remove_day(&self, day: &str) -> Result<(), String> {
-        let prefix = format!("{day}\t");
         let tx = self.db.begin_write().map_err(err)?;
-        {
-            let mut rows = tx.open_table(ROWS).map_err(err)?;
-            rows.retain(|k, _| !k.starts_with(&prefix)).map_err(err)?;
-            let mut policies = tx.open_table(POLICIES).map_err(err)?;
-            policies.retain(|k, _| !k.starts_with(&prefix)).map_err(err)?;
-        }
+        crate::days::remove(&tx, ROWS, day)?;
+        crate::days::remove(&tx, POLICIES, day)?;
         tx.commit().map_err(err)
     }
 }

@@ -52,6 +52,8 @@ pub struct Context {
     pub auth: RwLock<Arc<AuthState>>,
     /// Where DMARC results are recorded (`[dmarc_reports] enabled`).
     pub dmarc: Option<Arc<postern_auth::reports::Store>>,
+    /// Where outbound TLS results are counted (`[tls_reports] enabled`).
+    pub tlsrpt: Option<Arc<postern_auth::tlsrpt::Store>>,
     /// The resolver of the `[policy]` checks (shared with delivery, so one cache).
     pub resolver: Arc<postern_dns::HickoryResolver>,
     /// The `[policy]` network lists in force; replaced on reload.

@@ -9,6 +9,7 @@ pub mod lmtp;
 pub mod nexthop;
 pub mod sts;
 pub mod tls;
+pub mod tls_results;
 pub mod transaction;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use postern_config::schema::TlsLevel;
 use postern_config::{Config, Tables};
 use postern_dns::Resolver;
+use postern_types::tls_report::{AppliedPolicy, PolicyKind, TlsFailure};
 use postern_types::{EnhancedStatus, Reply};
 
 pub use transaction::{Message, Pool};
@@ -101,9 +103,19 @@ impl RecipientResult {
     }
 }
 
+/// The TLS policy of one delivery: the level it requires, the MTA-STS policy applied (if any),
+/// the label for the logs (`tls_policy=LEVEL`, `sts=MODE`) and the policy as TLS reports name
+/// it (RFC 8460 §4.4).
+struct TlsChoice {
+    level: TlsLevel,
+    sts: Option<sts::Policy>,
+    label: Option<String>,
+    applied: AppliedPolicy,
+}
+
 /// The TLS a delivery to `domain` requires: the `tls_policy` table's level, else (for delivery
 /// to the domain's MX, `to_mx`) its MTA-STS policy (`enforce`: `verify`; `testing`: `may`),
-/// else `may`. With the policy, and the label for the logs (`tls_policy=LEVEL`, `sts=MODE`).
+/// else `may`. A policy fetch that failed is recorded for TLS reporting.
 ///
 /// For a message with `TLS-Required: No` (RFC 8689 §4.2.2) MTA-STS is not consulted (the
 /// table, the postmaster's own policy, still is); for a REQUIRETLS message a `testing` policy
@@ -111,21 +123,25 @@ impl RecipientResult {
 async fn tls_for<R: Resolver>(
     resolver: &R,
     pool: &Pool,
-    config: &Config,
-    tables: &Tables,
+    (config, tables): (&Config, &Tables),
     (domain, to_mx): (&str, bool),
     message: &Message,
-) -> (TlsLevel, Option<sts::Policy>, Option<String>) {
+) -> TlsChoice {
     let domain = domain.to_lowercase();
+    let plain = |level: TlsLevel, label: Option<String>| TlsChoice {
+        level,
+        sts: None,
+        label,
+        applied: tls_results::no_policy(&domain),
+    };
     if let Some((_, level)) = tables.tls_policy_entry(&domain) {
-        let label = (level != TlsLevel::May).then(|| format!("tls_policy={level}"));
-        return (level, None, label);
+        return plain(level, (level != TlsLevel::May).then(|| format!("tls_policy={level}")));
     }
     if message.tls_optional && !message.require_tls {
-        return (TlsLevel::May, None, Some("tls_required=no".into()));
+        return plain(TlsLevel::May, Some("tls_required=no".into()));
     }
     if !(to_mx && config.outbound.mta_sts) {
-        return (TlsLevel::May, None, None);
+        return plain(TlsLevel::May, None);
     }
     let cache_dir = config.data_dir.join("mta-sts");
     let how = sts::Fetching {
@@ -134,17 +150,27 @@ async fn tls_for<R: Resolver>(
         timeout: config.outbound.mta_sts_timeout.0,
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    match pool.sts.policy_for(resolver, &domain, how, now).await {
-        Some(p) if p.mode == sts::Mode::None => (TlsLevel::May, None, None),
-        Some(mut p) => {
+    let (policy, failure) = pool.sts.policy_for(resolver, &domain, how, now).await;
+    if let Some((result, detail)) = failure {
+        let applied = AppliedPolicy { kind: PolicyKind::Sts, ..tls_results::no_policy(&domain) };
+        pool.tls_results.record(tls_results::failed(&applied, result, None, None, detail));
+    }
+    match policy {
+        Some(mut p) if p.mode != sts::Mode::None => {
             let label = Some(format!("sts={}", p.mode));
+            let applied = AppliedPolicy {
+                domain: domain.clone(),
+                kind: PolicyKind::Sts,
+                strings: p.lines(),
+                mx_patterns: p.mx.clone(),
+            };
             if message.require_tls {
                 p.mode = sts::Mode::Enforce;
             }
             let level = if p.mode == sts::Mode::Enforce { TlsLevel::Verify } else { TlsLevel::May };
-            (level, Some(p), label)
+            TlsChoice { level, sts: Some(p), label, applied }
         }
-        None => (TlsLevel::May, None, None),
+        _ => plain(TlsLevel::May, None),
     }
 }
 
@@ -165,14 +191,23 @@ fn requiretls_path(domain: &str, level: TlsLevel) -> Result<(), Outcome> {
 /// Applies an MTA-STS policy to the MX hosts of `domain` (RFC 8461 §4.1, §5): `enforce` keeps
 /// only the hosts its `mx` patterns match; `testing` keeps all and logs the others.
 ///
+/// Each host outside the policy is recorded for TLS reporting (`validation-failure`).
+///
 /// # Errors
 /// Under `enforce`, no host matches: `4.7.5` for every recipient (deferred, bounced at the
 /// message's `max_age`).
-fn sts_hosts(id: &str, domain: &str, policy: &sts::Policy, hosts: &mut Vec<nexthop::Host>) -> Result<(), Outcome> {
+fn sts_hosts(
+    (id, domain): (&str, &str),
+    (policy, applied): (&sts::Policy, &AppliedPolicy),
+    results: &tls_results::TlsResults,
+    hosts: &mut Vec<nexthop::Host>,
+) -> Result<(), Outcome> {
     let patterns = policy.mx.join(", ");
     for h in hosts.iter().filter(|h| !policy.matches(&h.name)) {
         let fate = if policy.mode == sts::Mode::Enforce { "not used" } else { "used anyway (testing)" };
-        tracing::warn!("{id}: MX {} of {domain} is not in its MTA-STS policy (mx: {patterns}): {fate}", h.name);
+        let what = format!("MX {} of {domain} is not in its MTA-STS policy (mx: {patterns})", h.name);
+        tracing::warn!("{id}: {what}: {fate}");
+        results.record(tls_results::failed(applied, TlsFailure::ValidationFailure, Some(&h.name), None, what));
     }
     if policy.mode != sts::Mode::Enforce {
         return Ok(());
@@ -206,7 +241,8 @@ pub async fn deliver<R: Resolver>(
         config.outbound.port,
     );
     let to_mx = target.mx_lookup && target.name.eq_ignore_ascii_case(domain);
-    let (level, sts, mut label) = tls_for(resolver, pool, config, tables, (domain, to_mx), message).await;
+    let TlsChoice { level, sts, mut label, applied } =
+        tls_for(resolver, pool, (config, tables), (domain, to_mx), message).await;
     if message.require_tls {
         if let Err(outcome) = requiretls_path(domain, level) {
             return RecipientResult::all(recipients, &outcome, "none", None);
@@ -222,10 +258,10 @@ pub async fn deliver<R: Resolver>(
         Err(outcome) => return RecipientResult::all(recipients, &outcome, "none", None),
     };
     if let Some(policy) = &sts
-        && let Err(outcome) = sts_hosts(&message.id, domain, policy, &mut hosts)
+        && let Err(outcome) = sts_hosts((&message.id, domain), (policy, &applied), &pool.tls_results, &mut hosts)
     {
         return RecipientResult::all(recipients, &outcome, "none", None);
     }
-    let dest = transaction::Destination { key: &key, level, label, hosts: &hosts };
+    let dest = transaction::Destination { key: &key, level, label, applied, hosts: &hosts };
     transaction::deliver_via(resolver, config, pool, dest, recipients, message).await
 }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use postern_types::tls_report::TlsFailure;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -29,6 +30,8 @@ pub struct TlsInfo {
     pub cipher: String,
     /// `None` when the certificate verified, else why not.
     pub verify_error: Option<String>,
+    /// The failure's TLS-RPT result type (RFC 8460 §4.3.1), when it did not verify.
+    pub verify_failure: Option<TlsFailure>,
 }
 
 impl fmt::Display for TlsInfo {
@@ -78,11 +81,24 @@ fn webpki(ca_file: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, String> {
     Ok(verifier)
 }
 
+/// The TLS-RPT result type of a certificate error (RFC 8460 §4.3.1).
+fn failure_of(e: &rustls::Error) -> TlsFailure {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            TlsFailure::CertificateHostMismatch
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => TlsFailure::CertificateExpired,
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => TlsFailure::CertificateNotTrusted,
+        _ => TlsFailure::ValidationFailure,
+    }
+}
+
 /// Verifies like webpki, records the verdict, and accepts the certificate either way.
 #[derive(Debug)]
 struct RecordingVerifier {
     inner: Arc<WebPkiServerVerifier>,
-    verdict: Mutex<Option<String>>,
+    verdict: Mutex<Option<(String, TlsFailure)>>,
 }
 
 impl ServerCertVerifier for RecordingVerifier {
@@ -95,7 +111,7 @@ impl ServerCertVerifier for RecordingVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Err(e) = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some((e.to_string(), failure_of(&e)));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -147,14 +163,19 @@ pub async fn handshake(
     let stream =
         TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("TLS handshake: {e}"))?;
     let (_, conn) = stream.get_ref();
-    let info = TlsInfo {
+    let mut info = TlsInfo {
         version: match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
             other => format!("{other:?}"),
         },
         cipher: conn.negotiated_cipher_suite().map_or_else(|| "unknown".into(), |c| format!("{:?}", c.suite())),
-        verify_error: verifier.verdict.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        verify_error: None,
+        verify_failure: None,
     };
+    if let Some((text, failure)) = verifier.verdict.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        info.verify_error = Some(text);
+        info.verify_failure = Some(failure);
+    }
     Ok((stream, info))
 }

@@ -19,7 +19,9 @@ use tokio_rustls::client::TlsStream;
 
 use crate::nexthop::{Host, addresses};
 use crate::tls::{TlsInfo, handshake};
+use crate::tls_results::{self, TlsResults};
 use crate::{Outcome, Rcpt, RecipientResult, connect};
+use postern_types::tls_report::{AppliedPolicy, Negotiation, PolicyKind, TlsFailure};
 
 /// The connection to a next hop: clear text, or TLS after STARTTLS.
 enum Stream {
@@ -101,8 +103,8 @@ pub(crate) async fn deliver_via<R: Resolver>(
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
-    let Destination { key, level, label, hosts } = dest;
-    let tls = (level, label.as_deref());
+    let Destination { key, level, label, applied, hosts } = dest;
+    let tls = TlsSetup { level, label: label.as_deref(), applied: &applied, results: &pool.tls_results };
     let cache_time = config.outbound.connection_cache_time.0;
     if let Some(mut session) = pool.take(key, cache_time) {
         match session.transact(recipients, message, true).await {
@@ -145,7 +147,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
             let Some(won) = race_to(config, pool, &host.name, &addrs, message, &mut temp).await else { break };
             addrs.retain(|a| *a != won.addr);
             let relay = format!("{}[{}]:{}", host.name, won.addr.ip(), host.port);
-            let opened = open(config, tls, won, &host.name, &relay, message, &mut temp).await;
+            let opened = open(config, &tls, won, &host.name, &relay, message, &mut temp).await;
             let Some(mut session) = opened else { continue };
             // RFC 8689 §4.2.1: a host without REQUIRETLS cannot take the message; another MX
             // may.
@@ -217,23 +219,43 @@ async fn race_to(
     Some(won)
 }
 
-/// Opens an SMTP session on a raced connection: greeting, EHLO, STARTTLS. A broken STARTTLS
-/// handshake is retried once on a new connection to the same address in clear text. `None`
-/// when the next address should be tried (`temp` then holds why).
+/// The TLS side of a delivery: the level required, its label for the logs, the policy as TLS
+/// reports name it, and where negotiations are recorded.
+struct TlsSetup<'a> {
+    level: TlsLevel,
+    label: Option<&'a str>,
+    applied: &'a AppliedPolicy,
+    results: &'a TlsResults,
+}
+
+/// Opens an SMTP session on a raced connection: greeting, EHLO, STARTTLS (its outcome recorded
+/// for TLS reporting). A broken STARTTLS handshake is retried once on a new connection to the
+/// same address in clear text. `None` when the next address should be tried (`temp` then holds
+/// why).
 async fn open(
     config: &Arc<Config>,
-    (level, label): (TlsLevel, Option<&str>),
+    tls: &TlsSetup<'_>,
     won: connect::Won,
     host: &str,
     relay: &str,
     message: &Message,
     temp: &mut LastFailure,
 ) -> Option<Session> {
+    let TlsSetup { level, label, applied, results } = *tls;
     let hop = || (host.to_owned(), relay.to_owned());
     let mut session = Session::new(won.stream, config.clone(), hop(), level, true);
     session.label = label.map(str::to_owned);
+    session.policy_kind = applied.kind;
     loop {
-        match session.open().await {
+        let opened = session.open().await;
+        match session.negotiation.take() {
+            Some(None) => results.record(Negotiation { policy: applied.clone(), failure: None }),
+            Some(Some((result, detail))) => {
+                results.record(tls_results::failed(applied, result, Some(host), Some(won.addr.ip()), detail));
+            }
+            None => {}
+        }
+        match opened {
             Ok(()) => return Some(session),
             // Only opportunistic TLS falls back to clear text (a required one defers instead).
             Err(HelloError::Tls(e)) if session.starttls => {
@@ -272,6 +294,8 @@ pub(crate) struct Destination<'a> {
     pub(crate) level: TlsLevel,
     /// Where the level comes from, for the logs: `tls_policy=verify`, `sts=enforce`.
     pub(crate) label: Option<String>,
+    /// The policy as TLS reports name it (RFC 8460 §4.4).
+    pub(crate) applied: AppliedPolicy,
     pub(crate) hosts: &'a [Host],
 }
 
@@ -291,6 +315,8 @@ pub struct Pool {
     ipv6_lost: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Idle LMTP connections.
     pub lmtp_idle: crate::lmtp::Idle,
+    /// Outbound TLS negotiations waiting to be stored for TLS reports (RFC 8460).
+    pub tls_results: TlsResults,
 }
 
 impl std::fmt::Debug for Pool {
@@ -396,6 +422,12 @@ pub(crate) struct Session {
     label: Option<String>,
     /// Set once TLS is up.
     tls: Option<TlsInfo>,
+    /// The kind of the recipient domain's policy: under MTA-STS a certificate that does not
+    /// verify is a reported failure even where delivery goes on (`testing`).
+    policy_kind: PolicyKind,
+    /// How the last STARTTLS negotiation went, for TLS reporting: `Some(None)` success,
+    /// `Some(Some(..))` the failure; `None` when none was attempted (level `none`).
+    negotiation: Option<Option<(TlsFailure, String)>>,
     /// What the peer offered (after TLS, if any).
     caps: Capabilities,
     /// False after an I/O error or a 421: the session must not be reused.
@@ -423,6 +455,8 @@ impl Session {
             level,
             label: None,
             tls: None,
+            policy_kind: PolicyKind::NoPolicyFound,
+            negotiation: None,
             caps: Capabilities::default(),
             reusable: true,
             rbuf: Vec::with_capacity(8192),
@@ -602,16 +636,24 @@ impl Session {
             let text = format!("TLS is required ({source}) but {why}");
             HelloError::Failed(Outcome::temp(EnhancedStatus(4, 7, 5), text))
         };
-        if !caps.starttls && level.requires_tls() {
-            return Err(required(format!("{} offers no STARTTLS", self.host)));
+        if !caps.starttls && self.starttls {
+            let why = format!("{} offers no STARTTLS", self.host);
+            self.negotiation = Some(Some((TlsFailure::StarttlsNotSupported, why.clone())));
+            if level.requires_tls() {
+                return Err(required(why));
+            }
         }
         if !(caps.starttls && self.starttls) {
             return Ok(caps);
         }
         self.send(b"STARTTLS\r\n").await.map_err(lost)?;
         let reply = self.read_reply(timeout).await.map_err(lost)?;
-        if reply.code != 220 && level.requires_tls() {
-            return Err(required(format!("STARTTLS was refused ({reply})")));
+        if reply.code != 220 {
+            let why = format!("STARTTLS was refused ({reply})");
+            self.negotiation = Some(Some((TlsFailure::StarttlsNotSupported, why.clone())));
+            if level.requires_tls() {
+                return Err(required(why));
+            }
         }
         if reply.code != 220 {
             // Refused: go on in clear text, as opportunistic TLS does (RFC 3207 §4.1).
@@ -628,11 +670,20 @@ impl Session {
             .and_then(|r| r);
         let (tls, info) = match shake {
             Ok(done) => done,
-            Err(e) if level.requires_tls() => return Err(required(e)),
-            Err(e) => return Err(HelloError::Tls(e)),
+            Err(e) => {
+                self.negotiation = Some(Some((TlsFailure::ValidationFailure, e.clone())));
+                return Err(if level.requires_tls() { required(e) } else { HelloError::Tls(e) });
+            }
         };
         self.stream = Stream::Tls(Box::new(tls));
         self.parser = ReplyParser::default();
+        // RFC 8460: a certificate that does not verify fails the session where the policy asks
+        // for one (MTA-STS, `verify`); opportunistic TLS without a policy succeeded.
+        let must_verify = level == TlsLevel::Verify || self.policy_kind == PolicyKind::Sts;
+        self.negotiation = Some(match (&info.verify_error, info.verify_failure) {
+            (Some(e), Some(f)) if must_verify => Some((f, e.clone())),
+            _ => None,
+        });
         if let (TlsLevel::Verify, Some(e)) = (level, &info.verify_error) {
             self.reusable = false;
             return Err(required(format!("the certificate of {} did not verify: {e}", self.host)));

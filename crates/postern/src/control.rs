@@ -3,7 +3,7 @@
 //! first line, then text, then the connection closes.
 //!
 //! Requests: `list`, `stats`, `show ID`, `flush [id=ID] [recipient-domain=D] [sender-domain=D]`,
-//! `hold ID`, `release ID`, `delete ID`, `reload`, `dmarc-report DAY send|print`, `bans`,
+//! `hold ID`, `release ID`, `delete ID`, `reload`, `dmarc-report DAY send|print`, `tls-rpt-report DAY send|print`, `bans`,
 //! `unban IP`.
 
 use std::path::Path;
@@ -38,6 +38,8 @@ pub(crate) fn spawn(
             let words: Vec<&str> = line.split_whitespace().collect();
             let result = if let ["dmarc-report", day, mode] = words.as_slice() {
                 crate::dmarc::run(&ctx, day, *mode == "send").await
+            } else if let ["tls-rpt-report", day, mode] = words.as_slice() {
+                crate::tls_rpt::run(&ctx, day, *mode == "send").await
             } else if line.trim() == "reload" {
                 match tokio::task::spawn_blocking(move || reloader.reload("reload")).await {
                     Ok(Ok(what)) => {

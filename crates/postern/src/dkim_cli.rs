@@ -149,6 +149,10 @@ pub(crate) fn records(config: &postern_config::Config, domain: &str) -> ExitCode
     println!("_dmarc.{domain}. IN TXT \"v=DMARC1; p=none; rua=mailto:postmaster@{domain}\"");
     println!();
     mta_sts(&domain, host);
+    println!("; TLS-RPT (RFC 8460): senders that support it mail a daily report of their TLS sessions");
+    println!("; with {domain} (failures with the reason) to rua: read them before moving MTA-STS to enforce.");
+    println!("_smtp._tls.{domain}. IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@{domain}\"");
+    println!();
     println!("; PTR (reverse DNS) of each address the server sends from must name {host},");
     println!("; and {host} must resolve back to it (forward-confirmed rDNS): set it at your provider.");
     for l in &config.listener {

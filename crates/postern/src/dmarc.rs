@@ -1,16 +1,12 @@
 //! DMARC aggregate reports from the running daemon: `postern dmarc report [--day D] [--send]`
 //! (over the control socket) and the daily run shortly after midnight UTC. The reports are
-//! queued like any other message, from `[dmarc_reports] email`.
+//! queued like any other message, from `[dmarc_reports] email`, DKIM-signed when a key signs it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use postern_auth::reports::{self, DayReport};
 use postern_inbound::Context;
-use postern_policy::{RecipientPolicy, resolve_for_delivery};
-use postern_proto::trace::Origin;
-use postern_queue::{MailParams, Submission, SubmitRecipient};
-use postern_types::{Address, ReversePath, Verdict};
 use tokio::sync::watch;
 
 /// Builds `day`'s reports (`YYYY-MM-DD`, UTC); with `send`, queues them and forgets the day,
@@ -27,7 +23,7 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
     let submitter = config.hostname.clone();
     let org = config.dmarc_reports.org_name.clone().unwrap_or_else(|| submitter.clone());
     let email = config.dmarc_reports.email.clone().unwrap_or_else(|| format!("postmaster@{submitter}"));
-    let (begin, end) = bounds(day)?;
+    let (begin, end) = crate::report_mail::bounds(day)?;
     let mut out = String::new();
     for (n, report) in day_reports.iter().enumerate() {
         let meta = reports::Meta {
@@ -69,71 +65,20 @@ async fn queue_report(ctx: &Context, report: &DayReport, xml: &str, meta: &repor
         return format!("{domain}: no rua address accepts reports ({})\n", report.policy.rua.join(", "));
     }
     let message = match reports::compose(xml, domain, meta, &accepted) {
-        Ok(m) => crlf(&m),
+        Ok(m) => m,
         Err(e) => return format!("{domain}: cannot compose the report: {e}\n"),
     };
-    let config = ctx.live.config();
-    let tables = ctx.live.tables();
-    let policy = RecipientPolicy {
-        local_domains: &config.domains.local,
-        trusted_networks: &config.relay.trusted_networks,
-        separators: &config.delivery.subaddress_separator,
-        tables: &tables,
-    };
-    let mut recipients = Vec::new();
-    for a in &accepted {
-        let Ok(address) = Address::parse(a) else { continue };
-        if let Verdict::Ok(destinations) = resolve_for_delivery(&policy, &address) {
-            recipients.extend(destinations.into_iter().map(|destination| SubmitRecipient {
-                forward_path: address.to_string(),
-                destination,
-                notify: None,
-                orcpt: None,
-            }));
-        }
-    }
-    let reverse_path = match Address::parse(email) {
-        Ok(a) => ReversePath::Mailbox(a),
-        Err(e) => return format!("{domain}: [dmarc_reports] email <{email}>: {e}\n"),
-    };
-    let submission = Submission {
-        origin: Origin::Generated { what: "DMARC reports" },
+    let report = crate::report_mail::Report {
+        what: "DMARC reports",
         source: format!("DMARC aggregate report {report_id} for {domain} to {}", accepted.join(", ")),
-        reverse_path,
-        recipients,
-        headers: String::new(),
-        message,
-        params: MailParams::default(),
-        quarantine: None,
-        held: false,
-        id: None,
+        from: email,
+        to: &accepted,
+        message: &message,
     };
-    match ctx.queue.submit(submission).await {
+    match crate::report_mail::queue(ctx, report).await {
         Ok(id) => format!("{domain}: report {report_id} queued as {id} to {}\n", accepted.join(", ")),
-        Err(e) => format!("{domain}: cannot queue the report: {e}\n"),
+        Err(e) => format!("{domain}: {e}\n"),
     }
-}
-
-/// mail-builder writes CRLF already; this normalises stray bare LFs so the spool gets CRLF.
-fn crlf(m: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(m.len() + 64);
-    let mut prev = 0u8;
-    for &b in m {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
-}
-
-/// The first and last second of `day` (UTC).
-fn bounds(day: &str) -> Result<(i64, i64), String> {
-    let d =
-        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| format!("{day:?} is not YYYY-MM-DD: {e}"))?;
-    let begin = d.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp();
-    Ok((begin, begin + 86_399))
 }
 
 /// Every day, at 00:05 UTC, sends the reports of the days before today.

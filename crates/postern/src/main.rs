@@ -12,11 +12,13 @@ mod policy_cli;
 mod privileges;
 mod privsep;
 mod queue_cli;
+mod report_mail;
 mod route_cli;
 mod sendmail;
 mod serve;
 mod submit;
 mod submit_wire;
+mod tls_rpt;
 mod unix_server;
 mod user_cli;
 
@@ -84,7 +86,16 @@ enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
-        command: DmarcCommand,
+        command: ReportCommand,
+    },
+    /// SMTP TLS reports (RFC 8460) of the running daemon, to the domains it delivers to.
+    #[command(name = "tls-rpt")]
+    TlsRpt {
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ReportCommand,
     },
     /// The client checks of [policy].
     Policy {
@@ -184,9 +195,9 @@ enum DkimCommand {
 }
 
 #[derive(Debug, Subcommand)]
-enum DmarcCommand {
-    /// Print a day's aggregate reports as XML, or queue them to each domain's rua addresses
-    /// (the daemon also does this every day after midnight UTC).
+enum ReportCommand {
+    /// Print a day's reports (DMARC: XML; TLS-RPT: one JSON report per line), or queue them to
+    /// each domain's rua addresses (the daemon also does this every day after midnight UTC).
     Report {
         /// The day, YYYY-MM-DD (UTC). Default: yesterday.
         #[arg(long)]
@@ -249,12 +260,11 @@ fn main() -> ExitCode {
                 None => ExitCode::from(2),
             }
         }
-        Command::Dmarc { config, command: DmarcCommand::Report { day, send } } => {
-            let day = day.unwrap_or_else(|| (chrono::Utc::now() - chrono::Days::new(1)).format("%Y-%m-%d").to_string());
-            control_request(
-                find(config).as_deref(),
-                &format!("dmarc-report {day} {}", if send { "send" } else { "print" }),
-            )
+        Command::Dmarc { config, command: ReportCommand::Report { day, send } } => {
+            report_request(find(config).as_deref(), "dmarc-report", day, send)
+        }
+        Command::TlsRpt { config, command: ReportCommand::Report { day, send } } => {
+            report_request(find(config).as_deref(), "tls-rpt-report", day, send)
         }
         Command::Dns { config, command: DnsCommand::Records { domain, domain_flag } } => {
             match load_config(find(config).as_deref()) {
@@ -357,6 +367,13 @@ fn reload(path: Option<&Path>) -> ExitCode {
         return ExitCode::from(2);
     }
     control_request(path, "reload")
+}
+
+/// Asks the daemon for a day's reports (`what` is the control command): `day` defaults to
+/// yesterday (UTC).
+fn report_request(config: Option<&Path>, what: &str, day: Option<String>, send: bool) -> ExitCode {
+    let day = day.unwrap_or_else(|| (chrono::Utc::now() - chrono::Days::new(1)).format("%Y-%m-%d").to_string());
+    control_request(config, &format!("{what} {day} {}", if send { "send" } else { "print" }))
 }
 
 /// Sends `request` to the daemon's control socket and prints the answer (exit 3 when the

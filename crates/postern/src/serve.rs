@@ -135,6 +135,12 @@ async fn run(
     } else {
         None
     };
+    let tlsrpt = if config.tls_reports.enabled {
+        let path = config.tlsrpt_store();
+        Some(Arc::new(postern_auth::tlsrpt::Store::open(&path).map_err(anyhow::Error::msg)?))
+    } else {
+        None
+    };
     let mut listeners = Vec::new();
     for l in &config.listener {
         let listener = postern_inbound::bind(l.address).with_context(|| format!("binding {}", l.address))?;
@@ -174,6 +180,7 @@ async fn run(
         tls: std::sync::RwLock::new(tls),
         auth: std::sync::RwLock::new(Arc::new(auth)),
         dmarc,
+        tlsrpt,
         resolver,
         screen_lists: std::sync::RwLock::new(Arc::new(screen_lists)),
         greylist,
@@ -203,6 +210,9 @@ async fn run(
     }
     if ctx.dmarc.is_some() {
         crate::dmarc::spawn_daily(ctx.clone(), stop_rx.clone());
+    }
+    if ctx.tlsrpt.is_some() {
+        crate::tls_rpt::spawn(ctx.clone(), stop_rx.clone());
     }
     if let Some(store) = ctx.greylist.clone() {
         spawn_greylist_purge(store, live.clone(), stop_rx.clone());

@@ -82,6 +82,11 @@ impl Queue {
         Self { inner: Arc::new(inner) }
     }
 
+    /// The outbound TLS negotiations waiting to be stored for TLS reports (RFC 8460).
+    pub fn tls_results(&self) -> &postern_outbound::tls_results::TlsResults {
+        &self.inner.pool.tls_results
+    }
+
     /// Loads every envelope from the spool (after a restart or crash) and schedules them.
     /// Returns how many messages were found.
     ///

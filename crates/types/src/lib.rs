@@ -8,6 +8,7 @@ pub mod dsn;
 pub mod failpoint;
 mod queue_id;
 mod reply;
+pub mod tls_report;
 mod verdict;
 
 pub use address::{Address, AddressError, ReversePath};

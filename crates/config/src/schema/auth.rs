@@ -1,5 +1,5 @@
 //! `[dkim]` (signing what leaves), `[authentication]` (checking what arrives) and
-//! `[dmarc_reports]`.
+//! `[dmarc_reports]` and `[tls_reports]`.
 
 use std::path::PathBuf;
 
@@ -19,20 +19,30 @@ pub enum SpfAt {
     Mail,
 }
 
+/// `[dmarc_reports]` and `[tls_reports]`: the daily reports Postern sends.
+///
 /// `[dmarc_reports]`: DMARC aggregate reports (RFC 7489 §7.2). When enabled, the results of
 /// `[authentication]` checks are recorded (in `{data_dir}/dmarc.redb`) for every From domain
 /// that publishes DMARC, and once a day, shortly after midnight UTC, the previous day's reports
 /// are queued to each domain's `rua` addresses (also `postern dmarc report --send`).
+///
+/// `[tls_reports]`: SMTP TLS reports (RFC 8460). When enabled, the outcome of every outbound
+/// TLS negotiation is recorded (in `{data_dir}/tlsrpt.redb`) per recipient domain, policy and
+/// result, and the previous day's reports are queued the same way to the `mailto:` addresses
+/// of each domain's `_smtp._tls` record (also `postern tls-rpt report --send`).
+///
+/// Both are DKIM-signed when a `[[dkim.key]]` signs `email`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DmarcReports {
+pub struct Reports {
     /// Record and send reports. Default `false`.
     #[serde(default)]
     pub enabled: bool,
-    /// `org_name` in the reports. Default: `hostname`.
+    /// `org_name` (DMARC) or `organization-name` (TLS-RPT) in the reports. Default: `hostname`.
     #[serde(default)]
     pub org_name: Option<String>,
-    /// Sender and `email` of the reports. Default: `postmaster@` + `hostname`.
+    /// Sender of the reports, and their `email` (DMARC) or `contact-info` (TLS-RPT). Default:
+    /// `postmaster@` + `hostname`.
     #[serde(default)]
     pub email: Option<String>,
 }

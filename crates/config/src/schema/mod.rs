@@ -22,7 +22,7 @@ mod outbound;
 mod policy;
 mod server;
 
-pub use auth::{Action, Authentication, Dkim, DkimKey, DkimOnError, DmarcReports, SpfAt};
+pub use auth::{Action, Authentication, Dkim, DkimKey, DkimOnError, Reports, SpfAt};
 pub use delivery::{Delivery, LocalTransport};
 pub use forwarding::Forwarding;
 pub use milter::{Milter, MilterDefault};
@@ -92,7 +92,10 @@ pub struct Config {
     pub authentication: Authentication,
     /// `[dmarc_reports]`: aggregate reports to the domains we receive mail from.
     #[serde(default)]
-    pub dmarc_reports: DmarcReports,
+    pub dmarc_reports: Reports,
+    /// `[tls_reports]`: TLS reports (RFC 8460) to the domains we deliver to.
+    #[serde(default)]
+    pub tls_reports: Reports,
     /// `[policy]`: client checks right after EHLO.
     #[serde(default)]
     pub policy: Policy,
@@ -468,7 +471,7 @@ default_from_serde!(
     Tls,
     Dkim,
     Authentication,
-    DmarcReports,
+    Reports,
     Policy
 );
 
@@ -702,6 +705,11 @@ impl Config {
     /// The DMARC results store, `{data_dir}/dmarc.redb`.
     pub fn dmarc_store(&self) -> PathBuf {
         self.data_dir.join("dmarc.redb")
+    }
+
+    /// The TLS results store (RFC 8460), `{data_dir}/tlsrpt.redb`.
+    pub fn tlsrpt_store(&self) -> PathBuf {
+        self.data_dir.join("tlsrpt.redb")
     }
 
     /// The spool folder, `{data_dir}/spool`.

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use postern_dns::{Answer, Resolver};
+use postern_types::tls_report::TlsFailure;
 use serde::{Deserialize, Serialize};
 
 pub use policy::{Mode, Policy, Record};
@@ -83,33 +84,37 @@ impl Store {
     }
 
     /// The policy in force for `domain` (lower-case) at `now` (Unix seconds), fetched or
-    /// refreshed as the module documentation says; `None` when the domain has none.
+    /// refreshed as the module documentation says; `None` when the domain has none. With the
+    /// failure of a fetch that was needed, typed for TLS reporting (RFC 8460 §4.3.3).
     pub async fn policy_for<R: Resolver>(
         &self,
         resolver: &R,
         domain: &str,
         how: Fetching<'_>,
         now: u64,
-    ) -> Option<Policy> {
+    ) -> (Option<Policy>, Option<(TlsFailure, String)>) {
         let record = match resolver.txt(&format!("_mta-sts.{domain}")).await {
             Answer::Found(txts) => Record::find(&txts).ok(),
             Answer::NotFound | Answer::TempFail(_) => None,
         };
         let cached = self.get(how.cache_dir, domain).filter(|c| c.valid(now));
-        let Some(record) = record else { return cached.map(|c| c.policy) };
+        let Some(record) = record else { return (cached.map(|c| c.policy), None) };
         if let Some(c) = cached.as_ref().filter(|c| c.id == record.id && c.fresh(now)) {
-            return Some(c.policy.clone());
+            return (Some(c.policy.clone()), None);
         }
-        match fetch(resolver, domain, how).await.and_then(|text| Policy::parse(&text)) {
+        let fetched = fetch(resolver, domain, how)
+            .await
+            .and_then(|text| Policy::parse(&text).map_err(|e| (TlsFailure::StsPolicyInvalid, e)));
+        match fetched {
             Ok(policy) => {
                 tracing::info!("MTA-STS: fetched the policy of {domain} (id {}): mode {}", record.id, policy.mode);
                 self.put(how.cache_dir, domain, Cached { id: record.id, fetched: now, policy: policy.clone() });
-                Some(policy)
+                (Some(policy), None)
             }
-            Err(e) => {
+            Err((kind, e)) => {
                 let kept = if cached.is_some() { "; the cached policy stays in force" } else { "" };
                 tracing::warn!("MTA-STS: policy of {domain}: {e}{kept}");
-                cached.map(|c| c.policy)
+                (cached.map(|c| c.policy), Some((kind, e)))
             }
         }
     }
@@ -125,18 +130,54 @@ fn file_of(dir: &Path, domain: &str) -> PathBuf {
     dir.join(format!("{domain}.toml"))
 }
 
+/// Whether `e` (a reqwest error) comes from the policy host's certificate: a rustls
+/// certificate error somewhere in its chain of sources.
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let tls = err
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref()));
+        if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// Fetches the policy file of `domain`.
 ///
 /// # Errors
-/// A description: no address, the HTTPS request failed (certificate included), a status other
-/// than 200, a redirect, or a body over 64 KiB.
-async fn fetch<R: Resolver>(resolver: &R, domain: &str, how: Fetching<'_>) -> Result<String, String> {
+/// The TLS-RPT result type (`sts-webpki-invalid` for the host's certificate, else
+/// `sts-policy-fetch-error`) and a description: no address, the HTTPS request failed, a status
+/// other than 200, a redirect, or a body over 64 KiB.
+async fn fetch<R: Resolver>(resolver: &R, domain: &str, how: Fetching<'_>) -> Result<String, (TlsFailure, String)> {
+    fetch_text(resolver, domain, how).await.map_err(|e| match e {
+        FetchError::Certificate(e) => (TlsFailure::StsWebpkiInvalid, e),
+        FetchError::Other(e) => (TlsFailure::StsPolicyFetchError, e),
+    })
+}
+
+/// Why a fetch failed: the policy host's certificate, or anything else.
+enum FetchError {
+    Certificate(String),
+    Other(String),
+}
+
+impl From<String> for FetchError {
+    fn from(e: String) -> Self {
+        Self::Other(e)
+    }
+}
+
+async fn fetch_text<R: Resolver>(resolver: &R, domain: &str, how: Fetching<'_>) -> Result<String, FetchError> {
     let host = format!("mta-sts.{domain}");
     let ip = match resolver.ipv4(&host).await {
         Answer::Found(ips) if !ips.is_empty() => ips[0],
         _ => match resolver.ipv6(&host).await {
             Answer::Found(ips) if !ips.is_empty() => ips[0],
-            _ => return Err(format!("{host} has no address")),
+            _ => return Err(format!("{host} has no address").into()),
         },
     };
     let mut builder = reqwest::Client::builder()
@@ -155,18 +196,21 @@ async fn fetch<R: Resolver>(resolver: &R, domain: &str, how: Fetching<'_>) -> Re
     }
     let client = builder.build().map_err(|e| format!("HTTPS client: {e}"))?;
     let url = format!("https://{host}/.well-known/mta-sts.txt");
-    let mut response = client.get(&url).send().await.map_err(|e| format!("fetching {url}: {e:#}"))?;
+    let mut response = client.get(&url).send().await.map_err(|e| {
+        let text = format!("fetching {url}: {e:#}");
+        if is_certificate_error(&e) { FetchError::Certificate(text) } else { FetchError::Other(text) }
+    })?;
     if response.status() != reqwest::StatusCode::OK {
-        return Err(format!("fetching {url}: HTTP {}", response.status()));
+        return Err(format!("fetching {url}: HTTP {}", response.status()).into());
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading {url}: {e}"))? {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_POLICY {
-            return Err(format!("{url}: larger than {MAX_POLICY} bytes"));
+            return Err(format!("{url}: larger than {MAX_POLICY} bytes").into());
         }
     }
-    String::from_utf8(body).map_err(|_| format!("{url}: not UTF-8"))
+    String::from_utf8(body).map_err(|_| format!("{url}: not UTF-8").into())
 }
 
 #[cfg(test)]

@@ -68,6 +68,14 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy as the lines of a policy file (RFC 8460 §4.4 `policy-string`).
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec!["version: STSv1".to_owned(), format!("mode: {}", self.mode)];
+        lines.extend(self.mx.iter().map(|m| format!("mx: {m}")));
+        lines.push(format!("max_age: {}", self.max_age));
+        lines
+    }
+
     /// Parses a policy file: `key: value` lines (CRLF or LF), `version: STSv1`, `mode`,
     /// `max_age`, and at least one `mx` unless the mode is `none` (RFC 8461 §3.2). Unknown keys
     /// are ignored, as the RFC asks.

@@ -1,0 +1,373 @@
+//! SMTP TLS Reporting (RFC 8460): the outcome of every outbound TLS negotiation is counted per
+//! day, recipient domain, policy and result in an embedded store (redb, `{data_dir}/tlsrpt.redb`),
+//! and turned once a day into one report per domain: the JSON of RFC 8460 §4.4 (mail-auth's
+//! `report::tlsrpt` types), gzip-compressed, in a `multipart/report; report-type=tlsrpt`
+//! message (§5.3) to the `mailto:` addresses of the domain's `_smtp._tls` record (§3).
+//!
+//! As for the DMARC aggregates the store is written without an fsync (redb `Durability::None`):
+//! a crash can lose the last counts, never mail.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use mail_auth::report::tlsrpt::{DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary};
+use postern_types::tls_report::{AppliedPolicy, Failure, Negotiation, PolicyKind, TlsFailure};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use mail_auth::report::tlsrpt::TlsReport;
+
+/// Session counts: key `DAY \t DOMAIN \t POLICY \t RESULT` (see [`key`]).
+const COUNTS: TableDefinition<'_, &str, u64> = TableDefinition::new("tlsrpt_counts");
+
+/// Separates the strings of one field inside a key.
+const SEP: char = '\u{1f}';
+
+/// One day's negotiations with one recipient domain: per policy, its successes and failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// The recipient domain (`policy-domain`).
+    pub domain: String,
+    /// Per policy: its sessions.
+    pub policies: Vec<PolicyDay>,
+}
+
+/// One policy's sessions of a day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDay {
+    /// The policy.
+    pub policy: AppliedPolicy,
+    /// Successful sessions.
+    pub successes: u64,
+    /// The failures, each with its session count.
+    pub failures: Vec<(Failure, u64)>,
+}
+
+/// The embedded store of TLS negotiation results.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn clean(s: &str) -> String {
+    s.replace(['\t', SEP, '\n', '\r'], " ")
+}
+
+fn key(day: &str, n: &Negotiation) -> String {
+    let p = &n.policy;
+    let strings: Vec<String> = p.strings.iter().map(|s| clean(s)).collect();
+    let mx: Vec<String> = p.mx_patterns.iter().map(|s| clean(s)).collect();
+    let result = match &n.failure {
+        None => "ok\t\t\t".to_owned(),
+        Some(f) => format!(
+            "{}\t{}\t{}\t{}",
+            f.result,
+            f.mx_host.as_deref().map(clean).unwrap_or_default(),
+            f.receiving_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            clean(&f.detail)
+        ),
+    };
+    format!(
+        "{day}\t{}\t{}\t{}\t{}\t{result}",
+        clean(&p.domain),
+        p.kind.as_str(),
+        strings.join(&SEP.to_string()),
+        mx.join(&SEP.to_string())
+    )
+}
+
+fn split(field: &str) -> Vec<String> {
+    field.split(SEP).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+fn from_key(key: &str) -> Option<(String, Negotiation)> {
+    let f: Vec<&str> = key.split('\t').collect();
+    let [day, domain, kind, strings, mx, result, host, ip, detail] = f.as_slice() else { return None };
+    let kind =
+        [PolicyKind::Sts, PolicyKind::Tlsa, PolicyKind::NoPolicyFound].into_iter().find(|k| k.as_str() == *kind)?;
+    let policy = AppliedPolicy { domain: (*domain).to_owned(), kind, strings: split(strings), mx_patterns: split(mx) };
+    let failure = match *result {
+        "ok" => None,
+        r => Some(Failure {
+            result: TlsFailure::parse(r)?,
+            mx_host: (!host.is_empty()).then(|| (*host).to_owned()),
+            receiving_ip: ip.parse::<IpAddr>().ok(),
+            detail: (*detail).to_owned(),
+        }),
+    };
+    Some(((*day).to_owned(), Negotiation { policy, failure }))
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    ///
+    /// # Errors
+    /// The database cannot be opened (another process holds it, or it is corrupt).
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { db })
+    }
+
+    /// Counts `negotiations` under `day` (`YYYY-MM-DD`, UTC), in one write.
+    ///
+    /// # Errors
+    /// The store's error text.
+    pub fn record(&self, day: &str, negotiations: &[Negotiation]) -> Result<(), String> {
+        if negotiations.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().map_err(err)?;
+        tx.set_durability(Durability::None).map_err(err)?;
+        {
+            let mut counts = tx.open_table(COUNTS).map_err(err)?;
+            for n in negotiations {
+                let k = key(day, n);
+                let c = counts.get(k.as_str()).map_err(err)?.map_or(0, |v| v.value());
+                counts.insert(k.as_str(), c + 1).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The results of `day`, one entry per recipient domain (sorted), each policy's failures
+    /// in order of their keys.
+    ///
+    /// # Errors
+    /// The store's error text.
+    pub fn day(&self, day: &str) -> Result<Vec<DomainDay>, String> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let Ok(counts) = tx.open_table(COUNTS) else { return Ok(Vec::new()) };
+        let prefix = format!("{day}\t");
+        type Tally = (u64, Vec<(Failure, u64)>);
+        let mut by_domain: BTreeMap<String, BTreeMap<AppliedPolicy, Tally>> = BTreeMap::new();
+        for entry in counts.range(prefix.as_str()..).map_err(err)? {
+            let (k, v) = entry.map_err(err)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            let Some((_, n)) = from_key(k.value()) else { continue };
+            let tally = by_domain.entry(n.policy.domain.clone()).or_default().entry(n.policy).or_default();
+            match n.failure {
+                None => tally.0 += v.value(),
+                Some(f) => tally.1.push((f, v.value())),
+            }
+        }
+        Ok(by_domain
+            .into_iter()
+            .map(|(domain, policies)| DomainDay {
+                day: day.to_owned(),
+                domain,
+                policies: policies
+                    .into_iter()
+                    .map(|(policy, (successes, failures))| PolicyDay { policy, successes, failures })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Days with recorded results, oldest first.
+    ///
+    /// # Errors
+    /// The store's error text.
+    pub fn days(&self) -> Result<Vec<String>, String> {
+        crate::days::days(&self.db, COUNTS)
+    }
+
+    /// Forgets `day` (after its reports were queued).
+    ///
+    /// # Errors
+    /// The store's error text.
+    pub fn remove_day(&self, day: &str) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(err)?;
+        crate::days::remove(&tx, COUNTS, day)?;
+        tx.commit().map_err(err)
+    }
+}
+
+/// The `mailto:` addresses of a domain's TLS-RPT record among `txts` (the TXT strings of
+/// `_smtp._tls.DOMAIN`): the one record starting with `v=TLSRPTv1` (RFC 8460 §3), parsed by
+/// mail-auth. `https:` destinations are left out (reports are sent by mail only).
+///
+/// # Errors
+/// No such record, several, or one that does not parse.
+pub fn rua_mailto(txts: &[String]) -> Result<Vec<String>, String> {
+    use mail_auth::common::parse::TxtRecordParser as _;
+    use mail_auth::mta_sts::{ReportUri, TlsRpt};
+    let ours: Vec<&String> = txts.iter().filter(|t| t.trim_start().starts_with("v=TLSRPTv1")).collect();
+    let [record] = ours.as_slice() else {
+        return Err(format!("{} TXT records start with v=TLSRPTv1 (one is needed)", ours.len()));
+    };
+    let parsed = TlsRpt::parse(record.as_bytes()).map_err(|e| format!("{record:?}: {e}"))?;
+    Ok(parsed
+        .rua
+        .into_iter()
+        .filter_map(|u| match u {
+            ReportUri::Mail(a) => Some(a),
+            ReportUri::Http(_) => None,
+        })
+        .collect())
+}
+
+/// Who reports, and which report this is (RFC 8460 §4.4 report metadata).
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// `organization-name`.
+    pub organization: String,
+    /// `contact-info`: an address for questions about the report.
+    pub contact: String,
+    /// `report-id`.
+    pub report_id: String,
+    /// First second of the period (Unix seconds, UTC).
+    pub begin: i64,
+    /// Last second of the period.
+    pub end: i64,
+}
+
+fn policy_type(kind: PolicyKind) -> PolicyType {
+    match kind {
+        PolicyKind::Sts => PolicyType::Sts,
+        PolicyKind::Tlsa => PolicyType::Tlsa,
+        PolicyKind::NoPolicyFound => PolicyType::NoPolicyFound,
+    }
+}
+
+fn result_type(f: TlsFailure) -> ResultType {
+    match f {
+        TlsFailure::StarttlsNotSupported => ResultType::StartTlsNotSupported,
+        TlsFailure::CertificateHostMismatch => ResultType::CertificateHostMismatch,
+        TlsFailure::CertificateExpired => ResultType::CertificateExpired,
+        TlsFailure::CertificateNotTrusted => ResultType::CertificateNotTrusted,
+        TlsFailure::ValidationFailure => ResultType::ValidationFailure,
+        TlsFailure::TlsaInvalid => ResultType::TlsaInvalid,
+        TlsFailure::DnssecInvalid => ResultType::DnssecInvalid,
+        TlsFailure::StsPolicyFetchError => ResultType::StsPolicyFetchError,
+        TlsFailure::StsPolicyInvalid => ResultType::StsPolicyInvalid,
+        TlsFailure::StsWebpkiInvalid => ResultType::StsWebpkiInvalid,
+    }
+}
+
+/// The report of one domain's day (RFC 8460 §4.4), counts saturated at `u32::MAX`.
+pub fn to_report(day: &DomainDay, meta: &Meta) -> TlsReport {
+    let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let policies = day
+        .policies
+        .iter()
+        .map(|PolicyDay { policy: p, successes: ok, failures }| Policy {
+            policy: PolicyDetails {
+                policy_type: policy_type(p.kind),
+                policy_string: p.strings.clone(),
+                policy_domain: p.domain.clone(),
+                mx_host: p.mx_patterns.clone(),
+            },
+            summary: Summary { total_success: count(*ok), total_failure: count(failures.iter().map(|(_, n)| n).sum()) },
+            failure_details: failures
+                .iter()
+                .map(|(f, n)| FailureDetails {
+                    result_type: result_type(f.result),
+                    receiving_mx_hostname: f.mx_host.clone(),
+                    receiving_ip: f.receiving_ip,
+                    failed_session_count: count(*n),
+                    additional_information: (!f.detail.is_empty()).then(|| f.detail.clone()),
+                    ..FailureDetails::default()
+                })
+                .collect(),
+        })
+        .collect();
+    TlsReport {
+        organization_name: Some(meta.organization.clone()),
+        date_range: DateRange::from_timestamps(meta.begin, meta.end),
+        contact_info: Some(meta.contact.clone()),
+        report_id: meta.report_id.clone(),
+        policies,
+    }
+}
+
+/// The report message (RFC 8460 §5.3): from `from`, to `to`, subject `Report Domain: D
+/// Submitter: S Report-ID: <ID>`, the `TLS-Report-Domain` and `TLS-Report-Submitter` fields, a
+/// text part and the gzip-compressed JSON as `application/tlsrpt+gzip`
+/// (`S!D!BEGIN!END.json.gz`), CRLF line endings.
+///
+/// # Errors
+/// Compression or composition failed.
+pub fn compose(
+    report: &TlsReport,
+    domain: &str,
+    submitter: &str,
+    from: &str,
+    to: &[String],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    report.write_rfc5322(domain, submitter, from, to.iter().map(String::as_str), &mut out).map_err(err)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_gives_its_mailto_addresses() {
+        let txts = ["v=spf1 -all".to_owned(), "v=TLSRPTv1; rua=mailto:a@b.test,https://r.test/x".to_owned()];
+        assert_eq!(rua_mailto(&txts).unwrap(), ["a@b.test"]);
+        assert!(rua_mailto(&txts[..1]).is_err());
+    }
+
+    #[test]
+    fn counts_round_trip_into_a_report() {
+        let dir = std::env::temp_dir().join(format!("postern-tlsrpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("tlsrpt.redb")).unwrap();
+        let sts = AppliedPolicy {
+            domain: "a.test".into(),
+            kind: PolicyKind::Sts,
+            strings: vec!["version: STSv1".into(), "mode: enforce".into()],
+            mx_patterns: vec!["mx.a.test".into()],
+        };
+        let ok = Negotiation { policy: sts.clone(), failure: None };
+        let failure = Failure {
+            result: TlsFailure::CertificateHostMismatch,
+            mx_host: Some("mx.a.test".into()),
+            receiving_ip: Some("192.0.2.1".parse().unwrap()),
+            detail: "certificate not valid for name\t\"mx.a.test\"".into(),
+        };
+        let bad = Negotiation { policy: sts.clone(), failure: Some(failure.clone()) };
+        store.record("2026-12-01", &[ok.clone(), ok.clone(), bad.clone()]).unwrap();
+        store.record("2026-12-02", &[ok]).unwrap();
+        let day = store.day("2026-12-01").unwrap();
+        let cleaned = Failure { detail: "certificate not valid for name \"mx.a.test\"".into(), ..failure };
+        assert_eq!(
+            day,
+            vec![DomainDay {
+                day: "2026-12-01".into(),
+                domain: "a.test".into(),
+                policies: vec![PolicyDay { policy: sts, successes: 2, failures: vec![(cleaned, 1)] }]
+            }]
+        );
+        let meta = Meta {
+            organization: "B".into(),
+            contact: "postmaster@b.test".into(),
+            report_id: "r1".into(),
+            begin: 0,
+            end: 86_399,
+        };
+        let json = to_report(&day[0], &meta).to_json();
+        for field in [
+            "\"total-successful-session-count\":2",
+            "\"total-failure-session-count\":1",
+            "\"result-type\":\"certificate-host-mismatch\"",
+            "\"policy-type\":\"sts\"",
+        ] {
+            assert!(json.contains(field), "{field} in {json}");
+        }
+        assert_eq!(store.days().unwrap(), ["2026-12-01", "2026-12-02"]);
+        store.remove_day("2026-12-01").unwrap();
+        assert_eq!(store.days().unwrap(), ["2026-12-02"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

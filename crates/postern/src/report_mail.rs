@@ -1,0 +1,103 @@
+//! What the DMARC aggregate reports (`dmarc`) and the TLS reports (`tls_rpt`) share: the
+//! period of a day, CRLF line endings for mail-builder's output, and the one way a report
+//! leaves: DKIM-signed when a key signs its sender, addressed through the recipient policy,
+//! queued through `queue::submit`.
+
+use postern_inbound::Context;
+use postern_policy::{RecipientPolicy, resolve_for_delivery};
+use postern_proto::trace::Origin;
+use postern_queue::{MailParams, Submission, SubmitRecipient};
+use postern_types::{Address, QueueId, ReversePath, Verdict};
+
+/// A composed report to queue.
+pub(crate) struct Report<'a> {
+    /// `Origin::Generated` name: `DMARC reports`, `TLS reports`.
+    pub(crate) what: &'static str,
+    /// The arrival log line's source: `TLS report ID for D to A`.
+    pub(crate) source: String,
+    /// The sender (`[dmarc_reports] email`, `[tls_reports] email`).
+    pub(crate) from: &'a str,
+    /// The report addresses.
+    pub(crate) to: &'a [String],
+    /// The message, any line endings.
+    pub(crate) message: &'a [u8],
+}
+
+/// Signs and queues `report`.
+///
+/// # Errors
+/// A text for the operator: the sender is not an address, signing failed under
+/// `[dkim] on_error = "tempfail"`, or the spool refused it.
+pub(crate) async fn queue(ctx: &Context, report: Report<'_>) -> Result<QueueId, String> {
+    let reverse_path = match Address::parse(report.from) {
+        Ok(a) => ReversePath::Mailbox(a),
+        Err(e) => return Err(format!("the sender <{}>: {e}", report.from)),
+    };
+    let mut message = crlf(report.message);
+    let on_error = ctx.live.config().dkim.on_error;
+    let headers = postern_inbound::dkim_sign(ctx.auth(), on_error, report.what, &mut message)
+        .await
+        .map_err(|r| format!("cannot sign the report: {r}"))?;
+    let submission = Submission {
+        origin: Origin::Generated { what: report.what },
+        source: report.source,
+        reverse_path,
+        recipients: recipients(ctx, report.to),
+        headers,
+        message,
+        params: MailParams::default(),
+        quarantine: None,
+        held: false,
+        id: None,
+    };
+    ctx.queue.submit(submission).await.map_err(|e| format!("cannot queue the report: {e}"))
+}
+
+/// Where each of `addresses` goes (local mailboxes, aliases or the world).
+fn recipients(ctx: &Context, addresses: &[String]) -> Vec<SubmitRecipient> {
+    let (config, tables) = (ctx.live.config(), ctx.live.tables());
+    let policy = RecipientPolicy {
+        local_domains: &config.domains.local,
+        trusted_networks: &config.relay.trusted_networks,
+        separators: &config.delivery.subaddress_separator,
+        tables: &tables,
+    };
+    let mut out = Vec::new();
+    for a in addresses {
+        let Ok(address) = Address::parse(a) else { continue };
+        if let Verdict::Ok(destinations) = resolve_for_delivery(&policy, &address) {
+            out.extend(destinations.into_iter().map(|destination| SubmitRecipient {
+                forward_path: address.to_string(),
+                destination,
+                notify: None,
+                orcpt: None,
+            }));
+        }
+    }
+    out
+}
+
+/// mail-builder writes CRLF already; this normalises stray bare LFs so the spool gets CRLF.
+fn crlf(m: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.len() + 64);
+    let mut prev = 0u8;
+    for &b in m {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+/// The first and last second of `day` (`YYYY-MM-DD`, UTC), Unix seconds.
+///
+/// # Errors
+/// `day` is not a date.
+pub(crate) fn bounds(day: &str) -> Result<(i64, i64), String> {
+    let d =
+        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| format!("{day:?} is not YYYY-MM-DD: {e}"))?;
+    let begin = d.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp();
+    Ok((begin, begin + 86_399))
+}
