@@ -13,6 +13,7 @@ mod corpus;
 mod crash;
 #[cfg(feature = "failpoints")]
 mod crash_points;
+mod dane;
 mod debian;
 mod delivery;
 mod deploy;

@@ -115,7 +115,7 @@ fn a_broken_handshake_under_encrypt_defers_instead_of_falling_back() {
 }
 
 #[test]
-fn dane_levels_are_refused_until_dane_exists() {
+fn an_unknown_level_is_refused_with_its_line_and_dane_levels_are_taken() {
     let dir = crate::support::TempDir::new("tls-policy-dane");
     let cfg = dir.0.join("postern.toml");
     let text = std::fs::read_to_string(crate::support::repo().join("tests/fixtures/basic/postern.toml")).unwrap();
@@ -124,7 +124,8 @@ fn dane_levels_are_refused_until_dane_exists() {
     for f in ["users", "aliases", "virtual"] {
         std::fs::copy(crate::support::repo().join("tests/fixtures/basic").join(f), dir.0.join(f)).unwrap();
     }
-    std::fs::write(dir.0.join("tls-policy"), "ok.test verify\nbank.test dane-only\n").unwrap();
+    std::fs::write(dir.0.join("tls-policy"), "ok.test verify\nbank.test dane-only\nnet.test dane\nodd.test secure\n")
+        .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["check-config", "--config"])
         .arg(&cfg)
@@ -133,5 +134,9 @@ fn dane_levels_are_refused_until_dane_exists() {
     let (code, out) =
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout));
     assert_ne!(code, Some(0), "{out}");
-    assert!(out.contains("tls-policy:2: bank.test") && out.contains("DANE is not in this version yet"), "{out}");
+    assert!(
+        out.contains("tls-policy:4: odd.test") && out.contains("use none, may, encrypt, verify, dane or dane-only"),
+        "{out}"
+    );
+    assert!(!out.contains("tls-policy:2") && !out.contains("tls-policy:3"), "dane levels are valid: {out}");
 }

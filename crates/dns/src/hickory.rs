@@ -185,6 +185,25 @@ impl HickoryResolver {
 /// # Errors
 /// When the system configuration cannot be read (only with empty `nameservers`).
 pub fn tokio_resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
+    build(settings, None)
+}
+
+/// As [`tokio_resolver`], validating every answer with DNSSEC up to `anchors`
+/// ([`crate::dnssec`]).
+///
+/// # Errors
+/// As [`tokio_resolver`].
+pub(crate) fn validating_resolver(
+    settings: &DnsSettings,
+    anchors: std::sync::Arc<hickory_resolver::proto::dnssec::TrustAnchors>,
+) -> Result<TokioResolver, String> {
+    build(settings, Some(anchors))
+}
+
+fn build(
+    settings: &DnsSettings,
+    anchors: Option<std::sync::Arc<hickory_resolver::proto::dnssec::TrustAnchors>>,
+) -> Result<TokioResolver, String> {
     let mut builder = if settings.nameservers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| format!("reading the system DNS configuration: {e}"))?
     } else {
@@ -214,5 +233,8 @@ pub fn tokio_resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
     opts.negative_min_ttl = None;
     // Names are fully qualified; never try search domains.
     opts.ndots = 0;
+    if let Some(anchors) = anchors {
+        builder = builder.with_trust_anchor(anchors);
+    }
     builder.build().map_err(|e| format!("building the resolver: {e}"))
 }

@@ -7,6 +7,7 @@
 //! minimum TTL is imposed and the maximum is hickory's one-day cap. A timeout, SERVFAIL or
 //! REFUSED is [`Answer::TempFail`]: it must become a 4xx or a retry, never a 5xx or a bounce.
 
+pub mod dnssec;
 mod hickory;
 
 use std::future::Future;

@@ -5,6 +5,7 @@
 //! every kind of error to temporary or permanent ([`Outcome`]).
 
 pub mod connect;
+pub mod dane;
 pub mod lmtp;
 pub mod nexthop;
 pub mod sts;
@@ -174,18 +175,54 @@ async fn tls_for<R: Resolver>(
     }
 }
 
-/// RFC 8689 §4.2.1: a REQUIRETLS message needs a validated TLS path to `domain` (a certificate
-/// that must verify for the MX host, from MTA-STS or a `tls_policy` `verify`); without one it
-/// bounces with 5.7.30 at once, since retrying would not give it one.
-fn requiretls_path(domain: &str, level: TlsLevel) -> Result<(), Outcome> {
-    if level == TlsLevel::Verify {
+/// RFC 8689 §4.2.1: a REQUIRETLS message needs a validated TLS path to `domain` (DANE for
+/// every MX host, or a certificate that must verify for the MX host, from MTA-STS or a
+/// `tls_policy` `verify`); without one it bounces with 5.7.30 at once, since retrying would
+/// not give it one.
+fn requiretls_path(domain: &str, level: TlsLevel, all_dane: bool) -> Result<(), Outcome> {
+    if level == TlsLevel::Verify || all_dane {
         return Ok(());
     }
     let text = format!(
-        "REQUIRETLS support required: no validated TLS path to {domain} (no MTA-STS policy and no \
-         tls_policy verify entry)"
+        "REQUIRETLS support required: no validated TLS path to {domain} (no DANE, no MTA-STS policy \
+         and no tls_policy verify entry)"
     );
     Err(Outcome::PermFail(Reply::new(550, EnhancedStatus(5, 7, 30), text)))
+}
+
+/// Looks up DANE for the MX `hosts` of `domain` (RFC 7672 §2.2) and fills in each host's
+/// [`dane::HostDane`]; `Ok(true)` when at least one host is DANE-secured.
+///
+/// # Errors
+/// The MX records did not validate (`4.7.5`, recorded as `dnssec-invalid` for TLS reports) or
+/// could not be looked up (`4.4.3`): deferred, never delivered in clear text.
+async fn dane_hosts(
+    dnssec: &postern_dns::dnssec::DnssecResolver,
+    domain: &str,
+    hosts: &mut [nexthop::Host],
+    applied: &AppliedPolicy,
+    results: &tls_results::TlsResults,
+) -> Result<bool, Outcome> {
+    match dane::secure_mx(dnssec, domain).await {
+        Ok(false) => return Ok(false),
+        Ok(true) => {}
+        Err((true, why)) => {
+            let tlsa = AppliedPolicy { kind: PolicyKind::Tlsa, ..applied.clone() };
+            results.record(tls_results::failed(&tlsa, TlsFailure::DnssecInvalid, None, None, why.clone()));
+            let text = format!("DANE: the MX records of {domain} do not validate with DNSSEC ({why})");
+            return Err(Outcome::temp(EnhancedStatus(4, 7, 5), text));
+        }
+        Err((false, why)) => {
+            return Err(Outcome::temp(
+                EnhancedStatus(4, 4, 3),
+                format!("DNSSEC lookup of MX for {domain} failed: {why}"),
+            ));
+        }
+    }
+    for h in hosts.iter_mut() {
+        h.dane = dane::host(dnssec, &h.name, h.port).await;
+    }
+    Ok(hosts.iter().any(|h| matches!(h.dane, dane::HostDane::Tlsa(_))))
 }
 
 /// Applies an MTA-STS policy to the MX hosts of `domain` (RFC 8461 §4.1, §5): `enforce` keeps
@@ -241,10 +278,29 @@ pub async fn deliver<R: Resolver>(
         config.outbound.port,
     );
     let to_mx = target.mx_lookup && target.name.eq_ignore_ascii_case(domain);
-    let TlsChoice { level, sts, mut label, applied } =
+    let TlsChoice { mut level, mut sts, mut label, mut applied } =
         tls_for(resolver, pool, (config, tables), (domain, to_mx), message).await;
+    let mut hosts = match nexthop::hosts(resolver, &target).await {
+        Ok(h) => h,
+        Err(outcome) => return RecipientResult::all(recipients, &outcome, "none", None),
+    };
+    let entry = tables.tls_policy_entry(&domain.to_lowercase()).map(|(_, l)| l);
+    let waived = message.tls_optional && !message.require_tls;
+    let wants_dane = to_mx && entry.map_or(config.outbound.dane && !waived, TlsLevel::wants_dane);
+    if wants_dane && let Some(dnssec) = pool.dnssec.get() {
+        match dane_hosts(dnssec, domain, &mut hosts, &applied, &pool.tls_results).await {
+            Err(outcome) => return RecipientResult::all(recipients, &outcome, "none", None),
+            // RFC 8461 §2: DANE wins over MTA-STS.
+            Ok(true) if sts.is_some() => {
+                tracing::info!("{}: {domain} is DANE-secured: its MTA-STS policy is not applied", message.id);
+                (level, sts, label, applied) = (TlsLevel::May, None, None, tls_results::no_policy(domain));
+            }
+            Ok(_) => {}
+        }
+    }
+    let all_dane = !hosts.is_empty() && hosts.iter().all(|h| matches!(h.dane, dane::HostDane::Tlsa(_)));
     if message.require_tls {
-        if let Err(outcome) = requiretls_path(domain, level) {
+        if let Err(outcome) = requiretls_path(domain, level, all_dane) {
             return RecipientResult::all(recipients, &outcome, "none", None);
         }
         label = Some(label.map_or_else(|| "requiretls".to_owned(), |l| format!("{l} requiretls")));
@@ -253,10 +309,6 @@ pub async fn deliver<R: Resolver>(
     let label_key = label.as_deref().unwrap_or("may");
     let key = format!("{}{}:{} {label_key}", if target.mx_lookup { "" } else { "=" }, target.name, target.port);
     let _slot = pool.permit(&key, config.outbound.max_per_destination).await;
-    let mut hosts = match nexthop::hosts(resolver, &target).await {
-        Ok(h) => h,
-        Err(outcome) => return RecipientResult::all(recipients, &outcome, "none", None),
-    };
     if let Some(policy) = &sts
         && let Err(outcome) = sts_hosts((&message.id, domain), (policy, &applied), &pool.tls_results, &mut hosts)
     {

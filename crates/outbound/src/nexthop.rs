@@ -43,6 +43,8 @@ pub struct Host {
     pub name: String,
     /// TCP port.
     pub port: u16,
+    /// What DANE says of it (filled in when the destination looks for DANE).
+    pub dane: crate::dane::HostDane,
 }
 
 /// The hosts to try for `target`, in order.
@@ -51,7 +53,7 @@ pub struct Host {
 /// The outcome for every recipient when there is nowhere to go: null MX → `556 5.1.10`
 /// (RFC 7505 §3), an MX lookup that failed temporarily → `451 4.4.3`.
 pub async fn hosts<R: Resolver>(resolver: &R, target: &Target) -> Result<Vec<Host>, Outcome> {
-    let host = |name: String| Host { name, port: target.port };
+    let host = |name: String| Host { name, port: target.port, dane: crate::dane::HostDane::None };
     if !target.mx_lookup || target.name.parse::<IpAddr>().is_ok() {
         return Ok(vec![host(target.name.clone())]);
     }

@@ -32,15 +32,18 @@ pub struct TlsInfo {
     pub verify_error: Option<String>,
     /// The failure's TLS-RPT result type (RFC 8460 §4.3.1), when it did not verify.
     pub verify_failure: Option<TlsFailure>,
+    /// The certificate was checked against TLSA records (DANE, RFC 7672), not the roots.
+    pub dane: bool,
 }
 
 impl fmt::Display for TlsInfo {
     /// `tls=TLSv1.3 cipher=TLS13_AES_256_GCM_SHA384 verify=OK` (or `verify=FAIL (reason)`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "tls={} cipher={} verify=", self.version, self.cipher)?;
-        match &self.verify_error {
-            None => f.write_str("OK"),
-            Some(e) => write!(f, "FAIL ({e})"),
+        match (&self.verify_error, self.dane) {
+            (None, false) => f.write_str("OK"),
+            (None, true) => f.write_str("DANE"),
+            (Some(e), _) => write!(f, "FAIL ({e})"),
         }
     }
 }
@@ -94,10 +97,13 @@ fn failure_of(e: &rustls::Error) -> TlsFailure {
     }
 }
 
-/// Verifies like webpki, records the verdict, and accepts the certificate either way.
+/// Verifies like webpki, or against TLSA records when it has them (DANE, [`crate::dane`]),
+/// records the verdict, and accepts the certificate either way (the session decides).
+/// Handshake signatures are always checked.
 #[derive(Debug)]
 struct RecordingVerifier {
     inner: Arc<WebPkiServerVerifier>,
+    tlsa: Option<Arc<Vec<postern_dns::dnssec::Tlsa>>>,
     verdict: Mutex<Option<(String, TlsFailure)>>,
 }
 
@@ -110,9 +116,18 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Err(e) = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some((e.to_string(), failure_of(&e)));
-        }
+        let verdict = match &self.tlsa {
+            Some(records) => {
+                let chain: Vec<&[u8]> = intermediates.iter().map(AsRef::as_ref).collect();
+                crate::dane::check(records, end_entity, &chain, server_name, now).map(|e| (e, TlsFailure::TlsaInvalid))
+            }
+            None => self
+                .inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+                .err()
+                .map(|e| (e.to_string(), failure_of(&e))),
+        };
+        *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = verdict;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -140,7 +155,8 @@ impl ServerCertVerifier for RecordingVerifier {
 }
 
 /// Runs the TLS handshake on `tcp` for the next hop `host` (a name or an IP literal), checking
-/// its certificate against the trust anchors of `ca_file` (Mozilla's roots when `None`).
+/// its certificate against the trust anchors of `ca_file` (Mozilla's roots when `None`), or,
+/// with `tlsa`, against those TLSA records (DANE, RFC 7672 §3).
 ///
 /// # Errors
 /// The handshake failed, or the trust anchors cannot be read.
@@ -148,8 +164,10 @@ pub async fn handshake(
     tcp: TcpStream,
     host: &str,
     ca_file: Option<&Path>,
+    tlsa: Option<Arc<Vec<postern_dns::dnssec::Tlsa>>>,
 ) -> Result<(TlsStream<TcpStream>, TlsInfo), String> {
-    let verifier = Arc::new(RecordingVerifier { inner: webpki(ca_file)?, verdict: Mutex::new(None) });
+    let dane = tlsa.is_some();
+    let verifier = Arc::new(RecordingVerifier { inner: webpki(ca_file)?, tlsa, verdict: Mutex::new(None) });
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -172,6 +190,7 @@ pub async fn handshake(
         cipher: conn.negotiated_cipher_suite().map_or_else(|| "unknown".into(), |c| format!("{:?}", c.suite())),
         verify_error: None,
         verify_failure: None,
+        dane,
     };
     if let Some((text, failure)) = verifier.verdict.lock().unwrap_or_else(|p| p.into_inner()).take() {
         info.verify_error = Some(text);

@@ -21,7 +21,10 @@ use crate::nexthop::{Host, addresses};
 use crate::tls::{TlsInfo, handshake};
 use crate::tls_results::{self, TlsResults};
 use crate::{Outcome, Rcpt, RecipientResult, connect};
+use postern_dns::dnssec::Tlsa;
 use postern_types::tls_report::{AppliedPolicy, Negotiation, PolicyKind, TlsFailure};
+
+use crate::dane::HostDane;
 
 /// The connection to a next hop: clear text, or TLS after STARTTLS.
 enum Stream {
@@ -104,7 +107,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
     message: &Message,
 ) -> Vec<RecipientResult> {
     let Destination { key, level, label, applied, hosts } = dest;
-    let tls = TlsSetup { level, label: label.as_deref(), applied: &applied, results: &pool.tls_results };
+    let base = TlsSetup { level, label, applied, results: &pool.tls_results, tlsa: None };
     let cache_time = config.outbound.connection_cache_time.0;
     if let Some(mut session) = pool.take(key, cache_time) {
         match session.transact(recipients, message, true).await {
@@ -121,6 +124,7 @@ pub(crate) async fn deliver_via<R: Resolver>(
     let mut temp: Option<(Outcome, String, Option<String>)> = None;
     let mut perm: Option<(Outcome, String, Option<String>)> = None;
     for host in hosts {
+        let Some(tls) = host_tls(&base, host, &message.id, &mut temp) else { continue };
         let ips = match addresses(resolver, &host.name, config.outbound.ip_version).await {
             Ok(ips) => ips,
             Err(o @ Outcome::PermFail(_)) => {
@@ -219,13 +223,57 @@ async fn race_to(
     Some(won)
 }
 
-/// The TLS side of a delivery: the level required, its label for the logs, the policy as TLS
-/// reports name it, and where negotiations are recorded.
+/// The TLS side of a delivery to one host: the level required, its label for the logs, the
+/// policy as TLS reports name it, where negotiations are recorded, and the host's TLSA records
+/// when it is DANE-secured.
+#[derive(Clone)]
 struct TlsSetup<'a> {
     level: TlsLevel,
-    label: Option<&'a str>,
-    applied: &'a AppliedPolicy,
+    label: Option<String>,
+    applied: AppliedPolicy,
     results: &'a TlsResults,
+    tlsa: Option<Arc<Vec<Tlsa>>>,
+}
+
+/// The TLS setup for `host` of a destination set up as `base` (RFC 7672 §2.2): a DANE-secured
+/// host requires TLS checked against its TLSA records (policy type `tlsa` in the reports); a
+/// host whose DNSSEC lookups were bogus or failed is not used (`temp` then says why, 4.7.5),
+/// nor is a host without DANE under `dane-only`.
+fn host_tls<'a>(base: &TlsSetup<'a>, host: &Host, id: &str, temp: &mut LastFailure) -> Option<TlsSetup<'a>> {
+    let skip = |why: String, temp: &mut LastFailure| {
+        tracing::warn!("{id}: {}: {why}; trying the next host", host.name);
+        *temp = Some((Outcome::temp(EnhancedStatus(4, 7, 5), why), host.name.clone(), Some(host.name.clone())));
+        None
+    };
+    match &host.dane {
+        HostDane::Unusable { why, bogus } => {
+            if *bogus {
+                let applied = AppliedPolicy { kind: PolicyKind::Tlsa, ..base.applied.clone() };
+                base.results.record(tls_results::failed(
+                    &applied,
+                    TlsFailure::DnssecInvalid,
+                    Some(&host.name),
+                    None,
+                    why.clone(),
+                ));
+            }
+            let kind = if *bogus { "did not validate" } else { "failed" };
+            skip(format!("DANE: the DNSSEC lookups of {} {kind} ({why}); never sent in clear text", host.name), temp)
+        }
+        HostDane::Tlsa(records) => {
+            let applied = AppliedPolicy {
+                kind: PolicyKind::Tlsa,
+                strings: records.iter().map(ToString::to_string).collect(),
+                mx_patterns: Vec::new(),
+                ..base.applied.clone()
+            };
+            Some(TlsSetup { label: Some("dane".into()), applied, tlsa: Some(records.clone()), ..base.clone() })
+        }
+        HostDane::None if base.level == TlsLevel::DaneOnly => {
+            skip(format!("TLS is required (tls_policy=dane-only) but {} is not DANE-secured", host.name), temp)
+        }
+        HostDane::None => Some(base.clone()),
+    }
 }
 
 /// Opens an SMTP session on a raced connection: greeting, EHLO, STARTTLS (its outcome recorded
@@ -241,11 +289,12 @@ async fn open(
     message: &Message,
     temp: &mut LastFailure,
 ) -> Option<Session> {
-    let TlsSetup { level, label, applied, results } = *tls;
+    let TlsSetup { level, label, applied, results, tlsa } = tls;
     let hop = || (host.to_owned(), relay.to_owned());
-    let mut session = Session::new(won.stream, config.clone(), hop(), level, true);
-    session.label = label.map(str::to_owned);
+    let mut session = Session::new(won.stream, config.clone(), hop(), *level, true);
+    session.label.clone_from(label);
     session.policy_kind = applied.kind;
+    session.tlsa.clone_from(tlsa);
     loop {
         let opened = session.open().await;
         match session.negotiation.take() {
@@ -263,8 +312,8 @@ async fn open(
                 let o = &config.outbound;
                 match connect::connect(won.addr, o.connect_timeout.0, o.source_address).await {
                     Ok(stream) => {
-                        session = Session::new(stream, config.clone(), hop(), level, false);
-                        session.label = label.map(str::to_owned);
+                        session = Session::new(stream, config.clone(), hop(), *level, false);
+                        session.label.clone_from(label);
                     }
                     Err(e) => {
                         tracing::info!("{}: {e}; trying the next address", message.id);
@@ -315,6 +364,8 @@ pub struct Pool {
     ipv6_lost: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Idle LMTP connections.
     pub lmtp_idle: crate::lmtp::Idle,
+    /// The DNSSEC-validating resolver of DANE, once the daemon has set it.
+    pub dnssec: std::sync::OnceLock<postern_dns::dnssec::DnssecResolver>,
     /// Outbound TLS negotiations waiting to be stored for TLS reports (RFC 8460).
     pub tls_results: TlsResults,
 }
@@ -425,6 +476,9 @@ pub(crate) struct Session {
     /// The kind of the recipient domain's policy: under MTA-STS a certificate that does not
     /// verify is a reported failure even where delivery goes on (`testing`).
     policy_kind: PolicyKind,
+    /// The TLSA records of a DANE-secured host: TLS is then required and the certificate
+    /// checked against them.
+    tlsa: Option<Arc<Vec<Tlsa>>>,
     /// How the last STARTTLS negotiation went, for TLS reporting: `Some(None)` success,
     /// `Some(Some(..))` the failure; `None` when none was attempted (level `none`).
     negotiation: Option<Option<(TlsFailure, String)>>,
@@ -456,6 +510,7 @@ impl Session {
             label: None,
             tls: None,
             policy_kind: PolicyKind::NoPolicyFound,
+            tlsa: None,
             negotiation: None,
             caps: Capabilities::default(),
             reusable: true,
@@ -631,6 +686,8 @@ impl Session {
         }
         let caps = self.ehlo(timeout).await.map_err(HelloError::Failed)?;
         let level = self.level;
+        // A DANE-secured host requires TLS whatever the level (RFC 7672 §2.2).
+        let must_tls = level.requires_tls() || self.tlsa.is_some();
         let source = self.label.clone().unwrap_or_else(|| format!("tls_policy={level}"));
         let required = |why: String| {
             let text = format!("TLS is required ({source}) but {why}");
@@ -639,7 +696,7 @@ impl Session {
         if !caps.starttls && self.starttls {
             let why = format!("{} offers no STARTTLS", self.host);
             self.negotiation = Some(Some((TlsFailure::StarttlsNotSupported, why.clone())));
-            if level.requires_tls() {
+            if must_tls {
                 return Err(required(why));
             }
         }
@@ -651,7 +708,7 @@ impl Session {
         if reply.code != 220 {
             let why = format!("STARTTLS was refused ({reply})");
             self.negotiation = Some(Some((TlsFailure::StarttlsNotSupported, why.clone())));
-            if level.requires_tls() {
+            if must_tls {
                 return Err(required(why));
             }
         }
@@ -664,7 +721,7 @@ impl Session {
             return Err(HelloError::Tls("STARTTLS twice".into()));
         };
         let ca_file = self.config.outbound.ca_file.clone();
-        let shake = tokio::time::timeout(timeout, handshake(tcp, &self.host, ca_file.as_deref()))
+        let shake = tokio::time::timeout(timeout, handshake(tcp, &self.host, ca_file.as_deref(), self.tlsa.clone()))
             .await
             .map_err(|_| "TLS handshake timed out".to_owned())
             .and_then(|r| r);
@@ -672,19 +729,19 @@ impl Session {
             Ok(done) => done,
             Err(e) => {
                 self.negotiation = Some(Some((TlsFailure::ValidationFailure, e.clone())));
-                return Err(if level.requires_tls() { required(e) } else { HelloError::Tls(e) });
+                return Err(if must_tls { required(e) } else { HelloError::Tls(e) });
             }
         };
         self.stream = Stream::Tls(Box::new(tls));
         self.parser = ReplyParser::default();
         // RFC 8460: a certificate that does not verify fails the session where the policy asks
         // for one (MTA-STS, `verify`); opportunistic TLS without a policy succeeded.
-        let must_verify = level == TlsLevel::Verify || self.policy_kind == PolicyKind::Sts;
+        let must_verify = level == TlsLevel::Verify || self.tlsa.is_some() || self.policy_kind == PolicyKind::Sts;
         self.negotiation = Some(match (&info.verify_error, info.verify_failure) {
             (Some(e), Some(f)) if must_verify => Some((f, e.clone())),
             _ => None,
         });
-        if let (TlsLevel::Verify, Some(e)) = (level, &info.verify_error) {
+        if let (true, Some(e)) = (level == TlsLevel::Verify || self.tlsa.is_some(), &info.verify_error) {
             self.reusable = false;
             return Err(required(format!("the certificate of {} did not verify: {e}", self.host)));
         }

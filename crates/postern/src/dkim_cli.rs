@@ -149,6 +149,7 @@ pub(crate) fn records(config: &postern_config::Config, domain: &str) -> ExitCode
     println!("_dmarc.{domain}. IN TXT \"v=DMARC1; p=none; rua=mailto:postmaster@{domain}\"");
     println!();
     mta_sts(&domain, host);
+    tlsa(config, host);
     println!("; TLS-RPT (RFC 8460): senders that support it mail a daily report of their TLS sessions");
     println!("; with {domain} (failures with the reason) to rua: read them before moving MTA-STS to enforce.");
     println!("_smtp._tls.{domain}. IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@{domain}\"");
@@ -164,6 +165,27 @@ pub(crate) fn records(config: &postern_config::Config, domain: &str) -> ExitCode
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Our TLSA record (RFC 7672 §3.1: DANE-EE, SPKI, SHA-256) from the `[tls] cert` in force.
+fn tlsa(config: &postern_config::Config, host: &str) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    println!("; DANE (RFC 7672): with DNSSEC on the zone of {host}, senders that support DANE check our");
+    println!("; certificate against this record instead of the public CAs. It names the key, not the");
+    println!("; certificate, so it stays valid across renewals that keep the key: run certbot with");
+    println!("; --reuse-key, or publish the record of the next key beside this one before switching.");
+    let Some(path) = &config.tls.cert else {
+        println!("; no [tls] cert configured: set one, then run this again for the record.");
+        println!();
+        return;
+    };
+    let first = CertificateDer::pem_file_iter(path).ok().and_then(|mut certs| certs.next()).and_then(Result::ok);
+    match first.as_deref().and_then(postern_outbound::dane::record_3_1_1) {
+        Some(record) => println!("_25._tcp.{host}. IN TLSA {record}"),
+        None => println!("; cannot read a certificate from {}", path.display()),
+    }
+    println!();
 }
 
 /// The MTA-STS record and policy file of `domain` (RFC 8461 §3), the MX being `host`.

@@ -280,8 +280,13 @@ fn tls_step(config: &Config, tables: &Tables, domain: &str, to_mx: bool) -> Stri
     let Some((key, level)) = tables.tls_policy_entry(domain) else {
         let opportunistic =
             "opportunistic STARTTLS (used when offered; the certificate is logged as verify=OK|FAIL, not required)";
+        let dane = if to_mx && config.outbound.dane {
+            "; DANE first when the MX is DNSSEC-signed with TLSA records ([outbound] dane, looked up at delivery)"
+        } else {
+            ""
+        };
         if !(to_mx && config.outbound.mta_sts) {
-            return format!("TLS: {opportunistic}");
+            return format!("TLS: {opportunistic}{dane}");
         }
         // What the daemon cached; `postern route` fetches nothing.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -307,6 +312,12 @@ fn tls_step(config: &Config, tables: &Tables, domain: &str, to_mx: bool) -> Stri
         TlsLevel::May => "opportunistic STARTTLS (used when offered, the certificate not required)",
         TlsLevel::Encrypt => "TLS required, any certificate; without it the delivery is deferred (4.7.5)",
         TlsLevel::Verify => "TLS required with a certificate that verifies for the MX host; otherwise deferred (4.7.5)",
+        TlsLevel::Dane => {
+            "DANE for MX hosts whose TLSA records validate with DNSSEC (looked up at delivery); others opportunistic"
+        }
+        TlsLevel::DaneOnly => {
+            "DANE required (TLSA records validated with DNSSEC, looked up at delivery); otherwise deferred (4.7.5)"
+        }
     };
     format!("TLS: tls_policy {place}: {key} {level}: {what}")
 }

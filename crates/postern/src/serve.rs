@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use postern_config::{Config, Live, Tables};
+use postern_dns::dnssec::DnssecResolver;
 use postern_dns::{DnsSettings, HickoryResolver};
 use postern_inbound::{AuthBans, AuthState, ConnectionLimits, Context, ListenerInfo};
 use postern_queue::Queue;
@@ -156,6 +157,8 @@ async fn run(
     let settings = DnsSettings { nameservers: dns.nameservers.clone(), timeout: dns.timeout.0, attempts: dns.attempts };
     let resolver = Arc::new(HickoryResolver::new(&settings).map_err(anyhow::Error::msg)?);
     let queue = Queue::new(spool.clone(), live.clone(), resolver.clone());
+    let anchor = live.config().dns.trust_anchor.clone();
+    queue.set_dnssec(DnssecResolver::new(&settings, anchor.as_deref()).map_err(anyhow::Error::msg)?);
     let screen_lists = postern_inbound::screen::ScreenLists::load(&live.config().policy).map_err(anyhow::Error::msg)?;
     let greylist = if live.config().policy.greylist == postern_config::schema::Check::Off {
         None

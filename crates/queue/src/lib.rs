@@ -82,6 +82,12 @@ impl Queue {
         Self { inner: Arc::new(inner) }
     }
 
+    /// Gives outbound delivery its DNSSEC-validating resolver (DANE, RFC 7672); without it
+    /// no destination is DANE-secured.
+    pub fn set_dnssec(&self, resolver: postern_dns::dnssec::DnssecResolver) {
+        let _ = self.inner.pool.dnssec.set(resolver);
+    }
+
     /// The outbound TLS negotiations waiting to be stored for TLS reports (RFC 8460).
     pub fn tls_results(&self) -> &postern_outbound::tls_results::TlsResults {
         &self.inner.pool.tls_results

@@ -23,6 +23,8 @@ pub struct ServerCert {
     pub privkey: String,
     /// The leaf, DER (to recognise it on the client side).
     pub leaf_der: Vec<u8>,
+    /// The leaf's SubjectPublicKeyInfo, DER (for TLSA records with selector 1).
+    pub spki_der: Vec<u8>,
 }
 
 fn ca_params(name: &str) -> CertificateParams {
@@ -63,11 +65,18 @@ impl Pki {
         }
         let key = KeyPair::generate().unwrap();
         let leaf = p.signed_by(&key, &self.intermediate).unwrap();
+        use rcgen::PublicKeyData as _;
         ServerCert {
             fullchain: format!("{}{}", leaf.pem(), self.intermediate.pem()),
             privkey: key.serialize_pem(),
             leaf_der: leaf.der().to_vec(),
+            spki_der: key.subject_public_key_info(),
         }
+    }
+
+    /// The intermediate CA's certificate, DER (for DANE-TA records).
+    pub fn intermediate_der(&self) -> Vec<u8> {
+        self.intermediate.der().to_vec()
     }
 
     /// A rustls client configuration trusting only the root.

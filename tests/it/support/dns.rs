@@ -19,27 +19,72 @@ pub struct DnsServer {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// How a zone of [`DnsServer::start_signed`] is signed (DNSSEC, RFC 4035).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    /// Not signed, and no trust anchor covers it.
+    Unsigned,
+    /// Signed with a key made now; the trust anchors hold its DNSKEY.
+    Signed,
+    /// Signed with one key while the trust anchors hold another: every answer is bogus.
+    Bogus,
+}
+
+/// A zone signing key made at test time (ECDSA P-256, RFC 6605) and its DNSKEY.
+fn zone_key(origin: &Name) -> (hickory_server::proto::dnssec::DnssecSigner, String) {
+    use hickory_server::proto::dnssec::crypto::EcdsaSigningKey;
+    use hickory_server::proto::dnssec::rdata::DNSKEY;
+    use hickory_server::proto::dnssec::{Algorithm, DnssecSigner, SigningKey as _};
+    let pkcs8 = EcdsaSigningKey::generate_pkcs8(Algorithm::ECDSAP256SHA256).unwrap();
+    let key = EcdsaSigningKey::from_pkcs8(&pkcs8, Algorithm::ECDSAP256SHA256).unwrap();
+    let dnskey = DNSKEY::from_key(&key.to_public_key().unwrap());
+    let text = dnskey.to_string();
+    (DnssecSigner::new(dnskey, Box::new(key), origin.clone(), Duration::from_secs(86_400)), text)
+}
+
 impl DnsServer {
     /// Serves each `(origin, zone file)` pair.
     pub fn start(zones: &[(&str, &Path)]) -> Self {
+        let zones: Vec<(String, std::path::PathBuf, Signing)> =
+            zones.iter().map(|(o, p)| ((*o).to_owned(), p.to_path_buf(), Signing::Unsigned)).collect();
+        Self::serve(zones).0
+    }
+
+    /// Serves each `(origin, zone file, signing)`, signing zones at start; returns the server
+    /// and the trust anchors of the signed zones (`NAME 300 IN DNSKEY ...` lines, the form of
+    /// `[dns] trust_anchor`).
+    pub fn start_signed(zones: &[(&str, &Path, Signing)]) -> (Self, String) {
+        Self::serve(zones.iter().map(|(o, p, s)| ((*o).to_owned(), p.to_path_buf(), *s)).collect())
+    }
+
+    fn serve(zones: Vec<(String, std::path::PathBuf, Signing)>) -> (Self, String) {
+        use hickory_server::zone_handler::DnssecZoneHandler as _;
         let (tx, rx) = std::sync::mpsc::channel();
-        let zones: Vec<(String, std::path::PathBuf)> =
-            zones.iter().map(|(o, p)| ((*o).to_owned(), p.to_path_buf())).collect();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 let mut catalog = Catalog::new();
                 let mut handlers = Vec::new();
-                for (origin, path) in &zones {
+                let mut anchors = String::new();
+                for (origin, path, signing) in &zones {
                     let name = Name::from_ascii(origin).unwrap();
+                    let nsec = (*signing != Signing::Unsigned).then_some(hickory_server::dnssec::NxProofKind::Nsec);
                     let h = FileZoneHandler::try_from_config(
                         name.clone(),
                         ZoneType::Primary,
                         AxfrPolicy::Deny,
                         None,
                         &FileConfig { zone_path: path.clone() },
+                        nsec,
                     )
                     .unwrap();
+                    if *signing != Signing::Unsigned {
+                        let (signer, dnskey) = zone_key(&name);
+                        let anchor = if *signing == Signing::Bogus { zone_key(&name).1 } else { dnskey };
+                        anchors.push_str(&format!("{origin} 300 IN DNSKEY {anchor}\n"));
+                        h.add_zone_signing_key(signer).await.unwrap();
+                        h.secure_zone().await.unwrap();
+                    }
                     let h = Arc::new(h);
                     catalog.upsert(LowerName::new(&name), vec![h.clone()]);
                     handlers.push((origin.clone(), h));
@@ -56,13 +101,13 @@ impl DnsServer {
                 server.register_socket(udp);
                 server.register_listener(tcp, Duration::from_secs(5), 65535);
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                tx.send((addr, handlers, tokio::runtime::Handle::current(), stop_tx)).unwrap();
+                tx.send((addr, handlers, tokio::runtime::Handle::current(), stop_tx, anchors)).unwrap();
                 let _ = stop_rx.await;
                 let _ = server.shutdown_gracefully().await;
             });
         });
-        let (addr, zones, runtime, stop) = rx.recv().unwrap();
-        Self { addr, zones, runtime, _stop: stop }
+        let (addr, zones, runtime, stop, anchors) = rx.recv().unwrap();
+        (Self { addr, zones, runtime, _stop: stop }, anchors)
     }
 
     /// The fixture zone `example.test`.

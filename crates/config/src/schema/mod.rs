@@ -199,6 +199,11 @@ pub struct Dns {
     /// Tries per name server. Default 2.
     #[serde(default = "default_dns_attempts")]
     pub attempts: usize,
+    /// The DNSSEC trust anchors of the DANE lookups: a file of `NAME TTL IN DNSKEY FLAGS 3 ALG
+    /// KEY` lines (zone-file form). Default: the root's (built in). Names under none of them
+    /// are treated as unsigned.
+    #[serde(default)]
+    pub trust_anchor: Option<PathBuf>,
 }
 
 fn default_dns_timeout() -> Seconds {
@@ -484,7 +489,13 @@ impl Config {
             [&mut t.users, &mut t.aliases, &mut t.virtual_, &mut t.routes, &mut t.sender_routes, &mut t.senders];
         for p in tables
             .into_iter()
-            .chain([&mut t.tls_policy, &mut self.tls.cert, &mut self.tls.key, &mut self.outbound.ca_file])
+            .chain([
+                &mut t.tls_policy,
+                &mut self.tls.cert,
+                &mut self.tls.key,
+                &mut self.outbound.ca_file,
+                &mut self.dns.trust_anchor,
+            ])
             .flatten()
         {
             *p = resolve(base, p);

@@ -66,6 +66,12 @@ pub struct Outbound {
     /// The bound of fetching an MTA-STS policy over HTTPS. Default `"30s"`.
     #[serde(default = "default_mta_sts_timeout")]
     pub mta_sts_timeout: Seconds,
+    /// Look for DANE (RFC 7672) for every domain delivered to its MX without a `tls_policy`
+    /// entry, as the table's `dane` level does: DNSSEC-validated MX, addresses and TLSA
+    /// records (`[dns] trust_anchor`). It needs a resolver path that passes DNSSEC records.
+    /// Default false.
+    #[serde(default)]
+    pub dane: bool,
 }
 
 fn yes() -> bool {
@@ -89,6 +95,11 @@ pub enum TlsLevel {
     /// TLS required with a certificate that chains to a trust anchor and names the MX host:
     /// otherwise the delivery is deferred (4.7.5).
     Verify,
+    /// DANE (RFC 7672) for MX hosts whose TLSA records validate with DNSSEC: TLS required and
+    /// the certificate matched against them; other hosts get `may`.
+    Dane,
+    /// As `dane`, and a destination without usable DANE is deferred (4.7.5).
+    DaneOnly,
 }
 
 impl TlsLevel {
@@ -102,14 +113,20 @@ impl TlsLevel {
             "may" => Ok(Self::May),
             "encrypt" => Ok(Self::Encrypt),
             "verify" => Ok(Self::Verify),
-            "dane" | "dane-only" => Err(format!("{s:?}: DANE is not in this version yet; use verify or encrypt")),
-            _ => Err(format!("{s:?}: use none, may, encrypt or verify")),
+            "dane" => Ok(Self::Dane),
+            "dane-only" => Ok(Self::DaneOnly),
+            _ => Err(format!("{s:?}: use none, may, encrypt, verify, dane or dane-only")),
         }
     }
 
-    /// Whether TLS is required.
+    /// Whether TLS is required whatever the DNS says.
     pub fn requires_tls(self) -> bool {
-        matches!(self, Self::Encrypt | Self::Verify)
+        matches!(self, Self::Encrypt | Self::Verify | Self::DaneOnly)
+    }
+
+    /// Whether DANE is looked for (`dane`, `dane-only`).
+    pub fn wants_dane(self) -> bool {
+        matches!(self, Self::Dane | Self::DaneOnly)
     }
 }
 
@@ -121,6 +138,8 @@ impl std::fmt::Display for TlsLevel {
             Self::May => "may",
             Self::Encrypt => "encrypt",
             Self::Verify => "verify",
+            Self::Dane => "dane",
+            Self::DaneOnly => "dane-only",
         })
     }
 }
