@@ -29,6 +29,8 @@ ensure_packages() {
             # systemd-analyze verify for the unit in dist/ (tests/it/deploy.rs).
             systemd-analyze) command -v systemd-analyze >/dev/null || need+=(systemd) ;;
             unshare) command -v unshare >/dev/null || need+=(util-linux) ;;
+            # promtool checks the /metrics output (tests/it/metrics.rs).
+            promtool) command -v promtool >/dev/null || need+=(prometheus) ;;
             # A loopback DNS server for benchmarks that run the SPF/DKIM/DMARC checks.
             dnsmasq) command -v dnsmasq >/dev/null || need+=(dnsmasq-base) ;;
         esac

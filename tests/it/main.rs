@@ -25,6 +25,7 @@ mod import;
 mod layering;
 mod lmtp;
 mod logging;
+mod metrics;
 mod milters;
 mod mta_sts;
 mod pipes;

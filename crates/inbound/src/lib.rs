@@ -204,8 +204,12 @@ pub async fn serve(listener: TcpListener, info: ListenerInfo, ctx: Arc<Context>,
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
+        let open = postern_metrics::metrics().session(&info.role.to_string());
         let session = session::run(stream, peer, ctx, info, shutdown);
         tracing::trace!("session task of {} bytes (bench/idle.sh)", std::mem::size_of_val(&session));
-        tokio::spawn(session);
+        tokio::spawn(async move {
+            let _open = open;
+            session.await;
+        });
     }
 }

@@ -7,6 +7,7 @@ mod dmarc;
 mod dns_check;
 mod import_cli;
 mod logging;
+mod metrics_http;
 mod notify;
 mod policy_cli;
 mod privileges;

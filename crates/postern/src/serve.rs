@@ -150,6 +150,16 @@ async fn run(
         tracing::info!("listening on {local} (role {})", l.role);
         listeners.push((listener, ListenerInfo::from(l)));
     }
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding [metrics] listen {addr}"))?;
+            tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
     let privileges = (config.server.user.clone(), config.server.group.clone());
     let grace = config.server.shutdown_grace.0;
     let live = Arc::new(Live::new(config, tables));
@@ -216,6 +226,9 @@ async fn run(
     }
     if ctx.tlsrpt.is_some() {
         crate::tls_rpt::spawn(ctx.clone(), stop_rx.clone());
+    }
+    if let Some(l) = metrics_listener {
+        crate::metrics_http::spawn(l, queue.clone(), stop_rx.clone());
     }
     if let Some(store) = ctx.greylist.clone() {
         spawn_greylist_purge(store, live.clone(), stop_rx.clone());

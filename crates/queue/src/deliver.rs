@@ -149,7 +149,12 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
                     .strip_prefix("tls=")
                     .filter(|t| *t != "none")
                     .map(|t| t.split_whitespace().next().unwrap_or(t).to_owned());
-                let by = By { relay: &relay, remote_host: result.remote_host.as_deref(), tls };
+                let by = By {
+                    relay: &relay,
+                    remote_host: result.remote_host.as_deref(),
+                    tls,
+                    transport: postern_metrics::Transport::Smtp,
+                };
                 reports.extend(record(&config, id, r, &by, result.outcome, now_s, forced));
                 // NOTIFY=SUCCESS to a next hop without DSN: we report "relayed" (RFC 3464).
                 if delivered && r.notify().success && !result.dsn_passed_on {
@@ -253,7 +258,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         if postern_proto::loops::has_delivered_to(message, &r.address) {
             let text = format!("mail forwarding loop for {}", r.address);
             let outcome = Outcome::PermFail(postern_types::Reply::new(554, EnhancedStatus(5, 4, 6), text));
-            let by = By { relay: &relay, remote_host: None, tls: None };
+            let by = By { relay: &relay, remote_host: None, tls: None, transport: postern_metrics::Transport::Local };
             reports.extend(record(config, id, r, &by, outcome, now_s, false));
             continue;
         }
@@ -269,7 +274,9 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         let delivered = matches!(outcome, Outcome::Delivered(_));
         unrecorded |= delivered;
         let relay = if r.pipe.is_some() { format!("local, pipe alias={mailbox}") } else { relay };
-        let by = By { relay: &relay, remote_host: None, tls: None };
+        let transport =
+            if r.pipe.is_some() { postern_metrics::Transport::Pipe } else { postern_metrics::Transport::Local };
+        let by = By { relay: &relay, remote_host: None, tls: None, transport };
         // A pipe can bounce (EX_NOUSER...): its failure report goes to the sender.
         reports.extend(record(config, id, r, &by, outcome, now_s, false));
         if delivered && r.notify().success {
@@ -363,7 +370,7 @@ async fn lmtp_to(
     for (&i, result) in indexes.iter().zip(results) {
         let r = &mut env.recipients[i];
         let delivered = matches!(result.outcome, Outcome::Delivered(_));
-        let by = By { relay: &result.relay, remote_host: None, tls: None };
+        let by = By { relay: &result.relay, remote_host: None, tls: None, transport: postern_metrics::Transport::Lmtp };
         reports.extend(record(config, env.id, r, &by, result.outcome, now_s, false));
         if delivered && r.notify().success {
             reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), None, None));
@@ -493,6 +500,16 @@ fn record(
         remote_host: by.remote_host.map(str::to_owned),
         tls: by.tls.clone(),
     };
+    let m = postern_metrics::metrics();
+    match &outcome {
+        Outcome::Delivered(_) => m.delivered(by.transport, delay),
+        Outcome::TempFail(reply) => {
+            let class =
+                reply.status.map_or(postern_metrics::DeferClass::Reply, |s| postern_metrics::DeferClass::of(s.1, s.2));
+            m.deferred(by.transport, class);
+        }
+        Outcome::PermFail(_) => m.bounced(by.transport),
+    }
     match outcome {
         Outcome::Delivered(_) => {
             r.state = RcptState::Delivered;
@@ -527,6 +544,8 @@ struct By<'a> {
     relay: &'a str,
     remote_host: Option<&'a str>,
     tls: Option<String>,
+    /// For the metrics.
+    transport: postern_metrics::Transport,
 }
 
 /// Saves the envelope, or removes the message when every recipient is final.

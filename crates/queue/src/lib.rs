@@ -82,6 +82,30 @@ impl Queue {
         Self { inner: Arc::new(inner) }
     }
 
+    /// Sets the queue gauges of [`postern_metrics::metrics`] from the scheduler's state: messages
+    /// queued, and per recipient domain the pending recipients and the oldest arrival.
+    pub fn refresh_metrics(&self) {
+        let mut domains: std::collections::HashMap<String, postern_metrics::QueuedDomain> =
+            std::collections::HashMap::new();
+        let messages = {
+            let s = self.lock();
+            for env in s.envelopes.values() {
+                for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
+                    let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d).to_lowercase();
+                    let d = domains.entry(domain.clone()).or_insert(postern_metrics::QueuedDomain {
+                        domain,
+                        recipients: 0,
+                        oldest_arrival: env.arrival,
+                    });
+                    d.recipients += 1;
+                    d.oldest_arrival = d.oldest_arrival.min(env.arrival);
+                }
+            }
+            s.envelopes.len() as u64
+        };
+        postern_metrics::metrics().set_queue(messages, domains.into_values().collect(), now_ms() / 1000);
+    }
+
     /// Gives outbound delivery its DNSSEC-validating resolver (DANE, RFC 7672); without it
     /// no destination is DANE-secured.
     pub fn set_dnssec(&self, resolver: postern_dns::dnssec::DnssecResolver) {

@@ -94,6 +94,11 @@ impl Queue {
     /// [`SubmitError`]: nothing was queued.
     pub async fn submit(&self, s: Submission) -> Result<QueueId, SubmitError> {
         let (spool, hostname) = (self.inner.spool.clone(), self.inner.live.config().hostname.clone());
+        let origin = match &s.origin {
+            Origin::Smtp { .. } => postern_metrics::Origin::Smtp,
+            Origin::Local { .. } => postern_metrics::Origin::Local,
+            _ => postern_metrics::Origin::Generated,
+        };
         // The arrival line belongs to the caller's log span (the SMTP session's ID).
         let span = tracing::Span::current();
         let env = tokio::task::spawn_blocking(move || span.in_scope(|| commit_blocking(&spool, &hostname, s)))
@@ -101,6 +106,7 @@ impl Queue {
             .map_err(|e| SubmitError::Task(e.to_string()))??;
         let id = env.id;
         self.enqueue(env);
+        postern_metrics::metrics().received(origin);
         Ok(id)
     }
 }

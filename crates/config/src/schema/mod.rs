@@ -96,6 +96,9 @@ pub struct Config {
     /// `[tls_reports]`: TLS reports (RFC 8460) to the domains we deliver to.
     #[serde(default)]
     pub tls_reports: Reports,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: Metrics,
     /// `[policy]`: client checks right after EHLO.
     #[serde(default)]
     pub policy: Policy,
@@ -183,6 +186,16 @@ pub struct CertificatePair {
 
 fn default_handshake_timeout() -> Seconds {
     Seconds(Duration::from_secs(60))
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP (docs/metrics.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Where `GET /metrics` is served, e.g. `"127.0.0.1:9465"`. Default: off. The endpoint has
+    /// no authentication: keep it on loopback or a monitoring network.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[dns]`: the resolver.
@@ -477,6 +490,7 @@ default_from_serde!(
     Dkim,
     Authentication,
     Reports,
+    Metrics,
     Policy
 );
 

@@ -1,0 +1,94 @@
+//! Prometheus metrics (issue 15 item 1): after N deliveries and M deferrals to a dead domain
+//! the counters say N and M, the oldest-age gauge of that domain is at least the time since
+//! its first message, and `/metrics` passes `promtool check metrics` (Debian's prometheus
+//! package; `scripts/test` installs it).
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use crate::support::peer::Peer;
+use crate::support::smtp::Client;
+use crate::support::{Server, poll};
+
+/// The body of `GET /metrics` on `port`.
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+/// The value of the sample `series` (name and labels as written) in `text`.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
+    let peer = Peer::start(&[]);
+    // A port nothing listens on: every connection is refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let routes = format!("ok.test relay:[127.0.0.1]:{}\ndead.test relay:[127.0.0.1]:{dead}\n", peer.port);
+    let a = Server::start_prepared(
+        "relay-a",
+        &[("PEER", "9".into())],
+        |t| {
+            // One attempt per dead message within the test: the deferral count is exact.
+            t.replace("{DNS}", "127.0.0.1:9")
+                .replace("{PORT}", "9")
+                .replace("min_backoff = \"1s\"", "min_backoff = \"1h\"")
+                .replace("max_backoff = \"2s\"", "max_backoff = \"1h\"")
+                + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+        },
+        |dir| std::fs::write(dir.join("routes"), &routes).unwrap(),
+    );
+    let line = a.wait_log("metrics on http://127.0.0.1:");
+    let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let (n, m) = (3, 2);
+    let t0 = Instant::now();
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    for i in 0..m {
+        assert_eq!(c.send_data("alice@a.test", &[&format!("d{i}@dead.test")], b"Subject: d\r\n\r\nx\r\n").code, 250);
+    }
+    for i in 0..n {
+        assert_eq!(c.send_data("alice@a.test", &[&format!("o{i}@ok.test")], b"Subject: o\r\n\r\nx\r\n").code, 250);
+    }
+    let text = poll(20, "N deliveries and M deferrals counted", || {
+        let text = scrape(port);
+        let delivered = value(&text, "postern_messages_delivered_total{transport=\"smtp\"}");
+        let deferred = value(&text, "postern_messages_deferred_total{transport=\"smtp\",class=\"connect\"}");
+        (delivered == Some(f64::from(n)) && deferred == Some(f64::from(m))).then_some(text)
+    });
+    assert_eq!(value(&text, "postern_messages_received_total{origin=\"smtp\"}"), Some(f64::from(n + m)), "{text}");
+    assert_eq!(value(&text, "postern_queue_messages"), Some(f64::from(m)), "{text}");
+    assert_eq!(value(&text, "postern_queue_recipients{domain=\"dead.test\"}"), Some(f64::from(m)), "{text}");
+    // The oldest-age gauge of the dead domain keeps up with the clock (polled, not slept).
+    let (age, elapsed) = poll(10, "the dead domain's oldest age to reach 2 s", || {
+        let elapsed = t0.elapsed().as_secs();
+        let age = value(&scrape(port), "postern_queue_oldest_age_seconds{domain=\"dead.test\"}")?;
+        (age >= 2.0).then_some((age, elapsed))
+    });
+    assert!(age >= elapsed as f64, "oldest age {age} s < {elapsed} s since the first message");
+    assert!(value(&text, "postern_process_resident_memory_bytes").is_some_and(|b| b > 1e6), "{text}");
+    assert!(text.contains("postern_delivery_latency_seconds_count 3"), "{text}");
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (scripts/test installs Debian's prometheus)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
