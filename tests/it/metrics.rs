@@ -1,7 +1,7 @@
 //! Prometheus metrics (issue 15 item 1): after N deliveries and M deferrals to a dead domain
 //! the counters say N and M, the oldest-age gauge of that domain is at least the time since
 //! its first message, and `/metrics` passes `promtool check metrics` (Debian's prometheus
-//! package; `scripts/test` installs it).
+//! package; `scripts/test` installs it). The delivery line splits its delay (item 4).
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -75,6 +75,18 @@ fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
     assert!(age >= elapsed as f64, "oldest age {age} s < {elapsed} s since the first message");
     assert!(value(&text, "postern_process_resident_memory_bytes").is_some_and(|b| b > 1e6), "{text}");
     assert!(text.contains("postern_delivery_latency_seconds_count 3"), "{text}");
+
+    // The delivery line splits its delay (Postfix's delays=a/b/c/d): the parts add up.
+    let sent = a.log_lines("to=<o0@ok.test>").into_iter().find(|l| l.contains("status=sent")).unwrap();
+    let field = |name: &str| sent.split(name).nth(1).unwrap().split(',').next().unwrap().to_owned();
+    let delay: f64 = field("delay=").parse().unwrap();
+    let parts: Vec<f64> = field("delays=").split('/').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(parts.len(), 4, "{sent}");
+    assert!((parts.iter().sum::<f64>() - delay).abs() < 0.03, "{sent}");
+    // The peer offers no STARTTLS: each new connection (reused ones are not negotiations) counts.
+    let no_tls =
+        value(&text, "postern_outbound_tls_total{policy=\"no-policy-found\",result=\"starttls-not-supported\"}");
+    assert!(no_tls.is_some_and(|n| (1.0..=3.0).contains(&n)), "{text}");
 
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])

@@ -105,6 +105,12 @@ struct DomainLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsLabels {
+    policy: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabel {
     role: String,
 }
@@ -138,6 +144,7 @@ pub struct Metrics {
     deferred: Family<DeferLabels, Counter>,
     bounced: Family<TransportLabel, Counter>,
     latency: Histogram,
+    tls: Family<TlsLabels, Counter>,
     sessions: Family<RoleLabel, Counter>,
     sessions_open: Gauge,
     queue_messages: Gauge,
@@ -176,6 +183,12 @@ impl Metrics {
             Unit::Seconds,
             latency.clone(),
         );
+        let tls = Family::<TlsLabels, Counter>::default();
+        registry.register(
+            "outbound_tls",
+            "Outbound STARTTLS negotiations, by the recipient's policy (sts, tlsa, no-policy-found) and result (success or the RFC 8460 result type)",
+            tls.clone(),
+        );
         let sessions = Family::<RoleLabel, Counter>::default();
         registry.register("sessions", "SMTP sessions accepted, by listener role", sessions.clone());
         let sessions_open = Gauge::default();
@@ -209,6 +222,7 @@ impl Metrics {
             deferred,
             bounced,
             latency,
+            tls,
             sessions,
             sessions_open,
             queue_messages,
@@ -232,6 +246,12 @@ impl Metrics {
     /// A delivery attempt was deferred.
     pub fn deferred(&self, transport: Transport, class: DeferClass) {
         self.deferred.get_or_create(&DeferLabels { transport, class }).inc();
+    }
+
+    /// An outbound TLS negotiation under a policy of kind `policy` ended with `result`
+    /// (`success`, or the RFC 8460 result type).
+    pub fn tls_negotiation(&self, policy: &'static str, result: &'static str) {
+        self.tls.get_or_create(&TlsLabels { policy, result }).inc();
     }
 
     /// A recipient failed permanently.

@@ -85,6 +85,20 @@ pub struct RecipientResult {
     /// The next hop offered DSN and received the NOTIFY/ORCPT parameters, so it is now
     /// responsible for success notifications (RFC 3461 §5.2.2).
     pub dsn_passed_on: bool,
+    /// Where the attempt's time went.
+    pub delays: Delays,
+}
+
+/// Where the time of one delivery attempt went, in seconds: Postfix's `delays=a/b/c/d`
+/// without `a` (the queue's part, which the scheduler knows).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Delays {
+    /// DNS lookups and the TCP connection (zero on a reused connection).
+    pub connect: f64,
+    /// Greeting, EHLO, STARTTLS and the TLS handshake.
+    pub tls: f64,
+    /// MAIL, RCPT, DATA and the message, until the final reply.
+    pub transmission: f64,
 }
 
 impl RecipientResult {
@@ -99,6 +113,7 @@ impl RecipientResult {
                 remote_host: remote_host.map(str::to_owned),
                 tls: "tls=none".to_owned(),
                 dsn_passed_on: false,
+                delays: Delays::default(),
             })
             .collect()
     }
@@ -277,6 +292,7 @@ pub async fn deliver<R: Resolver>(
         config.relay.smarthost.as_deref(),
         config.outbound.port,
     );
+    let started = std::time::Instant::now();
     let to_mx = target.mx_lookup && target.name.eq_ignore_ascii_case(domain);
     let TlsChoice { mut level, mut sts, mut label, mut applied } =
         tls_for(resolver, pool, (config, tables), (domain, to_mx), message).await;
@@ -314,6 +330,6 @@ pub async fn deliver<R: Resolver>(
     {
         return RecipientResult::all(recipients, &outcome, "none", None);
     }
-    let dest = transaction::Destination { key: &key, level, label, applied, hosts: &hosts };
+    let dest = transaction::Destination { key: &key, level, label, applied, hosts: &hosts, started };
     transaction::deliver_via(resolver, config, pool, dest, recipients, message).await
 }

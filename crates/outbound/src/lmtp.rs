@@ -137,6 +137,7 @@ pub async fn deliver(
             remote_host: Some(key.clone()),
             tls: "tls=none".into(),
             dsn_passed_on: false,
+            delays: crate::Delays::default(),
         })
         .collect()
 }

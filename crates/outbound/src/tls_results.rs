@@ -24,8 +24,10 @@ impl TlsResults {
         self.enabled.store(true, Ordering::Relaxed);
     }
 
-    /// Keeps `n` when enabled and the buffer has room.
+    /// Counts `n` in the metrics, and keeps it when enabled and the buffer has room.
     pub(crate) fn record(&self, n: Negotiation) {
+        let result = n.failure.as_ref().map_or("success", |f| f.result.as_str());
+        postern_metrics::metrics().tls_negotiation(n.policy.kind.as_str(), result);
         if !self.enabled.load(Ordering::Relaxed) {
             return;
         }

@@ -20,9 +20,10 @@ use tokio_rustls::client::TlsStream;
 use crate::nexthop::{Host, addresses};
 use crate::tls::{TlsInfo, handshake};
 use crate::tls_results::{self, TlsResults};
-use crate::{Outcome, Rcpt, RecipientResult, connect};
+use crate::{Delays, Outcome, Rcpt, RecipientResult, connect};
 use postern_dns::dnssec::Tlsa;
 use postern_types::tls_report::{AppliedPolicy, Negotiation, PolicyKind, TlsFailure};
+use std::time::Instant;
 
 use crate::dane::HostDane;
 
@@ -106,14 +107,16 @@ pub(crate) async fn deliver_via<R: Resolver>(
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
-    let Destination { key, level, label, applied, hosts } = dest;
+    let Destination { key, level, label, applied, hosts, started } = dest;
     let base = TlsSetup { level, label, applied, results: &pool.tls_results, tlsa: None };
     let cache_time = config.outbound.connection_cache_time.0;
     if let Some(mut session) = pool.take(key, cache_time) {
+        let sending = Instant::now();
         match session.transact(recipients, message, true).await {
             Ok(outcomes) => {
                 tracing::debug!("{}: reused the connection to {}", message.id, session.relay);
-                let results = session.results(recipients, outcomes);
+                let delays = Delays { transmission: sending.elapsed().as_secs_f64(), ..Delays::default() };
+                let results = session.results(recipients, outcomes, delays);
                 pool.put_or_quit(key, session, cache_time).await;
                 return results;
             }
@@ -151,8 +154,10 @@ pub(crate) async fn deliver_via<R: Resolver>(
             let Some(won) = race_to(config, pool, &host.name, &addrs, message, &mut temp).await else { break };
             addrs.retain(|a| *a != won.addr);
             let relay = format!("{}[{}]:{}", host.name, won.addr.ip(), host.port);
+            let connected = Instant::now();
             let opened = open(config, &tls, won, &host.name, &relay, message, &mut temp).await;
             let Some(mut session) = opened else { continue };
+            let sending = Instant::now();
             // RFC 8689 §4.2.1: a host without REQUIRETLS cannot take the message; another MX
             // may.
             if message.require_tls && !session.caps.requiretls {
@@ -166,7 +171,12 @@ pub(crate) async fn deliver_via<R: Resolver>(
                 Ok(o) => o,
                 Err(Stale) => vec![Outcome::temp(EnhancedStatus(4, 4, 2), "lost connection"); recipients.len()],
             };
-            let results = session.results(recipients, outcomes);
+            let delays = Delays {
+                connect: (connected - started).as_secs_f64(),
+                tls: (sending - connected).as_secs_f64(),
+                transmission: sending.elapsed().as_secs_f64(),
+            };
+            let results = session.results(recipients, outcomes, delays);
             pool.put_or_quit(key, session, cache_time).await;
             return results;
         }
@@ -174,7 +184,10 @@ pub(crate) async fn deliver_via<R: Resolver>(
     let (outcome, relay, remote_host) = temp
         .or(perm)
         .unwrap_or_else(|| (Outcome::temp(EnhancedStatus(4, 4, 4), "no host to deliver to"), "none".to_owned(), None));
-    RecipientResult::all(recipients, &outcome, &relay, remote_host.as_deref())
+    let mut results = RecipientResult::all(recipients, &outcome, &relay, remote_host.as_deref());
+    let delays = Delays { connect: started.elapsed().as_secs_f64(), ..Delays::default() };
+    results.iter_mut().for_each(|r| r.delays = delays);
+    results
 }
 
 /// The last failure of a destination: its outcome, the relay for the log, the host that gave it.
@@ -345,6 +358,8 @@ pub(crate) struct Destination<'a> {
     pub(crate) label: Option<String>,
     /// The policy as TLS reports name it (RFC 8460 §4.4).
     pub(crate) applied: AppliedPolicy,
+    /// When the attempt started (before the MX lookup), for the delays of the log.
+    pub(crate) started: Instant,
     pub(crate) hosts: &'a [Host],
 }
 
@@ -579,7 +594,7 @@ impl Session {
     }
 
     /// The per-recipient results of a transaction on this session.
-    fn results(&self, recipients: &[Rcpt], outcomes: Vec<Outcome>) -> Vec<RecipientResult> {
+    fn results(&self, recipients: &[Rcpt], outcomes: Vec<Outcome>, delays: Delays) -> Vec<RecipientResult> {
         let mut tls = self.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
         if let Some(label) = &self.label {
             tls.push(' ');
@@ -595,6 +610,7 @@ impl Session {
                 relay: self.relay.clone(),
                 remote_host: Some(self.host.clone()),
                 tls: tls.clone(),
+                delays,
             })
             .collect()
     }

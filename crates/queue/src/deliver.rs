@@ -154,6 +154,7 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
                     remote_host: result.remote_host.as_deref(),
                     tls,
                     transport: postern_metrics::Transport::Smtp,
+                    delays: Some(result.delays),
                 };
                 reports.extend(record(&config, id, r, &by, result.outcome, now_s, forced));
                 // NOTIFY=SUCCESS to a next hop without DSN: we report "relayed" (RFC 3464).
@@ -258,7 +259,13 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         if postern_proto::loops::has_delivered_to(message, &r.address) {
             let text = format!("mail forwarding loop for {}", r.address);
             let outcome = Outcome::PermFail(postern_types::Reply::new(554, EnhancedStatus(5, 4, 6), text));
-            let by = By { relay: &relay, remote_host: None, tls: None, transport: postern_metrics::Transport::Local };
+            let by = By {
+                relay: &relay,
+                remote_host: None,
+                tls: None,
+                transport: postern_metrics::Transport::Local,
+                delays: None,
+            };
             reports.extend(record(config, id, r, &by, outcome, now_s, false));
             continue;
         }
@@ -276,7 +283,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         let relay = if r.pipe.is_some() { format!("local, pipe alias={mailbox}") } else { relay };
         let transport =
             if r.pipe.is_some() { postern_metrics::Transport::Pipe } else { postern_metrics::Transport::Local };
-        let by = By { relay: &relay, remote_host: None, tls: None, transport };
+        let by = By { relay: &relay, remote_host: None, tls: None, transport, delays: None };
         // A pipe can bounce (EX_NOUSER...): its failure report goes to the sender.
         reports.extend(record(config, id, r, &by, outcome, now_s, false));
         if delivered && r.notify().success {
@@ -370,7 +377,13 @@ async fn lmtp_to(
     for (&i, result) in indexes.iter().zip(results) {
         let r = &mut env.recipients[i];
         let delivered = matches!(result.outcome, Outcome::Delivered(_));
-        let by = By { relay: &result.relay, remote_host: None, tls: None, transport: postern_metrics::Transport::Lmtp };
+        let by = By {
+            relay: &result.relay,
+            remote_host: None,
+            tls: None,
+            transport: postern_metrics::Transport::Lmtp,
+            delays: None,
+        };
         reports.extend(record(config, env.id, r, &by, result.outcome, now_s, false));
         if delivered && r.notify().success {
             reports.push(bounce::status(r, Action::Delivered, EnhancedStatus(2, 0, 0), None, None));
@@ -492,7 +505,12 @@ fn record(
     let reply = outcome.reply();
     let dsn = reply.status.map_or_else(|| format!("{}.0.0", reply.code / 100), |s| s.to_string());
     let text = reply.to_string();
-    let head = format!("{id}: to=<{}>{orig}, relay={}, delay={delay:.2}, dsn={dsn}", r.address, by.relay);
+    // Postfix's delays=a/b/c/d: before the attempt, DNS + connect, greeting + TLS, transmission.
+    let split = by.delays.map_or_else(String::new, |d| {
+        let before = (delay - d.connect - d.tls - d.transmission).max(0.0);
+        format!(", delays={before:.2}/{:.2}/{:.2}/{:.2}", d.connect, d.tls, d.transmission)
+    });
+    let head = format!("{id}: to=<{}>{orig}, relay={}, delay={delay:.2}{split}, dsn={dsn}", r.address, by.relay);
     let failed = |reply: &postern_types::Reply| LastResult {
         code: reply.code,
         status: reply.status.map_or([reply.code / 100 % 10, 0, 0], |s| [u16::from(s.0), s.1, s.2]),
@@ -546,6 +564,8 @@ struct By<'a> {
     tls: Option<String>,
     /// For the metrics.
     transport: postern_metrics::Transport,
+    /// Where an SMTP attempt's time went (the log's `delays=`).
+    delays: Option<postern_outbound::Delays>,
 }
 
 /// Saves the envelope, or removes the message when every recipient is final.
