@@ -75,6 +75,10 @@ fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
     assert!(age >= elapsed as f64, "oldest age {age} s < {elapsed} s since the first message");
     assert!(value(&text, "postern_process_resident_memory_bytes").is_some_and(|b| b > 1e6), "{text}");
     assert!(text.contains("postern_delivery_latency_seconds_count 3"), "{text}");
+    // Every queued message waited for a shared spool sync (group commit).
+    let syncs = value(&text, "postern_spool_sync_batch_size_count{op=\"syncfs\"}").unwrap_or(0.0);
+    let batched = value(&text, "postern_spool_sync_batch_size_sum{op=\"syncfs\"}").unwrap_or(0.0);
+    assert!(syncs >= 1.0 && batched >= f64::from(n + m), "{text}");
 
     // The delivery line splits its delay (Postfix's delays=a/b/c/d): the parts add up.
     let sent = a.log_lines("to=<o0@ok.test>").into_iter().find(|l| l.contains("status=sent")).unwrap();

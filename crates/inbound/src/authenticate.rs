@@ -121,6 +121,12 @@ pub(crate) async fn check_from_outside(
         None => {}
     }
     let decision = decide(&findings, &config.authentication, ip);
+    let m = postern_metrics::metrics();
+    m.auth_result("spf", &findings.spf.to_string());
+    m.auth_result("spf_helo", &findings.spf_helo.to_string());
+    findings.dkim.iter().for_each(|(_, o)| m.auth_result("dkim", &o.to_string()));
+    m.auth_result("dmarc", &findings.dmarc.to_string());
+    m.auth_result("arc", &findings.arc.to_string());
     let dkim: Vec<String> = findings.dkim.iter().map(|(d, o)| format!("{o}(d={d})")).collect();
     let dkim = if dkim.is_empty() { "none".to_owned() } else { dkim.join(",") };
     let policy = findings.dmarc_policy.map_or_else(|| "absent".to_owned(), |p| p.to_string());

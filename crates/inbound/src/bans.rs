@@ -65,8 +65,9 @@ impl AuthBans {
         }
         e.failures += 1;
         e.last = now;
-        if e.failures >= limit {
+        if e.failures >= limit && !e.banned {
             e.banned = true;
+            postern_metrics::metrics().ban();
         }
         e.banned
     }

@@ -87,6 +87,7 @@ impl GreylistStore {
             tx.set_durability(Durability::None).map_err(err)?;
         }
         tx.commit().map_err(err)?;
+        postern_metrics::metrics().greylist(answer == Greylist::Pass);
         Ok(answer)
     }
 

@@ -111,6 +111,25 @@ struct TlsLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    method: &'static str,
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// A family of histograms with fixed buckets.
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabel {
     role: String,
 }
@@ -145,6 +164,11 @@ pub struct Metrics {
     bounced: Family<TransportLabel, Counter>,
     latency: Histogram,
     tls: Family<TlsLabels, Counter>,
+    auth: Family<AuthLabels, Counter>,
+    greylist: Family<ResultLabel, Counter>,
+    bans: Counter,
+    sync_seconds: Histograms<OpLabel>,
+    sync_batch: Histograms<OpLabel>,
     sessions: Family<RoleLabel, Counter>,
     sessions_open: Gauge,
     queue_messages: Gauge,
@@ -189,6 +213,32 @@ impl Metrics {
             "Outbound STARTTLS negotiations, by the recipient's policy (sts, tlsa, no-policy-found) and result (success or the RFC 8460 result type)",
             tls.clone(),
         );
+        let auth = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_results",
+            "SPF, DKIM (per signature), DMARC and ARC results of the messages checked, by method and result",
+            auth.clone(),
+        );
+        let greylist = Family::<ResultLabel, Counter>::default();
+        registry.register("greylist", "Greylisting checks, by result (pass, wait)", greylist.clone());
+        let bans = Counter::default();
+        registry.register("auth_bans", "Client addresses banned for failed AUTH attempts", bans.clone());
+        let sync_seconds: Histograms<OpLabel> = Family::new_with_constructor(|| {
+            Histogram::new([0.000_1, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0])
+        });
+        registry.register_with_unit(
+            "spool_sync_duration",
+            "Time of one shared spool sync (fsync of the queue folder or syncfs), by operation",
+            Unit::Seconds,
+            sync_seconds.clone(),
+        );
+        let sync_batch: Histograms<OpLabel> =
+            Family::new_with_constructor(|| Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]));
+        registry.register(
+            "spool_sync_batch_size",
+            "Commits made durable by one shared spool sync (group commit), by operation",
+            sync_batch.clone(),
+        );
         let sessions = Family::<RoleLabel, Counter>::default();
         registry.register("sessions", "SMTP sessions accepted, by listener role", sessions.clone());
         let sessions_open = Gauge::default();
@@ -223,6 +273,11 @@ impl Metrics {
             bounced,
             latency,
             tls,
+            auth,
+            greylist,
+            bans,
+            sync_seconds,
+            sync_batch,
             sessions,
             sessions_open,
             queue_messages,
@@ -252,6 +307,28 @@ impl Metrics {
     /// (`success`, or the RFC 8460 result type).
     pub fn tls_negotiation(&self, policy: &'static str, result: &'static str) {
         self.tls.get_or_create(&TlsLabels { policy, result }).inc();
+    }
+
+    /// One result of an inbound check: `method` `spf`, `spf_helo`, `dkim`, `dmarc` or `arc`,
+    /// `result` as Authentication-Results writes it (`pass`, `fail`, `none`, ...).
+    pub fn auth_result(&self, method: &'static str, result: &str) {
+        self.auth.get_or_create(&AuthLabels { method, result: result.to_owned() }).inc();
+    }
+
+    /// A greylisting check let the triplet pass (`true`) or asked it to wait.
+    pub fn greylist(&self, pass: bool) {
+        self.greylist.get_or_create(&ResultLabel { result: if pass { "pass" } else { "wait" } }).inc();
+    }
+
+    /// A client address was banned.
+    pub fn ban(&self) {
+        self.bans.inc();
+    }
+
+    /// One shared sync `op` (`fsync-dir`, `syncfs`) took `seconds` and covered `batch` commits.
+    pub fn spool_sync(&self, op: &'static str, seconds: f64, batch: u64) {
+        self.sync_seconds.get_or_create(&OpLabel { op }).observe(seconds);
+        self.sync_batch.get_or_create(&OpLabel { op }).observe(batch as f64);
     }
 
     /// A recipient failed permanently.

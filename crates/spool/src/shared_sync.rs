@@ -82,11 +82,17 @@ impl SharedSync {
             st.running = true;
             let covers = st.requested;
             drop(st);
+            let started = std::time::Instant::now();
             let result = self.perform();
+            let took = started.elapsed().as_secs_f64();
             st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.running = false;
             match result {
-                Ok(()) => st.synced = covers,
+                Ok(()) => {
+                    let op = if self.op == SyncOp::Syncfs { "syncfs" } else { "fsync-dir" };
+                    postern_metrics::metrics().spool_sync(op, took, covers - st.synced);
+                    st.synced = covers;
+                }
                 Err(e) => {
                     // Only this caller learns of the failure directly; the others retry the fsync.
                     self.done.notify_all();
