@@ -92,6 +92,26 @@ fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
         value(&text, "postern_outbound_tls_total{policy=\"no-policy-found\",result=\"starttls-not-supported\"}");
     assert!(no_tls.is_some_and(|n| (1.0..=3.0).contains(&n)), "{text}");
 
+    // Every metric the example Grafana dashboard queries is documented in docs/metrics.md, and
+    // every one documented that has samples here is exported under that name.
+    let repo = crate::support::repo();
+    let dashboard = std::fs::read_to_string(repo.join("docs/grafana-dashboard.json")).unwrap();
+    let documented = std::fs::read_to_string(repo.join("docs/metrics.md")).unwrap();
+    for name in
+        dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("postern_"))
+    {
+        let base = ["_bucket", "_sum", "_count"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(
+            documented.contains(&format!("`{base}`")),
+            "{base} of docs/grafana-dashboard.json is not in docs/metrics.md"
+        );
+    }
+    for name in
+        ["postern_messages_delivered_total", "postern_queue_oldest_age_seconds", "postern_spool_sync_batch_size"]
+    {
+        assert!(documented.contains(&format!("`{name}`")) && text.contains(&format!("# TYPE {name} ")), "{name}");
+    }
+
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

@@ -117,6 +117,12 @@ struct AuthLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: String,
+    verdict: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -165,6 +171,7 @@ pub struct Metrics {
     latency: Histogram,
     tls: Family<TlsLabels, Counter>,
     auth: Family<AuthLabels, Counter>,
+    checks: Family<CheckLabels, Counter>,
     greylist: Family<ResultLabel, Counter>,
     bans: Counter,
     sync_seconds: Histograms<OpLabel>,
@@ -218,6 +225,12 @@ impl Metrics {
             "auth_results",
             "SPF, DKIM (per signature), DMARC and ARC results of the messages checked, by method and result",
             auth.clone(),
+        );
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "policy_checks",
+            "Verdicts of each [policy] check (pass, reject, defer, tag, temperror, exempt)",
+            checks.clone(),
         );
         let greylist = Family::<ResultLabel, Counter>::default();
         registry.register("greylist", "Greylisting checks, by result (pass, wait)", greylist.clone());
@@ -274,6 +287,7 @@ impl Metrics {
             latency,
             tls,
             auth,
+            checks,
             greylist,
             bans,
             sync_seconds,
@@ -313,6 +327,11 @@ impl Metrics {
     /// `result` as Authentication-Results writes it (`pass`, `fail`, `none`, ...).
     pub fn auth_result(&self, method: &'static str, result: &str) {
         self.auth.get_or_create(&AuthLabels { method, result: result.to_owned() }).inc();
+    }
+
+    /// A `[policy]` check (`dnsbl`, `fcrdns`, `helo`, ...) gave `verdict`.
+    pub fn policy_check(&self, check: &str, verdict: &'static str) {
+        self.checks.get_or_create(&CheckLabels { check: check.to_owned(), verdict }).inc();
     }
 
     /// A greylisting check let the triplet pass (`true`) or asked it to wait.

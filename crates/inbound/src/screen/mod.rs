@@ -183,11 +183,21 @@ fn apply(out: &mut Screened, p: &Policy, name: &str, action: Check, run: impl Fn
     if action == Check::Off {
         return false;
     }
+    let count = |verdict: &'static str| postern_metrics::metrics().policy_check(name, verdict);
     if exempt(p, name, &out.facts) {
+        count("exempt");
         out.report.push(format!("{name}: exempt ([[policy.exception]])"));
         return false;
     }
-    match run() {
+    let result = run();
+    count(match (&result, action) {
+        (Result_::Pass(_), _) => "pass",
+        (Result_::Fail(..), Check::Reject) => "reject",
+        (Result_::Fail(..), Check::Defer) => "defer",
+        (Result_::Fail(..), _) => "tag",
+        (Result_::Temp(_), _) => "temperror",
+    });
+    match result {
         Result_::Pass(facts) => {
             out.report.push(format!("{name}: pass ({facts})"));
             false
