@@ -14,7 +14,10 @@
 # sender with SRS and ARC-seals each forwarded copy (RSA key); Postfix forwards through
 # virtual_alias_maps, without SRS or ARC (it has neither built in).
 #
-# Usage: [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] [FORWARD=1] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
+# With METRICS=1 Postern serves `[metrics] listen` and the script scrapes /metrics every second
+# while it runs (the counters themselves are always kept; this measures serving and scraping).
+#
+# Usage: [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] [FORWARD=1] [METRICS=1] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postfix.sh
@@ -75,6 +78,11 @@ if [ -n "${FORWARD:-}" ]; then
     postfix_forward="virtual_alias_domains = bench.test
 virtual_alias_maps = texthash:$work/virtual"
 fi
+metrics_cfg=""
+if [ -n "${METRICS:-}" ]; then
+    p_metrics=$(free_port)
+    metrics_cfg=$'[metrics]\nlisten = "127.0.0.1:'"$p_metrics"'"'
+fi
 cat >"$work/postern/postern.toml" <<TOML
 hostname = "bench.example.test"
 data_dir = "data"
@@ -94,6 +102,7 @@ max_concurrency = ${QUEUE_CONCURRENCY:-100}
 sync = "${SPOOL_SYNC:-syncfs}"
 $dkim_key
 $forward_cfg
+$metrics_cfg
 [authentication]
 # Inbound SPF/DKIM/DMARC checks off (with FORWARD=1: on, every name NXDOMAIN: no records).
 verify = $verify
@@ -109,6 +118,15 @@ postfix_start "$pf" "$p_postfix" "relayhost = [127.0.0.1]:$p_sink
 smtpd_client_connection_count_limit = 100
 $postfix_forward"
 wait_for 30 "Postern to listen" listening "$p_postern"
+if [ -n "${METRICS:-}" ]; then
+    wait_for 30 "the metrics endpoint" listening "$p_metrics"
+    # A scrape a second, as Prometheus does every 15 s or so: bounded by the run (killed at exit).
+    (for _ in $(seq 1 3600); do
+        curl -s -o /dev/null "http://127.0.0.1:$p_metrics/metrics" || true
+        sleep 1
+    done) &
+    pids+=($!)
+fi
 wait_for 30 "smtp-sink to listen" listening "$p_sink"
 
 queue_empty() {
