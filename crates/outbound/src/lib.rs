@@ -1,13 +1,15 @@
 //! Outbound delivery. This crate owns the way from "this message for these recipients of one
 //! domain" to one outcome per recipient: choosing the next hop ([`nexthop`]: routes table,
 //! smarthost, MX, addresses), connecting without letting one dead address stall the others
-//! ([`connect`]), running the SMTP transaction ([`transaction`]), and the single mapping from
-//! every kind of error to temporary or permanent ([`Outcome`]).
+//! ([`connect`]), running the SMTP transaction ([`transaction`]), what is kept between messages
+//! ([`pool`]: idle connections, host status, policy caches), and the single mapping from every
+//! kind of error to temporary or permanent ([`Outcome`]).
 
 pub mod connect;
 pub mod dane;
 pub mod lmtp;
 pub mod nexthop;
+pub mod pool;
 pub mod sts;
 pub mod tls;
 pub mod tls_results;
@@ -21,7 +23,8 @@ use postern_dns::Resolver;
 use postern_types::tls_report::{AppliedPolicy, PolicyKind, TlsFailure};
 use postern_types::{EnhancedStatus, Reply};
 
-pub use transaction::{Message, Pool};
+pub use pool::Pool;
+pub use transaction::Message;
 
 /// The outcome for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
