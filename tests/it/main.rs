@@ -6,6 +6,7 @@
 
 mod support;
 
+mod alerts;
 mod authentication;
 mod bounces;
 mod config;

@@ -32,19 +32,7 @@ fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
     // A port nothing listens on: every connection is refused.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let routes = format!("ok.test relay:[127.0.0.1]:{}\ndead.test relay:[127.0.0.1]:{dead}\n", peer.port);
-    let a = Server::start_prepared(
-        "relay-a",
-        &[("PEER", "9".into())],
-        |t| {
-            // One attempt per dead message within the test: the deferral count is exact.
-            t.replace("{DNS}", "127.0.0.1:9")
-                .replace("{PORT}", "9")
-                .replace("min_backoff = \"1s\"", "min_backoff = \"1h\"")
-                .replace("max_backoff = \"2s\"", "max_backoff = \"1h\"")
-                + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
-        },
-        |dir| std::fs::write(dir.join("routes"), &routes).unwrap(),
-    );
+    let a = Server::relay_a_routed(&routes, "\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let line = a.wait_log("metrics on http://127.0.0.1:");
     let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
     let (n, m) = (3, 2);

@@ -70,3 +70,9 @@ pub(crate) fn key_at_line(text: &str, line: usize) -> String {
 pub(crate) fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
     (1..=text.lines().count()).find(|&l| key_at_line(text, l) == dotted)
 }
+
+/// The line of the `n`th (from 0) occurrence of `dotted`: the `n`th table of an array of
+/// tables (`[[alert]]`).
+pub(crate) fn nth_line_of_key(text: &str, dotted: &str, n: usize) -> Option<usize> {
+    (1..=text.lines().count()).filter(|&l| key_at_line(text, l) == dotted).nth(n)
+}

@@ -129,6 +129,56 @@ fn dns_names(leaf: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String
         .unwrap_or_default()
 }
 
+/// What the alerts and `postern doctor` look at in a leaf certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafInfo {
+    /// Subject, e.g. `CN=mx.example.test`.
+    pub subject: String,
+    /// DNS names (subjectAltName).
+    pub names: Vec<String>,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+}
+
+impl LeafInfo {
+    /// Whether the certificate's names cover `host` (RFC 6125 §6.4: exact, or a `*.` wildcard
+    /// for one leftmost label).
+    pub fn covers(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.names.iter().map(|n| n.to_ascii_lowercase()).any(|n| match n.strip_prefix("*.") {
+            Some(parent) => host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+            None => n == host,
+        })
+    }
+}
+
+/// The leaf of a DER certificate.
+///
+/// # Errors
+/// It cannot be parsed.
+pub fn leaf_info(der: &[u8]) -> Result<LeafInfo, String> {
+    let (_, leaf) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse the certificate: {e}"))?;
+    Ok(LeafInfo {
+        subject: leaf.subject().to_string(),
+        names: dns_names(&leaf),
+        not_after: leaf.validity().not_after.timestamp(),
+    })
+}
+
+/// The first certificate of a PEM file (certbot's `fullchain.pem`).
+///
+/// # Errors
+/// The file cannot be read or holds no parsable certificate.
+pub fn read_leaf(cert: &Path) -> Result<LeafInfo, String> {
+    let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let first = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .ok_or_else(|| format!("{}: no CERTIFICATE block", cert.display()))?
+        .map_err(|e| format!("{}: {}", cert.display(), pem_error(&e)))?;
+    leaf_info(&first).map_err(|e| format!("{}: {e}", cert.display()))
+}
+
 /// Checks one certificate and key as [`load`] does and reports on the leaf certificate.
 ///
 /// # Errors

@@ -182,6 +182,8 @@ pub struct Metrics {
     queue_recipients: Family<DomainLabel, Gauge>,
     queue_oldest: Family<DomainLabel, Gauge>,
     rss: Gauge,
+    /// Attempt outcomes over all transports (delivered, failed), for the `failure_rate` alert.
+    attempts: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -298,6 +300,7 @@ impl Metrics {
             queue_recipients,
             queue_oldest,
             rss,
+            attempts: Default::default(),
         }
     }
 
@@ -309,12 +312,14 @@ impl Metrics {
     /// A recipient was delivered `latency` seconds after its message arrived.
     pub fn delivered(&self, transport: Transport, latency: f64) {
         self.delivered.get_or_create(&TransportLabel { transport }).inc();
+        self.attempts[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.latency.observe(latency.max(0.0));
     }
 
     /// A delivery attempt was deferred.
     pub fn deferred(&self, transport: Transport, class: DeferClass) {
         self.deferred.get_or_create(&DeferLabels { transport, class }).inc();
+        self.attempts[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// An outbound TLS negotiation under a policy of kind `policy` ended with `result`
@@ -353,6 +358,7 @@ impl Metrics {
     /// A recipient failed permanently.
     pub fn bounced(&self, transport: Transport) {
         self.bounced.get_or_create(&TransportLabel { transport }).inc();
+        self.attempts[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A session was accepted on a listener of `role`; the returned guard counts it open until
@@ -383,6 +389,13 @@ impl Metrics {
         if let Some(oldest) = rest.iter().map(|d| d.oldest_arrival).min() {
             set("other".into(), rest.iter().map(|d| d.recipients).sum(), oldest);
         }
+    }
+
+    /// Recipient delivery attempts since start, over all transports: (delivered, failed:
+    /// deferred or bounced).
+    pub fn attempt_totals(&self) -> (u64, u64) {
+        let get = |i: usize| self.attempts[i].load(std::sync::atomic::Ordering::Relaxed);
+        (get(0), get(1))
     }
 
     /// Sets the resident set size, bytes.

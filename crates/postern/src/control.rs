@@ -4,7 +4,7 @@
 //!
 //! Requests: `list`, `stats`, `show ID`, `flush [id=ID] [recipient-domain=D] [sender-domain=D]`,
 //! `hold ID`, `release ID`, `delete ID`, `reload`, `dmarc-report DAY send|print`, `tls-rpt-report DAY send|print`, `bans`,
-//! `unban IP`.
+//! `unban IP`, `alerts`.
 
 use std::path::Path;
 
@@ -23,10 +23,11 @@ pub(crate) fn spawn(
     path: &Path,
     ctx: std::sync::Arc<Context>,
     reloader: std::sync::Arc<Reloader>,
+    alerts: std::sync::Arc<crate::alerts::Board>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     crate::unix_server::serve(path, 0o600, stop, move |stream| {
-        let (ctx, reloader) = (ctx.clone(), reloader.clone());
+        let (ctx, reloader, alerts) = (ctx.clone(), reloader.clone(), alerts.clone());
         let (queue, spool) = (ctx.queue.clone(), ctx.spool.clone());
         async move {
             let (rd, mut wr) = stream.into_split();
@@ -51,6 +52,8 @@ pub(crate) fn spawn(
                 }
             } else if let Some(rest) = line.trim().strip_prefix("unban") {
                 unban(&ctx, rest.trim())
+            } else if line.trim() == "alerts" {
+                Ok(crate::alerts::status(&ctx, &alerts))
             } else if line.trim() == "bans" {
                 Ok(bans(&ctx))
             } else {

@@ -26,7 +26,7 @@ pub(crate) struct CheckArgs {
 }
 
 /// One verdict.
-enum Verdict {
+pub(crate) enum Verdict {
     Ok(String),
     Fail(String),
     Temp(String),
@@ -78,7 +78,7 @@ pub(crate) fn check(config: &postern_config::Config, args: &CheckArgs) -> ExitCo
     }
 }
 
-async fn run<R: Resolver>(
+pub(crate) async fn run<R: Resolver>(
     resolver: &R,
     checker: &postern_auth::Checker,
     config: &postern_config::Config,
@@ -161,7 +161,12 @@ fn spf(outcome: Outcome, identity: &str, ip: IpAddr) -> Verdict {
 }
 
 /// The key published at `SELECTOR._domainkey.DOMAIN` is the public half of `private_key`.
-async fn dkim<R: Resolver>(resolver: &R, domain: &str, selector: &str, private_key: &std::path::Path) -> Verdict {
+pub(crate) async fn dkim<R: Resolver>(
+    resolver: &R,
+    domain: &str,
+    selector: &str,
+    private_key: &std::path::Path,
+) -> Verdict {
     let name = format!("{selector}._domainkey.{domain}");
     let ours = match keys::load(private_key) {
         Ok(key) => keys::public_base64(&key).1,

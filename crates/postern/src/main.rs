@@ -1,6 +1,7 @@
 //! `postern`: the binary. Command line, logging, signals, reload and wiring of the crates; no
 //! mail logic lives here.
 
+mod alerts;
 mod control;
 mod dkim_cli;
 mod dmarc;
@@ -134,6 +135,13 @@ enum Command {
     Import {
         #[command(subcommand)]
         command: ImportCommand,
+    },
+    /// The state of each `[[alert]]` rule of the running daemon: ok, firing since when, the
+    /// last figures.
+    Alerts {
+        /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Failed-AUTH bans of the running daemon (`[server] auth_failures_before_ban`).
     Bans {
@@ -282,6 +290,7 @@ fn main() -> ExitCode {
             Some((_, t)) => srs(&t, &command),
             None => ExitCode::from(2),
         },
+        Command::Alerts { config } => control_request(find(config).as_deref(), "alerts"),
         Command::Bans { config, command } => {
             let request = match command {
                 BansCommand::List => "bans".to_owned(),

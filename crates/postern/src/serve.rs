@@ -205,7 +205,8 @@ async fn run(
     }
     let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone(), helper });
     let socket = live.config().control_socket();
-    crate::control::spawn(&socket, ctx.clone(), reloader.clone(), stop_rx.clone())
+    let alerts = Arc::new(crate::alerts::Board::default());
+    crate::control::spawn(&socket, ctx.clone(), reloader.clone(), alerts.clone(), stop_rx.clone())
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
     let submit = live.config().submit_socket();
     crate::submit::spawn(&submit, ctx.clone(), stop_rx.clone())
@@ -227,6 +228,7 @@ async fn run(
     if ctx.tlsrpt.is_some() {
         crate::tls_rpt::spawn(ctx.clone(), stop_rx.clone());
     }
+    crate::alerts::spawn(ctx.clone(), alerts, stop_rx.clone());
     if let Some(l) = metrics_listener {
         crate::metrics_http::spawn(l, queue.clone(), stop_rx.clone());
     }

@@ -59,6 +59,17 @@ struct Sched {
     forced: HashSet<QueueId>,
 }
 
+/// The queue in figures: see [`Queue::summary`].
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Messages queued.
+    pub messages: u64,
+    /// Messages with a pending recipient that has been tried at least once.
+    pub deferred: u64,
+    /// Per recipient domain with pending recipients: their count and the oldest arrival.
+    pub domains: Vec<postern_metrics::QueuedDomain>,
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -85,25 +96,31 @@ impl Queue {
     /// Sets the queue gauges of [`postern_metrics::metrics`] from the scheduler's state: messages
     /// queued, and per recipient domain the pending recipients and the oldest arrival.
     pub fn refresh_metrics(&self) {
-        let mut domains: std::collections::HashMap<String, postern_metrics::QueuedDomain> =
-            std::collections::HashMap::new();
-        let messages = {
-            let s = self.lock();
-            for env in s.envelopes.values() {
-                for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
-                    let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d).to_lowercase();
-                    let d = domains.entry(domain.clone()).or_insert(postern_metrics::QueuedDomain {
-                        domain,
-                        recipients: 0,
-                        oldest_arrival: env.arrival,
-                    });
-                    d.recipients += 1;
-                    d.oldest_arrival = d.oldest_arrival.min(env.arrival);
-                }
+        let s = self.summary();
+        postern_metrics::metrics().set_queue(s.messages, s.domains, now_ms() / 1000);
+    }
+
+    /// What is queued, per destination domain (`qshape` in one pass under the scheduler lock).
+    pub fn summary(&self) -> Summary {
+        let mut domains: HashMap<String, postern_metrics::QueuedDomain> = HashMap::new();
+        let s = self.lock();
+        let mut deferred = 0;
+        for env in s.envelopes.values() {
+            let mut was_deferred = false;
+            for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
+                was_deferred |= r.attempts > 0;
+                let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d).to_lowercase();
+                let d = domains.entry(domain.clone()).or_insert(postern_metrics::QueuedDomain {
+                    domain,
+                    recipients: 0,
+                    oldest_arrival: env.arrival,
+                });
+                d.recipients += 1;
+                d.oldest_arrival = d.oldest_arrival.min(env.arrival);
             }
-            s.envelopes.len() as u64
-        };
-        postern_metrics::metrics().set_queue(messages, domains.into_values().collect(), now_ms() / 1000);
+            deferred += u64::from(was_deferred);
+        }
+        Summary { messages: s.envelopes.len() as u64, deferred, domains: domains.into_values().collect() }
     }
 
     /// Gives outbound delivery its DNSSEC-validating resolver (DANE, RFC 7672); without it

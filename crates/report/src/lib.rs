@@ -2,7 +2,10 @@
 //! a `multipart/report; report-type=delivery-status` message with a human-readable part, the
 //! machine-readable `message/delivery-status` part, and the original message's headers
 //! (`text/rfc822-headers`) or the whole original (`message/rfc822`, RET=FULL, RFC 3461 §4.3).
-//! Composition uses mail-builder; this crate decides the content.
+//! Composition uses mail-builder; this crate decides the content. The alert mails of
+//! `[[alert]]` are composed in [`alert`].
+
+pub mod alert;
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::HeaderType;

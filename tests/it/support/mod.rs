@@ -160,6 +160,24 @@ impl Server {
         s
     }
 
+    /// Instance A relaying by its `routes` table only (`routes` replaces it; DNS on a closed
+    /// port), one attempt per message within a test (retries an hour apart), with `extra`
+    /// appended to its configuration.
+    pub fn relay_a_routed(routes: &str, extra: &str) -> Self {
+        Self::start_prepared(
+            "relay-a",
+            &[("PEER", "9".into())],
+            |t| {
+                t.replace("{DNS}", "127.0.0.1:9")
+                    .replace("{PORT}", "9")
+                    .replace("min_backoff = \"1s\"", "min_backoff = \"1h\"")
+                    .replace("max_backoff = \"2s\"", "max_backoff = \"1h\"")
+                    + extra
+            },
+            |dir| std::fs::write(dir.join("routes"), routes).unwrap(),
+        )
+    }
+
     /// The basic fixture, unchanged.
     pub fn start() -> Self {
         Self::start_with("basic", |t| t)

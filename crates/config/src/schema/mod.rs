@@ -1,6 +1,6 @@
 //! The configuration schema: every key, its default and its meaning. These files are the
 //! reference (`[policy]` in policy.rs; `[dkim]`, `[authentication]`, `[dmarc_reports]` in auth.rs;
-//! `[delivery]` in delivery.rs, `[forwarding]` in forwarding.rs, `[[milter]]` in milter.rs, `[outbound]` in outbound.rs, `[server]` and `[timeouts]` in server.rs);
+//! `[delivery]` in delivery.rs, `[forwarding]` in forwarding.rs, `[[milter]]` in milter.rs, `[alerts]` and `[[alert]]` in alerts.rs, `[outbound]` in outbound.rs, `[server]` and `[timeouts]` in server.rs);
 //! docs/configuration.md follows them. Unknown keys are errors (`deny_unknown_fields`).
 
 use std::net::SocketAddr;
@@ -10,10 +10,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::error::{ConfigError, line_of_key};
+use crate::error::{ConfigError, line_of_key, nth_line_of_key};
 use crate::resolve;
 use crate::units::{Seconds, Size};
 
+mod alerts;
 mod auth;
 mod delivery;
 mod forwarding;
@@ -22,6 +23,7 @@ mod outbound;
 mod policy;
 mod server;
 
+pub use alerts::{Alert, AlertKind, Alerts, Rule};
 pub use auth::{Action, Authentication, Dkim, DkimKey, DkimOnError, Reports, SpfAt};
 pub use delivery::{Delivery, LocalTransport};
 pub use forwarding::Forwarding;
@@ -112,6 +114,12 @@ pub struct Config {
     /// order, before the 250.
     #[serde(default)]
     pub milter: Vec<Milter>,
+    /// `[alerts]`: where alert mails go, how often rules are checked.
+    #[serde(default)]
+    pub alerts: Alerts,
+    /// `[[alert]]`: rules watched by the daemon, a mail on each change of state.
+    #[serde(default)]
+    pub alert: Vec<Alert>,
 }
 
 /// `[log]`: one line per event, keyed by session and queue ID (docs/operations.md, "Logs").
@@ -697,6 +705,22 @@ impl Config {
         }
         if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
             err("server", "max_connections and max_connections_per_ip must be greater than zero".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, a) in self.alert.iter().enumerate() {
+            // The line of the rule's `kind`: a missing key has no line of its own.
+            let line = nth_line_of_key(text, "alert.kind", i);
+            if let Err((key, msg)) = a.rule() {
+                errors.push(ConfigError::new(&self.source, line, &format!("alert.{key}"), msg));
+            }
+            if !names.insert(a.display_name()) {
+                let msg = format!("two rules are named {:?}: give each its own name", a.display_name());
+                errors.push(ConfigError::new(&self.source, line, "alert.name", msg));
+            }
+        }
+        if self.alerts.interval.0 < std::time::Duration::from_secs(1) {
+            let line = line_of_key(text, "alerts.interval");
+            errors.push(ConfigError::new(&self.source, line, "alerts.interval", "must be at least 1s"));
         }
         errors
     }

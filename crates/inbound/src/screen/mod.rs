@@ -143,9 +143,15 @@ impl Screened {
 }
 
 /// The answer of one DNS block list about one item.
-enum Listing {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
     /// Listed: the zone's name and the return code that matched.
-    Listed { zone: String, code: IpAddr },
+    Listed {
+        /// The zone.
+        zone: String,
+        /// The return code (`127.0.0.2`...).
+        code: IpAddr,
+    },
     /// Not listed (what the zone answered, for the log).
     Clear(String),
     /// The lookup failed temporarily.
@@ -176,6 +182,12 @@ async fn listing<R: Resolver>(resolver: &R, spec: &str, item: &str) -> Listing {
         Answer::NotFound => Listing::Clear(format!("not in {zone}")),
         Answer::TempFail(e) => Listing::Temp(format!("{zone}: {e}")),
     }
+}
+
+/// Whether `ip` is listed on the DNSBL `spec` (`"zone"` or `"zone=127.0.0.2,..."`, as
+/// `[policy] dnsbl_zones`), RFC 5782 §2: for the `dnsbl` alert and `postern doctor`.
+pub async fn ip_listing<R: Resolver>(resolver: &R, spec: &str, ip: IpAddr) -> Listing {
+    listing(resolver, spec, &reversed(ip)).await
 }
 
 /// Applies one check's result; true when screening stops (a refusal).
