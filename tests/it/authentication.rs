@@ -18,9 +18,14 @@ use crate::support::{Server, TempDir, assert_contains_all, poll, postern_cli, re
 /// `postern dkim keygen` into `dir`; returns the config lines and the TXT value (the zone
 /// strings joined), checking that every string is at most 255 bytes.
 pub(crate) fn keygen(dir: &std::path::Path, selector: &str, algorithm: &str) -> (String, String) {
+    keygen_for(dir, "a.test", selector, algorithm)
+}
+
+/// As [`keygen`], for `domain`.
+pub(crate) fn keygen_for(dir: &std::path::Path, domain: &str, selector: &str, algorithm: &str) -> (String, String) {
     let key = dir.join(format!("{selector}.key"));
     let out = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["dkim", "keygen", "--domain", "a.test", "--selector", selector, "--algorithm", algorithm, "--out"])
+        .args(["dkim", "keygen", "--domain", domain, "--selector", selector, "--algorithm", algorithm, "--out"])
         .arg(&key)
         .output()
         .unwrap();
@@ -34,12 +39,14 @@ pub(crate) fn keygen(dir: &std::path::Path, selector: &str, algorithm: &str) -> 
     assert!(strings.iter().all(|s| s.len() <= 255), "{text}");
     let one_line = text.lines().last().unwrap().trim_start_matches("; ").to_owned();
     assert_eq!(strings.concat(), one_line, "zone strings and one-line form differ");
-    let config =
-        format!("[[dkim.key]]\ndomain = \"a.test\"\nselector = \"{selector}\"\nprivate_key = \"{}\"\n", key.display());
+    let config = format!(
+        "[[dkim.key]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key = \"{}\"\n",
+        key.display()
+    );
     (config, one_line)
 }
 
-fn txt(value: &str) -> RData {
+pub(crate) fn txt(value: &str) -> RData {
     RData::TXT(TXT::new(value.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect()))
 }
 

@@ -20,6 +20,7 @@ mod delivery;
 mod deploy;
 mod dialogs;
 mod dns;
+mod doctor;
 mod forwarding;
 mod hardening;
 mod import;

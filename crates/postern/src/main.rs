@@ -6,6 +6,7 @@ mod control;
 mod dkim_cli;
 mod dmarc;
 mod dns_check;
+mod doctor;
 mod import_cli;
 mod logging;
 mod metrics_http;
@@ -135,6 +136,16 @@ enum Command {
     Import {
         #[command(subcommand)]
         command: ImportCommand,
+    },
+    /// Check the server from the outside in: DNS records, MTA-STS, TLS-RPT, our MX on port 25
+    /// (greeting = PTR = HELO, STARTTLS, certificate, DANE), DNSBLs, open relay; each problem
+    /// with its fix. Exit 1 when anything is wrong.
+    Doctor {
+        /// Configuration file (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: doctor::DoctorArgs,
     },
     /// The state of each `[[alert]]` rule of the running daemon: ok, firing since when, the
     /// last figures.
@@ -288,6 +299,10 @@ fn main() -> ExitCode {
         Command::Import { command: ImportCommand::Sendmail(args) } => import_cli::run(&args),
         Command::Srs { config, command } => match load_config_and_tables(find(config).as_deref()) {
             Some((_, t)) => srs(&t, &command),
+            None => ExitCode::from(2),
+        },
+        Command::Doctor { config, args } => match load_config(find(config).as_deref()) {
+            Some(c) => doctor::run(&c, &args),
             None => ExitCode::from(2),
         },
         Command::Alerts { config } => control_request(find(config).as_deref(), "alerts"),

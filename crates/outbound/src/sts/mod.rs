@@ -130,6 +130,22 @@ fn file_of(dir: &Path, domain: &str) -> PathBuf {
     dir.join(format!("{domain}.toml"))
 }
 
+/// Fetches and parses the policy of `domain` now, without the cache (`postern doctor`).
+///
+/// # Errors
+/// As a fetch the daemon makes: the policy host's address, certificate, HTTP status, size,
+/// or a policy that does not parse (RFC 8461 §3.2), typed for TLS reporting.
+pub async fn fetch_policy<R: Resolver>(
+    resolver: &R,
+    domain: &str,
+    ca_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<Policy, (TlsFailure, String)> {
+    let how = Fetching { cache_dir: Path::new(""), ca_file, timeout };
+    let text = fetch(resolver, domain, how).await?;
+    Policy::parse(&text).map_err(|e| (TlsFailure::StsPolicyInvalid, e))
+}
+
 /// Whether `e` (a reqwest error) comes from the policy host's certificate: a rustls
 /// certificate error somewhere in its chain of sources.
 fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {

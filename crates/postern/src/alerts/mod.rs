@@ -4,7 +4,7 @@
 //! always gets it when no recipient is local), so that an alert about broken outbound mail
 //! still arrives. `postern alerts` (control request `alerts`) shows each rule's state.
 
-mod probe;
+pub(crate) mod probe;
 mod state;
 
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use postern_report::alert::{AlertMail, Change};
 use state::{AttemptHistory, Notice, Reading, Tracker};
 use tokio::sync::watch;
 
-pub(crate) use probe::age;
+pub(crate) use probe::{age, our_ip};
 
 /// Every rule's state, by name; shared with the control socket.
 #[derive(Debug, Default)]

@@ -1,0 +1,260 @@
+//! The SMTP side of `postern doctor`: our MX as the world sees it on port 25 (greeting name,
+//! STARTTLS, the certificate it serves, DANE), and the open-relay self-test.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use postern_dns::dnssec::{DnssecResolver, Secured};
+use postern_proto::client::{Capabilities, ReplyParser};
+use postern_types::Reply;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Finding;
+
+/// Longest any step may take.
+const STEP: Duration = Duration::from_secs(15);
+
+/// One SMTP conversation, plain or over TLS.
+struct Conversation<S> {
+    stream: S,
+    parser: ReplyParser,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
+    async fn reply(&mut self) -> Result<Reply, String> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(r) = self.parser.next_reply().map_err(|e| e.to_string())? {
+                return Ok(r);
+            }
+            let n = tokio::time::timeout(STEP, self.stream.read(&mut buf))
+                .await
+                .map_err(|_| format!("no reply within {}s", STEP.as_secs()))?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+            self.parser.feed(&buf[..n]);
+        }
+    }
+
+    async fn command(&mut self, line: &str) -> Result<Reply, String> {
+        self.stream.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        self.reply().await
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<Conversation<TcpStream>, String> {
+    let tcp = tokio::time::timeout(STEP, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to {addr}: timed out"))?
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    Ok(Conversation { stream: tcp, parser: ReplyParser::default() })
+}
+
+/// What [`probe`] needs to know.
+pub(super) struct Target<'a> {
+    /// Our MX's public name.
+    pub(super) mx: &'a str,
+    /// Its address and port.
+    pub(super) addr: SocketAddr,
+    /// Our `hostname`: the HELO name of our outbound mail.
+    pub(super) helo: &'a str,
+    /// The names the PTR of `addr` gives.
+    pub(super) ptr: &'a [String],
+    /// `[outbound] ca_file`.
+    pub(super) ca_file: Option<&'a std::path::Path>,
+    /// The certificate must stay valid this long, seconds.
+    pub(super) min_validity: i64,
+}
+
+/// Greeting name = PTR = HELO, STARTTLS, the certificate (names, expiry, chain) and DANE.
+pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec<Finding>) {
+    let mut c = match connect(t.addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Finding::fail(
+                "SMTP",
+                e,
+                format!("open port 25 to {}: is `postern serve` listening there?", t.mx),
+            ));
+            return;
+        }
+    };
+    let greeting = match c.reply().await {
+        Ok(r) if r.code == 220 => r,
+        Ok(r) => return out.push(Finding::temp("SMTP", format!("{} greets with {}", t.addr, r.code))),
+        Err(e) => return out.push(Finding::temp("SMTP", format!("{}: {e}", t.addr))),
+    };
+    let name = greeting.lines[0].split_whitespace().next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
+    let ptr_has = |n: &str| t.ptr.iter().any(|p| p.trim_end_matches('.').eq_ignore_ascii_case(n));
+    if name.eq_ignore_ascii_case(t.helo) && ptr_has(&name) {
+        out.push(Finding::ok("SMTP", format!("{} greets as {name} = PTR = HELO", t.addr)));
+    } else {
+        let fix = if name.eq_ignore_ascii_case(t.helo) {
+            format!("set the PTR of {} to {} (ask the provider of the address)", t.addr.ip(), t.helo)
+        } else {
+            format!("set hostname = \"{}\" in postern.toml (it should equal the PTR), then restart", t.helo)
+        };
+        let ptr = if t.ptr.is_empty() { "none".to_owned() } else { t.ptr.join(", ") };
+        out.push(Finding::fail(
+            "SMTP",
+            format!("{} greets as {name:?}, its PTR is {ptr}, our HELO is {}: they must be one name", t.addr, t.helo),
+            fix,
+        ));
+    }
+    let ehlo = match c.command(&format!("EHLO {}", t.helo)).await {
+        Ok(r) if r.code == 250 => r,
+        Ok(r) => return out.push(Finding::temp("SMTP", format!("EHLO answered {}", r.code))),
+        Err(e) => return out.push(Finding::temp("SMTP", format!("EHLO: {e}"))),
+    };
+    if !Capabilities::from_ehlo(&ehlo).starttls {
+        let fix = "set [tls] cert and key (certbot's fullchain.pem and privkey.pem), then postern reload";
+        return out.push(Finding::fail("TLS", format!("{} does not offer STARTTLS", t.mx), fix.into()));
+    }
+    match c.command("STARTTLS").await {
+        Ok(r) if r.code == 220 => {}
+        Ok(r) => return out.push(Finding::temp("TLS", format!("STARTTLS answered {}", r.code))),
+        Err(e) => return out.push(Finding::temp("TLS", format!("STARTTLS: {e}"))),
+    }
+    let tlsa = match dnssec.tlsa(t.mx, 25).await {
+        Secured::Secure(records) if !records.is_empty() => Some(records),
+        _ => None,
+    };
+    let handshake = postern_outbound::tls::handshake(c.stream, t.mx, t.ca_file, None);
+    let (stream, info) = match tokio::time::timeout(STEP, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return out.push(Finding::fail("TLS", format!("{}: {e}", t.mx), "check [tls] cert and key".into()));
+        }
+        Err(_) => return out.push(Finding::temp("TLS", "the TLS handshake timed out".into())),
+    };
+    let chain: Vec<Vec<u8>> =
+        stream.get_ref().1.peer_certificates().unwrap_or_default().iter().map(|c| c.as_ref().to_vec()).collect();
+    certificate(t, &chain, info.verify_error.as_deref(), out);
+    dane(t.mx, tlsa.as_deref(), dnssec, &chain, out).await;
+    let mut c = Conversation { stream, parser: ReplyParser::default() };
+    let _ = c.command("QUIT").await;
+}
+
+/// The served certificate covers the MX name, is not about to expire and chains to a root.
+fn certificate(t: &Target<'_>, chain: &[Vec<u8>], verify_error: Option<&str>, out: &mut Vec<Finding>) {
+    let renew =
+        format!("get a certificate for {} (certbot certonly -d {}), set [tls] cert, then postern reload", t.mx, t.mx);
+    let Some(leaf) = chain.first().and_then(|d| postern_inbound::tls::leaf_info(d).ok()) else {
+        return out.push(Finding::fail("CERT", "the server sent no parsable certificate".into(), renew));
+    };
+    if leaf.covers(t.mx) {
+        out.push(Finding::ok("CERT", format!("the certificate ({}) covers {}", leaf.subject, t.mx)));
+    } else {
+        out.push(Finding::fail(
+            "CERT",
+            format!("the certificate covers {}, not the MX name {}", leaf.names.join(", "), t.mx),
+            renew.clone(),
+        ));
+    }
+    let left = leaf.not_after - chrono::Utc::now().timestamp();
+    if left < t.min_validity {
+        out.push(Finding::fail(
+            "CERT",
+            format!("the certificate expires in {} day(s)", left.div_euclid(86_400)),
+            "renew it (certbot renew), then postern reload".into(),
+        ));
+    } else {
+        out.push(Finding::ok("CERT", format!("valid for {} more day(s)", left / 86_400)));
+    }
+    match verify_error {
+        None => out.push(Finding::ok("CERT", "the chain verifies against the trust anchors".into())),
+        Some(e) if leaf.covers(t.mx) => out.push(Finding::fail(
+            "CERT",
+            format!("the chain does not verify: {e}"),
+            "serve the full chain (certbot's fullchain.pem, not cert.pem) from a public CA".into(),
+        )),
+        Some(_) => {}
+    }
+}
+
+/// TLSA records of the MX (DANE, RFC 7672) against the served chain.
+async fn dane(
+    mx: &str,
+    tlsa: Option<&[postern_dns::dnssec::Tlsa]>,
+    dnssec: &DnssecResolver,
+    chain: &[Vec<u8>],
+    out: &mut Vec<Finding>,
+) {
+    let name = format!("_25._tcp.{mx}");
+    let publish = chain.first().and_then(|l| postern_outbound::dane::record_3_1_1(l));
+    let Some(records) = tlsa else {
+        let why = match dnssec.tlsa(mx, 25).await {
+            Secured::Insecure => "the zone is not DNSSEC-signed (DANE needs it)".to_owned(),
+            Secured::Bogus(e) => {
+                return out.push(Finding::fail(
+                    "DANE",
+                    format!("{name}: DNSSEC validation fails: {e}"),
+                    "fix the zone's signatures (DS, RRSIG) with your DNS provider".into(),
+                ));
+            }
+            Secured::TempFail(e) => return out.push(Finding::temp("DANE", format!("{name}: {e}"))),
+            Secured::Secure(_) => {
+                format!("no TLSA record (optional: publish `{name}. IN TLSA {}`)", publish.unwrap_or_default())
+            }
+        };
+        return out.push(Finding::ok("DANE", format!("not used: {why}")));
+    };
+    let Some(leaf) = chain.first() else { return };
+    let intermediates: Vec<&[u8]> = chain[1..].iter().map(Vec::as_slice).collect();
+    let Ok(server) = rustls::pki_types::ServerName::try_from(mx.to_owned()) else { return };
+    let now = rustls::pki_types::UnixTime::now();
+    match postern_outbound::dane::check(records, leaf, &intermediates, &server, now) {
+        None => out.push(Finding::ok("DANE", format!("{name}: the served certificate matches"))),
+        Some(e) => out.push(Finding::fail(
+            "DANE",
+            format!("{name}: {e}"),
+            format!(
+                "publish `{name}. IN TLSA {}` (keep the old record until caches expire)",
+                publish.unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// A RCPT for a foreign domain must be refused (never an open relay). From this host, our
+/// own address may be a trusted network: then relaying is allowed by design, and said so.
+pub(super) async fn open_relay(addr: SocketAddr, helo: &str, trusted: &[ipnet::IpNet], out: &mut Vec<Finding>) {
+    let mut c = match connect(addr).await {
+        Ok(c) => c,
+        Err(e) => return out.push(Finding::temp("RELAY", e)),
+    };
+    let local: Option<IpAddr> = c.stream.local_addr().ok().map(|a| a.ip());
+    let steps = async {
+        c.reply().await?;
+        c.command(&format!("EHLO {helo}")).await?;
+        c.command("MAIL FROM:<postern-doctor@example.com>").await?;
+        let r = c.command("RCPT TO:<postern-doctor@example.net>").await?;
+        let _ = c.command("QUIT").await;
+        Ok::<_, String>(r)
+    };
+    let rcpt = match steps.await {
+        Ok(r) => r,
+        Err(e) => return out.push(Finding::temp("RELAY", e)),
+    };
+    let trusted_here = local.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
+    match rcpt.code {
+        500..=599 => out.push(Finding::ok("RELAY", format!("a RCPT for example.net is refused ({})", rcpt.code))),
+        200..=299 if trusted_here => out.push(Finding::ok(
+            "RELAY",
+            "this host is in [relay] trusted_networks, so it may relay; test from outside to see what others may"
+                .into(),
+        )),
+        200..=299 => out.push(Finding::fail(
+            "RELAY",
+            format!(
+                "a RCPT for example.net from {} was accepted: an open relay",
+                local.map(|i| i.to_string()).unwrap_or_default()
+            ),
+            "narrow [relay] trusted_networks to your own networks; relay others only after AUTH".into(),
+        )),
+        _ => out.push(Finding::temp("RELAY", format!("the RCPT was answered {}", rcpt.code))),
+    }
+}
