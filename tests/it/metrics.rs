@@ -39,6 +39,10 @@ fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
     let t0 = Instant::now();
     let (mut c, _) = Client::connect(a.port);
     c.cmd("EHLO client.test");
+    // A refused recipient (no such user): counted as refused, nothing queued.
+    assert_eq!(c.cmd("MAIL FROM:<alice@a.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<nobody@a.test>").code, 550);
+    assert_eq!(c.cmd("RSET").code, 250);
     for i in 0..m {
         assert_eq!(c.send_data("alice@a.test", &[&format!("d{i}@dead.test")], b"Subject: d\r\n\r\nx\r\n").code, 250);
     }
@@ -57,6 +61,11 @@ fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
     });
     assert_eq!(value(&text, "postern_messages_received_total{origin=\"smtp\"}"), Some(f64::from(n + m)), "{text}");
     assert_eq!(value(&text, "postern_queue_recipients{domain=\"dead.test\"}"), Some(f64::from(m)), "{text}");
+    let per_domain = value(&text, "postern_deferrals_total{domain=\"dead.test\",class=\"connect\"}");
+    assert_eq!(per_domain, Some(f64::from(m)), "{text}");
+    let refused =
+        value(&text, "postern_messages_refused_total{stage=\"rcpt\",reason=\"recipient\",class=\"permanent\"}");
+    assert_eq!(refused, Some(1.0), "{text}");
     // The oldest-age gauge of the dead domain keeps up with the clock (polled, not slept).
     let (age, elapsed) = poll(10, "the dead domain's oldest age to reach 2 s", || {
         let elapsed = t0.elapsed().as_secs();

@@ -172,6 +172,7 @@ pub(crate) async fn check_from_outside(
         }
         Decision::Refuse(r) => {
             tracing::info!("NOQUEUE: reject: DATA from [{ip}]: {r}; from=<{mail_from}> helo=<{}>", tx.helo);
+            postern_metrics::metrics().refused("data", "authentication", r.code);
             return Err(r);
         }
     }

@@ -69,6 +69,8 @@ async fn run_in_span(
                 Refused::PerIp => format!("{} Error: too many connections from {ip}", config.hostname),
             };
             tracing::warn!("reject: connect from {}: {why} limit reached", client_label(None, peer));
+            postern_metrics::metrics().refused("connect", "limit", 421);
+            postern_metrics::metrics().session_closed(&listener.role.to_string(), "refused");
             let _ = Box::pin(refuse(&mut conn, listener.role, text)).await;
             return;
         }
@@ -80,6 +82,8 @@ async fn run_in_span(
             left.as_secs()
         );
         let text = format!("{} Error: too many failed logins from {ip}, try later", config.hostname);
+        postern_metrics::metrics().refused("connect", "ban", 421);
+        postern_metrics::metrics().session_closed(&listener.role.to_string(), "refused");
         let _ = Box::pin(refuse(&mut conn, listener.role, text)).await;
         return;
     }
@@ -102,6 +106,7 @@ async fn run_in_span(
             }
             Err(e) => {
                 tracing::info!("TLS=server implicit from [{ip}]: handshake failed: {e}");
+                postern_metrics::metrics().session_closed(&listener.role.to_string(), "tls-failed");
                 return;
             }
         }
@@ -117,6 +122,7 @@ async fn run_in_span(
     .then(|| {
         let r = Reply::new(554, EnhancedStatus(5, 7, 1), format!("Client host [{ip}] blocked by local policy"));
         tracing::info!("NOQUEUE: reject: CONNECT from [{ip}]: {r}; policy: block_networks");
+        postern_metrics::metrics().refused("connect", "policy", r.code);
         r
     });
     let params = SessionParams {
@@ -153,9 +159,16 @@ async fn run_in_span(
     // callee's copy: async functions' state is laid out conservatively).
     let outcome = driver.drive(&mut conn, Box::new(Session::new(params)), shutdown).await;
     let client = driver.client();
+    let role = listener.role.to_string();
     match outcome {
-        Ok(()) => tracing::info!("disconnect from {client}"),
-        Err(e) => tracing::info!("lost connection from {client}: {e}"),
+        Ok(()) => {
+            tracing::info!("disconnect from {client}");
+            postern_metrics::metrics().session_closed(&role, "completed");
+        }
+        Err(e) => {
+            tracing::info!("lost connection from {client}: {e}");
+            postern_metrics::metrics().session_closed(&role, "lost");
+        }
     }
 }
 

@@ -71,6 +71,7 @@ impl Driver<'_> {
                 } else {
                     let r = not_owned(&login, &address);
                     tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{address}> sasl_username={login}");
+                    postern_metrics::metrics().refused("mail", "sender-not-owned", r.code);
                     session.sender_verdict(Verdict::PermFail(r));
                 }
             }
@@ -80,12 +81,15 @@ impl Driver<'_> {
             }
             Step::CheckRecipient(rcpt) => {
                 let mut verdict = resolve_recipient(&self.policy(), ip, session.authenticated().is_some(), &rcpt);
+                let mut reason = "recipient";
                 if matches!(verdict, Verdict::Ok(_))
                     && let Some(r) = Box::pin(self.greylist(session.reverse_path(), &rcpt)).await
                 {
                     verdict = Verdict::TempFail(r);
+                    reason = "greylist";
                 }
                 if let Verdict::PermFail(r) | Verdict::TempFail(r) = &verdict {
+                    postern_metrics::metrics().refused("rcpt", reason, r.code);
                     tracing::info!(
                         "NOQUEUE: reject: RCPT from [{ip}]: {r}; to=<{rcpt}> helo=<{}>",
                         session.helo().unwrap_or("")
@@ -191,6 +195,9 @@ impl Driver<'_> {
             tracing::info!("policy: [{ip}] {what}: {}: {outcome}", screened.report.join("; "));
             if !matches!(screened.verdict, Verdict::Ok(())) {
                 tracing::info!("NOQUEUE: reject: {stage} from [{ip}]: {outcome}; {what}");
+                if let Verdict::PermFail(r) | Verdict::TempFail(r) = &screened.verdict {
+                    postern_metrics::metrics().refused(stage, "policy", r.code);
+                }
             }
         }
         self.tags.lock().unwrap_or_else(|e| e.into_inner()).append(&mut screened.tags);
@@ -224,6 +231,7 @@ impl Driver<'_> {
             None => Verdict::Ok(()),
             Some(r) => {
                 tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{sender}> spf={spf}");
+                postern_metrics::metrics().refused("mail", "spf", r.code);
                 if r.code >= 500 { Verdict::PermFail(r) } else { Verdict::TempFail(r) }
             }
         }
@@ -297,6 +305,7 @@ impl Driver<'_> {
             }
             crate::milter::Decision::Refuse(r) => {
                 tracing::info!("NOQUEUE: reject: DATA from [{}]: {r}; milter", self.peer.ip());
+                postern_metrics::metrics().refused("data", "milter", r.code);
                 Err(r)
             }
             crate::milter::Decision::Discard(by) => {
@@ -367,6 +376,7 @@ impl Driver<'_> {
             .collect();
         let r = postern_proto::loops::refusal(&tx.message, &local, self.config.limits.max_hops)?;
         tracing::info!("NOQUEUE: reject: DATA from [{}]: {r}; helo=<{}>", self.peer.ip(), tx.helo);
+        postern_metrics::metrics().refused("data", "loop", r.code);
         Some(r)
     }
 

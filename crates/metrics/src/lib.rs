@@ -16,6 +16,10 @@ use prometheus_client::registry::{Registry, Unit};
 /// How many domains get their own queue series; the rest are summed as `other`.
 pub const TOP_DOMAINS: usize = 20;
 
+/// How many recipient domains get their own deferral series (the first seen since start);
+/// deferrals to later ones are counted as `other`, so cardinality stays bounded.
+pub const DEFERRAL_DOMAINS: usize = 50;
+
 /// How a message was delivered (or tried).
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Transport {
@@ -95,6 +99,25 @@ struct DeferLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainDeferLabels {
+    domain: String,
+    class: DeferClass,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    stage: String,
+    reason: &'static str,
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionEndLabels {
+    role: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OriginLabel {
     origin: Origin,
 }
@@ -167,6 +190,11 @@ pub struct Metrics {
     received: Family<OriginLabel, Counter>,
     delivered: Family<TransportLabel, Counter>,
     deferred: Family<DeferLabels, Counter>,
+    deferrals: Family<DomainDeferLabels, Counter>,
+    /// The domains of `deferrals` with their own series.
+    deferral_domains: std::sync::Mutex<std::collections::HashSet<String>>,
+    refused: Family<RefusedLabels, Counter>,
+    sessions_closed: Family<SessionEndLabels, Counter>,
     bounced: Family<TransportLabel, Counter>,
     latency: Histogram,
     tls: Family<TlsLabels, Counter>,
@@ -205,6 +233,18 @@ impl Metrics {
             "messages_deferred",
             "Delivery attempts deferred, by transport and class (dns, connect, tls, reply)",
             deferred.clone(),
+        );
+        let deferrals = Family::<DomainDeferLabels, Counter>::default();
+        registry.register(
+            "deferrals",
+            "Delivery attempts deferred, by recipient domain (the first 50 seen, later ones as other) and class",
+            deferrals.clone(),
+        );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "messages_refused",
+            "SMTP refusals (nothing queued), by stage (connect, ehlo, mail, rcpt, data), reason and class (temporary, permanent)",
+            refused.clone(),
         );
         let bounced = Family::<TransportLabel, Counter>::default();
         registry.register("messages_bounced", "Recipients failed permanently, by transport", bounced.clone());
@@ -256,6 +296,12 @@ impl Metrics {
         );
         let sessions = Family::<RoleLabel, Counter>::default();
         registry.register("sessions", "SMTP sessions accepted, by listener role", sessions.clone());
+        let sessions_closed = Family::<SessionEndLabels, Counter>::default();
+        registry.register(
+            "sessions_closed",
+            "SMTP sessions ended, by listener role and outcome (completed, lost, refused, tls-failed)",
+            sessions_closed.clone(),
+        );
         let sessions_open = Gauge::default();
         registry.register("sessions_open", "SMTP sessions open now", sessions_open.clone());
         let queue_messages = Gauge::default();
@@ -285,6 +331,10 @@ impl Metrics {
             received,
             delivered,
             deferred,
+            deferrals,
+            deferral_domains: std::sync::Mutex::default(),
+            refused,
+            sessions_closed,
             bounced,
             latency,
             tls,
@@ -316,9 +366,19 @@ impl Metrics {
         self.latency.observe(latency.max(0.0));
     }
 
-    /// A delivery attempt was deferred.
-    pub fn deferred(&self, transport: Transport, class: DeferClass) {
+    /// A delivery attempt to a recipient in `domain` was deferred.
+    pub fn deferred(&self, transport: Transport, class: DeferClass, domain: &str) {
         self.deferred.get_or_create(&DeferLabels { transport, class }).inc();
+        let domain = domain.to_ascii_lowercase();
+        let domain = {
+            let mut seen = self.deferral_domains.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.contains(&domain) || (seen.len() < DEFERRAL_DOMAINS && seen.insert(domain.clone())) {
+                domain
+            } else {
+                "other".to_owned()
+            }
+        };
+        self.deferrals.get_or_create(&DomainDeferLabels { domain, class }).inc();
         self.attempts[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -353,6 +413,20 @@ impl Metrics {
     pub fn spool_sync(&self, op: &'static str, seconds: f64, batch: u64) {
         self.sync_seconds.get_or_create(&OpLabel { op }).observe(seconds);
         self.sync_batch.get_or_create(&OpLabel { op }).observe(batch as f64);
+    }
+
+    /// A command of a session on a listener was refused at `stage` (`connect`, `ehlo`, `mail`,
+    /// `rcpt`, `data`) for `reason` (`policy`, `recipient`, `greylist`, `spf`, ...) with reply
+    /// `code` (4xx: temporary, 5xx: permanent).
+    pub fn refused(&self, stage: &str, reason: &'static str, code: u16) {
+        let class = if code >= 500 { "permanent" } else { "temporary" };
+        self.refused.get_or_create(&RefusedLabels { stage: stage.to_ascii_lowercase(), reason, class }).inc();
+    }
+
+    /// A session on a listener of `role` ended: `completed` (the client quit), `lost` (the
+    /// connection broke or timed out), `refused` (limits, bans), `tls-failed`.
+    pub fn session_closed(&self, role: &str, outcome: &'static str) {
+        self.sessions_closed.get_or_create(&SessionEndLabels { role: role.to_owned(), outcome }).inc();
     }
 
     /// A recipient failed permanently.
@@ -446,7 +520,7 @@ mod tests {
     fn counters_and_the_bounded_queue_series() {
         let m = Metrics::new();
         m.delivered(Transport::Smtp, 0.2);
-        m.deferred(Transport::Smtp, DeferClass::of(4, 1));
+        m.deferred(Transport::Smtp, DeferClass::of(4, 1), "example.com");
         {
             let _s = m.session("mx");
             assert!(m.render().contains("postern_sessions_open 1"));

@@ -209,11 +209,23 @@ fn expire(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatu
             r.last_error.as_deref().unwrap_or("none")
         );
         tracing::warn!("{}: to=<{}>, relay=none, dsn=4.4.7, status=expired ({why})", env.id, r.address);
+        postern_metrics::metrics().bounced(transport_of(config, r));
         if r.notify().failure {
             out.push(bounce::status(r, Action::Failed, EnhancedStatus(4, 4, 7), None, Some(why)));
         }
     }
     out
+}
+
+/// The transport a recipient is delivered by, for the metrics.
+fn transport_of(config: &Config, r: &postern_spool::Recipient) -> postern_metrics::Transport {
+    use postern_metrics::Transport;
+    match (&r.pipe, &r.mailbox) {
+        (Some(_), _) => Transport::Pipe,
+        (None, Some(_)) if config.delivery.local == postern_config::schema::LocalTransport::Lmtp => Transport::Lmtp,
+        (None, Some(_)) => Transport::Local,
+        (None, None) => Transport::Smtp,
+    }
 }
 
 /// Once per message, after `[queue] warn_after`: a "delayed" report on the pending recipients.
@@ -524,7 +536,7 @@ fn record(
         Outcome::TempFail(reply) => {
             let class =
                 reply.status.map_or(postern_metrics::DeferClass::Reply, |s| postern_metrics::DeferClass::of(s.1, s.2));
-            m.deferred(by.transport, class);
+            m.deferred(by.transport, class, r.address.rsplit_once('@').map_or("", |(_, d)| d));
         }
         Outcome::PermFail(_) => m.bounced(by.transport),
     }
