@@ -83,3 +83,82 @@ fn a_stuck_domain_gives_one_alert_no_repeat_and_one_resolved_mail() {
     let (_, list) = postern_cli(&["queue", "list"], &a.config_path());
     assert!(list.contains("ops@remote.test"), "{list}");
 }
+
+/// Every other kind of rule measures what it says: a certificate expiring within the window,
+/// a deferred message, a share of failed attempts, a DKIM key not published, our address on a DNSBL and
+/// a spool below its free-space threshold each fire, with one mail each, and `postern alerts`
+/// shows their figures.
+#[test]
+fn each_kind_of_rule_fires_on_what_it_measures() {
+    use crate::support::certs::Pki;
+    use crate::support::dns::DnsServer;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let zones = crate::support::repo().join("tests/fixtures/dns");
+    // relay.test.zone has no DKIM record for a.test: the key is not published.
+    let dns = DnsServer::start(&[("test.", &zones.join("relay.test.zone")), ("bl.test.", &zones.join("bl.test.zone"))]);
+    let keys = crate::support::TempDir::new("alert-keys");
+    let (key, _unpublished) = crate::authentication::keygen(&keys.0, "s1", "ed25519");
+    let cert = Pki::new().server_cert(&["a.example.test"], false);
+    let rules = [
+        ("cert_expiry", "within = \"365d\""),
+        ("deferred", "messages = 0"),
+        // The alert mails' own local deliveries count too: at most 6 of 7 attempts succeed.
+        ("failure_rate", "percent = 10.0\nmin_attempts = 1"),
+        ("dkim", "domain = \"a.test\""),
+        ("dnsbl", "zones = [\"bl.test\"]"),
+        ("spool_free", "below = \"100%\""),
+    ];
+    let mut extra = format!(
+        "\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n\n{key}\n[alerts]\ninterval = \"1s\"\nip = \"127.0.0.14\"\n"
+    );
+    for (kind, keys) in rules {
+        extra.push_str(&format!("\n[[alert]]\nkind = \"{kind}\"\n{keys}\n"));
+    }
+    let a = Server::start_prepared(
+        "relay-a",
+        &[("PEER", "9".into())],
+        |t| {
+            t.replace("{DNS}", &dns.addr.to_string())
+                .replace("{PORT}", "9")
+                .replace("min_backoff = \"1s\"", "min_backoff = \"1h\"")
+                .replace("max_backoff = \"2s\"", "max_backoff = \"1h\"")
+                + &extra
+        },
+        |dir| {
+            cert.write(dir);
+            std::fs::write(dir.join("routes"), format!("dead.test relay:[127.0.0.1]:{dead}\n")).unwrap();
+        },
+    );
+    let (mut c, _) = Client::connect(a.port);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.send_data("alice@a.test", &["bob@dead.test"], b"Subject: s\r\n\r\nx\r\n").code, 250);
+    poll(20, "every rule to fire", || {
+        let (_, out) = postern_cli(&["alerts"], &a.config_path());
+        (out.matches("FIRING").count() == rules.len()).then_some(())
+    });
+    a.wait_maildir("postmaster", rules.len());
+    let mut subjects = subjects(&a);
+    subjects.sort();
+    let mut want: Vec<String> = rules
+        .iter()
+        .map(|(kind, _)| {
+            let name = if *kind == "dkim" { "dkim a.test".to_owned() } else { (*kind).to_owned() };
+            format!("[a.example.test] FIRING: {name}")
+        })
+        .collect();
+    want.sort();
+    assert_eq!(subjects, want);
+    let (code, out) = postern_cli(&["alerts"], &a.config_path());
+    assert_eq!(code, Some(0), "{out}");
+    for needle in [
+        "cert_expiry: FIRING",
+        "(CN=a.example.test) expires in ",
+        "1 message(s) deferred, of 1 queued (threshold 0)",
+        "delivery attempt(s) failed in the last 1h 0m",
+        "FAIL s1._domainkey.a.test: no record",
+        "127.0.0.14 is listed on bl.test (127.0.0.2)",
+        "free of",
+    ] {
+        assert!(out.contains(needle), "{needle:?} in\n{out}");
+    }
+}
