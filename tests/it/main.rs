@@ -38,6 +38,7 @@ mod racing;
 mod relay;
 mod requiretls;
 mod route;
+mod scheduling;
 mod sendmail;
 mod tls;
 mod tls_policy;

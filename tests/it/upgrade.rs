@@ -21,7 +21,7 @@ fn a_spool_written_by_the_previous_version_is_delivered() {
             }
         },
     );
-    server.wait_log("postern started: 1 message(s) recovered");
+    server.wait_log("1 message(s) recovered from the spool");
     let (code, out) = postern_cli(&["queue", "flush"], &server.config_path());
     assert_eq!(code, Some(0), "{out}");
     poll(20, "the upgraded message at the peer", || (peer.received.lock().unwrap().len() == 1).then_some(()));

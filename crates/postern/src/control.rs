@@ -10,7 +10,7 @@ use std::path::Path;
 
 use postern_inbound::Context;
 use postern_queue::Queue;
-use postern_queue::control::{Filter, format_list, format_stats};
+use postern_queue::control::{Filter, LIST_HEADER, format_entry, list_footer};
 use postern_spool::Spool;
 use postern_types::QueueId;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -56,6 +56,9 @@ pub(crate) fn spawn(
                 Ok(crate::alerts::status(&ctx, &alerts))
             } else if line.trim() == "bans" {
                 Ok(bans(&ctx))
+            } else if line.trim() == "list" {
+                list(&queue, &mut wr).await;
+                return;
             } else {
                 handle(line.trim(), &queue, &spool).await
             };
@@ -94,6 +97,41 @@ fn unban(ctx: &Context, arg: &str) -> Result<String, String> {
     }
 }
 
+/// `list`, streamed: the envelopes are read from the spool one at a time on a blocking thread
+/// and written as they come, so a queue of a million messages is listed in bounded memory.
+async fn list(queue: &Queue, wr: &mut tokio::net::unix::OwnedWriteHalf) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+    let q = queue.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        let (mut n, mut bytes, mut chunk) = (0usize, 0u64, String::from("ok\n"));
+        let walked = q.each_entry(|found| match found {
+            Ok(e) => {
+                if n == 0 {
+                    chunk.push_str(LIST_HEADER);
+                }
+                n += 1;
+                bytes += e.envelope.size;
+                chunk.push_str(&format_entry(&e));
+                if chunk.len() > 32 * 1024 {
+                    let _ = tx.blocking_send(std::mem::take(&mut chunk));
+                }
+            }
+            Err(e) => tracing::warn!("queue list: {e}"),
+        });
+        if let Err(e) = walked {
+            chunk.push_str(&format!("error: {e}\n"));
+        }
+        chunk.push_str(&list_footer(n, bytes));
+        let _ = tx.blocking_send(chunk);
+    });
+    while let Some(chunk) = rx.recv().await {
+        if wr.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = producer.await;
+}
+
 fn parse_id(arg: Option<&str>) -> Result<QueueId, String> {
     let arg = arg.ok_or("a queue ID is required")?;
     QueueId::parse(&arg.to_ascii_uppercase()).ok_or_else(|| format!("{arg:?} is not a queue ID (16 hex digits)"))
@@ -102,12 +140,10 @@ fn parse_id(arg: Option<&str>) -> Result<QueueId, String> {
 async fn handle(request: &str, queue: &Queue, spool: &std::sync::Arc<Spool>) -> Result<String, String> {
     let mut words = request.split_whitespace();
     match words.next().unwrap_or("") {
-        "list" => Ok(format_list(&queue.snapshot())),
-        "stats" => Ok(format_stats(&queue.snapshot())),
+        "stats" => Ok(queue.stats().await),
         "show" => {
             let id = parse_id(words.next())?;
-            let entry =
-                queue.snapshot().into_iter().find(|e| e.envelope.id == id).ok_or(format!("{id}: no such message"))?;
+            let entry = queue.entry(id).await?;
             let spool = spool.clone();
             let message =
                 tokio::task::spawn_blocking(move || spool.read_message(id)).await.map_err(|e| e.to_string())?;
@@ -126,7 +162,7 @@ async fn handle(request: &str, queue: &Queue, spool: &std::sync::Arc<Spool>) -> 
                     _ => return Err(format!("unknown flush filter {w:?}")),
                 }
             }
-            let n = queue.flush(&filter);
+            let n = queue.flush(&filter).await;
             Ok(format!("{n} message(s) scheduled for delivery now\n"))
         }
         "hold" => queue.set_held(parse_id(words.next())?, true).await.map(|()| "held\n".into()),

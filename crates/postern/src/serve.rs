@@ -176,13 +176,13 @@ async fn run(
         let path = live.config().data_dir.join("greylist.redb");
         Some(Arc::new(postern_inbound::GreylistStore::open(&path).map_err(anyhow::Error::msg)?))
     };
-    let recovered = queue.recover().context("recovering the queue")?;
     tokio::task::spawn_blocking({
         let (config, tables) = (live.config(), live.tables());
         move || clean_maildir_tmp(&config, &tables)
     });
-    tracing::info!("postern started: {recovered} message(s) recovered from the spool");
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Messages queued from now on have later IDs: the recovery leaves them to the scheduler.
+    let started = postern_types::QueueId::generate();
     let runner = tokio::spawn(queue.clone().run(stop_rx.clone()));
     let ctx = Arc::new(Context {
         live: live.clone(),
@@ -240,7 +240,9 @@ async fn run(
         tokio::spawn(postern_inbound::serve(listener, info, ctx.clone(), stop_rx.clone()));
     }
     crate::notify::spawn_watchdog(stop_rx.clone());
-    crate::notify::ready(&format!("{listening} listener(s), {recovered} message(s) recovered"));
+    tracing::info!("postern started: {listening} listener(s); recovering the queue in the background");
+    crate::notify::ready(&format!("{listening} listener(s), recovering the queue"));
+    let recovery = spawn_recovery(queue.clone(), started, stop_rx.clone());
 
     loop {
         tokio::select! {
@@ -267,8 +269,29 @@ async fn run(
         );
     }
     let _ = tokio::time::timeout(grace, runner).await;
+    let _ = tokio::time::timeout(grace, recovery).await;
     tracing::info!("postern stopped: {} message(s) left in the queue", queue.len());
     Ok(())
+}
+
+/// Reads the spool into the scheduler while the listeners already accept mail; logs the count
+/// when done (a spool that cannot be read is fatal to the queue, so it is logged as an error).
+fn spawn_recovery(
+    queue: Queue,
+    started: postern_types::QueueId,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        match queue.recover(started, stop.clone()).await {
+            Ok(n) if *stop.borrow() => tracing::info!("queue recovery stopped by the shutdown after {n} message(s)"),
+            Ok(n) => tracing::info!(
+                "queue recovered: {n} message(s) recovered from the spool in {:.2}s",
+                t0.elapsed().as_secs_f64()
+            ),
+            Err(e) => tracing::error!("recovering the queue: {e}; queued messages are not being delivered"),
+        }
+    })
 }
 
 /// Deletes forgotten greylisting triplets at start and then hourly, until `stop`.

@@ -25,14 +25,8 @@ fn domain_of(address: &str) -> &str {
 }
 
 impl Filter {
-    fn matches(&self, env: &Envelope) -> bool {
-        self.id.is_none_or(|id| id == env.id)
-            && self.sender_domain.as_deref().is_none_or(|d| domain_of(&env.reverse_path).eq_ignore_ascii_case(d))
-            && self.recipient_domain.as_deref().is_none_or(|d| {
-                env.recipients
-                    .iter()
-                    .any(|r| r.state == RcptState::Pending && domain_of(&r.address).eq_ignore_ascii_case(d))
-            })
+    fn sender_matches(&self, env: &Envelope) -> bool {
+        self.sender_domain.as_deref().is_none_or(|d| domain_of(&env.reverse_path).eq_ignore_ascii_case(d))
     }
 }
 
@@ -46,40 +40,92 @@ pub struct Entry {
 }
 
 impl Queue {
-    /// Every queued message, oldest first.
-    pub fn snapshot(&self) -> Vec<Entry> {
-        let s = self.lock();
-        let mut v: Vec<Entry> =
-            s.envelopes.values().map(|e| Entry { envelope: e.clone(), active: s.active.contains(&e.id) }).collect();
-        v.sort_by_key(|e| e.envelope.id);
-        v
+    /// Hands every queued message to `each`, oldest first, read from the spool one at a time
+    /// (a queue of any size costs one envelope of memory). Blocking: call it from
+    /// `spawn_blocking`. Unreadable queue files come as `Err`.
+    ///
+    /// # Errors
+    /// The queue folder cannot be read.
+    pub fn each_entry(&self, mut each: impl FnMut(Result<Entry, String>)) -> Result<(), String> {
+        self.inner
+            .spool
+            .each_envelope(|found| {
+                each(found.map(|envelope| {
+                    let active = self.lock().index.is_active(envelope.id);
+                    Entry { envelope, active }
+                }));
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// The envelope of one queued message, from the spool.
+    ///
+    /// # Errors
+    /// Unknown ID, or the spool failed.
+    pub async fn entry(&self, id: QueueId) -> Result<Entry, String> {
+        if !self.lock().index.contains(id) {
+            return Err(format!("{id}: no such message"));
+        }
+        let spool = self.inner.spool.clone();
+        let envelope = tokio::task::spawn_blocking(move || spool.read_envelope(id))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(Entry { active: self.lock().index.is_active(id), envelope })
+    }
+
+    /// `postern queue stats`: per destination domain from the index, with the last error of
+    /// each domain's oldest message read from the spool.
+    pub async fn stats(&self) -> String {
+        let (messages, _, held, domains) = self.lock().index.summary();
+        let spool = self.inner.spool.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            domains
+                .into_iter()
+                .enumerate()
+                .map(|(n, d)| {
+                    // The first STATS_ERRORS domains (oldest first) get their last error.
+                    let env = (n < STATS_ERRORS).then(|| spool.read_envelope(d.oldest.1).ok()).flatten();
+                    let error = env.and_then(|e| {
+                        e.recipients
+                            .into_iter()
+                            .find(|r| {
+                                r.state == RcptState::Pending && domain_of(&r.address).eq_ignore_ascii_case(&d.domain)
+                            })
+                            .and_then(|r| r.last_error)
+                    });
+                    Row { domain: d.domain, messages: d.messages, recipients: d.recipients, oldest: d.oldest.0, error }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        render_stats(messages, held, rows)
     }
 
     /// Schedules the matching messages (not held) for immediate delivery; returns how many.
-    pub fn flush(&self, filter: &Filter) -> usize {
-        let mut s = self.lock();
-        let now = now_ms();
-        let ids: Vec<QueueId> = s
-            .envelopes
-            .values()
-            .filter(|e| !e.held && filter.matches(e) && e.recipients.iter().any(|r| r.state == RcptState::Pending))
-            .map(|e| e.id)
-            .collect();
-        for id in &ids {
-            if let Some(env) = s.envelopes.get_mut(id) {
-                for r in env.recipients.iter_mut().filter(|r| r.state == RcptState::Pending) {
-                    r.next_attempt = 0;
-                }
-            }
-            s.due.retain(|(_, i)| i != id);
-            s.forced.insert(*id);
-            if !s.active.contains(id) {
-                s.due.insert((now, *id));
-            }
+    /// A sender-domain filter reads the candidates' envelopes from the spool.
+    pub async fn flush(&self, filter: &Filter) -> usize {
+        let now = u32::try_from(now_ms() / 1000).unwrap_or(u32::MAX);
+        let mut ids = self.lock().index.ids_where(|id, domains, held| {
+            !held
+                && !domains.is_empty()
+                && filter.id.is_none_or(|want| want == id)
+                && filter.recipient_domain.as_deref().is_none_or(|d| domains.iter().any(|x| x.eq_ignore_ascii_case(d)))
+        });
+        if filter.sender_domain.is_some() {
+            let (spool, f) = (self.inner.spool.clone(), filter.clone());
+            ids = tokio::task::spawn_blocking(move || {
+                ids.into_iter().filter(|id| spool.read_envelope(*id).is_ok_and(|e| f.sender_matches(&e))).collect()
+            })
+            .await
+            .unwrap_or_default();
         }
+        let mut s = self.lock();
+        let n = ids.iter().filter(|id| s.index.force(**id, now)).count();
         drop(s);
         self.inner.wake.notify_one();
-        ids.len()
+        n
     }
 
     /// Holds (`true`) or releases (`false`) a message, persisting the flag in its envelope.
@@ -87,14 +133,11 @@ impl Queue {
     /// # Errors
     /// A message for the postmaster: unknown ID, or the envelope could not be saved.
     pub async fn set_held(&self, id: QueueId, held: bool) -> Result<(), String> {
-        let env = {
-            let mut s = self.lock();
-            let env = s.envelopes.get_mut(&id).ok_or_else(|| format!("{id}: no such message in the queue"))?;
-            env.held = held;
-            let env = env.clone();
-            s.due.retain(|(_, i)| *i != id);
-            env
-        };
+        let mut env = self.entry(id).await?.envelope;
+        env.held = held;
+        if held {
+            self.lock().index.hold(id);
+        }
         let spool = self.inner.spool.clone();
         let saved = env.clone();
         tokio::task::spawn_blocking(move || spool.update(&saved))
@@ -102,9 +145,9 @@ impl Queue {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         tracing::info!("{id}: {} by the postmaster", if held { "held" } else { "released" });
-        if !held {
-            self.enqueue(env);
-        }
+        let runs = self.runs_by_itself(&env);
+        self.lock().index.put(&env, runs);
+        self.inner.wake.notify_one();
         Ok(())
     }
 
@@ -115,13 +158,14 @@ impl Queue {
     pub async fn delete(&self, id: QueueId) -> Result<(), String> {
         {
             let mut s = self.lock();
-            if s.active.contains(&id) {
+            if s.index.is_active(id) {
                 return Err(format!("{id}: being delivered right now; try again in a moment"));
             }
-            if s.envelopes.remove(&id).is_none() {
+            if !s.index.contains(id) {
                 return Err(format!("{id}: no such message in the queue"));
             }
-            s.due.retain(|(_, i)| *i != id);
+            s.index.remove(id);
+            s.fresh.remove(&id);
         }
         let spool = self.inner.spool.clone();
         tokio::task::spawn_blocking(move || spool.remove(id))
@@ -132,6 +176,10 @@ impl Queue {
         Ok(())
     }
 }
+
+/// How many domains of `queue stats` (oldest first) get the last error of their oldest
+/// message: one envelope read each.
+const STATS_ERRORS: usize = 200;
 
 fn date(secs: u64) -> String {
     chrono::DateTime::from_timestamp(secs as i64, 0)
@@ -147,61 +195,78 @@ fn age(secs: u64) -> String {
     }
 }
 
-/// `mailq`-style listing: ID (`*` being delivered, `!` held), size, arrival, sender, then each
-/// pending recipient with its last deferral reason.
-pub fn format_list(entries: &[Entry]) -> String {
-    if entries.is_empty() {
-        return "Mail queue is empty\n".into();
-    }
-    let mut out = String::from("-Queue ID-------- --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
-    let mut bytes = 0;
-    for e in entries {
-        let env = &e.envelope;
-        bytes += env.size;
-        let mark = if env.held {
-            "!"
-        } else if e.active {
-            "*"
-        } else {
-            " "
-        };
-        let sender = if env.reverse_path.is_empty() { "MAILER-DAEMON" } else { &env.reverse_path };
-        let _ = writeln!(out, "{}{mark} {:>8} {:<20}  {sender}", env.id, env.size, date(env.arrival));
-        for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
-            if let Some(err) = &r.last_error {
-                let _ = writeln!(out, "{:49}({err})", "");
-            }
-            let _ = writeln!(out, "{:49}{}", "", r.address);
+/// The first line of the `mailq`-style listing.
+pub const LIST_HEADER: &str = "-Queue ID-------- --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
+
+/// One message of the listing: ID (`*` being delivered, `!` held), size, arrival, sender,
+/// then each pending recipient with its last deferral reason.
+pub fn format_entry(e: &Entry) -> String {
+    let mut out = String::new();
+    let env = &e.envelope;
+    let mark = if env.held {
+        "!"
+    } else if e.active {
+        "*"
+    } else {
+        " "
+    };
+    let sender = if env.reverse_path.is_empty() { "MAILER-DAEMON" } else { &env.reverse_path };
+    let _ = writeln!(out, "{}{mark} {:>8} {:<20}  {sender}", env.id, env.size, date(env.arrival));
+    for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
+        if let Some(err) = &r.last_error {
+            let _ = writeln!(out, "{:49}({err})", "");
         }
-        out.push('\n');
+        let _ = writeln!(out, "{:49}{}", "", r.address);
     }
-    let n = entries.len();
-    let _ = writeln!(out, "-- {} KiB in {n} message{}.", bytes.div_ceil(1024), if n == 1 { "" } else { "s" });
+    out.push('\n');
     out
 }
 
-/// Counts and oldest age per recipient domain and per last error: "since when is mail to
-/// example.com stuck?" is the OLDEST / SINCE of its line.
-pub fn format_stats(entries: &[Entry]) -> String {
-    #[derive(Default)]
-    struct Row {
-        messages: usize,
-        recipients: usize,
-        oldest: u64,
-        error: Option<String>,
+/// The last line of the listing, after `n` messages of `bytes` in all.
+pub fn list_footer(n: usize, bytes: u64) -> String {
+    if n == 0 {
+        return "Mail queue is empty\n".into();
     }
-    let now = now_ms() / 1000;
+    format!("-- {} KiB in {n} message{}.\n", bytes.div_ceil(1024), if n == 1 { "" } else { "s" })
+}
+
+/// The whole `mailq`-style listing of `entries`.
+pub fn format_list(entries: &[Entry]) -> String {
+    if entries.is_empty() {
+        return list_footer(0, 0);
+    }
+    let mut out = String::from(LIST_HEADER);
+    for e in entries {
+        out.push_str(&format_entry(e));
+    }
+    out.push_str(&list_footer(entries.len(), entries.iter().map(|e| e.envelope.size).sum()));
+    out
+}
+
+/// One destination domain of `queue stats`.
+#[derive(Debug, Default)]
+struct Row {
+    domain: String,
+    messages: u64,
+    recipients: u64,
+    /// Arrival of the oldest, Unix seconds.
+    oldest: u64,
+    /// The last error of the oldest message's recipient there.
+    error: Option<String>,
+}
+
+/// Counts and oldest age per recipient domain and per last error, from `entries` (the
+/// daemon is down): "since when is mail to example.com stuck?" is the OLDEST / SINCE of its
+/// line.
+pub fn format_stats(entries: &[Entry]) -> String {
     let mut by_domain: BTreeMap<String, Row> = BTreeMap::new();
-    let mut by_error: BTreeMap<String, Row> = BTreeMap::new();
-    let (mut held, mut pending) = (0, 0);
     for e in entries {
         let env = &e.envelope;
-        held += usize::from(env.held);
         let mut seen_domains = Vec::new();
         for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
-            pending += 1;
             let d = domain_of(&r.address).to_lowercase();
             let row = by_domain.entry(d.clone()).or_insert_with(|| Row { oldest: u64::MAX, ..Row::default() });
+            row.domain.clone_from(&d);
             row.recipients += 1;
             if !seen_domains.contains(&d) {
                 row.messages += 1;
@@ -211,39 +276,49 @@ pub fn format_stats(entries: &[Entry]) -> String {
                 row.oldest = env.arrival;
                 row.error.clone_from(&r.last_error);
             }
-            let err = r.last_error.clone().unwrap_or_else(|| "(not tried yet)".into());
-            let row = by_error.entry(err).or_insert_with(|| Row { oldest: u64::MAX, ..Row::default() });
-            row.recipients += 1;
-            row.oldest = row.oldest.min(env.arrival);
         }
     }
-    let mut out = format!("{} message(s), {pending} pending recipient(s), {held} held\n\n", entries.len());
+    let held = entries.iter().filter(|e| e.envelope.held).count() as u64;
+    let mut rows: Vec<Row> = by_domain.into_values().collect();
+    rows.sort_by_key(|r| r.oldest);
+    render_stats(entries.len() as u64, held, rows)
+}
+
+/// The text of `queue stats`: a line of totals, the domains oldest first, then the domains
+/// grouped by the last error of their oldest message.
+fn render_stats(messages: u64, held: u64, rows: Vec<Row>) -> String {
+    let now = now_ms() / 1000;
+    let pending: u64 = rows.iter().map(|r| r.recipients).sum();
+    let mut out = format!("{messages} message(s), {pending} pending recipient(s), {held} held\n\n");
     out.push_str("By recipient domain (oldest first):\n");
     let _ = writeln!(
         out,
         "{:<30} {:>8} {:>10} {:>8}  {:<20}  LAST ERROR OF THE OLDEST",
         "DOMAIN", "MESSAGES", "RECIPIENTS", "OLDEST", "SINCE (UTC)"
     );
-    let mut domains: Vec<_> = by_domain.into_iter().collect();
-    domains.sort_by_key(|(_, r)| r.oldest);
-    for (d, r) in domains {
+    let mut by_error: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in &rows {
         let since = chrono::DateTime::from_timestamp(r.oldest as i64, 0)
             .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
         let _ = writeln!(
             out,
-            "{d:<30} {:>8} {:>10} {:>8}  {since:<20}  {}",
+            "{:<30} {:>8} {:>10} {:>8}  {since:<20}  {}",
+            r.domain,
             r.messages,
             r.recipients,
             age(now.saturating_sub(r.oldest)),
             r.error.as_deref().unwrap_or("-")
         );
+        let e = by_error.entry(r.error.clone().unwrap_or_else(|| "(not tried yet)".into())).or_insert((0, u64::MAX));
+        e.0 += r.recipients;
+        e.1 = e.1.min(r.oldest);
     }
-    out.push_str("\nBy last error:\n");
+    out.push_str("\nBy last error (of each domain's oldest message):\n");
     let _ = writeln!(out, "{:>10} {:>8}  ERROR", "RECIPIENTS", "OLDEST");
     let mut errors: Vec<_> = by_error.into_iter().collect();
-    errors.sort_by_key(|(_, r)| r.oldest);
-    for (e, r) in errors {
-        let _ = writeln!(out, "{:>10} {:>8}  {e}", r.recipients, age(now.saturating_sub(r.oldest)));
+    errors.sort_by_key(|(_, (_, oldest))| *oldest);
+    for (e, (recipients, oldest)) in errors {
+        let _ = writeln!(out, "{recipients:>10} {:>8}  {e}", age(now.saturating_sub(oldest)));
     }
     out
 }

@@ -1,6 +1,8 @@
 //! The scheduler. This crate owns "what is due when": an index of queued messages by next
-//! attempt time, the retry backoff, and dispatching due recipients to delivery. It holds IDs,
-//! times and envelopes, never message bytes; the spool owns the files.
+//! attempt time ([`index`]: a few dozen bytes per message, destinations taken in turn), the
+//! retry backoff, and dispatching due recipients to delivery. Envelopes stay in the spool and
+//! are read when an attempt starts, but for messages just received (kept for their first
+//! attempt, up to `[queue] active_limit`); message bytes are always the spool's.
 //!
 //! Each recipient has its own state in the envelope, so a message to several mailboxes is
 //! several independent deliveries: one full mailbox does not delay the others, and a delivered
@@ -14,11 +16,12 @@
 mod bounce;
 pub mod control;
 mod deliver;
+mod index;
 mod submit;
 
 pub use submit::{MailParams, Submission, SubmitError, SubmitRecipient, commit_blocking};
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,18 +48,19 @@ pub(crate) struct Inner {
     sched: Mutex<Sched>,
     slots: Arc<Semaphore>,
     max_active: usize,
+    /// `[queue] active_limit`, read at start.
+    active_limit: usize,
 }
 
 #[derive(Debug, Default)]
 struct Sched {
-    /// (due time in epoch milliseconds, ID) of messages with recipients to try.
-    due: BTreeSet<(u64, QueueId)>,
-    /// Every queued message's envelope, as last saved.
-    envelopes: HashMap<QueueId, Envelope>,
-    /// Messages being delivered right now.
-    active: HashSet<QueueId>,
-    /// Messages whose next attempt was asked for by the postmaster (`flush`).
-    forced: HashSet<QueueId>,
+    /// Every queued message, in brief.
+    index: index::Index,
+    /// Envelopes of messages not yet attempted, so that the first attempt does not read the
+    /// spool again; with those being delivered, at most `active_limit`.
+    fresh: HashMap<QueueId, Envelope>,
+    /// The spool is still being read after a start ([`Queue::recover`]).
+    recovering: bool,
 }
 
 /// The queue in figures: see [`Queue::summary`].
@@ -66,6 +70,8 @@ pub struct Summary {
     pub messages: u64,
     /// Messages with a pending recipient that has been tried at least once.
     pub deferred: u64,
+    /// Messages held by the postmaster.
+    pub held: u64,
     /// Per recipient domain with pending recipients: their count and the oldest arrival.
     pub domains: Vec<postern_metrics::QueuedDomain>,
 }
@@ -80,6 +86,7 @@ impl Queue {
     /// with `resolver`.
     pub fn new(spool: Arc<Spool>, live: Arc<Live>, resolver: Arc<HickoryResolver>) -> Self {
         let max_active = live.config().queue.max_concurrency.max(1);
+        let active_limit = live.config().queue.active_limit.max(max_active);
         let inner = Inner {
             spool,
             live,
@@ -89,6 +96,7 @@ impl Queue {
             sched: Mutex::default(),
             slots: Arc::new(Semaphore::new(max_active)),
             max_active,
+            active_limit,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -100,27 +108,18 @@ impl Queue {
         postern_metrics::metrics().set_queue(s.messages, s.domains, now_ms() / 1000);
     }
 
-    /// What is queued, per destination domain (`qshape` in one pass under the scheduler lock).
+    /// What is queued, per destination domain (`qshape` in one pass over the index).
     pub fn summary(&self) -> Summary {
-        let mut domains: HashMap<String, postern_metrics::QueuedDomain> = HashMap::new();
-        let s = self.lock();
-        let mut deferred = 0;
-        for env in s.envelopes.values() {
-            let mut was_deferred = false;
-            for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
-                was_deferred |= r.attempts > 0;
-                let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d).to_lowercase();
-                let d = domains.entry(domain.clone()).or_insert(postern_metrics::QueuedDomain {
-                    domain,
-                    recipients: 0,
-                    oldest_arrival: env.arrival,
-                });
-                d.recipients += 1;
-                d.oldest_arrival = d.oldest_arrival.min(env.arrival);
-            }
-            deferred += u64::from(was_deferred);
-        }
-        Summary { messages: s.envelopes.len() as u64, deferred, domains: domains.into_values().collect() }
+        let (messages, deferred, held, domains) = self.lock().index.summary();
+        let domains = domains
+            .into_iter()
+            .map(|d| postern_metrics::QueuedDomain {
+                domain: d.domain,
+                recipients: d.recipients,
+                oldest_arrival: d.oldest.0,
+            })
+            .collect();
+        Summary { messages, deferred, held, domains }
     }
 
     /// Gives outbound delivery its DNSSEC-validating resolver (DANE, RFC 7672); without it
@@ -134,36 +133,79 @@ impl Queue {
         &self.inner.pool.tls_results
     }
 
-    /// Loads every envelope from the spool (after a restart or crash) and schedules them.
+    /// Reads every envelope from the spool (after a restart or crash) and schedules it, one
+    /// at a time: the index grows by a few dozen bytes per message, no envelope is kept. Meant
+    /// to run beside the listeners and the scheduler (the daemon accepts mail at once): messages
+    /// queued since `started` (an ID issued before anything was accepted) are already indexed
+    /// and left alone, so none is delivered twice. Stops early when `stop` becomes true.
     /// Returns how many messages were found.
     ///
     /// # Errors
     /// [`SpoolError`] when the spool cannot be read.
-    pub fn recover(&self) -> Result<usize, SpoolError> {
-        let envelopes = self.inner.spool.recover()?;
-        let n = envelopes.len();
-        for env in envelopes {
-            tracing::info!("{}: recovered from spool, {} recipient(s) pending", env.id, pending(&env));
-            self.enqueue(env);
-        }
-        Ok(n)
+    pub async fn recover(&self, started: QueueId, stop: watch::Receiver<bool>) -> Result<usize, SpoolError> {
+        self.lock().recovering = true;
+        let this = self.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let (mut batch, mut since) = (Vec::new(), std::time::Instant::now());
+            let n = this.inner.spool.recover_each(Some(started), |env| {
+                batch.push(env);
+                // Indexed in batches, at least every 50 ms: deliveries start while it reads.
+                if batch.len() >= 256 || since.elapsed() > Duration::from_millis(50) {
+                    this.index_recovered(std::mem::take(&mut batch));
+                    since = std::time::Instant::now();
+                }
+                !*stop.borrow()
+            });
+            this.index_recovered(batch);
+            n
+        })
+        .await
+        .map_err(|e| SpoolError::Io {
+            op: "recover",
+            path: "queue".into(),
+            source: std::io::Error::other(e),
+        })?;
+        self.lock().recovering = false;
+        found
     }
 
-    /// Schedules a message just committed to the spool (or recovered, or released). Held
-    /// messages, and every message in queue-only mode, wait for a flush.
-    pub fn enqueue(&self, env: Envelope) {
-        let mut s = self.lock();
-        if let Some(due) = next_due(&env).filter(|_| self.runs_by_itself(&env)) {
-            s.due.insert((due, env.id));
+    fn index_recovered(&self, batch: Vec<Envelope>) {
+        if batch.is_empty() {
+            return;
         }
-        s.envelopes.insert(env.id, env);
+        let mut s = self.lock();
+        for env in batch {
+            if !s.index.contains(env.id) {
+                tracing::debug!("{}: recovered from spool, {} recipient(s) pending", env.id, pending(&env));
+                let runs = self.runs_by_itself(&env);
+                s.index.put(&env, runs);
+            }
+        }
+        drop(s);
+        self.inner.wake.notify_one();
+    }
+
+    /// Whether the spool is still being read after a start.
+    pub fn recovering(&self) -> bool {
+        self.lock().recovering
+    }
+
+    /// Schedules a message just committed to the spool (or released). Held messages, and
+    /// every message in queue-only mode, wait for a flush.
+    pub fn enqueue(&self, env: Envelope) {
+        let runs = self.runs_by_itself(&env);
+        let mut s = self.lock();
+        s.index.put(&env, runs);
+        if s.fresh.len() + s.index.active() < self.inner.active_limit {
+            s.fresh.insert(env.id, env);
+        }
         drop(s);
         self.inner.wake.notify_one();
     }
 
     /// Number of messages in the queue.
     pub fn len(&self) -> usize {
-        self.lock().envelopes.len()
+        self.lock().index.len()
     }
 
     /// Whether the queue is empty.
@@ -199,54 +241,78 @@ impl Queue {
         let _all = self.inner.slots.acquire_many(self.inner.max_active as u32).await;
     }
 
-    /// Starts delivery of every due message while slots are free; returns the next due time.
+    /// Starts delivery of every due message while slots are free, destinations in turn;
+    /// returns the next due time (epoch ms).
     fn dispatch_due(&self) -> Option<u64> {
         let now = now_ms();
+        let mut s = self.lock();
+        let next = s.index.promote(u32::try_from(now / 1000).unwrap_or(u32::MAX)).map(|d| u64::from(d) * 1000);
         loop {
-            let mut s = self.lock();
-            let &(due, id) = s.due.first()?;
-            if due > now {
-                return Some(due);
+            if !s.index.has_ready() {
+                return next;
+            }
+            if s.index.active() >= self.inner.active_limit {
+                return Some(now + 1000);
             }
             let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
                 // Woken again when a delivery finishes.
                 return Some(now + 1000);
             };
-            s.due.pop_first();
-            let Some(env) = s.envelopes.get(&id).cloned() else { continue };
-            if env.held {
-                continue;
-            }
-            s.active.insert(id);
-            let forced = s.forced.remove(&id);
+            let Some((id, forced)) = s.index.take() else { return next };
+            let fresh = s.fresh.remove(&id);
             drop(s);
             let this = self.clone();
             tokio::spawn(async move {
-                let result = deliver::attempt(this.inner.clone(), env, forced).await;
-                for new in result.new {
-                    this.enqueue(new);
-                }
-                this.finished(id, result.envelope);
+                this.run_attempt(id, fresh, forced).await;
                 drop(permit);
                 this.inner.wake.notify_one();
             });
+            s = self.lock();
         }
+    }
+
+    /// One attempt of `id`: its envelope from memory when just received, else from the spool.
+    async fn run_attempt(&self, id: QueueId, fresh: Option<Envelope>, forced: bool) {
+        let env = match fresh {
+            Some(env) => Ok(env),
+            None => {
+                let spool = self.inner.spool.clone();
+                tokio::task::spawn_blocking(move || spool.read_envelope(id)).await.unwrap_or_else(|e| {
+                    Err(SpoolError::Io { op: "read", path: "queue".into(), source: std::io::Error::other(e) })
+                })
+            }
+        };
+        let mut env = match env {
+            Ok(env) => env,
+            Err(e) => {
+                // Gone (deleted meanwhile) or unreadable: forgotten now; an unreadable file is
+                // moved to corrupt/ at the next start.
+                tracing::error!("{id}: cannot read its envelope: {e}; not scheduled until the next start");
+                self.lock().index.remove(id);
+                return;
+            }
+        };
+        if forced {
+            for r in env.recipients.iter_mut().filter(|r| r.state == RcptState::Pending) {
+                r.next_attempt = 0;
+            }
+        }
+        let result = deliver::attempt(self.inner.clone(), env, forced).await;
+        for new in result.new {
+            self.enqueue(new);
+        }
+        self.finished(id, result.envelope);
     }
 
     /// Records the outcome of an attempt: the envelope to keep scheduling, or `None` when the
     /// message was finished and removed from the spool.
     fn finished(&self, id: QueueId, env: Option<Envelope>) {
         let mut s = self.lock();
-        s.active.remove(&id);
         match env {
-            None => {
-                s.envelopes.remove(&id);
-            }
+            None => s.index.remove(id),
             Some(env) => {
-                if let Some(due) = next_due(&env).filter(|_| self.runs_by_itself(&env)) {
-                    s.due.insert((due, id));
-                }
-                s.envelopes.insert(id, env);
+                let runs = self.runs_by_itself(&env);
+                s.index.put(&env, runs);
             }
         }
     }
@@ -254,9 +320,4 @@ impl Queue {
 
 fn pending(env: &Envelope) -> usize {
     env.recipients.iter().filter(|r| r.state == RcptState::Pending).count()
-}
-
-/// The earliest next attempt (epoch ms) over pending recipients, if any.
-fn next_due(env: &Envelope) -> Option<u64> {
-    env.recipients.iter().filter(|r| r.state == RcptState::Pending).map(|r| r.next_attempt * 1000).min()
 }

@@ -242,35 +242,101 @@ impl Spool {
         Ok(file)
     }
 
-    /// Lists every queued envelope, repairing what an interrupted commit or removal left:
-    /// envelope files without a queue file (a removal cut short) and unfinished updates are
-    /// deleted; queue files whose envelope cannot be read are moved to `corrupt/`.
+    /// Lists every queued envelope, repairing what an interrupted commit or removal left, as
+    /// [`Spool::recover_each`] does.
     ///
     /// # Errors
     /// [`SpoolError::Io`] when the queue folder cannot be read.
     pub fn recover(&self) -> Result<Vec<Envelope>, SpoolError> {
         let mut envelopes = Vec::new();
-        for (name, found) in read_queue(&self.queue)? {
-            let path = self.queue.join(&name);
-            match found {
-                Queued::Envelope(env) => envelopes.push(*env),
-                Queued::Leftover => {
+        self.recover_each(None, |env| {
+            envelopes.push(env);
+            true
+        })?;
+        Ok(envelopes)
+    }
+
+    /// Hands every queued envelope to `found`, in ID order, one at a time (memory does not
+    /// grow with the queue but for 16 bytes per file name while the folder is read), and
+    /// repairs what an interrupted commit or removal left: envelope files without a queue file
+    /// (a removal cut short) and unfinished updates are deleted; queue files whose envelope
+    /// cannot be read are moved to `corrupt/`. With `before`, messages with that ID or a later
+    /// one (queued since the daemon started) are left alone. Stops when `found` returns
+    /// `false`. Returns how many were found.
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`] when the queue folder cannot be read.
+    pub fn recover_each(
+        &self,
+        before: Option<QueueId>,
+        mut found: impl FnMut(Envelope) -> bool,
+    ) -> Result<usize, SpoolError> {
+        let mut n = 0;
+        scan_queue(&self.queue, |id, queued| {
+            if before.is_some_and(|b| id >= b) {
+                return Ok(true);
+            }
+            match queued {
+                Queued::Envelope(env) => {
+                    n += 1;
+                    failpoint::delay("spool::recovered-one");
+                    return Ok(found(*env));
+                }
+                Queued::Leftover(name) => {
+                    let path = self.queue.join(&name);
                     tracing::info!("spool: removing {} (left by an interrupted update or removal)", path.display());
                     fs::remove_file(&path).map_err(io_err("remove", &path))?;
                 }
                 Queued::Corrupt(why) => {
+                    let name = format!("{id}.msg");
+                    let path = self.queue.join(&name);
                     tracing::error!("spool: moving {} to corrupt/: {why}", path.display());
                     fs::rename(&path, self.corrupt.join(&name)).map_err(io_err("rename", &path))?;
-                    let env = self.queue.join(name.replace(".msg", ".env"));
+                    let env = self.envelope_path(id);
                     if env.exists() {
-                        fs::rename(&env, self.corrupt.join(name.replace(".msg", ".env")))
-                            .map_err(io_err("rename", &env))?;
+                        fs::rename(&env, self.corrupt.join(format!("{id}.env"))).map_err(io_err("rename", &env))?;
                     }
                 }
             }
-        }
+            Ok(true)
+        })?;
         self.queue_sync.sync().map_err(io_err("fsync", &self.queue))?;
-        Ok(envelopes)
+        Ok(n)
+    }
+
+    /// As [`each_envelope`] over this spool's queue.
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`] when the queue folder cannot be read.
+    pub fn each_envelope(&self, f: impl FnMut(Result<Envelope, String>)) -> Result<(), SpoolError> {
+        each_envelope(&self.queue, f)
+    }
+
+    /// The current envelope of a queued message: `ID.env` when an update wrote one, else the
+    /// copy in the queue file (read up to the message only).
+    ///
+    /// # Errors
+    /// [`SpoolError::Io`] (`NotFound` when the message is no longer queued);
+    /// [`SpoolError::Envelope`] when it cannot be parsed.
+    pub fn read_envelope(&self, id: QueueId) -> Result<Envelope, SpoolError> {
+        current_envelope(&self.queue, id, self.envelope_path(id).exists())
+    }
+}
+
+/// `queue/ID.env` if `has_env`, else the envelope in `queue/ID.msg`.
+fn current_envelope(queue: &Path, id: QueueId, has_env: bool) -> Result<Envelope, SpoolError> {
+    let bad = |path: PathBuf| move |message: String| SpoolError::Envelope { path, message };
+    if has_env {
+        let p = queue.join(format!("{id}.env"));
+        let text = fs::read_to_string(&p).map_err(io_err("read", &p))?;
+        return Envelope::from_text(&text).map_err(bad(p));
+    }
+    let p = queue.join(format!("{id}.msg"));
+    let head = read_head(&p).map_err(io_err("read", &p))?;
+    match split_queue_file(&head) {
+        Ok((Some(text), _)) => Envelope::from_text(text).map_err(bad(p)),
+        Ok((None, _)) => Err(bad(p)("no envelope (neither in the file nor beside it)".to_owned())),
+        Err(e) => Err(bad(p)(e)),
     }
 }
 
@@ -311,58 +377,72 @@ fn read_head(path: &Path) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// What one name in `queue/` holds.
+/// What one queued ID in `queue/` holds.
 enum Queued {
     /// A queued message's current envelope.
     Envelope(Box<Envelope>),
-    /// An envelope file without its queue file, or an update's temporary file.
-    Leftover,
+    /// This file name: an envelope file without its queue file, or an update's temporary file.
+    Leftover(String),
     /// A queue file whose envelope cannot be read.
     Corrupt(String),
 }
 
-/// Reads the queue folder without changing it: for each queue file its current envelope (the
-/// `ID.env` file if there is one, else the copy in the queue file), and the leftovers.
-fn read_queue(queue: &Path) -> Result<Vec<(String, Queued)>, SpoolError> {
-    let mut names: Vec<String> = Vec::new();
+/// Which file of an ID a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Msg,
+    Env,
+    Tmp,
+}
+
+/// Reads the queue folder, calling `each` per queued ID in ID order with its current envelope
+/// (the `ID.env` file if there is one, else the copy in the queue file), and per leftover,
+/// until `each` returns `false`. Names that are not ours are skipped. Only the IDs are held
+/// while the folder is read.
+fn scan_queue(
+    queue: &Path,
+    mut each: impl FnMut(QueueId, Queued) -> Result<bool, SpoolError>,
+) -> Result<(), SpoolError> {
+    let mut names: Vec<(QueueId, Kind)> = Vec::new();
     for entry in fs::read_dir(queue).map_err(io_err("read", queue))? {
         let entry = entry.map_err(io_err("read", queue))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    let has = |n: &str| names.binary_search_by(|x| x.as_str().cmp(n)).is_ok();
-    let mut out = Vec::new();
-    for name in &names {
-        let path = queue.join(name);
-        if name.ends_with(".env.tmp") {
-            out.push((name.clone(), Queued::Leftover));
-        } else if let Some(stem) = name.strip_suffix(".env") {
-            if !has(&format!("{stem}.msg")) {
-                out.push((name.clone(), Queued::Leftover));
-            }
-        } else if let Some(stem) = name.strip_suffix(".msg") {
-            let env_file = format!("{stem}.env");
-            let parsed = if has(&env_file) {
-                let p = queue.join(&env_file);
-                fs::read_to_string(&p).map_err(|e| e.to_string()).and_then(|t| Envelope::from_text(&t))
-            } else {
-                let head = read_head(&path).map_err(io_err("read", &path))?;
-                match split_queue_file(&head) {
-                    Ok((Some(text), _)) => Envelope::from_text(text),
-                    Ok((None, _)) => Err("no envelope (neither in the file nor beside it)".to_owned()),
-                    Err(e) => Err(e),
-                }
-            };
-            out.push((
-                name.clone(),
-                match parsed {
-                    Ok(env) => Queued::Envelope(Box::new(env)),
-                    Err(e) => Queued::Corrupt(e),
-                },
-            ));
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let (stem, kind) = if let Some(s) = name.strip_suffix(".env.tmp") {
+            (s, Kind::Tmp)
+        } else if let Some(s) = name.strip_suffix(".env") {
+            (s, Kind::Env)
+        } else if let Some(s) = name.strip_suffix(".msg") {
+            (s, Kind::Msg)
+        } else {
+            continue;
+        };
+        if let Some(id) = QueueId::parse(stem) {
+            names.push((id, kind));
         }
     }
-    Ok(out)
+    names.sort_unstable();
+    for (i, &(id, kind)) in names.iter().enumerate() {
+        let has = |k: Kind| names.get(i + 1).is_some_and(|&n| n == (id, k)) || (i > 0 && names[i - 1] == (id, k));
+        let go_on = match kind {
+            Kind::Tmp => each(id, Queued::Leftover(format!("{id}.env.tmp")))?,
+            Kind::Env if !has(Kind::Msg) => each(id, Queued::Leftover(format!("{id}.env")))?,
+            Kind::Env => true,
+            Kind::Msg => {
+                let queued = match current_envelope(queue, id, has(Kind::Env)) {
+                    Ok(env) => Queued::Envelope(Box::new(env)),
+                    Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
+                    Err(SpoolError::Envelope { message, .. }) => Queued::Corrupt(message),
+                    Err(e) => return Err(e),
+                };
+                each(id, queued)?
+            }
+        };
+        if !go_on {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The current envelopes of the messages queued under `root` (a spool folder), read-only and
@@ -372,15 +452,26 @@ fn read_queue(queue: &Path) -> Result<Vec<(String, Queued)>, SpoolError> {
 /// # Errors
 /// [`SpoolError::Io`] when the queue folder cannot be read.
 pub fn read_envelopes(root: &Path) -> Result<Vec<Result<Envelope, String>>, SpoolError> {
-    let queue = root.join("queue");
-    Ok(read_queue(&queue)?
-        .into_iter()
-        .filter_map(|(name, q)| match q {
-            Queued::Envelope(e) => Some(Ok(*e)),
-            Queued::Corrupt(why) => Some(Err(format!("{}: {why}", queue.join(name).display()))),
-            Queued::Leftover => None,
-        })
-        .collect())
+    let mut out = Vec::new();
+    each_envelope(&root.join("queue"), |e| out.push(e))?;
+    Ok(out)
+}
+
+/// Hands the current envelope of each message queued in the folder `queue` to `f`, in ID
+/// order, one at a time, read-only: the queue tools stream a queue of any size this way.
+/// Unreadable queue files come as `Err(path: reason)`.
+///
+/// # Errors
+/// [`SpoolError::Io`] when the folder cannot be read.
+pub fn each_envelope(queue: &Path, mut f: impl FnMut(Result<Envelope, String>)) -> Result<(), SpoolError> {
+    scan_queue(queue, |id, q| {
+        match q {
+            Queued::Envelope(e) => f(Ok(*e)),
+            Queued::Corrupt(why) => f(Err(format!("{}: {why}", queue.join(format!("{id}.msg")).display()))),
+            Queued::Leftover(_) => {}
+        }
+        Ok(true)
+    })
 }
 
 /// Creates `path` with the concatenation of `parts`, fsynced when `fsync`.

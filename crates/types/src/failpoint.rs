@@ -22,6 +22,19 @@ pub const CRASH_POINTS: &[&str] = &[
     "queue::pipe-delivered",
 ];
 
+/// Delay points: places the tests slow down (`FAILPOINTS=NAME=sleep(MS)`) to act while
+/// something is in progress, e.g. a restart while the queue is still being recovered.
+pub const DELAY_POINTS: &[&str] = &["spool::recovered-one"];
+
+/// Sleeps here when delay point `name` is armed with `sleep(MS)` (with the `failpoints`
+/// feature; otherwise nothing).
+#[inline]
+pub fn delay(name: &'static str) {
+    debug_assert!(DELAY_POINTS.contains(&name), "unknown delay point {name}");
+    #[cfg(feature = "failpoints")]
+    fail::eval(name, |_| ());
+}
+
 /// Reads `FAILPOINTS` (with the `failpoints` feature; otherwise nothing).
 pub fn setup() {
     #[cfg(feature = "failpoints")]

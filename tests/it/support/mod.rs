@@ -347,6 +347,13 @@ impl Server {
         self.kill9();
         self.spawn();
     }
+
+    /// SIGTERM, wait for the exit (deliveries in progress complete), start again.
+    pub fn restart_gracefully(&mut self) {
+        self.signal(libc::SIGTERM);
+        assert_eq!(self.wait_exit(), Some(0), "a clean exit on SIGTERM");
+        self.spawn();
+    }
 }
 
 impl Drop for Server {

@@ -236,6 +236,10 @@ fn default_dns_attempts() -> usize {
 fn default_max_age() -> Seconds {
     Seconds(Duration::from_secs(5 * 86400))
 }
+fn default_active_limit() -> usize {
+    10_000
+}
+
 fn default_queue_concurrency() -> usize {
     100
 }
@@ -417,6 +421,13 @@ pub struct Queue {
     /// start.
     #[serde(default = "default_queue_concurrency")]
     pub max_concurrency: usize,
+    /// Messages whose envelopes are held in memory at once (Postfix's
+    /// `qmgr_message_active_limit`): those being delivered, and those just received, kept for
+    /// their first attempt. The rest of the queue costs the scheduler a few dozen bytes per
+    /// message; their envelopes are read from the spool when an attempt starts. Default
+    /// 10000; at least `max_concurrency`. Read at start.
+    #[serde(default = "default_active_limit")]
+    pub active_limit: usize,
     /// How long a message may stay queued before its pending recipients fail with a DSN
     /// (status 4.4.7). Default `"5d"` (RFC 5321 §4.5.4.1 suggests 4-5 days).
     #[serde(default = "default_max_age")]
