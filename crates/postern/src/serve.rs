@@ -243,6 +243,7 @@ async fn run(
     tracing::info!("postern started: {listening} listener(s); recovering the queue in the background");
     crate::notify::ready(&format!("{listening} listener(s), recovering the queue"));
     let recovery = spawn_recovery(queue.clone(), started, stop_rx.clone());
+    spawn_trim(stop_rx.clone());
 
     loop {
         tokio::select! {
@@ -292,6 +293,22 @@ fn spawn_recovery(
             Err(e) => tracing::error!("recovering the queue: {e}; queued messages are not being delivered"),
         }
     })
+}
+
+/// Gives the heap's free pages back to the system every 30 s (malloc_trim(3)): after a burst
+/// (a flood of sessions, a queue of a million messages accepted and deferred) glibc keeps the
+/// freed memory of its arenas, and the RSS would stay at the burst's peak.
+fn spawn_trim(mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = stop.changed() => return,
+            }
+            // SAFETY: malloc_trim only returns free memory to the system.
+            unsafe { libc::malloc_trim(0) };
+        }
+    });
 }
 
 /// Deletes forgotten greylisting triplets at start and then hourly, until `stop`.
