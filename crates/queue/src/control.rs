@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use postern_spool::{Envelope, RcptState};
 use postern_types::QueueId;
 
+use crate::index::domain_of;
 use crate::{Queue, now_ms};
 
 /// Which messages a flush applies to (sendmail `-qI`, `-qR`, `-qS`); all `None` means all.
@@ -18,10 +19,6 @@ pub struct Filter {
     pub recipient_domain: Option<String>,
     /// Messages whose sender is in this domain.
     pub sender_domain: Option<String>,
-}
-
-fn domain_of(address: &str) -> &str {
-    address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
 impl Filter {
@@ -135,8 +132,13 @@ impl Queue {
     pub async fn set_held(&self, id: QueueId, held: bool) -> Result<(), String> {
         let mut env = self.entry(id).await?.envelope;
         env.held = held;
-        if held {
-            self.lock().index.hold(id);
+        {
+            let mut s = self.lock();
+            // The next attempt reads the envelope saved here, not one kept from its arrival.
+            s.fresh.remove(&id);
+            if held {
+                s.index.hold(id);
+            }
         }
         let spool = self.inner.spool.clone();
         let saved = env.clone();

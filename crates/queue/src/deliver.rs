@@ -75,7 +75,7 @@ pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) 
     let srs_keys = tables.srs.as_ref();
     for (i, r) in env.recipients.iter().enumerate() {
         if due(r) && r.mailbox.is_none() {
-            let domain = r.address.rsplit_once('@').map_or("", |(_, d)| d).to_lowercase();
+            let domain = crate::index::domain_of(&r.address).to_lowercase();
             let srs = postern_policy::srs::forward_sender(
                 srs_keys,
                 &config.domains.local,
@@ -536,7 +536,7 @@ fn record(
         Outcome::TempFail(reply) => {
             let class =
                 reply.status.map_or(postern_metrics::DeferClass::Reply, |s| postern_metrics::DeferClass::of(s.1, s.2));
-            m.deferred(by.transport, class, r.address.rsplit_once('@').map_or("", |(_, d)| d));
+            m.deferred(by.transport, class, crate::index::domain_of(&r.address));
         }
         Outcome::PermFail(_) => m.bounced(by.transport),
     }

@@ -1,5 +1,5 @@
 //! The scheduler's index, without I/O: what it keeps of each queued message is a few dozen
-//! bytes (due time, arrival, destination, pending count, flags), as OpenOSMTPD's scheduler
+//! bytes (due time, arrival, destination, pending count, flags), as OpenSMTPD's scheduler
 //! keeps only `scheduler_info`; envelopes stay in the spool and are read when an attempt
 //! starts. Due messages wait in one ready list per destination domain, taken in turn (round
 //! robin), so that one destination with a huge backlog does not starve the others.
@@ -76,9 +76,9 @@ impl Interner {
     }
 }
 
-/// The recipient domain of `address`, lower-case.
-pub(crate) fn domain_of(address: &str) -> String {
-    address.rsplit_once('@').map_or("", |(_, d)| d).to_ascii_lowercase()
+/// The domain of `address` as written (compare it ignoring case).
+pub(crate) fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
 /// Every queued message, by ID.
@@ -123,7 +123,7 @@ impl Index {
         let mut due = NEVER;
         let mut deferred = false;
         for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
-            let d = self.domains.id(&domain_of(&r.address));
+            let d = self.domains.id(&domain_of(&r.address).to_ascii_lowercase());
             match counts.iter_mut().find(|(x, _)| *x == d) {
                 Some((_, n)) => *n = n.saturating_add(1),
                 None => counts.push((d, 1)),

@@ -59,8 +59,6 @@ struct Sched {
     /// Envelopes of messages not yet attempted, so that the first attempt does not read the
     /// spool again; with those being delivered, at most `active_limit`.
     fresh: HashMap<QueueId, Envelope>,
-    /// The spool is still being read after a start ([`Queue::recover`]).
-    recovering: bool,
 }
 
 /// The queue in figures: see [`Queue::summary`].
@@ -70,8 +68,6 @@ pub struct Summary {
     pub messages: u64,
     /// Messages with a pending recipient that has been tried at least once.
     pub deferred: u64,
-    /// Messages held by the postmaster.
-    pub held: u64,
     /// Per recipient domain with pending recipients: their count and the oldest arrival.
     pub domains: Vec<postern_metrics::QueuedDomain>,
 }
@@ -110,7 +106,7 @@ impl Queue {
 
     /// What is queued, per destination domain (`qshape` in one pass over the index).
     pub fn summary(&self) -> Summary {
-        let (messages, deferred, held, domains) = self.lock().index.summary();
+        let (messages, deferred, _, domains) = self.lock().index.summary();
         let domains = domains
             .into_iter()
             .map(|d| postern_metrics::QueuedDomain {
@@ -119,7 +115,7 @@ impl Queue {
                 oldest_arrival: d.oldest.0,
             })
             .collect();
-        Summary { messages, deferred, held, domains }
+        Summary { messages, deferred, domains }
     }
 
     /// Gives outbound delivery its DNSSEC-validating resolver (DANE, RFC 7672); without it
@@ -143,9 +139,8 @@ impl Queue {
     /// # Errors
     /// [`SpoolError`] when the spool cannot be read.
     pub async fn recover(&self, started: QueueId, stop: watch::Receiver<bool>) -> Result<usize, SpoolError> {
-        self.lock().recovering = true;
         let this = self.clone();
-        let found = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let (mut batch, mut since) = (Vec::new(), std::time::Instant::now());
             let n = this.inner.spool.recover_each(Some(started), |env| {
                 batch.push(env);
@@ -164,9 +159,7 @@ impl Queue {
             op: "recover",
             path: "queue".into(),
             source: std::io::Error::other(e),
-        })?;
-        self.lock().recovering = false;
-        found
+        })?
     }
 
     fn index_recovered(&self, batch: Vec<Envelope>) {
@@ -183,11 +176,6 @@ impl Queue {
         }
         drop(s);
         self.inner.wake.notify_one();
-    }
-
-    /// Whether the spool is still being read after a start.
-    pub fn recovering(&self) -> bool {
-        self.lock().recovering
     }
 
     /// Schedules a message just committed to the spool (or released). Held messages, and
@@ -250,9 +238,6 @@ impl Queue {
         loop {
             if !s.index.has_ready() {
                 return next;
-            }
-            if s.index.active() >= self.inner.active_limit {
-                return Some(now + 1000);
             }
             let Ok(permit) = self.inner.slots.clone().try_acquire_owned() else {
                 // Woken again when a delivery finishes.

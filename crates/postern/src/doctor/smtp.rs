@@ -118,10 +118,6 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
         Ok(r) => return out.push(Finding::temp("TLS", format!("STARTTLS answered {}", r.code))),
         Err(e) => return out.push(Finding::temp("TLS", format!("STARTTLS: {e}"))),
     }
-    let tlsa = match dnssec.tlsa(t.mx, 25).await {
-        Secured::Secure(records) if !records.is_empty() => Some(records),
-        _ => None,
-    };
     let handshake = postern_outbound::tls::handshake(c.stream, t.mx, t.ca_file, None);
     let (stream, info) = match tokio::time::timeout(STEP, handshake).await {
         Ok(Ok(s)) => s,
@@ -133,7 +129,7 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
     let chain: Vec<Vec<u8>> =
         stream.get_ref().1.peer_certificates().unwrap_or_default().iter().map(|c| c.as_ref().to_vec()).collect();
     certificate(t, &chain, info.verify_error.as_deref(), out);
-    dane(t.mx, tlsa.as_deref(), dnssec, &chain, out).await;
+    dane(t.mx, dnssec, &chain, out).await;
     let mut c = Conversation { stream, parser: ReplyParser::default() };
     let _ = c.command("QUIT").await;
 }
@@ -175,38 +171,34 @@ fn certificate(t: &Target<'_>, chain: &[Vec<u8>], verify_error: Option<&str>, ou
     }
 }
 
-/// TLSA records of the MX (DANE, RFC 7672) against the served chain.
-async fn dane(
-    mx: &str,
-    tlsa: Option<&[postern_dns::dnssec::Tlsa]>,
-    dnssec: &DnssecResolver,
-    chain: &[Vec<u8>],
-    out: &mut Vec<Finding>,
-) {
+/// The TLSA records of the MX (DANE, RFC 7672; senders look them up at port 25) against the
+/// served chain.
+async fn dane(mx: &str, dnssec: &DnssecResolver, chain: &[Vec<u8>], out: &mut Vec<Finding>) {
     let name = format!("_25._tcp.{mx}");
     let publish = chain.first().and_then(|l| postern_outbound::dane::record_3_1_1(l));
-    let Some(records) = tlsa else {
-        let why = match dnssec.tlsa(mx, 25).await {
-            Secured::Insecure => "the zone is not DNSSEC-signed (DANE needs it)".to_owned(),
-            Secured::Bogus(e) => {
-                return out.push(Finding::fail(
-                    "DANE",
-                    format!("{name}: DNSSEC validation fails: {e}"),
-                    "fix the zone's signatures (DS, RRSIG) with your DNS provider".into(),
-                ));
-            }
-            Secured::TempFail(e) => return out.push(Finding::temp("DANE", format!("{name}: {e}"))),
-            Secured::Secure(_) => {
-                format!("no TLSA record (optional: publish `{name}. IN TLSA {}`)", publish.unwrap_or_default())
-            }
-        };
-        return out.push(Finding::ok("DANE", format!("not used: {why}")));
+    let records = match dnssec.tlsa(mx, 25).await {
+        Secured::Secure(records) if !records.is_empty() => records,
+        Secured::Secure(_) => {
+            let why = format!("no TLSA record (optional: publish `{name}. IN TLSA {}`)", publish.unwrap_or_default());
+            return out.push(Finding::ok("DANE", format!("not used: {why}")));
+        }
+        Secured::Insecure => {
+            return out.push(Finding::ok("DANE", "not used: the zone is not DNSSEC-signed (DANE needs it)".into()));
+        }
+        Secured::Bogus(e) => {
+            return out.push(Finding::fail(
+                "DANE",
+                format!("{name}: DNSSEC validation fails: {e}"),
+                "fix the zone's signatures (DS, RRSIG) with your DNS provider".into(),
+            ));
+        }
+        Secured::TempFail(e) => return out.push(Finding::temp("DANE", format!("{name}: {e}"))),
     };
     let Some(leaf) = chain.first() else { return };
     let intermediates: Vec<&[u8]> = chain[1..].iter().map(Vec::as_slice).collect();
     let Ok(server) = rustls::pki_types::ServerName::try_from(mx.to_owned()) else { return };
     let now = rustls::pki_types::UnixTime::now();
-    match postern_outbound::dane::check(records, leaf, &intermediates, &server, now) {
+    match postern_outbound::dane::check(&records, leaf, &intermediates, &server, now) {
         None => out.push(Finding::ok("DANE", format!("{name}: the served certificate matches"))),
         Some(e) => out.push(Finding::fail(
             "DANE",
