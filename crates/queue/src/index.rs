@@ -1,5 +1,6 @@
 //! The scheduler's index, without I/O: what it keeps of each queued message is a few dozen
-//! bytes (due time, arrival, destination, pending count, flags), as OpenSMTPD's scheduler
+//! bytes (its ID, due time, destination and flags; the arrival is in the ID, pending counts
+//! other than one recipient in one domain in a side table), as OpenSMTPD's scheduler
 //! keeps only `scheduler_info`; envelopes stay in the spool and are read when an attempt
 //! starts. Due messages wait in one ready list per destination domain, taken in turn (round
 //! robin), so that one destination with a huge backlog does not starve the others.
@@ -26,21 +27,57 @@ const ACTIVE: u8 = 4;
 const READY: u8 = 8;
 /// The next attempt was asked for by the postmaster (`flush`).
 const FORCED: u8 = 16;
-/// Pending recipients in several domains (their counts are in `Index::multi`).
+/// Pending recipients other than one in one domain (their counts are in `Index::multi`).
 const MULTI: u8 = 32;
+/// No pending recipient.
+const EMPTY: u8 = 64;
 
-/// What the index keeps of one message: 16 bytes.
+/// Interned domain numbers fit in 24 bits; later names share the last number.
+const DOMAIN_MAX: u32 = (1 << 24) - 1;
+
+/// What the index keeps of one message beside its ID: 8 bytes, so that a map entry is 16.
 #[derive(Debug, Clone, Copy)]
 struct Meta {
     /// Next attempt, Unix seconds, or [`NEVER`].
     due: u32,
-    /// Arrival, Unix seconds.
-    arrival: u32,
-    /// The (first) destination domain of its pending recipients, interned.
-    domain: u32,
-    /// Pending recipients.
-    pending: u16,
-    flags: u8,
+    /// The (first) destination domain of its pending recipients, interned (high 24 bits),
+    /// and the flags (low 8 bits).
+    packed: u32,
+}
+
+impl Meta {
+    fn new(due: u32, domain: u32, flags: u8) -> Self {
+        Self { due, packed: (domain.min(DOMAIN_MAX) << 8) | u32::from(flags) }
+    }
+
+    fn flags(self) -> u8 {
+        self.packed as u8
+    }
+
+    fn domain(self) -> u32 {
+        self.packed >> 8
+    }
+
+    fn set_flags(&mut self, flags: u8) {
+        self.packed = (self.packed & !0xff) | u32::from(flags);
+    }
+}
+
+/// Pending recipients per interned domain, without an allocation for the usual one.
+enum Counts<'a> {
+    One([(u32, u16); 1]),
+    Many(&'a [(u32, u16)]),
+}
+
+impl std::ops::Deref for Counts<'_> {
+    type Target = [(u32, u16)];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Counts::One(one) => one,
+            Counts::Many(many) => many,
+        }
+    }
 }
 
 /// One destination in figures (see [`Index::summary`]).
@@ -66,6 +103,9 @@ impl Interner {
             return id;
         }
         let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        if id > DOMAIN_MAX {
+            return DOMAIN_MAX;
+        }
         self.names.push(name.into());
         self.ids.insert(name.into(), id);
         id
@@ -113,7 +153,16 @@ impl Index {
 
     /// Whether `id` is being delivered now.
     pub(crate) fn is_active(&self, id: QueueId) -> bool {
-        self.metas.get(&id).is_some_and(|m| m.flags & ACTIVE != 0)
+        self.metas.get(&id).is_some_and(|m| m.flags() & ACTIVE != 0)
+    }
+
+    /// Pending recipients of `id` per interned destination domain (none if nothing pending).
+    fn counts(&self, id: QueueId, m: Meta) -> Counts<'_> {
+        match self.multi.get(&id) {
+            Some(c) if m.flags() & MULTI != 0 => Counts::Many(c),
+            _ if m.flags() & EMPTY != 0 => Counts::Many(&[]),
+            _ => Counts::One([(m.domain(), 1)]),
+        }
     }
 
     /// Indexes `env` (new, recovered, released, or back from an attempt), scheduled at its
@@ -131,20 +180,22 @@ impl Index {
             due = due.min(u32::try_from(r.next_attempt).unwrap_or(NEVER - 1));
             deferred |= r.attempts > 0;
         }
-        let old = self.metas.get(&env.id).map_or(0, |m| m.flags & FORCED);
+        let old = self.metas.get(&env.id).map_or(0, |m| m.flags() & FORCED);
         let mut flags = old | if env.held { HELD } else { 0 } | if deferred { DEFERRED } else { 0 };
-        if counts.len() > 1 {
-            flags |= MULTI;
+        match counts[..] {
+            [] => flags |= EMPTY,
+            [(_, 1)] => {}
+            _ => flags |= MULTI,
+        }
+        if flags & MULTI != 0 {
             self.multi.insert(env.id, counts.clone().into_boxed_slice());
         } else {
             self.multi.remove(&env.id);
         }
-        let pending = counts.iter().map(|(_, n)| *n).fold(0u16, u16::saturating_add);
-        let due = if runs && !env.held && pending > 0 { due } else { NEVER };
-        let arrival = u32::try_from(env.arrival).unwrap_or(u32::MAX);
+        let due = if runs && !env.held && !counts.is_empty() { due } else { NEVER };
         let domain = counts.first().map_or(0, |(d, _)| *d);
-        if let Some(m) = self.metas.insert(env.id, Meta { due, arrival, domain, pending, flags })
-            && m.flags & ACTIVE != 0
+        if let Some(m) = self.metas.insert(env.id, Meta::new(due, domain, flags))
+            && m.flags() & ACTIVE != 0
         {
             self.active -= 1;
         }
@@ -157,7 +208,7 @@ impl Index {
     /// skipped when reached.
     pub(crate) fn remove(&mut self, id: QueueId) {
         if let Some(m) = self.metas.remove(&id)
-            && m.flags & ACTIVE != 0
+            && m.flags() & ACTIVE != 0
         {
             self.active -= 1;
         }
@@ -168,11 +219,11 @@ impl Index {
     /// nothing pending.
     pub(crate) fn force(&mut self, id: QueueId, now: u32) -> bool {
         let Some(m) = self.metas.get_mut(&id) else { return false };
-        if m.flags & HELD != 0 || m.pending == 0 {
+        if m.flags() & (HELD | EMPTY) != 0 {
             return false;
         }
-        m.flags |= FORCED;
-        if m.flags & (ACTIVE | READY) == 0 {
+        m.set_flags(m.flags() | FORCED);
+        if m.flags() & (ACTIVE | READY) == 0 {
             m.due = now;
             self.wheel.entry(now).or_default().push(id);
         }
@@ -182,7 +233,7 @@ impl Index {
     /// Stops scheduling `id` (a hold); the envelope saved by the caller says so from now on.
     pub(crate) fn hold(&mut self, id: QueueId) -> bool {
         let Some(m) = self.metas.get_mut(&id) else { return false };
-        m.flags |= HELD;
+        m.set_flags(m.flags() | HELD);
         m.due = NEVER;
         true
     }
@@ -197,14 +248,14 @@ impl Index {
             let (second, ids) = entry.remove_entry();
             for id in ids {
                 let Some(m) = self.metas.get_mut(&id) else { continue };
-                if m.due != second || m.flags & (ACTIVE | READY | HELD) != 0 {
+                if m.due != second || m.flags() & (ACTIVE | READY | HELD) != 0 {
                     continue;
                 }
-                m.flags |= READY;
+                m.set_flags(m.flags() | READY);
                 m.due = NEVER;
-                let list = self.ready.entry(m.domain).or_default();
+                let list = self.ready.entry(m.domain()).or_default();
                 if list.is_empty() {
-                    self.turns.push_back(m.domain);
+                    self.turns.push_back(m.domain());
                 }
                 list.push_back(id);
             }
@@ -227,11 +278,11 @@ impl Index {
                 self.turns.push_back(domain);
             }
             let Some(m) = self.metas.get_mut(&id) else { continue };
-            if m.flags & READY == 0 {
+            if m.flags() & READY == 0 {
                 continue;
             }
-            let forced = m.flags & FORCED != 0;
-            m.flags = (m.flags & !(READY | FORCED)) | ACTIVE;
+            let forced = m.flags() & FORCED != 0;
+            m.set_flags((m.flags() & !(READY | FORCED)) | ACTIVE);
             self.active += 1;
             return Some((id, forced));
         }
@@ -249,12 +300,8 @@ impl Index {
             .metas
             .iter()
             .filter(|(id, m)| {
-                let names: Vec<&str> = match self.multi.get(id) {
-                    Some(c) => c.iter().map(|(d, _)| self.domains.name(*d)).collect(),
-                    None if m.pending > 0 => vec![self.domains.name(m.domain)],
-                    None => Vec::new(),
-                };
-                keep(**id, &names, m.flags & HELD != 0)
+                let names: Vec<&str> = self.counts(**id, **m).iter().map(|(d, _)| self.domains.name(*d)).collect();
+                keep(**id, &names, m.flags() & HELD != 0)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -268,11 +315,10 @@ impl Index {
         let mut by: HashMap<u32, DomainFigures> = HashMap::new();
         let (mut deferred, mut held) = (0, 0);
         for (id, m) in &self.metas {
-            deferred += u64::from(m.flags & DEFERRED != 0 && m.pending > 0);
-            held += u64::from(m.flags & HELD != 0);
-            let single = [(m.domain, m.pending)];
-            let counts: &[(u32, u16)] = self.multi.get(id).map_or(&single[..m.pending.min(1) as usize], |c| c);
-            for &(d, n) in counts {
+            deferred += u64::from(m.flags() & DEFERRED != 0 && m.flags() & EMPTY == 0);
+            held += u64::from(m.flags() & HELD != 0);
+            let arrival = id.arrival_secs();
+            for &(d, n) in self.counts(*id, *m).iter() {
                 let f = by.entry(d).or_insert_with(|| DomainFigures {
                     domain: self.domains.name(d).to_owned(),
                     messages: 0,
@@ -281,7 +327,7 @@ impl Index {
                 });
                 f.messages += 1;
                 f.recipients += u64::from(n);
-                f.oldest = f.oldest.min((u64::from(m.arrival), *id));
+                f.oldest = f.oldest.min((arrival, *id));
             }
         }
         let mut domains: Vec<DomainFigures> = by.into_values().collect();

@@ -94,3 +94,25 @@ fn queue_only_messages_wait_for_a_flush() {
     ix.promote(5);
     assert_eq!(ix.take(), Some((a.id, true)));
 }
+
+#[test]
+fn eight_bytes_a_message_and_counts_beyond_one_recipient() {
+    assert_eq!(std::mem::size_of::<Meta>(), 8);
+    let mut ix = Index::default();
+    let two = env(&["a@x.test", "b@X.test"], 10);
+    let one = env(&["c@x.test"], 10);
+    ix.put(&two, true);
+    ix.put(&one, true);
+    let (messages, _, _, domains) = ix.summary();
+    assert_eq!(messages, 2);
+    assert_eq!((domains[0].domain.as_str(), domains[0].messages, domains[0].recipients), ("x.test", 2, 3));
+    // Nothing pending: indexed, never scheduled, not forceable, in no destination.
+    let mut done = one.clone();
+    done.recipients[0].state = postern_spool::RcptState::Delivered;
+    ix.put(&done, true);
+    assert!(!ix.force(one.id, 10));
+    assert_eq!(ix.summary().3[0].messages, 1);
+    assert_eq!(ix.promote(10), None);
+    assert_eq!(ix.take().map(|(id, _)| id), Some(two.id));
+    assert!(ix.take().is_none());
+}
