@@ -6,7 +6,8 @@
 # Rows alternate between the MTAs so that both see the same disk state; a warm-up goes first.
 #
 # With DKIM=rsa or DKIM=ed25519, Postern signs every message with a key made by
-# `postern dkim keygen` (Postfix does not sign: the ratio then shows the cost of signing).
+# `postern dkim keygen`, and Postfix signs through Debian's opendkim as a milter (our users'
+# stack today), always with an RSA key of the same size (2048 bits).
 #
 # With FORWARD=1 the clients are outsiders writing to fwd@bench.test, an alias for x@sink.test
 # on both MTAs: Postern checks SPF/DKIM/DMARC (against a dnsmasq on loopback that answers
@@ -17,7 +18,7 @@
 # With METRICS=1 Postern serves `[metrics] listen` and the script scrapes /metrics every second
 # while it runs (the counters themselves are always kept; this measures serving and scraping).
 #
-# Usage: [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] [FORWARD=1] [METRICS=1] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
+# Usage: [PROFILE=perf|strace] [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] [FORWARD=1] [METRICS=1] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postfix.sh
@@ -25,8 +26,13 @@ ensure_packages postfix
 N1=${1:-1000}
 N20=${2:-4000}
 
-cargo build --release -q -p postern -p postern-bench
-bench=$PWD/target/release/postern-bench
+# PROFILE=perf or PROFILE=strace: the Postern row of 20 clients alone, with `perf record`
+# (release code with line tables: the `profiling` profile) or `strace -c -f` attached; the
+# report goes to stdout.
+profile_dir=release
+[ -n "${PROFILE:-}" ] && profile_dir=profiling
+cargo build --profile "$profile_dir" -q -p postern -p postern-bench
+bench=$PWD/target/$profile_dir/postern-bench
 work=$(mktemp -d /var/tmp/postern-relay.XXXXXX)
 chmod 755 "$work"
 pf=$work/postfix
@@ -49,10 +55,33 @@ pids+=($sink_pid)
 
 mkdir -p "$work/postern"
 dkim_key=""
+postfix_milter=""
 if [ -n "${DKIM:-}" ]; then
-    target/release/postern dkim keygen --domain remote.test --selector bench --algorithm "$DKIM" \
+    target/$profile_dir/postern dkim keygen --domain remote.test --selector bench --algorithm "$DKIM" \
         --out "$work/postern/dkim.key" >/dev/null
     dkim_key=$'[[dkim.key]]\ndomain = "remote.test"\nselector = "bench"\nprivate_key = "dkim.key"'
+    ensure_packages opendkim
+    mkdir -p "$work/opendkim"
+    target/$profile_dir/postern dkim keygen --domain remote.test --selector od --algorithm rsa \
+        --out "$work/opendkim/od.key" >/dev/null
+    p_milter=$(free_port)
+    cat >"$work/opendkim/opendkim.conf" <<CONF
+Syslog no
+Mode s
+Domain remote.test
+Selector od
+KeyFile $work/opendkim/od.key
+Socket inet:$p_milter@127.0.0.1
+PidFile $work/opendkim/opendkim.pid
+UserID root
+Canonicalization relaxed/relaxed
+RequireSafeKeys false
+CONF
+    /usr/sbin/opendkim -f -x "$work/opendkim/opendkim.conf" >"$work/opendkim.log" 2>&1 &
+    pids+=($!)
+    wait_for 30 "opendkim to listen" listening "$p_milter"
+    postfix_milter="smtpd_milters = inet:127.0.0.1:$p_milter
+milter_default_action = tempfail"
 fi
 rcpt=x@sink.test
 trusted='["127.0.0.0/8"]'
@@ -72,7 +101,7 @@ if [ -n "${FORWARD:-}" ]; then
     verify=true
     echo "bench secret" >"$work/postern/srs-secrets"
     echo "fwd: x@sink.test" >"$work/postern/aliases"
-    target/release/postern dkim keygen --domain bench.test --selector arc --out "$work/postern/arc.key" >/dev/null
+    target/$profile_dir/postern dkim keygen --domain bench.test --selector arc --out "$work/postern/arc.key" >/dev/null
     forward_cfg=$'[tables]\naliases = "aliases"\n[forwarding]\nsrs_domain = "srs.bench.test"\nsrs_secret_file = "srs-secrets"\n[[dkim.key]]\ndomain = "bench.test"\nselector = "arc"\nprivate_key = "arc.key"\n[policy]\nenabled = false'
     echo "fwd@bench.test x@sink.test" >"$work/virtual"
     postfix_forward="virtual_alias_domains = bench.test
@@ -110,13 +139,14 @@ temperror = "accept"
 [dns]
 nameservers = ["$dns_server"]
 TOML
-POSTERN_LOG=warn target/release/postern serve --config "$work/postern/postern.toml" 2>"$work/postern.log" &
+POSTERN_LOG=warn target/$profile_dir/postern serve --config "$work/postern/postern.toml" 2>"$work/postern.log" &
 postern_pid=$!
 pids+=($postern_pid)
 
 postfix_start "$pf" "$p_postfix" "relayhost = [127.0.0.1]:$p_sink
 smtpd_client_connection_count_limit = 100
-$postfix_forward"
+$postfix_forward
+$postfix_milter"
 wait_for 30 "Postern to listen" listening "$p_postern"
 if [ -n "${METRICS:-}" ]; then
     wait_for 30 "the metrics endpoint" listening "$p_metrics"
@@ -142,18 +172,20 @@ machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; 
 process_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-# run MTA CLIENTS N: prints "accept_rate e2e_rate machine_ms_per_msg load_ms_per_msg": CPU
-# milliseconds per message of the whole machine, and of the load generator and smtp-sink alone
-# (what the MTA did not spend).
+# run MTA CLIENTS N: prints "accept_rate e2e_rate machine_ms_per_msg load_ms_per_msg own_ms_per_msg":
+# CPU milliseconds per message of the whole machine, of the load generator and smtp-sink alone
+# (what the MTA did not spend), and of the Postern process itself, user and system, all its
+# threads ("-" for Postfix, whose work is spread over processes that come and go).
 run() {
     local mta=$1 clients=$2 n=$3
-    local t0 t1 out accept m0 m1 s0 s1
+    local t0 t1 out accept m0 m1 s0 s1 p0 p1
     # Each row starts on a clean filesystem: without this, the first sync of a row also pays
     # for the previous row's writes and unlinks (journal commit, discards), whichever MTA made
     # them.
     sync
     m0=$(machine_ticks)
     s0=$(process_ticks "$sink_pid")
+    p0=$(process_ticks "$postern_pid")
     t0=$(date +%s.%N)
     out=$("$bench" --server "127.0.0.1:$(port_of "$mta")" --clients "$clients" --messages "$n" --size 4096 --rcpt "$rcpt")
     accept=$(echo "$out" | tr ' ' '\n' | sed -n 's/^msg_per_s=//p')
@@ -162,21 +194,44 @@ run() {
     t1=$(date +%s.%N)
     m1=$(machine_ticks)
     s1=$(process_ticks "$sink_pid")
-    python3 -c "print($accept, round($n / ($t1 - $t0)), round(($m1 - $m0) * 1000 / $hz / $n, 3), round((($s1 - $s0) / $hz + $client_cpu) * 1000 / $n, 3))"
+    p1=$(process_ticks "$postern_pid")
+    own=-
+    [ "$mta" = postern ] && own=$(python3 -c "print(round(($p1 - $p0) * 1000 / $hz / $n, 3))")
+    python3 -c "print($accept, round($n / ($t1 - $t0)), round(($m1 - $m0) * 1000 / $hz / $n, 3), round((($s1 - $s0) / $hz + $client_cpu) * 1000 / $n, 3), '$own')"
 }
 
 sync
+if [ -n "${PROFILE:-}" ]; then
+    run postern 20 "$N20" >/dev/null # warm-up
+    case $PROFILE in
+        perf) perf record -q -e cpu-clock -F 999 -g -p "$postern_pid" -o "$work/perf.data" 2>/dev/null & ;;
+        strace) strace -c -f -p "$postern_pid" -o "$work/strace.txt" 2>/dev/null & ;;
+        *) echo "PROFILE is perf or strace" >&2; exit 2 ;;
+    esac
+    tracer=$!
+    sleep 1 # the tracer attaching (a benchmark, not a test: no assertion rests on it)
+    run postern 20 "$N20"
+    kill -INT "$tracer"
+    wait "$tracer" || true
+    case $PROFILE in
+        perf) (perf report -i "$work/perf.data" --no-children -g none --sort dso,sym 2>/dev/null | grep -v "^#" | head -80) || true
+            cp "$work/perf.data" target/relay-perf.data
+            echo "(perf report -i target/relay-perf.data for more)" ;;
+        strace) cat "$work/strace.txt" ;;
+    esac
+    exit 0
+fi
 for mta in postern postfix; do run "$mta" 20 "$N20" >/dev/null; done # warm-up
 
-echo "| clients | messages | Postern accept msg/s | Postfix accept msg/s | Postern end-to-end msg/s | Postfix end-to-end msg/s | end-to-end ratio | CPU ms/msg, machine: Postern / Postfix | of which load generator + sink |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| clients | messages | Postern accept msg/s | Postfix accept msg/s | Postern end-to-end msg/s | Postfix end-to-end msg/s | end-to-end ratio | CPU ms/msg, machine: Postern / Postfix | of which load generator + sink | Postern process CPU ms/msg |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for clients in 1 20; do
     n=$N1
     [ "$clients" -eq 20 ] && n=$N20
-    read -r pa pe pm pl < <(run postern "$clients" "$n")
-    read -r fa fe fm fl < <(run postfix "$clients" "$n")
+    read -r pa pe pm pl po < <(run postern "$clients" "$n")
+    read -r fa fe fm fl _ < <(run postfix "$clients" "$n")
     ratio=$(python3 -c "print(f'{$pe / $fe:.2f}')")
-    echo "| $clients | $n | $pa | $fa | $pe | $fe | $ratio | $pm / $fm | $pl / $fl |"
+    echo "| $clients | $n | $pa | $fa | $pe | $fe | $ratio | $pm / $fm | $pl / $fl | $po |"
 done
 echo
 echo "peak RSS (VmHWM) of postern: $(awk '/VmHWM/ {print $2, $3}' "/proc/$postern_pid/status")"

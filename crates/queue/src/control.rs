@@ -135,7 +135,7 @@ impl Queue {
         {
             let mut s = self.lock();
             // The next attempt reads the envelope saved here, not one kept from its arrival.
-            s.fresh.remove(&id);
+            s.take_fresh(id);
             if held {
                 s.index.hold(id);
             }
@@ -167,7 +167,7 @@ impl Queue {
                 return Err(format!("{id}: no such message in the queue"));
             }
             s.index.remove(id);
-            s.fresh.remove(&id);
+            s.take_fresh(id);
         }
         let spool = self.inner.spool.clone();
         tokio::task::spawn_blocking(move || spool.remove(id))

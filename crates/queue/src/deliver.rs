@@ -25,17 +25,26 @@ pub(crate) struct AttemptResult {
 
 /// Attempts the due recipients of `env`. The envelope is saved after every attempt, so a
 /// recipient is delivered again only if a crash falls between its delivery and that save.
-/// `forced`: the postmaster flushed the message; the host status cache is bypassed and a
-/// failure does not lengthen the backoff.
-pub(crate) async fn attempt(inner: Arc<Inner>, mut env: Envelope, forced: bool) -> AttemptResult {
+/// `message`: the bytes of its queue file after the envelope, when the caller kept them from
+/// the commit; else they are read from the spool. `forced`: the postmaster flushed the
+/// message; the host status cache is bypassed and a failure does not lengthen the backoff.
+pub(crate) async fn attempt(
+    inner: Arc<Inner>,
+    mut env: Envelope,
+    message: Option<Arc<Vec<u8>>>,
+    forced: bool,
+) -> AttemptResult {
     let config = inner.live.config();
     let tables = inner.live.tables();
     let id = env.id;
     let spool = inner.spool.clone();
-    let message = match tokio::task::spawn_blocking(move || spool.read_message(id)).await {
-        Ok(Ok(m)) => Arc::new(m),
-        Ok(Err(e)) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
-        Err(e) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
+    let message = match message {
+        Some(m) => m,
+        None => match tokio::task::spawn_blocking(move || spool.read_message(id)).await {
+            Ok(Ok(m)) => Arc::new(m),
+            Ok(Err(e)) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
+            Err(e) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
+        },
     };
     // What is on disk, to fall back on if a delivery task dies before its state is saved.
     let before = env.clone();

@@ -2,7 +2,8 @@
 //! attempt time ([`index`]: a few dozen bytes per message, destinations taken in turn), the
 //! retry backoff, and dispatching due recipients to delivery. Envelopes stay in the spool and
 //! are read when an attempt starts, but for messages just received (kept for their first
-//! attempt, up to `[queue] active_limit`); message bytes are always the spool's.
+//! attempt, up to `[queue] active_limit`, with the bytes received, up to [`FRESH_BYTES`] in all,
+//! so that a message relayed at once is never read back from disk).
 //!
 //! Each recipient has its own state in the envelope, so a message to several mailboxes is
 //! several independent deliveries: one full mailbox does not delay the others, and a delivered
@@ -50,15 +51,40 @@ pub(crate) struct Inner {
     max_active: usize,
     /// `[queue] active_limit`, read at start.
     active_limit: usize,
+    /// Commits for the committer thread ([`submit::run_committer`]).
+    commits: std::sync::mpsc::Sender<submit::Job>,
 }
+
+/// At most this many bytes of just-received messages (trace header and message, as in the
+/// queue file) are kept for their first attempt; beyond it, the first attempt reads the spool.
+pub const FRESH_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Default)]
 struct Sched {
     /// Every queued message, in brief.
     index: index::Index,
-    /// Envelopes of messages not yet attempted, so that the first attempt does not read the
-    /// spool again; with those being delivered, at most `active_limit`.
-    fresh: HashMap<QueueId, Envelope>,
+    /// Messages not yet attempted, so that the first attempt does not read the spool again;
+    /// with those being delivered, at most `active_limit`.
+    fresh: HashMap<QueueId, Fresh>,
+    /// Bytes of the messages kept in `fresh` (at most [`FRESH_BYTES`]).
+    fresh_bytes: usize,
+}
+
+/// A message just committed, kept for its first attempt: its envelope and, memory allowing,
+/// the bytes that were written after it in the queue file (what `Spool::read_message` gives).
+#[derive(Debug)]
+pub(crate) struct Fresh {
+    envelope: Envelope,
+    message: Option<Arc<Vec<u8>>>,
+}
+
+impl Sched {
+    /// Takes `id` out of `fresh`.
+    fn take_fresh(&mut self, id: QueueId) -> Option<Fresh> {
+        let fresh = self.fresh.remove(&id)?;
+        self.fresh_bytes -= fresh.message.as_ref().map_or(0, |m| m.len());
+        Some(fresh)
+    }
 }
 
 /// The queue in figures: see [`Queue::summary`].
@@ -83,6 +109,13 @@ impl Queue {
     pub fn new(spool: Arc<Spool>, live: Arc<Live>, resolver: Arc<HickoryResolver>) -> Self {
         let max_active = live.config().queue.max_concurrency.max(1);
         let active_limit = live.config().queue.active_limit.max(max_active);
+        let (commits, jobs) = std::sync::mpsc::channel();
+        let committer = spool.clone();
+        // Ends when the last sender (this scheduler) is dropped.
+        std::thread::Builder::new()
+            .name("spool-commit".into())
+            .spawn(move || submit::run_committer(&committer, &jobs))
+            .expect("cannot start the spool commit thread");
         let inner = Inner {
             spool,
             live,
@@ -93,6 +126,7 @@ impl Queue {
             slots: Arc::new(Semaphore::new(max_active)),
             max_active,
             active_limit,
+            commits,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -181,11 +215,19 @@ impl Queue {
     /// Schedules a message just committed to the spool (or released). Held messages, and
     /// every message in queue-only mode, wait for a flush.
     pub fn enqueue(&self, env: Envelope) {
+        self.enqueue_fresh(env, None);
+    }
+
+    /// As [`Queue::enqueue`], keeping `message` (the bytes after the envelope in its queue
+    /// file, exactly) for the first attempt when [`FRESH_BYTES`] allows.
+    fn enqueue_fresh(&self, env: Envelope, message: Option<Vec<u8>>) {
         let runs = self.runs_by_itself(&env);
         let mut s = self.lock();
         s.index.put(&env, runs);
-        if s.fresh.len() + s.index.active() < self.inner.active_limit {
-            s.fresh.insert(env.id, env);
+        if runs && s.fresh.len() + s.index.active() < self.inner.active_limit {
+            let message = message.filter(|m| s.fresh_bytes + m.len() <= FRESH_BYTES).map(Arc::new);
+            s.fresh_bytes += message.as_ref().map_or(0, |m| m.len());
+            s.fresh.insert(env.id, Fresh { envelope: env, message });
         }
         drop(s);
         self.inner.wake.notify_one();
@@ -244,7 +286,7 @@ impl Queue {
                 return Some(now + 1000);
             };
             let Some((id, forced)) = s.index.take() else { return next };
-            let fresh = s.fresh.remove(&id);
+            let fresh = s.take_fresh(id);
             drop(s);
             let this = self.clone();
             tokio::spawn(async move {
@@ -256,16 +298,20 @@ impl Queue {
         }
     }
 
-    /// One attempt of `id`: its envelope from memory when just received, else from the spool.
-    async fn run_attempt(&self, id: QueueId, fresh: Option<Envelope>, forced: bool) {
-        let env = match fresh {
-            Some(env) => Ok(env),
-            None => {
-                let spool = self.inner.spool.clone();
-                tokio::task::spawn_blocking(move || spool.read_envelope(id)).await.unwrap_or_else(|e| {
-                    Err(SpoolError::Io { op: "read", path: "queue".into(), source: std::io::Error::other(e) })
-                })
-            }
+    /// One attempt of `id`: its envelope (and message) from memory when just received, else
+    /// from the spool.
+    async fn run_attempt(&self, id: QueueId, fresh: Option<Fresh>, forced: bool) {
+        let (env, message) = match fresh {
+            Some(Fresh { envelope, message }) => (Ok(envelope), message),
+            None => (
+                {
+                    let spool = self.inner.spool.clone();
+                    tokio::task::spawn_blocking(move || spool.read_envelope(id)).await.unwrap_or_else(|e| {
+                        Err(SpoolError::Io { op: "read", path: "queue".into(), source: std::io::Error::other(e) })
+                    })
+                },
+                None,
+            ),
         };
         let mut env = match env {
             Ok(env) => env,
@@ -282,7 +328,7 @@ impl Queue {
                 r.next_attempt = 0;
             }
         }
-        let result = deliver::attempt(self.inner.clone(), env, forced).await;
+        let result = deliver::attempt(self.inner.clone(), env, message, forced).await;
         for new in result.new {
             self.enqueue(new);
         }

@@ -2,8 +2,9 @@
 //! a DSN, a DMARC report — is a typed [`Submission`]; [`Queue::submit`] (or, inside the
 //! scheduler's blocking tasks, [`commit_blocking`]) gives it a queue ID, builds its `Received:`
 //! header (`proto::trace::received_from`, the one builder), removes duplicate destinations,
-//! commits it to the spool (the only caller of `Spool::commit`), logs one line and schedules
-//! it. `tests/it/layering.rs` fails if any other code calls the spool commit.
+//! commits it to the spool (the only caller of `Spool::commit_batch`, through the committer
+//! thread that batches concurrent commits), logs one line and schedules it.
+//! `tests/it/layering.rs` fails if any other code calls the spool commit.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -88,26 +89,102 @@ pub enum SubmitError {
 }
 
 impl Queue {
-    /// Queues `s` durably and schedules it; `Ok` only once the queue file is on disk.
+    /// Queues `s` durably and schedules it; `Ok` only once the queue file is on disk. The
+    /// commit itself is the committer thread's ([`run_committer`]), which syncs the spool once
+    /// for every message that arrived meanwhile.
     ///
     /// # Errors
     /// [`SubmitError`]: nothing was queued.
     pub async fn submit(&self, s: Submission) -> Result<QueueId, SubmitError> {
-        let (spool, hostname) = (self.inner.spool.clone(), self.inner.live.config().hostname.clone());
         let origin = match &s.origin {
             Origin::Smtp { .. } => postern_metrics::Origin::Smtp,
             Origin::Local { .. } => postern_metrics::Origin::Local,
             _ => postern_metrics::Origin::Generated,
         };
+        let prepared = prepare(&self.inner.live.config().hostname, s)?;
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let gone = || SubmitError::Task("the spool commit thread is gone".into());
+        self.inner.commits.send(Job { prepared, reply }).map_err(|_| gone())?;
+        let (prepared, result) = done.await.map_err(|_| gone())?;
+        result?;
         // The arrival line belongs to the caller's log span (the SMTP session's ID).
-        let span = tracing::Span::current();
-        let env = tokio::task::spawn_blocking(move || span.in_scope(|| commit_blocking(&spool, &hostname, s)))
-            .await
-            .map_err(|e| SubmitError::Task(e.to_string()))??;
-        let id = env.id;
-        self.enqueue(env);
+        prepared.log();
+        let id = prepared.envelope.id;
+        self.enqueue_fresh(prepared.envelope, Some(prepared.data));
         postern_metrics::metrics().received(origin);
         Ok(id)
+    }
+}
+
+/// A message ready to be committed: its envelope, the bytes to write after it (trace header
+/// fields, then the message), and what the arrival line says.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    envelope: Envelope,
+    data: Vec<u8>,
+    /// Bytes of `data` that are the trace header fields.
+    trace_len: usize,
+    source: String,
+    reverse_path: ReversePath,
+}
+
+impl Prepared {
+    fn commit(&self) -> postern_spool::Commit<'_> {
+        let (trace, message) = self.data.split_at(self.trace_len);
+        postern_spool::Commit { envelope: &self.envelope, trace, message }
+    }
+
+    /// The one line about the arrival.
+    fn log(&self) {
+        let env = &self.envelope;
+        let tls = match (env.require_tls, env.tls_optional) {
+            (true, _) => ", requiretls",
+            (_, true) => ", tls_required=no",
+            _ => "",
+        };
+        tracing::info!(
+            "{}: {}, from={}, size={}, nrcpt={}{tls} (queue active)",
+            env.id,
+            self.source,
+            self.reverse_path,
+            env.size,
+            env.recipients.len()
+        );
+    }
+}
+
+/// A commit for the committer thread, and where its outcome goes.
+#[derive(Debug)]
+pub(crate) struct Job {
+    prepared: Prepared,
+    reply: tokio::sync::oneshot::Sender<(Prepared, Result<(), SpoolError>)>,
+}
+
+/// Most messages one batch of the committer thread takes, and most bytes.
+const BATCH_MESSAGES: usize = 128;
+const BATCH_BYTES: usize = 16 << 20;
+
+/// The committer thread: takes every commit waiting (up to a bound), commits them together
+/// ([`Spool::commit_batch`]: one data sync, one sync of `queue/`), answers each; returns when
+/// every sender is gone. One thread, so concurrent sessions cost one wake-up per batch rather
+/// than a blocking task each, and their files are created without contending for the spool's
+/// folders.
+pub(crate) fn run_committer(spool: &Spool, jobs: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut bytes = first.prepared.data.len();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
+            let Ok(next) = jobs.try_recv() else { break };
+            bytes += next.prepared.data.len();
+            batch.push(next);
+        }
+        let commits: Vec<postern_spool::Commit<'_>> = batch.iter().map(|j| j.prepared.commit()).collect();
+        let results = spool.commit_batch(&commits);
+        drop(commits);
+        for (job, result) in batch.into_iter().zip(results) {
+            // A session gone meanwhile (its client hung up) is no reason to stop.
+            let _ = job.reply.send((job.prepared, result));
+        }
     }
 }
 
@@ -117,6 +194,17 @@ impl Queue {
 /// # Errors
 /// As [`Queue::submit`].
 pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<Envelope, SubmitError> {
+    let prepared = prepare(hostname, s)?;
+    spool.commit_batch(&[prepared.commit()]).pop().unwrap_or(Ok(()))?;
+    prepared.log();
+    Ok(prepared.envelope)
+}
+
+/// Gives `s` its queue ID, envelope and `Received:` header (RFC 5321 §4.4).
+///
+/// # Errors
+/// [`SubmitError::NoRecipients`].
+fn prepare(hostname: &str, s: Submission) -> Result<Prepared, SubmitError> {
     let id = s.id.unwrap_or_else(QueueId::generate);
     let recipients = unique_recipients(&s.recipients);
     if recipients.is_empty() {
@@ -129,7 +217,9 @@ pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<E
     let date = chrono::Utc::now().to_rfc2822();
     let mut trace = received_from(&s.origin, hostname, id, only, &date);
     trace.push_str(&s.headers);
-    let size = (trace.len() + s.message.len()) as u64;
+    let mut data = Vec::with_capacity(trace.len() + s.message.len());
+    data.extend_from_slice(trace.as_bytes());
+    data.extend_from_slice(&s.message);
     let (client_ip, helo) = match &s.origin {
         Origin::Smtp { client_ip, helo, .. } => (*client_ip, helo.clone()),
         _ => (IpAddr::from([127, 0, 0, 1]), hostname.to_owned()),
@@ -138,7 +228,7 @@ pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<E
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(a) => a.to_string(),
     };
-    let mut env = Envelope::new(id, client_ip.to_string(), helo, reverse_path, size, recipients);
+    let mut env = Envelope::new(id, client_ip.to_string(), helo, reverse_path, data.len() as u64, recipients);
     env.body_8bit = s.params.body_8bit.unwrap_or_else(|| s.message.iter().any(|b| *b >= 0x80));
     env.smtputf8 = s.params.smtputf8;
     env.ret = s.params.ret_full.map(|full| if full { Ret::Full } else { Ret::Hdrs });
@@ -148,20 +238,7 @@ pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<E
     env.tls_optional = !env.require_tls && postern_proto::requiretls::tls_required_no(&s.message);
     env.quarantine = s.quarantine;
     env.held = s.held;
-    spool.commit(&env, trace.as_bytes(), &s.message)?;
-    let tls = match (env.require_tls, env.tls_optional) {
-        (true, _) => ", requiretls",
-        (_, true) => ", tls_required=no",
-        _ => "",
-    };
-    tracing::info!(
-        "{id}: {}, from={}, size={}, nrcpt={}{tls} (queue active)",
-        s.source,
-        s.reverse_path,
-        env.size,
-        env.recipients.len()
-    );
-    Ok(env)
+    Ok(Prepared { envelope: env, data, trace_len: trace.len(), source: s.source, reverse_path: s.reverse_path })
 }
 
 /// One envelope recipient per distinct destination, in order.

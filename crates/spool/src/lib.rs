@@ -14,12 +14,18 @@
 //!   hold), rewritten atomically; it takes precedence over the copy in the queue file.
 //! - `corrupt/`: queue files whose envelope cannot be read are moved here at start, never
 //!   deleted.
+//! - `free/N`: spent queue files kept for reuse (at most [`FREE_FILES`], each at most
+//!   [`FREE_FILE_MAX`] bytes). A commit overwrites one and renames it into `queue/` instead of
+//!   creating a file, and a removal renames the queue file here instead of unlinking it: on
+//!   ext4 the allocation of a new inode, which skips every inode freed in the last seconds,
+//!   was the largest cost of a relayed message. Nothing in `free/` is queued.
 //!
 //! Queue files of the earlier layout (the message alone in `ID.msg`, the envelope always in
 //! `ID.env`) are still read: a file without the `Postern-Envelope:` line is all message.
 //!
 //! ## Commit protocol ([`Spool::commit`])
-//! 1. Write `incoming/ID.msg` and make its data durable: with [`SyncMode::Syncfs`] (default)
+//! 1. Write `incoming/ID.msg` (or overwrite a file of `free/` and cut it to length) and make
+//!    its data durable: with [`SyncMode::Syncfs`] (default)
 //!    one `syncfs(2)` shared by every concurrent commit (group commit, [`SharedSync`]); with
 //!    [`SyncMode::Fsync`] an fsync of the file.
 //! 2. Rename it into `queue/`. Nothing is renamed before its bytes are on disk, so a crash can
@@ -30,8 +36,13 @@
 //! A crash before step 3 completes leaves a staged file (deleted at start) or a queue file whose
 //! rename reached the disk: queued, and delivered, though the client got no 250 and may send it
 //! again (a duplicate, never a loss). Envelope updates use temp file, fsync, rename, fsync
-//! directory. Removal deletes the queue file, then the envelope, without an fsync (see
-//! [`Spool::remove`]).
+//! directory. Removal deletes (or moves to `free/`) the queue file, then deletes the envelope,
+//! without an fsync (see [`Spool::remove`]).
+//!
+//! A reused file is only renamed into `queue/` after the data sync of step 1, which also
+//! makes the earlier removal that put it in `free/` durable (`syncfs` and the ext4 `fsync`
+//! commit the whole journal). As a second guard, [`Spool::read_message`] refuses a queue file
+//! whose envelope names another queue ID.
 
 mod envelope;
 mod shared_sync;
@@ -62,6 +73,15 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError
     move |source| SpoolError::Io { op, path, source }
 }
 
+/// One message for [`Spool::commit_batch`]: its envelope, the trace header fields to put
+/// before it, and the message as received.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    pub envelope: &'a Envelope,
+    pub trace: &'a [u8],
+    pub message: &'a [u8],
+}
+
 /// How staged data is made durable before the rename into `queue/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
@@ -79,6 +99,9 @@ pub struct Spool {
     incoming: PathBuf,
     queue: PathBuf,
     corrupt: PathBuf,
+    free: PathBuf,
+    /// Names (numbers) of the files in `free/`, and the next number to give.
+    free_files: std::sync::Mutex<(Vec<u64>, u64)>,
     mode: SyncMode,
     data_sync: SharedSync,
     queue_sync: SharedSync,
@@ -96,9 +119,11 @@ impl Spool {
         let incoming = root.join("incoming");
         let queue = root.join("queue");
         let corrupt = root.join("corrupt");
-        for d in [&incoming, &queue, &corrupt] {
+        let free = root.join("free");
+        for d in [&incoming, &queue, &corrupt, &free] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
         }
+        let free_files = std::sync::Mutex::new(scan_free(&free)?);
         for entry in fs::read_dir(&incoming).map_err(io_err("read", &incoming))? {
             let path = entry.map_err(io_err("read", &incoming))?.path();
             tracing::info!("spool: removing unacknowledged staged file {}", path.display());
@@ -107,7 +132,7 @@ impl Spool {
         let queue_sync = SharedSync::open(&queue, SyncOp::FsyncDir).map_err(io_err("open", &queue))?;
         let data_sync = SharedSync::open(&incoming, SyncOp::Syncfs).map_err(io_err("open", &incoming))?;
         let device = std::os::unix::fs::MetadataExt::dev(&fs::metadata(&incoming).map_err(io_err("stat", &incoming))?);
-        Ok(Self { incoming, queue, corrupt, mode, data_sync, queue_sync, device })
+        Ok(Self { incoming, queue, corrupt, free, free_files, mode, data_sync, queue_sync, device })
     }
 
     /// With [`SyncMode::Syncfs`], a group-commit flush of the spool's filesystem for other
@@ -155,30 +180,81 @@ impl Spool {
     /// # Errors
     /// [`SpoolError::Io`]; the staged file is removed, nothing is queued.
     pub fn commit(&self, env: &Envelope, trace: &[u8], message: &[u8]) -> Result<(), SpoolError> {
-        let id = env.id;
-        let staged = self.incoming.join(format!("{id}.msg"));
-        let envelope = env.to_text();
-        let header = format!("{ENVELOPE_HEADER}{}\n", envelope.len());
-        let result = (|| {
-            let fsync = self.mode == SyncMode::Fsync;
-            write_file(&staged, &[header.as_bytes(), envelope.as_bytes(), trace, message], fsync)?;
-            failpoint::hit("spool::staged");
-            if !fsync {
-                self.data_sync.sync().map_err(io_err("syncfs", &self.incoming))?;
-            }
-            failpoint::hit("spool::data-synced");
-            fs::rename(&staged, self.message_path(id)).map_err(io_err("rename", &staged))?;
-            failpoint::hit("spool::renamed");
-            self.queue_sync.sync().map_err(io_err("fsync", &self.queue))?;
-            failpoint::hit("spool::queue-synced");
-            Ok(())
-        })();
-        if result.is_err() {
-            for p in [&staged, &self.message_path(id)] {
-                let _ = fs::remove_file(p);
+        self.commit_batch(&[Commit { envelope: env, trace, message }]).pop().unwrap_or(Ok(()))
+    }
+
+    /// Durably queues several messages at once, as [`Spool::commit`] each, with one data sync
+    /// and one sync of `queue/` for them all (group commit from one thread). Returns one result
+    /// per message, in order.
+    ///
+    /// # Errors
+    /// Per message, as [`Spool::commit`]: a failed one is not queued, the others are.
+    pub fn commit_batch(&self, batch: &[Commit<'_>]) -> Vec<Result<(), SpoolError>> {
+        let fsync = self.mode == SyncMode::Fsync;
+        let (staged, mut results): (Vec<PathBuf>, Vec<Result<(), SpoolError>>) =
+            batch.iter().map(|c| self.stage(c, fsync)).unzip();
+        failpoint::hit("spool::staged");
+        if !fsync && results.iter().any(Result::is_ok) {
+            self.sync_all_or_fail(&mut results, || self.data_sync.sync(), "syncfs", &self.incoming);
+        }
+        failpoint::hit("spool::data-synced");
+        for ((c, path), r) in batch.iter().zip(&staged).zip(results.iter_mut()) {
+            if r.is_ok() {
+                *r = fs::rename(path, self.message_path(c.envelope.id)).map_err(io_err("rename", path));
             }
         }
-        result
+        failpoint::hit("spool::renamed");
+        if results.iter().any(Result::is_ok) {
+            self.sync_all_or_fail(&mut results, || self.queue_sync.sync(), "fsync", &self.queue);
+        }
+        failpoint::hit("spool::queue-synced");
+        for ((c, path), r) in batch.iter().zip(&staged).zip(&results) {
+            if r.is_err() {
+                for p in [path, &self.message_path(c.envelope.id)] {
+                    let _ = fs::remove_file(p);
+                }
+            }
+        }
+        results
+    }
+
+    /// Writes the file of `c` (a reused one from `free/`, else `incoming/ID.msg`), fsynced
+    /// when `fsync`; returns its path and whether that worked.
+    fn stage(&self, c: &Commit<'_>, fsync: bool) -> (PathBuf, Result<(), SpoolError>) {
+        let envelope = c.envelope.to_text();
+        let header = format!("{ENVELOPE_HEADER}{}\n", envelope.len());
+        let parts = [header.as_bytes(), envelope.as_bytes(), c.trace, c.message];
+        match self.take_free() {
+            Some(n) => {
+                let path = self.free.join(n.to_string());
+                let written = overwrite_file(&path, &parts, fsync);
+                (path, written)
+            }
+            None => {
+                let path = self.incoming.join(format!("{}.msg", c.envelope.id));
+                let written = write_file(&path, &parts, fsync);
+                (path, written)
+            }
+        }
+    }
+
+    /// Runs `sync`; when it fails, every message still `Ok` in `results` fails with its error.
+    fn sync_all_or_fail(
+        &self,
+        results: &mut [Result<(), SpoolError>],
+        sync: impl FnOnce() -> io::Result<()>,
+        op: &'static str,
+        path: &Path,
+    ) {
+        if let Err(e) = sync() {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(SpoolError::Io {
+                    op,
+                    path: path.to_path_buf(),
+                    source: io::Error::new(e.kind(), e.to_string()),
+                });
+            }
+        }
     }
 
     /// Atomically replaces a queued message's envelope (temp file, fsync, rename, fsync dir).
@@ -222,12 +298,40 @@ impl Spool {
     /// [`SpoolError::Io`].
     pub fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
         let msg = self.message_path(id);
-        fs::remove_file(&msg).map_err(io_err("remove", &msg))?;
+        self.free_or_unlink(&msg)?;
         let env = self.envelope_path(id);
         match fs::remove_file(&env) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &env)(e)),
             _ => Ok(()),
         }
+    }
+
+    /// Moves the spent queue file `msg` to `free/` when there is room and it is small enough
+    /// to be worth keeping; else unlinks it.
+    fn free_or_unlink(&self, msg: &Path) -> Result<(), SpoolError> {
+        let mut free = self.free_files.lock().unwrap_or_else(|e| e.into_inner());
+        let small = || fs::symlink_metadata(msg).is_ok_and(|m| m.len() <= FREE_FILE_MAX);
+        if free.0.len() < FREE_FILES && small() {
+            let n = free.1;
+            let to = self.free.join(n.to_string());
+            match fs::rename(msg, &to) {
+                Ok(()) => {
+                    free.1 += 1;
+                    free.0.push(n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(io_err("remove", msg)(e)),
+                // (Anything else: unlinked as before.)
+                Err(_) => {}
+            }
+        }
+        drop(free);
+        fs::remove_file(msg).map_err(io_err("remove", msg))
+    }
+
+    /// A file of `free/` to overwrite, if any.
+    fn take_free(&self) -> Option<u64> {
+        self.free_files.lock().unwrap_or_else(|e| e.into_inner()).0.pop()
     }
 
     /// Reads a queued message (trace header included, the queue file's envelope not).
@@ -237,7 +341,17 @@ impl Spool {
     pub fn read_message(&self, id: QueueId) -> Result<Vec<u8>, SpoolError> {
         let p = self.message_path(id);
         let mut file = fs::read(&p).map_err(io_err("read", &p))?;
-        let (_, start) = split_queue_file(&file).map_err(|message| SpoolError::Envelope { path: p, message })?;
+        let (envelope, start) = match split_queue_file(&file) {
+            Ok(split) => split,
+            Err(message) => return Err(SpoolError::Envelope { path: p, message }),
+        };
+        // A reused file (free/) whose move out of queue/ a power cut undid holds another
+        // message: never deliver it under this ID.
+        if let Some(text) = envelope
+            && Envelope::from_text(text).is_ok_and(|e| e.id != id)
+        {
+            return Err(SpoolError::Envelope { path: p, message: "the queue file holds another message".into() });
+        }
         file.drain(..start);
         Ok(file)
     }
@@ -474,14 +588,63 @@ pub fn each_envelope(queue: &Path, mut f: impl FnMut(Result<Envelope, String>)) 
     })
 }
 
+/// The numbers of the files in `free/` (anything else there is deleted) and the next number.
+fn scan_free(free: &Path) -> Result<(Vec<u64>, u64), SpoolError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(free).map_err(io_err("read", free))? {
+        let entry = entry.map_err(io_err("read", free))?;
+        match entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) if names.len() < FREE_FILES => names.push(n),
+            _ => {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+    }
+    let next = names.iter().max().map_or(0, |n| n + 1);
+    Ok((names, next))
+}
+
+/// At most this many spent queue files wait in `free/` for reuse.
+pub const FREE_FILES: usize = 1024;
+/// A spent queue file larger than this (bytes) is unlinked, not kept for reuse.
+pub const FREE_FILE_MAX: u64 = 256 << 10;
+
+/// Overwrites the existing file `path` with the concatenation of `parts` and cuts it to that
+/// length, fsynced when `fsync`: no new inode, and blocks reused where they fit.
+fn overwrite_file(path: &Path, parts: &[&[u8]], fsync: bool) -> Result<(), SpoolError> {
+    let mut f: File = OpenOptions::new().write(true).open(path).map_err(io_err("open", path))?;
+    write_parts(&mut f, path, parts)?;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    f.set_len(len as u64).map_err(io_err("truncate", path))?;
+    if fsync {
+        f.sync_all().map_err(io_err("fsync", path))?;
+    }
+    Ok(())
+}
+
 /// Creates `path` with the concatenation of `parts`, fsynced when `fsync`.
 fn write_file(path: &Path, parts: &[&[u8]], fsync: bool) -> Result<(), SpoolError> {
     let mut f: File = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err("create", path))?;
-    for p in parts {
-        f.write_all(p).map_err(io_err("write", path))?;
-    }
+    write_parts(&mut f, path, parts)?;
     if fsync {
         f.sync_all().map_err(io_err("fsync", path))?;
+    }
+    Ok(())
+}
+
+/// Writes the concatenation of `parts` to `f` (one `writev(2)` when it takes them all).
+fn write_parts(f: &mut File, path: &Path, parts: &[&[u8]]) -> Result<(), SpoolError> {
+    let mut slices: Vec<io::IoSlice<'_>> =
+        parts.iter().filter(|p| !p.is_empty()).map(|p| io::IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match f.write_vectored(rest) {
+            Ok(0) => return Err(io_err("write", path)(io::ErrorKind::WriteZero.into())),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err("write", path)(e)),
+        }
     }
     Ok(())
 }

@@ -129,3 +129,43 @@ fn typed_results_and_ret_round_trip() {
     assert_eq!(back, env);
     assert_eq!(back.recipients[0].last_result.as_ref().unwrap().status(), postern_types::EnhancedStatus(4, 4, 1));
 }
+
+#[test]
+fn spent_queue_files_are_reused_cut_to_length_and_never_read_as_another_message() {
+    let dir = tmpdir("reuse");
+    let spool = Spool::open(&dir, SyncMode::Syncfs).unwrap();
+    let long = envelope();
+    spool.commit(&long, b"Received: x\r\n", &[b'a'; 5000]).unwrap();
+    let inode = |id: QueueId| std::os::unix::fs::MetadataExt::ino(&fs::metadata(spool.message_path(id)).unwrap());
+    let first = inode(long.id);
+    spool.remove(long.id).unwrap();
+    assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 1, "kept for reuse");
+    // The next commit overwrites it: same inode, cut to the new length.
+    let short = envelope();
+    spool.commit(&short, b"Received: y\r\n", b"short").unwrap();
+    assert_eq!(inode(short.id), first);
+    assert_eq!(spool.read_message(short.id).unwrap(), b"Received: y\r\nshort");
+    assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 0);
+    // A queue file under another message's name (a reuse a power cut half undid) is refused.
+    fs::rename(spool.message_path(short.id), spool.message_path(long.id)).unwrap();
+    assert!(matches!(spool.read_message(long.id), Err(SpoolError::Envelope { .. })));
+    // Large files are not kept; free/ survives a restart, strangers in it are deleted.
+    fs::rename(spool.message_path(long.id), spool.message_path(short.id)).unwrap();
+    spool.remove(short.id).unwrap();
+    let big = envelope();
+    spool.commit(&big, b"", &vec![b'b'; FREE_FILE_MAX as usize + 1]).unwrap();
+    // (It took the free file: none is left, and removing it unlinks.)
+    spool.remove(big.id).unwrap();
+    assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 0);
+    let again = envelope();
+    spool.commit(&again, b"", b"x").unwrap();
+    spool.remove(again.id).unwrap();
+    fs::write(dir.join("free/stranger"), b"?").unwrap();
+    let spool = Spool::open(&dir, SyncMode::Fsync).unwrap();
+    assert_eq!(fs::read_dir(dir.join("free")).unwrap().count(), 1);
+    let last = envelope();
+    spool.commit(&last, b"", b"z").unwrap();
+    assert_eq!(spool.read_message(last.id).unwrap(), b"z");
+    assert!(spool.recover().unwrap().iter().map(|e| e.id).eq([last.id]));
+    fs::remove_dir_all(&dir).unwrap();
+}
