@@ -209,7 +209,8 @@ if [ -n "${PROFILE:-}" ]; then
         *) echo "PROFILE is perf or strace" >&2; exit 2 ;;
     esac
     tracer=$!
-    sleep 1 # the tracer attaching (a benchmark, not a test: no assertion rests on it)
+    # Both tracers create their output file as they start, just before they attach.
+    wait_for 30 "the tracer to attach" test -e "$work/perf.data" -o -e "$work/strace.txt"
     run postern 20 "$N20"
     kill -INT "$tracer"
     wait "$tracer" || true

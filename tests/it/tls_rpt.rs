@@ -108,8 +108,8 @@ fn a_day_of_sessions_gives_one_signed_report_per_domain_in_the_rua_mailbox() {
     }
     domains.sort();
     assert_eq!(domains, ["rptbad.test", "rptok.test"]);
-    // (rptbad.test's retries go on failing, so only rptok.test is surely gone.)
-    // (rptbad.test's retries name mx.rptok.test's certificate, so compare policy domains.)
+    // (rptbad.test's retries go on failing, so only rptok.test is surely gone. Their failure
+    // details name mx.rptok.test's certificate: compare policy domains, not text.)
     let again = report(&a.config_path(), &day, false);
     let left: Vec<Value> = again.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).collect();
     assert!(left.iter().all(|r| r["policies"][0]["policy"]["policy-domain"] != "rptok.test"), "{again}");

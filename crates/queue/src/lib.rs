@@ -303,15 +303,13 @@ impl Queue {
     async fn run_attempt(&self, id: QueueId, fresh: Option<Fresh>, forced: bool) {
         let (env, message) = match fresh {
             Some(Fresh { envelope, message }) => (Ok(envelope), message),
-            None => (
-                {
-                    let spool = self.inner.spool.clone();
-                    tokio::task::spawn_blocking(move || spool.read_envelope(id)).await.unwrap_or_else(|e| {
-                        Err(SpoolError::Io { op: "read", path: "queue".into(), source: std::io::Error::other(e) })
-                    })
-                },
-                None,
-            ),
+            None => {
+                let spool = self.inner.spool.clone();
+                let read = tokio::task::spawn_blocking(move || spool.read_envelope(id)).await.unwrap_or_else(|e| {
+                    Err(SpoolError::Io { op: "read", path: "queue".into(), source: std::io::Error::other(e) })
+                });
+                (read, None)
+            }
         };
         let mut env = match env {
             Ok(env) => env,

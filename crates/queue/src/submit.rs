@@ -195,7 +195,8 @@ pub(crate) fn run_committer(spool: &Spool, jobs: &std::sync::mpsc::Receiver<Job>
 /// As [`Queue::submit`].
 pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<Envelope, SubmitError> {
     let prepared = prepare(hostname, s)?;
-    spool.commit_batch(&[prepared.commit()]).pop().unwrap_or(Ok(()))?;
+    let c = prepared.commit();
+    spool.commit(c.envelope, c.trace, c.message)?;
     prepared.log();
     Ok(prepared.envelope)
 }

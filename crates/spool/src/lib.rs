@@ -195,7 +195,7 @@ impl Spool {
             batch.iter().map(|c| self.stage(c, fsync)).unzip();
         failpoint::hit("spool::staged");
         if !fsync && results.iter().any(Result::is_ok) {
-            self.sync_all_or_fail(&mut results, || self.data_sync.sync(), "syncfs", &self.incoming);
+            sync_all_or_fail(&mut results, || self.data_sync.sync(), "syncfs", &self.incoming);
         }
         failpoint::hit("spool::data-synced");
         for ((c, path), r) in batch.iter().zip(&staged).zip(results.iter_mut()) {
@@ -205,7 +205,7 @@ impl Spool {
         }
         failpoint::hit("spool::renamed");
         if results.iter().any(Result::is_ok) {
-            self.sync_all_or_fail(&mut results, || self.queue_sync.sync(), "fsync", &self.queue);
+            sync_all_or_fail(&mut results, || self.queue_sync.sync(), "fsync", &self.queue);
         }
         failpoint::hit("spool::queue-synced");
         for ((c, path), r) in batch.iter().zip(&staged).zip(&results) {
@@ -234,25 +234,6 @@ impl Spool {
                 let path = self.incoming.join(format!("{}.msg", c.envelope.id));
                 let written = write_file(&path, &parts, fsync);
                 (path, written)
-            }
-        }
-    }
-
-    /// Runs `sync`; when it fails, every message still `Ok` in `results` fails with its error.
-    fn sync_all_or_fail(
-        &self,
-        results: &mut [Result<(), SpoolError>],
-        sync: impl FnOnce() -> io::Result<()>,
-        op: &'static str,
-        path: &Path,
-    ) {
-        if let Err(e) = sync() {
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(SpoolError::Io {
-                    op,
-                    path: path.to_path_buf(),
-                    source: io::Error::new(e.kind(), e.to_string()),
-                });
             }
         }
     }
@@ -586,6 +567,21 @@ pub fn each_envelope(queue: &Path, mut f: impl FnMut(Result<Envelope, String>)) 
         }
         Ok(true)
     })
+}
+
+/// Runs `sync` (`op` of `path`, for the error); when it fails, every message still `Ok` in
+/// `results` fails with a copy of its error.
+fn sync_all_or_fail(
+    results: &mut [Result<(), SpoolError>],
+    sync: impl FnOnce() -> io::Result<()>,
+    op: &'static str,
+    path: &Path,
+) {
+    if let Err(e) = sync() {
+        for r in results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(SpoolError::Io { op, path: path.to_path_buf(), source: io::Error::new(e.kind(), e.to_string()) });
+        }
+    }
 }
 
 /// The numbers of the files in `free/` (anything else there is deleted) and the next number.
