@@ -33,6 +33,8 @@ ensure_packages() {
             promtool) command -v promtool >/dev/null || need+=(prometheus) ;;
             # A loopback DNS server for benchmarks that run the SPF/DKIM/DMARC checks.
             dnsmasq) command -v dnsmasq >/dev/null || need+=(dnsmasq-base) ;;
+            # Redis for the shared [store] (crates/store, tests/it/cluster.rs), started on a unix socket.
+            redis) command -v redis-server >/dev/null || need+=(redis-server) ;;
         esac
     done
     if ((${#need[@]})); then

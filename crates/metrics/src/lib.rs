@@ -202,6 +202,8 @@ pub struct Metrics {
     checks: Family<CheckLabels, Counter>,
     greylist: Family<ResultLabel, Counter>,
     bans: Counter,
+    store_up: Gauge,
+    store_outages: Counter,
     sync_seconds: Histograms<OpLabel>,
     sync_batch: Histograms<OpLabel>,
     sessions: Family<RoleLabel, Counter>,
@@ -278,6 +280,11 @@ impl Metrics {
         registry.register("greylist", "Greylisting checks, by result (pass, wait)", greylist.clone());
         let bans = Counter::default();
         registry.register("auth_bans", "Client addresses banned for failed AUTH attempts", bans.clone());
+        let store_up = Gauge::default();
+        store_up.set(1);
+        registry.register("store_up", "Whether the [store] answers (1) or is in an outage (0)", store_up.clone());
+        let store_outages = Counter::default();
+        registry.register("store_outages", "Outages of the [store]: calls started failing", store_outages.clone());
         let sync_seconds: Histograms<OpLabel> = Family::new_with_constructor(|| {
             Histogram::new([0.000_1, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0])
         });
@@ -342,6 +349,8 @@ impl Metrics {
             checks,
             greylist,
             bans,
+            store_up,
+            store_outages,
             sync_seconds,
             sync_batch,
             sessions,
@@ -407,6 +416,14 @@ impl Metrics {
     /// A client address was banned.
     pub fn ban(&self) {
         self.bans.inc();
+    }
+
+    /// The `[store]` started failing (`false`: an outage begins) or answers again (`true`).
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+        if !up {
+            self.store_outages.inc();
+        }
     }
 
     /// One shared sync `op` (`fsync-dir`, `syncfs`) took `seconds` and covered `batch` commits.
