@@ -231,11 +231,12 @@ impl RedisStore {
     pub(crate) async fn day_tally(&self, a: Aggregate, day: &str) -> Result<DayTally, StoreError> {
         let (counts, meta, _) = self.aggregate_keys(a, day);
         let mut c = self.con.clone();
-        let (mut counts, mut meta): (Vec<(String, u64)>, Vec<(String, String)>) =
+        let (counts, meta) =
             self.timed(async move { redis::pipe().hgetall(counts).hgetall(meta).query_async(&mut c).await }).await?;
-        counts.sort();
-        meta.sort();
-        Ok(DayTally { meta, counts })
+        let mut tally = DayTally { meta, counts };
+        tally.counts.sort();
+        tally.meta.sort();
+        Ok(tally)
     }
 
     pub(crate) async fn tallied_days(&self, a: Aggregate) -> Result<Vec<String>, StoreError> {
