@@ -9,6 +9,7 @@ mod support;
 mod alerts;
 mod authentication;
 mod bounces;
+mod cluster;
 mod config;
 mod corpus;
 mod crash;

@@ -9,7 +9,6 @@
 //! - [`decision`]: the configured action for each result, as a pure function;
 //! - [`seal`]: ARC sealing of forwarded mail.
 
-mod days;
 pub mod decision;
 pub mod keys;
 pub mod reports;

@@ -1,24 +1,15 @@
-//! DMARC aggregate reports (RFC 7489 §7.2): what the checks found is recorded per day, From
-//! domain, source IP and result in an embedded store (redb), and turned once a day into one
-//! report per domain: XML as RFC 7489 Appendix C defines it, gzip-compressed, attached to a
-//! message for each `rua` address that accepts reports for the domain (external destinations
-//! must publish `DOMAIN._report._dmarc.DEST`, RFC 7489 §7.1).
-//!
-//! The store is written without an fsync per message (redb `Durability::None`): a crash can
-//! lose the last rows of statistics, never mail.
+//! DMARC aggregate reports (RFC 7489 §7.2): what the checks found is counted per day, From
+//! domain, source IP and result in the `[store]` (embedded, or shared by a cluster: the rows
+//! and policies are encoded here as tally keys, [`tally`] and [`day_reports`]), and turned once
+//! a day into one report per domain: XML as RFC 7489 Appendix C defines it, gzip-compressed,
+//! attached to a message for each `rua` address that accepts reports for the domain (external
+//! destinations must publish `DOMAIN._report._dmarc.DEST`, RFC 7489 §7.1).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::Path;
 
 use mail_builder::MessageBuilder;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-
-/// Message counts: key `DAY \t ROW` (see [`Row::key`]).
-const ROWS: TableDefinition<'_, &str, u64> = TableDefinition::new("dmarc_rows");
-/// The policy each domain published that day: key `DAY \t DOMAIN`.
-const POLICIES: TableDefinition<'_, &str, &str> = TableDefinition::new("dmarc_policies");
 
 /// The policy a domain published (RFC 7489 `policy_published`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +50,9 @@ pub struct Row {
 }
 
 impl Row {
-    fn key(&self) -> String {
+    /// The row as one tally key: its fields joined by tabs.
+    #[must_use]
+    pub fn key(&self) -> String {
         let dkim: Vec<String> = self.dkim_results.iter().map(|(d, s, r)| format!("{d},{s},{r}")).collect();
         [
             self.header_from.as_str(),
@@ -100,7 +93,9 @@ impl Row {
 }
 
 impl Published {
-    fn encode(&self) -> String {
+    /// The policy as one text: its fields joined by tabs.
+    #[must_use]
+    pub fn encode(&self) -> String {
         format!("{}\t{}\t{}\t{}\t{}\t{}", self.adkim, self.aspf, self.p, self.sp, self.pct, self.rua.join(" "))
     }
 
@@ -130,91 +125,33 @@ pub struct DayReport {
     pub rows: Vec<(Row, u64)>,
 }
 
-/// The embedded store of DMARC results.
-#[derive(Debug)]
-pub struct Store {
-    db: Database,
+/// The tally keys of one message of `day`: its row ([`Row::key`]), and the policy its domain
+/// published as the metadata (domain, [`Published::encode`]). The `[store]` counts them; see
+/// [`day_reports`] for the way back.
+#[must_use]
+pub fn tally(policy: &Published, row: &Row) -> (String, (String, String)) {
+    (row.key(), (policy.domain.clone(), policy.encode()))
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
-impl Store {
-    /// Opens (or creates) the store at `path`.
-    ///
-    /// # Errors
-    /// The database cannot be opened (another process holds it, or it is corrupt).
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Self { db })
+/// One day's reports, one per domain with a published policy, from the `[store]`'s tally of
+/// `day`: `meta` as (domain, encoded policy), `counts` as (row key, messages). Rows of a domain
+/// without a policy, and keys that do not parse, are left out.
+#[must_use]
+pub fn day_reports(day: &str, meta: &[(String, String)], counts: &[(String, u64)]) -> Vec<DayReport> {
+    let mut by_domain: BTreeMap<String, DayReport> = BTreeMap::new();
+    for (domain, v) in meta {
+        if let Some(policy) = Published::decode(domain, v) {
+            by_domain.insert(domain.clone(), DayReport { day: day.to_owned(), policy, rows: Vec::new() });
+        }
     }
-
-    /// Counts one message of `day` (`YYYY-MM-DD`, UTC).
-    ///
-    /// # Errors
-    /// The store's error text.
-    pub fn record(&self, day: &str, policy: &Published, row: &Row) -> Result<(), String> {
-        let mut tx = self.db.begin_write().map_err(err)?;
-        tx.set_durability(Durability::None).map_err(err)?;
+    for (k, n) in counts {
+        if let Some(row) = Row::from_key(k)
+            && let Some(r) = by_domain.get_mut(&row.header_from)
         {
-            let mut rows = tx.open_table(ROWS).map_err(err)?;
-            let key = format!("{day}\t{}", row.key());
-            let n = rows.get(key.as_str()).map_err(err)?.map_or(0, |v| v.value());
-            rows.insert(key.as_str(), n + 1).map_err(err)?;
-            let mut policies = tx.open_table(POLICIES).map_err(err)?;
-            policies.insert(format!("{day}\t{}", policy.domain).as_str(), policy.encode().as_str()).map_err(err)?;
+            r.rows.push((row, *n));
         }
-        tx.commit().map_err(err)
     }
-
-    /// The reports of `day`, one per domain.
-    ///
-    /// # Errors
-    /// The store's error text.
-    pub fn day(&self, day: &str) -> Result<Vec<DayReport>, String> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let prefix = format!("{day}\t");
-        let mut by_domain: BTreeMap<String, DayReport> = BTreeMap::new();
-        let Ok(policies) = tx.open_table(POLICIES) else { return Ok(Vec::new()) };
-        for entry in policies.range(prefix.as_str()..).map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
-            let Some(domain) = k.value().strip_prefix(&prefix) else { break };
-            if let Some(policy) = Published::decode(domain, v.value()) {
-                by_domain.insert(domain.to_owned(), DayReport { day: day.to_owned(), policy, rows: Vec::new() });
-            }
-        }
-        let rows = tx.open_table(ROWS).map_err(err)?;
-        for entry in rows.range(prefix.as_str()..).map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
-            let Some(rest) = k.value().strip_prefix(&prefix) else { break };
-            if let Some(row) = Row::from_key(rest)
-                && let Some(r) = by_domain.get_mut(&row.header_from)
-            {
-                r.rows.push((row, v.value()));
-            }
-        }
-        Ok(by_domain.into_values().collect())
-    }
-
-    /// Days with recorded results, oldest first.
-    ///
-    /// # Errors
-    /// The store's error text.
-    pub fn days(&self) -> Result<Vec<String>, String> {
-        crate::days::days(&self.db, POLICIES)
-    }
-
-    /// Forgets `day` (after its reports were queued).
-    ///
-    /// # Errors
-    /// The store's error text.
-    pub fn remove_day(&self, day: &str) -> Result<(), String> {
-        let tx = self.db.begin_write().map_err(err)?;
-        crate::days::remove(&tx, ROWS, day)?;
-        crate::days::remove(&tx, POLICIES, day)?;
-        tx.commit().map_err(err)
-    }
+    by_domain.into_values().collect()
 }
 
 fn xml_escape(s: &str) -> String {
@@ -293,6 +230,7 @@ pub fn to_xml(report: &DayReport, meta: &Meta) -> String {
 /// # Errors
 /// Compression or composition failed.
 pub fn compose(xml: &str, domain: &str, meta: &Meta, to: &[String]) -> Result<Vec<u8>, String> {
+    let err = |e: std::io::Error| e.to_string();
     let (submitter, from, report_id, begin, end) =
         (meta.submitter.as_str(), meta.email.as_str(), meta.report_id.as_str(), meta.begin, meta.end);
     let mut gz = mail_auth::flate2::write::GzEncoder::new(Vec::new(), mail_auth::flate2::Compression::default());
@@ -319,10 +257,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_round_trip_and_xml() {
-        let dir = std::env::temp_dir().join(format!("postern-dmarc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("dmarc.redb")).unwrap();
+    fn tally_round_trip_and_xml() {
         let policy = Published {
             domain: "a.test".into(),
             adkim: 'r',
@@ -341,14 +276,12 @@ mod tests {
             dkim_results: vec![("a.test".into(), "s1".into(), "pass".into())],
             spf_result: ("a.test".into(), "pass".into()),
         };
-        store.record("2026-11-24", &policy, &row).unwrap();
-        store.record("2026-11-24", &policy, &row).unwrap();
-        store.record("2026-11-25", &policy, &row).unwrap();
-        let day = store.day("2026-11-24").unwrap();
+        let (key, meta) = tally(&policy, &row);
+        let stray = ("b.test\t192.0.2.2\tnone\tfail\tfail\tb.test\tfail\t".to_owned(), 7);
+        let day = day_reports("2026-11-24", &[meta], &[(key, 2), stray, ("junk".into(), 1)]);
         assert_eq!(day.len(), 1);
         assert_eq!(day[0].policy, policy);
         assert_eq!(day[0].rows, vec![(row, 2)]);
-        assert_eq!(store.days().unwrap(), ["2026-11-24", "2026-11-25"]);
         let meta = Meta {
             submitter: "mx.b.test".into(),
             org_name: "mx.b.test".into(),
@@ -359,8 +292,5 @@ mod tests {
         };
         let xml = to_xml(&day[0], &meta);
         assert!(xml.contains("<count>2</count>") && xml.contains("<selector>s1</selector>"), "{xml}");
-        store.remove_day("2026-11-24").unwrap();
-        assert_eq!(store.days().unwrap(), ["2026-11-25"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,24 +1,17 @@
 //! SMTP TLS Reporting (RFC 8460): the outcome of every outbound TLS negotiation is counted per
-//! day, recipient domain, policy and result in an embedded store (redb, `{data_dir}/tlsrpt.redb`),
-//! and turned once a day into one report per domain: the JSON of RFC 8460 §4.4 (mail-auth's
-//! `report::tlsrpt` types), gzip-compressed, in a `multipart/report; report-type=tlsrpt`
-//! message (§5.3) to the `mailto:` addresses of the domain's `_smtp._tls` record (§3).
-//!
-//! As for the DMARC aggregates the store is written without an fsync (redb `Durability::None`):
-//! a crash can lose the last counts, never mail.
+//! day, recipient domain, policy and result in the `[store]` (each negotiation encoded here as
+//! one tally key, [`key`]; [`domain_days`] reads a day back), and turned once a day into one
+//! report per domain: the JSON of RFC 8460 §4.4 (mail-auth's `report::tlsrpt` types),
+//! gzip-compressed, in a `multipart/report; report-type=tlsrpt` message (§5.3) to the
+//! `mailto:` addresses of the domain's `_smtp._tls` record (§3).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
 
 use mail_auth::report::tlsrpt::{DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary};
 use postern_types::tls_report::{AppliedPolicy, Failure, Negotiation, PolicyKind, TlsFailure};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use mail_auth::report::tlsrpt::TlsReport;
-
-/// Session counts: key `DAY \t DOMAIN \t POLICY \t RESULT` (see [`key`]).
-const COUNTS: TableDefinition<'_, &str, u64> = TableDefinition::new("tlsrpt_counts");
 
 /// Separates the strings of one field inside a key.
 const SEP: char = '\u{1f}';
@@ -45,12 +38,6 @@ pub struct PolicyDay {
     pub failures: Vec<(Failure, u64)>,
 }
 
-/// The embedded store of TLS negotiation results.
-#[derive(Debug)]
-pub struct Store {
-    db: Database,
-}
-
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -59,7 +46,10 @@ fn clean(s: &str) -> String {
     s.replace(['\t', SEP, '\n', '\r'], " ")
 }
 
-fn key(day: &str, n: &Negotiation) -> String {
+/// One negotiation as a tally key: `DOMAIN \t POLICY \t STRINGS \t MX \t RESULT \t HOST \t IP
+/// \t DETAIL`, tabs and newlines in the strings made spaces.
+#[must_use]
+pub fn key(n: &Negotiation) -> String {
     let p = &n.policy;
     let strings: Vec<String> = p.strings.iter().map(|s| clean(s)).collect();
     let mx: Vec<String> = p.mx_patterns.iter().map(|s| clean(s)).collect();
@@ -74,7 +64,7 @@ fn key(day: &str, n: &Negotiation) -> String {
         ),
     };
     format!(
-        "{day}\t{}\t{}\t{}\t{}\t{result}",
+        "{}\t{}\t{}\t{}\t{result}",
         clean(&p.domain),
         p.kind.as_str(),
         strings.join(&SEP.to_string()),
@@ -86,9 +76,9 @@ fn split(field: &str) -> Vec<String> {
     field.split(SEP).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-fn from_key(key: &str) -> Option<(String, Negotiation)> {
+fn from_key(key: &str) -> Option<Negotiation> {
     let f: Vec<&str> = key.split('\t').collect();
-    let [day, domain, kind, strings, mx, result, host, ip, detail] = f.as_slice() else { return None };
+    let [domain, kind, strings, mx, result, host, ip, detail] = f.as_slice() else { return None };
     let kind =
         [PolicyKind::Sts, PolicyKind::Tlsa, PolicyKind::NoPolicyFound].into_iter().find(|k| k.as_str() == *kind)?;
     let policy = AppliedPolicy { domain: (*domain).to_owned(), kind, strings: split(strings), mx_patterns: split(mx) };
@@ -101,93 +91,35 @@ fn from_key(key: &str) -> Option<(String, Negotiation)> {
             detail: (*detail).to_owned(),
         }),
     };
-    Some(((*day).to_owned(), Negotiation { policy, failure }))
+    Some(Negotiation { policy, failure })
 }
 
-impl Store {
-    /// Opens (or creates) the store at `path`.
-    ///
-    /// # Errors
-    /// The database cannot be opened (another process holds it, or it is corrupt).
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Self { db })
-    }
-
-    /// Counts `negotiations` under `day` (`YYYY-MM-DD`, UTC), in one write.
-    ///
-    /// # Errors
-    /// The store's error text.
-    pub fn record(&self, day: &str, negotiations: &[Negotiation]) -> Result<(), String> {
-        if negotiations.is_empty() {
-            return Ok(());
+/// One day's negotiations, one entry per recipient domain (sorted), each policy's failures in
+/// order of their keys, from the `[store]`'s tally of `day`: (key, sessions). Keys that do not
+/// parse are left out.
+#[must_use]
+pub fn domain_days(day: &str, counts: &[(String, u64)]) -> Vec<DomainDay> {
+    type Tally = (u64, Vec<(Failure, u64)>);
+    let mut by_domain: BTreeMap<String, BTreeMap<AppliedPolicy, Tally>> = BTreeMap::new();
+    for (k, count) in counts {
+        let Some(n) = from_key(k) else { continue };
+        let tally = by_domain.entry(n.policy.domain.clone()).or_default().entry(n.policy).or_default();
+        match n.failure {
+            None => tally.0 += count,
+            Some(f) => tally.1.push((f, *count)),
         }
-        let mut tx = self.db.begin_write().map_err(err)?;
-        tx.set_durability(Durability::None).map_err(err)?;
-        {
-            let mut counts = tx.open_table(COUNTS).map_err(err)?;
-            for n in negotiations {
-                let k = key(day, n);
-                let c = counts.get(k.as_str()).map_err(err)?.map_or(0, |v| v.value());
-                counts.insert(k.as_str(), c + 1).map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
     }
-
-    /// The results of `day`, one entry per recipient domain (sorted), each policy's failures
-    /// in order of their keys.
-    ///
-    /// # Errors
-    /// The store's error text.
-    pub fn day(&self, day: &str) -> Result<Vec<DomainDay>, String> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let Ok(counts) = tx.open_table(COUNTS) else { return Ok(Vec::new()) };
-        let prefix = format!("{day}\t");
-        type Tally = (u64, Vec<(Failure, u64)>);
-        let mut by_domain: BTreeMap<String, BTreeMap<AppliedPolicy, Tally>> = BTreeMap::new();
-        for entry in counts.range(prefix.as_str()..).map_err(err)? {
-            let (k, v) = entry.map_err(err)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            let Some((_, n)) = from_key(k.value()) else { continue };
-            let tally = by_domain.entry(n.policy.domain.clone()).or_default().entry(n.policy).or_default();
-            match n.failure {
-                None => tally.0 += v.value(),
-                Some(f) => tally.1.push((f, v.value())),
-            }
-        }
-        Ok(by_domain
-            .into_iter()
-            .map(|(domain, policies)| DomainDay {
-                day: day.to_owned(),
-                domain,
-                policies: policies
-                    .into_iter()
-                    .map(|(policy, (successes, failures))| PolicyDay { policy, successes, failures })
-                    .collect(),
-            })
-            .collect())
-    }
-
-    /// Days with recorded results, oldest first.
-    ///
-    /// # Errors
-    /// The store's error text.
-    pub fn days(&self) -> Result<Vec<String>, String> {
-        crate::days::days(&self.db, COUNTS)
-    }
-
-    /// Forgets `day` (after its reports were queued).
-    ///
-    /// # Errors
-    /// The store's error text.
-    pub fn remove_day(&self, day: &str) -> Result<(), String> {
-        let tx = self.db.begin_write().map_err(err)?;
-        crate::days::remove(&tx, COUNTS, day)?;
-        tx.commit().map_err(err)
-    }
+    by_domain
+        .into_iter()
+        .map(|(domain, policies)| DomainDay {
+            day: day.to_owned(),
+            domain,
+            policies: policies
+                .into_iter()
+                .map(|(policy, (successes, failures))| PolicyDay { policy, successes, failures })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The `mailto:` addresses of a domain's TLS-RPT record among `txts` (the TXT strings of
@@ -320,9 +252,6 @@ mod tests {
 
     #[test]
     fn counts_round_trip_into_a_report() {
-        let dir = std::env::temp_dir().join(format!("postern-tlsrpt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("tlsrpt.redb")).unwrap();
         let sts = AppliedPolicy {
             domain: "a.test".into(),
             kind: PolicyKind::Sts,
@@ -337,9 +266,9 @@ mod tests {
             detail: "certificate not valid for name\t\"mx.a.test\"".into(),
         };
         let bad = Negotiation { policy: sts.clone(), failure: Some(failure.clone()) };
-        store.record("2026-12-01", &[ok.clone(), ok.clone(), bad.clone()]).unwrap();
-        store.record("2026-12-02", &[ok]).unwrap();
-        let day = store.day("2026-12-01").unwrap();
+        let mut counts = vec![(key(&ok), 2), (key(&bad), 1), ("junk".into(), 3)];
+        counts.sort();
+        let day = domain_days("2026-12-01", &counts);
         let cleaned = Failure { detail: "certificate not valid for name \"mx.a.test\"".into(), ..failure };
         assert_eq!(
             day,
@@ -365,9 +294,5 @@ mod tests {
         ] {
             assert!(json.contains(field), "{field} in {json}");
         }
-        assert_eq!(store.days().unwrap(), ["2026-12-01", "2026-12-02"]);
-        store.remove_day("2026-12-01").unwrap();
-        assert_eq!(store.days().unwrap(), ["2026-12-02"]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

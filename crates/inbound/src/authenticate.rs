@@ -3,6 +3,7 @@
 //! outside on `mx` listeners, with the configured decision (reject, quarantine, accept) and the
 //! DMARC aggregate record (RFC 7489 §7.2).
 
+use postern_store::Aggregate;
 use std::net::IpAddr;
 
 use postern_auth::{Checker, Decision, decide, strip_forged_results};
@@ -150,7 +151,7 @@ pub(crate) async fn check_from_outside(
         added.auth_line = Some(line);
     }
     added.headers.push_str(&findings.headers);
-    if let (Some(store), Some((policy, mut row))) = (ctx.dmarc.clone(), findings.report.clone()) {
+    if let (true, Some((policy, mut row))) = (ctx.dmarc, findings.report.clone()) {
         row.disposition = match &decision {
             Decision::Accept => "none",
             Decision::Quarantine(_) => "quarantine",
@@ -159,8 +160,12 @@ pub(crate) async fn check_from_outside(
         }
         .to_owned();
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let recorded = tokio::task::spawn_blocking(move || store.record(&day, &policy, &row)).await;
-        if let Ok(Err(e)) | Err(e) = recorded.map_err(|e| e.to_string()) {
+        let (key, (domain, published)) = postern_auth::reports::tally(&policy, &row);
+        let recorded = ctx.store.tally(Aggregate::Dmarc, &day, &[key], Some((&domain, &published))).await;
+        // A shared store's outage is logged once by the store; an embedded one's error here.
+        if let Err(e) = recorded
+            && !ctx.store.is_shared()
+        {
             tracing::warn!("DMARC report store: {e}");
         }
     }

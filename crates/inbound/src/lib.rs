@@ -4,12 +4,11 @@
 //! recipient and sender policy, the spool commit).
 
 mod authenticate;
-mod bans;
 mod commit;
 mod deadline;
-mod greylist;
 mod limits;
 mod milter;
+mod rate;
 pub mod screen;
 mod session;
 mod space;
@@ -27,8 +26,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use authenticate::dkim_sign;
-pub use bans::AuthBans;
-pub use greylist::GreylistStore;
 pub use limits::ConnectionLimits;
 pub use space::SpaceGuard;
 
@@ -43,23 +40,22 @@ pub struct Context {
     pub queue: Queue,
     /// Connection counts, total and per client IP.
     pub limits: ConnectionLimits,
-    /// Failed AUTH counts and bans per client IP.
-    pub bans: AuthBans,
+    /// Greylisting triplets, failed-AUTH bans, rate-limit counters and report aggregates:
+    /// embedded, or shared by a cluster (`[store]`).
+    pub store: Arc<postern_store::Store>,
     /// The TLS configuration (certificate and key) in force; replaced on reload, while each
     /// session keeps the one it started with. `None`: no `[tls]` configured.
     pub tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
     /// DKIM signing keys and the inbound checker in force; replaced on reload.
     pub auth: RwLock<Arc<AuthState>>,
-    /// Where DMARC results are recorded (`[dmarc_reports] enabled`).
-    pub dmarc: Option<Arc<postern_auth::reports::Store>>,
-    /// Where outbound TLS results are counted (`[tls_reports] enabled`).
-    pub tlsrpt: Option<Arc<postern_auth::tlsrpt::Store>>,
+    /// DMARC results are counted in the store (`[dmarc_reports] enabled` at start).
+    pub dmarc: bool,
+    /// Outbound TLS results are counted in the store (`[tls_reports] enabled` at start).
+    pub tlsrpt: bool,
     /// The resolver of the `[policy]` checks (shared with delivery, so one cache).
     pub resolver: Arc<postern_dns::HickoryResolver>,
     /// The `[policy]` network lists in force; replaced on reload.
     pub screen_lists: screen::SharedLists,
-    /// Greylisting triplets (`[policy] greylist`, opened at start).
-    pub greylist: Option<Arc<GreylistStore>>,
     /// Turns for password checks (`[server] auth_concurrency` permits, read at start): each
     /// Argon2 check holds 19 MiB, so a flood of AUTH attempts waits here instead of taking
     /// memory.

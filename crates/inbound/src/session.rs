@@ -75,7 +75,8 @@ async fn run_in_span(
             return;
         }
     };
-    if let Some(left) = ctx.bans.banned(ip, Instant::now(), config.server.ban_time.0) {
+    // A store that cannot be reached does not ban (fail open: AUTH still needs the password).
+    if let Ok(Some(left)) = ctx.store.banned(ip, postern_store::now_ms(), config.server.ban_time.0).await {
         tracing::warn!(
             "reject: connect from [{ip}]:{}: banned for {}s more after failed AUTH",
             peer.port(),
@@ -138,7 +139,7 @@ async fn run_in_span(
         auth: listener.auth,
         require_auth: listener.role != Role::Mx,
         screen: outside && config.policy.enabled,
-        check_sender: outside && (config.policy.enabled || spf_at_mail(&config)),
+        check_sender: (outside && (config.policy.enabled || spf_at_mail(&config))) || counts_messages(&config, outside),
         refuse,
     };
     let params_screen = params.screen;
@@ -343,4 +344,12 @@ fn timeout_for(config: &Config, phase: Phase) -> Duration {
         Phase::Rcpt => t.rcpt.0,
         Phase::Data => t.data_block.0,
     }
+}
+
+/// Whether a `[rate_limits]` rule counts this session's messages at MAIL FROM (clients of
+/// trusted networks only when `exempt_trusted` is off).
+fn counts_messages(config: &postern_config::Config, outside: bool) -> bool {
+    let r = &config.rate_limits;
+    (outside || !r.exempt_trusted)
+        && r.rule.iter().any(|rule| rule.count == postern_config::schema::RateCount::Messages)
 }

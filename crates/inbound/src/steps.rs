@@ -4,10 +4,9 @@
 //! ([`Driver::perform`]), so that their states take memory only while they run.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use postern_config::Role;
-use postern_config::schema::Check;
+use postern_config::schema::{Check, FailMode, RateCount};
 use postern_policy::senders::{may_send_as, not_owned};
 use postern_policy::{credentials, is_trusted, resolve_recipient};
 use postern_proto::{AuthOutcome, Session, Step, Transaction, submission};
@@ -61,13 +60,18 @@ impl Driver<'_> {
                 Box::pin(self.authenticate(session, login, password)).await;
             }
             Step::CheckSender(address) if session.authenticated().is_none() => {
-                let verdict = Box::pin(self.check_sender_from_outside(session.helo().unwrap_or(""), &address)).await;
+                let mut verdict =
+                    Box::pin(self.check_sender_from_outside(session.helo().unwrap_or(""), &address)).await;
+                if matches!(verdict, Verdict::Ok(())) {
+                    verdict = Box::pin(self.rate_limit(RateCount::Messages, None, &address, "")).await;
+                }
                 session.sender_verdict(verdict);
             }
             Step::CheckSender(address) => {
                 let login = session.authenticated().unwrap_or_default().to_owned();
                 if may_send_as(&self.policy(), &login, &address) {
-                    session.sender_verdict(Verdict::Ok(()));
+                    let verdict = Box::pin(self.rate_limit(RateCount::Messages, Some(&login), &address, "")).await;
+                    session.sender_verdict(verdict);
                 } else {
                     let r = not_owned(&login, &address);
                     tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{address}> sasl_username={login}");
@@ -87,6 +91,19 @@ impl Driver<'_> {
                 {
                     verdict = Verdict::TempFail(r);
                     reason = "greylist";
+                }
+                if matches!(verdict, Verdict::Ok(_))
+                    && let Some(from) = session.reverse_path()
+                {
+                    let login = session.authenticated().map(str::to_owned);
+                    let from = from.clone();
+                    let rcpt_text = format!("<{rcpt}>: ");
+                    if let Verdict::TempFail(r) =
+                        Box::pin(self.rate_limit(RateCount::Recipients, login.as_deref(), &from, &rcpt_text)).await
+                    {
+                        verdict = Verdict::TempFail(r);
+                        reason = "rate_limit";
+                    }
                 }
                 if let Verdict::PermFail(r) | Verdict::TempFail(r) = &verdict {
                     postern_metrics::metrics().refused("rcpt", reason, r.code);
@@ -153,7 +170,9 @@ impl Driver<'_> {
             AuthOutcome::Invalid => {
                 let s = &self.config.server;
                 tracing::warn!("AUTH from [{ip}]: sasl_username={login}: authentication failed");
-                if self.ctx.bans.failure(ip, Instant::now(), s.auth_failures_before_ban, s.ban_time.0) {
+                let limit = u32::try_from(s.auth_failures_before_ban).unwrap_or(u32::MAX);
+                let banned = self.ctx.store.auth_failure(ip, postern_store::now_ms(), limit, s.ban_time.0).await;
+                if banned == Ok(true) {
                     tracing::warn!(
                         "ban: [{ip}] after {} failed AUTH attempts, for {}s",
                         s.auth_failures_before_ban,
@@ -237,9 +256,35 @@ impl Driver<'_> {
         }
     }
 
-    /// Greylisting of one recipient: `Some(451 4.7.1)` for a triplet not yet allowed.
+    /// The `[rate_limits]` rules counting `what` for this client, `login` and reverse-path
+    /// `from` (the null sender counts only per client and user): `TempFail` with the reply
+    /// (prefixed by `prefix`) when one is exceeded or the store fails closed. A refusal at MAIL
+    /// is logged and counted here; one at RCPT by the caller.
+    async fn rate_limit(
+        &self,
+        what: RateCount,
+        login: Option<&str>,
+        from: &impl RateFrom,
+        prefix: &str,
+    ) -> Verdict<()> {
+        let ip = self.peer.ip();
+        let sender = crate::rate::Sender { ip, user: login, from: from.address() };
+        match crate::rate::check(self.ctx, self.config, what, sender, prefix).await {
+            None => Verdict::Ok(()),
+            Some(r) => {
+                if what == RateCount::Messages {
+                    let from = from.address().map(ToString::to_string).unwrap_or_default();
+                    tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{from}>");
+                    postern_metrics::metrics().refused("mail", "rate_limit", r.code);
+                }
+                Verdict::TempFail(r)
+            }
+        }
+    }
+
+    /// Greylisting of one recipient: `Some(451 4.7.1)` for a triplet not yet allowed, or for
+    /// any triplet while the store cannot be reached and `[store] greylist_fail = "closed"`.
     async fn greylist(&self, sender: Option<&ReversePath>, rcpt: &Address) -> Option<Reply> {
-        let store = self.ctx.greylist.clone()?;
         let p = &self.config.policy;
         if !self.screened || p.greylist != Check::Defer || self.skip_greylist.load(std::sync::atomic::Ordering::Relaxed)
         {
@@ -256,16 +301,12 @@ impl Driver<'_> {
             tracing::info!("greylist: [{ip}] from=<{sender}> to=<{rcpt}>: exempt ([[policy.exception]])");
             return None;
         }
-        let (delay, expire, rcpt_text, from) =
-            (p.greylist_delay.0, p.greylist_expire.0, rcpt.to_string(), sender.clone());
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let checked = tokio::task::spawn_blocking(move || store.check(ip, &from, &rcpt_text, now, delay, expire))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
+        let checked =
+            self.ctx.store.greylist(ip, &sender, &rcpt.to_string(), now, p.greylist_delay.0, p.greylist_expire.0).await;
         match checked {
-            Ok(crate::greylist::Greylist::Pass) => None,
-            Ok(crate::greylist::Greylist::Wait(left)) => {
+            Ok(postern_store::Greylist::Pass) => None,
+            Ok(postern_store::Greylist::Wait(left)) => {
                 tracing::info!("greylist: [{ip}] from=<{sender}> to=<{rcpt}>: deferred, retry in {}s", left.as_secs());
                 Some(Reply::new(
                     451,
@@ -273,11 +314,18 @@ impl Driver<'_> {
                     format!("<{rcpt}>: Greylisted, please try again in {} seconds", left.as_secs()),
                 ))
             }
-            Err(e) => {
-                // A broken store must not stop mail: accept, and say so.
-                tracing::warn!("greylist store: {e}; accepting");
-                None
+            // The outage itself is logged once by the store.
+            Err(_) if self.config.store.greylist_fail == FailMode::Closed => {
+                tracing::info!(
+                    "greylist: [{ip}] from=<{sender}> to=<{rcpt}>: store unreachable, deferred (fail closed)"
+                );
+                Some(Reply::new(
+                    451,
+                    EnhancedStatus(4, 7, 1),
+                    format!("<{rcpt}>: Greylisting unavailable, try again later"),
+                ))
             }
+            Err(_) => None,
         }
     }
 
@@ -410,4 +458,24 @@ impl Driver<'_> {
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| credentials::hash(b"unknown user, no password matches").unwrap_or_default())
+}
+
+/// A MAIL FROM as the rate limits see it: an address, or none for the null sender.
+trait RateFrom {
+    fn address(&self) -> Option<&Address>;
+}
+
+impl RateFrom for Address {
+    fn address(&self) -> Option<&Address> {
+        Some(self)
+    }
+}
+
+impl RateFrom for ReversePath {
+    fn address(&self) -> Option<&Address> {
+        match self {
+            Self::Mailbox(a) => Some(a),
+            _ => None,
+        }
+    }
 }

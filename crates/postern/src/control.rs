@@ -51,11 +51,11 @@ pub(crate) fn spawn(
                     Err(e) => Err(e.to_string()),
                 }
             } else if let Some(rest) = line.trim().strip_prefix("unban") {
-                unban(&ctx, rest.trim())
+                unban(&ctx, rest.trim()).await
             } else if line.trim() == "alerts" {
                 Ok(crate::alerts::status(&ctx, &alerts))
             } else if line.trim() == "bans" {
-                Ok(bans(&ctx))
+                bans(&ctx).await
             } else if line.trim() == "list" {
                 list(&queue, &mut wr).await;
                 return;
@@ -71,25 +71,26 @@ pub(crate) fn spawn(
     })
 }
 
-/// The failed-AUTH table: one line per client IP with failures in the last `ban_time`.
-fn bans(ctx: &Context) -> String {
+/// The failed-AUTH table: one line per client IP with failures in the last `ban_time` (of
+/// the whole cluster with a shared store).
+async fn bans(ctx: &Context) -> Result<String, String> {
     let ban_time = ctx.live.config().server.ban_time.0;
-    let list = ctx.bans.list(std::time::Instant::now(), ban_time);
+    let list = ctx.store.bans(postern_store::now_ms(), ban_time).await.map_err(|e| e.to_string())?;
     if list.is_empty() {
-        return "no failed AUTH attempts recorded\n".into();
+        return Ok("no failed AUTH attempts recorded\n".into());
     }
     let mut out = format!("{:<40} {:>8}  STATE\n", "CLIENT", "FAILURES");
-    for (ip, failures, left) in list {
+    for postern_store::Ban { ip, failures, left } in list {
         let state = left.map_or_else(|| "counting".to_owned(), |d| format!("banned for {}s more", d.as_secs()));
         out.push_str(&format!("{:<40} {failures:>8}  {state}\n", ip.to_string()));
     }
-    out
+    Ok(out)
 }
 
 /// Lifts the ban of an IP (and forgets its failures).
-fn unban(ctx: &Context, arg: &str) -> Result<String, String> {
+async fn unban(ctx: &Context, arg: &str) -> Result<String, String> {
     let ip: std::net::IpAddr = arg.parse().map_err(|_| format!("{arg:?} is not an IP address"))?;
-    if ctx.bans.lift(ip) {
+    if ctx.store.lift(ip).await.map_err(|e| e.to_string())? {
         tracing::info!("ban: [{ip}] lifted by the postmaster");
         Ok(format!("[{ip}]: ban lifted\n"))
     } else {

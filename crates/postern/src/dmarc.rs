@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use postern_auth::reports::{self, DayReport};
 use postern_inbound::Context;
+use postern_store::Aggregate;
 use tokio::sync::watch;
 
 /// Builds `day`'s reports (`YYYY-MM-DD`, UTC); with `send`, queues them and forgets the day,
@@ -15,10 +16,14 @@ use tokio::sync::watch;
 /// # Errors
 /// Reports disabled, or the store failed.
 pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, String> {
-    let store = ctx.dmarc.clone().ok_or("DMARC reports are off: set [dmarc_reports] enabled = true")?;
-    let d = day.to_owned();
-    let store2 = store.clone();
-    let day_reports = tokio::task::spawn_blocking(move || store2.day(&d)).await.map_err(|e| e.to_string())??;
+    if !ctx.dmarc {
+        return Err("DMARC reports are off: set [dmarc_reports] enabled = true".into());
+    }
+    if send && !crate::report_mail::take_day(ctx, Aggregate::Dmarc, day).await? {
+        return Ok(format!("DMARC reports for {day}: another host of the cluster is sending them\n"));
+    }
+    let tally = ctx.store.day_tally(Aggregate::Dmarc, day).await.map_err(|e| e.to_string())?;
+    let day_reports = reports::day_reports(day, &tally.meta, &tally.counts);
     let config = ctx.live.config();
     let submitter = config.hostname.clone();
     let org = config.dmarc_reports.org_name.clone().unwrap_or_else(|| submitter.clone());
@@ -42,8 +47,7 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
         out.push_str(&queue_report(ctx, report, &xml, &meta).await);
     }
     if send {
-        let d = day.to_owned();
-        tokio::task::spawn_blocking(move || store.remove_day(&d)).await.map_err(|e| e.to_string())??;
+        ctx.store.forget_day(Aggregate::Dmarc, day).await.map_err(|e| e.to_string())?;
         if day_reports.is_empty() {
             out.push_str(&format!("no DMARC results recorded for {day}\n"));
         }
@@ -93,10 +97,8 @@ pub(crate) fn spawn_daily(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,
             }
-            let Some(store) = ctx.dmarc.clone() else { return };
             let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-            let days =
-                tokio::task::spawn_blocking(move || store.days()).await.ok().and_then(Result::ok).unwrap_or_default();
+            let days = ctx.store.tallied_days(Aggregate::Dmarc).await.unwrap_or_default();
             for day in days.into_iter().filter(|d| *d < today) {
                 match run(&ctx, &day, true).await {
                     Ok(text) => tracing::info!("DMARC reports for {day}: {}", text.trim_end().replace('\n', "; ")),

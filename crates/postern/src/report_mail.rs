@@ -1,13 +1,29 @@
 //! What the DMARC aggregate reports (`dmarc`) and the TLS reports (`tls_rpt`) share: the
-//! period of a day, CRLF line endings for mail-builder's output, and the one way a report
-//! leaves: DKIM-signed when a key signs its sender, addressed through the recipient policy,
-//! queued through `queue::submit`.
+//! period of a day, the lease that lets one host of a cluster send a day's reports, CRLF line
+//! endings for mail-builder's output, and the one way a report leaves: DKIM-signed when a key
+//! signs its sender, addressed through the recipient policy, queued through `queue::submit`.
 
 use postern_inbound::Context;
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_proto::trace::Origin;
 use postern_queue::{MailParams, Submission, SubmitRecipient};
+use postern_store::Aggregate;
 use postern_types::{Address, QueueId, ReversePath, Verdict};
+
+/// How long the host that sends a day's reports holds that day: the others leave it alone
+/// meanwhile. Once sent, the day is forgotten; a host that died before that leaves it to the
+/// next daily run after the lease (a duplicate report is possible then, a lost one is not).
+const LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Takes `day`'s `aggregate` for this host (`hostname`) before sending its reports: false
+/// when another host of the cluster has it (always true with the embedded store).
+///
+/// # Errors
+/// The store failed or did not answer (nothing is sent then).
+pub(crate) async fn take_day(ctx: &Context, aggregate: Aggregate, day: &str) -> Result<bool, String> {
+    let name = format!("{}:{day}", aggregate.name());
+    ctx.store.lease(&name, &ctx.live.config().hostname, LEASE).await.map_err(|e| e.to_string())
+}
 
 /// A composed report to queue.
 pub(crate) struct Report<'a> {

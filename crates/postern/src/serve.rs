@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use postern_config::{Config, Live, Tables};
 use postern_dns::dnssec::DnssecResolver;
 use postern_dns::{DnsSettings, HickoryResolver};
-use postern_inbound::{AuthBans, AuthState, ConnectionLimits, Context, ListenerInfo};
+use postern_inbound::{AuthState, ConnectionLimits, Context, ListenerInfo};
 use postern_queue::Queue;
 use postern_spool::{Spool, SyncMode};
 use tokio::signal::unix::{SignalKind, signal};
@@ -130,18 +130,8 @@ async fn run(
         Arc::new(Spool::open(&spool_dir, mode).with_context(|| format!("opening spool {}", spool_dir.display()))?);
     let tls = load_tls(&config, &postern_config::Disk).map_err(anyhow::Error::msg)?;
     let auth = AuthState::load(&config).map_err(|e| anyhow::Error::msg(e.join("; ")))?;
-    let dmarc = if config.dmarc_reports.enabled {
-        let path = config.dmarc_store();
-        Some(Arc::new(postern_auth::reports::Store::open(&path).map_err(anyhow::Error::msg)?))
-    } else {
-        None
-    };
-    let tlsrpt = if config.tls_reports.enabled {
-        let path = config.tlsrpt_store();
-        Some(Arc::new(postern_auth::tlsrpt::Store::open(&path).map_err(anyhow::Error::msg)?))
-    } else {
-        None
-    };
+    let store = Arc::new(open_store(&config)?);
+    spawn_store_ping(store.clone());
     let mut listeners = Vec::new();
     for l in &config.listener {
         let listener = postern_inbound::bind(l.address).with_context(|| format!("binding {}", l.address))?;
@@ -170,12 +160,6 @@ async fn run(
     let anchor = live.config().dns.trust_anchor.clone();
     queue.set_dnssec(DnssecResolver::new(&settings, anchor.as_deref()).map_err(anyhow::Error::msg)?);
     let screen_lists = postern_inbound::screen::ScreenLists::load(&live.config().policy).map_err(anyhow::Error::msg)?;
-    let greylist = if live.config().policy.greylist == postern_config::schema::Check::Off {
-        None
-    } else {
-        let path = live.config().data_dir.join("greylist.redb");
-        Some(Arc::new(postern_inbound::GreylistStore::open(&path).map_err(anyhow::Error::msg)?))
-    };
     tokio::task::spawn_blocking({
         let (config, tables) = (live.config(), live.tables());
         move || clean_maildir_tmp(&config, &tables)
@@ -189,14 +173,13 @@ async fn run(
         spool: spool.clone(),
         queue: queue.clone(),
         limits: ConnectionLimits::default(),
-        bans: AuthBans::default(),
+        store: store.clone(),
         tls: std::sync::RwLock::new(tls),
         auth: std::sync::RwLock::new(Arc::new(auth)),
-        dmarc,
-        tlsrpt,
+        dmarc: live.config().dmarc_reports.enabled,
+        tlsrpt: live.config().tls_reports.enabled,
         resolver,
         screen_lists: std::sync::RwLock::new(Arc::new(screen_lists)),
-        greylist,
         space: postern_inbound::SpaceGuard::default(),
         password_checks: Arc::new(tokio::sync::Semaphore::new(live.config().server.auth_concurrency.max(1))),
     });
@@ -222,18 +205,18 @@ async fn run(
         }
         (None, _) => {}
     }
-    if ctx.dmarc.is_some() {
+    if ctx.dmarc {
         crate::dmarc::spawn_daily(ctx.clone(), stop_rx.clone());
     }
-    if ctx.tlsrpt.is_some() {
+    if ctx.tlsrpt {
         crate::tls_rpt::spawn(ctx.clone(), stop_rx.clone());
     }
     crate::alerts::spawn(ctx.clone(), alerts, stop_rx.clone());
     if let Some(l) = metrics_listener {
         crate::metrics_http::spawn(l, queue.clone(), stop_rx.clone());
     }
-    if let Some(store) = ctx.greylist.clone() {
-        spawn_greylist_purge(store, live.clone(), stop_rx.clone());
+    if live.config().policy.greylist != postern_config::schema::Check::Off && !store.is_shared() {
+        spawn_greylist_purge(store.clone(), live.clone(), stop_rx.clone());
     }
     let listening = listeners.len();
     for (listener, info) in listeners {
@@ -275,6 +258,47 @@ async fn run(
     Ok(())
 }
 
+/// Opens the `[store]`: the embedded files that greylisting and the reports need, or the
+/// Redis server (connected on first use: one that is down at start is an outage, not a
+/// fatal error).
+fn open_store(config: &postern_config::Config) -> anyhow::Result<postern_store::Store> {
+    use postern_store::{Aggregate, BackendKind, Settings};
+    let st = &config.store;
+    let mut aggregates = Vec::new();
+    if config.dmarc_reports.enabled {
+        aggregates.push(Aggregate::Dmarc);
+    }
+    if config.tls_reports.enabled {
+        aggregates.push(Aggregate::TlsRpt);
+    }
+    let settings = Settings {
+        backend: match st.backend {
+            postern_config::schema::StoreBackend::Embedded => BackendKind::Embedded,
+            postern_config::schema::StoreBackend::Redis => BackendKind::Redis(st.url.clone()),
+        },
+        prefix: st.prefix.clone(),
+        timeout: st.timeout.0,
+        data_dir: config.data_dir.clone(),
+        greylist: config.policy.greylist != postern_config::schema::Check::Off,
+        aggregates,
+    };
+    let store = postern_store::Store::open(&settings).map_err(anyhow::Error::msg)?;
+    tracing::info!("store: {}", store.describe());
+    Ok(store)
+}
+
+/// Pings a shared store once at start, so that one that is down is logged at once (as the
+/// start of an outage) rather than at the first greylisted recipient.
+fn spawn_store_ping(store: Arc<postern_store::Store>) {
+    if store.is_shared() {
+        tokio::spawn(async move {
+            if store.ping().await.is_ok() {
+                tracing::info!("store: {} answers", store.describe());
+            }
+        });
+    }
+}
+
 /// Reads the spool into the scheduler while the listeners already accept mail; logs the count
 /// when done (a spool that cannot be read is fatal to the queue, so it is logged as an error).
 fn spawn_recovery(
@@ -312,7 +336,7 @@ fn spawn_trim(mut stop: watch::Receiver<bool>) {
 }
 
 /// Deletes forgotten greylisting triplets at start and then hourly, until `stop`.
-fn spawn_greylist_purge(store: Arc<postern_inbound::GreylistStore>, live: Arc<Live>, mut stop: watch::Receiver<bool>) {
+fn spawn_greylist_purge(store: Arc<postern_store::Store>, live: Arc<Live>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
             let (delay, expire) = {
@@ -320,12 +344,10 @@ fn spawn_greylist_purge(store: Arc<postern_inbound::GreylistStore>, live: Arc<Li
                 (config.policy.greylist_delay.0, config.policy.greylist_expire.0)
             };
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.purge(now, delay, expire)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!("greylist: purged {n} expired triplet(s)"),
-                Ok(Err(e)) => tracing::warn!("greylist: purge failed: {e}"),
-                Err(e) => tracing::warn!("greylist: purge task failed: {e}"),
+            match store.purge_greylist(now, delay, expire).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("greylist: purged {n} expired triplet(s)"),
+                Err(e) => tracing::warn!("greylist: purge failed: {e}"),
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use postern_auth::tlsrpt::{self, DomainDay};
 use postern_dns::{Answer, Resolver as _};
 use postern_inbound::Context;
+use postern_store::Aggregate;
 use tokio::sync::watch;
 
 /// How often buffered results are stored.
@@ -17,10 +18,12 @@ const DRAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// Stores the results recorded since the last call under today's date (UTC).
 async fn drain(ctx: &Context) -> Result<(), String> {
-    let Some(store) = ctx.tlsrpt.clone() else { return Ok(()) };
-    let results = ctx.queue.tls_results().drain();
+    if !ctx.tlsrpt {
+        return Ok(());
+    }
+    let keys: Vec<String> = ctx.queue.tls_results().drain().iter().map(tlsrpt::key).collect();
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    tokio::task::spawn_blocking(move || store.record(&day, &results)).await.map_err(|e| e.to_string())?
+    ctx.store.tally(Aggregate::TlsRpt, &day, &keys, None).await.map_err(|e| e.to_string())
 }
 
 /// Builds `day`'s reports (`YYYY-MM-DD`, UTC): with `send`, queues them and forgets the day,
@@ -29,11 +32,15 @@ async fn drain(ctx: &Context) -> Result<(), String> {
 /// # Errors
 /// Reports disabled, or the store failed.
 pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, String> {
-    let store = ctx.tlsrpt.clone().ok_or("TLS reports are off: set [tls_reports] enabled = true")?;
+    if !ctx.tlsrpt {
+        return Err("TLS reports are off: set [tls_reports] enabled = true".into());
+    }
     drain(ctx).await?;
-    let d = day.to_owned();
-    let store2 = store.clone();
-    let days = tokio::task::spawn_blocking(move || store2.day(&d)).await.map_err(|e| e.to_string())??;
+    if send && !crate::report_mail::take_day(ctx, Aggregate::TlsRpt, day).await? {
+        return Ok(format!("TLS reports for {day}: another host of the cluster is sending them\n"));
+    }
+    let tally = ctx.store.day_tally(Aggregate::TlsRpt, day).await.map_err(|e| e.to_string())?;
+    let days = tlsrpt::domain_days(day, &tally.counts);
     let (begin, end) = crate::report_mail::bounds(day)?;
     let config = ctx.live.config();
     let submitter = config.hostname.clone();
@@ -55,8 +62,7 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
         }
     }
     if send {
-        let d = day.to_owned();
-        tokio::task::spawn_blocking(move || store.remove_day(&d)).await.map_err(|e| e.to_string())??;
+        ctx.store.forget_day(Aggregate::TlsRpt, day).await.map_err(|e| e.to_string())?;
         if days.is_empty() {
             out.push_str(&format!("no TLS results recorded for {day}\n"));
         }
@@ -114,7 +120,10 @@ pub(crate) fn spawn(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                     return;
                 }
             }
-            if let Err(e) = drain(&ctx).await {
+            // A shared store's outage is logged once by the store itself.
+            if let Err(e) = drain(&ctx).await
+                && !ctx.store.is_shared()
+            {
                 tracing::error!("TLS reports: cannot store the results: {e}");
             }
             let now = chrono::Utc::now();
@@ -129,8 +138,7 @@ pub(crate) fn spawn(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
 
 /// Sends the reports of every stored day before `today`.
 async fn send_before(ctx: &Context, today: &str) {
-    let Some(store) = ctx.tlsrpt.clone() else { return };
-    let days = tokio::task::spawn_blocking(move || store.days()).await.ok().and_then(Result::ok).unwrap_or_default();
+    let days = ctx.store.tallied_days(Aggregate::TlsRpt).await.unwrap_or_default();
     for day in days.into_iter().filter(|d| d.as_str() < today) {
         match run(ctx, &day, true).await {
             Ok(text) => tracing::info!("TLS reports for {day}: {}", text.trim_end().replace('\n', "; ")),

@@ -42,7 +42,7 @@ pub enum StoreError {
     /// The shared store did not answer within `[store] timeout`, or refused the connection.
     #[error("{backend} unreachable: {detail}")]
     Unreachable {
-        /// `redis://host:port/db` (without the password).
+        /// `redis://host:port/db`, `rediss://...` or `redis+unix:///path` (never the password).
         backend: String,
         /// What failed.
         detail: String,
@@ -166,7 +166,7 @@ impl Store {
         matches!(self.backend, Backend::Redis(_))
     }
 
-    /// `embedded` or the Redis URL without its password, for logs.
+    /// `embedded` or the Redis server (`redis://host:port/db`, no password), for logs.
     #[must_use]
     pub fn describe(&self) -> String {
         match &self.backend {

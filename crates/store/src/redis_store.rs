@@ -52,7 +52,13 @@ impl RedisStore {
     pub(crate) fn new(url: &str, s: &Settings) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::Failed(format!("[store] url: {e}")))?;
         let info = client.get_connection_info();
-        let described = format!("redis://{}/{}", info.addr(), info.redis_settings().db());
+        let described = match info.addr() {
+            redis::ConnectionAddr::Unix(path) => format!("redis+unix://{}", path.display()),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                format!("rediss://{host}:{port}/{}", info.redis_settings().db())
+            }
+            addr => format!("redis://{addr}/{}", info.redis_settings().db()),
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(s.timeout))
             .set_response_timeout(Some(s.timeout))

@@ -8,6 +8,7 @@ pub mod https;
 pub mod milter;
 pub mod net;
 pub mod peer;
+pub mod redis;
 pub mod smtp;
 
 use std::io::{BufRead, BufReader};
