@@ -284,3 +284,23 @@ fn the_store_stopped_mid_run_costs_no_mail_and_no_5xx() {
     open.wait_log("store: answering again after");
     assert_eq!(open.log_lines("store: answering again").len(), 1);
 }
+
+#[test]
+fn the_second_host_takes_the_mta_sts_policy_the_first_fetched() {
+    use crate::mta_sts::{dns, policy, policy_host, sender_with};
+    use crate::support::certs::Pki;
+    use crate::support::peer::{Peer, Tls};
+    use crate::tls_policy::{line, send};
+    let (redis, pki, dns) = (Redis::start(), Pki::new(), dns());
+    let https = policy_host(&pki, "127.0.0.77", "shared.test", &policy("enforce", "mx.good.test"));
+    let peer = Peer::start_tls(&[], Tls::Offer(pki.server_cert(&["mx.good.test"], false).server_config()));
+    let a = sender_with(&pki, &dns, &peer, &redis.store_config(""));
+    let b = sender_with(&pki, &dns, &peer, &redis.store_config(""));
+    send(&a, "x@shared.test");
+    assert!(line(&a, "x@shared.test", "sent").contains("sts=enforce"));
+    a.wait_log("MTA-STS: fetched the policy of shared.test (id 1): mode enforce");
+    send(&b, "y@shared.test");
+    assert!(line(&b, "y@shared.test", "sent").contains("sts=enforce"));
+    b.wait_log("MTA-STS: the policy of shared.test (id 1) from the shared store: mode enforce");
+    assert_eq!(*https.requests.lock().unwrap(), 1, "B fetched it again");
+}

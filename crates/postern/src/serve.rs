@@ -159,6 +159,9 @@ async fn run(
     let queue = Queue::new(spool.clone(), live.clone(), resolver.clone());
     let anchor = live.config().dns.trust_anchor.clone();
     queue.set_dnssec(DnssecResolver::new(&settings, anchor.as_deref()).map_err(anyhow::Error::msg)?);
+    if store.is_shared() {
+        queue.share_store(store.clone());
+    }
     let screen_lists = postern_inbound::screen::ScreenLists::load(&live.config().policy).map_err(anyhow::Error::msg)?;
     tokio::task::spawn_blocking({
         let (config, tables) = (live.config(), live.tables());

@@ -158,6 +158,11 @@ impl Queue {
         let _ = self.inner.pool.dnssec.set(resolver);
     }
 
+    /// Shares the MTA-STS policy cache with the other hosts of a cluster through `store`.
+    pub fn share_store(&self, store: std::sync::Arc<postern_store::Store>) {
+        self.inner.pool.sts.share(store);
+    }
+
     /// The outbound TLS negotiations waiting to be stored for TLS reports (RFC 8460).
     pub fn tls_results(&self) -> &postern_outbound::tls_results::TlsResults {
         &self.inner.pool.tls_results

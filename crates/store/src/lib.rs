@@ -1,6 +1,7 @@
 //! State that several Postern hosts share (`[store]`): greylisting triplets, failed-AUTH
-//! strikes and bans, rate-limit counters, the daily aggregates of DMARC and TLS reports, and
-//! leases that let one host of a cluster send a day's report. Never the queue: each host's
+//! strikes and bans, rate-limit counters, the daily aggregates of DMARC and TLS reports,
+//! leases that let one host of a cluster send a day's report, and shared values (the MTA-STS
+//! policy cache). Never the queue: each host's
 //! spool is its own durability domain, as with Postfix and Exim.
 //!
 //! Two backends behind one [`Store`]:
@@ -345,7 +346,38 @@ impl Store {
         }
     }
 
-    /// Pings the store (`postern store check`, start-up logs).
+    /// The shared value `key` (e.g. `sts:DOMAIN`, a cached MTA-STS policy): `None` when absent
+    /// or expired, and always with the embedded store (each host keeps its own cache).
+    ///
+    /// # Errors
+    /// The store failed or did not answer.
+    pub async fn get_shared(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Embedded(_) => Ok(None),
+            Backend::Redis(b) => {
+                let r = b.get(key).await;
+                self.outage.observe(&r);
+                r
+            }
+        }
+    }
+
+    /// Sets the shared value `key` for `ttl` (nothing with the embedded store).
+    ///
+    /// # Errors
+    /// The store failed or did not answer.
+    pub async fn put_shared(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Embedded(_) => Ok(()),
+            Backend::Redis(b) => {
+                let r = b.set(key, value, ttl).await;
+                self.outage.observe(&r);
+                r
+            }
+        }
+    }
+
+    /// Pings the store (start-up logs).
     ///
     /// # Errors
     /// The store failed or did not answer.

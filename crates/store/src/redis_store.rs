@@ -9,7 +9,8 @@
 //! - `rate:RULE:SUBJECT`: the GCRA theoretical arrival time (ms), TTL until it has passed;
 //! - `AGGREGATE:DAY:counts` (hash, row → count), `AGGREGATE:DAY:meta` (hash), `AGGREGATE:days`
 //!   (set), expiring after 35 days if never reported;
-//! - `lease:NAME`: the holder, TTL the lease's.
+//! - `lease:NAME`: the holder, TTL the lease's;
+//! - `sts:DOMAIN`: an MTA-STS policy as cached, TTL its `max_age`.
 //!
 //! Read-modify-write updates are Lua scripts (`scripts/*.lua`, atomic on the server; loaded
 //! again by the crate after a server restart flushed them); the aggregates use MULTI.
@@ -259,6 +260,16 @@ impl RedisStore {
         p.atomic().del(&counts).ignore().del(&meta).ignore().srem(&days, day).ignore();
         let mut c = self.con.clone();
         self.timed(async move { p.query_async::<()>(&mut c).await }).await
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let (k, mut c) = (self.key(&[key]), self.con.clone());
+        self.timed(async move { c.get(k).await }).await
+    }
+
+    pub(crate) async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let (k, mut c) = (self.key(&[key]), self.con.clone());
+        self.timed(async move { c.pset_ex(k, value, ms(ttl).max(1)).await }).await
     }
 
     pub(crate) async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -175,6 +175,9 @@ async fn aggregates_and_leases() {
         assert_eq!(s.tallied_days(Aggregate::Dmarc).await.unwrap(), ["2026-12-02"]);
         assert!(s.day_tally(Aggregate::Dmarc, "2026-12-01").await.unwrap().counts.is_empty());
         let ttl = Duration::from_secs(60);
+        s.put_shared("sts:a.test", "policy", ttl).await.unwrap();
+        let got = s.get_shared("sts:a.test").await.unwrap();
+        assert_eq!(got.as_deref(), s.is_shared().then_some("policy"), "shared only by Redis");
         assert!(s.lease("dmarc:2026-12-02", "mx1", ttl).await.unwrap());
         // One host: always granted; shared: the second holder is refused.
         assert_eq!(s.lease("dmarc:2026-12-02", "mx2", ttl).await.unwrap(), !s.is_shared());

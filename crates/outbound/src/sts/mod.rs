@@ -5,12 +5,16 @@
 //! (`{data_dir}/mta-sts/DOMAIN.toml`) for its `max_age`. It is fetched again when the TXT `id`
 //! changes or the cached copy is half-expired; a failed fetch keeps a cached copy that is still
 //! valid (§10.2). A domain with no record and no valid cached policy has none.
+//!
+//! With a shared `[store]` (Redis) the hosts of a cluster share the cache: a host that has no
+//! fresh copy for the record's `id` takes the one another host fetched (`sts:DOMAIN` in the
+//! store, expiring with its `max_age`) before fetching itself, and stores what it fetches.
 
 pub mod policy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postern_dns::{Answer, Resolver};
@@ -43,11 +47,14 @@ impl Cached {
     }
 }
 
-/// The policy cache: memory in front of one file per domain.
+/// The policy cache: memory in front of one file per domain, and the cluster's shared store
+/// when there is one.
 #[derive(Debug, Default)]
 pub struct Store {
     /// Per domain: its policy, or `None` once the disk was found to have none.
     memory: Mutex<HashMap<String, Option<Cached>>>,
+    /// The `[store]` shared with the other hosts (Redis), once the daemon has set it.
+    shared: std::sync::OnceLock<Arc<postern_store::Store>>,
 }
 
 /// How policies are fetched: the folder of the disk cache, the trust anchors of the HTTPS
@@ -63,6 +70,34 @@ pub struct Fetching<'a> {
 }
 
 impl Store {
+    /// Shares the cache with the other hosts of a cluster through `store` (a shared one).
+    pub fn share(&self, store: Arc<postern_store::Store>) {
+        let _ = self.shared.set(store);
+    }
+
+    /// The copy another host fetched for `id`, if fresh at `now`; kept here too. A store that
+    /// fails is as good as an empty one (its outage is logged by the store).
+    async fn from_shared(&self, dir: &Path, domain: &str, id: &str, now: u64) -> Option<Cached> {
+        let store = self.shared.get()?;
+        let text = store.get_shared(&format!("sts:{domain}")).await.ok()??;
+        let c: Cached = toml::from_str(&text).ok()?;
+        if c.id != id || !c.fresh(now) {
+            return None;
+        }
+        tracing::info!("MTA-STS: the policy of {domain} (id {id}) from the shared store: mode {}", c.policy.mode);
+        self.put(dir, domain, c.clone());
+        Some(c)
+    }
+
+    /// Gives a policy just fetched to the other hosts, for its `max_age`.
+    async fn to_shared(&self, domain: &str, cached: &Cached) {
+        if let Some(store) = self.shared.get() {
+            let text = toml::to_string(cached).unwrap_or_default();
+            let ttl = Duration::from_secs(cached.policy.max_age);
+            let _ = store.put_shared(&format!("sts:{domain}"), &text, ttl).await;
+        }
+    }
+
     /// The cached policy of `domain`: from memory, else read once from disk (a domain with no
     /// file is remembered as such, so deliveries do not stat the disk each time).
     fn get(&self, dir: &Path, domain: &str) -> Option<Cached> {
@@ -102,13 +137,18 @@ impl Store {
         if let Some(c) = cached.as_ref().filter(|c| c.id == record.id && c.fresh(now)) {
             return (Some(c.policy.clone()), None);
         }
+        if let Some(c) = self.from_shared(how.cache_dir, domain, &record.id, now).await {
+            return (Some(c.policy), None);
+        }
         let fetched = fetch(resolver, domain, how)
             .await
             .and_then(|text| Policy::parse(&text).map_err(|e| (TlsFailure::StsPolicyInvalid, e)));
         match fetched {
             Ok(policy) => {
                 tracing::info!("MTA-STS: fetched the policy of {domain} (id {}): mode {}", record.id, policy.mode);
-                self.put(how.cache_dir, domain, Cached { id: record.id, fetched: now, policy: policy.clone() });
+                let fetched = Cached { id: record.id, fetched: now, policy: policy.clone() };
+                self.to_shared(domain, &fetched).await;
+                self.put(how.cache_dir, domain, fetched);
                 (Some(policy), None)
             }
             Err((kind, e)) => {
