@@ -77,7 +77,7 @@ impl Store {
 
     /// The copy another host fetched for `id`, if fresh at `now`; kept here too. A store that
     /// fails is as good as an empty one (its outage is logged by the store).
-    async fn from_shared(&self, dir: &Path, domain: &str, id: &str, now: u64) -> Option<Cached> {
+    async fn take_shared(&self, dir: &Path, domain: &str, id: &str, now: u64) -> Option<Cached> {
         let store = self.shared.get()?;
         let text = store.get_shared(&format!("sts:{domain}")).await.ok()??;
         let c: Cached = toml::from_str(&text).ok()?;
@@ -90,7 +90,7 @@ impl Store {
     }
 
     /// Gives a policy just fetched to the other hosts, for its `max_age`.
-    async fn to_shared(&self, domain: &str, cached: &Cached) {
+    async fn give_shared(&self, domain: &str, cached: &Cached) {
         if let Some(store) = self.shared.get() {
             let text = toml::to_string(cached).unwrap_or_default();
             let ttl = Duration::from_secs(cached.policy.max_age);
@@ -137,7 +137,7 @@ impl Store {
         if let Some(c) = cached.as_ref().filter(|c| c.id == record.id && c.fresh(now)) {
             return (Some(c.policy.clone()), None);
         }
-        if let Some(c) = self.from_shared(how.cache_dir, domain, &record.id, now).await {
+        if let Some(c) = self.take_shared(how.cache_dir, domain, &record.id, now).await {
             return (Some(c.policy), None);
         }
         let fetched = fetch(resolver, domain, how)
@@ -147,7 +147,7 @@ impl Store {
             Ok(policy) => {
                 tracing::info!("MTA-STS: fetched the policy of {domain} (id {}): mode {}", record.id, policy.mode);
                 let fetched = Cached { id: record.id, fetched: now, policy: policy.clone() };
-                self.to_shared(domain, &fetched).await;
+                self.give_shared(domain, &fetched).await;
                 self.put(how.cache_dir, domain, fetched);
                 (Some(policy), None)
             }
