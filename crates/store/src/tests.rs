@@ -17,9 +17,15 @@ pub(crate) struct TestRedis {
 
 impl TestRedis {
     pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// As [`TestRedis::start`], with more `redis-server` arguments.
+    pub(crate) fn start_with(dir: &Path, args: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(args)
             .arg("--unixsocket")
             .arg(dir.join("redis.sock"))
             .arg("--dir")
@@ -217,5 +223,21 @@ async fn redis_outage_and_return() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A server that requires a password (`requirepass`): the right one in the URL works, a wrong
+/// one is an error of the store (never a hang), reported with the URL but not the password.
+#[tokio::test]
+async fn redis_with_a_password() {
+    let dir = temp("pass");
+    let redis = TestRedis::start_with(&dir.join("redis"), &["--requirepass", "s3cret"]);
+    let url = |pass: &str| format!("{}?pass={pass}", redis.url());
+    let good = Store::open(&settings(BackendKind::Redis(url("s3cret")), &dir)).unwrap();
+    good.ping().await.unwrap();
+    assert!(!good.describe().contains("s3cret"), "{}", good.describe());
+    let bad = Store::open(&settings(BackendKind::Redis(url("wrong")), &dir)).unwrap();
+    let e = bad.ping().await.unwrap_err();
+    assert!(!e.to_string().contains("wrong"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
