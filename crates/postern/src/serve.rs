@@ -281,6 +281,7 @@ fn open_store(config: &postern_config::Config) -> anyhow::Result<postern_store::
         },
         prefix: st.prefix.clone(),
         timeout: st.timeout.0,
+        ca_file: st.ca_file.clone(),
         data_dir: config.data_dir.clone(),
         greylist: config.policy.greylist != postern_config::schema::Check::Off,
         aggregates,

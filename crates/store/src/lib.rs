@@ -112,6 +112,9 @@ pub struct Settings {
     pub prefix: String,
     /// Bound on each call, connecting included.
     pub timeout: Duration,
+    /// For `rediss://`: the CA certificates (PEM) the server's certificate must chain to,
+    /// instead of the web PKI's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
     /// The embedded backend's folder (`data_dir`): `greylist.redb`, `dmarc.redb`, `tlsrpt.redb`.
     pub data_dir: PathBuf,
     /// Open the embedded greylisting file.
@@ -151,7 +154,8 @@ impl Store {
     /// connected on first use (and the calls fail meanwhile).
     ///
     /// # Errors
-    /// An embedded file that cannot be opened or created; a malformed Redis URL.
+    /// An embedded file that cannot be opened or created; a malformed Redis URL; a `ca_file`
+    /// that cannot be read.
     pub fn open(settings: &Settings) -> Result<Self, StoreError> {
         let backend = match &settings.backend {
             BackendKind::Embedded => Backend::Embedded(embedded::Embedded::open(settings)?),

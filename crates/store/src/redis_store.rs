@@ -51,7 +51,16 @@ fn ms(d: Duration) -> u64 {
 
 impl RedisStore {
     pub(crate) fn new(url: &str, s: &Settings) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Failed(format!("[store] url: {e}")))?;
+        let client = match &s.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| StoreError::Failed(format!("[store] ca_file {}: {e}", path.display())))?;
+                let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                redis::Client::build_with_tls(url, certs)
+            }
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| StoreError::Failed(format!("[store] url: {e}")))?;
         let info = client.get_connection_info();
         let described = match info.addr() {
             redis::ConnectionAddr::Unix(path) => format!("redis+unix://{}", path.display()),

@@ -70,6 +70,7 @@ fn settings(backend: BackendKind, dir: &Path) -> Settings {
         backend,
         prefix: "test:".into(),
         timeout: Duration::from_millis(500),
+        ca_file: None,
         data_dir: dir.to_owned(),
         greylist: true,
         aggregates: vec![Aggregate::Dmarc, Aggregate::TlsRpt],
@@ -239,5 +240,40 @@ async fn redis_with_a_password() {
     let bad = Store::open(&settings(BackendKind::Redis(url("wrong")), &dir)).unwrap();
     let e = bad.ping().await.unwrap_err();
     assert!(!e.to_string().contains("wrong"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `rediss://` to a server whose certificate a private CA signed (`[store] ca_file`): trusted
+/// with the CA, refused without it (the web PKI's roots do not know it).
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = temp("tls");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let files = [("ca.pem", ca.pem()), ("cert.pem", leaf.pem()), ("key.pem", key.serialize_pem())];
+    for (name, pem) in &files {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (cert, key_file) = (path("cert.pem"), path("key.pem"));
+    let args = ["--bind", "127.0.0.1", "--tls-port", &port, "--tls-cert-file", &cert, "--tls-key-file", &key_file];
+    let _redis = TestRedis::start_with(&dir.join("redis"), &[&args[..], &["--tls-auth-clients", "no"]].concat());
+    let url = format!("rediss://localhost:{port}/0");
+    let mut s = settings(BackendKind::Redis(url), &dir);
+    s.ca_file = Some(dir.join("ca.pem"));
+    let trusted = Store::open(&s).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = trusted.ping().await {
+        assert!(Instant::now() < deadline, "never answered over TLS: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(trusted.describe().starts_with("rediss://localhost:"), "{}", trusted.describe());
+    s.ca_file = None;
+    assert!(Store::open(&s).unwrap().ping().await.is_err(), "a certificate of an unknown CA");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -535,6 +535,7 @@ impl Config {
                 &mut self.tls.cert,
                 &mut self.tls.key,
                 &mut self.outbound.ca_file,
+                &mut self.store.ca_file,
                 &mut self.dns.trust_anchor,
             ])
             .flatten()

@@ -1,6 +1,7 @@
 //! `[store]` (where state shared between hosts lives) and `[rate_limits]` with its
 //! `[[rate_limits.rule]]` entries (docs/scaling.md).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -53,6 +54,10 @@ pub struct Store {
     /// Default `"500ms"`.
     #[serde(default = "default_timeout")]
     pub timeout: Seconds,
+    /// For `rediss://`: a PEM file of the CA certificates the server's certificate must chain
+    /// to, instead of Mozilla's roots (a private CA). Read at start. Default: Mozilla's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Greylisting while the store cannot be reached: `"open"` (default: accept) or `"closed"`
     /// (`451 4.7.1`).
     #[serde(default)]
@@ -70,6 +75,7 @@ impl Default for Store {
             url: default_url(),
             prefix: default_prefix(),
             timeout: default_timeout(),
+            ca_file: None,
             greylist_fail: FailMode::default(),
             rate_limit_fail: FailMode::default(),
         }
