@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Acceptance with greylisting and rate limits on, by [store] backend (issue 17): 4 KiB messages
-# accepted per second with 1 and 20 clients, and Postern's own CPU per message, for
+# accepted per second with 1 and 20 clients, and the CPU per message of Postern and of
+# redis-server (idle but for the redis rows), for
 #   none      greylisting and rate limits off (the baseline),
 #   embedded  greylisting (redb) and two rate-limit rules (memory),
 #   redis     the same in a private redis-server on 127.0.0.1 (Debian's, started here).
@@ -90,17 +91,17 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
 row() { # row STORE CLIENTS
-    local t0 out n rate t1
-    t0=$(ticks "$pid")
+    local t0 r0 out n rate t1 r1
+    t0=$(ticks "$pid") r0=$(ticks "$redis_pid")
     out=$(target/release/postern-bench --server "127.0.0.1:$port" --clients "$2" --messages "$N" --size 4096)
-    t1=$(ticks "$pid")
+    t1=$(ticks "$pid") r1=$(ticks "$redis_pid")
     n=$(echo "$out" | tr ' ' '\n' | sed -n 's/^messages=//p')
     rate=$(echo "$out" | tr ' ' '\n' | sed -n 's/^msg_per_s=//p')
-    echo "| $1 | $2 | $n | $rate | $(python3 -c "print(round(($t1 - $t0) * 1000 / $hz / $n, 3))") |"
+    echo "| $1 | $2 | $n | $rate | $(python3 -c "print(round(($t1 - $t0) * 1000 / $hz / $n, 3), '|', round(($r1 - $r0) * 1000 / $hz / $n, 3))") |"
 }
 
-echo "| store | clients | messages | msg/s | Postern CPU ms/msg |"
-echo "|---|---|---|---|---|"
+echo "| store | clients | messages | msg/s | Postern CPU ms/msg | redis-server CPU ms/msg |"
+echo "|---|---|---|---|---|---|"
 for run in $(seq "$RUNS"); do
     for store in none embedded redis; do
         start $store
