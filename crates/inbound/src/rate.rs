@@ -75,7 +75,7 @@ fn exceeded(rule: &RateRule, subject: &str, wait: u64, prefix: &str) -> Reply {
 fn subject(config: &Config, per: RateSubject, s: Sender<'_>) -> Option<String> {
     let r = &config.rate_limits;
     match per {
-        RateSubject::Client => Some(postern_store::greylist::network(s.ip, r.ipv4_prefix, r.ipv6_prefix)),
+        RateSubject::Client => Some(postern_store::network(s.ip, r.ipv4_prefix, r.ipv6_prefix)),
         RateSubject::User => s.user.map(str::to_lowercase),
         RateSubject::SenderDomain => s.from.map(|a| a.domain().to_ascii_lowercase()),
     }

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use gcra::Rate;
-pub use greylist::Greylist;
+pub use greylist::{Greylist, network};
 
 /// Why a store call failed. Every variant is temporary: the caller fails open or closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::yes;
+use super::{Config, yes};
+use crate::error::{ConfigError, line_of_key, nth_line_of_key};
 use crate::units::Seconds;
 
 /// `[store] backend`.
@@ -220,4 +221,41 @@ fn default_v4() -> u8 {
 
 fn default_v6() -> u8 {
     64
+}
+
+/// `[store]` and `[rate_limits]`: a usable Redis URL, a positive timeout, rules that can
+/// allow something, prefixes within the address lengths.
+pub(super) fn validate(config: &Config, text: &str) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut err = |line: Option<usize>, key: &str, msg: &str| {
+        errors.push(ConfigError::new(&config.source, line, key, msg));
+    };
+    let st = &config.store;
+    let schemes = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    if st.backend == StoreBackend::Redis && !schemes.iter().any(|s| st.url.starts_with(s)) {
+        let msg = "a Redis URL: redis://HOST:PORT/DB, rediss:// for TLS, or redis+unix:///PATH";
+        err(line_of_key(text, "store.url").or(line_of_key(text, "store.backend")), "store.url", msg);
+    }
+    if st.timeout.0.is_zero() {
+        err(line_of_key(text, "store.timeout"), "store.timeout", "must be greater than zero, e.g. \"500ms\"");
+    }
+    let r = &config.rate_limits;
+    if r.ipv4_prefix > 32 {
+        err(line_of_key(text, "rate_limits.ipv4_prefix"), "rate_limits.ipv4_prefix", "at most 32");
+    }
+    if r.ipv6_prefix > 128 {
+        err(line_of_key(text, "rate_limits.ipv6_prefix"), "rate_limits.ipv6_prefix", "at most 128");
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, rule) in r.rule.iter().enumerate() {
+        let line = nth_line_of_key(text, "rate_limits.rule.per", i);
+        if rule.limit == 0 || rule.window.0.is_zero() {
+            err(line, "rate_limits.rule.limit", "limit and window must be greater than zero");
+        }
+        if !names.insert(rule.label()) {
+            let msg = format!("two rules are named {:?}: give each its own name", rule.label());
+            err(line, "rate_limits.rule.name", &msg);
+        }
+    }
+    errors
 }
