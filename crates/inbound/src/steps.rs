@@ -63,14 +63,15 @@ impl Driver<'_> {
                 let mut verdict =
                     Box::pin(self.check_sender_from_outside(session.helo().unwrap_or(""), &address)).await;
                 if matches!(verdict, Verdict::Ok(())) {
-                    verdict = Box::pin(self.rate_limit(RateCount::Messages, None, &address, "")).await;
+                    verdict = Box::pin(self.rate_limit(RateCount::Messages, None, Some(&address), "")).await;
                 }
                 session.sender_verdict(verdict);
             }
             Step::CheckSender(address) => {
                 let login = session.authenticated().unwrap_or_default().to_owned();
                 if may_send_as(&self.policy(), &login, &address) {
-                    let verdict = Box::pin(self.rate_limit(RateCount::Messages, Some(&login), &address, "")).await;
+                    let verdict =
+                        Box::pin(self.rate_limit(RateCount::Messages, Some(&login), Some(&address), "")).await;
                     session.sender_verdict(verdict);
                 } else {
                     let r = not_owned(&login, &address);
@@ -93,14 +94,12 @@ impl Driver<'_> {
                     reason = "greylist";
                 }
                 if matches!(verdict, Verdict::Ok(_))
-                    && let Some(from) = session.reverse_path()
+                    && let Some(path) = session.reverse_path()
                 {
-                    let login = session.authenticated().map(str::to_owned);
-                    let from = from.clone();
                     let rcpt_text = format!("<{rcpt}>: ");
-                    if let Verdict::TempFail(r) =
-                        Box::pin(self.rate_limit(RateCount::Recipients, login.as_deref(), &from, &rcpt_text)).await
-                    {
+                    let counted =
+                        self.rate_limit(RateCount::Recipients, session.authenticated(), path.mailbox(), &rcpt_text);
+                    if let Verdict::TempFail(r) = Box::pin(counted).await {
                         verdict = Verdict::TempFail(r);
                         reason = "rate_limit";
                     }
@@ -264,16 +263,16 @@ impl Driver<'_> {
         &self,
         what: RateCount,
         login: Option<&str>,
-        from: &impl RateFrom,
+        from: Option<&Address>,
         prefix: &str,
     ) -> Verdict<()> {
         let ip = self.peer.ip();
-        let sender = crate::rate::Sender { ip, user: login, from: from.address() };
+        let sender = crate::rate::Sender { ip, user: login, from };
         match crate::rate::check(self.ctx, self.config, what, sender, prefix).await {
             None => Verdict::Ok(()),
             Some(r) => {
                 if what == RateCount::Messages {
-                    let from = from.address().map(ToString::to_string).unwrap_or_default();
+                    let from = from.map(ToString::to_string).unwrap_or_default();
                     tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{from}>");
                     postern_metrics::metrics().refused("mail", "rate_limit", r.code);
                 }
@@ -458,24 +457,4 @@ impl Driver<'_> {
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| credentials::hash(b"unknown user, no password matches").unwrap_or_default())
-}
-
-/// A MAIL FROM as the rate limits see it: an address, or none for the null sender.
-trait RateFrom {
-    fn address(&self) -> Option<&Address>;
-}
-
-impl RateFrom for Address {
-    fn address(&self) -> Option<&Address> {
-        Some(self)
-    }
-}
-
-impl RateFrom for ReversePath {
-    fn address(&self) -> Option<&Address> {
-        match self {
-            Self::Mailbox(a) => Some(a),
-            _ => None,
-        }
-    }
 }

@@ -159,9 +159,8 @@ async fn run(
     let queue = Queue::new(spool.clone(), live.clone(), resolver.clone());
     let anchor = live.config().dns.trust_anchor.clone();
     queue.set_dnssec(DnssecResolver::new(&settings, anchor.as_deref()).map_err(anyhow::Error::msg)?);
-    if store.is_shared() {
-        queue.share_store(store.clone());
-    }
+    // Shares the MTA-STS cache with a cluster (a no-op with the embedded store).
+    queue.share_store(store.clone());
     let screen_lists = postern_inbound::screen::ScreenLists::load(&live.config().policy).map_err(anyhow::Error::msg)?;
     tokio::task::spawn_blocking({
         let (config, tables) = (live.config(), live.tables());
@@ -218,7 +217,8 @@ async fn run(
     if let Some(l) = metrics_listener {
         crate::metrics_http::spawn(l, queue.clone(), stop_rx.clone());
     }
-    if live.config().policy.greylist != postern_config::schema::Check::Off && !store.is_shared() {
+    // Redis expires triplets by their TTL: its purge is a no-op.
+    if live.config().policy.greylist != postern_config::schema::Check::Off {
         spawn_greylist_purge(store.clone(), live.clone(), stop_rx.clone());
     }
     let listening = listeners.len();

@@ -122,18 +122,6 @@ impl Embedded {
         .await
     }
 
-    pub(crate) async fn greylist_len(&self) -> Result<u64, StoreError> {
-        let db = self.greylist_db()?;
-        blocking(move || {
-            let tx = db.begin_read()?;
-            match tx.open_table(TRIPLETS) {
-                Ok(t) => Ok(t.len()?),
-                Err(_) => Ok(0),
-            }
-        })
-        .await
-    }
-
     pub(crate) async fn auth_failure(
         &self,
         ip: IpAddr,

@@ -144,12 +144,17 @@ macro_rules! dispatch {
             Backend::Embedded($b) => $call,
             Backend::Redis($b) => $call,
         };
-        $self.outage.observe(&r);
-        r
+        $self.observed(r)
     }};
 }
 
 impl Store {
+    /// Notes `r` in the outage log, and returns it.
+    fn observed<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.outage.observe(&r);
+        r
+    }
+
     /// Opens the store. A Redis server that does not answer yet is not an error: it is
     /// connected on first use (and the calls fail meanwhile).
     ///
@@ -209,23 +214,8 @@ impl Store {
     /// The store failed.
     pub async fn purge_greylist(&self, now: u64, delay: Duration, expire: Duration) -> Result<u64, StoreError> {
         match &self.backend {
-            Backend::Embedded(b) => {
-                let r = b.purge_greylist(now, delay, expire).await;
-                self.outage.observe(&r);
-                r
-            }
+            Backend::Embedded(b) => self.observed(b.purge_greylist(now, delay, expire).await),
             Backend::Redis(_) => Ok(0),
-        }
-    }
-
-    /// Triplets held by the embedded backend (tests and logs); `None` for Redis.
-    ///
-    /// # Errors
-    /// The store failed.
-    pub async fn greylist_len(&self) -> Result<Option<u64>, StoreError> {
-        match &self.backend {
-            Backend::Embedded(b) => b.greylist_len().await.map(Some),
-            Backend::Redis(_) => Ok(None),
         }
     }
 
@@ -345,11 +335,7 @@ impl Store {
     pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Embedded(_) => Ok(true),
-            Backend::Redis(b) => {
-                let r = b.lease(name, holder, ttl).await;
-                self.outage.observe(&r);
-                r
-            }
+            Backend::Redis(b) => self.observed(b.lease(name, holder, ttl).await),
         }
     }
 
@@ -361,11 +347,7 @@ impl Store {
     pub async fn get_shared(&self, key: &str) -> Result<Option<String>, StoreError> {
         match &self.backend {
             Backend::Embedded(_) => Ok(None),
-            Backend::Redis(b) => {
-                let r = b.get(key).await;
-                self.outage.observe(&r);
-                r
-            }
+            Backend::Redis(b) => self.observed(b.get(key).await),
         }
     }
 
@@ -376,11 +358,7 @@ impl Store {
     pub async fn put_shared(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Embedded(_) => Ok(()),
-            Backend::Redis(b) => {
-                let r = b.set(key, value, ttl).await;
-                self.outage.observe(&r);
-                r
-            }
+            Backend::Redis(b) => self.observed(b.set(key, value, ttl).await),
         }
     }
 
@@ -391,11 +369,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Embedded(_) => Ok(()),
-            Backend::Redis(b) => {
-                let r = b.ping().await;
-                self.outage.observe(&r);
-                r
-            }
+            Backend::Redis(b) => self.observed(b.ping().await),
         }
     }
 }

@@ -119,7 +119,6 @@ async fn greylist_purge_embedded() {
     for (from, now) in [("a@x.test", 1000), ("b@x.test", 1000), ("kept@x.test", 1_000_000)] {
         s.greylist(ip, from, "r@y.test", now, d, e).await.unwrap();
     }
-    assert_eq!(s.greylist_len().await.unwrap(), Some(3));
     assert_eq!(s.purge_greylist(1_000_100, d, e).await.unwrap(), 2);
     assert_eq!(s.greylist(ip, "kept@x.test", "r@y.test", 1_000_400, d, e).await.unwrap(), Greylist::Pass);
     let _ = std::fs::remove_dir_all(&dir);

@@ -158,6 +158,17 @@ pub enum ReversePath {
     Mailbox(Address),
 }
 
+impl ReversePath {
+    /// The address, or `None` for the null sender.
+    #[must_use]
+    pub fn mailbox(&self) -> Option<&Address> {
+        match self {
+            Self::Null => None,
+            Self::Mailbox(a) => Some(a),
+        }
+    }
+}
+
 impl fmt::Display for ReversePath {
     /// Formats with angle brackets: `<>` or `<a@b>`, as in logs and Return-Path.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -70,7 +70,8 @@ pub struct Fetching<'a> {
 }
 
 impl Store {
-    /// Shares the cache with the other hosts of a cluster through `store` (a shared one).
+    /// Shares the cache with the other hosts of a cluster through `store` (with the embedded
+    /// store nothing is shared: its shared values are always absent).
     pub fn share(&self, store: Arc<postern_store::Store>) {
         let _ = self.shared.set(store);
     }
