@@ -64,13 +64,80 @@ wait_for() {
     done
 }
 
-# postfix_start DIR PORT MAIN_CF_LINES: starts Postfix with its configuration, queue and data
-# below DIR (which must be reachable by the postfix user), smtpd on 127.0.0.1:PORT, the given
-# extra main.cf lines, its log in DIR/postfix.log. Stop it with `postfix_stop DIR`.
-postfix_start() {
+# listening_pid PORT PID: whether process PID, or a descendant of it (Postfix's master under
+# postfix-script), listens on TCP port PORT.
+listening_pid() {
+    local p
+    p=$(ss -ltnpH "sport = :$1" | sed -n 's/.*pid=\([0-9]*\),.*/\1/p' | head -n 1)
+    while [[ -n $p && $p -gt 1 ]]; do
+        [[ $p == "$2" ]] && return 0
+        p=$(ps -o ppid= -p "$p" | tr -d ' ')
+    done
+    return 1
+}
+
+# start_on_free_port WHAT FUNCTION: calls `FUNCTION PORT` with a free port; FUNCTION starts a
+# daemon in the background and sets daemon_pid. Waits (60 s at most) until that very process
+# listens on PORT; if it died instead (another process took the port between the look-up and its
+# bind: EADDRINUSE), tries again on another port, five times at most. Sets daemon_port.
+start_on_free_port() {
+    local what=$1 start=$2 try deadline
+    for try in 1 2 3 4 5; do
+        daemon_port=$(free_port)
+        "$start" "$daemon_port"
+        deadline=$((SECONDS + 60))
+        while ((SECONDS < deadline)); do
+            listening_pid "$daemon_port" "$daemon_pid" && return 0
+            kill -0 "$daemon_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill "$daemon_pid" 2>/dev/null || true
+        echo "$what did not listen on port $daemon_port (try $try); trying another port" >&2
+    done
+    echo "$what could not be started" >&2
+    return 1
+}
+
+# postfix_master_cf: the services a private instance needs (Debian's master.cf without chroot
+# and without the smtpd on port 25), so that a customised /etc/postfix/master.cf on the
+# machine changes nothing here.
+postfix_master_cf() {
+    cat <<'CF'
+pickup     unix  n - n 60   1 pickup
+cleanup    unix  n - n -    0 cleanup
+qmgr       unix  n - n 300  1 qmgr
+tlsmgr     unix  - - n 1000? 1 tlsmgr
+rewrite    unix  - - n -    - trivial-rewrite
+bounce     unix  - - n -    0 bounce
+defer      unix  - - n -    0 bounce
+trace      unix  - - n -    0 bounce
+verify     unix  - - n -    1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n -    - proxymap
+proxywrite unix  - - n -    1 proxymap
+smtp       unix  - - n -    - smtp
+relay      unix  - - n -    - smtp
+showq      unix  n - n -    - showq
+error      unix  - - n -    - error
+retry      unix  - - n -    - error
+discard    unix  - - n -    - discard
+local      unix  - n n -    - local
+virtual    unix  - n n -    - virtual
+lmtp       unix  - - n -    - lmtp
+anvil      unix  - - n -    1 anvil
+scache     unix  - - n -    1 scache
+postlog    unix-dgram n - n - 1 postlogd
+CF
+}
+
+# postfix_launch DIR PORT MAIN_CF_LINES: starts Postfix in the background with its
+# configuration (our own main.cf and master.cf), queue and data below DIR (which must be
+# reachable by the postfix user), smtpd on 127.0.0.1:PORT, the given extra main.cf lines, its
+# log in DIR/postfix.log; sets daemon_pid (the master). Stop it with `postfix_stop DIR`.
+postfix_launch() {
     local dir=$1 port=$2 extra=$3
     mkdir -p "$dir/conf" "$dir/queue" "$dir/data"
-    cp /etc/postfix/master.cf "$dir/conf/"
+    postfix_master_cf >"$dir/conf/master.cf"
     cat >"$dir/conf/main.cf" <<CF
 compatibility_level = 3.6
 queue_directory = $dir/queue
@@ -90,12 +157,16 @@ smtpd_tls_security_level = none
 smtp_tls_security_level = none
 $extra
 CF
-    postconf -c "$dir/conf" -MX smtp/inet
     postconf -c "$dir/conf" -M "127.0.0.1:$port/inet=127.0.0.1:$port inet n - n - - smtpd"
-    postconf -c "$dir/conf" -F '*/*/chroot = n'
     postfix -c "$dir/conf" set-permissions >/dev/null 2>&1 || true
     postfix -c "$dir/conf" start-fg >"$dir/postfix.log" 2>&1 &
-    wait_for 30 "Postfix to listen on $port" listening "$port" || { cat "$dir/postfix.log"; return 1; }
+    daemon_pid=$!
+}
+
+# postfix_start DIR PORT MAIN_CF_LINES: postfix_launch, then waits until it listens on PORT.
+postfix_start() {
+    postfix_launch "$@"
+    wait_for 30 "Postfix to listen on $2" listening "$2" || { cat "$1/postfix.log"; return 1; }
 }
 
 # postfix_stop DIR: stops the instance started by postfix_start.

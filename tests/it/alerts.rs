@@ -57,7 +57,7 @@ fn a_stuck_domain_gives_one_alert_no_repeat_and_one_resolved_mail() {
 
     // Three more checks while it fires: no second mail before `repeat`.
     let (seen, _) = checks(&a, name);
-    let out = poll(20, "three more checks", || {
+    let out = poll("three more checks", || {
         let (n, out) = checks(&a, name);
         (n >= seen + 3).then_some(out)
     });
@@ -68,10 +68,10 @@ fn a_stuck_domain_gives_one_alert_no_repeat_and_one_resolved_mail() {
     let peer = Peer::start_on(stuck);
     let (code, out) = postern_cli(&["queue", "flush", "--recipient-domain", "stuck.test"], &a.config_path());
     assert_eq!(code, Some(0), "{out}");
-    poll(20, "the stuck message to be delivered", || (!peer.received.lock().unwrap().is_empty()).then_some(()));
+    poll("the stuck message to be delivered", || (!peer.received.lock().unwrap().is_empty()).then_some(()));
     a.wait_maildir("postmaster", 2);
     let (seen, _) = checks(&a, name);
-    let out = poll(20, "three more checks", || {
+    let out = poll("three more checks", || {
         let (n, out) = checks(&a, name);
         (n >= seen + 3).then_some(out)
     });
@@ -132,7 +132,7 @@ fn each_kind_of_rule_fires_on_what_it_measures() {
     let (mut c, _) = Client::connect(a.port);
     c.cmd("EHLO client.test");
     assert_eq!(c.send_data("alice@a.test", &["bob@dead.test"], b"Subject: s\r\n\r\nx\r\n").code, 250);
-    poll(20, "every rule to fire", || {
+    poll("every rule to fire", || {
         let (_, out) = postern_cli(&["alerts"], &a.config_path());
         (out.matches("FIRING").count() == rules.len()).then_some(())
     });

@@ -16,7 +16,9 @@ fn check(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn good_configurations_pass() {
-    let basic = repo().join("tests/fixtures/basic/postern.toml");
+    let dir = crate::support::TempDir::new("good-config");
+    crate::support::copy_fixture("basic", &["postern.toml", "users", "aliases", "virtual"], &dir.0);
+    let basic = dir.0.join("postern.toml");
     let (code, out, err) = check(&["--config", basic.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("configuration OK") && out.contains("6 user(s)"), "{out}");

@@ -94,7 +94,7 @@ fn during_local_delivery(point: &str, bob: usize) -> Server {
     assert_eq!(send(&server, "127.0.0.1", &rcpts, point), Some(250));
     died_there_then_restart(&mut server, point);
     server.wait_queue_empty();
-    poll(20, "carol's copy", || (copies(&server, "carol", point) == 1).then_some(()));
+    poll("carol's copy", || (copies(&server, "carol", point) == 1).then_some(()));
     assert_eq!(copies(&server, "alice", point), 1, "delivered before the crash and recorded: not repeated");
     assert_eq!(copies(&server, "bob", point), bob, "the delivery in flight");
     let tmp = server.data().join("mail/bob/tmp");
@@ -194,7 +194,7 @@ fn crash_after_lmtp_results_repeats_only_that_transaction() {
     died_there_then_restart(&mut server, point);
     server.wait_queue_empty();
     let new = dv.0.join("mail/alice/new");
-    let n = poll(20, "alice's copies in Dovecot", || {
+    let n = poll("alice's copies in Dovecot", || {
         let n = std::fs::read_dir(&new).map(|d| d.count()).unwrap_or(0);
         (n == 2).then_some(n)
     });

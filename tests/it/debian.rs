@@ -56,7 +56,8 @@ fn debian_programs_deliver_through_the_sendmail_link() {
     std::fs::create_dir_all(&etc).unwrap();
     for f in ["postern.toml", "users", "aliases"] {
         let text = std::fs::read_to_string(repo().join("tests/fixtures/debian").join(f)).unwrap();
-        std::fs::write(etc.join(f), text.replace("{DIR}", &dir.0.display().to_string())).unwrap();
+        std::fs::write(etc.join(f), crate::support::fill_no_dns(&text.replace("{DIR}", &dir.0.display().to_string())))
+            .unwrap();
     }
     let wrapped = wrapper(&dir);
     let mut server = Server::start_wrapped(dir, wrapped);

@@ -1,8 +1,6 @@
 //! Delivery: one message to many kinds of recipients with a real Rust SMTP client (lettre),
 //! temporary failures and retries, reload of tables, limits and timeouts.
 
-use std::time::Duration;
-
 use lettre::address::Envelope;
 use lettre::{Address, SmtpTransport, Transport};
 
@@ -10,7 +8,7 @@ use crate::support::smtp::Client;
 use crate::support::{Server, poll};
 
 fn lettre(port: u16) -> SmtpTransport {
-    SmtpTransport::builder_dangerous("127.0.0.1").port(port).timeout(Some(Duration::from_secs(20))).build()
+    SmtpTransport::builder_dangerous("127.0.0.1").port(port).timeout(Some(crate::support::wait_bound())).build()
 }
 
 /// The recipients of the acceptance criterion and the mailbox each must land in.
@@ -150,7 +148,7 @@ fn graceful_shutdown_keeps_the_queue() {
     assert_eq!(server.queued_messages(), 1);
     server.restart();
     server.wait_log("1 message(s) recovered from the spool");
-    poll(5, "the queue to still hold the message", || (server.queued_messages() == 1).then_some(()));
+    poll("the queue to still hold the message", || (server.queued_messages() == 1).then_some(()));
 }
 
 #[test]
@@ -165,7 +163,7 @@ fn mbox_delivery_appends_locked_and_quoted() {
         assert_eq!(c.send_data("alice@example.test", &["bob@example.test"], body.as_bytes()).code, 250);
     }
     let mbox = server.data().join("mbox/bob");
-    let text = crate::support::poll(20, "two messages in bob's mbox", || {
+    let text = crate::support::poll("two messages in bob's mbox", || {
         let t = std::fs::read_to_string(&mbox).ok()?;
         (t.matches("\nSubject: mbox ").count() == 2).then_some(t)
     });

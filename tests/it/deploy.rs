@@ -5,7 +5,6 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support::{Server, TempDir, poll, postern_cli, repo};
 
@@ -37,29 +36,27 @@ fn next(socket: &UnixDatagram) -> String {
 #[test]
 fn notify_socket_gets_ready_watchdog_reloading_stopping() {
     let dir = TempDir::new("notify");
-    for f in ["postern.toml", "users", "aliases", "virtual"] {
-        std::fs::copy(repo().join("tests/fixtures/basic").join(f), dir.0.join(f)).unwrap();
-    }
+    crate::support::copy_fixture("basic", &["postern.toml", "users", "aliases", "virtual"], &dir.0);
     let path = dir.0.join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket.set_read_timeout(Some(crate::support::wait_bound())).unwrap();
     // WatchdogSec=0.4s: a ping every 200 ms.
     let env = [("NOTIFY_SOCKET", path.display().to_string()), ("WATCHDOG_USEC", "400000".into())];
     let mut server = Server::start_in(dir, &env);
-    let ready = poll(20, "READY=1", || Some(next(&socket)).filter(|m| m.contains("READY=1")));
+    let ready = poll("READY=1", || Some(next(&socket)).filter(|m| m.contains("READY=1")));
     assert!(ready.contains("STATUS=1 listener(s)"), "{ready}");
     let mut pings = 0;
-    poll(20, "two watchdog pings", || {
+    poll("two watchdog pings", || {
         pings += usize::from(next(&socket).trim() == "WATCHDOG=1");
         (pings >= 2).then_some(())
     });
     let (code, out) = postern_cli(&["reload"], &server.config_path());
     assert_eq!(code, Some(0), "{out}");
-    let reloading = poll(20, "RELOADING=1", || Some(next(&socket)).filter(|m| m.contains("RELOADING=1")));
+    let reloading = poll("RELOADING=1", || Some(next(&socket)).filter(|m| m.contains("RELOADING=1")));
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
-    poll(20, "READY=1 after the reload", || Some(next(&socket)).filter(|m| m.contains("READY=1")));
+    poll("READY=1 after the reload", || Some(next(&socket)).filter(|m| m.contains("READY=1")));
     server.signal(libc::SIGTERM);
-    poll(20, "STOPPING=1", || Some(next(&socket)).filter(|m| m.contains("STOPPING=1")));
+    poll("STOPPING=1", || Some(next(&socket)).filter(|m| m.contains("STOPPING=1")));
     assert_eq!(server.wait_exit(), Some(0));
 }
 
@@ -76,7 +73,7 @@ fn the_example_configuration_starts_with_ipv4_and_ipv6_on_one_port() {
     assert!(text.contains("address = \"0.0.0.0:25\"") && text.contains("address = \"[::]:25\""), "{text}");
     // Only what a test must change: the port, the data folder, and DNS pinned to loopback.
     let text = text.replace(":25\"", &format!(":{port}\"")).replace("/var/lib/postern", "data")
-        + "\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n";
+        + &format!("\n[dns]\nnameservers = [\"{}\"]\n", crate::support::dns::no_dns());
     std::fs::write(&cfg, text).unwrap();
     let server = Server::start_in(dir, &[]);
     let roles: Vec<u16> = server.ports.iter().map(|(_, p)| *p).collect();

@@ -60,7 +60,7 @@ fn cache_honours_ttl() {
     // ...and after it the new one, without any restart (poll with a deadline). `upsert` adds the
     // address to the RRset, so the fresh answer holds both.
     let new: IpAddr = "127.0.0.11".parse().unwrap();
-    crate::support::poll(10, "the new A record after TTL expiry", || match rt.block_on(r.ipv4("short.example.test")) {
+    crate::support::poll("the new A record after TTL expiry", || match rt.block_on(r.ipv4("short.example.test")) {
         Answer::Found(ips) if ips.contains(&new) => Some(()),
         _ => None,
     });

@@ -51,7 +51,7 @@ pub(crate) fn start_dovecot() -> (Dovecot, TempDir, std::path::PathBuf) {
     let dovecot =
         Dovecot(Command::new("/usr/sbin/dovecot").arg("-F").arg("-c").arg(dv.0.join("dovecot.conf")).spawn().unwrap());
     let socket = dv.0.join("lmtp");
-    poll(20, "Dovecot's LMTP socket", || socket.exists().then_some(()));
+    poll("Dovecot's LMTP socket", || socket.exists().then_some(()));
 
     (dovecot, dv, socket)
 }
@@ -73,7 +73,7 @@ fn dovecot_lmtp_per_recipient_replies_quota_and_sieve() {
     assert_eq!(r.code, 250, "{}", r.text);
 
     let mail = dv.0.join("mail");
-    poll(20, "alice's and carol's copies", || {
+    poll("alice's and carol's copies", || {
         (new_files(&mail.join("alice/new")).len() == 1 && new_files(&mail.join("carol/.Invoices/new")).len() == 1)
             .then_some(())
     });
@@ -86,7 +86,7 @@ fn dovecot_lmtp_per_recipient_replies_quota_and_sieve() {
 
     // The quota is raised: the retry delivers bob's copy, once.
     users(&dv.0, "100M");
-    poll(30, "bob's copy after the quota was raised", || (new_files(&mail.join("bob/new")).len() == 1).then_some(()));
+    poll("bob's copy after the quota was raised", || (new_files(&mail.join("bob/new")).len() == 1).then_some(()));
     server.wait_queue_empty();
     assert_eq!(new_files(&mail.join("alice/new")).len(), 1, "alice got it once");
     assert!(server.maildir("alice").is_empty(), "nothing in Postern's own Maildir");
@@ -110,7 +110,7 @@ fn a_domain_routed_to_lmtp_goes_to_dovecot() {
     let r = c.send_data("alice@example.test", &["carol@imap.test"], b"Subject: routed\r\n\r\nhello\r\n");
     assert_eq!(r.code, 250, "{}", r.text);
     let new = dv.0.join("mail/carol/new");
-    poll(20, "carol's copy in Dovecot", || (new_files(&new).len() == 1).then_some(()));
+    poll("carol's copy in Dovecot", || (new_files(&new).len() == 1).then_some(()));
     let line = server.wait_log("to=<carol@imap.test>");
     assert!(line.contains("relay=lmtp unix:") && line.contains("status=sent"), "{line}");
     assert!(!line.contains("conn_use="), "a new connection: {line}");

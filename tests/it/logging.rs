@@ -3,10 +3,9 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::support::smtp::Client;
-use crate::support::{Server, TempDir, poll, repo};
+use crate::support::{Server, TempDir, poll};
 
 #[test]
 fn one_session_followed_by_its_id_to_the_delivery() {
@@ -55,10 +54,8 @@ fn syslog_target_sends_mail_facility_datagrams() {
     let dir = TempDir::new("syslog");
     let socket_path = dir.0.join("log.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    for f in ["postern.toml", "users", "aliases", "virtual"] {
-        std::fs::copy(repo().join("tests/fixtures/basic").join(f), dir.0.join(f)).unwrap();
-    }
+    socket.set_read_timeout(Some(crate::support::wait_bound())).unwrap();
+    crate::support::copy_fixture("basic", &["postern.toml", "users", "aliases", "virtual"], &dir.0);
     let cfg = dir.0.join("postern.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
@@ -73,7 +70,7 @@ fn syslog_target_sends_mail_facility_datagrams() {
         .spawn()
         .unwrap();
     let mut seen = Vec::new();
-    let started = poll(20, "the started line over syslog", || {
+    let started = poll("the started line over syslog", || {
         let mut buf = vec![0; 4096];
         let n = socket.recv(&mut buf).expect("a datagram within 20 s");
         let line = String::from_utf8_lossy(&buf[..n]).into_owned();

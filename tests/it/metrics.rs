@@ -13,7 +13,7 @@ use crate::support::{Server, poll};
 /// The body of `GET /metrics` on `port`.
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(crate::support::wait_bound())).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
@@ -51,7 +51,7 @@ fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
     }
     // A delivery is counted when its outcome is recorded, a moment before the delivered
     // message leaves the queue: both are waited for.
-    let text = poll(20, "N deliveries and M deferrals counted, the delivered ones gone", || {
+    let text = poll("N deliveries and M deferrals counted, the delivered ones gone", || {
         let text = scrape(port);
         let delivered = value(&text, "postern_messages_delivered_total{transport=\"smtp\"}");
         let deferred = value(&text, "postern_messages_deferred_total{transport=\"smtp\",class=\"connect\"}");
@@ -67,7 +67,7 @@ fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
         value(&text, "postern_messages_refused_total{stage=\"rcpt\",reason=\"recipient\",class=\"permanent\"}");
     assert_eq!(refused, Some(1.0), "{text}");
     // The oldest-age gauge of the dead domain keeps up with the clock (polled, not slept).
-    let (age, elapsed) = poll(10, "the dead domain's oldest age to reach 2 s", || {
+    let (age, elapsed) = poll("the dead domain's oldest age to reach 2 s", || {
         let elapsed = t0.elapsed().as_secs();
         let age = value(&scrape(port), "postern_queue_oldest_age_seconds{domain=\"dead.test\"}")?;
         (age >= 2.0).then_some((age, elapsed))

@@ -59,7 +59,7 @@ fn every_end_of_message_action_reject_discard_and_quarantine() {
     // Quarantine: accepted and held.
     assert_eq!(send(&mut c, "quarantine me").code, 250);
     server.wait_log("milter: quarantine (suspicious): the message is held");
-    poll(20, "the held message in the queue", || (server.queued_messages() == 1).then_some(()));
+    poll("the held message in the queue", || (server.queued_messages() == 1).then_some(()));
     assert_eq!(server.maildir("dave").len(), 1, "the held message is not delivered");
 
     // The macros a filter expects.
@@ -132,7 +132,7 @@ fn opendkim_signs_as_a_milter_and_dkimpy_verifies() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    poll(20, "opendkim to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+    poll("opendkim to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
     let server = with_milter(&format!("inet:127.0.0.1:{port}"), "tempfail");
     let (mut c, _) = Client::connect(server.port);
     c.cmd("EHLO client.test");
@@ -200,7 +200,7 @@ fn rspamd_refuses_gtube_and_adds_its_headers() {
     let _rspamd = Stop(rspamd);
     // The port opens before the proxy worker is ready (rspamd compiles its rules first, slowly
     // on a loaded machine): ready is when a milter option negotiation gets its answer.
-    poll(120, "rspamd answering the milter protocol", || milter_answers(port).then_some(()));
+    poll("rspamd answering the milter protocol", || milter_answers(port).then_some(()));
     let log = std::fs::read_to_string(dir.0.join("rspamd.log")).unwrap_or_default();
     assert!(
         !log.contains("from resolv.conf") && !log.contains("address resolution for"),

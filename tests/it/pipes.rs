@@ -45,7 +45,7 @@ fn procmail_files_tempfail_retries_nouser_bounces_never_root() {
 
     // procmail files it by its rule.
     send(&mut c, "filed@example.test", "invoice 42");
-    let filed = poll(20, "procmail's delivery into invoices/", || {
+    let filed = poll("procmail's delivery into invoices/", || {
         let dir = out.join("procmail/invoices/new");
         let f = std::fs::read_dir(dir).ok()?.next()?.ok()?.path();
         std::fs::read_to_string(f).ok()
@@ -55,14 +55,13 @@ fn procmail_files_tempfail_retries_nouser_bounces_never_root() {
 
     // A pipe never runs as root: the daemon is root here, the command is not.
     send(&mut c, "whoami@example.test", "who");
-    let uid =
-        poll(20, "the whoami pipe", || std::fs::read_to_string(out.join("whoami")).ok().filter(|s| !s.is_empty()));
+    let uid = poll("the whoami pipe", || std::fs::read_to_string(out.join("whoami")).ok().filter(|s| !s.is_empty()));
     assert_ne!(uid.trim(), "0", "a pipe ran as root");
     assert_eq!(uid.trim(), "65534", "[delivery] pipe_user nobody");
 
     // EX_TEMPFAIL: deferred and tried again.
     send(&mut c, "tempfail@example.test", "later");
-    poll(20, "two deferred attempts", || {
+    poll("two deferred attempts", || {
         (server.log_lines("to=<tempfail@example.test>").iter().filter(|l| l.contains("status=deferred")).count() >= 2)
             .then_some(())
     });
@@ -104,7 +103,7 @@ fn a_domain_routed_to_a_pipe() {
     let r = c.send_data("alice@example.test", &["announce@lists.test"], b"Subject: to the list\r\n\r\nhello\r\n");
     assert_eq!(r.code, 250, "{}", r.text);
     let file = server.dir.0.join("out/announce.lists.test");
-    let text = poll(20, "the piped copy", || std::fs::read_to_string(&file).ok().filter(|t| t.ends_with("hello\n")));
+    let text = poll("the piped copy", || std::fs::read_to_string(&file).ok().filter(|t| t.ends_with("hello\n")));
     assert!(text.starts_with("Return-Path: <alice@example.test>") && text.contains("Subject: to the list"), "{text}");
     server.wait_log("status=sent (250 2.0.0 delivered to command as nobody: cat > ");
 

@@ -49,7 +49,7 @@ fn smtplib_over_tls() {
     assert!(stdout.contains("smtplib-tls: all checks passed"), "{stdout}");
     let text = std::fs::read_to_string(&server.wait_maildir("bob", 1)[0]).unwrap();
     assert!(text.contains("with ESMTPS id") && text.contains("Subject: smtplib starttls"), "{text}");
-    crate::support::poll(20, "the relayed message", || (peer.received.lock().unwrap().len() == 1).then_some(()));
+    crate::support::poll("the relayed message", || (peer.received.lock().unwrap().len() == 1).then_some(()));
     let relayed = String::from_utf8(peer.received.lock().unwrap()[0].clone()).unwrap();
     assert!(relayed.contains("with ESMTPSA id") && relayed.contains("Subject: smtplib submissions"), "{relayed}");
 }

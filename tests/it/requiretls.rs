@@ -87,7 +87,7 @@ fn requiretls_is_kept_across_two_posterns_and_bounces_5_7_30_otherwise() {
         assert!(text.contains("5.7.30") && text.contains("Subject: secret for"), "{text}");
         assert!(!text.contains("the private body"), "the body went back in the DSN: {text}");
     }
-    let dsn_arrivals = poll(10, "two DSN arrivals", || {
+    let dsn_arrivals = poll("two DSN arrivals", || {
         let l = a.log_lines("failure DSN of");
         (l.len() >= 2).then_some(l)
     });

@@ -40,7 +40,7 @@ fn more_messages_than_the_active_limit_are_all_delivered_destinations_in_turn() 
     send(&a, &small);
     let (code, out) = postern_cli(&["queue", "flush"], &a.config_path());
     assert_eq!((code, out.trim()), (Some(0), "16 message(s) scheduled for delivery now"));
-    poll(30, "16 deliveries", || (peer.received.lock().unwrap().len() == 16).then_some(()));
+    poll("16 deliveries", || (peer.received.lock().unwrap().len() == 16).then_some(()));
     a.wait_queue_empty();
     // Queued all big.test first, but delivered in turn: the small destination is not starved.
     let order: Vec<String> =
@@ -62,25 +62,34 @@ fn a_restart_during_recovery_neither_loses_nor_duplicates_a_delivery() {
     send(&a, &rcpts);
     assert_eq!(a.queued_messages(), 60);
 
-    // Delivering now, the recovery slowed to 50 ms a message: it takes 3 s.
+    // Delivering now, the recovery held after its fifth message until the test releases it.
+    // Each of the five first waits 60 ms, past the 50 ms after which the recovery hands what it
+    // read to the scheduler, so that all five are indexed (and delivered) before the hold.
     let cfg = a.config_path();
     let text = std::fs::read_to_string(&cfg).unwrap().replace("mode = \"queue-only\"\n", "");
     std::fs::write(&cfg, text).unwrap();
-    a.set_env("FAILPOINTS", Some("spool::recovered-one=sleep(50)".into()));
+    let release = a.dir.0.join("release-recovery");
+    a.set_env("FAILPOINTS", Some(format!("spool::recovered-one=5*sleep(60)->return({})", release.display())));
     let recovered = |a: &Server| a.log_lines("queue recovered:").len();
     let before = recovered(&a);
     a.restart_gracefully();
-    // The listener accepts mail while the spool is being read; that message is delivered too.
+    a.wait_log("delay point spool::recovered-one: held");
+    // The listener accepts mail while the spool is being read; that message is delivered too,
+    // and so are the five messages recovered before the hold.
     send(&a, &["late@many.test".to_owned()]);
-    poll(20, "deliveries while recovering", || (peer.received.lock().unwrap().len() >= 5).then_some(()));
+    poll("deliveries while recovering", || (peer.received.lock().unwrap().len() >= 6).then_some(()));
     assert_eq!(recovered(&a), before, "the recovery must still be running");
-    // Restart in the middle of it.
+    // Restart in the middle of it: the shutdown has begun when the hold is released.
+    a.signal(libc::SIGTERM);
+    a.wait_log("SIGTERM: shutting down");
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(a.wait_exit(), Some(0), "a clean exit on SIGTERM");
     a.set_env("FAILPOINTS", None);
-    a.restart_gracefully();
+    a.respawn();
     assert_eq!(a.log_lines("queue recovery stopped by the shutdown").len(), 1);
-    poll(20, "the recovery after the second restart", || (recovered(&a) > before).then_some(()));
+    poll("the recovery after the second restart", || (recovered(&a) > before).then_some(()));
     a.wait_queue_empty();
-    poll(20, "every delivery", || (peer.received.lock().unwrap().len() >= 61).then_some(()));
+    poll("every delivery", || (peer.received.lock().unwrap().len() >= 61).then_some(()));
     let mut got = subjects(&peer);
     got.sort();
     let n = got.len();

@@ -25,7 +25,7 @@ pub(crate) fn relaying(pki: &Pki, routes: &str, policy: &str, inbound: Option<Se
         "relay-a",
         &[("PEER", "9".into())],
         |t| {
-            t.replace("{DNS}", "127.0.0.1:9")
+            t.replace("{DNS}", "{NO_DNS}")
                 .replace("{PORT}", "9")
                 .replace(
                     "sender_routes = \"sender-routes\"",
@@ -55,7 +55,7 @@ pub(crate) fn send(a: &Server, rcpt: &str) {
 
 /// The first delivery line of `rcpt` that says `status`.
 pub(crate) fn line(a: &Server, rcpt: &str, status: &str) -> String {
-    poll(20, &format!("{status} line of {rcpt}"), || {
+    poll(&format!("{status} line of {rcpt}"), || {
         a.log_lines(&format!("to=<{rcpt}>")).into_iter().find(|l| l.contains(&format!("status={status}")))
     })
 }
@@ -118,7 +118,9 @@ fn a_broken_handshake_under_encrypt_defers_instead_of_falling_back() {
 fn an_unknown_level_is_refused_with_its_line_and_dane_levels_are_taken() {
     let dir = crate::support::TempDir::new("tls-policy-dane");
     let cfg = dir.0.join("postern.toml");
-    let text = std::fs::read_to_string(crate::support::repo().join("tests/fixtures/basic/postern.toml")).unwrap();
+    let text = crate::support::fill_no_dns(
+        &std::fs::read_to_string(crate::support::repo().join("tests/fixtures/basic/postern.toml")).unwrap(),
+    );
     std::fs::write(&cfg, text.replace("virtual = \"virtual\"", "virtual = \"virtual\"\ntls_policy = \"tls-policy\""))
         .unwrap();
     for f in ["users", "aliases", "virtual"] {

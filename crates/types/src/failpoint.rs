@@ -22,17 +22,24 @@ pub const CRASH_POINTS: &[&str] = &[
     "queue::pipe-delivered",
 ];
 
-/// Delay points: places the tests slow down (`FAILPOINTS=NAME=sleep(MS)`) to act while
-/// something is in progress, e.g. a restart while the queue is still being recovered.
+/// Delay points: places the tests slow down or hold, to act while something is in progress,
+/// e.g. a restart while the queue is still being recovered. `FAILPOINTS=NAME=sleep(MS)` sleeps
+/// there; `FAILPOINTS=NAME=return(PATH)` holds there until the file PATH exists (the test
+/// creates it to release the hold), so that a test orders events without racing a clock.
 pub const DELAY_POINTS: &[&str] = &["spool::recovered-one"];
 
-/// Sleeps here when delay point `name` is armed with `sleep(MS)` (with the `failpoints`
-/// feature; otherwise nothing).
+/// Sleeps or holds here when delay point `name` is armed (see [`DELAY_POINTS`]; with the
+/// `failpoints` feature, otherwise nothing). Call it only from a thread that may block.
 #[inline]
 pub fn delay(name: &'static str) {
     debug_assert!(DELAY_POINTS.contains(&name), "unknown delay point {name}");
     #[cfg(feature = "failpoints")]
-    fail::eval(name, |_| ());
+    if let Some(Some(release)) = fail::eval(name, |arg| arg) {
+        eprintln!("delay point {name}: held until {release} exists");
+        while !std::path::Path::new(&release).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
 
 /// Reads `FAILPOINTS` (with the `failpoints` feature; otherwise nothing).

@@ -145,6 +145,14 @@ impl SilentDns {
     }
 }
 
+/// The address (`127.0.0.1:PORT`) of the one [`ServfailDns`] of this test process: the DNS of
+/// every test that needs "no DNS". Each lookup fails at once as a temporary error, where a
+/// silent port would cost the whole resolver timeout on every attempt.
+pub fn no_dns() -> String {
+    static NO_DNS: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+    NO_DNS.get_or_init(|| ServfailDns::start().addr).to_string()
+}
+
 /// A name server that answers every UDP query with SERVFAIL (RCODE 2, RFC 1035 §4.1.1): a
 /// broken recursive resolver or an authoritative server in trouble.
 pub struct ServfailDns {
@@ -170,5 +178,32 @@ impl ServfailDns {
             }
         });
         Self { addr }
+    }
+}
+
+#[test]
+fn no_dns_answers_servfail_at_once() {
+    use dns_probe::query;
+    assert_eq!(query(&no_dns()), 2, "SERVFAIL");
+}
+
+/// A raw DNS query for the test of [`no_dns`].
+mod dns_probe {
+    /// Sends one A query for `example.test` to `addr`; returns the reply's RCODE (a silent
+    /// server fails the read).
+    pub(super) fn query(addr: &str) -> u8 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(crate::support::wait_bound())).unwrap();
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["example", "test"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        s.send_to(&q, addr).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        assert!(n >= 12 && buf[..2] == [0x12, 0x34] && buf[2] & 0x80 != 0, "a reply to our query");
+        buf[3] & 0x0f
     }
 }

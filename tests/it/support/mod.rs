@@ -56,7 +56,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Polls `f` every 20 ms until it returns `Some`, or panics after `secs` seconds with `what`.
 /// Runs `postern ARGS --config CONFIG`; returns its exit code and standard output.
 pub fn postern_cli(args: &[&str], config: &Path) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_postern")).args(args).arg("--config").arg(config).output().unwrap();
@@ -70,14 +69,39 @@ pub fn assert_contains_all(out: &str, lines: &[&str]) {
     }
 }
 
-pub fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+/// The one bound on every wait of the tests: 60 s, times `$POSTERN_TEST_WAIT_SCALE` (a decimal
+/// factor, e.g. `3` on a machine that is also busy with other work). A passing test never pays
+/// it: every wait polls for its event and returns as soon as it happens.
+pub fn wait_bound() -> Duration {
+    let scale = std::env::var("POSTERN_TEST_WAIT_SCALE").ok().and_then(|s| s.parse::<f64>().ok());
+    Duration::from_secs_f64(60.0 * scale.filter(|s| *s > 0.0).unwrap_or(1.0))
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after [`wait_bound`] with `what`.
+pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let bound = wait_bound();
+    let deadline = Instant::now() + bound;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out after {}s waiting for {what}", bound.as_secs());
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `text` with each `{NO_DNS}` (the fixtures' DNS where a test needs none) replaced by the
+/// address of [`dns::no_dns`], which answers SERVFAIL at once. Tests that need a real zone
+/// replace `{NO_DNS}` with their [`dns::DnsServer`]'s address first.
+pub fn fill_no_dns(text: &str) -> String {
+    text.replace("{NO_DNS}", &dns::no_dns())
+}
+
+/// Copies `files` of `tests/fixtures/{fixture}` into `dir`, with `{NO_DNS}` filled in.
+pub fn copy_fixture(fixture: &str, files: &[&str], dir: &Path) {
+    for f in files {
+        let text = std::fs::read_to_string(repo().join("tests/fixtures").join(fixture).join(f)).unwrap();
+        std::fs::write(dir.join(f), fill_no_dns(&text)).unwrap();
     }
 }
 
@@ -89,6 +113,9 @@ pub struct Server {
     /// Every listener's (role, port), in configuration order.
     pub ports: Vec<(String, u16)>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Where the current process's lines start in `log` (set before each spawn): waits look
+    /// only at the lines of the process now running, not at those of one before a restart.
+    log_mark: usize,
     /// When set, `postern serve` runs under this command (a namespace wrapper) with no
     /// `--config`: it finds its configuration at the default path.
     wrapper: Option<Vec<std::ffi::OsString>>,
@@ -106,6 +133,7 @@ impl Server {
             port: 0,
             ports: Vec::new(),
             log: Arc::default(),
+            log_mark: 0,
             wrapper: Some(wrapper),
             env: Vec::new(),
         };
@@ -117,7 +145,8 @@ impl Server {
     /// `env` added to its environment.
     pub fn start_in(dir: TempDir, env: &[(&str, String)]) -> Self {
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
-        let mut s = Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), wrapper: None, env };
+        let mut s =
+            Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), log_mark: 0, wrapper: None, env };
         s.spawn();
         s
     }
@@ -153,10 +182,18 @@ impl Server {
         }
         let cfg = dir.0.join("postern.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
-        std::fs::write(&cfg, edit(text)).unwrap();
+        std::fs::write(&cfg, fill_no_dns(&edit(text))).unwrap();
         prepare(&dir.0);
-        let mut s =
-            Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), wrapper: None, env: Vec::new() };
+        let mut s = Self {
+            dir,
+            child: None,
+            port: 0,
+            ports: Vec::new(),
+            log: Arc::default(),
+            log_mark: 0,
+            wrapper: None,
+            env: Vec::new(),
+        };
         s.spawn();
         s
     }
@@ -169,7 +206,7 @@ impl Server {
             "relay-a",
             &[("PEER", "9".into())],
             |t| {
-                t.replace("{DNS}", "127.0.0.1:9")
+                t.replace("{DNS}", "{NO_DNS}")
                     .replace("{PORT}", "9")
                     .replace("min_backoff = \"1s\"", "min_backoff = \"1h\"")
                     .replace("max_backoff = \"2s\"", "max_backoff = \"1h\"")
@@ -199,6 +236,9 @@ impl Server {
             }
         };
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // The mark comes before the spawn, so no line of the new process can fall before it.
+        let start = self.log.lock().unwrap().len();
+        self.log_mark = start;
         let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
@@ -212,10 +252,9 @@ impl Server {
             }
         }));
         self.child = Some(child);
-        let start = self.log.lock().unwrap().len();
         let log = self.log.clone();
         let child = self.child.as_mut().unwrap();
-        let ports = poll(20, "the listening lines", || {
+        let ports = poll("the listening lines", || {
             if let Ok(Some(status)) = child.try_wait() {
                 // The reader ends at EOF of stderr: after joining it, the log is complete.
                 if let Some(r) = reader.take() {
@@ -274,7 +313,7 @@ impl Server {
 
     /// Waits until `mailbox` holds exactly `n` messages, returns their paths.
     pub fn wait_maildir(&self, mailbox: &str, n: usize) -> Vec<PathBuf> {
-        poll(20, &format!("{n} message(s) in {mailbox}"), || {
+        poll(&format!("{n} message(s) in {mailbox}"), || {
             let v = self.maildir(mailbox);
             assert!(v.len() <= n, "{mailbox} has {} messages, expected {n}", v.len());
             (v.len() == n).then_some(v)
@@ -295,17 +334,17 @@ impl Server {
 
     /// Waits until the queue folder is empty (everything delivered).
     pub fn wait_queue_empty(&self) {
-        poll(20, "an empty queue", || self.queued_files().is_empty().then_some(()));
+        poll("an empty queue", || self.queued_files().is_empty().then_some(()));
     }
 
-    /// Waits for a log line containing `needle`; returns it.
+    /// Waits for a log line of the process now running that contains `needle`; returns it.
     pub fn wait_log(&self, needle: &str) -> String {
-        poll(20, &format!("log line containing {needle:?}"), || {
-            self.log.lock().unwrap().iter().find(|l| l.contains(needle)).cloned()
+        poll(&format!("log line containing {needle:?}"), || {
+            self.log.lock().unwrap()[self.log_mark..].iter().find(|l| l.contains(needle)).cloned()
         })
     }
 
-    /// Log lines containing `needle`.
+    /// Log lines containing `needle`, of every process this server ran (across restarts).
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
     }
@@ -331,7 +370,7 @@ impl Server {
     /// Waits for the process to exit; returns its exit code.
     pub fn wait_exit(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let status = poll(20, "server exit", || c.try_wait().unwrap());
+        let status = poll("server exit", || c.try_wait().unwrap());
         status.code()
     }
 
@@ -341,6 +380,13 @@ impl Server {
         if let Some(v) = value {
             self.env.push((key.to_owned(), v));
         }
+    }
+
+    /// Starts the server again on the same folder (new port), once the last one has exited
+    /// (after [`Server::wait_exit`]).
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn();
     }
 
     /// Starts the server again on the same folder (new port).

@@ -41,7 +41,7 @@ impl Redis {
             .spawn()
             .expect("redis-server (Debian's redis-server package; scripts/test installs it)");
         self.child = Some(child);
-        poll(10, "redis-server's socket", || sock.exists().then_some(()));
+        poll("redis-server's socket", || sock.exists().then_some(()));
     }
 
     /// Kills the server (by PID) and removes its socket: every call fails at once.

@@ -66,7 +66,7 @@ impl Client {
     /// Connects to 127.0.0.1:`port` from `source` (e.g. 127.0.0.2) and reads the greeting.
     pub fn connect_from(source: &str, port: u16) -> (Self, Reply) {
         let sock = socket2_connect(source, port);
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        sock.set_read_timeout(Some(super::wait_bound())).unwrap();
         let mut c = Self { reader: BufReader::new(Conn::Plain(sock)) };
         let greeting = c.read_reply().expect("greeting");
         (c, greeting)
@@ -76,7 +76,7 @@ impl Client {
     /// Panics if the handshake fails.
     pub fn connect_tls_from(source: &str, port: u16, tls: Arc<rustls::ClientConfig>, name: &str) -> (Self, Reply) {
         let sock = socket2_connect(source, port);
-        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        sock.set_read_timeout(Some(super::wait_bound())).unwrap();
         let mut c = Self { reader: BufReader::new(Conn::Plain(sock)) };
         c.handshake(tls, name).expect("TLS handshake");
         let greeting = c.read_reply().expect("greeting");
@@ -156,7 +156,7 @@ impl Client {
             let Conn::Plain(s) = self.reader.get_ref() else { panic!("try_read_reply needs a plain connection") };
             s.set_read_timeout(Some(wait)).unwrap();
             let ready = self.reader.fill_buf().map(|b| !b.is_empty());
-            self.reader.get_ref().plain().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            self.reader.get_ref().plain().set_read_timeout(Some(super::wait_bound())).unwrap();
             match ready {
                 Ok(true) => {}
                 Ok(false) => return None,
