@@ -173,3 +173,65 @@ fn mbox_delivery_appends_locked_and_quoted() {
     server.wait_log("status=sent (250 2.0.0 delivered to mbox");
     assert!(server.maildir("bob").is_empty(), "no Maildir copy");
 }
+
+/// A reader (mutt, mail(1)) holding the mailbox's dotlock, then its fcntl lock: the delivery
+/// waits `mbox_lock_timeout`, writes nothing, is deferred naming the lock, and is delivered
+/// once the lock is gone.
+#[test]
+fn an_mbox_locked_by_a_reader_defers_the_delivery_and_loses_nothing() {
+    use std::os::fd::AsRawFd as _;
+    let server = Server::start_with("basic", |t| {
+        format!(
+            "{t}\n[delivery]\nlocal = \"mbox\"\nmbox = \"{{data_dir}}/mbox/{{mailbox}}\"\nmbox_lock_timeout = \"1s\"\n"
+        )
+    });
+    let mbox = server.data().join("mbox/bob");
+    std::fs::create_dir_all(mbox.parent().unwrap()).unwrap();
+    std::fs::write(&mbox, "").unwrap();
+    let send = |n: u32| {
+        let (mut c, _) = crate::support::smtp::Client::connect(server.port);
+        c.cmd("EHLO client.test");
+        let body = format!("Subject: locked {n}\r\n\r\nx\r\n");
+        assert_eq!(c.send_data("alice@example.test", &["bob@example.test"], body.as_bytes()).code, 250);
+    };
+    let flush_until_sent = |n: usize| {
+        let (code, out) = crate::support::postern_cli(&["queue", "flush"], &server.config_path());
+        assert_eq!(code, Some(0), "{out}");
+        poll("the delivery after the lock was released", || {
+            (server.log_lines("delivered to mbox").len() == n).then_some(())
+        });
+    };
+
+    // The dotlock, as mail.local and procmail take it.
+    let dotlock = mbox.with_file_name("bob.lock");
+    std::fs::write(&dotlock, "").unwrap();
+    send(1);
+    let deferred = server.wait_log("status=deferred");
+    assert!(deferred.contains("dotlock") && deferred.contains("bob.lock"), "{deferred}");
+    assert_eq!(std::fs::read_to_string(&mbox).unwrap(), "", "nothing written under the reader's lock");
+    std::fs::remove_file(&dotlock).unwrap();
+    flush_until_sent(1);
+
+    // An fcntl write lock on the whole file, as mutt holds it while it rewrites the mailbox.
+    let reader = std::fs::OpenOptions::new().write(true).open(&mbox).unwrap();
+    // SAFETY: a zeroed flock is a valid argument; the fd is open for the call.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    assert_eq!(unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_OFD_SETLK, &raw const fl) }, 0);
+    let before = std::fs::read_to_string(&mbox).unwrap();
+    send(2);
+    poll("the second deferral", || (server.log_lines("status=deferred").len() == 2).then_some(()));
+    let deferred = server.log_lines("status=deferred").pop().unwrap();
+    assert!(deferred.contains("lock") && !deferred.contains("dotlock"), "{deferred}");
+    assert_eq!(std::fs::read_to_string(&mbox).unwrap(), before, "nothing written under the reader's lock");
+    drop(reader);
+    flush_until_sent(2);
+    let text = std::fs::read_to_string(&mbox).unwrap();
+    assert_eq!(
+        (text.matches("Subject: locked 1").count(), text.matches("Subject: locked 2").count()),
+        (1, 1),
+        "{text}"
+    );
+    server.wait_queue_empty();
+}

@@ -29,14 +29,12 @@ fn postern(args: &[&str]) -> (Option<i32>, String, String) {
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-/// Compares `got` with the golden file `name` (rewritten under `POSTERN_BLESS`).
+/// Compares `got` with the golden file `name` (see [`crate::support::golden`]).
 fn golden(name: &str, got: &str) {
     let path = repo().join("tests/import/debian8/expected").join(name);
-    if std::env::var_os("POSTERN_BLESS").is_some() {
-        std::fs::write(&path, got).unwrap();
+    if let Err(diff) = crate::support::golden(&path, got) {
+        panic!("{name} differs from the golden file: {diff}");
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(got == want, "{name} differs from the golden file:\n--- expected\n{want}--- got\n{got}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Architecture rules that a grep can hold: the spool commit (`Spool::commit(&envelope, ...)`,
+//! Architecture rules that a grep can hold: the spool commit (`Spool::commit(envelope, ...)`,
 //! `Spool::commit_batch`) is called only by `queue::submit`, the one typed way into the queue.
 
 use std::path::Path;
@@ -32,13 +32,36 @@ fn only_queue_submit_commits_to_the_spool() {
         }
         let text = std::fs::read_to_string(f).unwrap();
         for (n, line) in text.lines().enumerate() {
-            // redb's `tx.commit()` takes no argument; the spool's takes the envelope.
-            if line.contains(".commit(&") || line.contains(".commit_batch(") || line.contains("Spool::commit") {
+            if commits_to_the_spool(line) {
                 offenders.push(format!("{}:{}: {}", f.strip_prefix(&root).unwrap().display(), n + 1, line.trim()));
             }
         }
     }
     assert!(offenders.is_empty(), "the spool commit outside queue::submit:\n{}", offenders.join("\n"));
     let submit = std::fs::read_to_string(&allowed[0]).unwrap();
-    assert!(submit.contains("spool.commit_batch(&"), "queue::submit still commits");
+    assert!(submit.lines().any(commits_to_the_spool), "queue::submit still commits");
+}
+
+/// Whether `line` calls the spool's commit: `.commit(` with an argument (the spool's takes the
+/// envelope; redb's `tx.commit()` and a prepared message's `commit()` take none),
+/// `.commit_batch(` or `Spool::commit` in any form.
+fn commits_to_the_spool(line: &str) -> bool {
+    let with_argument = line.match_indices(".commit(").any(|(i, m)| !line[i + m.len()..].starts_with(')'));
+    with_argument || line.contains(".commit_batch(") || line.contains("Spool::commit")
+}
+
+#[test]
+fn the_rule_sees_every_form_of_the_commit() {
+    for call in [
+        "spool.commit(&env, &trace, &msg)?;",
+        "spool.commit(c.envelope, c.trace, c.message)?;",
+        "self.spool.commit(\n",
+        "spool.commit_batch(&commits)",
+        "Spool::commit(&spool, env, t, m)",
+    ] {
+        assert!(commits_to_the_spool(call), "{call}");
+    }
+    for other in ["tx.commit()?;", "let c = prepared.commit();", "// committed"] {
+        assert!(!commits_to_the_spool(other), "{other}");
+    }
 }

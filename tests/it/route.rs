@@ -29,7 +29,6 @@ fn route_cases() {
         .collect();
     cases.sort();
     assert!(cases.len() >= 15, "at least 15 cases");
-    let bless = std::env::var_os("POSTERN_BLESS").is_some();
     let mut failed = Vec::new();
     for case in &cases {
         let dir = TempDir::new("route");
@@ -43,13 +42,8 @@ fn route_cases() {
             out.push_str(&stdout);
         }
         let out = out.replace(&dir.0.display().to_string(), "{DIR}");
-        let expected_path = case.join("expected");
-        if bless {
-            std::fs::write(&expected_path, &out).unwrap();
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if out != expected {
-            failed.push(format!("{}:\n--- expected\n{expected}--- got\n{out}", case.display()));
+        if let Err(diff) = crate::support::golden(&case.join("expected"), &out) {
+            failed.push(diff);
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));

@@ -296,10 +296,11 @@ fn check_config_reports_certificate_problems() {
 #[test]
 fn drops_privileges_after_binding() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: dropping privileges needs a start as root");
-        return;
-    }
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "dropping privileges needs a start as root: run the tests as root, as CI does"
+    );
     let server = Server::start_with("basic", |t| format!("{t}\n[server]\nuser = \"nobody\"\n"));
     server.wait_log("running as user nobody");
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
@@ -370,8 +371,9 @@ fn root_only(path: &std::path::Path) {
     assert_eq!(mode_and_uid(path), (0o600, 0), "{}", path.display());
 }
 
-/// A new DKIM key at `path` (mode 0600, owned by root: the tests run as root).
-fn dkim_key(path: &std::path::Path) {
+/// A new DKIM key at `path` (mode 0600, owned by root: the tests run as root); returns the TXT
+/// value to publish for it.
+fn dkim_key(path: &std::path::Path) -> String {
     let _ = std::fs::remove_file(path);
     let out = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["dkim", "keygen", "--domain", "example.test", "--selector", "s1", "--algorithm", "ed25519", "--out"])
@@ -380,6 +382,7 @@ fn dkim_key(path: &std::path::Path) {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     root_only(path);
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim_start_matches("; ").to_owned()
 }
 
 #[test]
@@ -387,6 +390,7 @@ fn reload_under_privilege_drop_reads_root_only_keys() {
     let pki = Pki::new();
     let peer = Peer::start(&[]);
     let old = pki.server_cert(&[NAME], false);
+    let old_txt = std::cell::RefCell::new(String::new());
     let server = Server::start_prepared(
         "tls",
         &[("PEER_PORT", peer.port.to_string())],
@@ -397,9 +401,10 @@ fn reload_under_privilege_drop_reads_root_only_keys() {
         |dir| {
             old.write(dir);
             root_only(&dir.join("privkey.pem"));
-            dkim_key(&dir.join("dkim.key"));
+            *old_txt.borrow_mut() = dkim_key(&dir.join("dkim.key"));
         },
     );
+    let old_txt = old_txt.into_inner();
     server.wait_log("running as user nobody");
     server.wait_log("privileged helper started");
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
@@ -411,7 +416,7 @@ fn reload_under_privilege_drop_reads_root_only_keys() {
     let new = pki.server_cert(&[NAME], false);
     new.write(&server.dir.0);
     root_only(&server.dir.0.join("privkey.pem"));
-    dkim_key(&server.dir.0.join("dkim.key"));
+    let new_txt = dkim_key(&server.dir.0.join("dkim.key"));
     let out = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["reload", "--config"])
         .arg(server.config_path())
@@ -429,4 +434,22 @@ fn reload_under_privilege_drop_reads_root_only_keys() {
     assert_eq!(a.cmd("DATA").code, 354);
     assert_eq!(a.cmd("Subject: across the reload\r\n\r\nx\r\n.").code, 250);
     server.wait_maildir("bob", 1);
+    // What alice submits now is signed with the new key: dkimpy verifies it with the new
+    // record and not with the old one.
+    let (mut c, _) = Client::connect(server.port_of("submission"));
+    c.cmd("EHLO client.test");
+    c.starttls(pki.client_config(), NAME);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.cmd(&plain("alice", "alice-secret")).code, 235);
+    let r = c.send_data(
+        "alice@example.test",
+        &["friend@far.test"],
+        b"From: Alice <alice@example.test>\r\nTo: friend@far.test\r\nSubject: signed after the reload\r\n\r\nHello.\r\n",
+    );
+    assert_eq!(r.code, 250, "{}", r.text);
+    let signed = poll("the signed message at the peer", || peer.received.lock().unwrap().first().cloned());
+    let text = String::from_utf8_lossy(&signed);
+    assert!(text.contains("DKIM-Signature:") && text.contains("s=s1"), "{text}");
+    assert!(crate::support::dkimpy_verifies(&signed, &new_txt), "the new key signs:\n{text}");
+    assert!(!crate::support::dkimpy_verifies(&signed, &old_txt), "not the old key");
 }

@@ -182,14 +182,14 @@ pub fn milter(data: &[u8]) {
 /// own patterns' forms, and its `max_age` is within the RFC 8461 bound.
 pub fn sts(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(p) = postern_outbound::sts::Policy::parse(text) {
-        assert!(p.max_age <= postern_outbound::sts::policy::MAX_AGE_LIMIT);
+    if let Ok(p) = postern_policy::sts::Policy::parse(text) {
+        assert!(p.max_age <= postern_policy::sts::MAX_AGE_LIMIT);
         for mx in &p.mx {
             let host = mx.strip_prefix("*.").map_or_else(|| mx.clone(), |parent| format!("x.{parent}"));
             assert!(p.matches(&host) || host.is_empty() || mx.is_empty(), "{mx:?} does not match {host:?}");
         }
     }
-    let _ = postern_outbound::sts::Record::find(&text.lines().map(str::to_owned).collect::<Vec<_>>());
+    let _ = postern_policy::sts::Record::find(&text.lines().map(str::to_owned).collect::<Vec<_>>());
 }
 
 /// The SRS decoder (`SRS0=`/`SRS1=` addresses in our domain), with a fixed secret.

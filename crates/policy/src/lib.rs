@@ -10,6 +10,7 @@ pub mod relay;
 pub mod screen;
 pub mod senders;
 pub mod srs;
+pub mod sts;
 
 pub use recipients::{RecipientPolicy, resolve_for_delivery, resolve_recipient};
 pub use relay::is_trusted;

@@ -489,13 +489,10 @@ fn to_pipe(config: &Config, command: &str, alias: &str, reverse_path: &str, r: &
     }
 }
 
-/// How long an mbox delivery waits for the dotlock and the fcntl lock before retrying later.
-const MBOX_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// mbox delivery of one recipient (`[delivery] local = "mbox"`).
 fn to_mbox(config: &Config, mailbox: &str, reverse_path: &str, r: &Recipient, message: &[u8]) -> Outcome {
     let path = config.mbox_of(mailbox);
-    match postern_local::mbox::deliver(&path, reverse_path, &r.address, message, MBOX_LOCK_TIMEOUT) {
+    match postern_local::mbox::deliver(&path, reverse_path, &r.address, message, config.delivery.mbox_lock_timeout.0) {
         Ok(()) => Outcome::Delivered(postern_types::Reply::new(
             250,
             EnhancedStatus(2, 0, 0),

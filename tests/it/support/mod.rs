@@ -97,6 +97,42 @@ pub fn fill_no_dns(text: &str) -> String {
     text.replace("{NO_DNS}", &dns::no_dns())
 }
 
+/// Whether dkimpy (Debian's python3-dkim, an independent implementation) verifies the first
+/// DKIM-Signature of `message` with `txt` as the key record (the value `postern dkim keygen`
+/// prints), whatever name it is asked for.
+pub fn dkimpy_verifies(message: &[u8], txt: &str) -> bool {
+    use std::io::Write as _;
+    let verify = format!(
+        "import dkim,sys\nm=sys.stdin.buffer.read().replace(b'\\r\\n',b'\\n').replace(b'\\n',b'\\r\\n')\nt={txt:?}.encode()\nok=dkim.verify(m,dnsfunc=lambda n,timeout=5: t)\nprint('pass' if ok else 'fail')\nsys.exit(0 if ok else 1)\n"
+    );
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", &verify])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3-dkim: `bash scripts/test` installs it");
+    py.stdin.take().unwrap().write_all(message).unwrap();
+    let out = py.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("pass") || said.contains("fail"), "dkimpy did not run: {said}");
+    out.status.success()
+}
+
+/// Compares `got` with the golden file at `path`: `Err` with both texts when they differ. With
+/// `POSTERN_BLESS` set, a differing file is rewritten with `got`, and the result is still `Err`
+/// (naming the file rewritten), so a bless run never passes a test whose output changed.
+pub fn golden(path: &Path, got: &str) -> Result<(), String> {
+    let want = std::fs::read_to_string(path).unwrap_or_default();
+    if got == want {
+        return Ok(());
+    }
+    if std::env::var_os("POSTERN_BLESS").is_some() {
+        std::fs::write(path, got).unwrap();
+        return Err(format!("{}: rewritten by POSTERN_BLESS; check the diff and run again without it", path.display()));
+    }
+    Err(format!("{}:\n--- expected\n{want}--- got\n{got}", path.display()))
+}
+
 /// Copies `files` of `tests/fixtures/{fixture}` into `dir`, with `{NO_DNS}` filled in.
 pub fn copy_fixture(fixture: &str, files: &[&str], dir: &Path) {
     for f in files {

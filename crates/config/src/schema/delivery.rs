@@ -43,6 +43,12 @@ pub struct Delivery {
     /// (Debian's `/var/mail` is root:mail 2775: run Postern with `[server] group = "mail"`).
     #[serde(default = "default_mbox")]
     pub mbox: String,
+    /// How long an mbox delivery waits for the dotlock and the fcntl lock of the mailbox (held
+    /// by mutt, mail(1) or another delivery) before it gives up and retries later, seconds.
+    /// Default `"30s"` (procmail's `LOCKTIMEOUT` is 17 minutes for a stale lock; a mail reader
+    /// holds the lock for a moment while it rewrites the file).
+    #[serde(default = "default_mbox_lock_timeout")]
+    pub mbox_lock_timeout: Seconds,
 }
 
 /// `[delivery] local`.
@@ -64,6 +70,10 @@ fn default_lmtp() -> String {
 
 fn default_pipe_user() -> String {
     "nobody".into()
+}
+
+fn default_mbox_lock_timeout() -> Seconds {
+    Seconds(std::time::Duration::from_secs(30))
 }
 
 fn default_mbox() -> String {

@@ -1,4 +1,5 @@
-//! MTA-STS records and policies (RFC 8461), sans I/O: the `_mta-sts` TXT record (§3.1), the
+//! MTA-STS records and policies (RFC 8461), sans I/O (the fetching and caching are
+//! `postern_outbound::sts`): the `_mta-sts` TXT record (§3.1), the
 //! policy file (§3.2) and the matching of MX host names against its `mx` patterns (§4.1).
 
 use serde::{Deserialize, Serialize};
