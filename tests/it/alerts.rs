@@ -32,9 +32,9 @@ fn subjects(server: &Server) -> Vec<String> {
 #[test]
 fn a_stuck_domain_gives_one_alert_no_repeat_and_one_resolved_mail() {
     // Ports nothing listens on: every connection to them is refused.
-    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let remote = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let routes = format!("stuck.test relay:[127.0.0.1]:{stuck}\nremote.test relay:[127.0.0.1]:{remote}\n");
+    let (stuck, remote) = (crate::support::net::DeadPort::new(), crate::support::net::DeadPort::new());
+    let routes =
+        format!("stuck.test relay:[127.0.0.1]:{}\nremote.test relay:[127.0.0.1]:{}\n", stuck.port, remote.port);
     let a = Server::relay_a_routed(
         &routes,
         "\n[alerts]\nto = [\"ops@remote.test\"]\ninterval = \"1s\"\n\n\
@@ -92,7 +92,7 @@ fn a_stuck_domain_gives_one_alert_no_repeat_and_one_resolved_mail() {
 fn each_kind_of_rule_fires_on_what_it_measures() {
     use crate::support::certs::Pki;
     use crate::support::dns::DnsServer;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = crate::support::net::DeadPort::new();
     let zones = crate::support::repo().join("tests/fixtures/dns");
     // relay.test.zone has no DKIM record for a.test: the key is not published.
     let dns = DnsServer::start(&[("test.", &zones.join("relay.test.zone")), ("bl.test.", &zones.join("bl.test.zone"))]);
@@ -126,7 +126,7 @@ fn each_kind_of_rule_fires_on_what_it_measures() {
         },
         |dir| {
             cert.write(dir);
-            std::fs::write(dir.join("routes"), format!("dead.test relay:[127.0.0.1]:{dead}\n")).unwrap();
+            std::fs::write(dir.join("routes"), format!("dead.test relay:[127.0.0.1]:{}\n", dead.port)).unwrap();
         },
     );
     let (mut c, _) = Client::connect(a.port);

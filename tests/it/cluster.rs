@@ -58,6 +58,13 @@ fn rcpt(port: u16, ip: &str, from: &str, to: &str) -> Reply {
     c.cmd(&format!("RCPT TO:<{to}>"))
 }
 
+/// MAIL from `ip` (HELO good.policy.test): its reply.
+fn mail(port: u16, ip: &str, from: &str) -> Reply {
+    let (mut c, _) = Client::connect_from(ip, port);
+    assert_eq!(c.cmd("EHLO good.policy.test").code, 250);
+    c.cmd(&format!("MAIL FROM:<{from}>"))
+}
+
 fn greylisting_defers_then_passes(backend: Backend<'_>) {
     let dns = dns();
     let s = mx(&dns, GREY, &backend.config(""), "");
@@ -111,6 +118,52 @@ fn rate_limits_on_either_backend() {
     rate_limits_refuse_past_the_limit(Backend::Embedded);
     let redis = Redis::start();
     rate_limits_refuse_past_the_limit(Backend::Redis(&redis));
+}
+
+/// Messages per authenticated user: alice may send two, the third is refused at MAIL with the
+/// wait; bob, on the same client address, is counted apart; on either backend.
+fn per_user_limits(backend: Backend<'_>) {
+    let pki = crate::support::certs::Pki::new();
+    let cert = pki.server_cert(&["mx.example.test"], false);
+    let rule = "\n[rate_limits]\nexempt_trusted = false\n\n[[rate_limits.rule]]\nper = \"user\"\ncount = \"messages\"\nlimit = 2\nwindow = \"1h\"\n";
+    let host = Server::start_prepared(
+        "tls",
+        &[("PEER_PORT", "9".into())],
+        |t| t + &backend.config("") + rule,
+        |dir| cert.write(dir),
+    );
+    let session = |user: &str, password: &str| {
+        let (mut c, _) = Client::connect(host.port_of("submission"));
+        c.cmd("EHLO client.test");
+        c.starttls(pki.client_config(), "mx.example.test");
+        c.cmd("EHLO client.test");
+        let plain = format!("AUTH PLAIN {}", crate::support::base64(format!("\0{user}\0{password}").as_bytes()));
+        assert_eq!(c.cmd(&plain).code, 235);
+        c
+    };
+    let mut alice = session("alice", "alice-secret");
+    for _ in 0..2 {
+        assert_eq!(alice.cmd("MAIL FROM:<alice@example.test>").code, 250);
+        assert_eq!(alice.cmd("RSET").code, 250);
+    }
+    let r = alice.cmd("MAIL FROM:<alice@example.test>");
+    assert!(
+        r.text.starts_with(
+            "450 4.7.1 Rate limit exceeded for alice (user-messages: 2 messages per 3600s), try again in "
+        ),
+        "{}",
+        r.text
+    );
+    let mut bob = session("bob", "Hello world!");
+    assert_eq!(bob.cmd("MAIL FROM:<bob@example.test>").code, 250, "bob is counted apart");
+    host.wait_log("450 4.7.1 Rate limit exceeded for alice");
+}
+
+#[test]
+fn per_user_rate_limits_on_either_backend() {
+    per_user_limits(Backend::Embedded);
+    let redis = Redis::start();
+    per_user_limits(Backend::Redis(&redis));
 }
 
 /// The tls fixture (submission with AUTH, three failures ban for an hour) on `backend`.
@@ -174,11 +227,11 @@ fn two_hosts_share_greylisting_bans_and_rate_limits() {
     // The rate limit (messages per sender domain, counted at MAIL) counts through both: two
     // on A, two on B, then refused on both.
     for port in [a.port, b.port, a.port, b.port] {
-        let r = rcpt(port, "127.0.0.10", "list@bulk.test", "bob@example.test");
-        assert!(r.code == 250 || r.code == 451, "MAIL accepted: {}", r.text);
+        let r = mail(port, "127.0.0.10", "list@bulk.test");
+        assert_eq!(r.code, 250, "MAIL accepted: {}", r.text);
     }
     for port in [a.port, b.port] {
-        let r = rcpt(port, "127.0.0.10", "list@bulk.test", "bob@example.test");
+        let r = mail(port, "127.0.0.10", "list@bulk.test");
         assert!(r.text.starts_with("450 4.7.1 Rate limit exceeded for bulk.test"), "{}", r.text);
     }
 
@@ -257,7 +310,10 @@ fn the_store_stopped_mid_run_costs_no_mail_and_no_5xx() {
         &Backend::Redis(&redis).config("greylist_fail = \"closed\"\nrate_limit_fail = \"closed\""),
         rule,
     );
+    let rates_closed = mx(&dns, NO_GREY, &Backend::Redis(&redis).config("rate_limit_fail = \"closed\""), rule);
+    let rates_open = mx(&dns, NO_GREY, &Backend::Redis(&redis).config(""), rule);
     assert_eq!(rcpt(open.port, "127.0.0.10", "a@policy.test", "bob@example.test").code, 451, "greylisting works");
+    assert_eq!(rcpt(rates_closed.port, "127.0.0.10", "a@policy.test", "bob@example.test").code, 250, "counted");
     redis.stop();
     // Fail open: new triplets are accepted and the mail delivered, again and again.
     for i in 0..3 {
@@ -268,9 +324,14 @@ fn the_store_stopped_mid_run_costs_no_mail_and_no_5xx() {
         assert_eq!(r.code, 250, "{}", r.text);
     }
     open.wait_maildir("bob", 3);
-    // Fail closed: 451 4.7.1, never a 5xx.
+    // Fail closed: 451 4.7.1, never a 5xx; greylisting answers first (at RCPT)...
     let r = rcpt(closed.port, "127.0.0.10", "c@policy.test", "bob@example.test");
     assert!(r.text.starts_with("451 4.7.1 <bob@example.test>: Greylisting unavailable"), "{}", r.text);
+    // ...and where greylisting is off, the rate limit's own fail mode is reached.
+    let r = rcpt(rates_closed.port, "127.0.0.10", "c@policy.test", "bob@example.test");
+    assert!(r.text.starts_with("451 4.7.1 <bob@example.test>: Rate limits cannot be checked now"), "{}", r.text);
+    let r = rcpt(rates_open.port, "127.0.0.10", "c@policy.test", "bob@example.test");
+    assert_eq!(r.code, 250, "rate limits fail open by default: {}", r.text);
     // The outage is logged once however many calls failed.
     let outage = open.log_lines("store: redis+unix://");
     assert_eq!(outage.iter().filter(|l| l.contains("unreachable")).count(), 1, "{outage:?}");

@@ -67,7 +67,9 @@ fn the_example_configuration_starts_with_ipv4_and_ipv6_on_one_port() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.0.join(e.file_name())).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The port is held for the listeners until they bind it (see DeadPort).
+    let held = crate::support::net::DeadPort::new();
+    let port = held.port;
     let cfg = dir.0.join("postern.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("address = \"0.0.0.0:25\"") && text.contains("address = \"[::]:25\""), "{text}");

@@ -13,10 +13,6 @@ use crate::support::peer::Peer;
 use crate::support::smtp::Client;
 use crate::support::{Server, TempDir, postern_cli, repo};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A DKIM key for `domain` made by `postern dkim keygen` into `dir`: the config lines and the
 /// TXT value to publish.
 fn key(dir: &std::path::Path, domain: &str, selector: &str) -> (String, String) {
@@ -84,7 +80,9 @@ fn forwarded_mail_passes_spf_dmarc_and_arc_and_bounces_come_back() {
     let (b_key, b_txt) = key(&keys.0, "b.test", "arc");
     publish(&dns, "a._domainkey.a.test.", &a_txt);
     publish(&dns, "arc._domainkey.b.test.", &b_txt);
-    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    // Each instance names the others' ports: held for them until they bind (see DeadPort).
+    let held = [(); 3].map(|()| crate::support::net::DeadPort::new());
+    let [pa, pb, pc] = [held[0].port, held[1].port, held[2].port];
     let peer = Peer::start(&["550 5.1.1 <x@dead.test>: no such user"]);
 
     let a = instance(

@@ -30,8 +30,8 @@ fn value(text: &str, series: &str) -> Option<f64> {
 fn counters_and_the_oldest_age_of_a_dead_domain_pass_promtool() {
     let peer = Peer::start(&[]);
     // A port nothing listens on: every connection is refused.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let routes = format!("ok.test relay:[127.0.0.1]:{}\ndead.test relay:[127.0.0.1]:{dead}\n", peer.port);
+    let dead = crate::support::net::DeadPort::new();
+    let routes = format!("ok.test relay:[127.0.0.1]:{}\ndead.test relay:[127.0.0.1]:{}\n", peer.port, dead.port);
     let a = Server::relay_a_routed(&routes, "\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
     let line = a.wait_log("metrics on http://127.0.0.1:");
     let port: u16 = line.split("127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();

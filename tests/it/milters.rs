@@ -84,8 +84,8 @@ fn every_end_of_message_action_reject_discard_and_quarantine() {
 
 #[test]
 fn a_filter_that_is_down_gets_its_default_action() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let address = format!("inet:127.0.0.1:{closed}");
+    let closed = crate::support::net::DeadPort::new();
+    let address = format!("inet:127.0.0.1:{}", closed.port);
     let tempfail = with_milter(&address, "tempfail");
     let (mut c, _) = Client::connect(tempfail.port);
     c.cmd("EHLO client.test");
@@ -119,20 +119,24 @@ fn opendkim_signs_as_a_milter_and_dkimpy_verifies() {
         .unwrap();
     let record = String::from_utf8(out.stdout).unwrap();
     let txt = record.lines().last().unwrap().trim_start_matches("; ").to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let conf = format!(
-        "Syslog no\nMode s\nDomain example.test\nSelector od\nKeyFile {}\nSocket inet:{port}@127.0.0.1\nPidFile {}\nUserID root\nCanonicalization relaxed/relaxed\nRequireSafeKeys false\n",
-        key.display(),
-        dir.0.join("opendkim.pid").display()
+    let (mut opendkim, port) = crate::support::daemon_on_free_port(
+        "opendkim",
+        |port| {
+            let conf = format!(
+                "Syslog no\nMode s\nDomain example.test\nSelector od\nKeyFile {}\nSocket inet:{port}@127.0.0.1\nPidFile {}\nUserID root\nCanonicalization relaxed/relaxed\nRequireSafeKeys false\n",
+                key.display(),
+                dir.0.join("opendkim.pid").display()
+            );
+            std::fs::write(dir.0.join("opendkim.conf"), conf).unwrap();
+            Command::new("/usr/sbin/opendkim")
+                .args(["-f", "-x"])
+                .arg(dir.0.join("opendkim.conf"))
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        },
+        |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
     );
-    std::fs::write(dir.0.join("opendkim.conf"), conf).unwrap();
-    let mut opendkim = Command::new("/usr/sbin/opendkim")
-        .args(["-f", "-x"])
-        .arg(dir.0.join("opendkim.conf"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    poll("opendkim to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
     let server = with_milter(&format!("inet:127.0.0.1:{port}"), "tempfail");
     let (mut c, _) = Client::connect(server.port);
     c.cmd("EHLO client.test");
@@ -157,26 +161,13 @@ fn rspamd_refuses_gtube_and_adds_its_headers() {
     for d in ["db", "run", "local/local.d"] {
         std::fs::create_dir_all(dir.0.join(d)).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let fixture = crate::support::repo().join("tests/fixtures/rspamd");
-    let conf = std::fs::read_to_string(fixture.join("rspamd.conf")).unwrap();
-    let d = dir.0.display().to_string();
-    std::fs::write(dir.0.join("rspamd.conf"), conf.replace("{DIR}", &d).replace("{PORT}", &port.to_string())).unwrap();
     for e in std::fs::read_dir(fixture.join("local.d")).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.0.join("local/local.d").join(e.file_name())).unwrap();
     }
-    let rspamd = Command::new("/usr/bin/rspamd")
-        .args(["-f", "-u", "root", "-g", "root", "-c"])
-        .arg(dir.0.join("rspamd.conf"))
-        .arg(format!("--var=DBDIR={d}/db"))
-        .arg(format!("--var=RUNDIR={d}/run"))
-        .arg(format!("--var=LOGDIR={d}"))
-        .arg(format!("--var=LOCAL_CONFDIR={d}/local"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let conf = std::fs::read_to_string(fixture.join("rspamd.conf")).unwrap();
+    let d = dir.0.display().to_string();
     struct Stop(std::process::Child);
     impl Drop for Stop {
         fn drop(&mut self) {
@@ -185,10 +176,28 @@ fn rspamd_refuses_gtube_and_adds_its_headers() {
             let _ = self.0.wait();
         }
     }
-    let _rspamd = Stop(rspamd);
     // The port opens before the proxy worker is ready (rspamd compiles its rules first, slowly
     // on a loaded machine): ready is when a milter option negotiation gets its answer.
-    poll("rspamd answering the milter protocol", || milter_answers(port).then_some(()));
+    let (rspamd, port) = crate::support::daemon_on_free_port(
+        "rspamd",
+        |port| {
+            std::fs::write(dir.0.join("rspamd.conf"), conf.replace("{DIR}", &d).replace("{PORT}", &port.to_string()))
+                .unwrap();
+            Command::new("/usr/bin/rspamd")
+                .args(["-f", "-u", "root", "-g", "root", "-c"])
+                .arg(dir.0.join("rspamd.conf"))
+                .arg(format!("--var=DBDIR={d}/db"))
+                .arg(format!("--var=RUNDIR={d}/run"))
+                .arg(format!("--var=LOGDIR={d}"))
+                .arg(format!("--var=LOCAL_CONFDIR={d}/local"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        },
+        milter_answers,
+    );
+    let _rspamd = Stop(rspamd);
     let log = std::fs::read_to_string(dir.0.join("rspamd.log")).unwrap_or_default();
     assert!(
         !log.contains("from resolv.conf") && !log.contains("address resolution for"),

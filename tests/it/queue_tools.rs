@@ -137,23 +137,26 @@ fn queue_only_mode_and_daemon_down() {
 fn flush_delivers_now_through_a_host_marked_dead() {
     // A port nothing listens on yet: the first attempts are refused and the host status cache
     // marks it dead for `dead_host_time` (60 s by default).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = deferring_server(&port.to_string(), "8h");
+    let dead = crate::support::net::DeadPort::new();
+    let server = deferring_server(&dead.port.to_string(), "8h");
     let m1 = send(&server, "x@flaky.test");
     server.wait_log(&format!("{m1}: to=<x@flaky.test>"));
     let m2 = send(&server, "y@flaky.test");
     let skipped = server.wait_log(&format!("{m2}: to=<y@flaky.test>"));
     assert!(skipped.contains("skipped by the host status cache"), "{skipped}");
     // The host comes back; the cache still says dead, and the next retry is an hour away.
-    let peer = Peer::start_on(port);
+    let dead_port = dead.port;
+    let peer = Peer::start_on(dead);
     let (code, out, _) = queue(&server, &["flush"]);
     assert_eq!((code, out.trim()), (0, "2 message(s) scheduled for delivery now"));
     server.wait_queue_empty();
     assert_eq!(peer.received.lock().unwrap().len(), 2, "both delivered at the flush");
+    // Each message: deferred first (refused, or skipped by the cache), then sent at the flush.
     for id in [&m1, &m2] {
-        let sent = server.wait_log(&format!("{id}: to=<"));
-        assert!(!sent.is_empty());
-        assert!(server.log_lines(&format!("{id}: to=<")).iter().any(|l| l.contains("status=sent")));
+        let lines = server.log_lines(&format!("{id}: to=<"));
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].contains("status=deferred"), "{}", lines[0]);
+        assert!(lines[1].contains("status=sent") && lines[1].contains(&format!(":{}", dead_port)), "{}", lines[1]);
     }
 }
 

@@ -97,6 +97,43 @@ pub fn fill_no_dns(text: &str) -> String {
     text.replace("{NO_DNS}", &dns::no_dns())
 }
 
+/// Starts a daemon that binds a TCP port on 127.0.0.1 itself (opendkim, rspamd): `spawn(port)`
+/// starts it on a free port, and it is up when `ready(port)` while the process still runs. If
+/// the process exits first (another program took the port between the look-up and the bind:
+/// EADDRINUSE), it is started again on another port, five times at most. Returns the process and
+/// its port.
+pub fn daemon_on_free_port(
+    what: &str,
+    mut spawn: impl FnMut(u16) -> Child,
+    ready: impl Fn(u16) -> bool,
+) -> (Child, u16) {
+    /// Kills the daemon if the wait panics, so that no test leaves one behind.
+    struct Guard(Option<Child>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Guard(Some(spawn(port)));
+        let up = poll(&format!("{what} to listen on {port} (or exit)"), || {
+            match child.0.as_mut().unwrap().try_wait().unwrap() {
+                Some(status) => Some(Err(status)),
+                None => ready(port).then_some(Ok(())),
+            }
+        });
+        match up {
+            Ok(()) => return (child.0.take().unwrap(), port),
+            Err(status) => eprintln!("{what} exited ({status}) before listening on {port}: trying another port"),
+        }
+    }
+    panic!("{what} could not be started on a free port");
+}
+
 /// Whether dkimpy (Debian's python3-dkim, an independent implementation) verifies the first
 /// DKIM-Signature of `message` with `txt` as the key record (the value `postern dkim keygen`
 /// prints), whatever name it is asked for.

@@ -81,9 +81,9 @@ impl Peer {
         Self::start_full(rcpt_replies, tls, false)
     }
 
-    /// A plain peer on a given port (one that was refused a moment ago, say).
-    pub fn start_on(port: u16) -> Self {
-        Self::start_listener(TcpListener::bind(("127.0.0.1", port)).unwrap(), &[], Tls::None, false)
+    /// A plain peer on a port that was dead until now (connections to it were refused).
+    pub fn start_on(dead: crate::support::net::DeadPort) -> Self {
+        Self::start_listener(dead.listen(), &[], Tls::None, false)
     }
 
     fn start_full(rcpt_replies: &[&str], tls: Tls, dsn: bool) -> Self {
