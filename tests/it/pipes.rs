@@ -1,7 +1,8 @@
 //! Pipe delivery (`|command` in the aliases, `[delivery] allow_pipes`): procmail from Debian
-//! files a message by its `.procmailrc` rule; EX_TEMPFAIL is retried, EX_NOUSER bounced with the
-//! command's output in the DSN; a pipe never runs as root; and without `allow_pipes` the
-//! configuration is refused, naming the alias.
+//! files a message by its `.procmailrc` rule; EX_TEMPFAIL is retried, EX_NOUSER bounced with
+//! the command's output in the log and never in the DSN; a pipe never runs as root; without
+//! `allow_pipes` the configuration is refused, naming the alias; and an outsider's local part
+//! never becomes a command through a virtual-table template (issue 26, finding 1).
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -67,10 +68,12 @@ fn procmail_files_tempfail_retries_nouser_bounces_never_root() {
     });
     assert!(server.log_lines("to=<tempfail@example.test>")[0].contains("command exit status 75 (EX_TEMPFAIL)"));
 
-    // EX_NOUSER: bounced, the command's output in the DSN.
+    // EX_NOUSER: bounced; the command's output is logged, and never leaves the host in the DSN.
     send(&mut c, "nouser@example.test", "nobody home");
     let dsn = std::fs::read_to_string(&server.wait_maildir("alice", 1)[0]).unwrap();
-    assert!(dsn.contains("Status: 5.1.1") && dsn.contains("no such user here"), "{dsn}");
+    assert!(dsn.contains("Status: 5.1.1") && dsn.contains("command exit status 67 (EX_NOUSER)"), "{dsn}");
+    assert!(!dsn.contains("no such user here"), "the command's output reached the sender:\n{dsn}");
+    server.wait_log("to=<nouser@example.test>: command output: no such user here");
 
     // Without allow_pipes the configuration is refused, naming each alias that pipes.
     let err = check_config_without_pipes(&server);
@@ -126,4 +129,52 @@ fn check_config_without_pipes(server: &Server) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{err}");
     err
+}
+
+/// The documented catch-all `@example.org %1@example.test`, with pipes on for some procmail
+/// alias: an untrusted client's `RCPT TO:<"|id >FILE #"@example.org>` must not run a command.
+/// `%1` goes into the local part of an address, whose local part is then looked up as a name:
+/// unknown, so refused at RCPT, nothing queued, no file written. With pipes off too.
+#[test]
+fn an_outsiders_local_part_never_becomes_a_command() {
+    for pipes in ["true", "false"] {
+        let server = Server::start_prepared(
+            "basic",
+            &[],
+            |t| {
+                t.replace(
+                    "local = [\"example.test\", \"catch.test\"]",
+                    "local = [\"example.test\", \"catch.test\", \"example.org\"]",
+                ) + &format!("\n[delivery]\nallow_pipes = {pipes}\n")
+            },
+            |dir| {
+                let mut virtual_ = std::fs::read_to_string(dir.join("virtual")).unwrap();
+                virtual_.push_str("@example.org %1@example.test\n");
+                std::fs::write(dir.join("virtual"), virtual_).unwrap();
+                if pipes == "true" {
+                    let mut aliases = std::fs::read_to_string(dir.join("aliases")).unwrap();
+                    aliases.push_str("proc: \"|cat >/dev/null\"\n");
+                    std::fs::write(dir.join("aliases"), aliases).unwrap();
+                }
+            },
+        );
+        let marker = server.dir.0.join("pwned");
+        let (mut c, _) = Client::connect_from("127.0.0.3", server.port);
+        c.cmd("EHLO attacker.test");
+        assert_eq!(c.cmd("MAIL FROM:<x@attacker.test>").code, 250);
+        for local in
+            [format!("\"|id >{} #\"", marker.display()), "\"|/bin/sh\"".into(), "\":include:/etc/passwd\"".into()]
+        {
+            let r = c.cmd(&format!("RCPT TO:<{local}@example.org>"));
+            assert_eq!((r.code, &r.text[4..9]), (550, "5.1.1"), "pipes = {pipes}, {local}: {}", r.text);
+        }
+        // The catch-all itself still works for a real user.
+        assert_eq!(c.cmd("RCPT TO:<bob@example.org>").code, 250);
+        assert_eq!(c.cmd("DATA").code, 354);
+        assert_eq!(c.cmd("Subject: catch-all\r\n\r\nx\r\n.").code, 250);
+        server.wait_maildir("bob", 1);
+        server.wait_queue_empty();
+        assert!(!marker.exists(), "a command ran");
+        assert!(server.log_lines("delivered to command").is_empty(), "{:?}", server.log_lines("command"));
+    }
 }

@@ -13,7 +13,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Bytes of the command's output kept for the log and the DSN.
+/// Bytes of the command's output kept for the log (never for the DSN: a command's output does
+/// not leave the host).
 pub const OUTPUT_LIMIT: usize = 2048;
 
 /// An unprivileged account to run as.
@@ -53,9 +54,9 @@ pub struct Job<'a> {
 pub enum PipeOutcome {
     /// Exit status 0.
     Delivered,
-    /// Retry later: the reason (exit status or signal, and the command's output).
+    /// Retry later: the reason (exit status or signal).
     TempFail(String),
-    /// Bounce: the exit status, its sysexits name and the command's output.
+    /// Bounce: the exit status and its sysexits name.
     PermFail {
         /// The exit status.
         status: i32,
@@ -82,10 +83,14 @@ pub fn account(name: &str) -> Option<Account> {
     }
 }
 
-/// Runs `job` with `message` (CRLF, as queued) on its standard input.
-pub fn deliver(job: &Job<'_>, message: &[u8]) -> PipeOutcome {
+/// Runs `job` with `message` (CRLF, as queued) on its standard input. Returns the outcome,
+/// whose text names the exit status or signal only, and apart from it the first
+/// [`OUTPUT_LIMIT`] bytes of what the command wrote (stdout, then stderr), for the log: the
+/// outcome's text reaches the sender in a DSN, and a command's output (the files it read, the
+/// programs it ran) must not.
+pub fn deliver(job: &Job<'_>, message: &[u8]) -> (PipeOutcome, String) {
     if job.account.uid == 0 {
-        return PipeOutcome::TempFail("refusing to run a pipe as root".into());
+        return (PipeOutcome::TempFail("refusing to run a pipe as root".into()), String::new());
     }
     let domain = job.recipient.rsplit_once('@').map_or("", |(_, d)| d);
     let local = job.recipient.rsplit_once('@').map_or(job.recipient, |(l, _)| l);
@@ -117,7 +122,7 @@ pub fn deliver(job: &Job<'_>, message: &[u8]) -> PipeOutcome {
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return PipeOutcome::TempFail(format!("cannot run {:?}: {e}", job.command)),
+        Err(e) => return (PipeOutcome::TempFail(format!("cannot run {:?}: {e}", job.command)), String::new()),
     };
     let mut input = format!("Return-Path: <{}>\nDelivered-To: {}\n", job.sender, job.recipient).into_bytes();
     crate::write_lf(&mut input, message).expect("writing to a Vec cannot fail");
@@ -131,21 +136,19 @@ pub fn deliver(job: &Job<'_>, message: &[u8]) -> PipeOutcome {
     let output = collect_output(&mut child);
     let status = wait(&mut child, job.timeout);
     let _ = writer.join();
-    let said = output.join().unwrap_or_default();
-    let said = said.trim();
-    let with_output = |what: String| if said.is_empty() { what } else { format!("{what}: {said}") };
-    match status {
-        None => PipeOutcome::TempFail(with_output(format!("command timed out after {}s", job.timeout.as_secs()))),
-        Some(Err(signal)) => PipeOutcome::TempFail(with_output(format!("command killed by signal {signal}"))),
+    let said = output.join().unwrap_or_default().trim().to_owned();
+    let outcome = match status {
+        None => PipeOutcome::TempFail(format!("command timed out after {}s", job.timeout.as_secs())),
+        Some(Err(signal)) => PipeOutcome::TempFail(format!("command killed by signal {signal}")),
         Some(Ok(0)) => PipeOutcome::Delivered,
         Some(Ok(code @ (71 | 74 | 75 | 78))) => {
-            PipeOutcome::TempFail(with_output(format!("command exit status {code} ({})", sysexit_name(code))))
+            PipeOutcome::TempFail(format!("command exit status {code} ({})", sysexit_name(code)))
         }
-        Some(Ok(code)) => PipeOutcome::PermFail {
-            status: code,
-            text: with_output(format!("command exit status {code} ({})", sysexit_name(code))),
-        },
-    }
+        Some(Ok(code)) => {
+            PipeOutcome::PermFail { status: code, text: format!("command exit status {code} ({})", sysexit_name(code)) }
+        }
+    };
+    (outcome, said)
 }
 
 /// Reads up to [`OUTPUT_LIMIT`] bytes of the child's stdout and stderr, in a thread.
@@ -241,15 +244,14 @@ mod tests {
     #[test]
     fn exit_codes_environment_and_timeout() {
         let acct = nobody();
-        assert_eq!(deliver(&job("cat >/dev/null", &acct), b"Subject: x\r\n\r\nx\r\n"), PipeOutcome::Delivered);
+        assert_eq!(deliver(&job("cat >/dev/null", &acct), b"Subject: x\r\n\r\nx\r\n").0, PipeOutcome::Delivered);
         assert!(
-            matches!(deliver(&job("exit 75", &acct), b"x\r\n"), PipeOutcome::TempFail(t) if t.contains("EX_TEMPFAIL"))
+            matches!(deliver(&job("exit 75", &acct), b"x\r\n").0, PipeOutcome::TempFail(t) if t.contains("EX_TEMPFAIL"))
         );
-        let bounced = deliver(&job("echo no such user >&2; exit 67", &acct), b"x\r\n");
-        assert_eq!(
-            bounced,
-            PipeOutcome::PermFail { status: 67, text: "command exit status 67 (EX_NOUSER): no such user".into() }
-        );
+        // The output is for the log; the outcome (what a DSN carries) names the status only.
+        let (bounced, output) = deliver(&job("echo no such user >&2; id; exit 67", &acct), b"x\r\n");
+        assert_eq!(bounced, PipeOutcome::PermFail { status: 67, text: "command exit status 67 (EX_NOUSER)".into() });
+        assert!(output.starts_with("uid=") && output.ends_with("no such user"), "{output}");
         assert_eq!(status_of(67), (5, 1, 1));
         let env = deliver(
             &job(
@@ -258,11 +260,11 @@ mod tests {
             ),
             b"x\r\n",
         );
-        assert_eq!(env, PipeOutcome::Delivered);
+        assert_eq!(env.0, PipeOutcome::Delivered);
         let slow = Job { timeout: Duration::from_millis(200), ..job("sleep 5", &acct) };
-        assert!(matches!(deliver(&slow, b"x\r\n"), PipeOutcome::TempFail(t) if t.contains("timed out")));
+        assert!(matches!(deliver(&slow, b"x\r\n").0, PipeOutcome::TempFail(t) if t.contains("timed out")));
         let root = Account { uid: 0, ..acct.clone() };
-        assert!(matches!(deliver(&job("true", &root), b"x\r\n"), PipeOutcome::TempFail(t) if t.contains("root")));
+        assert!(matches!(deliver(&job("true", &root), b"x\r\n").0, PipeOutcome::TempFail(t) if t.contains("root")));
         assert!(account("root").is_none(), "root is never an account to run as");
     }
 }

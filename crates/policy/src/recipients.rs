@@ -334,7 +334,7 @@ impl Expansion<'_, '_, '_> {
         keys.push(format!("@{domain}"));
         if let Some((key, target)) = keys.iter().find_map(|k| p.tables.virtual_.get(k).map(|t| (k, t))) {
             let substituted = match target {
-                Target::Template(_) => Some(target.substitute(base, detail).map_err(|e| {
+                Target::Template(t) => Some(t.substitute(base, detail).map_err(|e| {
                     Failure::Temp(Reply::new(451, EnhancedStatus(4, 3, 5), format!("virtual table entry {key}: {e}")))
                 })?),
                 _ => None,

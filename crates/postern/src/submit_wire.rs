@@ -9,7 +9,7 @@
 //! Answer: `ok QUEUEID` or `error CODE X.Y.Z text` (an SMTP reply with its RFC 3463 enhanced
 //! status code), then the connection closes.
 
-use postern_types::dsn::{Notify, is_xtext};
+use postern_types::dsn::{Notify, is_printable_xtext};
 use postern_types::{EnhancedStatus, Reply};
 
 /// The MAIL and RCPT parameters of a local submission (RFC 6152, RFC 3461).
@@ -74,7 +74,7 @@ impl Request {
                 ("BODY", "7BIT") => params.body_8bit = Some(false),
                 ("RET", "FULL") => params.ret_full = Some(true),
                 ("RET", "HDRS") => params.ret_full = Some(false),
-                ("ENVID", v) if is_xtext(v) => params.envid = Some(v.to_owned()),
+                ("ENVID", v) if is_printable_xtext(v) => params.envid = Some(v.to_owned()),
                 ("NOTIFY", v) => {
                     params.notify = Some(Notify::parse(v).ok_or_else(|| bad(format!("bad NOTIFY {v:?}")))?)
                 }

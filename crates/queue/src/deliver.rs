@@ -291,7 +291,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             continue;
         }
         let outcome = match (&r.pipe, config.delivery.local) {
-            (Some(command), _) => to_pipe(config, &command.clone(), &mailbox, &reverse_path, r, message),
+            (Some(command), _) => to_pipe(config, id, &command.clone(), &mailbox, &reverse_path, r, message),
             (None, LocalTransport::Maildir) => {
                 to_maildir(spool, config, quarantine.as_deref(), &mailbox, &reverse_path, r, message)
             }
@@ -446,7 +446,17 @@ fn to_maildir(
 /// A `|command` recipient: run as the alias's Unix account (not root), else `[delivery]
 /// pipe_user`. Refused (retried) while `[delivery] allow_pipes` is off, so that a pipe queued
 /// before the switch was turned off never runs.
-fn to_pipe(config: &Config, command: &str, alias: &str, reverse_path: &str, r: &Recipient, message: &[u8]) -> Outcome {
+/// A pipe delivery of one recipient. The command's output is logged (escaped, as every log line),
+/// never put in the outcome, whose text a DSN carries to the sender.
+fn to_pipe(
+    config: &Config,
+    id: postern_types::QueueId,
+    command: &str,
+    alias: &str,
+    reverse_path: &str,
+    r: &Recipient,
+    message: &[u8],
+) -> Outcome {
     use postern_local::pipe::{self, PipeOutcome};
     if !config.delivery.allow_pipes {
         return Outcome::temp(EnhancedStatus(4, 3, 5), "pipes are off ([delivery] allow_pipes = false)");
@@ -472,7 +482,11 @@ fn to_pipe(config: &Config, command: &str, alias: &str, reverse_path: &str, r: &
         extension: extension.unwrap_or(""),
         timeout: config.delivery.pipe_timeout.0,
     };
-    match pipe::deliver(&job, message) {
+    let (outcome, output) = pipe::deliver(&job, message);
+    if !output.is_empty() {
+        tracing::info!("{id}: to=<{}>: command output: {output}", r.address);
+    }
+    match outcome {
         PipeOutcome::Delivered => {
             postern_types::failpoint::hit("queue::pipe-delivered");
             Outcome::Delivered(postern_types::Reply::new(

@@ -70,6 +70,15 @@ pub fn is_xtext(s: &str) -> bool {
     true
 }
 
+/// Whether `s` is xtext ([`is_xtext`]) whose decoded value is printable US-ASCII (graphic
+/// characters and space): what ENVID must hold (RFC 3461 §4.4) and what an ORCPT address can
+/// (§4.2). A `+0D+0A` would otherwise decode into a line break inside the DSN's delivery-status
+/// fields, where an outsider could add fields of their choice; such a value is refused when it
+/// arrives (501 5.5.4), so that what the queue keeps decodes to one printable line.
+pub fn is_printable_xtext(s: &str) -> bool {
+    is_xtext(s) && xtext_decode(s).bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
 /// Decodes xtext (`+HH` escapes); invalid input is returned as is.
 pub fn xtext_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -116,6 +125,15 @@ mod tests {
         assert_eq!(Notify::parse("NEVER,SUCCESS"), None);
         assert_eq!(Notify::parse(""), None);
         assert_eq!(Notify::parse("SOMETIMES"), None);
+    }
+
+    #[test]
+    fn printable_xtext() {
+        assert!(is_printable_xtext("fixture+2Bv1"));
+        assert!(is_printable_xtext("rfc822;a+20b@example.test"));
+        for bad in ["x+0D+0AFinal-Recipient:+20rfc822;x@evil.test", "x+00", "x+1B[31m", "x+7F", "x+C3+A9"] {
+            assert!(is_xtext(bad) && !is_printable_xtext(bad), "{bad}");
+        }
     }
 
     #[test]

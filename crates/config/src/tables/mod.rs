@@ -54,10 +54,9 @@ pub enum Target {
     Error(Reply),
     /// `|command` in the aliases: pipe the message to it (needs `[delivery] allow_pipes`).
     Pipe(String),
-    /// A virtual-table target with sendmail's substitutions (`%1@example.test`): `%1` is the
-    /// user part of the address, `%2` its detail (sub-address, without the separator), `%3`
-    /// the separator and detail (`+detail`, or nothing). See [`Target::substitute`].
-    Template(String),
+    /// A virtual-table target with sendmail's substitutions (`%1@example.test`): see
+    /// [`Template`].
+    Template(Template),
 }
 
 impl std::fmt::Display for Target {
@@ -69,7 +68,7 @@ impl std::fmt::Display for Target {
             Self::Address(a) => write!(f, "{a}"),
             Self::AsAddressed => f.write_str("!"),
             Self::Error(r) => write!(f, "{}", error_form(r)),
-            Self::Template(t) => f.write_str(t),
+            Self::Template(t) => write!(f, "{t}"),
             Self::Pipe(c) => write!(f, "\"|{c}\""),
         }
     }
@@ -81,19 +80,80 @@ pub fn error_form(r: &Reply) -> String {
     format!("error:{status}:{} {}", r.code, r.lines.join(" "))
 }
 
-impl Target {
-    /// The target a [`Target::Template`] stands for, given the user part, the detail and
-    /// the separator of the address looked up (sendmail virtusertable, cf/README
-    /// "virtusertable"): `%1` → `user`, `%2` → `detail`, `%3` → `+detail` (empty without a
-    /// detail). Other targets are returned as they are.
+/// A virtual-table template, sendmail's substitutions (cf/README, "virtusertable"): a local
+/// part with `%1` (the user part of the address looked up), `%2` (its detail, the sub-address
+/// without the separator) and `%3` (the separator and detail, `+detail`, or nothing), and an
+/// optional domain, both fixed when the table is read.
+///
+/// A substitution puts the client's text into the local part only, so it yields an address
+/// (with a domain) or a mailbox or alias name (without), nothing else: never a pipe, a file, an
+/// include or an error, whatever the client sent. Pipes and the rest come only from table
+/// lines (the template itself may not be one either).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    local: String,
+    domain: Option<String>,
+}
+
+impl Template {
+    /// Reads a template as written in the virtual table (`%1@example.test`, `bob-%2`).
     ///
     /// # Errors
-    /// The substituted text is not a valid target (say `%1` of an address whose user part
-    /// cannot stand in a name).
-    pub fn substitute(&self, user: &str, detail: Option<(char, &str)>) -> Result<Self, String> {
-        let Self::Template(t) = self else { return Ok(self.clone()) };
+    /// Not an address or a name (`|command`, a file, `:include:`, `error:`), a `%` other than
+    /// `%1`–`%3`, or a substitution in the domain.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if ["|", "\"|", "/", ":include:", "error:"].iter().any(|p| t.starts_with(p)) {
+            return Err("a template can only be an address or a name (pipes go in the aliases)".into());
+        }
+        let bad = t.match_indices('%').any(|(i, _)| !matches!(t.as_bytes().get(i + 1), Some(b'1'..=b'3')));
+        if bad {
+            return Err("only %1 (user), %2 (detail) and %3 (+detail) can be substituted".into());
+        }
+        let (local, domain) = match t.rsplit_once('@') {
+            Some((l, d)) => (l, Some(d.to_lowercase())),
+            None => (t, None),
+        };
+        if domain.as_deref().is_some_and(|d| d.contains('%')) {
+            return Err("substitutions go in the user part only".into());
+        }
+        if local.is_empty() || local.contains(char::is_whitespace) {
+            return Err("not a name or an address".into());
+        }
+        let template = Self { local: local.to_lowercase(), domain };
+        // The shape, with a sample user and detail, so that a broken template fails at load.
+        template.substitute("user", Some(('+', "detail")))?;
+        Ok(template)
+    }
+
+    /// The address or name this template stands for, given the user part, the detail and the
+    /// separator of the address looked up: `%1` → `user`, `%2` → `detail`, `%3` → `+detail`
+    /// (empty without a detail). Returns [`Target::Address`] or [`Target::Name`] only.
+    ///
+    /// # Errors
+    /// With a domain, the substituted text is not a valid address (RFC 5321 §4.1.2).
+    pub fn substitute(&self, user: &str, detail: Option<(char, &str)>) -> Result<Target, String> {
         let (d, sd) = detail.map_or((String::new(), String::new()), |(sep, d)| (d.to_owned(), format!("{sep}{d}")));
-        parse_target(&t.replace("%1", user).replace("%2", &d).replace("%3", &sd))
+        let local = self.local.replace("%1", user).replace("%2", &d).replace("%3", &sd);
+        match &self.domain {
+            Some(domain) => {
+                let address = Address::new(local, domain);
+                Address::parse(&address.to_string()).map_err(|e| format!("{address}: {e}"))?;
+                Ok(Target::Address(address))
+            }
+            None => Ok(Target::Name(local.to_lowercase())),
+        }
+    }
+}
+
+impl std::fmt::Display for Template {
+    /// As written in the table: `%1@example.test`, `bob-%2`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.local)?;
+        match &self.domain {
+            Some(d) => write!(f, "@{d}"),
+            None => Ok(()),
+        }
     }
 }
 

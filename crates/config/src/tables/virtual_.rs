@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{Target, parse_target};
+use super::{Target, Template, parse_target};
 use crate::error::ConfigError;
 
 type Parsed = (HashMap<String, Target>, HashMap<String, usize>);
@@ -42,14 +42,7 @@ fn parse_virtual_target(target: &str) -> Result<Target, String> {
             t => Ok(t),
         };
     }
-    let bad = target.match_indices('%').any(|(i, _)| !matches!(target.as_bytes().get(i + 1), Some(b'1'..=b'3')));
-    if bad {
-        return Err(format!("{target:?}: only %1 (user), %2 (detail) and %3 (+detail) can be substituted"));
-    }
-    // Check the shape with a sample user and detail, so that a broken template fails at load.
-    let template = Target::Template(target.to_lowercase());
-    template.substitute("user", Some(('+', "detail"))).map_err(|e| format!("{target:?}: {e}"))?;
-    Ok(template)
+    Template::parse(target).map(Target::Template).map_err(|e| format!("{target:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -65,9 +58,46 @@ mod tests {
         assert!(errors[0].to_string().contains("virtual:4: x*@e.test"), "{}", errors[0]);
         assert!(errors[1].to_string().contains("%9"), "{}", errors[1]);
         assert_eq!(lines["bob+*@example.test"], 2);
-        let t = &map["@example.org"];
+        let Target::Template(t) = &map["@example.org"] else { panic!("a template") };
         assert_eq!(t.substitute("alice", None).unwrap().to_string(), "alice@example.test");
-        let t = &map["bob+*@example.test"];
+        let Target::Template(t) = &map["bob+*@example.test"] else { panic!("a template") };
         assert_eq!(t.substitute("bob", Some(('+', "lists"))).unwrap(), Target::Name("bob-lists".into()));
+    }
+
+    /// A client's local part is hostile: whatever it holds (a pipe, a file, an include, an
+    /// error, quotes, separators), a substitution yields an address or a name, never anything
+    /// a table line alone may say.
+    #[test]
+    fn no_local_part_makes_a_template_a_pipe_file_include_or_error() {
+        let templates: Vec<Template> = ["%1@example.test", "%1", "x-%1%3", "%2@e.test", "%1.%2"]
+            .iter()
+            .map(|t| Template::parse(t).unwrap())
+            .collect();
+        let hostile = [
+            "\"|id >/tmp/x #\"",
+            "|id",
+            "/etc/passwd",
+            ":include:/etc/shadow",
+            "error:5.1.1:550 x",
+            "\"error:nouser\"",
+            "a\tb",
+            "\"a b\"@evil.test",
+            "%1%2%3",
+        ];
+        for t in &templates {
+            for user in hostile {
+                for detail in [None, Some(('+', "|x")), Some(('+', "error:4.0.0:451 y"))] {
+                    match t.substitute(user, detail) {
+                        Ok(Target::Address(_) | Target::Name(_)) | Err(_) => {}
+                        Ok(other) => panic!("{t} with {user:?}: {other:?}"),
+                    }
+                }
+            }
+        }
+        for bad in
+            ["|/usr/bin/procmail %1", "\"|cat %1\"", "/var/mail/%1", ":include:%1", "error:nouser %1", "%1@%2.test"]
+        {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Recipient resolution and relay: exhaustive tests of the rules in the module documentation.
 
 use super::*;
-use postern_config::Tables;
+use postern_config::{Tables, Template};
 
 fn tables() -> Tables {
     let mut t = Tables::default();
@@ -101,10 +101,10 @@ fn relay_only_for_trusted_clients() {
 fn sendmail_templates_and_wildcard_details() {
     let mut t = tables();
     // `@domain %1@other`: every user of the domain, kept as the same user elsewhere.
-    t.virtual_.insert("@catch.test".into(), Target::Template("%1@example.test".into()));
-    t.virtual_.insert("carol+*@example.test".into(), Target::Template("%2".into()));
+    t.virtual_.insert("@catch.test".into(), Target::Template(Template::parse("%1@example.test").unwrap()));
+    t.virtual_.insert("carol+*@example.test".into(), Target::Template(Template::parse("%2").unwrap()));
     t.virtual_.insert("alice++@example.test".into(), Target::Name("bob".into()));
-    t.virtual_.insert("@example.test".into(), Target::Template("%1%3@elsewhere.test".into()));
+    t.virtual_.insert("@example.test".into(), Target::Template(Template::parse("%1%3@elsewhere.test").unwrap()));
     // The catch-all gives the user part to %1; the detail goes with %3 only.
     assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "alice@catch.test")), ["remote:alice@elsewhere.test"]);
     assert_eq!(mailboxes(resolve(&t, "192.0.2.1", "nosuch+x@example.test")), ["remote:nosuch+x@elsewhere.test"]);

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use postern_types::dsn::{Notify, is_xtext};
+use postern_types::dsn::{Notify, is_printable_xtext};
 
 /// What the command was asked to do (`-b` mode, `-q`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,7 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Invocation, UsageError> {
             }
             "V" => {
                 let v = value("V")?;
-                if v.is_empty() || v.len() > 100 || !is_xtext(&v) {
+                if v.is_empty() || v.len() > 100 || !is_printable_xtext(&v) {
                     return Err(usage(format!("-V {v}: an envelope ID is up to 100 characters of xtext")));
                 }
                 inv.envid = Some(v);

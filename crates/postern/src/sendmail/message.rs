@@ -5,7 +5,7 @@
 //! unqualified From address gets its domain (RFC 6409 §8.1, as sendmail's `always_add_domain`
 //! and Postfix's `append_at_myorigin` do).
 
-use mail_parser::MessageParser;
+use mail_parser::{HeaderName, HeaderValue, MessageParser};
 
 /// What to submit: sender, qualified recipients and the message with CRLF line endings.
 #[derive(Debug)]
@@ -48,7 +48,13 @@ pub(crate) fn compose(input: &[u8], i: &Inputs<'_>) -> Result<Composed, String> 
     if i.read_recipients {
         let block: Vec<u8> = headers.iter().flat_map(|l| l.iter().copied().chain(*b"\r\n")).chain(*b"\r\n").collect();
         if let Some(msg) = MessageParser::default().parse_headers(&block) {
-            for list in [msg.to(), msg.cc(), msg.bcc()].into_iter().flatten() {
+            // Every To, Cc and Bcc field, not the last of each (mail-parser's `to()` is the
+            // last one): scripts that add one line per address write several (issue 26).
+            let lists = msg.headers().iter().filter_map(|h| match (&h.name, &h.value) {
+                (HeaderName::To | HeaderName::Cc | HeaderName::Bcc, HeaderValue::Address(list)) => Some(list),
+                _ => None,
+            });
+            for list in lists {
                 // A bare name (`To: root`) parses as a display name without an address.
                 for a in list.iter() {
                     let bare = a.name().filter(|n| !n.contains(char::is_whitespace));
@@ -202,6 +208,17 @@ mod tests {
             origin: "example.test",
             hostname: "mx.example.test",
         }
+    }
+
+    #[test]
+    fn every_to_cc_and_bcc_field_counts() {
+        let text =
+            b"To: a@x.test\nTo: b@x.test\nCc: c@x.test\nCc: d@x.test\nBcc: e@x.test\nBcc: f@x.test\nSubject: s\n\nx\n";
+        let c = compose(text, &inputs(&[], true)).unwrap();
+        let mut got = c.recipients.clone();
+        got.sort();
+        assert_eq!(got, ["a@x.test", "b@x.test", "c@x.test", "d@x.test", "e@x.test", "f@x.test"]);
+        assert!(!String::from_utf8(c.message).unwrap().to_ascii_lowercase().contains("bcc:"), "Bcc removed");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! RFC 4954 §6: 530 5.7.0); an authenticated sender is checked by the driver
 //! ([`Step::CheckSender`]).
 
-use postern_types::dsn::is_xtext;
+use postern_types::dsn::is_printable_xtext;
 use postern_types::{EnhancedStatus, Reply, ReversePath};
 
 use super::{MailTx, Session, State, Step};
@@ -70,7 +70,7 @@ impl Session {
                 // RFC 3461 §4.3, §4.4.
                 ("RET", Some(v)) if v.eq_ignore_ascii_case("FULL") => ret_full = Some(true),
                 ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => ret_full = Some(false),
-                ("ENVID", Some(v)) if v.len() <= 100 && is_xtext(v) => envid = Some(v.to_owned()),
+                ("ENVID", Some(v)) if v.len() <= 100 && is_printable_xtext(v) => envid = Some(v.to_owned()),
                 ("RET" | "ENVID", _) => return Err(replies::bad_param_value(key)),
                 _ => return Err(replies::unsupported_param(key)),
             }
