@@ -474,3 +474,22 @@ fn keygen_writes_the_key_where_the_configuration_reads_it() {
     assert!(keygen("s10").status.success());
     assert!(dir.0.join("dkim/a.test.s10.key").exists());
 }
+
+/// Forged results claiming our authserv-id, in every spelling RFC 8601 allows (a comment before
+/// the id, a quoted id, a fold), are removed from a message from outside even with
+/// `[authentication] verify = false` (issue 26, finding 8); another server's results stay.
+#[test]
+fn forged_results_are_removed_whatever_verify_says() {
+    let server = Server::start(); // basic: hostname mx.example.test, verify = false
+    let (mut c, _) = Client::connect_from("127.0.0.3", server.port);
+    c.cmd("EHLO outsider.test");
+    let forged = "Authentication-Results: (trust me) mx.example.test; dkim=pass header.d=bank.test\r\n\
+        Authentication-Results: \"mx.example.test\"; dmarc=pass header.from=bank.test\r\n\
+        Authentication-Results:\r\n mx.example.test;\r\n\tspf=pass smtp.mailfrom=bank.test\r\n\
+        Authentication-Results: other.test; spf=pass\r\nFrom: ceo@bank.test\r\nSubject: wire the money\r\n\r\nx\r\n";
+    assert_eq!(c.send_data("ceo@bank.test", &["bob@example.test"], forged.as_bytes()).code, 250);
+    let text = std::fs::read_to_string(&server.wait_maildir("bob", 1)[0]).unwrap();
+    assert!(!text.contains("bank.test;") && !text.contains("=bank.test"), "a forged result was kept:\n{text}");
+    assert!(text.contains("Authentication-Results: other.test; spf=pass"), "{text}");
+    assert!(text.contains("Subject: wire the money"), "{text}");
+}

@@ -178,4 +178,18 @@ fn forwarded_mail_passes_spf_dmarc_and_arc_and_bounces_come_back() {
     let (code, fresh) = postern_cli(&["srs", "forward", "alice@a.test"], &b.config_path());
     assert_eq!(code, Some(0));
     assert_eq!(postern_cli(&["srs", "reverse", fresh.trim()], &b.config_path()), (Some(0), "alice@a.test\n".into()));
+
+    // 5. An SRS address is no relay (issue 26, finding 3): its hash is 8 characters long, and
+    // even a valid address takes mail only from the null sender.
+    let hash = fresh.trim().split('=').nth(1).unwrap();
+    assert_eq!(hash.len(), 8, "{fresh}");
+    let (mut o, _) = Client::connect_from("127.0.0.3", b.port);
+    o.cmd("EHLO spammer.test");
+    assert_eq!(o.cmd("MAIL FROM:<spam@spammer.test>").code, 250);
+    let relayed = o.cmd(&format!("RCPT TO:<{}>", fresh.trim()));
+    assert!(relayed.text.starts_with("550 5.7.1") && relayed.text.contains("bounces only"), "{}", relayed.text);
+    b.wait_log("NOQUEUE: reject: RCPT from [127.0.0.3]: 550 5.7.1");
+    assert_eq!(o.cmd("RSET").code, 250);
+    assert_eq!(o.cmd("MAIL FROM:<>").code, 250);
+    assert_eq!(o.cmd(&format!("RCPT TO:<{}>", fresh.trim())).code, 250, "a bounce is still taken");
 }

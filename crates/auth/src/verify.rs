@@ -329,24 +329,29 @@ fn dkim_outcome(r: &DkimResult) -> Outcome {
 }
 
 /// `message` without the `Authentication-Results` fields whose authserv-id is `authserv_id`
-/// (case-insensitive): results that claim to be ours but came from outside are forgeries
-/// (RFC 8601 §5). Everything else, the body included, is kept byte for byte.
+/// (case-insensitive, RFC 8601 §2.5): results that claim to be ours but came from outside are
+/// forgeries (§5). The authserv-id is read as §2.2 defines it, from the unfolded field: after
+/// any comments and white space, a token or a quoted string, so a comment before it, quotes
+/// around it or a fold do not hide it. Everything else, the body included, is kept byte for
+/// byte.
 pub fn strip_forged_results(message: &[u8], authserv_id: &str) -> Vec<u8> {
     let end = header_end(message);
     let mut out = Vec::with_capacity(message.len());
-    let mut dropping = false;
     let mut pos = 0;
     while pos < end {
-        let line_end = message[pos..end].iter().position(|&b| b == b'\n').map_or(end, |i| pos + i + 1);
-        let line = &message[pos..line_end];
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
-            dropping = is_our_result(line, authserv_id);
+        // One field: its first line and every continuation line (RFC 5322 §2.2.3).
+        let mut field_end = pos;
+        loop {
+            field_end = message[field_end..end].iter().position(|&b| b == b'\n').map_or(end, |i| field_end + i + 1);
+            if field_end >= end || !matches!(message.get(field_end), Some(b' ' | b'\t')) {
+                break;
+            }
         }
-        if !dropping {
-            out.extend_from_slice(line);
+        let field = &message[pos..field_end];
+        if !is_our_result(field, authserv_id) {
+            out.extend_from_slice(field);
         }
-        pos = line_end;
+        pos = field_end;
     }
     out.extend_from_slice(&message[end..]);
     out
@@ -368,19 +373,103 @@ fn header_end(message: &[u8]) -> usize {
     pos
 }
 
-fn is_our_result(line: &[u8], authserv_id: &str) -> bool {
-    let Some(colon) = line.iter().position(|&b| b == b':') else { return false };
-    if !line[..colon].trim_ascii().eq_ignore_ascii_case(b"Authentication-Results") {
+/// Whether `field` (a whole header field, folded or not) is an `Authentication-Results` whose
+/// authserv-id is `authserv_id`.
+fn is_our_result(field: &[u8], authserv_id: &str) -> bool {
+    let Some(colon) = field.iter().position(|&b| b == b':') else { return false };
+    if !field[..colon].trim_ascii().eq_ignore_ascii_case(b"Authentication-Results") {
         return false;
     }
-    let value = String::from_utf8_lossy(&line[colon + 1..]);
-    let id = value.trim_start().split([';', ' ', '\t', '\r', '\n']).next().unwrap_or("");
-    id.eq_ignore_ascii_case(authserv_id)
+    let value = String::from_utf8_lossy(&field[colon + 1..]);
+    authserv_id_of(&value).is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
+}
+
+/// The authserv-id of an `Authentication-Results` value (RFC 8601 §2.2: `[CFWS] authserv-id`,
+/// where authserv-id is a `value`, a token or a quoted-string of RFC 2045 §5.1); `None` when the
+/// value does not start with one.
+fn authserv_id_of(value: &str) -> Option<String> {
+    let rest = skip_cfws(value)?;
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut id = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return Some(id),
+                '\\' => id.push(chars.next()?),
+                '\r' | '\n' => {}
+                c => id.push(c),
+            }
+        }
+        return None;
+    }
+    // RFC 2045 §5.1: a token is any CHAR but SPACE, CTLs and tspecials.
+    let token: String =
+        rest.chars().take_while(|c| !c.is_ascii_control() && !" ()<>@,;:\\\"/[]?=".contains(*c)).collect();
+    (!token.is_empty()).then_some(token)
+}
+
+/// `s` after leading white space, folds and comments (RFC 5322 §3.2.2 CFWS; comments nest, and
+/// a backslash quotes the next character); `None` when a comment is not closed.
+fn skip_cfws(s: &str) -> Option<&str> {
+    let mut rest = s;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+        if !rest.starts_with('(') {
+            return Some(rest);
+        }
+        let mut depth = 0usize;
+        let mut chars = rest.char_indices();
+        let mut close = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[close? + 1..];
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every shape of a forged result that claims our authserv-id (issue 26, finding 8): a
+    /// comment before the id, a quoted id, a fold before it, a nested comment, other case.
+    #[test]
+    fn strips_every_spelling_of_our_authserv_id() {
+        let forged = [
+            "Authentication-Results: (forged) mx.example.test; dkim=pass\r\n",
+            "Authentication-Results: \"mx.example.test\"; dkim=pass\r\n",
+            "Authentication-Results:\r\n mx.example.test;\r\n\tdmarc=pass\r\n",
+            "Authentication-Results: (a (nested \\) comment)) MX.Example.Test 1; spf=pass\r\n",
+            "Authentication-Results: \"mx.example\\.test\"; arc=pass\r\n",
+            "authentication-results:mx.example.test;dkim=pass\r\n",
+        ];
+        for f in forged {
+            let m = format!("{f}Subject: x\r\n\r\nbody\r\n");
+            let out = String::from_utf8(strip_forged_results(m.as_bytes(), "mx.example.test")).unwrap();
+            assert_eq!(out, "Subject: x\r\n\r\nbody\r\n", "{f:?}");
+        }
+        for kept in [
+            "Authentication-Results: mx.example.test.evil; dkim=pass\r\n",
+            "Authentication-Results: (mx.example.test) other.test; spf=pass\r\n",
+            "Authentication-Results: \"other mx.example.test\"; spf=pass\r\n",
+        ] {
+            let m = format!("{kept}Subject: x\r\n\r\nbody\r\n");
+            assert_eq!(strip_forged_results(m.as_bytes(), "mx.example.test"), m.as_bytes(), "{kept:?}");
+        }
+    }
 
     #[test]
     fn strips_only_our_forged_results() {

@@ -6,7 +6,7 @@
 use postern_store::Aggregate;
 use std::net::IpAddr;
 
-use postern_auth::{Checker, Decision, decide, strip_forged_results};
+use postern_auth::{Checker, Decision, decide};
 use postern_config::Config;
 use postern_config::schema::DkimOnError;
 use postern_proto::Transaction;
@@ -89,8 +89,8 @@ pub async fn dkim_sign(
     }
 }
 
-/// Checks `tx` from `ip` (outside, on an `mx` listener): forged results removed, then SPF,
-/// DKIM, DMARC and ARC, the decision logged and applied; `added` receives the headers, the
+/// Checks `tx` from `ip` (outside, on an `mx` listener, forged results already removed by
+/// the caller): SPF, DKIM, DMARC and ARC, the decision logged and applied; `added` receives the headers, the
 /// quarantine folder and the log line.
 ///
 /// # Errors
@@ -104,7 +104,6 @@ pub(crate) async fn check_from_outside(
     tx: &mut Transaction,
     added: &mut Added,
 ) -> Result<(), Reply> {
-    tx.message = strip_forged_results(&tx.message, &config.hostname);
     let mail_from = match &tx.reverse_path {
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(a) => a.to_string(),

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use postern_config::Role;
 use postern_config::schema::{Check, FailMode, RateCount};
 use postern_policy::senders::{may_send_as, not_owned};
-use postern_policy::{credentials, is_trusted, resolve_recipient};
+use postern_policy::{credentials, is_trusted, resolve_recipient, srs_sender_refusal};
 use postern_proto::{AuthOutcome, Session, Step, Transaction, submission};
 use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
 use tokio::io::AsyncWriteExt;
@@ -85,7 +85,12 @@ impl Driver<'_> {
                 session.client_verdict(verdict);
             }
             Step::CheckRecipient(rcpt) => {
-                let mut verdict = resolve_recipient(&self.policy(), ip, session.authenticated().is_some(), &rcpt);
+                let policy = self.policy();
+                let refused = session.reverse_path().and_then(|path| srs_sender_refusal(&policy, path, &rcpt));
+                let mut verdict = match refused {
+                    Some(r) => Verdict::PermFail(r),
+                    None => resolve_recipient(&policy, ip, session.authenticated().is_some(), &rcpt),
+                };
                 let mut reason = "recipient";
                 if matches!(verdict, Verdict::Ok(_))
                     && let Some(r) = Box::pin(self.greylist(session.reverse_path(), &rcpt)).await
@@ -379,6 +384,11 @@ impl Driver<'_> {
             added.headers.push_str(&format!("X-Postern-Policy: {}\r\n", tags.join("; ")));
         }
         let ours = tx.auth.is_some() || is_trusted(ip, &self.config.relay.trusted_networks);
+        if !ours {
+            // RFC 8601 §5: results claiming our authserv-id that come from outside are forged;
+            // removed from every such message, whether or not it is checked here.
+            tx.message = postern_auth::strip_forged_results(&tx.message, &self.config.hostname);
+        }
         if tx.auth.is_some() {
             // RFC 6409 §8.3, §8.4: submission completes Date and Message-ID (before signing,
             // as both are signed).

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use postern_config::{Route, Tables, Target};
-use postern_types::{Address, Destination, EnhancedStatus, Reply, Verdict};
+use postern_types::{Address, Destination, EnhancedStatus, Reply, ReversePath, Verdict};
 
 use crate::relay::is_trusted;
 
@@ -226,6 +226,22 @@ fn resolve_traced(
             Verdict::TempFail(r)
         }
     }
+}
+
+/// Mail to one of our SRS addresses from a sender other than the null sender: `550 5.7.1`, so
+/// that an SRS address is never a relay, forged or not (issue 26). What legitimately goes back
+/// to one comes from the null reverse-path: bounces (RFC 5321 §4.5.5) and auto-replies
+/// (RFC 3834 §3.1.7). `None`: not an SRS address of ours, or the null sender.
+pub fn srs_sender_refusal(p: &RecipientPolicy<'_>, reverse_path: &ReversePath, rcpt: &Address) -> Option<Reply> {
+    let keys = p.tables.srs.as_ref()?;
+    let ours = rcpt.domain() == keys.domain && crate::srs::Srs::from(keys).is_ours(rcpt);
+    (ours && *reverse_path != ReversePath::Null).then(|| {
+        Reply::new(
+            550,
+            EnhancedStatus(5, 7, 1),
+            format!("<{rcpt}>: Recipient address rejected: an SRS address takes bounces only (the null sender)"),
+        )
+    })
 }
 
 /// A bounce to one of our SRS addresses: accepted only when hash and timestamp verify, and sent

@@ -5,7 +5,7 @@
 //! sender.
 //!
 //! - `SRS0=HHHH=TT=domain=local@SRSDOMAIN` for a first forward: `TT` is the day (days since the
-//!   epoch, modulo 1024) in two base32 characters; `HHHH` the first [`HASH_LEN`] characters of
+//!   epoch, modulo 1024) in two base32 characters; `HHHH` the first `hash_len` characters of
 //!   the base64 HMAC-SHA1 of `TT`, `domain` and `local`, lower-cased, under the first secret.
 //! - `SRS1=HHHH=host==rest@SRSDOMAIN` when the sender is already an SRS0 address of `host`
 //!   (re-forwarding): the hash covers `host` and `rest`, and reversal gives back
@@ -20,8 +20,9 @@ use base64::engine::general_purpose::STANDARD;
 use postern_types::Address;
 use ring::hmac;
 
-/// Characters of the hash kept (libsrs2's default; at least 4).
-pub const HASH_LEN: usize = 4;
+/// The fewest and the most characters of the hash an SRS address can keep: libsrs2's minimum,
+/// and the whole base64 HMAC-SHA1 without its padding.
+pub const HASH_LEN_RANGE: std::ops::RangeInclusive<usize> = 4..=27;
 
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
@@ -47,13 +48,20 @@ pub struct Srs {
     pub domain: String,
     /// Secrets; the first signs, all verify. Never empty.
     pub secrets: Vec<Vec<u8>>,
-    /// Days an SRS0 address stays valid. Default 21.
+    /// Days an SRS0 address stays valid. Default 7.
     pub max_age_days: u32,
+    /// Characters of the hash kept, within [`HASH_LEN_RANGE`]. Default 8.
+    pub hash_len: usize,
 }
 
 impl From<&postern_config::SrsKeys> for Srs {
     fn from(k: &postern_config::SrsKeys) -> Self {
-        Self { domain: k.domain.clone(), secrets: k.secrets.clone(), max_age_days: k.max_age_days }
+        Self {
+            domain: k.domain.clone(),
+            secrets: k.secrets.clone(),
+            max_age_days: k.max_age_days,
+            hash_len: k.hash_len,
+        }
     }
 }
 
@@ -69,9 +77,12 @@ impl Srs {
         for p in parts {
             ctx.update(p.to_lowercase().as_bytes());
         }
-        STANDARD.encode(ctx.sign().as_ref())[..HASH_LEN].to_owned()
+        let len = self.hash_len.clamp(*HASH_LEN_RANGE.start(), *HASH_LEN_RANGE.end());
+        STANDARD.encode(ctx.sign().as_ref())[..len].to_owned()
     }
 
+    /// Whether `hash` (as found in an address, compared case-insensitively) is the full-length
+    /// hash of `parts` under one of the secrets: a shorter one never verifies.
     fn verifies(&self, hash: &str, parts: &[&str]) -> bool {
         self.secrets.iter().any(|s| self.hash(s, parts).eq_ignore_ascii_case(hash))
     }
@@ -211,6 +222,7 @@ mod tests {
             domain: "fwd.b.test".into(),
             secrets: vec![b"new secret".to_vec(), b"old secret".to_vec()],
             max_age_days: 21,
+            hash_len: 8,
         }
     }
 
@@ -223,6 +235,11 @@ mod tests {
         assert_eq!(f.domain(), "fwd.b.test");
         assert!(f.local_part().starts_with("SRS0=") && f.local_part().ends_with("=a.test=Alice"), "{f}");
         assert_eq!(s.reverse(&f, day + 21).unwrap().to_string().to_lowercase(), "alice@a.test");
+        // The whole hash must be there: its first four characters (libsrs2's length) do not do.
+        let hash = f.local_part().split('=').nth(1).unwrap();
+        assert_eq!(hash.len(), 8);
+        let short = Address::parse(&f.to_string().replacen(hash, &hash[..4], 1)).unwrap();
+        assert_eq!(s.reverse(&short, day), Err(SrsError::BadHash));
         // Case does not matter (local parts get lower-cased by the way).
         let lower = Address::parse(&f.to_string().to_lowercase()).unwrap();
         assert_eq!(s.reverse(&lower, day).unwrap().to_string(), "alice@a.test");
@@ -238,7 +255,7 @@ mod tests {
 
     #[test]
     fn reforwarding_uses_srs1() {
-        let other = Srs { domain: "fwd.c.test".into(), secrets: vec![b"c".to_vec()], max_age_days: 21 };
+        let other = Srs { domain: "fwd.c.test".into(), secrets: vec![b"c".to_vec()], max_age_days: 21, hash_len: 8 };
         let s = srs();
         let day = 20_000;
         let srs0 = other.forward(&Address::parse("bob@a.test").unwrap(), day);

@@ -691,6 +691,9 @@ impl Config {
                 );
             }
         }
+        if !(4..=27).contains(&self.forwarding.srs_hash_length) {
+            err("forwarding.srs_hash_length", "must be 4 to 27 characters (default 8)".into());
+        }
         if self.forwarding.srs_domain.is_some() && self.forwarding.srs_secret_file.is_none() {
             err("forwarding.srs_secret_file", "srs_domain needs secrets: a file with one secret per line".into());
         }

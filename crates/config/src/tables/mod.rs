@@ -190,6 +190,8 @@ pub struct SrsKeys {
     pub secrets: Vec<Vec<u8>>,
     /// Days an SRS address stays valid.
     pub max_age_days: u32,
+    /// Characters of the hash kept (4 to 27).
+    pub hash_len: usize,
     /// Sender domains not rewritten (lower-case), besides the local ones.
     pub exclude_domains: Vec<String>,
 }
@@ -211,6 +213,7 @@ impl SrsKeys {
             domain: domain.clone(),
             secrets,
             max_age_days: u32::try_from(f.srs_max_age.0.as_secs() / 86400).unwrap_or(u32::MAX),
+            hash_len: f.srs_hash_length,
             exclude_domains: f.srs_exclude_domains.iter().map(|d| d.to_lowercase()).collect(),
         }))
     }
