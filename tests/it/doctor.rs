@@ -41,7 +41,7 @@ impl Setup {
                 "hostname = \"mx.{domain}\"\ndata_dir = \"data\"\n[[listener]]\naddress = \"{ip}:0\"\nrole = \"mx\"\n\
                  [domains]\nlocal = [\"{domain}\"]\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n{key}\
                  [relay]\ntrusted_networks = []\n[policy]\nenabled = false\n[authentication]\nverify = false\n\
-                 [outbound]\nca_file = \"ca.pem\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\nattempts = 1\n\
+                 [outbound]\nca_file = \"ca.pem\"\nmta_sts_allow_networks = [\"127.0.0.0/8\"]\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\nattempts = 1\n\
                  trust_anchor = \"anchors\"\n",
                 dns.addr
             ),

@@ -29,6 +29,7 @@ fn sender(pki: &Pki, dns: &DnsServer, peer: &Peer) -> Server {
 }
 
 /// As [`sender`], with `extra` appended to the configuration (also used by tests/it/tls_rpt.rs).
+/// The policy hosts are on loopback, which `mta_sts_allow_networks` lets a fetch reach.
 pub(crate) fn sender_with(pki: &Pki, dns: &DnsServer, peer: &Peer, extra: &str) -> Server {
     let root = pki.root_pem();
     Server::start_prepared(
@@ -37,7 +38,7 @@ pub(crate) fn sender_with(pki: &Pki, dns: &DnsServer, peer: &Peer, extra: &str) 
         |t| {
             t.replace("{DNS}", &dns.addr.to_string())
                 .replace("{PORT}", &peer.port.to_string())
-                .replace("[outbound]", "[outbound]\nca_file = \"ca.pem\"")
+                .replace("[outbound]", "[outbound]\nca_file = \"ca.pem\"\nmta_sts_allow_networks = [\"127.0.0.0/8\"]")
                 + extra
         },
         |dir| std::fs::write(dir.join("ca.pem"), &root).unwrap(),
@@ -114,4 +115,32 @@ fn enforce_defers_a_certificate_from_another_ca_and_testing_delivers() {
     let sent = line(&a, "y@badca.test", "sent");
     assert!(sent.contains("tls=TLS") && sent.contains("tls_required=no"), "{sent}");
     assert_eq!(*peer.over_tls.lock().unwrap(), [true, true]);
+}
+
+/// A policy host whose DNS points into our own network (loopback here; private or link-local
+/// addresses alike) is never fetched from without `mta_sts_allow_networks` (issue 26, finding
+/// 12: no server-side request forgery from DNS): the fetch fails, logged, no request reaches the
+/// host, and the message goes out as it would without a policy.
+#[test]
+fn a_policy_host_on_a_private_address_is_not_fetched() {
+    let (pki, dns) = (Pki::new(), dns());
+    let https = policy_host(&pki, "127.0.0.76", "private.test", &policy("enforce", "mx.private.test"));
+    let peer = Peer::start(&[]);
+    let root = pki.root_pem();
+    let a = Server::start_prepared(
+        "relay-a",
+        &[("PEER", "9".into())],
+        |t| {
+            t.replace("{DNS}", &dns.addr.to_string())
+                .replace("{PORT}", &peer.port.to_string())
+                .replace("[outbound]", "[outbound]\nca_file = \"ca.pem\"")
+        },
+        |dir| std::fs::write(dir.join("ca.pem"), &root).unwrap(),
+    );
+    send(&a, "x@private.test");
+    let sent = line(&a, "x@private.test", "sent");
+    assert!(!sent.contains("sts="), "{sent}");
+    let refused = a.wait_log("MTA-STS: policy of private.test");
+    assert!(refused.contains("mta-sts.private.test resolves to 127.0.0.76, not a public address"), "{refused}");
+    assert_eq!(*https.requests.lock().unwrap(), 0, "the policy host was reached");
 }

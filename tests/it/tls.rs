@@ -453,3 +453,35 @@ fn reload_under_privilege_drop_reads_root_only_keys() {
     assert!(crate::support::dkimpy_verifies(&signed, &new_txt), "the new key signs:\n{text}");
     assert!(!crate::support::dkimpy_verifies(&signed, &old_txt), "not the old key");
 }
+
+/// Every way around the submission From check (issue 26, finding 5) is refused with 550 5.7.1
+/// at the end of DATA, nothing relayed: a forged From before the user's own, other spellings of
+/// the field name, an empty group, no From at all, a foreign Sender. The user's own From passes.
+#[test]
+fn submission_from_check_has_no_way_around() {
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, _) = start(&pki, &peer);
+    let (mut c, _) = Client::connect(server.port_of("submission"));
+    c.cmd("EHLO client.test");
+    c.starttls(pki.client_config(), NAME);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.cmd(&plain("alice", "alice-secret")).code, 235);
+    for headers in [
+        "From: CEO <ceo@example.test>\r\nFrom: alice@example.test\r\n",
+        "from: ceo@example.test\r\n",
+        "FROM: ceo@example.test\r\n",
+        "From: ceo@example.test:;\r\n",
+        "Subject: no author\r\n",
+        "From: alice@example.test\r\nSender: ceo@example.test\r\n",
+        "From: alice@example.test, ceo@example.test\r\n",
+    ] {
+        let body = format!("{headers}Subject: s\r\n\r\nx\r\n");
+        let r = c.send_data("alice@example.test", &["friend@far.test"], body.as_bytes());
+        assert_eq!((r.code, &r.text[4..9]), (550, "5.7.1"), "{headers:?}: {}", r.text);
+    }
+    let r = c.send_data("alice@example.test", &["friend@far.test"], b"From: Alice <alice@example.test>\r\n\r\nx\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    poll("the one relayed message", || (peer.received.lock().unwrap().len() == 1).then_some(()));
+    assert_eq!(server.log_lines("NOQUEUE: reject: DATA from").len(), 7);
+}

@@ -102,7 +102,11 @@ pub fn reply(data: &[u8]) {
         parser.feed(piece);
         loop {
             match parser.next_reply() {
-                Ok(Some(r)) => assert!((200..600).contains(&r.code), "{r:?}"),
+                Ok(Some(r)) => {
+                    assert!((200..600).contains(&r.code), "{r:?}");
+                    // A remote server's text reaches logs and DSNs: no control but HT in it.
+                    assert!(r.lines.iter().all(|l| !l.chars().any(|c| c.is_control() && c != '\t')), "{r:?}");
+                }
                 Ok(None) => break,
                 Err(_) => return,
             }

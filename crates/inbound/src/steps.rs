@@ -437,26 +437,41 @@ impl Driver<'_> {
         Some(r)
     }
 
-    /// For an authenticated submission: the refusal when a From address of the message is not
-    /// the login's (RFC 6409 §6.1). `550 5.7.1`: at the end of DATA, RFC 5321 §4.3.2 allows
-    /// 550/554, not 553.
+    /// For an authenticated submission: the refusal when the author fields do not name the
+    /// login's own addresses (RFC 6409 §6.1): not exactly one `From:` field (RFC 5322 §3.6), a
+    /// `From:` without an address (an empty group), or an address of any `From:` or `Sender:`
+    /// field that is not the login's, whatever the field name's case. `550 5.7.1`: at the end
+    /// of DATA, RFC 5321 §4.3.2 allows 550/554, not 553.
     fn foreign_from(&self, tx: &Transaction) -> Option<Reply> {
+        use mail_parser::{HeaderName, HeaderValue};
         let login = tx.auth.as_deref()?;
-        let parsed = mail_parser::MessageParser::new().parse_headers(&tx.message)?;
-        let from = parsed.from()?;
-        for a in from.iter() {
-            let Some(text) = a.address() else { continue };
-            let owned = Address::parse(text).is_ok_and(|address| may_send_as(&self.policy(), login, &address));
-            if !owned {
-                tracing::info!(
-                    "NOQUEUE: reject: DATA from [{}]: From: <{text}> not owned by sasl_username={login}",
-                    self.peer.ip()
-                );
-                return Some(Reply::new(
-                    550,
-                    EnhancedStatus(5, 7, 1),
-                    format!("From: <{text}> rejected: not owned by user {login}"),
-                ));
+        let refuse = |what: String| {
+            tracing::info!("NOQUEUE: reject: DATA from [{}]: {what}; sasl_username={login}", self.peer.ip());
+            Some(Reply::new(550, EnhancedStatus(5, 7, 1), what))
+        };
+        let parsed = mail_parser::MessageParser::new().parse_headers(&tx.message);
+        let headers = parsed.as_ref().map_or(&[][..], |m| m.headers());
+        let froms = headers.iter().filter(|h| h.name == HeaderName::From).count();
+        if froms != 1 {
+            return refuse(format!("{froms} From: fields; a message has exactly one (RFC 5322 3.6)"));
+        }
+        for h in headers.iter().filter(|h| matches!(h.name, HeaderName::From | HeaderName::Sender)) {
+            let field = if h.name == HeaderName::From { "From" } else { "Sender" };
+            let texts: Vec<&str> = match &h.value {
+                HeaderValue::Address(list) => list.iter().filter_map(|a| a.address()).collect(),
+                _ => Vec::new(),
+            };
+            if texts.is_empty() {
+                return refuse(format!("{field}: names no address"));
+            }
+            for text in texts {
+                // Echoed only once it parses as an address (no control can pass).
+                let Ok(address) = Address::parse(text) else {
+                    return refuse(format!("{field}: holds an address that does not parse"));
+                };
+                if !may_send_as(&self.policy(), login, &address) {
+                    return refuse(format!("{field}: <{address}> rejected: not owned by user {login}"));
+                }
             }
         }
         None

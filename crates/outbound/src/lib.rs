@@ -166,6 +166,7 @@ async fn tls_for<R: Resolver>(
     let how = sts::Fetching {
         cache_dir: &cache_dir,
         ca_file: config.outbound.ca_file.as_deref(),
+        allow: &config.outbound.mta_sts_allow_networks,
         timeout: config.outbound.mta_sts_timeout.0,
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

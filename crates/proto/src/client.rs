@@ -41,7 +41,7 @@ impl ReplyParser {
                 return Ok(None);
             };
             let raw: Vec<u8> = self.buf.drain(..=lf).collect();
-            let line = String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']).to_owned();
+            let line = printable(String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']));
             let b = line.as_bytes();
             let code_ok = b.len() >= 3 && (b'2'..=b'5').contains(&b[0]) && b[1..3].iter().all(u8::is_ascii_digit);
             let sep = b.get(3).copied();
@@ -58,6 +58,22 @@ impl ReplyParser {
             return Ok(Some(parse_lines(&lines)));
         }
     }
+}
+
+/// `line` with every control character but HT (a bare CR, ESC, BEL, NUL, DEL) written as `\xHH`:
+/// a reply's text is `textstring` (RFC 5321 §4.2: HT and printable characters), and a remote
+/// server's text goes on into logs, `postern queue` and DSNs sent to our users, where a control
+/// could rewrite a terminal or split a field (issue 26, finding 11).
+fn printable(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c.is_control() && c != '\t' {
+            out.push_str(&format!("\\x{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Builds a [`Reply`] from its lines, taking the enhanced status code from the last line when
@@ -259,6 +275,15 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn controls_in_a_remote_reply_are_written_out() {
+        let mut p = ReplyParser::default();
+        p.feed(b"550-5.1.1 evil\x1b[2J\x07 text\r\n550 5.1.1 bare\rCR and\ttab\r\n");
+        let r = p.next_reply().unwrap().unwrap();
+        assert_eq!(r.lines, ["evil\\x1B[2J\\x07 text", "bare\\x0DCR and\ttab"]);
+        assert_eq!(r.status, Some(EnhancedStatus(5, 1, 1)));
+    }
 
     #[test]
     fn refuses_codes_outside_2xx_to_5xx_and_mixed_multiline_codes() {

@@ -6,6 +6,7 @@
 mod address;
 pub mod dsn;
 pub mod failpoint;
+pub mod net;
 mod queue_id;
 mod reply;
 pub mod tls_report;

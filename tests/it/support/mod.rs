@@ -200,26 +200,19 @@ impl Server {
     /// Starts `postern serve` with no `--config` and no `$POSTERN_CONFIG` under `wrapper`
     /// (which makes the configuration appear at `/etc/postern/postern.toml`); `dir` holds it.
     pub fn start_wrapped(dir: TempDir, wrapper: Vec<std::ffi::OsString>) -> Self {
-        let mut s = Self {
-            dir,
-            child: None,
-            port: 0,
-            ports: Vec::new(),
-            log: Arc::default(),
-            log_mark: 0,
-            wrapper: Some(wrapper),
-            env: Vec::new(),
-        };
-        s.spawn();
-        s
+        Self::launch(dir, Some(wrapper), Vec::new())
     }
 
     /// Starts `postern serve --config DIR/postern.toml` on a folder already laid out, with
     /// `env` added to its environment.
     pub fn start_in(dir: TempDir, env: &[(&str, String)]) -> Self {
-        let env = env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        Self::launch(dir, None, env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
+    }
+
+    /// Starts the server on `dir` (under `wrapper`, if any, with `env` added).
+    fn launch(dir: TempDir, wrapper: Option<Vec<std::ffi::OsString>>, env: Vec<(String, String)>) -> Self {
         let mut s =
-            Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), log_mark: 0, wrapper: None, env };
+            Self { dir, child: None, port: 0, ports: Vec::new(), log: Arc::default(), log_mark: 0, wrapper, env };
         s.spawn();
         s
     }
@@ -257,18 +250,7 @@ impl Server {
         let text = std::fs::read_to_string(&cfg).unwrap();
         std::fs::write(&cfg, fill_no_dns(&edit(text))).unwrap();
         prepare(&dir.0);
-        let mut s = Self {
-            dir,
-            child: None,
-            port: 0,
-            ports: Vec::new(),
-            log: Arc::default(),
-            log_mark: 0,
-            wrapper: None,
-            env: Vec::new(),
-        };
-        s.spawn();
-        s
+        Self::launch(dir, None, Vec::new())
     }
 
     /// Instance A relaying by its `routes` table only (`routes` replaces it; DNS on a closed

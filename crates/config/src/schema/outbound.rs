@@ -66,6 +66,12 @@ pub struct Outbound {
     /// The bound of fetching an MTA-STS policy over HTTPS. Default `"30s"`.
     #[serde(default = "default_mta_sts_timeout")]
     pub mta_sts_timeout: Seconds,
+    /// Networks a policy host (`mta-sts.DOMAIN`) may resolve to although they are not public
+    /// unicast addresses (loopback, private, link-local): for tests and private deployments.
+    /// Default none: a policy fetch never connects to such an address, whatever a domain's DNS
+    /// says (no server-side request forgery into the host's own network).
+    #[serde(default)]
+    pub mta_sts_allow_networks: Vec<ipnet::IpNet>,
     /// Look for DANE (RFC 7672) for every domain delivered to its MX without a `tls_policy`
     /// entry, as the table's `dane` level does: DNSSEC-validated MX, addresses and TLSA
     /// records (`[dns] trust_anchor`). It needs a resolver path that passes DNSSEC records.

@@ -129,7 +129,7 @@ async fn sender_mx<R: Resolver>(
                     break;
                 }
             };
-            if let Some(bad) = addrs.iter().find(|a| !is_public(**a)) {
+            if let Some(bad) = addrs.iter().find(|a| !postern_types::net::is_public_unicast(**a)) {
                 r = fail(
                     format!("MX {host} has the non-public address {bad}"),
                     format!("the MX host {host} of {domain} has the non-public address {bad}"),
@@ -177,31 +177,6 @@ async fn rhsbl<R: Resolver>(resolver: &R, out: &mut Screened, p: &Policy, sender
             if apply(out, p, "rhsbl", p.rhsbl, || r) {
                 return;
             }
-        }
-    }
-}
-
-/// Whether `ip` is a public unicast address: not private (RFC 1918), shared (RFC 6598),
-/// loopback, link-local, unspecified, documentation or unique-local (RFC 4193).
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v) => {
-            let o = v.octets();
-            !(v.is_private()
-                || v.is_loopback()
-                || v.is_link_local()
-                || v.is_unspecified()
-                || v.is_broadcast()
-                || v.is_documentation()
-                || (o[0] == 100 && (64..128).contains(&o[1])))
-        }
-        IpAddr::V6(v) => {
-            let s = v.segments();
-            !(v.is_loopback()
-                || v.is_unspecified()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || s[0] == 0x2001 && s[1] == 0x0db8)
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Fetching<'a> {
     pub cache_dir: &'a Path,
     /// `[outbound] ca_file`.
     pub ca_file: Option<&'a Path>,
+    /// `[outbound] mta_sts_allow_networks`: non-public addresses a policy host may have.
+    pub allow: &'a [ipnet::IpNet],
     /// Connect and whole-fetch bound.
     pub timeout: Duration,
 }
@@ -182,9 +184,10 @@ pub async fn fetch_policy<R: Resolver>(
     resolver: &R,
     domain: &str,
     ca_file: Option<&Path>,
+    allow: &[ipnet::IpNet],
     timeout: Duration,
 ) -> Result<Policy, (TlsFailure, String)> {
-    let how = Fetching { cache_dir: Path::new(""), ca_file, timeout };
+    let how = Fetching { cache_dir: Path::new(""), ca_file, allow, timeout };
     let text = fetch(resolver, domain, how).await?;
     Policy::parse(&text).map_err(|e| (TlsFailure::StsPolicyInvalid, e))
 }
@@ -209,7 +212,8 @@ fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
 ///
 /// # Errors
 /// The TLS-RPT result type (`sts-webpki-invalid` for the host's certificate, else
-/// `sts-policy-fetch-error`) and a description: no address, the HTTPS request failed, a status
+/// `sts-policy-fetch-error`) and a description: no address, an address that is not public
+/// unicast and not allowed, the HTTPS request failed, a status
 /// other than 200, a redirect, or a body over 64 KiB.
 async fn fetch<R: Resolver>(resolver: &R, domain: &str, how: Fetching<'_>) -> Result<String, (TlsFailure, String)> {
     fetch_text(resolver, domain, how).await.map_err(|e| match e {
@@ -239,6 +243,11 @@ async fn fetch_text<R: Resolver>(resolver: &R, domain: &str, how: Fetching<'_>) 
             _ => return Err(format!("{host} has no address").into()),
         },
     };
+    // The policy host's address comes from the domain's DNS, which anyone can point at our own
+    // network: only public unicast addresses, or those the postmaster allowed.
+    if !postern_types::net::is_public_unicast(ip) && !how.allow.iter().any(|n| n.contains(&ip)) {
+        return Err(format!("{host} resolves to {ip}, not a public address ([outbound] mta_sts_allow_networks)").into());
+    }
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(how.timeout)

@@ -201,6 +201,7 @@ async fn sts(
         resolver,
         domain,
         config.outbound.ca_file.as_deref(),
+        &config.outbound.mta_sts_allow_networks,
         timeout,
     )
     .await
