@@ -103,7 +103,7 @@ pub fn deliver(
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err("create", dir))?;
     }
     let _dot = dotlock(path, deadline)?;
-    let mut f = OpenOptions::new().append(true).create(true).mode(0o600).open(path).map_err(err("open", path))?;
+    let mut f = open_regular(path)?;
     fcntl_lock(&f, path, true, deadline)?;
     let before = f.metadata().map_err(err("stat", path))?.len();
     let written = append(&mut f, return_path, delivered_to, message).map_err(err("write", path));
@@ -114,6 +114,24 @@ pub fn deliver(
     }
     let _ = fcntl_lock(&f, path, false, deadline);
     result
+}
+
+/// Opens (or creates, mode 0600) the mbox at `path` for appending, only when it is a regular
+/// file: a symbolic link in its place is not followed (`O_NOFOLLOW`), and a FIFO or a device
+/// is refused at once instead of blocking the delivery for ever (`O_NONBLOCK`, then `fstat`),
+/// so that whoever can write in the mail folder cannot point a delivery elsewhere (issue 26).
+fn open_regular(path: &Path) -> Result<File, DeliveryError> {
+    let f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(err("open", path))?;
+    if !f.metadata().map_err(err("stat", path))?.file_type().is_file() {
+        return Err(err("open", path)(io::Error::other("not a regular file")));
+    }
+    Ok(f)
 }
 
 fn append(f: &mut File, return_path: &str, delivered_to: &str, message: &[u8]) -> io::Result<()> {
@@ -190,6 +208,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// A symbolic link or a FIFO where the mbox should be: refused at once, nothing written
+    /// through it, the delivery not blocked.
+    #[test]
+    fn only_a_regular_file_is_delivered_to() {
+        let dir = tmp("regular");
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.join("linked");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = deliver(&link, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", Duration::from_secs(1));
+        assert!(e.is_err(), "a symbolic link was followed");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "", "written through the link");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = deliver(&fifo, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", Duration::from_secs(1));
+        assert!(e.is_err(), "a FIFO was opened for delivery");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
