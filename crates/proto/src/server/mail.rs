@@ -72,6 +72,11 @@ impl Session {
                 ("RET", Some(v)) if v.eq_ignore_ascii_case("HDRS") => ret_full = Some(false),
                 ("ENVID", Some(v)) if v.len() <= 100 && is_printable_xtext(v) => envid = Some(v.to_owned()),
                 ("RET" | "ENVID", _) => return Err(replies::bad_param_value(key)),
+                // RFC 4954 §5: a server offering AUTH must accept the AUTH parameter; the
+                // identity it claims is not ours to trust, so it is taken and not used (`<>`:
+                // none). Accepted on every listener, as Postfix does.
+                ("AUTH", Some(v)) if v == "<>" || (v.len() <= 500 && is_printable_xtext(v)) => {}
+                ("AUTH", _) => return Err(replies::bad_param_value(key)),
                 _ => return Err(replies::unsupported_param(key)),
             }
         }
