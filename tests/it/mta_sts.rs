@@ -31,6 +31,12 @@ fn sender(pki: &Pki, dns: &DnsServer, peer: &Peer) -> Server {
 /// As [`sender`], with `extra` appended to the configuration (also used by tests/it/tls_rpt.rs).
 /// The policy hosts are on loopback, which `mta_sts_allow_networks` lets a fetch reach.
 pub(crate) fn sender_with(pki: &Pki, dns: &DnsServer, peer: &Peer, extra: &str) -> Server {
+    sender_allowing(pki, dns, peer, "mta_sts_allow_networks = [\"127.0.0.0/8\"]\n", extra)
+}
+
+/// A relaying through `dns` to `peer`'s port, trusting `pki`'s root, with `allow` (the
+/// `[outbound]` line that lets policy fetches reach loopback, or nothing) and `extra`.
+fn sender_allowing(pki: &Pki, dns: &DnsServer, peer: &Peer, allow: &str, extra: &str) -> Server {
     let root = pki.root_pem();
     Server::start_prepared(
         "relay-a",
@@ -38,7 +44,7 @@ pub(crate) fn sender_with(pki: &Pki, dns: &DnsServer, peer: &Peer, extra: &str) 
         |t| {
             t.replace("{DNS}", &dns.addr.to_string())
                 .replace("{PORT}", &peer.port.to_string())
-                .replace("[outbound]", "[outbound]\nca_file = \"ca.pem\"\nmta_sts_allow_networks = [\"127.0.0.0/8\"]")
+                .replace("[outbound]", &format!("[outbound]\nca_file = \"ca.pem\"\n{allow}"))
                 + extra
         },
         |dir| std::fs::write(dir.join("ca.pem"), &root).unwrap(),
@@ -126,17 +132,7 @@ fn a_policy_host_on_a_private_address_is_not_fetched() {
     let (pki, dns) = (Pki::new(), dns());
     let https = policy_host(&pki, "127.0.0.76", "private.test", &policy("enforce", "mx.private.test"));
     let peer = Peer::start(&[]);
-    let root = pki.root_pem();
-    let a = Server::start_prepared(
-        "relay-a",
-        &[("PEER", "9".into())],
-        |t| {
-            t.replace("{DNS}", &dns.addr.to_string())
-                .replace("{PORT}", &peer.port.to_string())
-                .replace("[outbound]", "[outbound]\nca_file = \"ca.pem\"")
-        },
-        |dir| std::fs::write(dir.join("ca.pem"), &root).unwrap(),
-    );
+    let a = sender_allowing(&pki, &dns, &peer, "", "");
     send(&a, "x@private.test");
     let sent = line(&a, "x@private.test", "sent");
     assert!(!sent.contains("sts="), "{sent}");
