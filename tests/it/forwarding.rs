@@ -192,4 +192,22 @@ fn forwarded_mail_passes_spf_dmarc_and_arc_and_bounces_come_back() {
     assert_eq!(o.cmd("RSET").code, 250);
     assert_eq!(o.cmd("MAIL FROM:<>").code, 250);
     assert_eq!(o.cmd(&format!("RCPT TO:<{}>", fresh.trim())).code, 250, "a bounce is still taken");
+
+    // 6. Guessing hashes costs the guesser: each forged SRS address refused to the null sender
+    // is a strike against the client's /24, and the fifth ([server] auth_failures_before_ban)
+    // bans it, so that a brute force gets five tries per ban_time instead of unlimited.
+    let (mut g, _) = Client::connect_from("127.0.2.3", b.port);
+    g.cmd("EHLO guesser.test");
+    assert_eq!(g.cmd("MAIL FROM:<>").code, 250);
+    for n in 0..4 {
+        let r = g.cmd(&format!("RCPT TO:<SRS0=AAA{n}AAAA=AA=a.test=alice@srs.b.test>"));
+        assert!(r.text.starts_with("550 5.1.1"), "{}", r.text);
+    }
+    g.send(b"RCPT TO:<SRS0=BBBBBBBB=AA=a.test=alice@srs.b.test>\r\n");
+    assert!(g.read_reply().unwrap().text.starts_with("550 5.1.1"));
+    let closed = g.read_reply().unwrap();
+    assert!(closed.text.starts_with("421 4.7.0") && closed.text.contains("127.0.2.0/24"), "{}", closed.text);
+    b.wait_log("ban: 127.0.2.0/24 (client [127.0.2.3]) after 5 failures");
+    let (_, refused) = Client::connect_from("127.0.2.99", b.port);
+    assert!(refused.text.starts_with("421 4.7.0"), "the network is banned: {}", refused.text);
 }

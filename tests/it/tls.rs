@@ -124,7 +124,7 @@ fn implicit_tls_submissions_with_sha512_crypt_and_auth_login() {
 }
 
 #[test]
-fn failed_auth_bans_the_ip_but_not_others() {
+fn failed_auth_bans_the_network_but_not_others() {
     let pki = Pki::new();
     let peer = Peer::start(&[]);
     let (server, _) = start(&pki, &peer);
@@ -143,17 +143,21 @@ fn failed_auth_bans_the_ip_but_not_others() {
     assert_eq!((r.code, &r.text[4..9]), (421, "4.7.0"), "{}", r.text);
     let (_, g) = Client::connect_from("127.0.0.7", port);
     assert_eq!((g.code, &g.text[4..9]), (421, "4.7.0"), "banned: {}", g.text);
-    // Even the right password does not help during the ban; other clients are unaffected.
+    // The whole /24 is banned ([server] ban_prefix_ipv4 = 24): a neighbour address is no way
+    // around it; other networks are unaffected.
     let (_, g) = Client::connect_from("127.0.0.8", port);
+    assert_eq!((g.code, &g.text[4..9]), (421, "4.7.0"), "same /24: {}", g.text);
+    assert!(g.text.contains("too many failures from 127.0.0.0/24"), "{}", g.text);
+    let (_, g) = Client::connect_from("127.0.1.8", port);
     assert_eq!(g.code, 220);
-    server.wait_log("ban: [127.0.0.7] after 3 failed AUTH attempts");
+    server.wait_log("ban: 127.0.0.0/24 (client [127.0.0.7]) after 3 failed AUTH attempts");
     // The postmaster lists the bans and lifts one; the client may connect again.
     let bans = |args: &[&str]| crate::support::postern_cli(&[&["bans"], args].concat(), &server.config_path());
     let (code, out) = bans(&["list"]);
     assert_eq!(code, Some(0), "{out}");
-    let line = out.lines().find(|l| l.starts_with("127.0.0.7")).unwrap_or_else(|| panic!("{out}"));
+    let line = out.lines().find(|l| l.starts_with("127.0.0.0/24 ")).unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains(" 3 ") && line.contains("banned for"), "{out}");
-    assert_eq!(bans(&["lift", "127.0.0.7"]), (Some(0), "[127.0.0.7]: ban lifted\n".into()));
+    assert_eq!(bans(&["lift", "127.0.0.9"]), (Some(0), "127.0.0.0/24: ban lifted\n".into()));
     let (_, g) = Client::connect_from("127.0.0.7", port);
     assert_eq!(g.code, 220, "after the lift: {}", g.text);
     assert_eq!(bans(&["lift", "127.0.0.7"]).0, Some(1), "nothing left to lift");

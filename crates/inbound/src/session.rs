@@ -76,13 +76,15 @@ async fn run_in_span(
         }
     };
     // A store that cannot be reached does not ban (fail open: AUTH still needs the password).
-    if let Ok(Some(left)) = ctx.store.banned(ip, postern_store::now_ms(), config.server.ban_time.0).await {
+    let network = config.server.ban_network(ip);
+    if let Ok(Some(left)) = ctx.store.banned(network, postern_store::now_ms(), config.server.ban_time.0).await {
+        let label = config.server.ban_label(network);
         tracing::warn!(
-            "reject: connect from [{ip}]:{}: banned for {}s more after failed AUTH",
+            "reject: connect from [{ip}]:{}: {label} banned for {}s more after repeated failures",
             peer.port(),
             left.as_secs()
         );
-        let text = format!("{} Error: too many failed logins from {ip}, try later", config.hostname);
+        let text = format!("{} Error: too many failures from {label}, try later", config.hostname);
         postern_metrics::metrics().refused("connect", "ban", 421);
         postern_metrics::metrics().session_closed(&listener.role.to_string(), "refused");
         let _ = Box::pin(refuse(&mut conn, listener.role, text)).await;

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use postern_config::Role;
 use postern_config::schema::{Check, FailMode, RateCount};
 use postern_policy::senders::{may_send_as, not_owned};
-use postern_policy::{credentials, is_trusted, resolve_recipient, srs_sender_refusal};
+use postern_policy::{credentials, is_srs_address, is_trusted, resolve_recipient, srs_sender_refusal};
 use postern_proto::{AuthOutcome, Session, Step, Transaction, submission};
 use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
 use tokio::io::AsyncWriteExt;
@@ -116,7 +116,14 @@ impl Driver<'_> {
                         session.helo().unwrap_or("")
                     );
                 }
+                // A bounce whose SRS hash or timestamp did not verify: a guess.
+                let forged_srs = matches!(verdict, Verdict::PermFail(_))
+                    && session.reverse_path() == Some(&ReversePath::Null)
+                    && is_srs_address(&policy, &rcpt);
                 session.recipient_verdict(verdict);
+                if forged_srs {
+                    Box::pin(self.strike(session, "failures (mail to forged SRS addresses, failed AUTH)")).await;
+                }
             }
             Step::Commit(tx) => {
                 let result = match self.foreign_from(&tx).or_else(|| self.looping(&tx)) {
@@ -172,23 +179,34 @@ impl Driver<'_> {
             AuthOutcome::Success => tracing::info!("AUTH from [{ip}]: sasl_username={login} ok"),
             AuthOutcome::TempFail => tracing::error!("AUTH from [{ip}]: sasl_username={login}: check failed"),
             AuthOutcome::Invalid => {
-                let s = &self.config.server;
                 tracing::warn!("AUTH from [{ip}]: sasl_username={login}: authentication failed");
-                let limit = u32::try_from(s.auth_failures_before_ban).unwrap_or(u32::MAX);
-                let banned = self.ctx.store.auth_failure(ip, postern_store::now_ms(), limit, s.ban_time.0).await;
-                if banned == Ok(true) {
-                    tracing::warn!(
-                        "ban: [{ip}] after {} failed AUTH attempts, for {}s",
-                        s.auth_failures_before_ban,
-                        s.ban_time.0.as_secs()
-                    );
-                    session.abort(Reply::new(
-                        421,
-                        EnhancedStatus(4, 7, 0),
-                        format!("{} Error: too many failed logins from {ip}, try later", self.config.hostname),
-                    ));
-                }
+                self.strike(session, "failed AUTH attempts").await;
             }
+        }
+    }
+
+    /// Counts one failure (a failed AUTH, a forged SRS address) against the client's network
+    /// (`[server] ban_prefix_ipv4`/`ipv6`); the one that reaches `auth_failures_before_ban`
+    /// ends the session with `421 4.7.0`, and the network's connections are refused for
+    /// `ban_time`. A store that cannot be reached does not ban.
+    async fn strike(&self, session: &mut Session, what: &str) {
+        let s = &self.config.server;
+        let ip = self.peer.ip();
+        let network = s.ban_network(ip);
+        let limit = u32::try_from(s.auth_failures_before_ban).unwrap_or(u32::MAX);
+        let banned = self.ctx.store.auth_failure(network, postern_store::now_ms(), limit, s.ban_time.0).await;
+        if banned == Ok(true) {
+            let label = s.ban_label(network);
+            tracing::warn!(
+                "ban: {label} (client [{ip}]) after {} {what}, for {}s",
+                s.auth_failures_before_ban,
+                s.ban_time.0.as_secs()
+            );
+            session.abort(Reply::new(
+                421,
+                EnhancedStatus(4, 7, 0),
+                format!("{} Error: too many failures from {label}, try later", self.config.hostname),
+            ));
         }
     }
 

@@ -12,5 +12,5 @@ pub mod senders;
 pub mod srs;
 pub mod sts;
 
-pub use recipients::{RecipientPolicy, resolve_for_delivery, resolve_recipient, srs_sender_refusal};
+pub use recipients::{RecipientPolicy, is_srs_address, resolve_for_delivery, resolve_recipient, srs_sender_refusal};
 pub use relay::is_trusted;

@@ -233,8 +233,7 @@ fn resolve_traced(
 /// to one comes from the null reverse-path: bounces (RFC 5321 §4.5.5) and auto-replies
 /// (RFC 3834 §3.1.7). `None`: not an SRS address of ours, or the null sender.
 pub fn srs_sender_refusal(p: &RecipientPolicy<'_>, reverse_path: &ReversePath, rcpt: &Address) -> Option<Reply> {
-    let keys = p.tables.srs.as_ref()?;
-    let ours = rcpt.domain() == keys.domain && crate::srs::Srs::from(keys).is_ours(rcpt);
+    let ours = is_srs_address(p, rcpt);
     (ours && *reverse_path != ReversePath::Null).then(|| {
         Reply::new(
             550,
@@ -242,6 +241,13 @@ pub fn srs_sender_refusal(p: &RecipientPolicy<'_>, reverse_path: &ReversePath, r
             format!("<{rcpt}>: Recipient address rejected: an SRS address takes bounces only (the null sender)"),
         )
     })
+}
+
+/// Whether `rcpt` is at `[forwarding] srs_domain` and has the shape of one of our SRS
+/// addresses (`SRS0=…`, `SRS1=…`), verified or not: a refused one counts toward a ban of the
+/// client's network, so that guessing hashes costs the guesser (issue 26).
+pub fn is_srs_address(p: &RecipientPolicy<'_>, rcpt: &Address) -> bool {
+    p.tables.srs.as_ref().is_some_and(|keys| rcpt.domain() == keys.domain && crate::srs::Srs::from(keys).is_ours(rcpt))
 }
 
 /// A bounce to one of our SRS addresses: accepted only when hash and timestamp verify, and sent

@@ -74,27 +74,30 @@ pub(crate) fn spawn(
 /// The failed-AUTH table: one line per client IP with failures in the last `ban_time` (of
 /// the whole cluster with a shared store).
 async fn bans(ctx: &Context) -> Result<String, String> {
-    let ban_time = ctx.live.config().server.ban_time.0;
-    let list = ctx.store.bans(postern_store::now_ms(), ban_time).await.map_err(|e| e.to_string())?;
+    let server = &ctx.live.config().server;
+    let list = ctx.store.bans(postern_store::now_ms(), server.ban_time.0).await.map_err(|e| e.to_string())?;
     if list.is_empty() {
-        return Ok("no failed AUTH attempts recorded\n".into());
+        return Ok("no failures recorded\n".into());
     }
-    let mut out = format!("{:<40} {:>8}  STATE\n", "CLIENT", "FAILURES");
+    let mut out = format!("{:<43} {:>8}  STATE\n", "CLIENT NETWORK", "FAILURES");
     for postern_store::Ban { ip, failures, left } in list {
         let state = left.map_or_else(|| "counting".to_owned(), |d| format!("banned for {}s more", d.as_secs()));
-        out.push_str(&format!("{:<40} {failures:>8}  {state}\n", ip.to_string()));
+        out.push_str(&format!("{:<43} {failures:>8}  {state}\n", server.ban_label(ip)));
     }
     Ok(out)
 }
 
-/// Lifts the ban of an IP (and forgets its failures).
+/// Lifts the ban of the network an IP is in (and forgets its failures).
 async fn unban(ctx: &Context, arg: &str) -> Result<String, String> {
+    let server = &ctx.live.config().server;
     let ip: std::net::IpAddr = arg.parse().map_err(|_| format!("{arg:?} is not an IP address"))?;
-    if ctx.store.lift(ip).await.map_err(|e| e.to_string())? {
-        tracing::info!("ban: [{ip}] lifted by the postmaster");
-        Ok(format!("[{ip}]: ban lifted\n"))
+    let network = server.ban_network(ip);
+    let label = server.ban_label(network);
+    if ctx.store.lift(network).await.map_err(|e| e.to_string())? {
+        tracing::info!("ban: {label} lifted by the postmaster");
+        Ok(format!("{label}: ban lifted\n"))
     } else {
-        Err(format!("[{ip}] has no failed AUTH attempts recorded"))
+        Err(format!("{label} has no failures recorded"))
     }
 }
 

@@ -154,7 +154,7 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Failed-AUTH bans of the running daemon (`[server] auth_failures_before_ban`).
+    /// Bans of client networks by the running daemon (`[server] auth_failures_before_ban`, `ban_prefix_ipv4`, `ban_prefix_ipv6`).
     Bans {
         /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml).
         #[arg(long, short, global = true)]

@@ -35,9 +35,40 @@ pub fn is_public_unicast(ip: IpAddr) -> bool {
     }
 }
 
+/// The network of `ip` that is counted as one client: the first `v4_prefix` bits of an IPv4
+/// address (an IPv4-mapped IPv6 address counts as IPv4), the first `v6_prefix` bits of an IPv6
+/// one, the rest zero. A prefix past the address length keeps every bit. One IPv6 host usually
+/// holds a whole /64 (RFC 4291 §2.5.1), so counting per address would let it try without end.
+pub fn client_network(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v) => {
+            let bits = u32::from(v4_prefix.min(32));
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            IpAddr::V4((u32::from(v) & mask).into())
+        }
+        IpAddr::V6(v) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v) & mask).into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_networks() {
+        let net = |s: &str, a, b| client_network(s.parse().unwrap(), a, b).to_string();
+        assert_eq!(net("192.0.2.77", 24, 64), "192.0.2.0");
+        assert_eq!(net("192.0.2.77", 32, 64), "192.0.2.77");
+        assert_eq!(net("192.0.2.77", 0, 64), "0.0.0.0");
+        assert_eq!(net("::ffff:192.0.2.77", 24, 64), "192.0.2.0");
+        assert_eq!(net("2001:db8:1:2:3:4:5:6", 24, 64), "2001:db8:1:2::");
+        assert_eq!(net("2001:db8:1:2:3:4:5:6", 24, 128), "2001:db8:1:2:3:4:5:6");
+        assert_eq!(net("2001:db8:1:2:3:4:5:6", 24, 48), "2001:db8:1::");
+    }
 
     #[test]
     fn public_and_not() {

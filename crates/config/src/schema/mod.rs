@@ -662,6 +662,12 @@ impl Config {
         if self.server.auth_failures_before_ban == 0 {
             err("server.auth_failures_before_ban", "must be at least 1".into());
         }
+        if self.server.ban_prefix_ipv4 > 32 {
+            err("server.ban_prefix_ipv4", "must be 0 to 32 (prefix bits of an IPv4 network)".into());
+        }
+        if self.server.ban_prefix_ipv6 > 128 {
+            err("server.ban_prefix_ipv6", "must be 0 to 128 (prefix bits of an IPv6 network)".into());
+        }
         if self.domains.local.is_empty() {
             err("domains.local", "no local domain: list the domains delivered here, e.g. [\"example.test\"]".into());
         }

@@ -25,13 +25,22 @@ pub struct Server {
     /// On SIGTERM, how long a session receiving a message may take to finish. Default `"10s"`.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Seconds,
-    /// Failed AUTH attempts from one client IP (within `ban_time`) before that IP is banned:
-    /// its connections get 421 4.7.0 until `ban_time` has passed. Default 5.
+    /// Failures (failed AUTH attempts, mail to forged SRS addresses) from one client network
+    /// (see `ban_prefix_ipv4`, `ban_prefix_ipv6`), each within `ban_time` of the one before,
+    /// before that network is banned: its connections get 421 4.7.0 until `ban_time` has
+    /// passed. Default 5.
     #[serde(default = "default_auth_failures_before_ban")]
     pub auth_failures_before_ban: usize,
     /// How long a ban lasts. Default `"10m"`.
     #[serde(default = "default_ban_time")]
     pub ban_time: Seconds,
+    /// The IPv4 network counted as one client for bans, in prefix bits (0–32). Default 24.
+    #[serde(default = "default_ban_prefix_ipv4")]
+    pub ban_prefix_ipv4: u8,
+    /// The IPv6 network counted as one client for bans, in prefix bits (0–128). Default 64:
+    /// one host usually holds a whole /64.
+    #[serde(default = "default_ban_prefix_ipv6")]
+    pub ban_prefix_ipv6: u8,
     /// The unprivileged user the daemon runs as once its ports are bound and its files open
     /// (`setuid(2)`, needs a start as root). Default: none (stay as started; a warning is
     /// logged when that is root).
@@ -51,6 +60,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// The network `ip` is counted in for bans (`ban_prefix_ipv4`, `ban_prefix_ipv6`).
+    pub fn ban_network(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
+        postern_types::net::client_network(ip, self.ban_prefix_ipv4, self.ban_prefix_ipv6)
+    }
+
+    /// How a ban network is written: `192.0.2.0/24`, `2001:db8::/64`.
+    pub fn ban_label(&self, network: std::net::IpAddr) -> String {
+        let bits = if network.is_ipv4() { self.ban_prefix_ipv4.min(32) } else { self.ban_prefix_ipv6.min(128) };
+        format!("{network}/{bits}")
+    }
+
     /// `new_client_reserve`, or its default (a tenth of `max_connections`, at least 1).
     pub fn new_client_reserve(&self) -> usize {
         self.new_client_reserve.unwrap_or((self.max_connections / 10).max(1))
@@ -66,6 +86,12 @@ fn default_auth_wait() -> Seconds {
 
 fn default_auth_failures_before_ban() -> usize {
     5
+}
+fn default_ban_prefix_ipv4() -> u8 {
+    24
+}
+fn default_ban_prefix_ipv6() -> u8 {
+    64
 }
 fn default_ban_time() -> Seconds {
     Seconds(Duration::from_secs(600))
