@@ -183,3 +183,47 @@ fn a_nul_in_data_is_kept_byte_for_byte() {
     let bytes = std::fs::read(&files[0]).unwrap();
     assert!(bytes.ends_with(b"\r\n\r\nbefore\x00after\r\n") || bytes.ends_with(b"\n\nbefore\x00after\n"), "{bytes:?}");
 }
+
+/// Mail is nobody else's business (issue 26, finding 9): the spool is 0700 with 0600 files, a
+/// spool left 0755 by an older version is closed at start, and a spent queue file kept for
+/// reuse (`spool/free/`) is 0600 even when an older version left it 0644. A data_dir the
+/// daemon creates is 0711: other accounts reach `submit.sock` but list nothing.
+#[test]
+fn the_spool_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let fresh = Server::start_with("basic", |t| t);
+    assert_eq!(mode(&fresh.data()), 0o711, "a data_dir the daemon made");
+    drop(fresh);
+
+    let server = Server::start_prepared(
+        "basic",
+        &[],
+        |t| t,
+        |dir| {
+            let free = dir.join("data/spool/free");
+            std::fs::create_dir_all(&free).unwrap();
+            for d in [dir.join("data/spool"), free.clone()] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            std::fs::write(free.join("0"), "an old delivered message\r\n").unwrap();
+            std::fs::set_permissions(free.join("0"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        },
+    );
+    let spool = server.data().join("spool");
+    for d in ["", "incoming", "queue", "corrupt", "free"] {
+        assert_eq!(mode(&spool.join(d)), 0o700, "spool/{d}");
+    }
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let r = c.send_data("alice@far.test", &["bob@example.test"], b"Subject: private\r\n\r\nsecret\r\n");
+    assert_eq!(r.code, 250, "{}", r.text);
+    let delivered = server.wait_maildir("bob", 1);
+    assert_eq!(mode(&delivered[0]), 0o600, "the Maildir file");
+    server.wait_queue_empty();
+    let free: Vec<_> = std::fs::read_dir(spool.join("free")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!free.is_empty(), "the spent queue file is kept for reuse");
+    for f in &free {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+}

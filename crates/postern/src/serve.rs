@@ -108,6 +108,22 @@ fn load(path: Option<&Path>) -> Result<(Config, Tables), Vec<postern_config::Con
     }
 }
 
+/// Everything the daemon creates is its own (umask 077, as Postfix's master sets): the spool,
+/// the stores, the Maildirs, the caches. `data_dir`, when the daemon creates it, is 0711 so
+/// that other accounts reach `submit.sock` (0666) inside without listing anything; one that
+/// exists keeps the mode its owner gave it.
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("chmod 0711 data_dir {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 async fn run(
     config_path: Option<std::path::PathBuf>,
     config: Config,
@@ -119,8 +135,7 @@ async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    create_data_dir(&config.data_dir)?;
     let spool_dir = config.spool_dir();
     let mode = match config.spool.sync {
         postern_config::schema::SpoolSync::Syncfs => SyncMode::Syncfs,

@@ -49,6 +49,7 @@ mod shared_sync;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 pub use envelope::{Envelope, LastResult, RcptState, Recipient, Ret, VERSION as ENVELOPE_VERSION};
@@ -120,8 +121,11 @@ impl Spool {
         let queue = root.join("queue");
         let corrupt = root.join("corrupt");
         let free = root.join("free");
-        for d in [&incoming, &queue, &corrupt, &free] {
-            fs::create_dir_all(d).map_err(io_err("create", d))?;
+        // Mail is nobody else's business: the spool and its folders are 0700 (older versions
+        // left them 0755), its files 0600.
+        for d in [root, &incoming, &queue, &corrupt, &free] {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(io_err("create", d))?;
+            fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", d))?;
         }
         let free_files = std::sync::Mutex::new(scan_free(&free)?);
         for entry in fs::read_dir(&incoming).map_err(io_err("read", &incoming))? {
@@ -610,6 +614,8 @@ pub const FREE_FILE_MAX: u64 = 256 << 10;
 /// length, fsynced when `fsync`: no new inode, and blocks reused where they fit.
 fn overwrite_file(path: &Path, parts: &[&[u8]], fsync: bool) -> Result<(), SpoolError> {
     let mut f: File = OpenOptions::new().write(true).open(path).map_err(io_err("open", path))?;
+    // (A file freed by an older version may be 0644.)
+    f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", path))?;
     write_parts(&mut f, path, parts)?;
     let len: usize = parts.iter().map(|p| p.len()).sum();
     f.set_len(len as u64).map_err(io_err("truncate", path))?;
@@ -621,7 +627,8 @@ fn overwrite_file(path: &Path, parts: &[&[u8]], fsync: bool) -> Result<(), Spool
 
 /// Creates `path` with the concatenation of `parts`, fsynced when `fsync`.
 fn write_file(path: &Path, parts: &[&[u8]], fsync: bool) -> Result<(), SpoolError> {
-    let mut f: File = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err("create", path))?;
+    let mut f: File =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err("create", path))?;
     write_parts(&mut f, path, parts)?;
     if fsync {
         f.sync_all().map_err(io_err("fsync", path))?;
