@@ -109,9 +109,10 @@ fn delay_dsn_then_expiry() {
 #[test]
 fn dsn_extension_is_honoured() {
     use crate::support::peer::Peer;
-    // Local delivery with NOTIFY=SUCCESS, RET=FULL, ENVID and ORCPT: a "delivered" DSN.
+    // Local delivery with NOTIFY=SUCCESS, RET=FULL, ENVID and ORCPT from a trusted client: a
+    // "delivered" DSN.
     let server = Server::start();
-    let (mut c, _) = Client::connect(server.port);
+    let (mut c, _) = Client::connect_from("127.0.0.2", server.port);
     c.cmd("EHLO client.test");
     assert_eq!(c.cmd("MAIL FROM:<alice@example.test> RET=FULL ENVID=order+2B42").code, 250);
     assert_eq!(c.cmd("RCPT TO:<bob@example.test> NOTIFY=SUCCESS ORCPT=rfc822;robert@example.test").code, 250);
@@ -134,6 +135,42 @@ fn dsn_extension_is_honoured() {
     ] {
         assert!(status.contains(want), "missing {want:?} in {status}");
     }
+
+    // An alias (team: alice, bob) with NOTIFY=SUCCESS: one "expanded" report for the alias,
+    // naming neither target (RFC 3461 §6.2.7.3); the targets report nothing more.
+    let (mut c, _) = Client::connect_from("127.0.0.2", server.port);
+    c.cmd("EHLO client.test");
+    assert_eq!(c.cmd("MAIL FROM:<carol@example.test> ENVID=list1").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<team@example.test> NOTIFY=SUCCESS,FAILURE").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: to the team\r\n\r\nx\r\n.\r\n");
+    assert_eq!(c.read_reply().unwrap().code, 250);
+    server.wait_maildir("bob", 2);
+    server.wait_maildir("alice", 2);
+    let files = server.wait_maildir("carol", 1);
+    let raw = std::fs::read(&files[0]).unwrap();
+    let (_, status, _, _) = parse_dsn(&raw);
+    assert!(status.contains("Final-Recipient: rfc822; team@example.test"), "{status}");
+    assert!(status.contains("Action: expanded") && status.contains("Status: 2.0.0"), "{status}");
+    assert!(!status.contains("alice") && !status.contains("bob"), "the targets stay private: {status}");
+    server.wait_queue_empty();
+    assert_eq!(server.maildir("carol").len(), 1, "one report, not one per target");
+
+    // From a client that is not ours (issue 26, finding 7): NOTIFY=SUCCESS is not honoured and
+    // RET=FULL becomes HDRS, so a forged reverse-path gets no copy of the message.
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO outsider.test");
+    assert_eq!(c.cmd("MAIL FROM:<carol@example.test> RET=FULL").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<team@example.test> NOTIFY=SUCCESS").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<nobody-here@catch.test> NOTIFY=SUCCESS,FAILURE").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(b"Subject: reflected\r\n\r\nthe-whole-body\r\n.\r\n");
+    assert_eq!(c.read_reply().unwrap().code, 250);
+    server.wait_log("DSN: NOTIFY=SUCCESS and RET=FULL from [127.0.0.1] not honoured");
+    server.wait_maildir("bob", 3);
+    server.wait_maildir("catchall", 1);
+    server.wait_queue_empty();
+    assert_eq!(server.maildir("carol").len(), 1, "no success DSN to the outsider's reverse-path");
 
     // NOTIFY=NEVER: a permanent failure sends nothing.
     let (_dns, a, _b) = start("");

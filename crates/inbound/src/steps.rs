@@ -406,6 +406,11 @@ impl Driver<'_> {
             // RFC 8601 §5: results claiming our authserv-id that come from outside are forged;
             // removed from every such message, whether or not it is checked here.
             tx.message = postern_auth::strip_forged_results(&tx.message, &self.config.hostname);
+            if tx.limit_dsn_for_outsiders() {
+                tracing::info!(
+                    "DSN: NOTIFY=SUCCESS and RET=FULL from [{ip}] not honoured (only for trusted or authenticated clients)"
+                );
+            }
         }
         if tx.auth.is_some() {
             // RFC 6409 §8.3, §8.4: submission completes Date and Message-ID (before signing,

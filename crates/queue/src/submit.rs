@@ -110,9 +110,39 @@ impl Queue {
         // The arrival line belongs to the caller's log span (the SMTP session's ID).
         prepared.log();
         let id = prepared.envelope.id;
+        if !prepared.expanded.is_empty() {
+            self.report_expansions(&prepared).await;
+        }
         self.enqueue_fresh(prepared.envelope, Some(prepared.data));
         postern_metrics::metrics().received(origin);
         Ok(id)
+    }
+}
+
+impl Queue {
+    /// Sends the `expanded` success DSN of a just committed message ([`take_expansions`]).
+    async fn report_expansions(&self, prepared: &Prepared) {
+        let statuses = prepared
+            .expanded
+            .iter()
+            .map(|(forward_path, orcpt)| postern_report::RecipientStatus {
+                final_recipient: forward_path.clone(),
+                original_recipient: orcpt
+                    .as_deref()
+                    .map(|o| postern_types::dsn::xtext_decode(o.split_once(';').map_or(o, |(_, a)| a))),
+                action: postern_report::Action::Expanded,
+                status: postern_types::EnhancedStatus(2, 0, 0),
+                remote_mta: None,
+                diagnostic: None,
+            })
+            .collect();
+        let (spool, config, tables) = (self.inner.spool.clone(), self.inner.live.config(), self.inner.live.tables());
+        let (env, data) = (prepared.envelope.clone(), prepared.data.clone());
+        let sent =
+            tokio::task::spawn_blocking(move || crate::bounce::send(&spool, &config, &tables, &env, &data, statuses));
+        if let Ok(Some(dsn)) = sent.await {
+            self.enqueue_fresh(dsn, None);
+        }
     }
 }
 
@@ -126,6 +156,8 @@ pub(crate) struct Prepared {
     trace_len: usize,
     source: String,
     reverse_path: ReversePath,
+    /// Forward-paths (with ORCPT) to report as `expanded` once committed.
+    expanded: Vec<(String, Option<String>)>,
 }
 
 impl Prepared {
@@ -207,6 +239,8 @@ pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<E
 /// [`SubmitError::NoRecipients`].
 fn prepare(hostname: &str, s: Submission) -> Result<Prepared, SubmitError> {
     let id = s.id.unwrap_or_else(QueueId::generate);
+    let mut s = s;
+    let expanded = take_expansions(&mut s.recipients);
     let recipients = unique_recipients(&s.recipients);
     if recipients.is_empty() {
         return Err(SubmitError::NoRecipients);
@@ -239,7 +273,43 @@ fn prepare(hostname: &str, s: Submission) -> Result<Prepared, SubmitError> {
     env.tls_optional = !env.require_tls && postern_proto::requiretls::tls_required_no(&s.message);
     env.quarantine = s.quarantine;
     env.held = s.held;
-    Ok(Prepared { envelope: env, data, trace_len: trace.len(), source: s.source, reverse_path: s.reverse_path })
+    Ok(Prepared {
+        envelope: env,
+        data,
+        trace_len: trace.len(),
+        source: s.source,
+        reverse_path: s.reverse_path,
+        expanded,
+    })
+}
+
+/// The forward-paths with `NOTIFY=SUCCESS` that an alias or the virtual table turned into
+/// other addresses, with their ORCPT: each gets one `Action: expanded` report at once, and its
+/// targets lose SUCCESS (RFC 3461 §6.2.7.3, as Postfix's local(8) does), so that the sender
+/// learns that the address took the message, never where it went.
+fn take_expansions(recipients: &mut [SubmitRecipient]) -> Vec<(String, Option<String>)> {
+    let target = |d: &Destination| match d {
+        Destination::Mailbox { address, .. } | Destination::Remote(address) | Destination::Pipe { address, .. } => {
+            address.to_string()
+        }
+    };
+    let mut expanded: Vec<(String, Option<String>)> = Vec::new();
+    for i in 0..recipients.len() {
+        let r = &recipients[i];
+        let asked = r.notify.is_some_and(|n| n.success);
+        let group = || recipients.iter().filter(|o| o.forward_path == r.forward_path);
+        if asked
+            && (group().count() > 1 || group().any(|o| !target(&o.destination).eq_ignore_ascii_case(&o.forward_path)))
+        {
+            if !expanded.iter().any(|(f, _)| *f == r.forward_path) {
+                expanded.push((r.forward_path.clone(), r.orcpt.clone()));
+            }
+            if let Some(n) = &mut recipients[i].notify {
+                n.success = false;
+            }
+        }
+    }
+    expanded
 }
 
 /// One envelope recipient per distinct destination, in order.

@@ -27,6 +27,9 @@ pub enum Action {
     /// Handed to a next hop that does not offer DSN, so no further report will come
     /// (RFC 3464 §2.3.3).
     Relayed,
+    /// Delivered to an alias or list that expanded to other addresses, which are not named
+    /// (RFC 3461 §6.2.7.3, RFC 3464 §2.3.3).
+    Expanded,
 }
 
 impl Action {
@@ -36,6 +39,7 @@ impl Action {
             Self::Delayed => "delayed",
             Self::Delivered => "delivered",
             Self::Relayed => "relayed",
+            Self::Expanded => "expanded",
         }
     }
 }

@@ -181,6 +181,32 @@ pub struct Transaction {
     pub message: Vec<u8>,
 }
 
+impl Transaction {
+    /// Limits what a client that is not ours (neither authenticated nor in `[relay]
+    /// trusted_networks`) may ask of our DSNs, as Postfix's `smtpd_discard_ehlo_keywords`
+    /// lets a site do: `NOTIFY=SUCCESS` is dropped (a forged reverse-path would otherwise get
+    /// a report of every delivery, to an address of the forger's choice) and `RET=FULL`
+    /// becomes `RET=HDRS` (a failure DSN never mails a whole message to that address).
+    /// FAILURE and DELAY reports stay, as the RFC 5321 §3.6.2 bounce they replace. Returns
+    /// whether anything was dropped.
+    pub fn limit_dsn_for_outsiders(&mut self) -> bool {
+        let mut dropped = false;
+        for r in &mut self.recipients {
+            if let Some(n) = &mut r.notify
+                && n.success
+            {
+                n.success = false;
+                dropped = true;
+            }
+        }
+        if self.ret_full == Some(true) {
+            self.ret_full = Some(false);
+            dropped = true;
+        }
+        dropped
+    }
+}
+
 #[derive(Debug)]
 struct MailTx {
     reverse_path: ReversePath,

@@ -201,6 +201,17 @@ fn dsn_parameters() {
 }
 
 #[test]
+fn an_outsider_gets_no_success_report_and_no_full_return() {
+    let (_, tx) = run(b"EHLO c\r\nMAIL FROM:<victim@far.test> RET=FULL\r\nRCPT TO:<x@y.test> NOTIFY=SUCCESS,DELAY\r\nRCPT TO:<z@y.test>\r\nDATA\r\nx\r\n.\r\n");
+    let mut t = tx[0].clone();
+    assert!(t.limit_dsn_for_outsiders());
+    assert_eq!(t.ret_full, Some(false), "RET=FULL becomes HDRS");
+    assert_eq!(t.recipients[0].notify.unwrap().to_string(), "DELAY");
+    assert_eq!(t.recipients[1].notify, None);
+    assert!(!t.limit_dsn_for_outsiders(), "nothing left to drop");
+}
+
+#[test]
 fn recipient_address_is_parsed() {
     let mut s = Session::new(params());
     let mut buf = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<Bob+x@EXAMPLE.test>\r\n".to_vec();
