@@ -82,6 +82,39 @@ fn every_end_of_message_action_reject_discard_and_quarantine() {
     }
 }
 
+/// A filter is the postmaster's, but what it sends is checked like anything from outside
+/// (issue 26, finding 10): its body and headers are bounded by `max_message_size`, its header
+/// values cannot start a field or end the header block, and its reply text makes one reply.
+#[test]
+fn a_filters_output_is_bounded_and_encoded() {
+    let milter = TestMilter::start();
+    let server = with_milter(&format!("inet:127.0.0.1:{}", milter.port), "tempfail");
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    let send = |c: &mut Client, subject: &str| {
+        let body = format!("From: alice@example.test\r\nSubject: {subject}\r\n\r\noriginal body\r\n");
+        c.send_data("alice@example.test", &["bob@example.test"], body.as_bytes())
+    };
+    // 40 chunks of 65 000 bytes against a 1 MiB limit: refused once past it.
+    let r = send(&mut c, "grow me");
+    assert!(r.text.starts_with("552 5.3.4"), "{}", r.text);
+    // One packet of 2 MiB: the conversation breaks before it is buffered (default tempfail).
+    let r = send(&mut c, "one huge packet");
+    assert!(r.text.starts_with("451 4.7.1"), "{}", r.text);
+    server.wait_log("milter test: bad packet length");
+    assert_eq!(server.queued_messages(), 0);
+    // CR LF in a reply text: one reply, and the session stays in step.
+    let r = send(&mut c, "split my reply");
+    assert!(r.text.starts_with("550-5.7.1 first\r\n550 5.7.1 250 2.0.0 Ok: fake"), "{:?}", r.text);
+    assert_eq!(c.cmd("NOOP").code, 250, "the next reply is the NOOP's");
+    // Folded values: CRLF out, and every line a continuation.
+    assert_eq!(send(&mut c, "fold me").code, 250);
+    let text = std::fs::read_to_string(&server.wait_maildir("bob", 1)[0]).unwrap();
+    assert!(text.contains("\nX-Folded: one\n\ttwo\n"), "{text}");
+    assert!(text.contains("\nX-Sneaky: a\n\tBcc: hidden@evil.test\n\tfake body\n"), "{text}");
+    assert!(!text.contains("\nBcc:") && !text.contains('\r'), "{text}");
+}
+
 #[test]
 fn a_filter_that_is_down_gets_its_default_action() {
     let closed = crate::support::net::DeadPort::new();

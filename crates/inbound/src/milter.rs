@@ -14,7 +14,7 @@ use postern_config::schema::{Milter, MilterDefault};
 use postern_config::{Config, Role};
 use postern_milter::{Command, Decoder, Family, Negotiated, Response, action, step};
 use postern_proto::Transaction;
-use postern_types::{Address, EnhancedStatus, Reply, ReversePath};
+use postern_types::{Address, EnhancedStatus, Reply, ReversePath, printable};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// What the filters decided about a transaction.
@@ -109,12 +109,12 @@ async fn converse(config: &Config, m: &Milter, client: &Client<'_>, tx: &Transac
     if let Some(path) = m.address.strip_prefix("unix:") {
         let s = tokio::time::timeout(m.connect_timeout.0, tokio::net::UnixStream::connect(path)).await;
         let s = s.map_err(|_| Broken("connect timed out".into()))?.map_err(|e| Broken(format!("connect: {e}")))?;
-        Conv::new(s, m).run(config, client, tx).await
+        Conv::new(s, m, config).run(config, client, tx).await
     } else {
         let addr = m.address.trim_start_matches("inet:");
         let s = tokio::time::timeout(m.connect_timeout.0, tokio::net::TcpStream::connect(addr)).await;
         let s = s.map_err(|_| Broken("connect timed out".into()))?.map_err(|e| Broken(format!("connect: {e}")))?;
-        Conv::new(s, m).run(config, client, tx).await
+        Conv::new(s, m, config).run(config, client, tx).await
     }
 }
 
@@ -128,8 +128,11 @@ struct Conv<'m, S> {
 type Step = Option<Verdict>;
 
 impl<'m, S: AsyncRead + AsyncWrite + Unpin> Conv<'m, S> {
-    fn new(stream: S, m: &'m Milter) -> Self {
-        Self { stream, decoder: Decoder::default(), m }
+    /// A packet is at most the message size limit plus room for its framing: nothing a
+    /// filter sends makes us buffer more than a message may be.
+    fn new(stream: S, m: &'m Milter, config: &Config) -> Self {
+        let limit = usize::try_from(config.limits.max_message_size.0).unwrap_or(usize::MAX).saturating_add(64 << 10);
+        Self { stream, decoder: Decoder::with_limit(limit), m }
     }
 
     async fn send(&mut self, c: &Command) -> Result<(), Broken> {
@@ -271,15 +274,25 @@ impl<'m, S: AsyncRead + AsyncWrite + Unpin> Conv<'m, S> {
         self.send(&Command::EndOfMessage).await?;
         let mut actions = Vec::new();
         let mut quarantine = None;
+        let mut size = Growth::new(&tx.message, body.len(), config);
         let verdict = loop {
             match self.response(self.m.eom_timeout.0).await? {
                 Response::Quarantine(reason) => quarantine = Some(reason),
                 a if !a.is_verdict() => {
-                    if allowed(&neg, &a) {
-                        actions.push(a);
-                    } else {
+                    if !allowed(&neg, &a) {
                         return Err(Broken(format!("{a:?} was not negotiated")));
                     }
+                    if let Response::AddHeader(n, v) | Response::InsertHeader(_, n, v) | Response::ChangeHeader(_, n, v) =
+                        &a
+                        && !postern_milter::edit::writable(n, v)
+                    {
+                        return Err(Broken(format!("header field {:?} cannot be written", printable(n))));
+                    }
+                    if let Some(r) = size.add(&a) {
+                        let _ = self.send(&Command::Quit).await;
+                        return Ok(Verdict::Refused(r));
+                    }
+                    actions.push(a);
                 }
                 Response::Accept => break Verdict::Done(actions, quarantine, "accept"),
                 Response::Continue => break Verdict::Done(actions, quarantine, "continue"),
@@ -303,6 +316,37 @@ impl<'m, S: AsyncRead + AsyncWrite + Unpin> Conv<'m, S> {
     }
 }
 
+/// The size of the message as a filter's end-of-message actions make it, bounded by
+/// `[limits] max_message_size` as the message from the client was.
+struct Growth {
+    headers: usize,
+    body: usize,
+    replaced: Option<usize>,
+    limit: usize,
+}
+
+impl Growth {
+    fn new(message: &[u8], body: usize, config: &Config) -> Self {
+        let limit = usize::try_from(config.limits.max_message_size.0).unwrap_or(usize::MAX);
+        Self { headers: message.len() - body, body, replaced: None, limit }
+    }
+
+    /// Counts `a`; `552 5.3.4` once the message would be larger than the limit.
+    fn add(&mut self, a: &Response) -> Option<Reply> {
+        match a {
+            Response::AddHeader(n, v) | Response::InsertHeader(_, n, v) | Response::ChangeHeader(_, n, v) => {
+                self.headers = self.headers.saturating_add(n.len() + v.len() + 4);
+            }
+            Response::ReplaceBody(chunk) => *self.replaced.get_or_insert(0) += chunk.len(),
+            _ => {}
+        }
+        let total = self.headers.saturating_add(self.replaced.unwrap_or(self.body));
+        (total > self.limit).then(|| {
+            Reply::new(552, EnhancedStatus(5, 3, 4), "Message size exceeds fixed limit after content filtering")
+        })
+    }
+}
+
 /// Whether the negotiated actions allow `a`.
 fn allowed(neg: &Negotiated, a: &Response) -> bool {
     let needed = match a {
@@ -317,23 +361,31 @@ fn allowed(neg: &Negotiated, a: &Response) -> bool {
     neg.actions & needed != 0
 }
 
-/// `550 5.7.1 text` as a reply; an unusable one is `550 5.7.1 Command rejected`.
+/// A filter's `y` reply as ours: `550 5.7.1 text`, or several lines (`550-5.7.1 one\r\n550
+/// 5.7.1 two`, libmilter's `smfi_setmlreply`) as one multi-line reply whose code and status
+/// are the first line's. An unusable one is `550 5.7.1 Command rejected`. The text's controls
+/// are escaped when the reply is encoded ([`Reply::encode`]), so a CR LF inside a line can
+/// never make two replies of one.
 fn reply_of(text: &str) -> Reply {
-    let mut words = text.splitn(3, ' ');
-    let code = words.next().and_then(|c| c.parse::<u16>().ok()).filter(|c| (400..600).contains(c));
+    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty());
+    let mut words = lines.next().unwrap_or("").splitn(3, ' ');
+    let code = words.next().and_then(|c| c.get(..3)?.parse::<u16>().ok()).filter(|c| (400..600).contains(c));
     let Some(code) = code else { return Reply::new(550, EnhancedStatus(5, 7, 1), "Command rejected") };
+    let class = (code / 100) as u8;
     let second = words.next().unwrap_or("");
-    let status: Vec<u16> = second.split('.').filter_map(|p| p.parse().ok()).collect();
-    match status.as_slice() {
-        [c, s, d] if u16::from((code / 100) as u8) == *c => {
-            Reply::new(code, EnhancedStatus(*c as u8, *s, *d), words.next().unwrap_or("").to_owned())
-        }
-        _ => {
-            let default = EnhancedStatus((code / 100) as u8, 7, 1);
-            let text = [second, words.next().unwrap_or("")].join(" ").trim().to_owned();
-            Reply::new(code, default, text)
-        }
+    let parsed: Vec<u16> = second.split('.').filter_map(|p| p.parse().ok()).collect();
+    let (status, first) = match parsed.as_slice() {
+        [c, s, d] if u16::from(class) == *c => (EnhancedStatus(class, *s, *d), words.next().unwrap_or("").to_owned()),
+        _ => (EnhancedStatus(class, 7, 1), [second, words.next().unwrap_or("")].join(" ").trim().to_owned()),
+    };
+    let mut reply = Reply::new(code, status, first);
+    for line in lines {
+        // "550-5.7.1 text" or "550 5.7.1 text": the text after the code and status.
+        let rest = line.get(4..).filter(|_| line.get(..3) == Some(code.to_string().as_str())).unwrap_or(line);
+        let rest = rest.strip_prefix(&format!("{status} ")).unwrap_or(rest);
+        reply.lines.push(rest.to_owned());
     }
+    reply
 }
 
 /// The end-of-message actions applied to the transaction.

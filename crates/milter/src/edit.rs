@@ -39,9 +39,33 @@ pub fn value(raw: &[u8], leading_space: bool) -> String {
     if leading_space { v.to_owned() } else { v.strip_prefix(' ').unwrap_or(v).to_owned() }
 }
 
+/// The field `name: value` as it goes out, CRLF-terminated. libmilter folds values with a bare
+/// `\n` and a tab (sendmail turns it into CRLF): each line break becomes CRLF, an empty line
+/// (which would end the header block) is dropped, and a line that does not start with
+/// white space gets one, so a filter's value stays one field (RFC 5322 §2.2.3).
 fn field(name: &str, value: &str) -> Vec<u8> {
-    let sep = if value.starts_with([' ', '\t']) { "" } else { " " };
-    format!("{name}:{sep}{value}\r\n").into_bytes()
+    let mut lines = value.split('\n').map(|l| l.trim_end_matches('\r'));
+    let first = lines.next().unwrap_or("");
+    let sep = if first.starts_with([' ', '\t']) || first.is_empty() { "" } else { " " };
+    let mut out = format!("{name}:{sep}{first}");
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        out.push_str("\r\n");
+        if !line.starts_with([' ', '\t']) {
+            out.push('\t');
+        }
+        out.push_str(line);
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// Whether a filter's header action is one we can write: a field name of printable ASCII
+/// without a colon (RFC 5322 §3.6.8), a value with no control character but HT, CR and LF
+/// (which [`apply`] turns into folding). Anything else is the filter's error.
+pub fn writable(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+        && !value.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\r' | '\n'))
 }
 
 /// `message` with the header and body actions among `actions` applied, in order. Other
@@ -116,5 +140,19 @@ mod tests {
             "X-First: top\r\nReceived: a\r\nSubject: [SPAM] one\r\nX-Tag: 1\r\n\tfolded\r\nX-Spam: yes\r\n\r\nnew body\r\n"
         );
         assert_eq!(apply(m, &[]), m.to_vec(), "no action, no change");
+    }
+
+    #[test]
+    fn a_filters_value_stays_one_field() {
+        let m = b"Subject: s\r\n\r\nbody\r\n";
+        let out =
+            |value: &str| String::from_utf8(apply(m, &[Response::AddHeader("X-Scan".into(), value.into())])).unwrap();
+        // libmilter's folding: LF TAB becomes CRLF TAB.
+        assert_eq!(out("one\n\ttwo"), "Subject: s\r\nX-Scan: one\r\n\ttwo\r\n\r\nbody\r\n");
+        // A line that would start a field of its own, or end the header block, cannot.
+        assert_eq!(out("a\r\nBcc: x@evil.test"), "Subject: s\r\nX-Scan: a\r\n\tBcc: x@evil.test\r\n\r\nbody\r\n");
+        assert_eq!(out("a\n\nbody"), "Subject: s\r\nX-Scan: a\r\n\tbody\r\n\r\nbody\r\n");
+        assert!(writable("X-Scan", "a\n\tb") && !writable("X Scan", "a") && !writable("X-Scan:", "a"));
+        assert!(!writable("X-Scan", "a\x00b") && !writable("X-Scan", "\x1b[2J"));
     }
 }

@@ -265,7 +265,7 @@ impl Response {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// A packet longer than [`MAX_PACKET`], or of length 0.
+    /// A packet longer than the decoder's limit (at most [`MAX_PACKET`]), or of length 0.
     #[error("bad packet length {0}")]
     Length(usize),
     /// An unknown response code.
@@ -277,12 +277,26 @@ pub enum DecodeError {
 }
 
 /// Splits the filter's byte stream into [`Response`]s.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
+    max_packet: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self { buf: Vec::new(), max_packet: MAX_PACKET }
+    }
 }
 
 impl Decoder {
+    /// A decoder that refuses packets longer than `max_packet` bytes (at most
+    /// [`MAX_PACKET`]): a filter's replacement body or header cannot make us buffer more
+    /// than the message size limit allows.
+    pub fn with_limit(max_packet: usize) -> Self {
+        Self { buf: Vec::new(), max_packet: max_packet.min(MAX_PACKET) }
+    }
+
     /// Adds bytes read from the filter.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
@@ -297,7 +311,7 @@ impl Decoder {
             return Ok(None);
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len == 0 || len > MAX_PACKET {
+        if len == 0 || len > self.max_packet {
             return Err(DecodeError::Length(len));
         }
         if self.buf.len() < 4 + len {

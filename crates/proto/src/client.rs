@@ -2,7 +2,7 @@
 //! transaction, dot-stuffing, and the RFC 6152 / RFC 6531 rules for peers that lack 8BITMIME or
 //! SMTPUTF8. The outbound driver performs the I/O.
 
-use postern_types::{EnhancedStatus, Reply};
+use postern_types::{EnhancedStatus, Reply, printable};
 
 /// Incremental reply parser: feed bytes, take complete (possibly multi-line) replies.
 #[derive(Debug, Default)]
@@ -41,7 +41,7 @@ impl ReplyParser {
                 return Ok(None);
             };
             let raw: Vec<u8> = self.buf.drain(..=lf).collect();
-            let line = printable(String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']));
+            let line = printable(String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n'])).into_owned();
             let b = line.as_bytes();
             let code_ok = b.len() >= 3 && (b'2'..=b'5').contains(&b[0]) && b[1..3].iter().all(u8::is_ascii_digit);
             let sep = b.get(3).copied();
@@ -58,22 +58,6 @@ impl ReplyParser {
             return Ok(Some(parse_lines(&lines)));
         }
     }
-}
-
-/// `line` with every control character but HT (a bare CR, ESC, BEL, NUL, DEL) written as `\xHH`:
-/// a reply's text is `textstring` (RFC 5321 §4.2: HT and printable characters), and a remote
-/// server's text goes on into logs, `postern queue` and DSNs sent to our users, where a control
-/// could rewrite a terminal or split a field (issue 26, finding 11).
-fn printable(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    for c in line.chars() {
-        if c.is_control() && c != '\t' {
-            out.push_str(&format!("\\x{:02X}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Builds a [`Reply`] from its lines, taking the enhanced status code from the last line when

@@ -33,7 +33,7 @@ pub(crate) fn bare_line_ending() -> Reply {
     Reply::new(550, S(5, 5, 2), "Error: bare <CR> or <LF> received; see RFC 5321 section 2.3.8")
 }
 pub(crate) fn bare_lf_in_command() -> Reply {
-    Reply::new(500, S(5, 5, 2), "Error: bare <LF> received in command; lines must end with <CR><LF>")
+    Reply::new(500, S(5, 5, 2), "Error: bare <LF> received in command; lines must end with <CR><LF>; closing")
 }
 pub(crate) fn line_too_long() -> Reply {
     Reply::new(500, S(5, 5, 2), "Error: command line too long")

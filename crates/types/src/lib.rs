@@ -14,5 +14,5 @@ mod verdict;
 
 pub use address::{Address, AddressError, ReversePath};
 pub use queue_id::QueueId;
-pub use reply::{EnhancedStatus, Reply};
+pub use reply::{EnhancedStatus, Reply, printable};
 pub use verdict::{Destination, Verdict};

@@ -52,10 +52,13 @@ impl Reply {
         self.code >= 500
     }
 
-    /// Appends the wire form (with CRLFs) to `out`.
+    /// Appends the wire form (with CRLFs) to `out`. Each line's text goes through
+    /// [`printable`], so no text (a milter's, a remote server's, a table's) can end a reply
+    /// early or add one: the client reads exactly one reply.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let n = self.lines.len();
         for (i, line) in self.lines.iter().enumerate() {
+            let line = printable(line);
             let sep = if i + 1 == n { ' ' } else { '-' };
             let text = match self.status {
                 Some(s) => format!("{}{sep}{s} {line}\r\n", self.code),
@@ -73,8 +76,28 @@ impl fmt::Display for Reply {
         if let Some(s) = self.status {
             write!(f, " {s}")?;
         }
-        write!(f, " {}", self.lines.join(" / "))
+        write!(f, " {}", printable(&self.lines.join(" / ")))
     }
+}
+
+/// `line` with every control character but HT (CR, LF, ESC, BEL, NUL, DEL) written as `\xHH`:
+/// a reply's text is `textstring` (RFC 5321 §4.2: HT and printable characters). Text from
+/// outside (a remote server's reply, a milter's) goes on into replies, logs, `postern queue`
+/// and DSNs, where a control could split a reply or a field or rewrite a terminal (issue 26,
+/// findings 10 and 11).
+pub fn printable(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if c.is_control() && c != '\t' {
+            out.push_str(&format!("\\x{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -91,5 +114,14 @@ mod tests {
         let mut out = Vec::new();
         Reply::new(550, EnhancedStatus(5, 1, 1), "no").encode(&mut out);
         assert_eq!(out, b"550 5.1.1 no\r\n");
+    }
+
+    #[test]
+    fn no_text_makes_a_second_reply() {
+        let mut out = Vec::new();
+        Reply::new(550, EnhancedStatus(5, 7, 1), "a\r\n250 2.0.0 ok\x1b[2J\tb").encode(&mut out);
+        assert_eq!(out, b"550 5.7.1 a\\x0D\\x0A250 2.0.0 ok\\x1B[2J\tb\r\n");
+        let r = Reply::new(451, EnhancedStatus(4, 0, 0), "x\ny");
+        assert_eq!(r.to_string(), "451 4.0.0 x\\x0Ay");
     }
 }

@@ -1,7 +1,8 @@
 //! A milter filter of our own for tests (the filter side of the protocol, written here from
 //! libmilter's wire format, not with Postern's codec): answers every step with `continue` and
 //! decides at end of message by the Subject: `reject me` (a reply code), `discard me`,
-//! `quarantine me`, `edit me` (every end-of-message action), anything else `continue`. It
+//! `quarantine me`, `edit me` (every end-of-message action), the hostile `grow me`, `one huge
+//! packet`, `fold me` and `split my reply`, anything else `continue`. It
 //! records the commands and macros it received.
 
 use std::io::{Read, Write};
@@ -95,6 +96,21 @@ impl TestMilter {
                 packet(b'a', b""),
             ]
             .concat(),
+            // Hostile filters (issue 26, finding 10): a replacement body in many chunks past
+            // the size limit, one packet past it, values folded libmilter's way or trying to
+            // start a field of their own, a reply text with CR LF in it.
+            "grow me" => {
+                let chunk = packet(b'b', &vec![b'x'; 65_000]);
+                [chunk.repeat(40), packet(b'a', b"")].concat()
+            }
+            "one huge packet" => [packet(b'b', &vec![b'x'; 2 << 20]), packet(b'a', b"")].concat(),
+            "fold me" => [
+                packet(b'h', &z(&["X-Folded", "one\n\ttwo"])),
+                packet(b'h', &z(&["X-Sneaky", "a\r\nBcc: hidden@evil.test\r\n\r\nfake body"])),
+                packet(b'a', b""),
+            ]
+            .concat(),
+            "split my reply" => packet(b'y', &z(&["550 5.7.1 first\r\n250 2.0.0 Ok: fake"])),
             _ => packet(b'c', b""),
         }
     }

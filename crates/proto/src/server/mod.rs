@@ -417,7 +417,10 @@ impl Session {
                     return self.closed_step();
                 }
                 if lf == 0 || rest[lf - 1] != b'\r' {
-                    self.error(replies::bare_lf_in_command());
+                    // The client's line does not end here, and where it does is a guess: one
+                    // reply and the end of the session (as Postfix's smtpd_forbid_bare_newline
+                    // and sendmail's option `g` do), never a reply to each piece.
+                    self.abort(replies::bare_lf_in_command());
                     return self.closed_step();
                 }
                 let line = &rest[..lf - 1];
