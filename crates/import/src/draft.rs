@@ -37,6 +37,8 @@ pub struct Draft {
     pub dkim_keys: Vec<(String, String, String)>,
     /// `[dkim] sign` patterns.
     pub dkim_sign: Vec<String>,
+    /// `[dkim] sign_networks` (opendkim's InternalHosts).
+    pub sign_networks: BTreeSet<String>,
     /// `[dkim] on_error` (`F=T` of the opendkim milter: tempfail).
     pub dkim_on_error: Option<&'static str>,
     /// Networks for `[policy] block_networks_file` (access `Connect:... REJECT`).
@@ -169,6 +171,14 @@ impl Draft {
             }
             if let Some(e) = self.dkim_on_error {
                 let _ = writeln!(s, "on_error = {}", q(e));
+            }
+            if !self.sign_networks.is_empty() {
+                let nets: Vec<String> = self.sign_networks.iter().cloned().collect();
+                let _ = writeln!(
+                    s,
+                    "# opendkim's InternalHosts: signed, not allowed to relay.\nsign_networks = {}",
+                    list(&nets)
+                );
             }
             for (domain, selector, key) in &self.dkim_keys {
                 let _ = writeln!(

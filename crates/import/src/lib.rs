@@ -70,3 +70,35 @@ pub(crate) fn key_value(line: &str) -> Option<(&str, &str)> {
     }
     Some(t.split_once(char::is_whitespace).map_or((t, ""), |(k, v)| (k, v.trim())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(files: &[(&str, &str)]) -> Sources {
+        let files = files.iter().map(|(n, t)| ((*n).to_owned(), (PathBuf::from(n), (*t).to_owned()))).collect();
+        Sources { files, accounts: Vec::new() }
+    }
+
+    /// Issue 26, finding 15: the hosts opendkim signs for are not hosts sendmail relayed for.
+    #[test]
+    fn signing_hosts_get_signing_not_relaying() {
+        let out = import(&sources(&[
+            ("opendkim.conf", "InternalHosts refile:/etc/opendkim/TrustedHosts\n"),
+            ("InternalHosts", "192.168.1.0/24\n"),
+            ("KeyTable", "mail._domainkey.example.org example.org:mail:/k\n"),
+        ]));
+        let config: toml::Value = toml::from_str(&out.config).unwrap();
+        let trusted = config["relay"]["trusted_networks"].as_array().unwrap();
+        assert!(!trusted.iter().any(|n| n.as_str() == Some("192.168.1.0/24")), "{}", out.config);
+        assert_eq!(config["dkim"]["sign_networks"].as_array().unwrap()[0].as_str(), Some("192.168.1.0/24"));
+        assert!(out.report.relay_permissions().next().is_none(), "no relay permission written");
+        // A relay permission from sendmail's own access table is kept, and listed for review.
+        let out = import(&sources(&[("access", "Connect:192.168.1 RELAY\n")]));
+        let listed: Vec<_> = out.report.relay_permissions().map(|l| l.text.clone()).collect();
+        assert_eq!(listed, ["Connect:192.168.1 RELAY"]);
+        assert!(
+            out.report.to_string().contains("review each before going live\n    access:1: Connect:192.168.1 RELAY")
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! opendkim's configuration: `opendkim.conf` and the tables it names (KeyTable, SigningTable,
 //! InternalHosts / TrustedHosts). Postern signs by itself, so the keys become `[[dkim.key]]`,
-//! the signing table `[dkim] sign`, and the internal hosts trusted networks.
+//! the signing table `[dkim] sign`, and the internal hosts `[dkim] sign_networks` (signed, never
+//! allowed to relay).
 
 use crate::Sources;
 use crate::draft::Draft;
@@ -102,6 +103,9 @@ fn table(sources: &Sources, name: &str, report: &mut Report, mut f: impl FnMut(&
     }
 }
 
+/// An `InternalHosts` / `ExternalIgnoreList` entry: hosts whose mail opendkim *signs*. It
+/// becomes `[dkim] sign_networks`, never relay permission: sendmail decided who relays, and
+/// its own lines (access, relay-domains) are imported as such (issue 26, finding 15).
 fn internal_host(key: &str, draft: &mut Draft) -> Fate {
     let k = key.trim();
     let net = k.parse::<ipnet::IpNet>().ok().map(|n| n.to_string()).or_else(|| {
@@ -109,14 +113,14 @@ fn internal_host(key: &str, draft: &mut Draft) -> Fate {
     });
     match net {
         Some(n) => {
-            draft.trusted.insert(n.clone());
-            Fate::Mapped(format!("[relay] trusted_networks += {n:?} (their mail is signed)"))
+            draft.sign_networks.insert(n.clone());
+            Fate::Mapped(format!("[dkim] sign_networks += {n:?} (their mail is signed; no relay permission)"))
         }
         None if k == "localhost" => {
-            draft.trusted.insert("127.0.0.0/8".into());
-            draft.trusted.insert("::1/128".into());
-            Fate::Mapped("[relay] trusted_networks += 127.0.0.0/8, ::1/128".into())
+            draft.sign_networks.insert("127.0.0.0/8".into());
+            draft.sign_networks.insert("::1/128".into());
+            Fate::Mapped("[dkim] sign_networks += 127.0.0.0/8, ::1/128 (no relay permission)".into())
         }
-        None => Fate::NotMapped(format!("{k}: by name; trust its addresses in [relay] trusted_networks")),
+        None => Fate::NotMapped(format!("{k}: by name; add its addresses to [dkim] sign_networks")),
     }
 }

@@ -38,6 +38,12 @@ impl Report {
         self.lines.push(Line { source: source.to_owned(), line, text: text.trim().to_owned(), fate });
     }
 
+    /// The lines that let clients relay (`[relay] trusted_networks`): each a line for the
+    /// postmaster to review, since an import that widens relaying makes an open relay.
+    pub fn relay_permissions(&self) -> impl Iterator<Item = &Line> {
+        self.lines.iter().filter(|l| matches!(&l.fate, Fate::Mapped(m) if m.starts_with("[relay] trusted_networks")))
+    }
+
     /// The lines with no equivalent.
     pub fn not_mapped(&self) -> impl Iterator<Item = &Line> {
         self.lines.iter().filter(|l| matches!(l.fate, Fate::NotMapped(_)))
@@ -57,6 +63,14 @@ impl fmt::Display for Report {
             }
         }
         let missing = self.not_mapped().count();
-        writeln!(f, "\n{} line(s) read, {missing} with no equivalent (marked !!)", self.lines.len())
+        writeln!(f, "\n{} line(s) read, {missing} with no equivalent (marked !!)", self.lines.len())?;
+        let relays: Vec<&Line> = self.relay_permissions().collect();
+        if !relays.is_empty() {
+            writeln!(f, "\nRelay permissions written ([relay] trusted_networks): review each before going live")?;
+            for l in relays {
+                writeln!(f, "    {}:{}: {}", l.source, l.line, l.text)?;
+            }
+        }
+        Ok(())
     }
 }

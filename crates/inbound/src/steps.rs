@@ -423,7 +423,8 @@ impl Driver<'_> {
             tx.message = message;
         }
         let relayed = tx.recipients.iter().flat_map(|r| &r.destinations).any(|d| matches!(d, Destination::Remote(_)));
-        if ours && relayed {
+        let signs = ours || is_trusted(ip, &self.config.dkim.sign_networks);
+        if signs && relayed {
             let signature = authenticate::sign(auth.clone(), self.config, ip, &mut tx).await?;
             added.headers.push_str(&signature);
         } else if !ours

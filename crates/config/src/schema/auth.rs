@@ -66,6 +66,11 @@ pub struct Dkim {
     /// `451 4.3.0` and retries, nothing leaves unsigned) or `"send-unsigned"` (logged).
     #[serde(default)]
     pub on_error: DkimOnError,
+    /// Clients whose mail is signed when it leaves this host although they are neither in
+    /// `[relay] trusted_networks` nor authenticated (opendkim's `InternalHosts`): mail from
+    /// them to an alias that forwards elsewhere, say. Grants no relaying. Default: none.
+    #[serde(default)]
+    pub sign_networks: Vec<IpNet>,
 }
 
 /// One `[[dkim.key]]`.
