@@ -114,6 +114,75 @@ fn a_domain_routed_to_a_pipe() {
     assert!(err.contains("routes:2: lists.test: pipes to commands are off"), "{err}");
 }
 
+/// The numeric uid of the account `name` (`id -u NAME`).
+fn uid_of(name: &str) -> String {
+    let out = std::process::Command::new("id").args(["-u", name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Issue 26, findings 14 and 16: with the daemon dropped to `[server] user = "nobody"`, as the
+/// README advises, a pipe of the alias `mail` still runs as the account `mail`, and a new mbox
+/// is its recipient's (0600): the local-delivery helper kept root for that. A command no table
+/// names is refused by the helper, whatever the daemon asks.
+#[test]
+fn under_a_dropped_daemon_deliveries_run_as_the_recipient() {
+    let server = Server::start_prepared(
+        "basic",
+        &[],
+        |t| {
+            format!(
+                "{t}\n[server]\nuser = \"nobody\"\n[delivery]\nallow_pipes = true\nlocal = \"mbox\"\nmbox = \"{{data_dir}}/mbox/{{mailbox}}\"\n"
+            )
+        },
+        |dir| {
+            let out = dir.join("out");
+            std::fs::create_dir_all(&out).unwrap();
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let mut aliases = std::fs::read_to_string(dir.join("aliases")).unwrap();
+            aliases.push_str(&format!("mail: \"|id -u > {}/out/as-mail\"\n", dir.display()));
+            std::fs::write(dir.join("aliases"), aliases).unwrap();
+            let mut users = std::fs::read_to_string(dir.join("users")).unwrap();
+            users.push_str("www-data\n");
+            std::fs::write(dir.join("users"), users).unwrap();
+        },
+    );
+    server.wait_log("running as user nobody");
+    let (mut c, _) = Client::connect(server.port);
+    c.cmd("EHLO client.test");
+    for to in ["mail@example.test", "www-data@example.test"] {
+        let r = c.send_data("alice@far.test", &[to], b"Subject: for the account\r\n\r\nx\r\n");
+        assert_eq!(r.code, 250, "{to}: {}", r.text);
+    }
+    let out = server.dir.0.join("out/as-mail");
+    let uid = poll("the pipe of alias mail", || std::fs::read_to_string(&out).ok().filter(|s| !s.is_empty()));
+    assert_eq!(uid.trim(), uid_of("mail"), "the pipe ran as the alias's account, not the daemon's");
+    server.wait_log("status=sent (250 2.0.0 delivered to command as mail: id -u");
+    let mbox = server.data().join("mbox/www-data");
+    poll("the mbox of www-data", || std::fs::metadata(&mbox).ok().filter(|m| m.len() > 0));
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&mbox).unwrap();
+    assert_eq!((meta.uid().to_string(), meta.mode() & 0o777), (uid_of("www-data"), 0o600), "{}", mbox.display());
+
+    // What a compromised daemon could ask: a command of its own. The helper reads the tables
+    // itself and refuses.
+    let request = postern_local::privileged::Request::Pipe {
+        alias: "mail".into(),
+        command: format!("id > {}/out/pwned", server.dir.0.display()),
+        sender: "a@x.test".into(),
+        recipient: "mail@example.test".into(),
+        original_recipient: "mail@example.test".into(),
+        extension: String::new(),
+    };
+    let socket = server.data().join("local.sock");
+    let (outcome, _) =
+        postern_local::privileged::deliver(&socket, &request, b"x\r\n", std::time::Duration::from_secs(30));
+    assert!(
+        matches!(&outcome, postern_local::pipe::PipeOutcome::TempFail(t) if t.contains("no table line names")),
+        "{outcome:?}"
+    );
+    assert!(!server.dir.0.join("out/pwned").exists());
+}
+
 /// `postern check-config` on the server's configuration with `allow_pipes = false`: it must
 /// refuse it (exit 2); returns its error output.
 fn check_config_without_pipes(server: &Server) -> String {

@@ -12,6 +12,7 @@
 
 pub mod mbox;
 pub mod pipe;
+pub mod privileged;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};

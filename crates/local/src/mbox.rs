@@ -85,13 +85,16 @@ fn fcntl_lock(f: &File, path: &Path, lock: bool, deadline: Instant) -> Result<()
 }
 
 /// Appends one message to the mbox at `path` (created mode 0600 when missing, its folder 0700
-/// when that is missing too).
+/// when that is missing too). `owner` (uid, gid) is the recipient's account: run as root, a
+/// new mbox is given to it, and an existing one must be its (or ours from an earlier version,
+/// then given to it), with one link only, so that nobody can hard-link another file there.
 ///
 /// # Errors
 /// [`DeliveryError`] naming the step (`dotlock`, `lock`, `open`, `write`, `fsync`); the file is
 /// left as it was.
 pub fn deliver(
     path: &Path,
+    owner: Option<(u32, u32)>,
     return_path: &str,
     delivered_to: &str,
     message: &[u8],
@@ -103,7 +106,7 @@ pub fn deliver(
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err("create", dir))?;
     }
     let _dot = dotlock(path, deadline)?;
-    let mut f = open_regular(path)?;
+    let mut f = open_regular(path, owner)?;
     fcntl_lock(&f, path, true, deadline)?;
     let before = f.metadata().map_err(err("stat", path))?.len();
     let written = append(&mut f, return_path, delivered_to, message).map_err(err("write", path));
@@ -120,16 +123,37 @@ pub fn deliver(
 /// file: a symbolic link in its place is not followed (`O_NOFOLLOW`), and a FIFO or a device
 /// is refused at once instead of blocking the delivery for ever (`O_NONBLOCK`, then `fstat`),
 /// so that whoever can write in the mail folder cannot point a delivery elsewhere (issue 26).
-fn open_regular(path: &Path) -> Result<File, DeliveryError> {
-    let f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(err("open", path))?;
-    if !f.metadata().map_err(err("stat", path))?.file_type().is_file() {
+/// Ownership as [`deliver`] says.
+fn open_regular(path: &Path, owner: Option<(u32, u32)>) -> Result<File, DeliveryError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let open = |create: bool| {
+        OpenOptions::new()
+            .append(true)
+            .create_new(create)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let (f, created) = match open(false) {
+        Ok(f) => (f, false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (open(true).map_err(err("create", path))?, true),
+        Err(e) => return Err(err("open", path)(e)),
+    };
+    let meta = f.metadata().map_err(err("stat", path))?;
+    if !meta.file_type().is_file() {
         return Err(err("open", path)(io::Error::other("not a regular file")));
+    }
+    if meta.nlink() != 1 {
+        return Err(err("open", path)(io::Error::other("has other hard links")));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if let Some((uid, gid)) = owner.filter(|_| euid == 0) {
+        if created || meta.uid() == euid {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(err("chown", path))?;
+        } else if meta.uid() != uid {
+            return Err(err("open", path)(io::Error::other(format!("owned by uid {}, not the recipient", meta.uid()))));
+        }
     }
     Ok(f)
 }
@@ -219,15 +243,53 @@ mod tests {
         std::fs::write(&target, "").unwrap();
         let link = dir.join("linked");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = deliver(&link, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", Duration::from_secs(1));
+        let e = deliver(&link, None, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", Duration::from_secs(1));
         assert!(e.is_err(), "a symbolic link was followed");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "", "written through the link");
         let fifo = dir.join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo(3) with a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = deliver(&fifo, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", Duration::from_secs(1));
+        let e = deliver(&fifo, None, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", Duration::from_secs(1));
         assert!(e.is_err(), "a FIFO was opened for delivery");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 26, finding 14: run as root, a new mbox is the recipient's (0600); a file with
+    /// another hard link is not written to, whoever linked it there.
+    #[test]
+    fn a_new_mbox_is_the_recipients_and_a_hard_link_is_refused() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tmp("owner");
+        let mbox = dir.join("carol");
+        deliver(
+            &mbox,
+            Some((4242, 4243)),
+            "a@x.test",
+            "carol@y.test",
+            b"Subject: s\r\n\r\nx\r\n",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let meta = std::fs::metadata(&mbox).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!((meta.uid(), meta.gid()), (4242, 4243));
+        }
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "secret\n").unwrap();
+        std::fs::hard_link(&secret, dir.join("dave")).unwrap();
+        let e = deliver(
+            &dir.join("dave"),
+            None,
+            "a@x.test",
+            "dave@y.test",
+            b"Subject: s\r\n\r\nx\r\n",
+            Duration::from_secs(1),
+        );
+        assert!(e.is_err(), "written through a hard link");
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -236,7 +298,7 @@ mod tests {
         let dir = tmp("quote");
         let mbox = dir.join("alice");
         let body = "Subject: q\r\n\r\nFrom here\r\n>From there\r\n>>From afar\r\nFromage\r\n";
-        deliver(&mbox, "bob@x.test", "alice@y.test", body.as_bytes(), Duration::from_secs(5)).unwrap();
+        deliver(&mbox, None, "bob@x.test", "alice@y.test", body.as_bytes(), Duration::from_secs(5)).unwrap();
         let text = std::fs::read_to_string(&mbox).unwrap();
         assert!(text.starts_with("From bob@x.test "), "{text}");
         assert!(text.contains("\n>From here\n>>From there\n>>>From afar\nFromage\n\n"), "{text}");
@@ -269,7 +331,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..25 {
                         let m = format!("Subject: {w}-{i}\r\n\r\nline one of {w}-{i}\r\nline two of {w}-{i}\r\n");
-                        deliver(&mbox, "a@x.test", "bob@y.test", m.as_bytes(), Duration::from_secs(20)).unwrap();
+                        deliver(&mbox, None, "a@x.test", "bob@y.test", m.as_bytes(), Duration::from_secs(20)).unwrap();
                     }
                 })
             })

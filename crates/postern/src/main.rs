@@ -8,6 +8,7 @@ mod dmarc;
 mod dns_check;
 mod doctor;
 mod import_cli;
+mod local_helper;
 mod logging;
 mod metrics_http;
 mod notify;

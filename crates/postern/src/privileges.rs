@@ -15,11 +15,7 @@ use anyhow::{Context as _, bail};
 /// Unknown user or group, not running as root, or a failed system call; the process must not
 /// go on serving then.
 pub(crate) fn drop_to(user: &str, group: Option<&str>, data_dir: &Path) -> anyhow::Result<()> {
-    let (uid, primary_gid) = lookup_user(user)?;
-    let gid = match group {
-        Some(g) => lookup_group(g)?,
-        None => primary_gid,
-    };
+    let (uid, gid) = ids_of(user, group)?;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid == uid {
@@ -45,6 +41,20 @@ pub(crate) fn drop_to(user: &str, group: Option<&str>, data_dir: &Path) -> anyho
         }
     }
     Ok(())
+}
+
+/// The uid and gid the daemon runs as for `[server] user` and `group` (default: the user's
+/// primary group).
+///
+/// # Errors
+/// Unknown user or group.
+pub(crate) fn ids_of(user: &str, group: Option<&str>) -> anyhow::Result<(libc::uid_t, libc::gid_t)> {
+    let (uid, primary_gid) = lookup_user(user)?;
+    let gid = match group {
+        Some(g) => lookup_group(g)?,
+        None => primary_gid,
+    };
+    Ok((uid, gid))
 }
 
 fn lookup_user(name: &str) -> anyhow::Result<(libc::uid_t, libc::gid_t)> {

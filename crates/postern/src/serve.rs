@@ -78,6 +78,18 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
         },
         _ => None,
     };
+    // The second helper keeps root to run pipes and write mboxes as their recipients.
+    if let (true, Some(path), Some(user)) = (as_root, config_path, &config.server.user) {
+        let started = crate::privileges::ids_of(user, config.server.group.as_deref())
+            .and_then(|owner| crate::local_helper::spawn(path, &config.data_dir, owner));
+        match started {
+            Ok(socket) => postern_local::privileged::use_helper(socket),
+            Err(e) => {
+                eprintln!("postern: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -112,7 +124,7 @@ fn load(path: Option<&Path>) -> Result<(Config, Tables), Vec<postern_config::Con
 /// the stores, the Maildirs, the caches. `data_dir`, when the daemon creates it, is 0711 so
 /// that other accounts reach `submit.sock` (0666) inside without listing anything; one that
 /// exists keeps the mode its owner gave it.
-fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     // SAFETY: umask has no preconditions and cannot fail.
     unsafe { libc::umask(0o077) };

@@ -473,16 +473,33 @@ fn to_pipe(
             .find(|(_, c)| config.delivery.subaddress_separator.contains(*c))
             .map(|(i, c)| &l[i + c.len_utf8()..])
     });
-    let job = pipe::Job {
-        command,
-        account: &account,
-        sender: reverse_path,
-        recipient: &r.address,
-        original_recipient: &r.forward_path,
-        extension: extension.unwrap_or(""),
-        timeout: config.delivery.pipe_timeout.0,
+    let (outcome, output) = match postern_local::privileged::helper() {
+        // The daemon runs as [server] user: only the helper can run the command as the account.
+        Some(socket) => {
+            let request = postern_local::privileged::Request::Pipe {
+                alias: alias.to_owned(),
+                command: command.to_owned(),
+                sender: reverse_path.to_owned(),
+                recipient: r.address.clone(),
+                original_recipient: r.forward_path.clone(),
+                extension: extension.unwrap_or("").to_owned(),
+            };
+            let bound = config.delivery.pipe_timeout.0 + std::time::Duration::from_secs(30);
+            postern_local::privileged::deliver(socket, &request, message, bound)
+        }
+        None => {
+            let job = pipe::Job {
+                command,
+                account: &account,
+                sender: reverse_path,
+                recipient: &r.address,
+                original_recipient: &r.forward_path,
+                extension: extension.unwrap_or(""),
+                timeout: config.delivery.pipe_timeout.0,
+            };
+            pipe::deliver(&job, message)
+        }
     };
-    let (outcome, output) = pipe::deliver(&job, message);
     if !output.is_empty() {
         tracing::info!("{id}: to=<{}>: command output: {output}", r.address);
     }
@@ -506,13 +523,43 @@ fn to_pipe(
 /// mbox delivery of one recipient (`[delivery] local = "mbox"`).
 fn to_mbox(config: &Config, mailbox: &str, reverse_path: &str, r: &Recipient, message: &[u8]) -> Outcome {
     let path = config.mbox_of(mailbox);
-    match postern_local::mbox::deliver(&path, reverse_path, &r.address, message, config.delivery.mbox_lock_timeout.0) {
-        Ok(()) => Outcome::Delivered(postern_types::Reply::new(
+    let owner = postern_local::pipe::account(mailbox);
+    let timeout = config.delivery.mbox_lock_timeout.0;
+    let delivered = || {
+        Outcome::Delivered(postern_types::Reply::new(
             250,
             EnhancedStatus(2, 0, 0),
             format!("delivered to mbox {}", path.display()),
-        )),
-        Err(e) => Outcome::temp(EnhancedStatus(4, 3, 0), e.to_string()),
+        ))
+    };
+    match postern_local::privileged::helper() {
+        // The daemon runs as [server] user: the helper makes a new mbox the recipient's.
+        Some(socket) if owner.is_some() => {
+            let request = postern_local::privileged::Request::Mbox {
+                mailbox: mailbox.to_owned(),
+                sender: reverse_path.to_owned(),
+                recipient: r.address.clone(),
+            };
+            let bound = timeout + std::time::Duration::from_secs(60);
+            match postern_local::privileged::deliver(socket, &request, message, bound).0 {
+                postern_local::pipe::PipeOutcome::Delivered => delivered(),
+                postern_local::pipe::PipeOutcome::TempFail(why)
+                | postern_local::pipe::PipeOutcome::PermFail { text: why, .. } => {
+                    Outcome::temp(EnhancedStatus(4, 3, 0), why)
+                }
+            }
+        }
+        _ => match postern_local::mbox::deliver(
+            &path,
+            owner.map(|a| (a.uid, a.gid)),
+            reverse_path,
+            &r.address,
+            message,
+            timeout,
+        ) {
+            Ok(()) => delivered(),
+            Err(e) => Outcome::temp(EnhancedStatus(4, 3, 0), e.to_string()),
+        },
     }
 }
 
