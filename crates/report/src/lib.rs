@@ -113,36 +113,39 @@ pub fn compose(dsn: &Dsn<'_>) -> Vec<u8> {
         "Your message was delivered to the recipients below.\r\n"
     });
     human.push_str("\r\n");
+    // Every value that came from outside (addresses, ENVID, a remote host's name and reply)
+    // goes through `printable`: no value can end a line, so none can add a field.
+    let p = postern_types::printable;
     for r in &dsn.recipients {
-        human.push_str(&format!("<{}>: {} ({})", r.final_recipient, r.action.as_str(), r.status));
+        human.push_str(&format!("<{}>: {} ({})", p(&r.final_recipient), r.action.as_str(), r.status));
         if let Some(d) = &r.diagnostic {
-            let host = r.remote_mta.as_deref().map_or(String::new(), |h| format!(" host {h} said:"));
-            human.push_str(&format!("\r\n   {host} {d}"));
+            let host = r.remote_mta.as_deref().map_or(String::new(), |h| format!(" host {} said:", p(h)));
+            human.push_str(&format!("\r\n   {host} {}", p(d)));
         }
         human.push_str("\r\n");
     }
 
     let mut status = format!("Reporting-MTA: dns; {}\r\nX-Postern-Queue-ID: {}\r\n", dsn.reporting_mta, dsn.queue_id);
     if let Some(envid) = dsn.envelope_id {
-        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+        status.push_str(&format!("Original-Envelope-Id: {}\r\n", p(envid)));
     }
     status.push_str(&format!("Arrival-Date: {}\r\n", rfc2822(dsn.arrival)));
     for r in &dsn.recipients {
         status.push_str("\r\n");
         if let Some(o) = &r.original_recipient {
-            status.push_str(&format!("Original-Recipient: rfc822; {o}\r\n"));
+            status.push_str(&format!("Original-Recipient: rfc822; {}\r\n", p(o)));
         }
         status.push_str(&format!(
             "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\n",
-            r.final_recipient,
+            p(&r.final_recipient),
             r.action.as_str(),
             r.status
         ));
         if let Some(m) = &r.remote_mta {
-            status.push_str(&format!("Remote-MTA: dns; {m}\r\n"));
+            status.push_str(&format!("Remote-MTA: dns; {}\r\n", p(m)));
         }
         if let Some(d) = &r.diagnostic {
-            status.push_str(&format!("Diagnostic-Code: smtp; {d}\r\n"));
+            status.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", p(d)));
         }
     }
 
