@@ -126,7 +126,8 @@ impl Driver<'_> {
                 }
             }
             Step::Commit(tx) => {
-                let result = match self.foreign_from(&tx).or_else(|| self.looping(&tx)) {
+                let refused = self.foreign_from(&tx).or_else(|| self.several_from(&tx)).or_else(|| self.looping(&tx));
+                let result = match refused {
                     Some(r) => Err(r),
                     None => Box::pin(self.filter_and_commit(*tx)).await,
                 };
@@ -459,6 +460,25 @@ impl Driver<'_> {
         tracing::info!("NOQUEUE: reject: DATA from [{}]: {r}; helo=<{}>", self.peer.ip(), tx.helo);
         postern_metrics::metrics().refused("data", "loop", r.code);
         Some(r)
+    }
+
+    /// For mail from outside (neither authenticated nor trusted): `550 5.7.1` when the message
+    /// has more than one `From:` field. RFC 5322 §3.6 allows exactly one, and RFC 7489 §6.6.1
+    /// lets a receiver reject such a message, as Gmail does: DMARC can judge only one author,
+    /// and a reader may be shown another.
+    fn several_from(&self, tx: &Transaction) -> Option<Reply> {
+        if tx.auth.is_some() || is_trusted(self.peer.ip(), &self.config.relay.trusted_networks) {
+            return None;
+        }
+        let parsed = mail_parser::MessageParser::new().parse_headers(&tx.message);
+        let headers = parsed.as_ref().map_or(&[][..], |m| m.headers());
+        let froms = headers.iter().filter(|h| h.name == mail_parser::HeaderName::From).count();
+        (froms > 1).then(|| {
+            let what = format!("{froms} From: fields; a message has exactly one (RFC 5322 3.6)");
+            tracing::info!("NOQUEUE: reject: DATA from [{}]: {what}", self.peer.ip());
+            postern_metrics::metrics().refused("data", "several-from", 550);
+            Reply::new(550, EnhancedStatus(5, 7, 1), what)
+        })
     }
 
     /// For an authenticated submission: the refusal when the author fields do not name the
