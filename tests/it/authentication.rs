@@ -108,11 +108,19 @@ fn signed_by_a_passes_at_b_and_forgeries_fail() {
     assert_eq!((r.code, &r.text[4..10]), (550, "5.7.23"), "{}", r.text);
     assert!(r.text.contains("a.test does not designate 127.0.0.3"), "{}", r.text);
 
+    // Not so for a message that passes DMARC through its aligned DKIM signature, as forwarded
+    // mail does (RFC 7489 §10.1, issue 27): SPF fails, the author's signature holds.
+    let r = o.send_data("alice@a.test", &["bob@b.test"], &signed.as_bytes()[start..]);
+    assert_eq!(r.code, 250, "DMARC pass, SPF fail: {}", r.text);
+    let text = std::fs::read_to_string(&b.wait_maildir("bob", 3)[2]).unwrap();
+    let ar = header(&text, "Authentication-Results");
+    assert!(ar.contains("spf=fail") && ar.contains("dkim=pass") && ar.contains("dmarc=pass"), "{ar}");
+
     // Softfail is accepted (no DMARC for soft.test); a forged result with our authserv-id is
     // removed; one from another server stays.
     let forged = b"Authentication-Results: mx.b.test; dkim=pass header.d=bank.test\r\nAuthentication-Results: other.test; spf=pass\r\nFrom: x@soft.test\r\nSubject: soft\r\n\r\nx\r\n";
     assert_eq!(o.send_data("x@soft.test", &["bob@b.test"], forged).code, 250);
-    let text = std::fs::read_to_string(&b.wait_maildir("bob", 3)[2]).unwrap();
+    let text = std::fs::read_to_string(&b.wait_maildir("bob", 4)[3]).unwrap();
     assert!(!text.contains("header.d=bank.test"), "forged result kept:\n{text}");
     assert!(text.contains("Authentication-Results: other.test; spf=pass"), "{text}");
     assert!(header(&text, "Authentication-Results").contains("spf=softfail"), "{text}");
@@ -131,7 +139,7 @@ fn signed_by_a_passes_at_b_and_forgeries_fail() {
     });
     let text = std::fs::read_to_string(&files[0]).unwrap();
     assert!(text.contains("X-Postern-Quarantine: DMARC policy of q.test"), "{text}");
-    assert_eq!(b.maildir("bob").len(), 3, "not in the inbox");
+    assert_eq!(b.maildir("bob").len(), 4, "not in the inbox");
     // The decision is logged with the queue ID (a refusal, which has none, with NOQUEUE).
     let line = b.wait_log("auth: [127.0.0.3] from=<x@soft.test> header.from=q.test");
     let msg = line.split(" INFO ").nth(1).unwrap();

@@ -361,6 +361,44 @@ fn tls12_clients_are_served_too() {
     assert!(text.contains("(using TLSv1.2 with cipher TLS_ECDHE_"), "{text}");
 }
 
+/// The server's order of cipher suites decides (testssl.sh's "server cipher order", issue 27):
+/// a client that prefers ChaCha20 but also offers AES-256-GCM gets AES-256-GCM, in TLS 1.3
+/// and in TLS 1.2.
+#[test]
+fn the_servers_cipher_order_decides() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let pki = Pki::new();
+    let peer = Peer::start(&[]);
+    let (server, _) = start(&pki, &peer);
+    let cases = [
+        (
+            &rustls::version::TLS13,
+            vec![cs::TLS13_CHACHA20_POLY1305_SHA256, cs::TLS13_AES_256_GCM_SHA384],
+            "TLS13_AES_256_GCM_SHA384",
+        ),
+        (
+            &rustls::version::TLS12,
+            vec![cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384],
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ),
+    ];
+    for (version, suites, want) in cases {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = suites;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(pki.root_der())).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (mut c, _) = Client::connect(server.port_of("mx"));
+        c.cmd("EHLO client.test");
+        c.starttls(std::sync::Arc::new(config), NAME);
+        assert_eq!(c.tls_cipher().as_deref(), Some(want));
+    }
+}
+
 /// The mode and owner of a file.
 fn mode_and_uid(path: &std::path::Path) -> (u32, u32) {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};

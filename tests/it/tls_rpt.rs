@@ -82,6 +82,9 @@ fn a_day_of_sessions_gives_one_signed_report_per_domain_in_the_rua_mailbox() {
     assert_eq!(detail["result-type"], "certificate-host-mismatch", "{bad}");
     assert_eq!(detail["receiving-mx-hostname"], "mx.rptbad.test", "{bad}");
     assert_eq!(detail["receiving-ip"], "127.0.0.1", "{bad}");
+    // Our end of the failed session (issue 27), and no null anywhere (RFC 8460 §4.4).
+    assert_eq!(detail["sending-mta-ip"], "127.0.0.1", "{bad}");
+    assert!(!printed.contains("null"), "{printed}");
     assert_eq!(detail["failed-session-count"].as_u64(), Some(failures), "{bad}");
 
     // --send queues both, signed, to alice@a.test (the rua of both records); the day is gone.
@@ -100,6 +103,7 @@ fn a_day_of_sessions_gives_one_signed_report_per_domain_in_the_rua_mailbox() {
         let path = keys.0.join("report.json.gz");
         std::fs::write(&path, gz.contents()).unwrap();
         let json = Command::new("gzip").arg("-dc").arg(&path).output().unwrap().stdout;
+        assert!(!String::from_utf8_lossy(&json).contains("null"), "the report sent has no null");
         let r: Value = serde_json::from_slice(&json).unwrap();
         let domain = r["policies"][0]["policy"]["policy-domain"].as_str().unwrap().to_owned();
         check_report(&r, &domain);

@@ -26,7 +26,14 @@ pub fn decide(f: &Findings, cfg: &Authentication, client_ip: std::net::IpAddr) -
     // a forged MAIL FROM of a partner must not waive another domain's DMARC policy.
     let exempt = |d: &str| !d.is_empty() && cfg.exempt_domains.iter().any(|e| e == d);
     let spf_exempt = exempt(&f.spf_domain);
-    if !spf_exempt && let Some(refusal) = spf_refusal(f.spf, &f.spf_domain, cfg, client_ip) {
+    // SPF is judged together with DMARC (RFC 7489 §10.1): a message that passes DMARC (through
+    // an aligned DKIM signature, when SPF failed) is not refused for SPF. The forwarded-mail
+    // case: the forwarder's address fails SPF, the author's signature still holds.
+    // (`spf_at = "mail"` refuses at MAIL FROM, before DMARC can be known.)
+    if !spf_exempt
+        && f.dmarc != Outcome::Pass
+        && let Some(refusal) = spf_refusal(f.spf, &f.spf_domain, cfg, client_ip)
+    {
         return Decision::Refuse(refusal);
     }
     // DMARC (RFC 7489 §6.7): act on the domain's policy as configured.
@@ -129,12 +136,15 @@ mod tests {
     fn defaults() {
         let ip = "192.0.2.7".parse().unwrap();
         assert_eq!(decide(&findings(), &cfg(), ip), Decision::Accept);
-        let spf_fail = Findings { spf: Outcome::Fail, ..findings() };
+        let spf_fail = Findings { spf: Outcome::Fail, dmarc: Outcome::None, ..findings() };
         let Decision::Refuse(r) = decide(&spf_fail, &cfg(), ip) else { panic!() };
         assert_eq!((r.code, r.status), (550, Some(EnhancedStatus(5, 7, 23))));
+        // SPF fails, DMARC passes (an aligned DKIM signature): delivered (RFC 7489 §10.1).
+        let forwarded = Findings { spf: Outcome::Fail, dmarc: Outcome::Pass, ..findings() };
+        assert_eq!(decide(&forwarded, &cfg(), ip), Decision::Accept);
         let soft = Findings { spf: Outcome::SoftFail, dmarc: Outcome::Pass, ..findings() };
         assert_eq!(decide(&soft, &cfg(), ip), Decision::Accept);
-        let temp = Findings { spf: Outcome::TempError, ..findings() };
+        let temp = Findings { spf: Outcome::TempError, dmarc: Outcome::None, ..findings() };
         let Decision::Refuse(r) = decide(&temp, &cfg(), ip) else { panic!() };
         assert_eq!((r.code, r.status), (451, Some(EnhancedStatus(4, 4, 3))));
         let dmarc = Findings { dmarc: Outcome::Fail, spf: Outcome::None, ..findings() };

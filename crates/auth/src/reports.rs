@@ -200,11 +200,12 @@ pub fn to_xml(report: &DayReport, meta: &Meta) -> String {
     ));
     for (row, count) in &report.rows {
         x.push_str(&format!(
-            "  <record>\n    <row>\n      <source_ip>{}</source_ip>\n      <count>{count}</count>\n      <policy_evaluated>\n        <disposition>{}</disposition>\n        <dkim>{}</dkim>\n        <spf>{}</spf>\n      </policy_evaluated>\n    </row>\n    <identifiers>\n      <header_from>{}</header_from>\n    </identifiers>\n    <auth_results>\n",
+            "  <record>\n    <row>\n      <source_ip>{}</source_ip>\n      <count>{count}</count>\n      <policy_evaluated>\n        <disposition>{}</disposition>\n        <dkim>{}</dkim>\n        <spf>{}</spf>\n      </policy_evaluated>\n    </row>\n    <identifiers>\n      <envelope_from>{}</envelope_from>\n      <header_from>{}</header_from>\n    </identifiers>\n    <auth_results>\n",
             row.source_ip,
             row.disposition,
             row.dkim,
             row.spf,
+            xml_escape(&row.spf_result.0),
             xml_escape(&row.header_from)
         ));
         for (d, s, r) in &row.dkim_results {
@@ -215,7 +216,7 @@ pub fn to_xml(report: &DayReport, meta: &Meta) -> String {
             ));
         }
         x.push_str(&format!(
-            "      <spf>\n        <domain>{}</domain>\n        <result>{}</result>\n      </spf>\n    </auth_results>\n  </record>\n",
+            "      <spf>\n        <domain>{}</domain>\n        <scope>mfrom</scope>\n        <result>{}</result>\n      </spf>\n    </auth_results>\n  </record>\n",
             xml_escape(&row.spf_result.0),
             row.spf_result.1
         ));

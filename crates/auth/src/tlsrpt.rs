@@ -47,20 +47,22 @@ fn clean(s: &str) -> String {
 }
 
 /// One negotiation as a tally key: `DOMAIN \t POLICY \t STRINGS \t MX \t RESULT \t HOST \t IP
-/// \t DETAIL`, tabs and newlines in the strings made spaces.
+/// \t DETAIL \t SENDING-IP`, tabs and newlines in the strings made spaces (keys of earlier
+/// versions, without the sending IP, still read).
 #[must_use]
 pub fn key(n: &Negotiation) -> String {
     let p = &n.policy;
     let strings: Vec<String> = p.strings.iter().map(|s| clean(s)).collect();
     let mx: Vec<String> = p.mx_patterns.iter().map(|s| clean(s)).collect();
     let result = match &n.failure {
-        None => "ok\t\t\t".to_owned(),
+        None => "ok\t\t\t\t".to_owned(),
         Some(f) => format!(
-            "{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}",
             f.result,
             f.mx_host.as_deref().map(clean).unwrap_or_default(),
             f.receiving_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            clean(&f.detail)
+            clean(&f.detail),
+            f.sending_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         ),
     };
     format!(
@@ -78,7 +80,11 @@ fn split(field: &str) -> Vec<String> {
 
 fn from_key(key: &str) -> Option<Negotiation> {
     let f: Vec<&str> = key.split('\t').collect();
-    let [domain, kind, strings, mx, result, host, ip, detail] = f.as_slice() else { return None };
+    let (fields, sending) = match f.as_slice() {
+        [fields @ .., sending] if fields.len() == 8 => (fields, *sending),
+        fields => (fields, ""),
+    };
+    let [domain, kind, strings, mx, result, host, ip, detail] = fields else { return None };
     let kind =
         [PolicyKind::Sts, PolicyKind::Tlsa, PolicyKind::NoPolicyFound].into_iter().find(|k| k.as_str() == *kind)?;
     let policy = AppliedPolicy { domain: (*domain).to_owned(), kind, strings: split(strings), mx_patterns: split(mx) };
@@ -88,6 +94,7 @@ fn from_key(key: &str) -> Option<Negotiation> {
             result: TlsFailure::parse(r)?,
             mx_host: (!host.is_empty()).then(|| (*host).to_owned()),
             receiving_ip: ip.parse::<IpAddr>().ok(),
+            sending_ip: sending.parse::<IpAddr>().ok(),
             detail: (*detail).to_owned(),
         }),
     };
@@ -204,6 +211,7 @@ pub fn to_report(day: &DomainDay, meta: &Meta) -> TlsReport {
                     result_type: result_type(f.result),
                     receiving_mx_hostname: f.mx_host.clone(),
                     receiving_ip: f.receiving_ip,
+                    sending_mta_ip: f.sending_ip,
                     failed_session_count: count(*n),
                     additional_information: (!f.detail.is_empty()).then(|| f.detail.clone()),
                     ..FailureDetails::default()
@@ -234,9 +242,36 @@ pub fn compose(
     from: &str,
     to: &[String],
 ) -> Result<Vec<u8>, String> {
+    let json = json_without_nulls(report).map_err(err)?;
+    let mut gz = mail_auth::flate2::write::GzEncoder::new(Vec::new(), mail_auth::flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, json.as_bytes()).map_err(err)?;
+    let bytes = gz.finish().map_err(err)?;
     let mut out = Vec::new();
-    report.write_rfc5322(domain, submitter, from, to.iter().map(String::as_str), &mut out).map_err(err)?;
+    report
+        .write_rfc5322_from_bytes(domain, submitter, from, to.iter().map(String::as_str), &bytes, &mut out)
+        .map_err(err)?;
     Ok(out)
+}
+
+/// The report's JSON (RFC 8460 §4.4) with every absent field left out: the RFC gives each
+/// field a string, number or list, never `null`, and receivers' parsers are strict about it.
+///
+/// # Errors
+/// The report did not serialise.
+pub fn json_without_nulls(report: &TlsReport) -> Result<String, serde_json::Error> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(report)?;
+    strip(&mut value);
+    serde_json::to_string(&value)
 }
 
 #[cfg(test)]
@@ -263,6 +298,7 @@ mod tests {
             result: TlsFailure::CertificateHostMismatch,
             mx_host: Some("mx.a.test".into()),
             receiving_ip: Some("192.0.2.1".parse().unwrap()),
+            sending_ip: Some("198.51.100.7".parse().unwrap()),
             detail: "certificate not valid for name\t\"mx.a.test\"".into(),
         };
         let bad = Negotiation { policy: sts.clone(), failure: Some(failure.clone()) };
@@ -285,14 +321,23 @@ mod tests {
             begin: 0,
             end: 86_399,
         };
-        let json = to_report(&day[0], &meta).to_json();
+        let json = json_without_nulls(&to_report(&day[0], &meta)).unwrap();
         for field in [
             "\"total-successful-session-count\":2",
             "\"total-failure-session-count\":1",
             "\"result-type\":\"certificate-host-mismatch\"",
             "\"policy-type\":\"sts\"",
+            "\"sending-mta-ip\":\"198.51.100.7\"",
+            "\"receiving-ip\":\"192.0.2.1\"",
         ] {
             assert!(json.contains(field), "{field} in {json}");
         }
+        // RFC 8460 §4.4 has no null: absent fields are left out (issue 27).
+        assert!(!json.contains("null"), "{json}");
+        // A key of an earlier version (no sending IP) still reads.
+        let old = key(&bad).rsplit_once('\t').unwrap().0.to_owned();
+        let day = domain_days("2026-12-01", &[(old, 1)]);
+        let f = &day[0].policies[0].failures[0].0;
+        assert_eq!((f.receiving_ip, f.sending_ip), (Some("192.0.2.1".parse().unwrap()), None));
     }
 }

@@ -60,11 +60,15 @@ pub fn load_with(tls: &Tls, files: &dyn FileSource) -> Result<Option<Arc<ServerC
             by_name.insert(n.to_ascii_lowercase(), ck.clone());
         }
     }
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { default, by_name }));
+    // The server's order of the (all strong) suites decides, not the client's, as testssl.sh
+    // and BSI TR-02102-2 expect of a server: AES-256-GCM first, ChaCha20 for clients that
+    // offer nothing else of ours.
+    config.ignore_client_order = true;
     Ok(Some(Arc::new(config)))
 }
 

@@ -173,7 +173,7 @@ async fn tls_for<R: Resolver>(
     let (policy, failure) = pool.sts.policy_for(resolver, &domain, how, now).await;
     if let Some((result, detail)) = failure {
         let applied = AppliedPolicy { kind: PolicyKind::Sts, ..tls_results::no_policy(&domain) };
-        pool.tls_results.record(tls_results::failed(&applied, result, None, None, detail));
+        pool.tls_results.record(tls_results::failed(&applied, result, None, (None, None), detail));
     }
     match policy {
         Some(mut p) if p.mode != sts::Mode::None => {
@@ -227,7 +227,7 @@ async fn dane_hosts(
         Ok(true) => {}
         Err((true, why)) => {
             let tlsa = AppliedPolicy { kind: PolicyKind::Tlsa, ..applied.clone() };
-            results.record(tls_results::failed(&tlsa, TlsFailure::DnssecInvalid, None, None, why.clone()));
+            results.record(tls_results::failed(&tlsa, TlsFailure::DnssecInvalid, None, (None, None), why.clone()));
             let text = format!("DANE: the MX records of {domain} do not validate with DNSSEC ({why})");
             return Err(Outcome::temp(EnhancedStatus(4, 7, 5), text));
         }
@@ -263,7 +263,7 @@ fn sts_hosts(
         let fate = if policy.mode == sts::Mode::Enforce { "not used" } else { "used anyway (testing)" };
         let what = format!("MX {} of {domain} is not in its MTA-STS policy (mx: {patterns})", h.name);
         tracing::warn!("{id}: {what}: {fate}");
-        results.record(tls_results::failed(applied, TlsFailure::ValidationFailure, Some(&h.name), None, what));
+        results.record(tls_results::failed(applied, TlsFailure::ValidationFailure, Some(&h.name), (None, None), what));
     }
     if policy.mode != sts::Mode::Enforce {
         return Ok(());

@@ -53,14 +53,17 @@ pub(crate) fn no_policy(domain: &str) -> AppliedPolicy {
     }
 }
 
-/// A failed negotiation under `policy`.
+/// A failed negotiation under `policy`; `ips` are the receiving and the sending address of the
+/// connection, when there was one.
 pub(crate) fn failed(
     policy: &AppliedPolicy,
     result: TlsFailure,
     mx_host: Option<&str>,
-    receiving_ip: Option<std::net::IpAddr>,
+    ips: (Option<std::net::IpAddr>, Option<std::net::IpAddr>),
     detail: impl Into<String>,
 ) -> Negotiation {
-    let failure = Failure { result, mx_host: mx_host.map(str::to_owned), receiving_ip, detail: detail.into() };
+    let (receiving_ip, sending_ip) = ips;
+    let mx_host = mx_host.map(str::to_owned);
+    let failure = Failure { result, mx_host, receiving_ip, sending_ip, detail: detail.into() };
     Negotiation { policy: policy.clone(), failure: Some(failure) }
 }

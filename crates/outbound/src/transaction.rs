@@ -267,7 +267,7 @@ fn host_tls<'a>(base: &TlsSetup<'a>, host: &Host, id: &str, temp: &mut LastFailu
                     &applied,
                     TlsFailure::DnssecInvalid,
                     Some(&host.name),
-                    None,
+                    (None, None),
                     why.clone(),
                 ));
             }
@@ -305,6 +305,7 @@ async fn open(
 ) -> Option<Session> {
     let TlsSetup { level, label, applied, results, tlsa } = tls;
     let hop = || (host.to_owned(), relay.to_owned());
+    let ips = (Some(won.addr.ip()), won.stream.local_addr().ok().map(|a| a.ip()));
     let mut session = Session::new(won.stream, config.clone(), hop(), *level, true);
     session.label.clone_from(label);
     session.policy_kind = applied.kind;
@@ -314,7 +315,7 @@ async fn open(
         match session.negotiation.take() {
             Some(None) => results.record(Negotiation { policy: applied.clone(), failure: None }),
             Some(Some((result, detail))) => {
-                results.record(tls_results::failed(applied, result, Some(host), Some(won.addr.ip()), detail));
+                results.record(tls_results::failed(applied, result, Some(host), ips, detail));
             }
             None => {}
         }

@@ -57,7 +57,7 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
         if send {
             out.push_str(&queue_report(ctx, domain_day, &report).await);
         } else {
-            out.push_str(&report.to_json());
+            out.push_str(&tlsrpt::json_without_nulls(&report).map_err(|e| e.to_string())?);
             out.push('\n');
         }
     }

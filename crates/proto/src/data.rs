@@ -16,6 +16,24 @@ pub enum ContentError {
     BareLineEnding,
     /// More octets than the size limit (the excess was read and discarded).
     TooBig,
+    /// A line that is a lone dot once its NULs are dropped (`<CR><LF>\0.<CR><LF>`): a next
+    /// hop that drops NULs would see the end of data there ([`nul_dot_line`]).
+    NulDotLine,
+}
+
+/// Whether `content` (unstuffed, CRLF lines) holds a line of NULs and one dot, in any order,
+/// with at least one NUL: relayed as it is, it ends the message early at a receiver that
+/// drops NULs, and what follows is read there as SMTP commands (the scanners of SEC Consult and
+/// smtpsmug flag it). Postern never rewrites a body, so such a message is refused like the other
+/// smuggling endings.
+pub fn nul_dot_line(content: &[u8]) -> bool {
+    if memchr::memchr(0, content).is_none() {
+        return false;
+    }
+    content.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.contains(&0) && line.iter().filter(|&&b| b != 0).eq([b'.'].iter())
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +206,15 @@ mod tests {
         let (n, done) = d.feed(input);
         assert!(done, "not finished");
         (d.finish(), n)
+    }
+
+    #[test]
+    fn nul_dot_lines_are_found() {
+        assert!(nul_dot_line(b"a\r\n\0.\r\nMAIL FROM:<x@y>\r\n"));
+        assert!(nul_dot_line(b"a\r\n.\0\r\n"));
+        assert!(nul_dot_line(b"\0\0.\0"));
+        assert!(!nul_dot_line(b"a\r\n.\r\n"), "no NUL: a dot line of the content is not this");
+        assert!(!nul_dot_line(b"a\0b\r\n..\0\r\n\0\r\n"));
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub(crate) fn size_exceeded() -> Reply {
 pub(crate) fn bare_line_ending() -> Reply {
     Reply::new(550, S(5, 5, 2), "Error: bare <CR> or <LF> received; see RFC 5321 section 2.3.8")
 }
+pub(crate) fn nul_dot_line() -> Reply {
+    Reply::new(550, S(5, 5, 2), "Error: a line of NUL and a dot received; a next hop could take it for the end of data")
+}
 pub(crate) fn bare_lf_in_command() -> Reply {
     Reply::new(500, S(5, 5, 2), "Error: bare <LF> received in command; lines must end with <CR><LF>; closing")
 }

@@ -126,6 +126,8 @@ pub struct Failure {
     pub mx_host: Option<String>,
     /// `receiving-ip`, when connected.
     pub receiving_ip: Option<IpAddr>,
+    /// `sending-mta-ip`: our end of the connection, when connected.
+    pub sending_ip: Option<IpAddr>,
     /// `additional-information`: the error as logged.
     pub detail: String,
 }

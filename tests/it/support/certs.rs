@@ -80,6 +80,11 @@ impl Pki {
     }
 
     /// A rustls client configuration trusting only the root.
+    /// The root certificate, DER.
+    pub fn root_der(&self) -> Vec<u8> {
+        self.root.der().to_vec()
+    }
+
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         self.client_config_with(&[&rustls::version::TLS13, &rustls::version::TLS12])
     }

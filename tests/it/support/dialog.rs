@@ -6,7 +6,7 @@
 //! S: 220                  read one reply; its last line must start with "220"
 //! S~ 5.5.2                read one reply; its text must contain "5.5.2"
 //! C: EHLO client.test     send the line + CRLF (consecutive C lines are pipelined)
-//! C! hi\n.\n              send raw bytes after unescaping \r \n \t \\ (no CRLF added)
+//! C! hi\n.\n              send raw bytes after unescaping \r \n \t \0 \\ (no CRLF added)
 //! EOF                     the server must close the connection
 //! ```
 //!
@@ -66,6 +66,7 @@ fn unescape(s: &str) -> Vec<u8> {
                 Some('r') => out.push(b'\r'),
                 Some('n') => out.push(b'\n'),
                 Some('t') => out.push(b'\t'),
+                Some('0') => out.push(0),
                 Some('\\') => out.push(b'\\'),
                 other => panic!("bad escape \\{other:?}"),
             }

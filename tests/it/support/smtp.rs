@@ -124,6 +124,14 @@ impl Client {
         }
     }
 
+    /// The negotiated cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub fn tls_cipher(&self) -> Option<String> {
+        match self.reader.get_ref() {
+            Conn::Tls(s) => s.conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())),
+            _ => None,
+        }
+    }
+
     pub fn connect(port: u16) -> (Self, Reply) {
         Self::connect_from("127.0.0.1", port)
     }

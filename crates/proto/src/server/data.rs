@@ -29,6 +29,7 @@ impl Session {
 
     pub(super) fn end_of_data(&mut self, content: Result<Vec<u8>, ContentError>) -> Option<Step> {
         match content {
+            Ok(message) if crate::data::nul_dot_line(&message) => self.end_of_data(Err(ContentError::NulDotLine)),
             Ok(message) => Some(self.commit_step(message)),
             Err(e) => {
                 self.tx = None;
@@ -88,7 +89,7 @@ impl Session {
         }
         let bad = endings.is_bad();
         let message = std::mem::take(buf);
-        if bad { self.end_of_data(Err(ContentError::BareLineEnding)) } else { Some(self.commit_step(message)) }
+        self.end_of_data(if bad { Err(ContentError::BareLineEnding) } else { Ok(message) })
     }
 
     fn commit_step(&mut self, message: Vec<u8>) -> Step {
@@ -117,6 +118,7 @@ impl Session {
 fn content_error_reply(e: ContentError) -> Reply {
     match e {
         ContentError::BareLineEnding => replies::bare_line_ending(),
+        ContentError::NulDotLine => replies::nul_dot_line(),
         ContentError::TooBig => replies::size_exceeded(),
     }
 }
