@@ -41,6 +41,7 @@ mod requiretls;
 mod route;
 mod scheduling;
 mod sendmail;
+mod spf_suite;
 mod tls;
 mod tls_policy;
 mod tls_rpt;

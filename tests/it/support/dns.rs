@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::Server;
-use hickory_server::proto::rr::{LowerName, Name, RData, Record};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_server::store::file::{FileConfig, FileZoneHandler};
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
 
@@ -47,17 +47,27 @@ impl DnsServer {
     pub fn start(zones: &[(&str, &Path)]) -> Self {
         let zones: Vec<(String, std::path::PathBuf, Signing)> =
             zones.iter().map(|(o, p)| ((*o).to_owned(), p.to_path_buf(), Signing::Unsigned)).collect();
-        Self::serve(zones).0
+        Self::serve(zones, Vec::new()).0
     }
 
     /// Serves each `(origin, zone file, signing)`, signing zones at start; returns the server
     /// and the trust anchors of the signed zones (`NAME 300 IN DNSKEY ...` lines, the form of
     /// `[dns] trust_anchor`).
     pub fn start_signed(zones: &[(&str, &Path, Signing)]) -> (Self, String) {
-        Self::serve(zones.iter().map(|(o, p, s)| ((*o).to_owned(), p.to_path_buf(), *s)).collect())
+        Self::serve(zones.iter().map(|(o, p, s)| ((*o).to_owned(), p.to_path_buf(), *s)).collect(), Vec::new())
     }
 
-    fn serve(zones: Vec<(String, std::path::PathBuf, Signing)>) -> (Self, String) {
+    /// Serves the zone `origin` of the file `zone`, never answering the queries in
+    /// `timeouts`: (name, type), or (name, `None`) for every type of that name. A resolver
+    /// asking them times out, as on a broken path to an authoritative server.
+    pub fn start_with_timeouts(origin: &str, zone: &Path, timeouts: Vec<(Name, Option<RecordType>)>) -> Self {
+        Self::serve(vec![(origin.to_owned(), zone.to_path_buf(), Signing::Unsigned)], timeouts).0
+    }
+
+    fn serve(
+        zones: Vec<(String, std::path::PathBuf, Signing)>,
+        timeouts: Vec<(Name, Option<RecordType>)>,
+    ) -> (Self, String) {
         use hickory_server::zone_handler::DnssecZoneHandler as _;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -97,7 +107,8 @@ impl DnsServer {
                     }
                 };
                 let addr = udp.local_addr().unwrap();
-                let mut server = Server::new(catalog);
+                let timeouts = timeouts.into_iter().map(|(n, t)| (LowerName::new(&n), t)).collect();
+                let mut server = Server::new(Timeouts { catalog, timeouts });
                 server.register_socket(udp);
                 server.register_listener(tcp, Duration::from_secs(5), 65535);
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -118,11 +129,40 @@ impl DnsServer {
 
     /// Adds or replaces a record in the zone of `origin`.
     pub fn upsert(&self, origin: &str, name: &str, ttl: u32, data: RData) {
+        self.upsert_record(origin, Name::from_ascii(name).unwrap(), ttl, data);
+    }
+
+    /// As [`DnsServer::upsert`], for a name already parsed (any bytes in its labels).
+    pub fn upsert_record(&self, origin: &str, name: Name, ttl: u32, data: RData) {
         let (_, zone) = self.zones.iter().find(|(o, _)| o == origin).expect("zone served");
         let zone = zone.clone();
-        let record = Record::from_rdata(Name::from_ascii(name).unwrap(), ttl, data);
+        let record = Record::from_rdata(name, ttl, data);
         let serial = 2 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32;
         self.runtime.block_on(async move { zone.upsert(record, serial).await });
+    }
+}
+
+/// A catalog that leaves some queries unanswered ([`DnsServer::start_with_timeouts`]).
+struct Timeouts {
+    catalog: Catalog,
+    timeouts: Vec<(LowerName, Option<RecordType>)>,
+}
+
+#[async_trait::async_trait]
+impl hickory_server::server::RequestHandler for Timeouts {
+    async fn handle_request<R: hickory_server::server::ResponseHandler, T: hickory_server::net::runtime::Time>(
+        &self,
+        request: &hickory_server::server::Request,
+        response_handle: R,
+    ) -> hickory_server::server::ResponseInfo {
+        if let Ok(info) = request.request_info() {
+            let (name, kind) = (info.query.name(), info.query.query_type());
+            if self.timeouts.iter().any(|(n, t)| n == name && t.is_none_or(|t| t == kind)) {
+                // Never answered: the resolver's own timeout decides.
+                return std::future::pending().await;
+            }
+        }
+        self.catalog.handle_request::<R, T>(request, response_handle).await
     }
 }
 

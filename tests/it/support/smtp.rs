@@ -72,6 +72,24 @@ impl Client {
         (c, greeting)
     }
 
+    /// Connects from `source` (any local address, IPv4 or IPv6) to the loopback address of
+    /// its family (127.0.0.1 or ::1) at `port`; returns the client and the greeting.
+    pub fn connect_from_addr(source: std::net::IpAddr, port: u16) -> (Self, Reply) {
+        use socket2::{Domain, Socket, Type};
+        let (domain, dst) = match source {
+            std::net::IpAddr::V4(_) => (Domain::IPV4, SocketAddr::from(([127, 0, 0, 1], port))),
+            std::net::IpAddr::V6(_) => (Domain::IPV6, SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))),
+        };
+        let sock = Socket::new(domain, Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::new(source, 0).into()).unwrap();
+        sock.connect(&dst.into()).unwrap_or_else(|e| panic!("connect from {source} to {dst}: {e}"));
+        let sock: TcpStream = sock.into();
+        sock.set_read_timeout(Some(super::wait_bound())).unwrap();
+        let mut c = Self { reader: BufReader::new(Conn::Plain(sock)) };
+        let greeting = c.read_reply().unwrap_or_else(|| Reply { code: 0, text: "closed before a greeting".into() });
+        (c, greeting)
+    }
+
     /// Connects from `source` with implicit TLS (RFC 8314): handshake first, then the greeting.
     /// Panics if the handshake fails.
     pub fn connect_tls_from(source: &str, port: u16, tls: Arc<rustls::ClientConfig>, name: &str) -> (Self, Reply) {
