@@ -14,6 +14,7 @@ pub mod keys;
 pub mod reports;
 pub mod seal;
 pub mod sign;
+pub mod spf;
 pub mod tlsrpt;
 pub mod verify;
 

@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use mail_auth::common::headers::HeaderWriter as _;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, ReceivedSpf, SpfResult,
 };
@@ -106,6 +105,8 @@ pub enum DmarcPolicy {
 /// Runs the checks through its own resolver (the `[dns]` settings).
 pub struct Checker {
     authenticator: MessageAuthenticator,
+    /// SPF's own resolver ([`crate::spf`] evaluates SPF, mail-auth the rest).
+    spf_dns: postern_dns::HickoryResolver,
     hostname: String,
 }
 
@@ -122,7 +123,8 @@ impl Checker {
     /// The resolver cannot be built (unreadable system configuration).
     pub fn new(dns: &DnsSettings, hostname: &str) -> Result<Self, String> {
         let resolver = postern_dns::tokio_resolver(dns)?;
-        Ok(Self { authenticator: MessageAuthenticator(resolver), hostname: hostname.to_owned() })
+        let spf_dns = postern_dns::HickoryResolver::new(dns)?;
+        Ok(Self { authenticator: MessageAuthenticator(resolver), spf_dns, hostname: hostname.to_owned() })
     }
 
     /// The `rua` addresses of `domain`'s DMARC record that accept its reports: those in the
@@ -143,14 +145,12 @@ impl Checker {
     /// SPF of the MAIL FROM identity alone (RFC 7208 §2.4), for `[authentication] spf_at =
     /// "mail"`: `mail_from` (not empty) from `ip`, which said `helo`.
     pub async fn spf_mail_from(&self, ip: IpAddr, helo: &str, mail_from: &str) -> Outcome {
-        let params = SpfParameters::verify_mail_from(ip, helo, self.hostname.as_str(), mail_from);
-        spf_outcome(self.authenticator.verify_spf(params).await.result())
+        spf_outcome(crate::spf::check_mail_from(&self.spf_dns, ip, helo, mail_from, &self.hostname).await.result())
     }
 
     /// SPF of the HELO identity alone (RFC 7208 §2.3): may `ip` say `helo`?
     pub async fn spf_helo(&self, ip: IpAddr, helo: &str) -> Outcome {
-        let params = SpfParameters::verify_ehlo(ip, helo, self.hostname.as_str());
-        spf_outcome(self.authenticator.verify_spf(params).await.result())
+        spf_outcome(crate::spf::check_helo(&self.spf_dns, ip, helo, &self.hostname).await.result())
     }
 
     /// Checks `message` (as received, CRLF) from `ip`, which said `helo` and gave `mail_from`
@@ -166,11 +166,11 @@ impl Checker {
     ) -> Findings {
         let host = self.hostname.as_str();
         let auth = &self.authenticator;
-        let spf_helo = auth.verify_spf(SpfParameters::verify_ehlo(ip, helo, host)).await;
+        let spf_helo = crate::spf::check_helo(&self.spf_dns, ip, helo, host).await;
         let spf = if mail_from.is_empty() {
             spf_helo.clone()
         } else {
-            auth.verify_spf(SpfParameters::verify_mail_from(ip, helo, host, mail_from)).await
+            crate::spf::check_mail_from(&self.spf_dns, ip, helo, mail_from, host).await
         };
         let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d).to_lowercase();
         let Some(parsed) = AuthenticatedMessage::parse(message) else {

@@ -51,7 +51,21 @@ impl HickoryResolver {
 
     async fn records(&self, name: &str, rtype: RecordType) -> Answer<Vec<RData>> {
         let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
-        match self.inner.lookup(fqdn.as_str(), rtype).await {
+        // A name that is not a host name (SPF asks `foo:bar/baz.example.com` or a macro's
+        // `%20`) is still a DNS name: its labels are asked as they are (RFC 2181 §11).
+        let name = match hickory_resolver::proto::rr::Name::from_utf8(&fqdn) {
+            Ok(n) => n,
+            Err(_) => match hickory_resolver::proto::rr::Name::from_labels(
+                fqdn.trim_end_matches('.').split('.').map(str::as_bytes),
+            ) {
+                Ok(mut n) => {
+                    n.set_fqdn(true);
+                    n
+                }
+                Err(e) => return Answer::TempFail(format!("{fqdn}: {e}")),
+            },
+        };
+        match self.inner.lookup(name, rtype).await {
             Ok(lookup) => {
                 let data: Vec<RData> =
                     lookup.answers().iter().filter(|r| r.record_type() == rtype).map(|r| r.data.clone()).collect();
@@ -67,8 +81,10 @@ fn classify(e: &NetError) -> Answer<Vec<RData>> {
     if e.is_no_records_found() || e.is_nx_domain() { Answer::NotFound } else { Answer::TempFail(e.to_string()) }
 }
 
+/// A name as its labels, lower-cased, joined by dots, without escaping: the form
+/// [`HickoryResolver::records`] asks again (`to_ascii` would escape `:` or a space).
 fn host(name: &hickory_resolver::proto::rr::Name) -> String {
-    name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
+    name.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(".").to_ascii_lowercase()
 }
 
 impl crate::Resolver for HickoryResolver {
