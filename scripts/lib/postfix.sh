@@ -23,7 +23,11 @@ ensure_packages() {
             # opendkim as a signing milter, checked by dkimpy (tests/it/milters.rs).
             opendkim) command -v opendkim >/dev/null || need+=(opendkim) ;;
             rspamd) command -v rspamd >/dev/null || need+=(rspamd) ;;
-            dkimpy) /usr/bin/python3 -c 'import dkim' 2>/dev/null || need+=(python3-dkim) ;;
+            # dkimpy's ARC signing (tests/it/arc.rs) needs its authres module.
+            dkimpy)
+                /usr/bin/python3 -c 'import dkim' 2>/dev/null || need+=(python3-dkim)
+                /usr/bin/python3 -c 'import authres' 2>/dev/null || need+=(python3-authres)
+                ;;
             # procmail as a pipe target (tests/it/pipes.rs).
             procmail) command -v procmail >/dev/null || need+=(procmail) ;;
             # systemd-analyze verify for the unit in dist/ (tests/it/deploy.rs).

@@ -210,4 +210,21 @@ fn forwarded_mail_passes_spf_dmarc_and_arc_and_bounces_come_back() {
     b.wait_log("ban: 127.0.2.0/24 (client [127.0.2.3]) after 5 failures");
     let (_, refused) = Client::connect_from("127.0.2.99", b.port);
     assert!(refused.text.starts_with("421 4.7.0"), "the network is banned: {}", refused.text);
+
+    // 7. A chain broken before B (issue 27): sealed by dkimpy for a.test, then changed. B's
+    // result is arc=fail, and the set it adds as it forwards says i=2 cv=fail, which dkimpy's
+    // arc_verify reads as the failed chain it is.
+    let list = "Authentication-Results: mx.a.test; spf=pass smtp.mailfrom=lists.test\r\nFrom: list@lists.test\r\nTo: fwd@b.test\r\nSubject: broken chain\r\n\r\nHello Carol.\r\n";
+    let sealed = crate::arc::dkimpy_sealed(list, &keys.0.join("a.test.a.key"), "a", "a.test");
+    assert!(sealed.starts_with("ARC-Seal: i=1;"), "dkimpy sealed nothing: {sealed}");
+    let broken = sealed.replace("Hello Carol.", "Hello Carol, changed.");
+    let (mut o, _) = Client::connect_from("127.0.3.4", b.port);
+    o.cmd("EHLO lists.test");
+    assert_eq!(o.send_data("list@lists.test", &["fwd@b.test"], broken.as_bytes()).code, 250);
+    let text = std::fs::read_to_string(&c.wait_maildir("carol", 3)[2]).unwrap();
+    let seal = header(&text, "ARC-Seal", "i=2;");
+    assert!(seal.contains("cv=fail"), "{seal}");
+    let cv = crate::arc::dkimpy_arc_cv(&text, &[("a._domainkey.a.test.", &a_txt), ("arc._domainkey.b.test.", &b_txt)]);
+    // dkimpy ends its walk at a seal that reports a failure, and says so.
+    assert!(cv.contains("ARC-Seal[2] reported failure"), "dkimpy: {cv}");
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod alerts;
+mod arc;
 mod authentication;
 mod bounces;
 mod cluster;

@@ -9,6 +9,7 @@
 //! - [`decision`]: the configured action for each result, as a pure function;
 //! - [`seal`]: ARC sealing of forwarded mail.
 
+pub mod arc;
 pub mod decision;
 pub mod keys;
 pub mod reports;

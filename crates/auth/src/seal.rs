@@ -41,6 +41,10 @@ pub enum SealError {
         /// mail-auth's reason.
         why: String,
     },
+    /// The incoming chain is too malformed to be read: there is no last instance to seal
+    /// after, and a fresh `i=1 cv=none` would hide the failure (RFC 8617 §5.1.2).
+    #[error("the incoming ARC chain is malformed ({0}): forwarded without a seal")]
+    Malformed(String),
 }
 
 /// The key that seals forwarded mail, for `d=` `domain`, `s=` `selector`.

@@ -174,9 +174,11 @@ impl Checker {
         };
         let mail_from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d).to_lowercase();
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            // No header field to check: ARC is `none` (RFC 8617 §4.4 has no other word for it).
             let headers = AuthenticationResults::new(host)
                 .with_spf_ehlo_result(&spf_helo, ip, helo)
                 .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
+                .with_arc_result(&mail_auth::ArcOutput::default(), ip)
                 .to_header();
             return Findings {
                 spf: spf_outcome(spf.result()),
@@ -194,7 +196,7 @@ impl Checker {
             };
         };
         let dkim = auth.verify_dkim(&parsed).await;
-        let arc = auth.verify_arc(&parsed).await;
+        let (arc, arc_outcome, broken) = arc_result(message, &parsed, auth.verify_arc(&parsed).await);
         let from = parsed.from().to_lowercase();
         let from_domain = from.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
         let dmarc = auth.verify_dmarc(DmarcParameters::new(&parsed, &dkim, &mail_from_domain, &spf)).await;
@@ -223,7 +225,12 @@ impl Checker {
             .to_header()
             .replace("dkim=neutral (body hash did not verify)", "dkim=fail (body hash did not verify)");
         let arc_sealer = arc.sets().last().map(|s| s.seal.header.d.to_lowercase());
-        let arc_seal = seal.map(|key| key.seal(&parsed, &results, &arc));
+        let arc_seal = seal.map(|key| match &broken {
+            // A chain mail-auth could not read has no last instance to seal after: a fresh
+            // `i=1 cv=none` would hide the failure, so it is forwarded unsealed (logged).
+            Some(why) if arc.sets().is_empty() => Err(crate::seal::SealError::Malformed(why.clone())),
+            _ => key.seal(&parsed, &results, &arc),
+        });
         let report = dmarc.dmarc_record().map(|record| {
             let policy = |p: &Policy| match p {
                 Policy::Reject => "reject",
@@ -273,12 +280,57 @@ impl Checker {
             dmarc: dmarc_outcome,
             dmarc_policy,
             from_domain,
-            arc: dkim_outcome(arc.result()),
+            arc: arc_outcome,
             arc_sealer,
             arc_seal,
             headers: headers + &ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header(),
         }
     }
+}
+
+/// The ARC result as RFC 8617 §4.4 knows it, `none`, `pass` or `fail`: mail-auth's verdict on
+/// the signatures, failed too when [`crate::arc::structure`] finds the chain broken. Returns
+/// the output to report and seal with (its result replaced accordingly), the outcome, and why
+/// the structure is broken, if it is.
+fn arc_result<'x>(
+    message: &[u8],
+    parsed: &'x AuthenticatedMessage<'x>,
+    arc: mail_auth::ArcOutput<'x>,
+) -> (mail_auth::ArcOutput<'x>, Outcome, Option<String>) {
+    use crate::arc::Structure;
+    let failed = || DkimResult::Fail(mail_auth::Error::Arc(mail_auth::arc::ArcError::BrokenChain));
+    match crate::arc::structure(message) {
+        Structure::Absent => (arc.with_result(DkimResult::None), Outcome::None, None),
+        Structure::Broken(why) => (arc.with_result(failed()), Outcome::Fail, Some(why)),
+        Structure::Sound(_) if *arc.result() == DkimResult::Pass => (arc, Outcome::Pass, None),
+        Structure::Sound(n) => (with_every_set(arc, parsed, n).with_result(failed()), Outcome::Fail, None),
+    }
+}
+
+/// `arc` with every set of the sound chain of `n` sets in `parsed`: mail-auth stops adding
+/// sets at the first one that fails to verify, and its sealer numbers the new set after the
+/// last one it holds, so a failed chain would be sealed as a fresh `i=1 cv=none` instead of
+/// `i=n+1 cv=fail` (RFC 8617 §5.1.2).
+fn with_every_set<'x>(
+    mut arc: mail_auth::ArcOutput<'x>,
+    parsed: &'x AuthenticatedMessage<'x>,
+    n: u32,
+) -> mail_auth::ArcOutput<'x> {
+    use mail_auth::arc::Set;
+    use mail_auth::common::headers::Header;
+    let have = arc.sets().len();
+    for i in u32::try_from(have).unwrap_or(u32::MAX) + 1..=n {
+        let seal = parsed.as_headers.iter().find(|h| h.header.i == i);
+        let sig = parsed.ams_headers.iter().find(|h| h.header.i == i);
+        let res = parsed.aar_headers.iter().find(|h| h.header.i == i);
+        let (Some(seal), Some(sig), Some(res)) = (seal, sig, res) else { break };
+        arc = arc.with_set(Set {
+            signature: Header { name: sig.name, value: sig.value, header: &sig.header },
+            seal: Header { name: seal.name, value: seal.value, header: &seal.header },
+            results: Header { name: res.name, value: res.value, header: &res.header },
+        });
+    }
+    arc
 }
 
 /// RFC 7489 Appendix C `DKIMResultType`.
