@@ -87,3 +87,44 @@ fn user_add_creates_a_missing_users_table() {
     assert_eq!(std::fs::metadata(dir.0.join("users")).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(check(&["--config", cfg.to_str().unwrap()]).0, 0);
 }
+
+/// `postern check-config | head -1` (issue 28): output into a pipe whose reader is gone ends
+/// the command quietly (SIGPIPE, as Unix tools end), never with a panic.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_postern"))
+        .arg("check-config")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?} {err}", out.status);
+}
+
+/// `postern reload` says what it could not apply (issue 28): a new `[metrics] listen` needs a
+/// restart, so the command exits non-zero naming it, while the rest is applied.
+#[test]
+fn reload_names_what_needs_a_restart() {
+    let server = crate::support::Server::start();
+    let cfg = server.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[metrics]\nlisten = \"127.0.0.1:1\"\n")).unwrap();
+    let reload = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_postern")).args(["reload", "--config"]).arg(&cfg).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, out) = reload();
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("not applied until a restart: [metrics] listen"), "{out}");
+    assert!(out.contains("reloaded "), "the rest was applied: {out}");
+    server.wait_log("reload: not applied until a restart: [metrics] listen");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out) = reload();
+    assert_eq!(code, Some(0), "nothing pending once it is back: {out}");
+}

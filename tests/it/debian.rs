@@ -114,6 +114,34 @@ fn debian_programs_deliver_through_the_sendmail_link() {
     let all = admin_mail(&server, 5);
     assert!(all[4].contains("Subject: Returned mail") && all[4].contains("nobody@example.test"), "{}", all[4]);
 
+    // Callers that are not root (issue 28): PHP as www-data, mail(1) and a user crontab's
+    // cron as nobody. `users` stays 0600 root, as a real box keeps its password hashes: the
+    // caller reads only postern.toml, the daemon decides behind the submission socket.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.0.join("etc-postern/users"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    for d in [dir.0.clone(), dir.0.join("etc-postern")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let as_user =
+        |user: &str, args: &[&str], input: &[u8]| run_in(dir, &[&["runuser", "-u", user, "--"], args].concat(), input);
+    let (code, out, err) = as_user("www-data", &["php", "-r", php], b"");
+    assert_eq!(code, Some(0), "php as www-data: {out} {err}");
+    let (code, _, err) = as_user("nobody", &["mail", "-s", "from a user", "root"], b"sent by nobody\n");
+    assert_eq!(code, Some(0), "mail as nobody: {err}");
+    let (code, _, err) = as_user(
+        "nobody",
+        &["/usr/sbin/sendmail", "-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+        b"Subject: Cron <nobody@mx> backup\n\nuser crontab output\n",
+    );
+    assert_eq!(code, Some(0), "a user crontab's mail: {err}");
+    let (code, out, err) = as_user("nobody", &["/usr/sbin/sendmail", "-bs"], b"EHLO localhost\r\nMAIL FROM:<nobody@example.test>\r\nRCPT TO:<root@example.test>\r\nDATA\r\nSubject: -bs as nobody\r\n\r\nx\r\n.\r\nQUIT\r\n");
+    assert!(code == Some(0) && out.contains("250 2.0.0 Ok: queued as "), "-bs as nobody: {out} {err}");
+    let all = admin_mail(&server, 9);
+    for want in ["Subject: order 42", "Subject: from a user", "user crontab output", "Subject: -bs as nobody"] {
+        assert!(all[5..].iter().any(|m| m.contains(want)), "{want} not delivered: {all:?}");
+    }
+    std::fs::set_permissions(dir.0.join("etc-postern/users"), std::fs::Permissions::from_mode(0o644)).unwrap();
+
     // The other modes, through the same link and the mailq / newaliases names.
     let bin = dir.0.join("bin");
     std::fs::create_dir_all(&bin).unwrap();

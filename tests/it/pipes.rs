@@ -108,7 +108,8 @@ fn a_domain_routed_to_a_pipe() {
     let file = server.dir.0.join("out/announce.lists.test");
     let text = poll("the piped copy", || std::fs::read_to_string(&file).ok().filter(|t| t.ends_with("hello\n")));
     assert!(text.starts_with("Return-Path: <alice@example.test>") && text.contains("Subject: to the list"), "{text}");
-    server.wait_log("status=sent (250 2.0.0 delivered to command as nobody: cat > ");
+    let line = server.wait_log("status=sent (250 2.0.0 delivered to command as nobody: cat > ");
+    assert!(line.contains("relay=local, pipe route,"), "a route's pipe has no alias to name: {line}");
 
     let err = check_config_without_pipes(&server);
     assert!(err.contains("routes:2: lists.test: pipes to commands are off"), "{err}");

@@ -112,6 +112,10 @@ fn queue_only_mode_and_daemon_down() {
         t.replace("{DNS}", "{NO_DNS}").replace("{PORT}", "9") + "mode = \"queue-only\"\n"
     });
     let id = send(&server, "bob@flaky.test");
+    // The arrival line says that the message waits (issue 28: it said "queue active").
+    server.wait_log(&format!("{id}: client="));
+    let arrival = server.log_lines(&format!("{id}: client=")).join("\n");
+    assert!(arrival.contains("(queue only: waits for postern queue flush)"), "{arrival}");
     let (_, list, _) = queue(&server, &["list"]);
     assert!(list.contains(&id), "{list}");
     let (_, stats, _) = queue(&server, &["stats"]);

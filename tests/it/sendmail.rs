@@ -75,3 +75,30 @@ fn sendmail_t_is_delivered_with_completed_headers() {
     assert_eq!(code, 75);
     assert!(err.contains("cannot reach the Postern daemon") && err.contains("not queued"), "{err}");
 }
+
+/// Routes apply to mail from the `sendmail` command as to SMTP (issue 28): an `error:` route
+/// refuses it (exit 69 family, the reply on stderr), a `local:` route delivers it to the
+/// mailbox, where before both went to the domain's MX.
+#[test]
+fn routes_apply_to_local_submissions() {
+    let server = Server::start_prepared(
+        "basic",
+        &[],
+        |t| t.replace("virtual = \"virtual\"", "virtual = \"virtual\"\nroutes = \"routes\""),
+        |dir| {
+            std::fs::write(
+                dir.join("routes"),
+                "blackhole.test error:5.3.0:No mail for this domain\ncapture.test local:dave\n",
+            )
+            .unwrap();
+        },
+    );
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_postern"));
+    let (code, err) = sendmail(bin, &server, &["sendmail", "x@blackhole.test"], b"Subject: refused\n\nx\n");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("550 5.3.0 No mail for this domain"), "{err}");
+    let (code, err) = sendmail(bin, &server, &["sendmail", "y@capture.test"], b"Subject: captured\n\nx\n");
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&server.wait_maildir("dave", 1)[0]).unwrap();
+    assert!(text.contains("Subject: captured"), "{text}");
+}

@@ -240,6 +240,12 @@ fn user_add_then_auth_without_restart() {
     let pki = Pki::new();
     let peer = Peer::start(&[]);
     let (server, _) = start(&pki, &peer);
+    // The table is 0640 root:nogroup as a postmaster sets it (root:postern on a real box): the
+    // rewrite keeps owner, group and mode (issue 28: it came back root:root).
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let users_path = server.dir.0.join("users");
+    std::os::unix::fs::chown(&users_path, Some(0), Some(65534)).unwrap();
+    std::fs::set_permissions(&users_path, std::fs::Permissions::from_mode(0o640)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
         .args(["user", "add", "dave", "--config"])
         .arg(server.config_path())
@@ -254,6 +260,8 @@ fn user_add_then_auth_without_restart() {
     let users = std::fs::read_to_string(server.dir.0.join("users")).unwrap();
     assert!(users.contains("\ndave:{ARGON2ID}$argon2id$"), "{users}");
     assert!(!users.contains("new password"));
+    let meta = std::fs::metadata(&users_path).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 65534, 0o640));
     let (mut c, _) = Client::connect_tls_from("127.0.0.1", server.port_of("submissions"), pki.client_config(), NAME);
     c.cmd("EHLO client.test");
     let r = c.cmd(&plain("dave", "dave's new password"));

@@ -45,6 +45,8 @@ pub struct Draft {
     pub block_networks: Vec<String>,
     /// Networks for `[policy] allow_networks_file` (access `Connect:... OK`).
     pub allow_networks: Vec<String>,
+    /// `[policy] dnsbl_zones` (`FEATURE(dnsbl, zone)`).
+    pub dnsbl_zones: Vec<String>,
     /// Table files to write: name → text.
     pub tables: BTreeMap<String, String>,
     /// Mailboxes for the users table.
@@ -148,7 +150,7 @@ impl Draft {
         if self.allow_pipes {
             s.push_str("\n[delivery]\n# Aliases pipe to programs (see the report): they run as the alias's account or nobody.\nallow_pipes = true\n");
         }
-        let trusted: Vec<String> = self.trusted.iter().cloned().collect();
+        let trusted = without_contained(&self.trusted);
         let _ = writeln!(s, "\n[relay]\ntrusted_networks = {}", list(&trusted));
         if let Some(h) = &self.smarthost {
             let _ = writeln!(s, "smarthost = {}", q(h));
@@ -195,14 +197,28 @@ impl Draft {
                 .into_iter()
                 .filter(|(_, f)| self.tables.contains_key(*f))
                 .collect();
-        if !files.is_empty() {
+        if !files.is_empty() || !self.dnsbl_zones.is_empty() {
             s.push_str("\n[policy]\n");
             for (key, file) in files {
                 let _ = writeln!(s, "{key} = {}", q(file));
             }
+            if !self.dnsbl_zones.is_empty() {
+                let _ = writeln!(s, "dnsbl_zones = {}", list(&self.dnsbl_zones));
+            }
         }
         s
     }
+}
+
+/// The networks of `nets` that no other network of it contains (`127.0.0.1/32` beside
+/// `127.0.0.0/8` says nothing more); anything that does not parse is kept.
+fn without_contained(nets: &BTreeSet<String>) -> Vec<String> {
+    let parsed: Vec<Option<ipnet::IpNet>> = nets.iter().map(|n| n.parse().ok()).collect();
+    nets.iter()
+        .zip(&parsed)
+        .filter(|(_, p)| p.is_none_or(|me| !parsed.iter().flatten().any(|other| *other != me && other.contains(&me))))
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 fn section(s: &mut String, name: &str, values: &BTreeMap<&'static str, String>) {

@@ -101,4 +101,20 @@ mod tests {
             out.report.to_string().contains("review each before going live\n    access:1: Connect:192.168.1 RELAY")
         );
     }
+
+    /// Issue 28, point 4: what the import reported as having no equivalent, or wrote twice.
+    #[test]
+    fn delivery_mode_dnsbl_and_contained_networks() {
+        let out = import(&sources(&[
+            ("sendmail.mc", "define(`confDELIVERY_MODE', `q')dnl\nFEATURE(`dnsbl', `zen.spamhaus.org')dnl\n"),
+            ("access", "Connect:localhost RELAY\nConnect:127.0.0.1 RELAY\n"),
+        ]));
+        let config: toml::Value = toml::from_str(&out.config).unwrap();
+        assert_eq!(config["queue"]["mode"].as_str(), Some("queue-only"), "{}", out.config);
+        assert_eq!(config["policy"]["dnsbl_zones"][0].as_str(), Some("zen.spamhaus.org"), "{}", out.config);
+        let trusted: Vec<&str> =
+            config["relay"]["trusted_networks"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        assert_eq!(trusted, ["127.0.0.0/8", "::1/128"], "127.0.0.1/32 is inside 127.0.0.0/8");
+        assert_eq!(out.report.not_mapped().count(), 0, "{}", out.report);
+    }
 }

@@ -208,9 +208,15 @@ fn define(name: &str, value: &str, draft: &mut Draft) -> Fate {
             Fate::Mapped(format!("[tls] key = {value:?}"))
         }
         "confCACERT" | "confCACERT_PATH" => Fate::NotMapped(
-            "client certificates are not asked for; outbound verification uses the system's roots".into(),
+            "client certificates are not asked for; outbound verification uses Mozilla's roots (webpki-roots), not this file".into(),
         ),
         "confCW_FILE" => Fate::Default("local-host-names is read as given to the import (--mail-dir)".into()),
+        // sendmail's delivery modes: `q`/`d` queue only, `i`/`b` deliver at once.
+        "confDELIVERY_MODE" if value.starts_with(['q', 'd']) => {
+            draft.queue.insert("mode", "queue-only".into());
+            Fate::Mapped("[queue] mode = \"queue-only\" (held until `postern queue flush`, sendmail -q)".into())
+        }
+        "confDELIVERY_MODE" => Fate::Default("Postern delivers at once, in the background".into()),
         "confAUTH_MECHANISMS" | "confAUTH_OPTIONS" => {
             Fate::Default("AUTH PLAIN and LOGIN, only under TLS, on submission listeners".into())
         }
@@ -257,10 +263,14 @@ fn feature(name: &str, argument: &str, draft: &mut Draft) -> Fate {
             Fate::Mapped("access To: entries with REJECT/ERROR become virtual error: lines".into())
         }
         "dnsbl" | "enhdnsbl" => {
-            let zone = argument.trim();
-            Fate::NotMapped(format!(
-                "set [policy] dnsbl_zones = [\"{zone}\"] by hand: Postern checks DNSBLs after EHLO"
-            ))
+            let zone = argument.trim().to_owned();
+            if zone.is_empty() {
+                return Fate::NotMapped("FEATURE(dnsbl) without a zone: sendmail's default list is gone".into());
+            }
+            if !draft.dnsbl_zones.contains(&zone) {
+                draft.dnsbl_zones.push(zone.clone());
+            }
+            Fate::Mapped(format!("[policy] dnsbl_zones += {zone:?} (checked after EHLO: 554 5.7.1)"))
         }
         "greet_pause" => {
             Fate::Default("Postern's [policy] HELO checks catch early talkers' tools without a pause".into())

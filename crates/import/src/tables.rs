@@ -156,7 +156,17 @@ fn error_target(rest: &str) -> String {
     };
     let text = text.trim().trim_matches('"');
     let code = text.get(..3).filter(|c| c.chars().all(|d| d.is_ascii_digit())).unwrap_or("550");
-    let words = text.get(3..).map_or(text, str::trim);
+    let mut words = text.get(3..).map_or(text, str::trim);
+    // `"550 5.1.1 text"`: the enhanced code inside the text is the status, said once.
+    let mut status = status;
+    if status.is_empty()
+        && let Some((first, rest)) = words.split_once(' ')
+        && first.split('.').count() == 3
+        && first.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        status = first.to_owned();
+        words = rest.trim();
+    }
     let status = if status.is_empty() { format!("{}.7.1", &code[..1]) } else { status };
     format!("{status}:{code} {}", if words.is_empty() { "Access denied" } else { words })
 }
@@ -284,5 +294,7 @@ mod tests {
         assert_eq!(network("localhost.localdomain"), None);
         assert_eq!(error_target("\"550 Go away\""), "5.7.1:550 Go away");
         assert_eq!(error_target("5.1.1:\"550 No such user\""), "5.1.1:550 No such user");
+        // The enhanced code inside the text is said once (issue 28: `550 5.7.1 5.1.1 ...`).
+        assert_eq!(error_target("\"550 5.1.1 no such user\""), "5.1.1:550 no such user");
     }
 }

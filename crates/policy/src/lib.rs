@@ -12,5 +12,7 @@ pub mod senders;
 pub mod srs;
 pub mod sts;
 
-pub use recipients::{RecipientPolicy, is_srs_address, resolve_for_delivery, resolve_recipient, srs_sender_refusal};
+pub use recipients::{
+    RecipientPolicy, explain_for_delivery, is_srs_address, resolve_for_delivery, resolve_recipient, srs_sender_refusal,
+};
 pub use relay::is_trusted;

@@ -57,7 +57,19 @@ pub fn resolve_recipient(
     authenticated: bool,
     rcpt: &Address,
 ) -> Verdict<Vec<Destination>> {
-    resolve_traced(p, client_ip, authenticated, rcpt, None)
+    resolve_traced(p, relay_grant(p, client_ip, authenticated), rcpt, None)
+}
+
+/// Why a client may relay, if it may: `authenticated` (RFC 4954) or in `[relay]
+/// trusted_networks`.
+fn relay_grant(p: &RecipientPolicy<'_>, client_ip: IpAddr, authenticated: bool) -> Option<&'static str> {
+    if authenticated {
+        Some("authenticated")
+    } else if is_trusted(client_ip, p.trusted_networks) {
+        Some("trusted network")
+    } else {
+        None
+    }
 }
 
 /// As [`resolve_recipient`], with every step that led to the verdict (`postern route`): the
@@ -69,9 +81,20 @@ pub fn explain_recipient(
     rcpt: &Address,
 ) -> (Verdict<Vec<Destination>>, Vec<Traced>) {
     let mut trace = Vec::new();
-    let verdict = resolve_traced(p, client_ip, authenticated, rcpt, Some(&mut trace));
+    let verdict = resolve_traced(p, relay_grant(p, client_ip, authenticated), rcpt, Some(&mut trace));
     (verdict, trace)
 }
+
+/// As [`resolve_for_delivery`], with every step (`postern route` without `--client`).
+pub fn explain_for_delivery(p: &RecipientPolicy<'_>, rcpt: &Address) -> (Verdict<Vec<Destination>>, Vec<Traced>) {
+    let mut trace = Vec::new();
+    let verdict = resolve_traced(p, Some(LOCAL_SUBMISSION), rcpt, Some(&mut trace));
+    (verdict, trace)
+}
+
+/// The relay grant of mail that enters the queue on the host itself (the `sendmail` command,
+/// DSNs, reports): it is ours, so it may go anywhere, the way the routes table says.
+const LOCAL_SUBMISSION: &str = "local submission";
 
 /// One step of a resolution, at a depth of expansion (0 for the address given).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,8 +168,7 @@ pub enum Explain {
 
 fn resolve_traced(
     p: &RecipientPolicy<'_>,
-    client_ip: IpAddr,
-    authenticated: bool,
+    granted: Option<&'static str>,
     rcpt: &Address,
     mut trace: Option<&mut Vec<Traced>>,
 ) -> Verdict<Vec<Destination>> {
@@ -164,13 +186,6 @@ fn resolve_traced(
         }
     }
     if !p.is_local(rcpt.domain()) {
-        let granted = if authenticated {
-            Some("authenticated")
-        } else if is_trusted(client_ip, p.trusted_networks) {
-            Some("trusted network")
-        } else {
-            None
-        };
         note(Explain::Relay { domain: rcpt.domain().to_owned(), granted });
         if granted.is_none() {
             let r = Reply::new(550, EnhancedStatus(5, 7, 1), format!("<{rcpt}>: Relaying denied"));
@@ -266,15 +281,13 @@ fn srs_bounce(srs: &crate::srs::Srs, rcpt: &Address, note: &mut impl FnMut(Expla
     }
 }
 
-/// Resolves an address for mail Postern generates itself (DSNs): like [`resolve_recipient`] for
-/// local domains, and any other domain is remote; relaying rules do not apply.
+/// Resolves an address for mail that enters the queue on the host itself: the `sendmail`
+/// command (the submission socket), DSNs, reports. As [`resolve_recipient`] resolves it for a
+/// trusted client: local domains through the tables, other domains through the routes table
+/// (an `error:`, `local:` or `pipe:` route applies to cron's mail as to SMTP's, as sendmail's
+/// mailertable did), else remote.
 pub fn resolve_for_delivery(p: &RecipientPolicy<'_>, address: &Address) -> Verdict<Vec<Destination>> {
-    let srs = p.tables.srs.as_ref().is_some_and(|k| k.domain == address.domain());
-    if p.is_local(address.domain()) || srs {
-        resolve_recipient(p, std::net::Ipv4Addr::UNSPECIFIED.into(), false, address)
-    } else {
-        Verdict::Ok(vec![Destination::Remote(address.clone())])
-    }
+    resolve_traced(p, Some(LOCAL_SUBMISSION), address, None)
 }
 
 enum Failure {

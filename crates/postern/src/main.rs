@@ -256,6 +256,12 @@ enum DnsCommand {
 fn main() -> ExitCode {
     // Invoked as `sendmail`, `mailq` or `newaliases` (links to this binary): sendmail's
     // command line, with no environment needed.
+    if std::env::args_os().nth(1).is_none_or(|a| a != "serve") {
+        // A command's output piped into `head` ends quietly, as other Unix tools do, instead of
+        // panicking on EPIPE (Rust ignores SIGPIPE by default; the daemon keeps that).
+        // SAFETY: signal(2) with a valid signal number and SIG_DFL.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let mut argv = std::env::args_os();
     let argv0 = argv.next().unwrap_or_default();
     let name = Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -204,15 +204,11 @@ async fn explain(
     }
 }
 
-/// A local submission: as the daemon's submission socket resolves (local domains through the
-/// tables, any other domain remote).
+/// A local submission: as the daemon's submission socket resolves it
+/// ([`postern_policy::resolve_for_delivery`]: local domains through the tables, other domains
+/// through the routes table).
 fn explain_local(policy: &RecipientPolicy<'_>, address: &Address) -> (Verdict<Vec<Destination>>, Vec<Traced>) {
-    if policy.is_local(address.domain()) {
-        return explain_recipient(policy, std::net::Ipv4Addr::UNSPECIFIED.into(), false, address);
-    }
-    // `resolve_for_delivery`: a foreign domain is remote, routes apply at delivery.
-    let verdict = postern_policy::resolve_for_delivery(policy, address);
-    (verdict, vec![Traced { depth: 0, step: Explain::Remote(address.clone()) }])
+    postern_policy::explain_for_delivery(policy, address)
 }
 
 /// One trace step as text, with the table line that decided it.

@@ -215,7 +215,8 @@ async fn run(
     if helper.is_some() {
         tracing::info!("privileged helper started: reloads read the certificate and DKIM keys through it");
     }
-    let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone(), helper });
+    let at_start = live.config();
+    let reloader = Arc::new(Reloader { path: config_path, ctx: ctx.clone(), helper, at_start });
     let socket = live.config().control_socket();
     let alerts = Arc::new(crate::alerts::Board::default());
     crate::control::spawn(&socket, ctx.clone(), reloader.clone(), alerts.clone(), stop_rx.clone())
@@ -408,6 +409,8 @@ pub(crate) struct Reloader {
     ctx: Arc<Context>,
     /// Under `[server] user`: where the root-only key files are read (`privsep`).
     helper: Option<crate::privsep::Helper>,
+    /// The configuration the daemon started with: what is read only at start stays as it was.
+    at_start: Arc<Config>,
 }
 
 impl Reloader {
@@ -424,13 +427,25 @@ impl Reloader {
         crate::notify::reloading();
         let result = self.reload_from(path, why);
         crate::notify::ready(match &result {
-            Ok(_) => "reloaded",
+            Ok((_, pending)) if pending.is_empty() => "reloaded",
+            Ok(_) => "reloaded; some changes need a restart",
             Err(_) => "reload refused; the previous configuration stays in force",
         });
-        result
+        match result {
+            Ok((what, pending)) if pending.is_empty() => Ok(what),
+            // Applied but for these: said, and a non-zero exit for `postern reload`.
+            Ok((what, pending)) => {
+                let text = format!("not applied until a restart: {}", pending.join(", "));
+                tracing::warn!("{why}: {text}");
+                Err(format!("{what}\n{text}"))
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    fn reload_from(&self, path: &Path, why: &str) -> Result<String, String> {
+    /// Applies what can be applied; returns what was loaded and the changed settings that
+    /// take effect only after a restart.
+    fn reload_from(&self, path: &Path, why: &str) -> Result<(String, Vec<&'static str>), String> {
         let refused = |errors: Vec<String>| {
             for e in &errors {
                 tracing::error!("{why}: {e}");
@@ -454,11 +469,7 @@ impl Reloader {
         let auth = AuthState::load_with(&config, files).map_err(refused)?;
         let lists = postern_inbound::screen::ScreenLists::load(&config.policy).map_err(|e| refused(vec![e]))?;
         let live = &self.ctx.live;
-        let listeners_changed =
-            config.listener.iter().map(|l| l.address).ne(live.config().listener.iter().map(|l| l.address));
-        if listeners_changed {
-            tracing::warn!("reload: listener changes take effect only after a restart");
-        }
+        let pending = restart_needed(&self.at_start, &config);
         let what = format!(
             "reloaded {} ({} user(s), {} alias(es), {} virtual entr(ies), certificate {})",
             path.display(),
@@ -472,6 +483,22 @@ impl Reloader {
         self.ctx.set_tls_config(tls);
         self.ctx.set_auth(auth);
         self.ctx.set_screen_lists(lists);
-        Ok(what)
+        Ok((what, pending))
     }
+}
+
+/// The settings that differ between `old` and `new` and are read only at start: the sockets
+/// bound, the account dropped to, the spool's place and sync, the store, the scheduler's size.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let listeners = |c: &Config| c.listener.iter().map(|l| (l.address, l.role)).collect::<Vec<_>>();
+    [
+        ("[[listener]]", listeners(old) != listeners(new)),
+        ("[metrics] listen", old.metrics.listen != new.metrics.listen),
+        ("[server] user, group", (&old.server.user, &old.server.group) != (&new.server.user, &new.server.group)),
+        ("data_dir", old.data_dir != new.data_dir),
+        ("[queue] max_concurrency", old.queue.max_concurrency != new.queue.max_concurrency),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }

@@ -13,6 +13,7 @@ use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_proto::trace::Origin;
 use postern_queue::{MailParams, Submission, SubmitRecipient};
 use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
+use tracing::Instrument as _;
 
 use crate::submit_wire::Request;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -79,9 +80,13 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
             Verdict::TempFail(reply) | Verdict::PermFail(reply) => return Err(reply),
         }
     }
-    // Mail that leaves is signed like mail our users relay over SMTP.
+    // Mail that leaves is signed like mail our users relay over SMTP; the queue ID is chosen
+    // first, so that the signing line names it.
+    let id = QueueId::generate();
     let headers = if recipients.iter().any(|r| matches!(r.destination, Destination::Remote(_))) {
-        postern_inbound::dkim_sign(ctx.auth(), config.dkim.on_error, &format!("uid {uid}"), &mut message).await?
+        let who = format!("uid {uid}");
+        let signed = postern_inbound::dkim_sign(ctx.auth(), config.dkim.on_error, &who, &mut message);
+        signed.instrument(tracing::info_span!("submit", queue_id = %id)).await?
     } else {
         String::new()
     };
@@ -106,7 +111,7 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
         },
         quarantine: None,
         held: false,
-        id: None,
+        id: Some(id),
     };
     ctx.queue.submit(submission).await.map_err(|e| temp(format_args!("cannot queue the message: {e}")))
 }

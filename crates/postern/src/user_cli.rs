@@ -191,12 +191,18 @@ fn prompt(text: &str) -> Result<String, String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// Writes `bytes` to a temporary file beside `path` (same mode, 0640 for a new table), fsyncs
+/// Writes `bytes` to a temporary file beside `path` (same mode, owner and group, so that a
+/// `users` file 0640 root:postern stays readable by the daemon; 0640 for a new table), fsyncs
 /// it and renames it over `path`.
 fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mode = std::fs::metadata(path).map_or(0o640, |m| m.permissions().mode() & 0o7777);
+    use std::os::unix::fs::MetadataExt as _;
+    let old = std::fs::metadata(path).ok();
+    let mode = old.as_ref().map_or(0o640, |m| m.permissions().mode() & 0o7777);
     let tmp = path.with_extension("postern-tmp");
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    if let Some(m) = &old {
+        std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+    }
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.write_all(bytes)?;
     f.sync_all()?;

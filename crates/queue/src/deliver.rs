@@ -301,7 +301,11 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         };
         let delivered = matches!(outcome, Outcome::Delivered(_));
         unrecorded |= delivered;
-        let relay = if r.pipe.is_some() { format!("local, pipe alias={mailbox}") } else { relay };
+        let relay = match (&r.pipe, mailbox.as_str()) {
+            (Some(_), "") => "local, pipe route".to_owned(),
+            (Some(_), alias) => format!("local, pipe alias={alias}"),
+            (None, _) => relay,
+        };
         let transport =
             if r.pipe.is_some() { postern_metrics::Transport::Pipe } else { postern_metrics::Transport::Local };
         let by = By { relay: &relay, remote_host: None, tls: None, transport, delays: None };

@@ -249,7 +249,7 @@ impl Queue {
     }
 
     /// Whether `env` is scheduled without a flush: not held, and the queue is not queue-only.
-    fn runs_by_itself(&self, env: &Envelope) -> bool {
+    pub(crate) fn runs_by_itself(&self, env: &Envelope) -> bool {
         !env.held && self.inner.live.config().queue.mode == QueueMode::Normal
     }
 

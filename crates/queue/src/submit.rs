@@ -108,7 +108,7 @@ impl Queue {
         let (prepared, result) = done.await.map_err(|_| gone())?;
         result?;
         // The arrival line belongs to the caller's log span (the SMTP session's ID).
-        prepared.log();
+        prepared.log(self.arrival_state(&prepared.envelope));
         let id = prepared.envelope.id;
         if !prepared.expanded.is_empty() {
             self.report_expansions(&prepared).await;
@@ -120,6 +120,17 @@ impl Queue {
 }
 
 impl Queue {
+    /// What happens next to a message just queued, for its arrival line.
+    fn arrival_state(&self, env: &Envelope) -> &'static str {
+        if env.held {
+            "held"
+        } else if self.runs_by_itself(env) {
+            "queue active"
+        } else {
+            "queue only: waits for postern queue flush"
+        }
+    }
+
     /// Sends the `expanded` success DSN of a just committed message ([`take_expansions`]).
     async fn report_expansions(&self, prepared: &Prepared) {
         let statuses = prepared
@@ -166,8 +177,10 @@ impl Prepared {
         postern_spool::Commit { envelope: &self.envelope, trace, message }
     }
 
-    /// The one line about the arrival.
-    fn log(&self) {
+    /// The one line about the arrival: `(queue active)` when the message is scheduled, `(held)`
+    /// when it waits for `postern queue release`, `(queue only)` when `[queue] mode =
+    /// "queue-only"` keeps it for a flush.
+    fn log(&self, state: &str) {
         let env = &self.envelope;
         let tls = match (env.require_tls, env.tls_optional) {
             (true, _) => ", requiretls",
@@ -175,7 +188,7 @@ impl Prepared {
             _ => "",
         };
         tracing::info!(
-            "{}: {}, from={}, size={}, nrcpt={}{tls} (queue active)",
+            "{}: {}, from={}, size={}, nrcpt={}{tls} ({state})",
             env.id,
             self.source,
             self.reverse_path,
@@ -229,7 +242,7 @@ pub fn commit_blocking(spool: &Spool, hostname: &str, s: Submission) -> Result<E
     let prepared = prepare(hostname, s)?;
     let c = prepared.commit();
     spool.commit(c.envelope, c.trace, c.message)?;
-    prepared.log();
+    prepared.log(if prepared.envelope.held { "held" } else { "queue active" });
     Ok(prepared.envelope)
 }
 

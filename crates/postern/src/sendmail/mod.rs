@@ -39,20 +39,41 @@ pub(crate) struct Loaded {
     /// `None`: the embedded development default.
     pub(crate) path: Option<PathBuf>,
     pub(crate) config: postern_config::Config,
-    pub(crate) tables: postern_config::Tables,
+    /// The tables, when this mode reads them (`-bv`, `-bt`, `-bi`; `-bs` when they are
+    /// readable). Sending never needs them: the daemon decides behind the submission socket,
+    /// so any local account can send while `users` stays readable by root and the daemon only.
+    pub(crate) tables: Option<postern_config::Tables>,
+}
+
+/// Which tables a mode reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tables {
+    None,
+    IfReadable,
+    Required,
 }
 
 impl Loaded {
+    /// The tables of a mode that loaded them ([`Tables::Required`]).
+    fn tables(&self) -> &postern_config::Tables {
+        self.tables.as_ref().expect("loaded with Tables::Required")
+    }
+
     fn describe(&self) -> String {
         self.path.as_ref().map_or_else(|| "the embedded default configuration".into(), |p| p.display().to_string())
     }
 }
 
-fn load(explicit: Option<&Path>) -> Result<Loaded, ExitCode> {
+fn load(explicit: Option<&Path>, tables: Tables) -> Result<Loaded, ExitCode> {
     let path = postern_config::find(explicit);
-    let loaded = match &path {
-        Some(p) => postern_config::load(p),
-        None => Ok(postern_config::dev_default()),
+    let loaded = match (&path, tables) {
+        (None, _) => Ok(postern_config::dev_default()).map(|(c, t)| (c, Some(t))),
+        (Some(p), Tables::Required) => postern_config::load(p).map(|(c, t)| (c, Some(t))),
+        (Some(p), Tables::IfReadable) => match postern_config::load(p) {
+            Ok((c, t)) => Ok((c, Some(t))),
+            Err(_) => postern_config::load_without_tables(p).map(|c| (c, None)),
+        },
+        (Some(p), Tables::None) => postern_config::load_without_tables(p).map(|c| (c, None)),
     };
     match loaded {
         Ok((config, tables)) => Ok(Loaded { path, config, tables }),
@@ -85,7 +106,12 @@ pub(crate) fn main(name: &str, args: &[OsString]) -> ExitCode {
         print!("{HELP}");
         return ExitCode::SUCCESS;
     }
-    let loaded = match load(inv.config.as_deref()) {
+    let tables = match inv.mode {
+        Mode::Rebuild | Mode::Verify | Mode::AddressTest => Tables::Required,
+        Mode::Smtp => Tables::IfReadable,
+        _ => Tables::None,
+    };
+    let loaded = match load(inv.config.as_deref(), tables) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -95,8 +121,8 @@ pub(crate) fn main(name: &str, args: &[OsString]) -> ExitCode {
         Mode::Smtp => smtp::run(&loaded),
         Mode::List => crate::queue_cli::run(path, &crate::queue_cli::QueueCommand::List),
         Mode::Rebuild => rebuild(&loaded),
-        Mode::Verify => crate::route_cli::verify(&loaded.config, &loaded.tables, &inv.recipients),
-        Mode::AddressTest => crate::route_cli::address_test(&loaded.config, &loaded.tables),
+        Mode::Verify => crate::route_cli::verify(&loaded.config, loaded.tables(), &inv.recipients),
+        Mode::AddressTest => crate::route_cli::address_test(&loaded.config, loaded.tables()),
         Mode::Flush(f) => {
             let command = crate::queue_cli::QueueCommand::Flush {
                 id: f.id.clone(),
@@ -117,7 +143,7 @@ pub(crate) fn main(name: &str, args: &[OsString]) -> ExitCode {
 
 /// `-bi` / `newaliases`: the tables were checked by loading; the daemon re-reads them.
 fn rebuild(loaded: &Loaded) -> ExitCode {
-    let t = &loaded.tables;
+    let t = loaded.tables();
     println!(
         "{}: tables OK ({} alias(es), {} virtual entr(ies), {} user(s))",
         loaded.describe(),

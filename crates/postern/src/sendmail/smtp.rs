@@ -2,8 +2,9 @@
 //! way some MUAs and PHP libraries talk to the MTA without a socket). The session is the same
 //! sans-I/O `proto::Session` as the daemon's, with the parameters of a trusted local client: no
 //! TLS or AUTH offered, no screening, any domain accepted. Recipients are checked against the
-//! tables here for an immediate reply; each transaction is then queued through the submission
-//! socket, which checks and commits it again before the `250`.
+//! tables here for an immediate reply when the caller may read them (else at the end of DATA);
+//! each transaction is then queued through the submission socket, which checks and commits it
+//! again before the `250`.
 
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
@@ -37,12 +38,12 @@ pub(crate) fn run(loaded: &Loaded) -> ExitCode {
         check_sender: false,
         refuse: None,
     };
-    let policy = RecipientPolicy {
+    let policy = loaded.tables.as_ref().map(|tables| RecipientPolicy {
         local_domains: &config.domains.local,
         trusted_networks: &config.relay.trusted_networks,
         separators: &config.delivery.subaddress_separator,
-        tables: &loaded.tables,
-    };
+        tables,
+    });
     let mut session = Session::new(params);
     let (mut stdin, mut stdout) = (std::io::stdin().lock(), std::io::stdout().lock());
     let mut input = Vec::new();
@@ -58,7 +59,12 @@ pub(crate) fn run(loaded: &Loaded) -> ExitCode {
                     Ok(n) => input.extend_from_slice(&chunk[..n]),
                 }
             }
-            Step::CheckRecipient(address) => session.recipient_verdict(resolve_for_delivery(&policy, &address)),
+            // Without the tables (a caller that may not read them), the daemon checks the
+            // recipients when the message is queued, and refuses it there.
+            Step::CheckRecipient(address) => session.recipient_verdict(match &policy {
+                Some(p) => resolve_for_delivery(p, &address),
+                None => Verdict::Ok(Vec::new()),
+            }),
             Step::Commit(tx) => session.commit_result(queue(loaded, &tx)),
             Step::CheckSender(_) => session.sender_verdict(Verdict::Ok(())),
             Step::CheckClient(_) => session.client_verdict(Verdict::Ok(())),
