@@ -84,13 +84,20 @@ fn routes_apply_to_local_submissions() {
     let server = Server::start_prepared(
         "basic",
         &[],
-        |t| t.replace("virtual = \"virtual\"", "virtual = \"virtual\"\nroutes = \"routes\""),
+        |t| {
+            t.replace("virtual = \"virtual\"", "virtual = \"virtual\"\nroutes = \"routes\"")
+                + "\n[delivery]\nallow_pipes = true\n"
+        },
         |dir| {
-            std::fs::write(
-                dir.join("routes"),
-                "blackhole.test error:5.3.0:No mail for this domain\ncapture.test local:dave\n",
-            )
-            .unwrap();
+            use std::os::unix::fs::PermissionsExt as _;
+            let out = dir.join("out");
+            std::fs::create_dir_all(&out).unwrap();
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let routes = format!(
+                "blackhole.test error:5.3.0:No mail for this domain\ncapture.test local:dave\nlists.test pipe:cat > {}/$LOCAL\n",
+                out.display()
+            );
+            std::fs::write(dir.join("routes"), routes).unwrap();
         },
     );
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_postern"));
@@ -101,4 +108,33 @@ fn routes_apply_to_local_submissions() {
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&server.wait_maildir("dave", 1)[0]).unwrap();
     assert!(text.contains("Subject: captured"), "{text}");
+    let (code, err) = sendmail(bin, &server, &["sendmail", "announce@lists.test"], b"Subject: piped\n\nx\n");
+    assert_eq!(code, 0, "{err}");
+    let piped = server.dir.0.join("out/announce");
+    let text =
+        crate::support::poll("the piped copy", || std::fs::read_to_string(&piped).ok().filter(|t| t.ends_with("x\n")));
+    assert!(text.contains("Subject: piped"), "{text}");
+}
+
+/// `[server] submit_group` (issue 28): `submit.sock` is 0660 with that group, so only its
+/// members (and root) send; nobody is refused with exit 75, nothing queued.
+#[test]
+fn submit_group_restricts_who_sends() {
+    use std::os::unix::fs::MetadataExt as _;
+    let server = Server::start_with("basic", |t| format!("{t}\n[server]\nsubmit_group = \"mail\"\n"));
+    let socket = server.data().join("submit.sock");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, 8), "group mail");
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_postern"), "sendmail", "bob@example.test"])
+        .env("POSTERN_CONFIG", server.config_path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_postern"));
+    assert_eq!(sendmail(bin, &server, &["sendmail", "bob@example.test"], b"Subject: root\n\nx\n").0, 0);
+    server.wait_maildir("bob", 1);
 }

@@ -70,7 +70,7 @@ fn lookup_user(name: &str) -> anyhow::Result<(libc::uid_t, libc::gid_t)> {
     Ok((pwd.pw_uid, pwd.pw_gid))
 }
 
-fn lookup_group(name: &str) -> anyhow::Result<libc::gid_t> {
+pub(crate) fn lookup_group(name: &str) -> anyhow::Result<libc::gid_t> {
     let c = CString::new(name)?;
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
@@ -90,6 +90,11 @@ fn chown_tree(path: &Path, uid: libc::uid_t, gid: libc::gid_t) -> std::io::Resul
     use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::symlink_metadata(path)?;
     if meta.uid() == uid && meta.gid() == gid && meta.is_dir() {
+        return Ok(());
+    }
+    // The sockets were just made with the owners they need (`submit_group`); the daemon keeps
+    // their listening descriptors whoever owns the files.
+    if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
         return Ok(());
     }
     let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;

@@ -222,7 +222,8 @@ async fn run(
     crate::control::spawn(&socket, ctx.clone(), reloader.clone(), alerts.clone(), stop_rx.clone())
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
     let submit = live.config().submit_socket();
-    crate::submit::spawn(&submit, ctx.clone(), stop_rx.clone())
+    let submit_group = live.config().server.submit_group.clone();
+    crate::submit::spawn(&submit, submit_group.as_deref(), ctx.clone(), stop_rx.clone())
         .with_context(|| format!("binding the submission socket {}", submit.display()))?;
     match privileges {
         (Some(user), group) => {

@@ -1,5 +1,6 @@
-//! The submission socket (`{data_dir}/submit.sock`, mode 0666) behind `postern sendmail`: any
-//! local user may queue mail, as with sendmail or Postfix's postdrop. The kernel tells us the
+//! The submission socket (`{data_dir}/submit.sock`, mode 0666, or 0660 with `[server]
+//! submit_group`) behind `postern sendmail`: any local user (or member of that group) may queue
+//! mail, as with sendmail or Postfix's postdrop. The kernel tells us the
 //! client's uid (`SO_PEERCRED`), recorded in the trace header.
 //!
 //! Wire format: `submit_wire.rs`. The message is committed durably before `ok`. Mail to other
@@ -19,9 +20,20 @@ use crate::submit_wire::Request;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
-/// Binds the socket (mode 0666: any local user may submit) and serves until `stop`.
-pub(crate) fn spawn(path: &Path, ctx: Arc<Context>, stop: watch::Receiver<bool>) -> std::io::Result<()> {
-    crate::unix_server::serve(path, 0o666, stop, move |stream| {
+/// Binds the socket and serves until `stop`: mode 0666 (any local user may submit), or 0660
+/// with the group `group` (`[server] submit_group`: only its members may).
+///
+/// # Errors
+/// The socket cannot be bound, or its group set (an unknown group).
+pub(crate) fn spawn(
+    path: &Path,
+    group: Option<&str>,
+    ctx: Arc<Context>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let gid = group.map(crate::privileges::lookup_group).transpose()?;
+    let mode = if gid.is_some() { 0o660 } else { 0o666 };
+    crate::unix_server::serve(path, mode, stop, move |stream| {
         let ctx = ctx.clone();
         async move {
             let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
@@ -33,7 +45,11 @@ pub(crate) fn spawn(path: &Path, ctx: Arc<Context>, stop: watch::Receiver<bool>)
             let answer = crate::submit_wire::encode_answer(&result);
             let _ = wr.write_all(answer.as_bytes()).await;
         }
-    })
+    })?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    Ok(())
 }
 
 fn temp(what: impl std::fmt::Display) -> Reply {

@@ -49,6 +49,10 @@ pub struct Server {
     /// The group to run as. Default: the primary group of `user`.
     #[serde(default)]
     pub group: Option<String>,
+    /// Restricts `sendmail` to the members of this group: `submit.sock` becomes 0660 with
+    /// this group (Postfix's `postdrop`). Default: none, every local account may send (0666).
+    #[serde(default)]
+    pub submit_group: Option<String>,
     /// Password checks (Argon2, 19 MiB each) run at once; more AUTH attempts wait for a turn.
     /// Default 2. Bounds the memory a flood of AUTH attempts can take.
     #[serde(default = "default_auth_concurrency")]
