@@ -57,10 +57,9 @@ fn a_debian_sendmail_setup_imports_and_routes_as_before() {
     let (code, stdout, err) = postern(&[
         "import",
         "sendmail",
+        // No --aliases: sendmail.mc's ALIAS_FILE names the file (issue 28).
         "--mail-dir",
         &etc("mail"),
-        "--aliases",
-        &etc("aliases"),
         "--opendkim",
         &etc("opendkim.conf"),
         "--passwd",

@@ -55,6 +55,8 @@ pub struct Draft {
     pub extra_virtual: Vec<String>,
     /// `[delivery] allow_pipes`: an alias pipes to a program.
     pub allow_pipes: bool,
+    /// `[delivery] local = "mbox"` in `/var/mail` (sendmail's local mailer).
+    pub mbox: bool,
 }
 
 impl Draft {
@@ -88,6 +90,7 @@ impl Draft {
             }
             self.tables.insert("users".into(), text);
         }
+        self.alias_system_accounts(sources, report);
         if !self.extra_virtual.is_empty() {
             let text = self.tables.entry("virtual".into()).or_insert_with(|| "# virtusertable\n".into());
             text.push_str("# From access To: entries (postern import)\n");
@@ -122,6 +125,37 @@ impl Draft {
         }
     }
 
+    /// System accounts that neither the users table nor the aliases name get an alias to root,
+    /// as Debian's own /etc/aliases does for many: cron's mail to www-data was delivered by
+    /// sendmail and must not bounce now.
+    fn alias_system_accounts(&mut self, sources: &Sources, report: &mut Report) {
+        let defined: std::collections::BTreeSet<String> = self
+            .tables
+            .get("aliases")
+            .map(|t| t.lines().filter_map(|l| l.split_once(':')).map(|(n, _)| n.trim().to_lowercase()).collect())
+            .unwrap_or_default();
+        let missing: Vec<&String> = sources
+            .system_accounts
+            .iter()
+            .filter(|a| *a != "root" && !defined.contains(*a) && !self.users.contains(*a))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let text = self.tables.entry("aliases".into()).or_insert_with(|| "# aliases (postern import)\n".into());
+        text.push_str("# System accounts (/etc/passwd, uid < 1000): sendmail delivered to them (postern import)\n");
+        for a in &missing {
+            text.push_str(&format!("{a}: root\n"));
+        }
+        let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        report.add(
+            "passwd",
+            0,
+            "system accounts",
+            Fate::Mapped(format!("aliases: {} -> root (sendmail delivered to them)", names.join(", "))),
+        );
+    }
+
     /// `postern.toml`.
     pub fn render(&self) -> String {
         let mut s =
@@ -147,8 +181,14 @@ impl Draft {
                 let _ = writeln!(s, "{key} = {}", q(file));
             }
         }
+        if self.allow_pipes || self.mbox {
+            s.push_str("\n[delivery]\n");
+        }
         if self.allow_pipes {
-            s.push_str("\n[delivery]\n# Aliases pipe to programs (see the report): they run as the alias's account or nobody.\nallow_pipes = true\n");
+            s.push_str("# Aliases pipe to programs (see the report): they run as the alias's account or nobody.\nallow_pipes = true\n");
+        }
+        if self.mbox {
+            s.push_str("# Where sendmail's local mailer wrote. /var/mail is root:mail 2775: with [server] user,\n# add group = \"mail\" for mailboxes that are no Unix account.\nlocal = \"mbox\"\nmbox = \"/var/mail/{mailbox}\"\n");
         }
         let trusted = without_contained(&self.trusted);
         let _ = writeln!(s, "\n[relay]\ntrusted_networks = {}", list(&trusted));

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use draft::Draft;
+pub use mc::alias_file;
 pub use opendkim::referenced_tables;
 pub use report::{Fate, Line, Report};
 
@@ -30,6 +31,9 @@ pub struct Sources {
     /// Local accounts (`/etc/passwd`): login names with a uid of 1000 to 59999, which sendmail
     /// delivered to as local mailboxes.
     pub accounts: Vec<String>,
+    /// System accounts (`/etc/passwd`, uid 1 to 999: www-data, backup, ...), which sendmail
+    /// delivered to too (cron's mail to them): aliased to root unless the aliases name them.
+    pub system_accounts: Vec<String>,
 }
 
 impl Sources {
@@ -77,7 +81,7 @@ mod tests {
 
     fn sources(files: &[(&str, &str)]) -> Sources {
         let files = files.iter().map(|(n, t)| ((*n).to_owned(), (PathBuf::from(n), (*t).to_owned()))).collect();
-        Sources { files, accounts: Vec::new() }
+        Sources { files, accounts: Vec::new(), system_accounts: Vec::new() }
     }
 
     /// Issue 26, finding 15: the hosts opendkim signs for are not hosts sendmail relayed for.

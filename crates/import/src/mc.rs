@@ -19,6 +19,16 @@ struct Call {
     args: Vec<String>,
 }
 
+/// The aliases file `define(`ALIAS_FILE', `PATH')` names in `mc`, if it names one (the first
+/// of a comma list): the import reads that file instead of `/etc/aliases`.
+pub fn alias_file(mc: &str) -> Option<String> {
+    mc.lines().filter_map(parse_call).find_map(|c| {
+        (c.name == "define" && c.args.first().map(String::as_str) == Some("ALIAS_FILE"))
+            .then(|| c.args.get(1).and_then(|v| v.split(',').next()).map(|v| v.trim().to_owned()))
+            .flatten()
+    })
+}
+
 /// Parses `NAME(args)` at the start of `line` (after trimming); arguments are m4-quoted
 /// (`` `like this' ``) or bare, separated by commas outside quotes.
 fn parse_call(line: &str) -> Option<Call> {
@@ -131,7 +141,15 @@ fn apply(call: &Call, draft: &mut Draft) -> Fate {
         "MASQUERADE_DOMAIN" => Fate::NotMapped("Postern does not rewrite addresses in headers".into()),
         "INPUT_MAIL_FILTER" => milter(arg(call, 0), arg(call, 1), draft),
         "MAILER" => match arg(call, 0) {
-            "local" | "smtp" => Fate::Default("Maildir delivery and SMTP are built in".into()),
+            // sendmail's local mailer (mail.local) appends to /var/mail/USER, where the user,
+            // mutt and a passwd-based Dovecot read: the same place, not Postern's Maildirs.
+            "local" => {
+                draft.mbox = true;
+                Fate::Mapped(
+                    "[delivery] local = \"mbox\", mbox = \"/var/mail/{mailbox}\" (where mail.local wrote; a new mbox belongs to its user)".into(),
+                )
+            }
+            "smtp" => Fate::Default("SMTP is built in".into()),
             "procmail" => Fate::NotMapped(PROCMAIL.into()),
             other => Fate::NotMapped(format!("no {other} mailer in Postern")),
         },
@@ -210,6 +228,7 @@ fn define(name: &str, value: &str, draft: &mut Draft) -> Fate {
         "confCACERT" | "confCACERT_PATH" => Fate::NotMapped(
             "client certificates are not asked for; outbound verification uses Mozilla's roots (webpki-roots), not this file".into(),
         ),
+        "ALIAS_FILE" => Fate::Mapped(format!("aliases read from {value} (not /etc/aliases)")),
         "confCW_FILE" => Fate::Default("local-host-names is read as given to the import (--mail-dir)".into()),
         // sendmail's delivery modes: `q`/`d` queue only, `i`/`b` deliver at once.
         "confDELIVERY_MODE" if value.starts_with(['q', 'd']) => {

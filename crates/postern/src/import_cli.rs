@@ -44,7 +44,10 @@ fn read_sources(args: &SendmailImport) -> Sources {
     for f in MAIL_FILES {
         read(f, &args.mail_dir.join(f));
     }
-    let aliases = args.aliases.clone().unwrap_or_else(|| {
+    // --aliases, else the sendmail.mc's ALIAS_FILE, else /etc/aliases, else the mail folder's.
+    let mc = std::fs::read_to_string(args.mail_dir.join("sendmail.mc")).unwrap_or_default();
+    let named = postern_import::alias_file(&mc).map(PathBuf::from);
+    let aliases = args.aliases.clone().or(named).unwrap_or_else(|| {
         let etc = PathBuf::from("/etc/aliases");
         if etc.exists() { etc } else { args.mail_dir.join("aliases") }
     });
@@ -56,14 +59,18 @@ fn read_sources(args: &SendmailImport) -> Sources {
         read("opendkim.conf", &args.opendkim);
     }
     if let Ok(passwd) = std::fs::read_to_string(&args.passwd) {
-        s.accounts = passwd
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                let uid: u32 = f.get(2)?.parse().ok()?;
-                (1000..60000).contains(&uid).then(|| f[0].to_lowercase())
-            })
-            .collect();
+        let accounts = |range: std::ops::Range<u32>| -> Vec<String> {
+            passwd
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    let uid: u32 = f.get(2)?.parse().ok()?;
+                    range.contains(&uid).then(|| f[0].to_lowercase())
+                })
+                .collect()
+        };
+        s.accounts = accounts(1000..60000);
+        s.system_accounts = accounts(1..1000);
     }
     s
 }
