@@ -74,6 +74,7 @@ fn debian_programs_deliver_through_the_sendmail_link() {
     let text = &admin_mail(&server, 1)[0];
     assert!(text.contains("Subject: Cron <root@mx> run-parts"), "{text}");
     assert!(text.contains("From: root@example.test (Cron Daemon)\n"), "{text}");
+    assert!(text.contains("\nTo: root@example.test\n"), "always_add_domain qualifies To: {text}");
     assert!(text.contains("\nlogrotate: caf\u{e9} done\n.\nstill output\n"), "-i keeps the dot, 8 bits intact: {text}");
     assert!(text.starts_with("Return-Path: <root@example.test>"), "bare root qualified with the origin: {text}");
 
@@ -134,7 +135,7 @@ fn debian_programs_deliver_through_the_sendmail_link() {
         b"Subject: Cron <nobody@mx> backup\n\nuser crontab output\n",
     );
     assert_eq!(code, Some(0), "a user crontab's mail: {err}");
-    let (code, out, err) = as_user("nobody", &["/usr/sbin/sendmail", "-bs"], b"EHLO localhost\r\nMAIL FROM:<nobody@example.test>\r\nRCPT TO:<root@example.test>\r\nDATA\r\nSubject: -bs as nobody\r\n\r\nx\r\n.\r\nQUIT\r\n");
+    let (code, out, err) = as_user("nobody", &["/usr/sbin/sendmail", "-bs"], b"EHLO localhost\r\nMAIL FROM:<nobody>\r\nRCPT TO:<root>\r\nDATA\r\nSubject: -bs as nobody\r\n\r\nx\r\n.\r\nQUIT\r\n");
     assert!(code == Some(0) && out.contains("250 2.0.0 Ok: queued as "), "-bs as nobody: {out} {err}");
     let all = admin_mail(&server, 9);
     for want in ["Subject: order 42", "Subject: from a user", "user crontab output", "Subject: -bs as nobody"] {

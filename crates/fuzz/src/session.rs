@@ -44,6 +44,7 @@ pub fn params(ip: IpAddr) -> SessionParams {
         screen: false,
         check_sender: false,
         refuse: None,
+        qualify_bare_names: None,
     }
 }
 

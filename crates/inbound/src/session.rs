@@ -143,6 +143,7 @@ async fn run_in_span(
         screen: outside && config.policy.enabled,
         check_sender: (outside && (config.policy.enabled || spf_at_mail(&config))) || counts_messages(&config, outside),
         refuse,
+        qualify_bare_names: None,
     };
     let params_screen = params.screen;
     let driver = Driver {

@@ -48,6 +48,11 @@ fn syntax(status: EnhancedStatus, text: &str) -> Reply {
     Reply::new(501, status, text)
 }
 
+/// `path@domain` for a bare name (no `@`, not empty) when bare names are qualified.
+fn qualified(path: &str, domain: Option<&str>) -> Option<String> {
+    domain.filter(|_| !path.is_empty() && !path.contains('@')).map(|d| format!("{path}@{d}"))
+}
+
 impl Command {
     /// Parses one command line, without the trailing CRLF.
     ///
@@ -56,6 +61,15 @@ impl Command {
     /// control character (see [`has_control`]), 501 with 5.5.4 / 5.1.7 / 5.1.3 for bad
     /// arguments or paths (RFC 3463 §3.2, §3.6).
     pub fn parse(line: &str) -> Result<Self, Reply> {
+        Self::parse_with(line, None)
+    }
+
+    /// As [`Command::parse`], giving `@qualify` to a bare name in MAIL FROM and RCPT TO
+    /// (`<root>`): a local submission ([`crate::SessionParams::qualify_bare_names`]).
+    ///
+    /// # Errors
+    /// As [`Command::parse`].
+    pub fn parse_with(line: &str, qualify: Option<&str>) -> Result<Self, Reply> {
         if has_control(line) {
             // Never echoed: the reply names no part of the line.
             return Err(syntax(EnhancedStatus(5, 5, 2), "Syntax error: control character in command"));
@@ -79,6 +93,8 @@ impl Command {
                     .ok_or_else(|| syntax(EnhancedStatus(5, 5, 4), "Syntax: MAIL FROM:<address>"))?;
                 let (path, params) =
                     split_path(rest).map_err(|_| syntax(EnhancedStatus(5, 1, 7), "Bad sender address syntax"))?;
+                let qualified = qualified(path, qualify);
+                let path = qualified.as_deref().unwrap_or(path);
                 let path = if path.is_empty() {
                     ReversePath::Null
                 } else {
@@ -95,6 +111,8 @@ impl Command {
                 let bad = || syntax(EnhancedStatus(5, 1, 3), "Bad recipient address syntax");
                 let (path, params) = split_path(rest).map_err(|_| bad())?;
                 let params = parse_params(params)?;
+                let qualified = qualified(path, qualify);
+                let path = qualified.as_deref().unwrap_or(path);
                 if path.eq_ignore_ascii_case("postmaster") {
                     // RFC 5321 §4.5.1: <postmaster> without a domain must be accepted.
                     Self::Rcpt { local: path.to_owned(), domain: None, path: None, params }

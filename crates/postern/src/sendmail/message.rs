@@ -71,7 +71,7 @@ pub(crate) fn compose(input: &[u8], i: &Inputs<'_>) -> Result<Composed, String> 
         return Err("no recipients: give them as arguments or use -t".into());
     }
     let sender = i.sender.map_or_else(|| format!("{}@{}", i.user, i.origin), |s| qualify(s, i.origin));
-    qualify_from(&mut headers, i.origin);
+    qualify_fields(&mut headers, i.origin);
     let mut added = Vec::new();
     if !has_header(&headers, "from") {
         let shown = if sender.is_empty() { format!("{}@{}", i.user, i.origin) } else { sender.clone() };
@@ -101,29 +101,47 @@ pub(crate) fn compose(input: &[u8], i: &Inputs<'_>) -> Result<Composed, String> 
     Ok(Composed { sender, recipients, message })
 }
 
-/// A `From:` whose one address has no domain (`From: root`, `From: Cron <root>`) gets
-/// `@origin`; any other From is left exactly as it is.
-fn qualify_from(headers: &mut [Vec<u8>], origin: &str) {
-    let Some(line) = headers.iter_mut().find(|l| header_name(l).as_deref() == Some("from")) else { return };
-    let Ok(text) = std::str::from_utf8(line) else { return };
-    let (name, value) = text.split_once(':').unwrap_or((text, ""));
-    let v = value.trim();
-    if v.is_empty() || v.contains('@') || v.contains(',') {
-        return;
+/// The address fields (`From`, `Sender`, `Reply-To`, `To`, `Cc`) of a local submission with
+/// each bare name (`root`, `Cron <root>`, `root (Cron Daemon)`) given `@origin`, as sendmail's
+/// `always_add_domain` and Postfix's `append_at_myorigin` do (RFC 6409 §8.1 lets submission
+/// qualify them): `To: root` must not leave the box unqualified. Addresses with a domain, and
+/// anything quoted or grouped, are left exactly as they are.
+fn qualify_fields(headers: &mut [Vec<u8>], origin: &str) {
+    for line in headers.iter_mut() {
+        let Some(field) = header_name(line) else { continue };
+        if !["from", "sender", "reply-to", "to", "cc"].contains(&field.as_str()) {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(line) else { continue };
+        let (name, value) = text.split_once(':').unwrap_or((text, ""));
+        if value.contains(['"', ';', ':']) || value.trim().is_empty() {
+            continue;
+        }
+        let items: Vec<String> = value.split(',').map(|item| qualify_item(item.trim(), origin)).collect();
+        let qualified = format!("{name}: {}", items.join(", "));
+        if qualified.trim_end() != text.trim_end() && !value.split(',').all(|i| i.contains('@')) {
+            *line = qualified.into_bytes();
+        }
     }
-    let qualified = match (v.rfind('<'), v.ends_with('>')) {
+}
+
+/// One mailbox of an address field, with `@origin` added to a bare name.
+fn qualify_item(v: &str, origin: &str) -> String {
+    if v.is_empty() || v.contains('@') {
+        return v.to_owned();
+    }
+    match (v.rfind('<'), v.ends_with('>')) {
         (Some(open), true) => format!("{}<{}@{origin}>", &v[..open], &v[open + 1..v.len() - 1]),
         (None, false) if !v.contains(char::is_whitespace) => format!("{v}@{origin}"),
-        // `From: root (Cron Daemon)`: an address and a comment (RFC 5322 §3.2.2).
+        // `root (Cron Daemon)`: an address and a comment (RFC 5322 §3.2.2).
         (None, false) if v.ends_with(')') => match v.split_once(char::is_whitespace) {
             Some((addr, comment)) if comment.trim_start().starts_with('(') => {
                 format!("{addr}@{origin} {}", comment.trim())
             }
-            _ => return,
+            _ => v.to_owned(),
         },
-        _ => return,
-    };
-    *line = format!("{name}: {qualified}").into_bytes();
+        _ => v.to_owned(),
+    }
 }
 
 /// Input lines without their line endings (LF or CRLF). Without `ignore_dots`, a line with a
@@ -232,7 +250,12 @@ mod tests {
         assert_eq!(c.recipients, ["www-data@example.test", "bob@other.test"]);
         let text = String::from_utf8(c.message).unwrap();
         assert!(text.contains("\r\nFrom: Web <www-data@example.test>\r\n"), "{text}");
-        assert!(text.contains("\r\nTo: www-data, bob@other.test\r\n"), "To is not rewritten: {text}");
+        // always_add_domain (issue 28): `To: root` does not leave the box unqualified.
+        assert!(text.contains("\r\nTo: www-data@example.test, bob@other.test\r\n"), "{text}");
+        let c = compose(b"Cc: bob\nTo: \"A, B\" <x@y.test>\n\nx\n", &inputs(&["a@b.test".into()], false)).unwrap();
+        let text = String::from_utf8(c.message).unwrap();
+        assert!(text.contains("\r\nCc: bob@example.test\r\n"), "{text}");
+        assert!(text.contains("\r\nTo: \"A, B\" <x@y.test>\r\n"), "a quoted field is left alone: {text}");
         let c = compose(b"From: root\n\nx\n", &inputs(&["a@b.test".into()], false)).unwrap();
         assert!(String::from_utf8(c.message).unwrap().contains("From: root@example.test\r\n"));
         assert!(compose(b"Subject: x\n\nx\n", &inputs(&[], false)).is_err());

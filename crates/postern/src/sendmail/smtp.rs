@@ -37,6 +37,8 @@ pub(crate) fn run(loaded: &Loaded) -> ExitCode {
         screen: false,
         check_sender: false,
         refuse: None,
+        // sendmail took `MAIL FROM:<root>` from a local program: a bare name gets the origin.
+        qualify_bare_names: Some(config.domains.origin().to_owned()),
     };
     let policy = loaded.tables.as_ref().map(|tables| RecipientPolicy {
         local_domains: &config.domains.local,

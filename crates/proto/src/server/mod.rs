@@ -63,6 +63,10 @@ pub struct SessionParams {
     /// `[policy] block_networks`). RFC 5321 §3.1: after a 554 greeting the server waits for
     /// QUIT and answers every other command with 503.
     pub refuse: Option<Reply>,
+    /// A domain given to bare names in MAIL FROM and RCPT TO (`<root>` is `<root@DOMAIN>`):
+    /// `sendmail -bs`, a local submission, where sendmail took them. `None` (SMTP over the
+    /// network): a bare name is `501` (RFC 5321 §4.1.2), but `<postmaster>`.
+    pub qualify_bare_names: Option<String>,
 }
 
 /// The negotiated TLS parameters, for the Received header and the logs.
@@ -463,7 +467,7 @@ impl Session {
     }
 
     fn command(&mut self, line: &str) -> Option<Step> {
-        let cmd = match Command::parse(line) {
+        let cmd = match Command::parse_with(line, self.params.qualify_bare_names.as_deref()) {
             Ok(c) => c,
             Err(reply) => {
                 if crate::command::has_control(line) {

@@ -19,6 +19,7 @@ fn params() -> SessionParams {
         screen: false,
         check_sender: false,
         refuse: None,
+        qualify_bare_names: None,
     }
 }
 
@@ -338,4 +339,28 @@ fn requiretls_is_offered_and_taken_only_under_tls() {
     assert_eq!(tx.iter().map(|t| t.require_tls).collect::<Vec<_>>(), [true, false], "{out}");
     let (out, _) = run_with(p, b"EHLO c\r\nMAIL FROM:<a@b.test> REQUIRETLS=YES\r\n");
     assert!(out.contains("555 5.5.4"), "a value is refused: {out}");
+}
+
+#[test]
+fn a_local_submission_qualifies_bare_names() {
+    let p = SessionParams { qualify_bare_names: Some("example.test".into()), check_sender: true, ..params() };
+    let mut s = Session::new(p);
+    let mut input = b"HELO c\r\nMAIL FROM:<root>\r\n".to_vec();
+    let mut sender = None;
+    loop {
+        match s.advance(&mut input) {
+            Step::CheckSender(a) => {
+                sender = Some(a.to_string());
+                s.sender_verdict(postern_types::Verdict::Ok(()));
+            }
+            Step::CheckClient(_) => s.client_verdict(postern_types::Verdict::Ok(())),
+            _ => break,
+        }
+    }
+    let out = String::from_utf8(s.take_output()).unwrap();
+    assert!(codes(&out).ends_with(&["250", "250"]), "{out}");
+    assert_eq!(sender.as_deref(), Some("root@example.test"), "{out}");
+    // Over the network a bare name stays a syntax error (RFC 5321 §4.1.2).
+    let (out, _) = run(b"HELO c\r\nMAIL FROM:<root>\r\n");
+    assert!(out.contains("501 5.1.7"), "{out}");
 }
