@@ -91,6 +91,7 @@ impl Draft {
             self.tables.insert("users".into(), text);
         }
         self.alias_system_accounts(sources, report);
+        self.summarize(report);
         if !self.extra_virtual.is_empty() {
             let text = self.tables.entry("virtual".into()).or_insert_with(|| "# virtusertable\n".into());
             text.push_str("# From access To: entries (postern import)\n");
@@ -154,6 +155,32 @@ impl Draft {
             "system accounts",
             Fate::Mapped(format!("aliases: {} -> root (sendmail delivered to them)", names.join(", "))),
         );
+    }
+
+    /// The changes a user of the box notices, for the end of the report.
+    fn summarize(&self, report: &mut Report) {
+        let c = &mut report.changes;
+        if self.mbox {
+            c.push(
+                "mail is still appended to /var/mail/USER (mbox), readable by mail(1), mutt and a passwd-based Dovecot"
+                    .into(),
+            );
+        } else {
+            c.push("mail is delivered to Maildirs under [delivery] maildir (/var/lib/postern/mail/USER by default), not /var/mail: point Dovecot or the mail reader there, or set [delivery] local = \"mbox\"".into());
+        }
+        c.push("every local account and program sends with /usr/sbin/sendmail as before; bare names (root) get [domains] origin in the envelope and the address headers".into());
+        if !self.dkim_keys.is_empty() {
+            c.push(
+                "mail leaving for other domains is DKIM-signed by Postern itself; opendkim is no longer needed".into(),
+            );
+        }
+        c.push("mail from the internet to an unknown address is refused at RCPT (550 5.1.1), never accepted and bounced later".into());
+        if !self.users.is_empty() {
+            c.push(
+                "users may submit on port 587/465 with a password only once `postern user passwd NAME` has set one"
+                    .into(),
+            );
+        }
     }
 
     /// `postern.toml`.

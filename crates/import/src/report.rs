@@ -31,6 +31,8 @@ pub struct Line {
 pub struct Report {
     /// The lines.
     pub lines: Vec<Line>,
+    /// What changes for the box's users, one sentence each (the end of the report).
+    pub changes: Vec<String>,
 }
 
 impl Report {
@@ -64,6 +66,12 @@ impl fmt::Display for Report {
         }
         let missing = self.not_mapped().count();
         writeln!(f, "\n{} line(s) read, {missing} with no equivalent (marked !!)", self.lines.len())?;
+        if !self.changes.is_empty() {
+            writeln!(f, "\nWhat changes for the users of this box:")?;
+            for c in &self.changes {
+                writeln!(f, "  - {c}")?;
+            }
+        }
         let relays: Vec<&Line> = self.relay_permissions().collect();
         if !relays.is_empty() {
             writeln!(f, "\nRelay permissions written ([relay] trusted_networks): review each before going live")?;
