@@ -159,7 +159,7 @@ async fn outside(
                 min_validity: args.days * 86_400,
             };
             smtp::probe(&target, dnssec, out).await;
-            smtp::open_relay(target.addr, &host, &config.relay.trusted_networks, out).await;
+            smtp::open_relay(target.addr, &host, &config.relay.trusted_networks, &config.domains.local, out).await;
         }
         None => {
             out.push(Finding::fail("SMTP", format!("{ours} has no address"), format!("publish `{ours}. IN A {ip}`")))

@@ -211,19 +211,33 @@ async fn dane(mx: &str, dnssec: &DnssecResolver, chain: &[Vec<u8>], out: &mut Ve
     }
 }
 
-/// A RCPT for a foreign domain must be refused (never an open relay). From this host, our
-/// own address may be a trusted network: then relaying is allowed by design, and said so.
-pub(super) async fn open_relay(addr: SocketAddr, helo: &str, trusted: &[ipnet::IpNet], out: &mut Vec<Finding>) {
+/// A RCPT for a foreign domain must be refused (never an open relay). The domain is one of
+/// RFC 2606's that is not in `local` (a box that receives for example.net tests another). The
+/// probe connects to our public address from this host, so its source is that address: in
+/// `[relay] trusted_networks` relaying is allowed by design and said so, else the answer is
+/// what an outsider gets.
+pub(super) async fn open_relay(
+    addr: SocketAddr,
+    helo: &str,
+    trusted: &[ipnet::IpNet],
+    local: &[String],
+    out: &mut Vec<Finding>,
+) {
+    let Some(foreign) =
+        ["example.net", "example.org", "example.com"].into_iter().find(|d| !local.iter().any(|l| l == d))
+    else {
+        return out.push(Finding::temp("RELAY", "every RFC 2606 domain is local here; test from outside".into()));
+    };
     let mut c = match connect(addr).await {
         Ok(c) => c,
         Err(e) => return out.push(Finding::temp("RELAY", e)),
     };
-    let local: Option<IpAddr> = c.stream.local_addr().ok().map(|a| a.ip());
+    let source: Option<IpAddr> = c.stream.local_addr().ok().map(|a| a.ip());
     let steps = async {
         c.reply().await?;
         c.command(&format!("EHLO {helo}")).await?;
-        c.command("MAIL FROM:<postern-doctor@example.com>").await?;
-        let r = c.command("RCPT TO:<postern-doctor@example.net>").await?;
+        c.command(&format!("MAIL FROM:<postern-doctor@{foreign}>")).await?;
+        let r = c.command(&format!("RCPT TO:<postern-doctor@{foreign}>")).await?;
         let _ = c.command("QUIT").await;
         Ok::<_, String>(r)
     };
@@ -231,9 +245,9 @@ pub(super) async fn open_relay(addr: SocketAddr, helo: &str, trusted: &[ipnet::I
         Ok(r) => r,
         Err(e) => return out.push(Finding::temp("RELAY", e)),
     };
-    let trusted_here = local.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
+    let trusted_here = source.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
     match rcpt.code {
-        500..=599 => out.push(Finding::ok("RELAY", format!("a RCPT for example.net is refused ({})", rcpt.code))),
+        500..=599 => out.push(Finding::ok("RELAY", format!("a RCPT for {foreign} is refused ({})", rcpt.code))),
         200..=299 if trusted_here => out.push(Finding::ok(
             "RELAY",
             "this host is in [relay] trusted_networks, so it may relay; test from outside to see what others may"
@@ -242,8 +256,8 @@ pub(super) async fn open_relay(addr: SocketAddr, helo: &str, trusted: &[ipnet::I
         200..=299 => out.push(Finding::fail(
             "RELAY",
             format!(
-                "a RCPT for example.net from {} was accepted: an open relay",
-                local.map(|i| i.to_string()).unwrap_or_default()
+                "a RCPT for {foreign} from {} was accepted: an open relay",
+                source.map(|i| i.to_string()).unwrap_or_default()
             ),
             "narrow [relay] trusted_networks to your own networks; relay others only after AUTH".into(),
         )),
