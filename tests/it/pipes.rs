@@ -182,6 +182,25 @@ fn under_a_dropped_daemon_deliveries_run_as_the_recipient() {
         "{outcome:?}"
     );
     assert!(!server.dir.0.join("out/pwned").exists());
+
+    // The root helpers end with the daemon, even killed (PR_SET_PDEATHSIG alone does not fire
+    // once the daemon has changed its user): none is left behind as root.
+    let daemon = server.pid();
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+            after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(daemon)
+        })
+        .collect();
+    assert_eq!(children.len(), 2, "the key helper and the local-delivery helper: {children:?}");
+    let mut server = server;
+    server.kill9();
+    poll("the helpers to end with the daemon", || {
+        children.iter().all(|c| !std::path::Path::new(&format!("/proc/{c}")).exists()).then_some(())
+    });
 }
 
 /// `postern check-config` on the server's configuration with `allow_pipes = false`: it must

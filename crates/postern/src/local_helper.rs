@@ -23,12 +23,14 @@ use postern_local::pipe::{self, PipeOutcome};
 use postern_local::privileged::{Request, write_answer};
 
 /// Forks the helper, which binds `socket` (owned by `owner`, mode 0600) and serves until the
-/// daemon dies. Returns once it listens. Must be called while the process is single-threaded
-/// and root.
+/// daemon dies. Returns once it listens: the socket's path, and the daemon's end of the
+/// liveness channel, to keep open for the daemon's whole life. The helper ends when that end
+/// closes: `PR_SET_PDEATHSIG` alone does not fire once the daemon has changed its user. Must
+/// be called while the process is single-threaded and root.
 ///
 /// # Errors
 /// The fork failed, or the helper could not bind its socket (its reason).
-pub(crate) fn spawn(config: &Path, data_dir: &Path, owner: (u32, u32)) -> anyhow::Result<PathBuf> {
+pub(crate) fn spawn(config: &Path, data_dir: &Path, owner: (u32, u32)) -> anyhow::Result<(PathBuf, UnixStream)> {
     use std::io::{BufRead as _, BufReader, Write as _};
     let socket = data_dir.join("local.sock");
     let (ours, theirs) = UnixStream::pair()?;
@@ -42,8 +44,7 @@ pub(crate) fn spawn(config: &Path, data_dir: &Path, owner: (u32, u32)) -> anyhow
             match bind(data_dir, &socket, owner) {
                 Ok(listener) => {
                     let _ = (&theirs).write_all(b"ok\n");
-                    drop(theirs);
-                    serve(&listener, config);
+                    serve(&listener, &theirs, config);
                 }
                 Err(e) => {
                     let _ = (&theirs).write_all(format!("{e}\n").as_bytes());
@@ -58,7 +59,10 @@ pub(crate) fn spawn(config: &Path, data_dir: &Path, owner: (u32, u32)) -> anyhow
             let mut line = String::new();
             BufReader::new(&ours).read_line(&mut line)?;
             match line.trim_end() {
-                "ok" => Ok(socket),
+                "ok" => {
+                    ours.set_read_timeout(None)?;
+                    Ok((socket, ours))
+                }
                 why => anyhow::bail!("the local-delivery helper cannot listen on {}: {why}", socket.display()),
             }
         }
@@ -74,12 +78,29 @@ fn bind(data_dir: &Path, socket: &Path, (uid, gid): (u32, u32)) -> anyhow::Resul
     Ok(listener)
 }
 
-/// Accepts requests for ever, a worker process each; reaps the workers that ended.
-fn serve(listener: &UnixListener, config: &Path) {
-    for conn in listener.incoming() {
+/// Accepts requests until the daemon's end of `alive` closes, a worker process each; reaps the
+/// workers that ended.
+fn serve(listener: &UnixListener, alive: &UnixStream, config: &Path) {
+    use std::os::fd::AsRawFd as _;
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: alive.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfd structures, no timeout.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
         // SAFETY: waitpid with WNOHANG on any child; no pointers kept.
         while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
-        let Ok(conn) = conn else { continue };
+        if fds[1].revents != 0 {
+            // The daemon is gone (its end closed): so is the helper.
+            return;
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        let Ok((conn, _)) = listener.accept() else { continue };
         // SAFETY: the helper is single-threaded; the child leaves only through `_exit`.
         match unsafe { libc::fork() } {
             0 => {

@@ -44,11 +44,12 @@ pub(crate) enum HelperError {
 
 impl Helper {
     /// Forks the helper. Must be called while the process is single-threaded and root (before
-    /// the runtime starts).
+    /// the runtime starts). `close_in_child`: descriptors of the daemon's the helper must not
+    /// keep (another helper's liveness channel, whose end must close when the daemon dies).
     ///
     /// # Errors
     /// [`HelperError::Start`].
-    pub(crate) fn spawn(config: &Path) -> Result<Self, HelperError> {
+    pub(crate) fn spawn(config: &Path, close_in_child: &[std::os::fd::RawFd]) -> Result<Self, HelperError> {
         let (ours, theirs) = UnixStream::pair().map_err(HelperError::Start)?;
         // SAFETY: the process is single-threaded here (no runtime yet), so the child may run
         // arbitrary code; it leaves only through `_exit`.
@@ -56,6 +57,10 @@ impl Helper {
             -1 => Err(HelperError::Start(std::io::Error::last_os_error())),
             0 => {
                 drop(ours);
+                for fd in close_in_child {
+                    // SAFETY: closing a descriptor this child inherited and never uses.
+                    unsafe { libc::close(*fd) };
+                }
                 // SAFETY: prctl with constant arguments; _exit never returns.
                 unsafe {
                     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

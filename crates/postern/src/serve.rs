@@ -68,8 +68,26 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
     // root-only keys on reload once the daemon runs as [server] user.
     // SAFETY: geteuid has no preconditions.
     let as_root = unsafe { libc::geteuid() } == 0;
+    // The local-delivery helper keeps root to run pipes and write mboxes as their recipients.
+    // Its liveness channel stays open for the daemon's whole life (the helper ends with it).
+    let mut alive_fds = Vec::new();
+    if let (true, Some(path), Some(user)) = (as_root, config_path, &config.server.user) {
+        let started = crate::privileges::ids_of(user, config.server.group.as_deref())
+            .and_then(|owner| crate::local_helper::spawn(path, &config.data_dir, owner));
+        match started {
+            Ok((socket, alive)) => {
+                postern_local::privileged::use_helper(socket);
+                alive_fds.push(std::os::fd::AsRawFd::as_raw_fd(&alive));
+                std::mem::forget(alive);
+            }
+            Err(e) => {
+                eprintln!("postern: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let helper = match (config.server.user.is_some() && as_root, config_path) {
-        (true, Some(path)) => match crate::privsep::Helper::spawn(path) {
+        (true, Some(path)) => match crate::privsep::Helper::spawn(path, &alive_fds) {
             Ok(h) => Some(h),
             Err(e) => {
                 eprintln!("postern: {e}");
@@ -78,18 +96,7 @@ pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {
         },
         _ => None,
     };
-    // The second helper keeps root to run pipes and write mboxes as their recipients.
-    if let (true, Some(path), Some(user)) = (as_root, config_path, &config.server.user) {
-        let started = crate::privileges::ids_of(user, config.server.group.as_deref())
-            .and_then(|owner| crate::local_helper::spawn(path, &config.data_dir, owner));
-        match started {
-            Ok(socket) => postern_local::privileged::use_helper(socket),
-            Err(e) => {
-                eprintln!("postern: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
