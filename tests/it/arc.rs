@@ -33,17 +33,7 @@ fn dkimpy_run(message: &str, key: &std::path::Path, selector: &str, domain: &str
         "import dkim,sys\n{patch}m=sys.stdin.buffer.read()\nk=open({:?},'rb').read()\nh=dkim.arc_sign(m,{selector:?}.encode(),{domain:?}.encode(),k,b'mx.a.test')\nsys.stdout.buffer.write(b''.join(h)+m)\n",
         key.display().to_string()
     );
-    let mut py = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3-dkim: `bash scripts/test` installs it");
-    py.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
-    let out = py.wait_with_output().unwrap();
-    assert!(out.status.success(), "dkimpy arc_sign: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(python(&script, message, "dkimpy arc_sign")).unwrap()
 }
 
 #[test]
@@ -109,15 +99,21 @@ pub(crate) fn dkimpy_arc_cv(message: &str, txts: &[(&str, &str)]) -> String {
         "import dkim,sys\nm=sys.stdin.buffer.read().replace(b'\\r\\n',b'\\n').replace(b'\\n',b'\\r\\n')\nt={{{}}}\ncv,res,why=dkim.arc_verify(m,dnsfunc=lambda n,timeout=5: t.get(n))\nprint(cv.decode() if cv else repr(cv), why)\n",
         table.join(",")
     );
+    String::from_utf8_lossy(&python(&script, message, "dkimpy arc_verify")).into_owned()
+}
+
+/// Debian's python3 running `script` with `input` on stdin; its stdout (it must succeed:
+/// `what` names it in the failure).
+fn python(script: &str, input: &str, what: &str) -> Vec<u8> {
     let mut py = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
+        .args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3-dkim: `bash scripts/test` installs it");
-    py.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    py.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = py.wait_with_output().unwrap();
-    assert!(out.status.success(), "dkimpy arc_verify: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }

@@ -51,8 +51,10 @@ fn tags(value: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// The unfolded fields of `message`'s header block, as (lower-case name, value).
 fn fields(message: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(message);
-    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    // The header block only: this runs on every message checked, whatever its body's size.
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(message.len());
+    let text = String::from_utf8_lossy(&message[..end]);
+    let head = text.as_ref();
     let mut out: Vec<(String, String)> = Vec::new();
     for line in head.split("\r\n") {
         if line.starts_with([' ', '\t']) {
