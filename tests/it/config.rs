@@ -128,3 +128,19 @@ fn reload_names_what_needs_a_restart() {
     let (code, out) = reload();
     assert_eq!(code, Some(0), "nothing pending once it is back: {out}");
 }
+
+/// Under systemd the unit's sandbox is fixed at start: a reload that changes the folders the
+/// deliveries write (mbox in /var/mail here) says that it needs the sandbox redone and a
+/// restart, and exits non-zero.
+#[test]
+fn reload_under_systemd_names_a_sandbox_change() {
+    let dir = crate::support::prepare_fixture("basic", &[], |t| t, |_| {});
+    let server = crate::support::Server::start_in(dir, &[("INVOCATION_ID", "0123456789abcdef".into())]);
+    let cfg = server.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}\n[delivery]\nlocal = \"mbox\"\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_postern")).args(["reload", "--config"]).arg(&cfg).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("not applied until a restart: the sandbox's folders (`postern sandbox`"), "{said}");
+}

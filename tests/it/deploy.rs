@@ -86,3 +86,92 @@ fn the_example_configuration_starts_with_ipv4_and_ipv6_on_one_port() {
     assert_eq!(greeting.code, 220);
     assert_eq!(c.cmd("QUIT").code, 221);
 }
+
+/// `postern sandbox` and the Debian package's generator (issue 28): the unit's sandbox opens
+/// what the configured deliveries write, no more; the drop-in passes `systemd-analyze verify`
+/// beside the unit; a broken configuration makes the generator write nothing and succeed.
+#[test]
+fn the_sandbox_follows_the_configured_deliveries() {
+    let dir = TempDir::new("sandbox");
+    let cfg = dir.0.join("postern.toml");
+    let write = |delivery: &str| {
+        let head = "data_dir = \"/var/lib/postern\"\n[[listener]]\naddress = \"127.0.0.1:25\"\nrole = \"mx\"\n\
+                    [domains]\nlocal = [\"example.test\"]\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n";
+        std::fs::write(&cfg, format!("{head}[delivery]\n{delivery}\n")).unwrap();
+    };
+    let sandbox = || {
+        let (code, out) = postern_cli(&["sandbox"], &cfg);
+        assert_eq!(code, Some(0), "{out}");
+        out
+    };
+    write("");
+    let lines = sandbox();
+    assert!(lines.contains("ReadWritePaths=-\"/var/lib/postern\"\n"), "{lines}");
+    assert!(!lines.contains("/var/mail") && !lines.contains("ProtectHome"), "Maildirs in data_dir: {lines}");
+    write("local = \"mbox\"\nallow_pipes = true");
+    let lines = sandbox();
+    for want in ["ReadWritePaths=-\"/var/mail\"\n", "ReadWritePaths=-\"/home\"\n", "ProtectHome=no\n"] {
+        assert!(lines.contains(want), "mbox and procmail need {want}: {lines}");
+    }
+
+    // The generator script as the package installs it, on this configuration and binary.
+    let script = std::fs::read_to_string(repo().join("dist/postern-sandbox-generator")).unwrap();
+    let script = script
+        .replace("/usr/sbin/postern", env!("CARGO_BIN_EXE_postern"))
+        .replace("/etc/postern/postern.toml", cfg.to_str().unwrap());
+    let units = dir.0.join("units");
+    let generate = || Command::new("sh").arg("-c").arg(&script).arg("generator").arg(&units).output().unwrap().status;
+    assert!(generate().success());
+    let drop_in = units.join("postern.service.d/50-deliveries.conf");
+    assert_eq!(std::fs::read_to_string(&drop_in).unwrap(), lines);
+
+    // The unit with the drop-in beside it verifies.
+    let unit = std::fs::read_to_string(repo().join("dist/postern.service")).unwrap();
+    std::fs::write(
+        units.join("postern.service"),
+        unit.replace("/usr/local/bin/postern", env!("CARGO_BIN_EXE_postern")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(units.join("postern.service")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("postern.service"), "{err}");
+
+    // A broken configuration: nothing written, and the boot goes on.
+    std::fs::remove_dir_all(units.join("postern.service.d")).unwrap();
+    std::fs::write(&cfg, "no_such_key = 1\n").unwrap();
+    assert!(generate().success());
+    assert!(!drop_in.exists());
+}
+
+/// `check-config`, which the unit runs first inside its sandbox, warns of a delivery folder
+/// that is read-only there: here the mbox folder, bound read-only in a private mount namespace.
+#[test]
+fn check_config_warns_of_a_read_only_delivery_folder() {
+    let dir = TempDir::new("sandbox-ro");
+    let mail = dir.0.join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    let cfg = dir.0.join("postern.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"data\"\n[[listener]]\naddress = \"127.0.0.1:25\"\nrole = \"mx\"\n[domains]\nlocal = [\"example.test\"]\n\
+             [dns]\nnameservers = [\"127.0.0.1:9\"]\n[delivery]\nlocal = \"mbox\"\nmbox = \"{}/{{mailbox}}\"\n",
+            mail.display()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind {m} {m} && mount -o remount,bind,ro {m} && exec {bin} check-config --config {cfg}",
+        m = mail.display(),
+        bin = env!("CARGO_BIN_EXE_postern"),
+        cfg = cfg.display()
+    );
+    let out =
+        Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("warning: {} is read-only here", mail.display())), "{text}");
+    let (code, text) = postern_cli(&["check-config"], &cfg);
+    assert_eq!(code, Some(0));
+    assert!(!text.contains("read-only"), "writable outside the namespace: {text}");
+}

@@ -100,7 +100,7 @@ fn forwarded_mail_passes_spf_dmarc_and_arc_and_bounces_come_back() {
             common(&dns, pb, "mx.b.test")
         ),
         &[
-            ("aliases", "fwd: carol@c.test\nfwd2: carol2@c.test\n".into()),
+            ("aliases", "fwd: carol@c.test\nfwd2: carol2@c.test\nfwd3: nobody@c.test\n".into()),
             ("routes", format!("a.test relay:[127.0.0.1]:{pa}\n")),
             ("srs-secrets", "a secret for the test\n".into()),
         ],
@@ -162,6 +162,16 @@ fn forwarded_mail_passes_spf_dmarc_and_arc_and_bounces_come_back() {
     assert!(dsn.starts_with("Return-Path: <>"), "{dsn}");
     assert!(dsn.contains("x@dead.test") && dsn.contains("5.1.1"), "{dsn}");
     b.wait_log("SRS");
+
+    // 3b. C refuses B's forwarded copy at RCPT, after B's 250 (issue 28): B's own DSN goes to
+    // the SRS address the copy left with, as C's bounce would have, and from there, its hash
+    // and age verified, back to alice at A.
+    assert_eq!(client.send_data("alice@a.test", &["fwd3@b.test"], b"Subject: refused later\r\n\r\nx\r\n").code, 250);
+    let dsn = std::fs::read_to_string(&a.wait_maildir("alice", 2)[1]).unwrap();
+    assert!(dsn.contains("nobody@c.test") && dsn.contains("5.1.1"), "{dsn}");
+    let to = header(&dsn, "To", "");
+    assert!(to.starts_with("<SRS0=") && to.ends_with("=a.test=alice@srs.b.test>"), "{dsn}");
+    b.wait_log("to=<SRS0=");
 
     // 4. Forged and expired SRS addresses are refused at RCPT.
     let (mut o, _) = Client::connect_from("127.0.0.3", b.port);

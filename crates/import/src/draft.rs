@@ -168,6 +168,9 @@ impl Draft {
         } else {
             c.push("mail is delivered to Maildirs under [delivery] maildir (/var/lib/postern/mail/USER by default), not /var/mail: point Dovecot or the mail reader there, or set [delivery] local = \"mbox\"".into());
         }
+        if self.mbox || self.allow_pipes {
+            c.push("under systemd the unit's sandbox must let Postern write /var/mail (and /home for programs such as procmail): the Debian package's generator opens what postern.toml delivers to; installed by hand, `postern sandbox` prints the drop-in".into());
+        }
         c.push("every local account and program sends with /usr/sbin/sendmail as before; bare names (root) get [domains] origin in the envelope and the address headers".into());
         if !self.dkim_keys.is_empty() {
             c.push(

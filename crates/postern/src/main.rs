@@ -18,6 +18,7 @@ mod privsep;
 mod queue_cli;
 mod report_mail;
 mod route_cli;
+mod sandbox_cli;
 mod sendmail;
 mod serve;
 mod submit;
@@ -154,6 +155,17 @@ enum Command {
         /// Configuration file of the daemon (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// The systemd drop-in that lets postern.service's sandbox write what the configured
+    /// deliveries write (mbox in /var/mail, Maildirs under /home, procmail): `ReadWritePaths=`
+    /// and `ProtectHome=`. `systemctl edit postern`, or the Debian package's generator.
+    Sandbox {
+        /// Configuration file (default: $POSTERN_CONFIG, else /etc/postern/postern.toml, else the embedded default).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Run as a systemd generator: write the drop-in to DIR/postern.service.d/ (never fail).
+        #[arg(long, value_name = "DIR")]
+        generator: Option<PathBuf>,
     },
     /// Bans of client networks by the running daemon (`[server] auth_failures_before_ban`, `ban_prefix_ipv4`, `ban_prefix_ipv6`).
     Bans {
@@ -312,6 +324,7 @@ fn main() -> ExitCode {
             Some(c) => doctor::run(&c, &args),
             None => ExitCode::from(2),
         },
+        Command::Sandbox { config, generator } => sandbox_cli::run(find(config).as_deref(), generator.as_deref()),
         Command::Alerts { config } => control_request(find(config).as_deref(), "alerts"),
         Command::Bans { config, command } => {
             let request = match command {
@@ -496,6 +509,9 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
     );
     for n in notes {
         println!("{n}");
+    }
+    for w in sandbox_cli::read_only_warnings(&config) {
+        println!("{w}");
     }
     ExitCode::SUCCESS
 }

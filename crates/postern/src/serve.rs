@@ -496,10 +496,17 @@ impl Reloader {
 }
 
 /// The settings that differ between `old` and `new` and are read only at start: the sockets
-/// bound, the account dropped to, the spool's place and sync, the store, the scheduler's size.
+/// bound, the account dropped to, the spool's place and sync, the store, the scheduler's size;
+/// under systemd (`$INVOCATION_ID` set) also the folders the deliveries write, which the
+/// unit's sandbox fixed at start (`postern sandbox`).
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let listeners = |c: &Config| c.listener.iter().map(|l| (l.address, l.role)).collect::<Vec<_>>();
+    let systemd = std::env::var_os("INVOCATION_ID").is_some();
     [
+        (
+            "the sandbox's folders (`postern sandbox`; `systemctl daemon-reload` with the Debian package's generator)",
+            systemd && old.write_paths() != new.write_paths(),
+        ),
         ("[[listener]]", listeners(old) != listeners(new)),
         ("[metrics] listen", old.metrics.listen != new.metrics.listen),
         ("[server] user, group", (&old.server.user, &old.server.group) != (&new.server.user, &new.server.group)),

@@ -38,9 +38,13 @@ pub(crate) fn status(
     }
 }
 
-/// Composes and spools a DSN about `env` for `statuses`. Returns the new message's envelope to
-/// schedule, or `None` when no DSN is due (null sender, nothing to report) or it could not be
-/// addressed or written (logged).
+/// Composes and spools the DSNs about `env` for `statuses`: one to each reverse-path the
+/// recipients' copies left with. A copy forwarded to another domain left with an SRS address
+/// ([`postern_policy::srs::forward_sender`]), and its DSN goes there, as the next hop's own
+/// bounce would have: to our SRS domain, whose hash and age are verified before it is sent back
+/// to the original sender (docs/operations.md, "Forwarding"). Returns the new messages'
+/// envelopes to schedule; none when no DSN is due (null sender, nothing to report) or one could
+/// not be addressed or written (logged).
 pub(crate) fn send(
     spool: &Spool,
     config: &Config,
@@ -48,15 +52,55 @@ pub(crate) fn send(
     env: &Envelope,
     original: &[u8],
     statuses: Vec<RecipientStatus>,
-) -> Option<Envelope> {
+) -> Vec<Envelope> {
     if statuses.is_empty() {
-        return None;
+        return Vec::new();
     }
-    let id = env.id;
     if env.reverse_path.is_empty() {
-        tracing::info!("{id}: no DSN: the sender is the null reverse-path");
-        return None;
+        tracing::info!("{}: no DSN: the sender is the null reverse-path", env.id);
+        return Vec::new();
     }
+    let mut groups: Vec<(String, Vec<RecipientStatus>)> = Vec::new();
+    for status in statuses {
+        let to = addressee(config, tables, env, &status);
+        match groups.iter_mut().find(|(t, _)| *t == to) {
+            Some((_, g)) => g.push(status),
+            None => groups.push((to, vec![status])),
+        }
+    }
+    groups.into_iter().filter_map(|(to, group)| send_to(spool, config, tables, env, original, &to, group)).collect()
+}
+
+/// Where the DSN about `status` goes: the SRS reverse-path its copy left with when it was
+/// forwarded to another domain, else the message's reverse-path. An `expanded` status is about
+/// our own acceptance, and goes to the sender.
+fn addressee(config: &Config, tables: &Tables, env: &Envelope, status: &RecipientStatus) -> String {
+    let forwarded = (status.action != Action::Expanded)
+        .then(|| env.recipients.iter().find(|r| r.address == status.final_recipient && r.mailbox.is_none()))
+        .flatten()
+        .and_then(|r| {
+            postern_policy::srs::forward_sender(
+                tables.srs.as_ref(),
+                &config.domains.local,
+                &env.reverse_path,
+                &r.forward_path,
+                postern_policy::srs::today(),
+            )
+        });
+    forwarded.map_or_else(|| env.reverse_path.clone(), |a| a.to_string())
+}
+
+/// Composes and spools one DSN about `env` for `statuses`, to `to`.
+fn send_to(
+    spool: &Spool,
+    config: &Config,
+    tables: &Tables,
+    env: &Envelope,
+    original: &[u8],
+    to: &str,
+    statuses: Vec<RecipientStatus>,
+) -> Option<Envelope> {
+    let id = env.id;
     let kind = if statuses.iter().any(|s| s.action == Action::Failed) {
         "failure"
     } else if statuses.iter().any(|s| s.action == Action::Delayed) {
@@ -64,15 +108,15 @@ pub(crate) fn send(
     } else {
         "success"
     };
-    let Ok(sender) = Address::parse(&env.reverse_path) else {
-        tracing::warn!("{id}: no {kind} DSN: sender <{}> is not an address", env.reverse_path);
+    let Ok(sender) = Address::parse(to) else {
+        tracing::warn!("{id}: no {kind} DSN: sender <{to}> is not an address");
         return None;
     };
     let queue_id = id.to_string();
     let message = compose(&Dsn {
         reporting_mta: &config.hostname,
         queue_id: &queue_id,
-        to: &env.reverse_path,
+        to,
         arrival: env.arrival as i64,
         envelope_id: env.envid.as_deref().map(xtext_decode).as_deref(),
         recipients: statuses,
@@ -100,12 +144,7 @@ pub(crate) fn send(
         reverse_path: ReversePath::Null,
         recipients: destinations
             .into_iter()
-            .map(|destination| SubmitRecipient {
-                forward_path: env.reverse_path.clone(),
-                destination,
-                notify: None,
-                orcpt: None,
-            })
+            .map(|destination| SubmitRecipient { forward_path: to.to_owned(), destination, notify: None, orcpt: None })
             .collect(),
         headers: String::new(),
         message,

@@ -151,7 +151,7 @@ impl Queue {
         let (env, data) = (prepared.envelope.clone(), prepared.data.clone());
         let sent =
             tokio::task::spawn_blocking(move || crate::bounce::send(&spool, &config, &tables, &env, &data, statuses));
-        if let Ok(Some(dsn)) = sent.await {
+        for dsn in sent.await.unwrap_or_default() {
             self.enqueue_fresh(dsn, None);
         }
     }

@@ -236,21 +236,7 @@ impl Server {
         edit: impl FnOnce(String) -> String,
         prepare: impl FnOnce(&Path),
     ) -> Self {
-        let dir = TempDir::new(fixture);
-        let src = repo().join("tests/fixtures").join(fixture);
-        for e in std::fs::read_dir(&src).unwrap() {
-            let e = e.unwrap();
-            let mut text = std::fs::read_to_string(e.path()).unwrap();
-            for (name, value) in vars {
-                text = text.replace(&format!("{{{name}}}"), value);
-            }
-            std::fs::write(dir.0.join(e.file_name()), text).unwrap();
-        }
-        let cfg = dir.0.join("postern.toml");
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        std::fs::write(&cfg, fill_no_dns(&edit(text))).unwrap();
-        prepare(&dir.0);
-        Self::launch(dir, None, Vec::new())
+        Self::launch(prepare_fixture(fixture, vars, edit, prepare), None, Vec::new())
     }
 
     /// Instance A relaying by its `routes` table only (`routes` replaces it; DNS on a closed
@@ -462,4 +448,30 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Copies `tests/fixtures/{fixture}` to a temporary folder, replacing each `{NAME}` of `vars` in
+/// every file and applying `edit` to its postern.toml; `prepare` runs on the folder last. For
+/// [`Server::start_in`] (a server with its own environment).
+pub fn prepare_fixture(
+    fixture: &str,
+    vars: &[(&str, String)],
+    edit: impl FnOnce(String) -> String,
+    prepare: impl FnOnce(&Path),
+) -> TempDir {
+    let dir = TempDir::new(fixture);
+    let src = repo().join("tests/fixtures").join(fixture);
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let mut text = std::fs::read_to_string(e.path()).unwrap();
+        for (name, value) in vars {
+            text = text.replace(&format!("{{{name}}}"), value);
+        }
+        std::fs::write(dir.0.join(e.file_name()), text).unwrap();
+    }
+    let cfg = dir.0.join("postern.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, fill_no_dns(&edit(text))).unwrap();
+    prepare(&dir.0);
+    dir
 }

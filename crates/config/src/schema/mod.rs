@@ -21,6 +21,7 @@ mod forwarding;
 mod milter;
 mod outbound;
 mod policy;
+mod sandbox;
 mod server;
 mod store;
 
@@ -31,6 +32,7 @@ pub use forwarding::Forwarding;
 pub use milter::{Milter, MilterDefault};
 pub use outbound::{IpVersion, Outbound, TlsLevel};
 pub use policy::{Check, DnsTempError, POLICY_CHECKS, Policy, PolicyException, ZoneSpec};
+pub use sandbox::WritePaths;
 pub use server::{Server, Timeouts};
 pub use store::{FailMode, RateCount, RateLimits, RateRule, RateSubject, Store, StoreBackend};
 
