@@ -90,7 +90,7 @@ proptest! {
     #[test]
     fn a_dsn_has_the_fields_it_means_whatever_the_values(values in prop::collection::vec(any::<String>(), 5)) {
         let recipient = postern_report::RecipientStatus {
-            final_recipient: values[0].clone(),
+            final_recipient: postern_types::ForwardPath::Mailbox(postern_types::Address::new(values[0].clone(), "example.test")),
             original_recipient: Some(values[1].clone()),
             action: postern_report::Action::Failed,
             status: EnhancedStatus(5, 1, 1),
@@ -100,7 +100,7 @@ proptest! {
         let dsn = postern_report::Dsn {
             reporting_mta: "mx.example.test",
             queue_id: "0000000000000001",
-            to: "a@example.test",
+            to: &postern_types::Address::new("a", "example.test"),
             arrival: 1_795_000_000,
             envelope_id: Some(&values[4]),
             recipients: vec![recipient],

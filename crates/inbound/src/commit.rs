@@ -4,7 +4,7 @@
 
 use postern_proto::{Transaction, trace};
 use postern_queue::{MailParams, Submission, SubmitRecipient};
-use postern_types::{EnhancedStatus, QueueId, Reply};
+use postern_types::{EnhancedStatus, ForwardPath, QueueId, Reply};
 
 use crate::Context;
 
@@ -34,7 +34,7 @@ pub(crate) async fn commit(
         .iter()
         .flat_map(|r| {
             r.destinations.iter().map(|d| SubmitRecipient {
-                forward_path: r.forward_path.to_string(),
+                forward_path: ForwardPath::Mailbox(r.forward_path.clone()),
                 destination: d.clone(),
                 notify: r.notify,
                 orcpt: r.orcpt.clone(),

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use postern_types::{Address, ReversePath};
+
 /// A failed delivery. Every local failure (disk full, permissions, a path that is not a folder)
 /// is temporary: the message stays queued and is retried, never dropped.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +41,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Delivers one message into the Maildir at `root` (created with `tmp/`, `new/`, `cur/`, mode
 /// 0700, when missing).
 ///
-/// `return_path` is the reverse-path without brackets (empty for the null sender),
-/// `delivered_to` the final recipient address, `message` the queued message with CRLF endings.
+/// `return_path` is the message's reverse-path (the null sender included), `delivered_to` the
+/// final recipient address, `message` the queued message with CRLF endings.
 /// Returns the path of the file in `new/`.
 ///
 /// `shared_sync`, when given, replaces the file fsync and the `new/` fsync: it must make every
@@ -52,8 +54,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 pub fn deliver(
     root: &Path,
     hostname: &str,
-    return_path: &str,
-    delivered_to: &str,
+    return_path: &ReversePath,
+    delivered_to: &Address,
     message: &[u8],
     shared_sync: Option<&dyn Fn() -> io::Result<()>>,
 ) -> Result<PathBuf, DeliveryError> {
@@ -67,7 +69,7 @@ pub fn deliver(
             fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(err("create", &d))?;
         }
     }
-    let head = format!("Return-Path: <{return_path}>\nDelivered-To: {delivered_to}\n");
+    let head = format!("Return-Path: {return_path}\nDelivered-To: {delivered_to}\n");
     // S= is the size of the file as stored (Dovecot's quota and fast size lookups use it).
     let stored = head.len() + message.len() - memchr::memmem::find_iter(message, b"\r\n").count();
     let name = unique_name(hostname, stored);
@@ -175,11 +177,22 @@ fn unique_name(hostname: &str, size: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A reverse-path from text ("" is the null sender), for the tests.
+    pub(crate) fn rp(s: &str) -> ReversePath {
+        if s.is_empty() { ReversePath::Null } else { ReversePath::Mailbox(Address::parse(s).unwrap()) }
+    }
+
+    /// An address from text, for the tests.
+    pub(crate) fn addr(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
     #[test]
     fn delivers_with_lf_and_trace_headers() {
         let root = std::env::temp_dir().join(format!("postern-maildir-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
-        let p = deliver(&root, "mx.test", "a@b.test", "bob@x.test", b"Subject: hi\r\n\r\nbody\r\n", None).unwrap();
+        let p = deliver(&root, "mx.test", &rp("a@b.test"), &addr("bob@x.test"), b"Subject: hi\r\n\r\nbody\r\n", None)
+            .unwrap();
         assert!(p.starts_with(root.join("new")));
         let size = fs::metadata(&p).unwrap().len();
         assert!(p.to_string_lossy().ends_with(&format!(",S={size}")), "{p:?}");
@@ -190,13 +203,13 @@ mod tests {
             synced.set(synced.get() + 1);
             Ok(())
         };
-        let q = deliver(&root, "mx.test", "", "bob@x.test", b"x", Some(&count)).unwrap();
+        let q = deliver(&root, "mx.test", &rp(""), &addr("bob@x.test"), b"x", Some(&count)).unwrap();
         assert_eq!(synced.get(), 2, "data before the rename, the rename after");
         assert_ne!(p, q);
         // A file where the Maildir should be is a (temporary) error, not a panic.
         let blocked = root.join("blocked");
         fs::write(&blocked, b"").unwrap();
-        let e = deliver(&blocked, "mx.test", "", "b@x.test", b"x", None).unwrap_err();
+        let e = deliver(&blocked, "mx.test", &rp(""), &addr("b@x.test"), b"x", None).unwrap_err();
         assert_eq!(e.op, "create");
         fs::remove_dir_all(&root).unwrap();
     }

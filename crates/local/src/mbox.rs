@@ -19,6 +19,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use postern_types::{Address, ReversePath};
+
 use crate::DeliveryError;
 
 /// A dotlock older than this is stale (procmail's default is 17 minutes; mail.local 5).
@@ -95,8 +97,8 @@ fn fcntl_lock(f: &File, path: &Path, lock: bool, deadline: Instant) -> Result<()
 pub fn deliver(
     path: &Path,
     owner: Option<(u32, u32)>,
-    return_path: &str,
-    delivered_to: &str,
+    return_path: &ReversePath,
+    delivered_to: &Address,
     message: &[u8],
     timeout: Duration,
 ) -> Result<(), DeliveryError> {
@@ -158,12 +160,12 @@ fn open_regular(path: &Path, owner: Option<(u32, u32)>) -> Result<File, Delivery
     Ok(f)
 }
 
-fn append(f: &mut File, return_path: &str, delivered_to: &str, message: &[u8]) -> io::Result<()> {
-    let sender = if return_path.is_empty() { "MAILER-DAEMON" } else { return_path };
+fn append(f: &mut File, return_path: &ReversePath, delivered_to: &Address, message: &[u8]) -> io::Result<()> {
+    let sender = return_path.mailbox().map_or_else(|| "MAILER-DAEMON".to_owned(), ToString::to_string);
     let date = ctime(SystemTime::now());
     let mut out = Vec::with_capacity(message.len() + 256);
     out.extend_from_slice(
-        format!("From {sender} {date}\nReturn-Path: <{return_path}>\nDelivered-To: {delivered_to}\n").as_bytes(),
+        format!("From {sender} {date}\nReturn-Path: {return_path}\nDelivered-To: {delivered_to}\n").as_bytes(),
     );
     quote_into(&mut out, message);
     if !out.ends_with(b"\n") {
@@ -243,14 +245,28 @@ mod tests {
         std::fs::write(&target, "").unwrap();
         let link = dir.join("linked");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = deliver(&link, None, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", Duration::from_secs(1));
+        let e = deliver(
+            &link,
+            None,
+            &crate::tests::rp("a@x.test"),
+            &crate::tests::addr("b@y.test"),
+            b"Subject: s\r\n\r\nx\r\n",
+            Duration::from_secs(1),
+        );
         assert!(e.is_err(), "a symbolic link was followed");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "", "written through the link");
         let fifo = dir.join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo(3) with a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = deliver(&fifo, None, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", Duration::from_secs(1));
+        let e = deliver(
+            &fifo,
+            None,
+            &crate::tests::rp("a@x.test"),
+            &crate::tests::addr("b@y.test"),
+            b"Subject: s\r\n\r\nx\r\n",
+            Duration::from_secs(1),
+        );
         assert!(e.is_err(), "a FIFO was opened for delivery");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -265,8 +281,8 @@ mod tests {
         deliver(
             &mbox,
             Some((4242, 4243)),
-            "a@x.test",
-            "carol@y.test",
+            &crate::tests::rp("a@x.test"),
+            &crate::tests::addr("carol@y.test"),
             b"Subject: s\r\n\r\nx\r\n",
             Duration::from_secs(1),
         )
@@ -283,8 +299,8 @@ mod tests {
         let e = deliver(
             &dir.join("dave"),
             None,
-            "a@x.test",
-            "dave@y.test",
+            &crate::tests::rp("a@x.test"),
+            &crate::tests::addr("dave@y.test"),
             b"Subject: s\r\n\r\nx\r\n",
             Duration::from_secs(1),
         );
@@ -298,7 +314,15 @@ mod tests {
         let dir = tmp("quote");
         let mbox = dir.join("alice");
         let body = "Subject: q\r\n\r\nFrom here\r\n>From there\r\n>>From afar\r\nFromage\r\n";
-        deliver(&mbox, None, "bob@x.test", "alice@y.test", body.as_bytes(), Duration::from_secs(5)).unwrap();
+        deliver(
+            &mbox,
+            None,
+            &crate::tests::rp("bob@x.test"),
+            &crate::tests::addr("alice@y.test"),
+            body.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&mbox).unwrap();
         assert!(text.starts_with("From bob@x.test "), "{text}");
         assert!(text.contains("\n>From here\n>>From there\n>>>From afar\nFromage\n\n"), "{text}");
@@ -331,7 +355,15 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..25 {
                         let m = format!("Subject: {w}-{i}\r\n\r\nline one of {w}-{i}\r\nline two of {w}-{i}\r\n");
-                        deliver(&mbox, None, "a@x.test", "bob@y.test", m.as_bytes(), Duration::from_secs(20)).unwrap();
+                        deliver(
+                            &mbox,
+                            None,
+                            &crate::tests::rp("a@x.test"),
+                            &crate::tests::addr("bob@y.test"),
+                            m.as_bytes(),
+                            Duration::from_secs(20),
+                        )
+                        .unwrap();
                     }
                 })
             })

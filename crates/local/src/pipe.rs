@@ -13,6 +13,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use postern_types::{Address, ForwardPath, ReversePath};
+
 /// Bytes of the command's output kept for the log (never for the DSN: a command's output does
 /// not leave the host).
 pub const OUTPUT_LIMIT: usize = 2048;
@@ -37,12 +39,12 @@ pub struct Job<'a> {
     pub command: &'a str,
     /// Who runs it.
     pub account: &'a Account,
-    /// The reverse-path, without brackets (empty for the null sender).
-    pub sender: &'a str,
+    /// The message's reverse-path (`$SENDER`: empty for the null sender).
+    pub sender: &'a ReversePath,
     /// The final recipient address.
-    pub recipient: &'a str,
-    /// The address as given in RCPT TO.
-    pub original_recipient: &'a str,
+    pub recipient: &'a Address,
+    /// The forward-path as given in RCPT TO.
+    pub original_recipient: &'a ForwardPath,
     /// The sub-address of the recipient (`lists` of `bob+lists`), or empty.
     pub extension: &'a str,
     /// The time limit.
@@ -92,8 +94,7 @@ pub fn deliver(job: &Job<'_>, message: &[u8]) -> (PipeOutcome, String) {
     if job.account.uid == 0 {
         return (PipeOutcome::TempFail("refusing to run a pipe as root".into()), String::new());
     }
-    let domain = job.recipient.rsplit_once('@').map_or("", |(_, d)| d);
-    let local = job.recipient.rsplit_once('@').map_or(job.recipient, |(l, _)| l);
+    let sender = job.sender.mailbox().map(ToString::to_string).unwrap_or_default();
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(job.command)
@@ -103,12 +104,12 @@ pub fn deliver(job: &Job<'_>, message: &[u8]) -> (PipeOutcome, String) {
         .env("HOME", &job.account.home)
         .env("USER", &job.account.name)
         .env("LOGNAME", &job.account.name)
-        .env("SENDER", job.sender)
-        .env("RECIPIENT", job.recipient)
-        .env("ORIGINAL_RECIPIENT", job.original_recipient)
+        .env("SENDER", &sender)
+        .env("RECIPIENT", job.recipient.to_string())
+        .env("ORIGINAL_RECIPIENT", job.original_recipient.to_string())
         .env("EXTENSION", job.extension)
-        .env("DOMAIN", domain)
-        .env("LOCAL", local)
+        .env("DOMAIN", job.recipient.domain())
+        .env("LOCAL", job.recipient.local_part())
         .current_dir(if std::path::Path::new(&job.account.home).is_dir() { &job.account.home } else { "/" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -124,7 +125,7 @@ pub fn deliver(job: &Job<'_>, message: &[u8]) -> (PipeOutcome, String) {
         Ok(c) => c,
         Err(e) => return (PipeOutcome::TempFail(format!("cannot run {:?}: {e}", job.command)), String::new()),
     };
-    let mut input = format!("Return-Path: <{}>\nDelivered-To: {}\n", job.sender, job.recipient).into_bytes();
+    let mut input = format!("Return-Path: {}\nDelivered-To: {}\n", job.sender, job.recipient).into_bytes();
     crate::write_lf(&mut input, message).expect("writing to a Vec cannot fail");
     let mut stdin = child.stdin.take();
     let writer = std::thread::spawn(move || {
@@ -230,12 +231,17 @@ mod tests {
     }
 
     fn job<'a>(command: &'a str, account: &'a Account) -> Job<'a> {
+        static SENDER: std::sync::LazyLock<ReversePath> =
+            std::sync::LazyLock::new(|| ReversePath::Mailbox(Address::new("a", "x.test")));
+        static RECIPIENT: std::sync::LazyLock<Address> = std::sync::LazyLock::new(|| Address::new("bob", "y.test"));
+        static ORIGINAL: std::sync::LazyLock<ForwardPath> =
+            std::sync::LazyLock::new(|| ForwardPath::Mailbox(Address::new("team", "y.test")));
         Job {
             command,
             account,
-            sender: "a@x.test",
-            recipient: "bob@y.test",
-            original_recipient: "team@y.test",
+            sender: &SENDER,
+            recipient: &RECIPIENT,
+            original_recipient: &ORIGINAL,
             extension: "",
             timeout: Duration::from_secs(5),
         }

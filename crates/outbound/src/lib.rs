@@ -20,10 +20,12 @@ use std::sync::Arc;
 use postern_config::schema::TlsLevel;
 use postern_config::{Config, Tables};
 use postern_dns::Resolver;
+use postern_types::dsn::Notify;
 use postern_types::tls_report::{AppliedPolicy, PolicyKind, TlsFailure};
-use postern_types::{EnhancedStatus, Reply};
+use postern_types::{Address, EnhancedStatus, Reply};
 
 pub use pool::Pool;
+pub use tls::TlsInfo;
 pub use transaction::Message;
 
 /// The outcome for one recipient.
@@ -64,9 +66,9 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Rcpt {
     /// The address.
-    pub address: String,
-    /// `NOTIFY=` value, when the sender gave one.
-    pub notify: Option<String>,
+    pub address: Address,
+    /// `NOTIFY=`, when the sender gave one.
+    pub notify: Option<Notify>,
     /// `ORCPT=` value (`rfc822;xtext`).
     pub orcpt: Option<String>,
 }
@@ -75,16 +77,17 @@ pub struct Rcpt {
 #[derive(Debug, Clone)]
 pub struct RecipientResult {
     /// The recipient address.
-    pub recipient: String,
+    pub recipient: Address,
     /// Its outcome.
     pub outcome: Outcome,
     /// The relay that answered, for the log's `relay=`: `host[ip]:port`, or `none`.
     pub relay: String,
     /// The host name of that relay, when one answered (the DSN's Remote-MTA, RFC 3464 §2.3.5).
     pub remote_host: Option<String>,
-    /// How the connection was protected, for the log: `tls=TLSv1.3 cipher=... verify=OK` or
-    /// `tls=none`.
-    pub tls: String,
+    /// How the connection was protected; `None` without TLS.
+    pub tls: Option<TlsInfo>,
+    /// What required TLS of this host, for the log (`dane`, `mta-sts`), when something did.
+    pub tls_label: Option<String>,
     /// The next hop offered DSN and received the NOTIFY/ORCPT parameters, so it is now
     /// responsible for success notifications (RFC 3461 §5.2.2).
     pub dsn_passed_on: bool,
@@ -105,6 +108,15 @@ pub struct Delays {
 }
 
 impl RecipientResult {
+    /// The log's TLS part: `tls=TLSv1.3 cipher=... verify=OK`, or `tls=none`, then the label.
+    pub fn tls_text(&self) -> String {
+        let tls = self.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
+        match &self.tls_label {
+            Some(label) => format!("{tls} {label}"),
+            None => tls,
+        }
+    }
+
     /// The same outcome for every recipient (a failure before any recipient was tried).
     pub(crate) fn all(recipients: &[Rcpt], outcome: &Outcome, relay: &str, remote_host: Option<&str>) -> Vec<Self> {
         recipients
@@ -114,7 +126,8 @@ impl RecipientResult {
                 outcome: outcome.clone(),
                 relay: relay.to_owned(),
                 remote_host: remote_host.map(str::to_owned),
-                tls: "tls=none".to_owned(),
+                tls: None,
+                tls_label: None,
                 dsn_passed_on: false,
                 delays: Delays::default(),
             })
@@ -289,13 +302,8 @@ pub async fn deliver<R: Resolver>(
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
-    let target = nexthop::target_for(
-        domain,
-        &message.reverse_path,
-        tables,
-        config.relay.smarthost.as_deref(),
-        config.outbound.port,
-    );
+    let sender = message.reverse_path.mailbox().map(ToString::to_string).unwrap_or_default();
+    let target = nexthop::target_for(domain, &sender, tables, config.relay.smarthost.as_deref(), config.outbound.port);
     let started = std::time::Instant::now();
     let to_mx = target.mx_lookup && target.name.eq_ignore_ascii_case(domain);
     let TlsChoice { mut level, mut sts, mut label, mut applied } =

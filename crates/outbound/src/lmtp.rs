@@ -135,7 +135,8 @@ pub async fn deliver(
             outcome,
             relay: relay.clone(),
             remote_host: Some(key.clone()),
-            tls: "tls=none".into(),
+            tls: None,
+            tls_label: None,
             dsn_passed_on: false,
             delays: crate::Delays::default(),
         })
@@ -243,7 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let n = recipients.len();
         let body = if message.body_8bit { " BODY=8BITMIME" } else { "" };
         let mail =
-            self.command(&format!("MAIL FROM:<{}>{body}\r\n", message.reverse_path)).await.map_err(|e| ("MAIL", e))?;
+            self.command(&format!("MAIL FROM:{}{body}\r\n", message.reverse_path)).await.map_err(|e| ("MAIL", e))?;
         if mail.code / 100 != 2 {
             self.reusable = false;
             return Ok(vec![Outcome::from_reply(mail); n]);
@@ -339,10 +340,10 @@ mod tests {
         let server_thread = scripted_server(socket.clone(), 2, 0);
         let server = Server::Unix(socket.display().to_string());
         let idle = Idle::default();
-        let rcpts = [Rcpt { address: "bob@example.test".into(), notify: None, orcpt: None }];
+        let rcpts = [Rcpt { address: postern_types::Address::new("bob", "example.test"), notify: None, orcpt: None }];
         let message = Message {
             id: "TEST".into(),
-            reverse_path: "alice@example.test".into(),
+            reverse_path: postern_types::ReversePath::Mailbox(postern_types::Address::new("alice", "example.test")),
             body_8bit: false,
             smtputf8: false,
             data: std::sync::Arc::new(b"Subject: x\r\n\r\nx\r\n".to_vec()),

@@ -9,7 +9,8 @@ use postern_config::Config;
 use postern_config::schema::TlsLevel;
 use postern_dns::Resolver;
 use postern_proto::client::{Capabilities, Outgoing, ReplyParser, dot_stuff, mail_command};
-use postern_types::{EnhancedStatus, Reply};
+use postern_types::dsn::Ret;
+use postern_types::{EnhancedStatus, Reply, ReversePath};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -75,16 +76,16 @@ impl AsyncWrite for Stream {
 pub struct Message {
     /// Queue ID, for logs.
     pub id: String,
-    /// Reverse-path without brackets; empty for the null sender.
-    pub reverse_path: String,
+    /// The reverse-path (the null sender included).
+    pub reverse_path: ReversePath,
     /// Received with BODY=8BITMIME.
     pub body_8bit: bool,
     /// Received with SMTPUTF8.
     pub smtputf8: bool,
     /// The message file (trace headers included), CRLF line endings.
     pub data: Arc<Vec<u8>>,
-    /// `RET=` to pass on (`FULL`/`HDRS`).
-    pub ret: Option<String>,
+    /// `RET=` to pass on.
+    pub ret: Option<Ret>,
     /// `ENVID=` to pass on (xtext).
     pub envid: Option<String>,
     /// Received with REQUIRETLS (RFC 8689): only a validated TLS path to a peer offering
@@ -491,11 +492,6 @@ impl Session {
 
     /// The per-recipient results of a transaction on this session.
     fn results(&self, recipients: &[Rcpt], outcomes: Vec<Outcome>, delays: Delays) -> Vec<RecipientResult> {
-        let mut tls = self.tls.as_ref().map_or_else(|| "tls=none".to_owned(), ToString::to_string);
-        if let Some(label) = &self.label {
-            tls.push(' ');
-            tls.push_str(label);
-        }
         recipients
             .iter()
             .zip(outcomes)
@@ -505,7 +501,8 @@ impl Session {
                 outcome,
                 relay: self.relay.clone(),
                 remote_host: Some(self.host.clone()),
-                tls: tls.clone(),
+                tls: self.tls.clone(),
+                tls_label: self.label.clone(),
                 delays,
             })
             .collect()
@@ -531,7 +528,7 @@ impl Session {
             size: message.data.len() as u64,
             body_8bit: message.body_8bit,
             smtputf8: message.smtputf8,
-            ret: message.ret.as_deref(),
+            ret: message.ret,
             envid: message.envid.as_deref(),
             require_tls: message.require_tls,
         };

@@ -17,7 +17,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use postern_types::Address;
+use postern_types::{Address, ForwardPath, ReversePath};
 use ring::hmac;
 
 /// The fewest and the most characters of the hash an SRS address can keep: libsrs2's minimum,
@@ -161,18 +161,18 @@ impl Srs {
 pub fn forward_sender(
     keys: Option<&postern_config::SrsKeys>,
     local_domains: &[String],
-    reverse_path: &str,
-    forward_path: &str,
+    reverse_path: &ReversePath,
+    forward_path: &ForwardPath,
     today: u64,
 ) -> Option<Address> {
     let keys = keys?;
-    let sender = Address::parse(reverse_path).ok()?;
+    let sender = reverse_path.mailbox()?;
     let ours = |d: &str| local_domains.iter().any(|l| l == d) || d == keys.domain;
-    let forwarded = forward_path.rsplit_once('@').is_some_and(|(_, d)| ours(&d.to_lowercase()));
+    let forwarded = forward_path.domain().is_some_and(ours);
     if !forwarded || ours(sender.domain()) || keys.exclude_domains.iter().any(|d| d == sender.domain()) {
         return None;
     }
-    Some(Srs::from(keys).forward(&sender, today))
+    Some(Srs::from(keys).forward(sender, today))
 }
 
 #[derive(Debug, Clone, Copy)]

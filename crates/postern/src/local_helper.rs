@@ -21,6 +21,7 @@ use postern_config::tables::{Route, Target};
 use postern_config::{Config, Tables};
 use postern_local::pipe::{self, PipeOutcome};
 use postern_local::privileged::{Request, write_answer};
+use postern_types::{Address, AddressError, ForwardPath, ReversePath};
 
 /// Forks the helper, which binds `socket` (owned by `owner`, mode 0600) and serves until the
 /// daemon dies. Returns once it listens: the socket's path, and the daemon's end of the
@@ -152,12 +153,16 @@ fn deliver(config: &Config, tables: &Tables, request: &Request, message: &[u8]) 
             let Some(account) = pipe::account(alias).or_else(|| pipe::account(&config.delivery.pipe_user)) else {
                 return refuse("no account to run the pipe as ([delivery] pipe_user)");
             };
+            let Ok((sender, recipient)) = paths(sender, recipient) else { return refuse("a malformed address") };
+            let Ok(original_recipient) = ForwardPath::parse(original_recipient) else {
+                return refuse("a malformed forward-path");
+            };
             let job = pipe::Job {
                 command,
                 account: &account,
-                sender,
-                recipient,
-                original_recipient,
+                sender: &sender,
+                recipient: &recipient,
+                original_recipient: &original_recipient,
                 extension,
                 timeout: config.delivery.pipe_timeout.0,
             };
@@ -171,12 +176,20 @@ fn deliver(config: &Config, tables: &Tables, request: &Request, message: &[u8]) 
             let path = config.mbox_of(mailbox);
             let owner = Some((account.uid, account.gid));
             let timeout = config.delivery.mbox_lock_timeout.0;
-            match postern_local::mbox::deliver(&path, owner, sender, recipient, message, timeout) {
+            let Ok((sender, recipient)) = paths(sender, recipient) else { return refuse("a malformed address") };
+            match postern_local::mbox::deliver(&path, owner, &sender, &recipient, message, timeout) {
                 Ok(()) => (PipeOutcome::Delivered, String::new()),
                 Err(e) => (PipeOutcome::TempFail(e.to_string()), String::new()),
             }
         }
     }
+}
+
+/// The request's reverse-path ("" is the null sender) and recipient, typed: the request comes
+/// from the daemon, which runs as `[server] user` and is checked like any outsider.
+fn paths(sender: &str, recipient: &str) -> Result<(ReversePath, Address), AddressError> {
+    let sender = if sender.is_empty() { ReversePath::Null } else { ReversePath::Mailbox(Address::parse(sender)?) };
+    Ok((sender, Address::parse(recipient)?))
 }
 
 /// Whether the alias `alias` (or, when empty, a `pipe:` route) names `command`.

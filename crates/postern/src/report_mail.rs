@@ -8,7 +8,7 @@ use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_proto::trace::Origin;
 use postern_queue::{MailParams, Submission, SubmitRecipient};
 use postern_store::Aggregate;
-use postern_types::{Address, QueueId, ReversePath, Verdict};
+use postern_types::{Address, ForwardPath, QueueId, ReversePath, Verdict};
 
 /// How long the host that sends a day's reports holds that day: the others leave it alone
 /// meanwhile. Once sent, the day is forgotten; a host that died before that leaves it to the
@@ -83,7 +83,7 @@ fn recipients(ctx: &Context, addresses: &[String]) -> Vec<SubmitRecipient> {
         let Ok(address) = Address::parse(a) else { continue };
         if let Verdict::Ok(destinations) = resolve_for_delivery(&policy, &address) {
             out.extend(destinations.into_iter().map(|destination| SubmitRecipient {
-                forward_path: address.to_string(),
+                forward_path: ForwardPath::Mailbox(address.clone()),
                 destination,
                 notify: None,
                 orcpt: None,

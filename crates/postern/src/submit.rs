@@ -13,7 +13,7 @@ use postern_inbound::Context;
 use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_proto::trace::Origin;
 use postern_queue::{MailParams, Submission, SubmitRecipient};
-use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
+use postern_types::{Address, Destination, EnhancedStatus, ForwardPath, QueueId, Reply, ReversePath, Verdict};
 use tracing::Instrument as _;
 
 use crate::submit_wire::Request;
@@ -87,7 +87,7 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
         match resolve_for_delivery(&policy, &address) {
             Verdict::Ok(destinations) => {
                 recipients.extend(destinations.into_iter().map(|destination| SubmitRecipient {
-                    forward_path: address.to_string(),
+                    forward_path: ForwardPath::Mailbox(address.clone()),
                     destination,
                     notify: request.params.notify,
                     orcpt: None,

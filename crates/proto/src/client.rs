@@ -2,7 +2,8 @@
 //! transaction, dot-stuffing, and the RFC 6152 / RFC 6531 rules for peers that lack 8BITMIME or
 //! SMTPUTF8. The outbound driver performs the I/O.
 
-use postern_types::{EnhancedStatus, Reply, printable};
+use postern_types::dsn::Ret;
+use postern_types::{EnhancedStatus, Reply, ReversePath, printable};
 
 /// Incremental reply parser: feed bytes, take complete (possibly multi-line) replies.
 #[derive(Debug, Default)]
@@ -134,16 +135,16 @@ impl Capabilities {
 /// What Postern knows about the message it is about to send.
 #[derive(Debug, Clone)]
 pub struct Outgoing<'a> {
-    /// Reverse-path without brackets (empty: null sender).
-    pub reverse_path: &'a str,
+    /// The reverse-path (the null sender included).
+    pub reverse_path: &'a ReversePath,
     /// Message size in bytes.
     pub size: u64,
     /// The message was received with BODY=8BITMIME.
     pub body_8bit: bool,
     /// The message needs SMTPUTF8 (received with it).
     pub smtputf8: bool,
-    /// `RET=` value to pass on to a DSN-capable peer (`FULL`/`HDRS`).
-    pub ret: Option<&'a str>,
+    /// `RET=` to pass on to a DSN-capable peer.
+    pub ret: Option<Ret>,
     /// `ENVID=` (xtext) to pass on to a DSN-capable peer.
     pub envid: Option<&'a str>,
     /// The message was received with REQUIRETLS (RFC 8689): the peer must offer it too.
@@ -200,7 +201,7 @@ pub fn mail_command(msg: &Outgoing<'_>, caps: &Capabilities) -> Result<String, U
     if msg.require_tls && !caps.requiretls {
         return Err(Unsendable::NeedsRequireTls);
     }
-    let mut cmd = format!("MAIL FROM:<{}>", msg.reverse_path);
+    let mut cmd = format!("MAIL FROM:{}", msg.reverse_path);
     if caps.size.is_some() {
         cmd.push_str(&format!(" SIZE={}", msg.size));
     }
@@ -216,7 +217,7 @@ pub fn mail_command(msg: &Outgoing<'_>, caps: &Capabilities) -> Result<String, U
     // RFC 3461 §5.2: DSN parameters are passed on only to peers that offer DSN.
     if caps.dsn {
         if let Some(ret) = msg.ret {
-            cmd.push_str(&format!(" RET={ret}"));
+            cmd.push_str(&format!(" RET={}", ret.param()));
         }
         if let Some(envid) = msg.envid {
             cmd.push_str(&format!(" ENVID={envid}"));
@@ -306,12 +307,13 @@ mod tests {
 
     #[test]
     fn mail_command_follows_capabilities() {
+        let sender = ReversePath::Mailbox(postern_types::Address::parse("a@b.test").unwrap());
         let msg = Outgoing {
-            reverse_path: "a@b.test",
+            reverse_path: &sender,
             size: 500,
             body_8bit: true,
             smtputf8: false,
-            ret: Some("HDRS"),
+            ret: Some(Ret::Hdrs),
             envid: Some("x1"),
             require_tls: false,
         };

@@ -9,10 +9,27 @@ use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_proto::trace::Origin;
 use postern_report::{Action, Dsn, RecipientStatus, compose};
 use postern_spool::{Envelope, Recipient, Spool};
-use postern_types::dsn::xtext_decode;
-use postern_types::{Address, EnhancedStatus, ReversePath, Verdict};
+use postern_types::dsn::{orcpt_address, xtext_decode};
+use postern_types::{Address, EnhancedStatus, ForwardPath, ReversePath, Verdict};
 
 use crate::submit::{MailParams, Submission, SubmitRecipient, commit_blocking};
+
+/// A recipient's report line, and the forward-path of its copy when that copy went to another
+/// domain: what a DSN is made of, and where it goes ([`send`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Notice {
+    pub(crate) status: RecipientStatus,
+    /// `Some` for a remote recipient: its forward-path, which decides whether the copy left
+    /// with an SRS reverse-path.
+    remote_forward_path: Option<ForwardPath>,
+}
+
+impl Notice {
+    /// A report line about no single copy (an alias's `expanded`): it goes to the sender.
+    pub(crate) fn of_sender(status: RecipientStatus) -> Self {
+        Self { status, remote_forward_path: None }
+    }
+}
 
 /// The report line of a recipient: its action, status, the remote host that answered (typed,
 /// from the delivery result) and the diagnostic text.
@@ -22,20 +39,21 @@ pub(crate) fn status(
     status: EnhancedStatus,
     remote: Option<String>,
     diagnostic: Option<String>,
-) -> RecipientStatus {
+) -> Notice {
     // ORCPT as given (RFC 3461 §4.2), else the RCPT TO address when aliases changed it.
     let original = match &r.orcpt {
-        Some(o) => Some(xtext_decode(o.split_once(';').map_or(o.as_str(), |(_, a)| a))),
-        None => (r.forward_path != r.address).then(|| r.forward_path.clone()),
+        Some(o) => Some(orcpt_address(o)),
+        None => (r.forward_path != ForwardPath::Mailbox(r.address().clone())).then(|| r.forward_path.to_string()),
     };
-    RecipientStatus {
-        final_recipient: r.address.clone(),
+    let status = RecipientStatus {
+        final_recipient: ForwardPath::Mailbox(r.address().clone()),
         original_recipient: original,
         action,
         status,
         remote_mta: remote,
         diagnostic,
-    }
+    };
+    Notice { status, remote_forward_path: r.remote().map(|_| r.forward_path.clone()) }
 }
 
 /// Composes and spools the DSNs about `env` for `statuses`: one to each reverse-path the
@@ -51,43 +69,36 @@ pub(crate) fn send(
     tables: &Tables,
     env: &Envelope,
     original: &[u8],
-    statuses: Vec<RecipientStatus>,
+    notices: Vec<Notice>,
 ) -> Vec<Envelope> {
-    if statuses.is_empty() {
+    if notices.is_empty() {
         return Vec::new();
     }
-    if env.reverse_path.is_empty() {
+    let ReversePath::Mailbox(sender) = &env.reverse_path else {
         tracing::info!("{}: no DSN: the sender is the null reverse-path", env.id);
         return Vec::new();
-    }
-    let mut groups: Vec<(String, Vec<RecipientStatus>)> = Vec::new();
-    for status in statuses {
-        let to = addressee(config, tables, env, &status);
+    };
+    let mut groups: Vec<(Address, Vec<RecipientStatus>)> = Vec::new();
+    for notice in notices {
+        let to = addressee(config, tables, env, &notice).unwrap_or_else(|| sender.clone());
         match groups.iter_mut().find(|(t, _)| *t == to) {
-            Some((_, g)) => g.push(status),
-            None => groups.push((to, vec![status])),
+            Some((_, g)) => g.push(notice.status),
+            None => groups.push((to, vec![notice.status])),
         }
     }
     groups.into_iter().filter_map(|(to, group)| send_to(spool, config, tables, env, original, &to, group)).collect()
 }
 
-/// Where the DSN about `status` goes: the SRS reverse-path its copy left with when it was
-/// forwarded to another domain, else the message's reverse-path. An `expanded` status is about
-/// our own acceptance, and goes to the sender.
-fn addressee(config: &Config, tables: &Tables, env: &Envelope, status: &RecipientStatus) -> String {
-    let forwarded = (status.action != Action::Expanded)
-        .then(|| env.recipients.iter().find(|r| r.address == status.final_recipient && r.mailbox.is_none()))
-        .flatten()
-        .and_then(|r| {
-            postern_policy::srs::forward_sender(
-                tables.srs.as_ref(),
-                &config.domains.local,
-                &env.reverse_path,
-                &r.forward_path,
-                postern_policy::srs::today(),
-            )
-        });
-    forwarded.map_or_else(|| env.reverse_path.clone(), |a| a.to_string())
+/// The SRS reverse-path the copy of `notice` left with when it was forwarded to another
+/// domain: where its DSN goes instead of the message's reverse-path.
+fn addressee(config: &Config, tables: &Tables, env: &Envelope, notice: &Notice) -> Option<Address> {
+    postern_policy::srs::forward_sender(
+        tables.srs.as_ref(),
+        &config.domains.local,
+        &env.reverse_path,
+        notice.remote_forward_path.as_ref()?,
+        postern_policy::srs::today(),
+    )
 }
 
 /// Composes and spools one DSN about `env` for `statuses`, to `to`.
@@ -97,7 +108,7 @@ fn send_to(
     tables: &Tables,
     env: &Envelope,
     original: &[u8],
-    to: &str,
+    to: &Address,
     statuses: Vec<RecipientStatus>,
 ) -> Option<Envelope> {
     let id = env.id;
@@ -107,10 +118,6 @@ fn send_to(
         "delay"
     } else {
         "success"
-    };
-    let Ok(sender) = Address::parse(to) else {
-        tracing::warn!("{id}: no {kind} DSN: sender <{to}> is not an address");
-        return None;
     };
     let queue_id = id.to_string();
     let message = compose(&Dsn {
@@ -131,10 +138,10 @@ fn send_to(
         separators: &config.delivery.subaddress_separator,
         tables,
     };
-    let destinations = match resolve_for_delivery(&policy, &sender) {
+    let destinations = match resolve_for_delivery(&policy, to) {
         Verdict::Ok(d) => d,
         Verdict::TempFail(r) | Verdict::PermFail(r) => {
-            tracing::warn!("{id}: {kind} DSN to <{sender}> cannot be delivered: {r}");
+            tracing::warn!("{id}: {kind} DSN to <{to}> cannot be delivered: {r}");
             return None;
         }
     };
@@ -144,7 +151,12 @@ fn send_to(
         reverse_path: ReversePath::Null,
         recipients: destinations
             .into_iter()
-            .map(|destination| SubmitRecipient { forward_path: to.to_owned(), destination, notify: None, orcpt: None })
+            .map(|destination| SubmitRecipient {
+                forward_path: ForwardPath::Mailbox(to.clone()),
+                destination,
+                notify: None,
+                orcpt: None,
+            })
             .collect(),
         headers: String::new(),
         message,

@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 use postern_spool::{Envelope, RcptState};
 use postern_types::QueueId;
 
-use crate::index::domain_of;
 use crate::{Queue, now_ms};
 
 /// Which messages a flush applies to (sendmail `-qI`, `-qR`, `-qS`); all `None` means all.
@@ -23,7 +22,9 @@ pub struct Filter {
 
 impl Filter {
     fn sender_matches(&self, env: &Envelope) -> bool {
-        self.sender_domain.as_deref().is_none_or(|d| domain_of(&env.reverse_path).eq_ignore_ascii_case(d))
+        self.sender_domain
+            .as_deref()
+            .is_none_or(|d| env.reverse_path.mailbox().is_some_and(|a| a.domain().eq_ignore_ascii_case(d)))
     }
 }
 
@@ -87,7 +88,7 @@ impl Queue {
                         e.recipients
                             .into_iter()
                             .find(|r| {
-                                r.state == RcptState::Pending && domain_of(&r.address).eq_ignore_ascii_case(&d.domain)
+                                r.state == RcptState::Pending && r.address().domain().eq_ignore_ascii_case(&d.domain)
                             })
                             .and_then(|r| r.last_error)
                     });
@@ -212,13 +213,13 @@ pub fn format_entry(e: &Entry) -> String {
     } else {
         " "
     };
-    let sender = if env.reverse_path.is_empty() { "MAILER-DAEMON" } else { &env.reverse_path };
+    let sender = env.reverse_path.mailbox().map_or_else(|| "MAILER-DAEMON".to_owned(), ToString::to_string);
     let _ = writeln!(out, "{}{mark} {:>8} {:<20}  {sender}", env.id, env.size, date(env.arrival));
     for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
         if let Some(err) = &r.last_error {
             let _ = writeln!(out, "{:49}({err})", "");
         }
-        let _ = writeln!(out, "{:49}{}", "", r.address);
+        let _ = writeln!(out, "{:49}{}", "", r.address());
     }
     out.push('\n');
     out
@@ -266,7 +267,7 @@ pub fn format_stats(entries: &[Entry]) -> String {
         let env = &e.envelope;
         let mut seen_domains = Vec::new();
         for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
-            let d = domain_of(&r.address).to_lowercase();
+            let d = r.address().domain().to_owned();
             let row = by_domain.entry(d.clone()).or_insert_with(|| Row { oldest: u64::MAX, ..Row::default() });
             row.domain.clone_from(&d);
             row.recipients += 1;

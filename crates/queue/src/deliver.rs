@@ -9,11 +9,12 @@ use std::time::Duration;
 use postern_config::Config;
 use postern_config::schema::LocalTransport;
 use postern_outbound::{Message, Outcome, Rcpt};
-use postern_report::{Action, RecipientStatus};
+use postern_report::Action;
 use postern_spool::{Envelope, LastResult, RcptState, Recipient, Spool};
-use postern_types::EnhancedStatus;
 use postern_types::dsn::xtext_encode;
+use postern_types::{Destination, EnhancedStatus, ForwardPath, ReversePath};
 
+use crate::bounce::Notice;
 use crate::{Inner, bounce, now_ms};
 
 /// What an attempt leaves: the original's envelope (`None` when finished and removed) and new
@@ -50,9 +51,9 @@ pub(crate) async fn attempt(
     let before = env.clone();
     let now_s = now_ms() / 1000;
     // Reports due: failures, expiries and successes (NOTIFY=SUCCESS).
-    let mut reports: Vec<RecipientStatus> = expire(&config, &mut env, now_s);
+    let mut reports: Vec<Notice> = expire(&config, &mut env, now_s);
     let due = |r: &Recipient| r.state == RcptState::Pending && r.next_attempt <= now_s;
-    let any_local = env.recipients.iter().any(|r| due(r) && r.mailbox.is_some());
+    let any_local = env.recipients.iter().any(|r| due(r) && !matches!(r.destination, Destination::Remote(_)));
     if any_local {
         let (spool, cfg, msg) = (inner.spool.clone(), config.clone(), message.clone());
         let nothing_to_report = reports.is_empty();
@@ -80,11 +81,12 @@ pub(crate) async fn attempt(
     }
     // Remote recipients, grouped by domain and reverse-path (forwarded copies leave with an
     // SRS reverse-path): one transaction per group.
-    let mut by_domain: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut by_domain: BTreeMap<(String, ReversePath), Vec<usize>> = BTreeMap::new();
     let srs_keys = tables.srs.as_ref();
     for (i, r) in env.recipients.iter().enumerate() {
-        if due(r) && r.mailbox.is_none() {
-            let domain = crate::index::domain_of(&r.address).to_lowercase();
+        if let Destination::Remote(address) = &r.destination
+            && due(r)
+        {
             let srs = postern_policy::srs::forward_sender(
                 srs_keys,
                 &config.domains.local,
@@ -92,8 +94,8 @@ pub(crate) async fn attempt(
                 &r.forward_path,
                 postern_policy::srs::today(),
             );
-            let reverse_path = srs.map_or_else(|| env.reverse_path.clone(), |a| a.to_string());
-            by_domain.entry((domain, reverse_path)).or_default().push(i);
+            let reverse_path = srs.map_or_else(|| env.reverse_path.clone(), ReversePath::Mailbox);
+            by_domain.entry((address.domain().to_owned(), reverse_path)).or_default().push(i);
         }
     }
     if !by_domain.is_empty() {
@@ -103,7 +105,7 @@ pub(crate) async fn attempt(
             body_8bit: env.body_8bit,
             smtputf8: env.smtputf8,
             data: message.clone(),
-            ret: env.ret.map(|r| r.param().to_owned()),
+            ret: env.ret,
             envid: env.envid.clone(),
             require_tls: env.require_tls,
             tls_optional: env.tls_optional,
@@ -118,7 +120,7 @@ pub(crate) async fn attempt(
                 let _ = tokio::task::spawn_blocking(move || record_progress(&spool, &copy)).await;
             }
             if reverse_path != env.reverse_path {
-                tracing::info!("{id}: forwarded to {domain} from <{reverse_path}> (SRS of <{}>)", env.reverse_path);
+                tracing::info!("{id}: forwarded to {domain} from {reverse_path} (SRS of {})", env.reverse_path);
             }
             // A domain routed to LMTP (`lmtp:` in the routes table) goes there, not to an MX.
             if let Some(postern_config::Route::Lmtp(server)) = tables.route_for(&domain) {
@@ -134,11 +136,13 @@ pub(crate) async fn attempt(
                 .map(|&i| {
                     let r = &env.recipients[i];
                     Rcpt {
-                        address: r.address.clone(),
-                        notify: r.notify.clone(),
+                        address: r.address().clone(),
+                        notify: r.notify,
                         // RFC 3461 §4.2: pass the original recipient on, ours if none was given.
                         orcpt: Some(
-                            r.orcpt.clone().unwrap_or_else(|| format!("rfc822;{}", xtext_encode(&r.forward_path))),
+                            r.orcpt
+                                .clone()
+                                .unwrap_or_else(|| format!("rfc822;{}", xtext_encode(&r.forward_path.to_string()))),
                         ),
                     }
                 })
@@ -150,14 +154,10 @@ pub(crate) async fn attempt(
             }
             for (&i, result) in indexes.iter().zip(results) {
                 let r = &mut env.recipients[i];
-                let relay = format!("{}, {}", result.relay, result.tls);
+                let relay = format!("{}, {}", result.relay, result.tls_text());
                 let delivered = matches!(result.outcome, Outcome::Delivered(_));
                 unrecorded |= delivered;
-                let tls = result
-                    .tls
-                    .strip_prefix("tls=")
-                    .filter(|t| *t != "none")
-                    .map(|t| t.split_whitespace().next().unwrap_or(t).to_owned());
+                let tls = result.tls.as_ref().map(|t| t.version.clone());
                 let by = By {
                     relay: &relay,
                     remote_host: result.remote_host.as_deref(),
@@ -204,7 +204,7 @@ fn retry_later(config: &Config, mut env: Envelope, why: &str) -> AttemptResult {
 
 /// Pending recipients older than `[queue] max_age` fail with 4.4.7 (RFC 3463: delivery time
 /// expired).
-fn expire(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatus> {
+fn expire(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<Notice> {
     let max_age = config.queue.max_age.0.as_secs();
     if now_s < env.arrival + max_age {
         return Vec::new();
@@ -217,7 +217,7 @@ fn expire(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatu
             max_age,
             r.last_error.as_deref().unwrap_or("none")
         );
-        tracing::warn!("{}: to=<{}>, relay=none, dsn=4.4.7, status=expired ({why})", env.id, r.address);
+        tracing::warn!("{}: to=<{}>, relay=none, dsn=4.4.7, status=expired ({why})", env.id, r.address());
         postern_metrics::metrics().bounced(transport_of(config, r));
         if r.notify().failure {
             out.push(bounce::status(r, Action::Failed, EnhancedStatus(4, 4, 7), None, Some(why)));
@@ -229,21 +229,21 @@ fn expire(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatu
 /// The transport a recipient is delivered by, for the metrics.
 fn transport_of(config: &Config, r: &postern_spool::Recipient) -> postern_metrics::Transport {
     use postern_metrics::Transport;
-    match (&r.pipe, &r.mailbox) {
-        (Some(_), _) => Transport::Pipe,
-        (None, Some(_)) if config.delivery.local == postern_config::schema::LocalTransport::Lmtp => Transport::Lmtp,
-        (None, Some(_)) => Transport::Local,
-        (None, None) => Transport::Smtp,
+    match &r.destination {
+        Destination::Pipe { .. } => Transport::Pipe,
+        Destination::Mailbox { .. } if config.delivery.local == LocalTransport::Lmtp => Transport::Lmtp,
+        Destination::Mailbox { .. } => Transport::Local,
+        Destination::Remote(_) => Transport::Smtp,
     }
 }
 
 /// Once per message, after `[queue] warn_after`: a "delayed" report on the pending recipients.
-fn delay_warning(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<RecipientStatus> {
+fn delay_warning(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<Notice> {
     let Some(after) = config.queue.warn_after else { return Vec::new() };
     if env.warned || now_s < env.arrival + after.0.as_secs() {
         return Vec::new();
     }
-    let pending: Vec<RecipientStatus> = env
+    let pending: Vec<Notice> = env
         .recipients
         .iter()
         .filter(|r| r.state == RcptState::Pending && r.notify().delay)
@@ -259,7 +259,7 @@ fn delay_warning(config: &Config, env: &mut Envelope, now_s: u64) -> Vec<Recipie
 
 /// Local recipients: Maildir delivery on this (blocking) thread. Returns the reports due: success
 /// (NOTIFY=SUCCESS) and failure (a mail forwarding loop, RFC 5321 §6.3).
-fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now_s: u64) -> Vec<RecipientStatus> {
+fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now_s: u64) -> Vec<Notice> {
     let mut reports = Vec::new();
     let id = env.id;
     let reverse_path = env.reverse_path.clone();
@@ -267,7 +267,7 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
     let mut unrecorded = false;
     for i in 0..env.recipients.len() {
         let r = &env.recipients[i];
-        if r.mailbox.is_none() || r.state != RcptState::Pending || r.next_attempt > now_s {
+        if matches!(r.destination, Destination::Remote(_)) || r.state != RcptState::Pending || r.next_attempt > now_s {
             continue;
         }
         if std::mem::take(&mut unrecorded) {
@@ -275,10 +275,14 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
         }
         let quarantine = env.quarantine.clone();
         let r = &mut env.recipients[i];
-        let Some(mailbox) = r.mailbox.clone() else { continue };
-        let relay = format!("local, mailbox={mailbox}");
-        if postern_proto::loops::has_delivered_to(message, &r.address) {
-            let text = format!("mail forwarding loop for {}", r.address);
+        let destination = r.destination.clone();
+        if postern_proto::loops::has_delivered_to(message, &r.address().to_string()) {
+            let name = match &destination {
+                Destination::Mailbox { name, .. } | Destination::Pipe { name, .. } => name.as_str(),
+                Destination::Remote(_) => "",
+            };
+            let relay = format!("local, mailbox={name}");
+            let text = format!("mail forwarding loop for {}", r.address());
             let outcome = Outcome::PermFail(postern_types::Reply::new(554, EnhancedStatus(5, 4, 6), text));
             let by = By {
                 relay: &relay,
@@ -290,24 +294,26 @@ fn local(spool: &Spool, config: &Config, env: &mut Envelope, message: &[u8], now
             reports.extend(record(config, id, r, &by, outcome, now_s, false));
             continue;
         }
-        let outcome = match (&r.pipe, config.delivery.local) {
-            (Some(command), _) => to_pipe(config, id, &command.clone(), &mailbox, &reverse_path, r, message),
-            (None, LocalTransport::Maildir) => {
-                to_maildir(spool, config, quarantine.as_deref(), &mailbox, &reverse_path, r, message)
+        use postern_metrics::Transport;
+        let (outcome, relay, transport) = match (&destination, config.delivery.local) {
+            (Destination::Pipe { command, name, .. }, _) => {
+                let relay =
+                    if name.is_empty() { "local, pipe route".to_owned() } else { format!("local, pipe alias={name}") };
+                (to_pipe(config, id, command, name, &reverse_path, r, message), relay, Transport::Pipe)
             }
-            (None, LocalTransport::Mbox) => to_mbox(config, &mailbox, &reverse_path, r, message),
+            (Destination::Mailbox { name, .. }, LocalTransport::Maildir) => (
+                to_maildir(spool, config, quarantine.as_deref(), name, &reverse_path, r, message),
+                format!("local, mailbox={name}"),
+                Transport::Local,
+            ),
+            (Destination::Mailbox { name, .. }, LocalTransport::Mbox) => {
+                (to_mbox(config, name, &reverse_path, r, message), format!("local, mailbox={name}"), Transport::Local)
+            }
             // Delivered over LMTP by `attempt`, in one transaction for all of them.
-            (None, LocalTransport::Lmtp) => continue,
+            (Destination::Mailbox { .. }, LocalTransport::Lmtp) | (Destination::Remote(_), _) => continue,
         };
         let delivered = matches!(outcome, Outcome::Delivered(_));
         unrecorded |= delivered;
-        let relay = match (&r.pipe, mailbox.as_str()) {
-            (Some(_), "") => "local, pipe route".to_owned(),
-            (Some(_), alias) => format!("local, pipe alias={alias}"),
-            (None, _) => relay,
-        };
-        let transport =
-            if r.pipe.is_some() { postern_metrics::Transport::Pipe } else { postern_metrics::Transport::Local };
         let by = By { relay: &relay, remote_host: None, tls: None, transport, delays: None };
         // A pipe can bounce (EX_NOUSER...): its failure report goes to the sender.
         reports.extend(record(config, id, r, &by, outcome, now_s, false));
@@ -336,11 +342,13 @@ async fn lmtp(
     env: &mut Envelope,
     message: &Arc<Vec<u8>>,
     now_s: u64,
-) -> Vec<RecipientStatus> {
+) -> Vec<Notice> {
     let due: Vec<usize> = (0..env.recipients.len())
         .filter(|&i| {
             let r = &env.recipients[i];
-            r.state == RcptState::Pending && r.next_attempt <= now_s && r.mailbox.is_some() && r.pipe.is_none()
+            r.state == RcptState::Pending
+                && r.next_attempt <= now_s
+                && matches!(r.destination, Destination::Mailbox { .. })
         })
         .collect();
     if due.is_empty() {
@@ -360,10 +368,10 @@ async fn lmtp_to(
     server: &str,
     env: &mut Envelope,
     indexes: &[usize],
-    reverse_path: String,
+    reverse_path: ReversePath,
     message: &Arc<Vec<u8>>,
     now_s: u64,
-) -> Vec<RecipientStatus> {
+) -> Vec<Notice> {
     use postern_outbound::lmtp;
     let server = match lmtp::Server::parse(server) {
         Ok(s) => s,
@@ -374,7 +382,7 @@ async fn lmtp_to(
     };
     let rcpts: Vec<Rcpt> = indexes
         .iter()
-        .map(|&i| Rcpt { address: env.recipients[i].address.clone(), notify: None, orcpt: None })
+        .map(|&i| Rcpt { address: env.recipients[i].address().clone(), notify: None, orcpt: None })
         .collect();
     let msg = Message {
         id: env.id.to_string(),
@@ -423,7 +431,7 @@ fn to_maildir(
     config: &Config,
     quarantine: Option<&str>,
     mailbox: &str,
-    reverse_path: &str,
+    reverse_path: &ReversePath,
     r: &Recipient,
     message: &[u8],
 ) -> Outcome {
@@ -434,7 +442,7 @@ fn to_maildir(
     let shared = spool.shared_sync_for(&maildir);
     let shared = shared.as_ref().map(|f| f as &dyn Fn() -> std::io::Result<()>);
     // Delivery errors are temporary (disk full, permissions): retried, never bounced.
-    match postern_local::deliver(&maildir, &config.hostname, reverse_path, &r.address, message, shared) {
+    match postern_local::deliver(&maildir, &config.hostname, reverse_path, r.address(), message, shared) {
         Ok(path) => {
             let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
             Outcome::Delivered(postern_types::Reply::new(
@@ -457,7 +465,7 @@ fn to_pipe(
     id: postern_types::QueueId,
     command: &str,
     alias: &str,
-    reverse_path: &str,
+    reverse_path: &ReversePath,
     r: &Recipient,
     message: &[u8],
 ) -> Outcome {
@@ -472,7 +480,8 @@ fn to_pipe(
             format!("no account to run the pipe as ([delivery] pipe_user {user:?})"),
         );
     };
-    let extension = r.forward_path.split_once('@').map(|(l, _)| l).and_then(|l| {
+    let local_part = r.forward_path.local_part();
+    let extension = Some(local_part).and_then(|l| {
         l.char_indices()
             .find(|(_, c)| config.delivery.subaddress_separator.contains(*c))
             .map(|(i, c)| &l[i + c.len_utf8()..])
@@ -483,9 +492,9 @@ fn to_pipe(
             let request = postern_local::privileged::Request::Pipe {
                 alias: alias.to_owned(),
                 command: command.to_owned(),
-                sender: reverse_path.to_owned(),
-                recipient: r.address.clone(),
-                original_recipient: r.forward_path.clone(),
+                sender: reverse_path.mailbox().map(ToString::to_string).unwrap_or_default(),
+                recipient: r.address().to_string(),
+                original_recipient: r.forward_path.to_string(),
                 extension: extension.unwrap_or("").to_owned(),
             };
             let bound = config.delivery.pipe_timeout.0 + std::time::Duration::from_secs(30);
@@ -496,7 +505,7 @@ fn to_pipe(
                 command,
                 account: &account,
                 sender: reverse_path,
-                recipient: &r.address,
+                recipient: r.address(),
                 original_recipient: &r.forward_path,
                 extension: extension.unwrap_or(""),
                 timeout: config.delivery.pipe_timeout.0,
@@ -505,7 +514,7 @@ fn to_pipe(
         }
     };
     if !output.is_empty() {
-        tracing::info!("{id}: to=<{}>: command output: {output}", r.address);
+        tracing::info!("{id}: to=<{}>: command output: {output}", r.address());
     }
     match outcome {
         PipeOutcome::Delivered => {
@@ -525,7 +534,7 @@ fn to_pipe(
 }
 
 /// mbox delivery of one recipient (`[delivery] local = "mbox"`).
-fn to_mbox(config: &Config, mailbox: &str, reverse_path: &str, r: &Recipient, message: &[u8]) -> Outcome {
+fn to_mbox(config: &Config, mailbox: &str, reverse_path: &ReversePath, r: &Recipient, message: &[u8]) -> Outcome {
     let path = config.mbox_of(mailbox);
     let owner = postern_local::pipe::account(mailbox);
     let timeout = config.delivery.mbox_lock_timeout.0;
@@ -541,8 +550,8 @@ fn to_mbox(config: &Config, mailbox: &str, reverse_path: &str, r: &Recipient, me
         Some(socket) if owner.is_some() => {
             let request = postern_local::privileged::Request::Mbox {
                 mailbox: mailbox.to_owned(),
-                sender: reverse_path.to_owned(),
-                recipient: r.address.clone(),
+                sender: reverse_path.mailbox().map(ToString::to_string).unwrap_or_default(),
+                recipient: r.address().to_string(),
             };
             let bound = timeout + std::time::Duration::from_secs(60);
             match postern_local::privileged::deliver(socket, &request, message, bound).0 {
@@ -557,7 +566,7 @@ fn to_mbox(config: &Config, mailbox: &str, reverse_path: &str, r: &Recipient, me
             &path,
             owner.map(|a| (a.uid, a.gid)),
             reverse_path,
-            &r.address,
+            r.address(),
             message,
             timeout,
         ) {
@@ -577,14 +586,18 @@ fn record(
     outcome: Outcome,
     now_s: u64,
     forced: bool,
-) -> Option<RecipientStatus> {
+) -> Option<Notice> {
     r.attempts += 1;
     // A flush attempt does not count towards the backoff (Postfix's `postqueue -f`).
     if forced {
         r.flushed += 1;
     }
     let delay = (now_ms() as f64 / 1000.0) - (id.arrival_micros() as f64 / 1e6);
-    let orig = if r.forward_path == r.address { String::new() } else { format!(", orig_to=<{}>", r.forward_path) };
+    let orig = if r.forward_path == ForwardPath::Mailbox(r.address().clone()) {
+        String::new()
+    } else {
+        format!(", orig_to=<{}>", r.forward_path)
+    };
     let reply = outcome.reply();
     let dsn = reply.status.map_or_else(|| format!("{}.0.0", reply.code / 100), |s| s.to_string());
     let text = reply.to_string();
@@ -593,7 +606,7 @@ fn record(
         let before = (delay - d.connect - d.tls - d.transmission).max(0.0);
         format!(", delays={before:.2}/{:.2}/{:.2}/{:.2}", d.connect, d.tls, d.transmission)
     });
-    let head = format!("{id}: to=<{}>{orig}, relay={}, delay={delay:.2}{split}, dsn={dsn}", r.address, by.relay);
+    let head = format!("{id}: to=<{}>{orig}, relay={}, delay={delay:.2}{split}, dsn={dsn}", r.address(), by.relay);
     let failed = |reply: &postern_types::Reply| LastResult {
         code: reply.code,
         status: reply.status.map_or([reply.code / 100 % 10, 0, 0], |s| [u16::from(s.0), s.1, s.2]),
@@ -607,7 +620,7 @@ fn record(
         Outcome::TempFail(reply) => {
             let class =
                 reply.status.map_or(postern_metrics::DeferClass::Reply, |s| postern_metrics::DeferClass::of(s.1, s.2));
-            m.deferred(by.transport, class, crate::index::domain_of(&r.address));
+            m.deferred(by.transport, class, r.address().domain());
         }
         Outcome::PermFail(_) => m.bounced(by.transport),
     }

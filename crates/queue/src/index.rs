@@ -116,11 +116,6 @@ impl Interner {
     }
 }
 
-/// The domain of `address` as written (compare it ignoring case).
-pub(crate) fn domain_of(address: &str) -> &str {
-    address.rsplit_once('@').map_or("", |(_, d)| d)
-}
-
 /// Every queued message, by ID.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
@@ -172,7 +167,7 @@ impl Index {
         let mut due = NEVER;
         let mut deferred = false;
         for r in env.recipients.iter().filter(|r| r.state == RcptState::Pending) {
-            let d = self.domains.id(&domain_of(&r.address).to_ascii_lowercase());
+            let d = self.domains.id(r.address().domain());
             match counts.iter_mut().find(|(x, _)| *x == d) {
                 Some((_, n)) => *n = n.saturating_add(1),
                 None => counts.push((d, 1)),

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use postern_proto::trace::{Origin, received_from};
 use postern_spool::{Envelope, Recipient, Ret, Spool, SpoolError};
 use postern_types::dsn::Notify;
-use postern_types::{Destination, QueueId, ReversePath};
+use postern_types::{Destination, ForwardPath, QueueId, ReversePath};
 
 use crate::Queue;
 
@@ -21,7 +21,7 @@ use crate::Queue;
 #[derive(Debug, Clone)]
 pub struct SubmitRecipient {
     /// As given in RCPT TO (or on the command line, or the DSN's sender).
-    pub forward_path: String,
+    pub forward_path: ForwardPath,
     /// Where it goes.
     pub destination: Destination,
     /// `NOTIFY=`, if given.
@@ -136,15 +136,15 @@ impl Queue {
         let statuses = prepared
             .expanded
             .iter()
-            .map(|(forward_path, orcpt)| postern_report::RecipientStatus {
-                final_recipient: forward_path.clone(),
-                original_recipient: orcpt
-                    .as_deref()
-                    .map(|o| postern_types::dsn::xtext_decode(o.split_once(';').map_or(o, |(_, a)| a))),
-                action: postern_report::Action::Expanded,
-                status: postern_types::EnhancedStatus(2, 0, 0),
-                remote_mta: None,
-                diagnostic: None,
+            .map(|(forward_path, orcpt)| {
+                crate::bounce::Notice::of_sender(postern_report::RecipientStatus {
+                    final_recipient: forward_path.clone(),
+                    original_recipient: orcpt.as_deref().map(postern_types::dsn::orcpt_address),
+                    action: postern_report::Action::Expanded,
+                    status: postern_types::EnhancedStatus(2, 0, 0),
+                    remote_mta: None,
+                    diagnostic: None,
+                })
             })
             .collect();
         let (spool, config, tables) = (self.inner.spool.clone(), self.inner.live.config(), self.inner.live.tables());
@@ -168,7 +168,7 @@ pub(crate) struct Prepared {
     source: String,
     reverse_path: ReversePath,
     /// Forward-paths (with ORCPT) to report as `expanded` once committed.
-    expanded: Vec<(String, Option<String>)>,
+    expanded: Vec<(ForwardPath, Option<String>)>,
 }
 
 impl Prepared {
@@ -259,11 +259,11 @@ fn prepare(hostname: &str, s: Submission) -> Result<Prepared, SubmitError> {
         return Err(SubmitError::NoRecipients);
     }
     // The `for` clause names the forward-path when there is just one (RFC 5321 §4.4).
-    let mut paths = s.recipients.iter().map(|r| r.forward_path.as_str());
+    let mut paths = s.recipients.iter().map(|r| &r.forward_path);
     let first = paths.next();
-    let only = first.filter(|f| paths.all(|p| p == *f));
+    let only = first.filter(|f| paths.all(|p| p == *f)).map(ToString::to_string);
     let date = chrono::Utc::now().to_rfc2822();
-    let mut trace = received_from(&s.origin, hostname, id, only, &date);
+    let mut trace = received_from(&s.origin, hostname, id, only.as_deref(), &date);
     trace.push_str(&s.headers);
     let mut data = Vec::with_capacity(trace.len() + s.message.len());
     data.extend_from_slice(trace.as_bytes());
@@ -272,11 +272,7 @@ fn prepare(hostname: &str, s: Submission) -> Result<Prepared, SubmitError> {
         Origin::Smtp { client_ip, helo, .. } => (*client_ip, helo.clone()),
         _ => (IpAddr::from([127, 0, 0, 1]), hostname.to_owned()),
     };
-    let reverse_path = match &s.reverse_path {
-        ReversePath::Null => String::new(),
-        ReversePath::Mailbox(a) => a.to_string(),
-    };
-    let mut env = Envelope::new(id, client_ip.to_string(), helo, reverse_path, data.len() as u64, recipients);
+    let mut env = Envelope::new(id, client_ip, helo, s.reverse_path.clone(), data.len() as u64, recipients);
     env.body_8bit = s.params.body_8bit.unwrap_or_else(|| s.message.iter().any(|b| *b >= 0x80));
     env.smtputf8 = s.params.smtputf8;
     env.ret = s.params.ret_full.map(|full| if full { Ret::Full } else { Ret::Hdrs });
@@ -300,19 +296,20 @@ fn prepare(hostname: &str, s: Submission) -> Result<Prepared, SubmitError> {
 /// other addresses, with their ORCPT: each gets one `Action: expanded` report at once, and its
 /// targets lose SUCCESS (RFC 3461 §6.2.7.3, as Postfix's local(8) does), so that the sender
 /// learns that the address took the message, never where it went.
-fn take_expansions(recipients: &mut [SubmitRecipient]) -> Vec<(String, Option<String>)> {
+fn take_expansions(recipients: &mut [SubmitRecipient]) -> Vec<(ForwardPath, Option<String>)> {
     let target = |d: &Destination| match d {
         Destination::Mailbox { address, .. } | Destination::Remote(address) | Destination::Pipe { address, .. } => {
             address.to_string()
         }
     };
-    let mut expanded: Vec<(String, Option<String>)> = Vec::new();
+    let mut expanded: Vec<(ForwardPath, Option<String>)> = Vec::new();
     for i in 0..recipients.len() {
         let r = &recipients[i];
         let asked = r.notify.is_some_and(|n| n.success);
         let group = || recipients.iter().filter(|o| o.forward_path == r.forward_path);
         if asked
-            && (group().count() > 1 || group().any(|o| !target(&o.destination).eq_ignore_ascii_case(&o.forward_path)))
+            && (group().count() > 1
+                || group().any(|o| !target(&o.destination).eq_ignore_ascii_case(&o.forward_path.to_string())))
         {
             if !expanded.iter().any(|(f, _)| *f == r.forward_path) {
                 expanded.push((r.forward_path.clone(), r.orcpt.clone()));
@@ -336,8 +333,8 @@ fn unique_recipients(list: &[SubmitRecipient]) -> Vec<Recipient> {
             Destination::Pipe { command, name, .. } => format!("pipe:{name}:{command}"),
         };
         if seen.insert(key) {
-            let mut rcpt = Recipient::new(r.forward_path.clone(), &r.destination);
-            rcpt.notify = r.notify.map(|n| n.to_string());
+            let mut rcpt = Recipient::new(r.forward_path.clone(), r.destination.clone());
+            rcpt.notify = r.notify;
             rcpt.orcpt.clone_from(&r.orcpt);
             out.push(rcpt);
         }

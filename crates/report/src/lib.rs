@@ -13,7 +13,7 @@ use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::{BodyPart, MimePart};
-use postern_types::EnhancedStatus;
+use postern_types::{EnhancedStatus, ForwardPath};
 
 /// RFC 3464 §2.3.3 `Action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +47,9 @@ impl Action {
 /// One recipient's block of the `message/delivery-status` part (RFC 3464 §2.3).
 #[derive(Debug, Clone)]
 pub struct RecipientStatus {
-    /// `Final-Recipient: rfc822; ADDRESS`.
-    pub final_recipient: String,
+    /// `Final-Recipient: rfc822; ADDRESS`: the final recipient, or the forward-path an alias
+    /// expanded (`Action: expanded`).
+    pub final_recipient: ForwardPath,
     /// `Original-Recipient: rfc822; ADDRESS` when it differs (the RCPT TO before aliases).
     pub original_recipient: Option<String>,
     /// `Action`.
@@ -68,8 +69,9 @@ pub struct Dsn<'a> {
     pub reporting_mta: &'a str,
     /// The queue ID of the original message.
     pub queue_id: &'a str,
-    /// The original's reverse-path: the DSN's recipient.
-    pub to: &'a str,
+    /// The DSN's recipient: the original's reverse-path, or the SRS address a forwarded copy
+    /// left with.
+    pub to: &'a postern_types::Address,
     /// Arrival of the original, seconds since the Unix epoch.
     pub arrival: i64,
     /// `Original-Envelope-Id` (ENVID, RFC 3461 §4.4), if the sender gave one.
@@ -117,7 +119,7 @@ pub fn compose(dsn: &Dsn<'_>) -> Vec<u8> {
     // goes through `printable`: no value can end a line, so none can add a field.
     let p = postern_types::printable;
     for r in &dsn.recipients {
-        human.push_str(&format!("<{}>: {} ({})", p(&r.final_recipient), r.action.as_str(), r.status));
+        human.push_str(&format!("<{}>: {} ({})", p(&r.final_recipient.to_string()), r.action.as_str(), r.status));
         if let Some(d) = &r.diagnostic {
             let host = r.remote_mta.as_deref().map_or(String::new(), |h| format!(" host {} said:", p(h)));
             human.push_str(&format!("\r\n   {host} {}", p(d)));
@@ -137,7 +139,7 @@ pub fn compose(dsn: &Dsn<'_>) -> Vec<u8> {
         }
         status.push_str(&format!(
             "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\n",
-            p(&r.final_recipient),
+            p(&r.final_recipient.to_string()),
             r.action.as_str(),
             r.status
         ));
@@ -173,7 +175,7 @@ pub fn compose(dsn: &Dsn<'_>) -> Vec<u8> {
     let from = format!("MAILER-DAEMON@{}", dsn.reporting_mta);
     MessageBuilder::new()
         .from(Address::new_address(Some("Mail Delivery System"), from))
-        .to(Address::new_address(None::<&str>, dsn.to.to_owned()))
+        .to(Address::new_address(None::<&str>, dsn.to.to_string()))
         .subject(subject)
         .date(chrono::Utc::now().timestamp())
         .message_id(format!("{}.dsn.{}@{}", dsn.queue_id, chrono::Utc::now().timestamp_micros(), dsn.reporting_mta))
@@ -193,11 +195,11 @@ mod tests {
         let dsn = Dsn {
             reporting_mta: "mx.a.test",
             queue_id: "0000000000000001",
-            to: "a@b.test",
+            to: &postern_types::Address::new("a", "b.test"),
             arrival: 1_795_000_000,
             envelope_id: Some("env-1"),
             recipients: vec![RecipientStatus {
-                final_recipient: "nobody@c.test".into(),
+                final_recipient: ForwardPath::Mailbox(postern_types::Address::new("nobody", "c.test")),
                 original_recipient: None,
                 action: Action::Failed,
                 status: EnhancedStatus(5, 1, 1),

@@ -33,124 +33,87 @@
 //! orcpt = "rfc822;team@example.test"   # ORCPT= of RCPT (xtext), when given
 //! ```
 
-use postern_types::QueueId;
+use std::net::IpAddr;
+
+use postern_types::dsn::Notify;
+pub use postern_types::dsn::Ret;
+use postern_types::{Address, Destination, ForwardPath, QueueId, ReversePath};
 use serde::{Deserialize, Serialize};
 
 /// The format version written by this code.
 pub const VERSION: u32 = 1;
 
-/// A queued message's envelope and per-recipient delivery state.
+/// A queued message's envelope and per-recipient delivery state, typed: what the file's
+/// strings mean is decided once, when it is read ([`Envelope::from_text`]), and written back
+/// in the same format ([`Envelope::to_text`]; the `file` module holds the on-disk shape).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "file::EnvelopeFile", into = "file::EnvelopeFile")]
 pub struct Envelope {
     /// Format version; files with a newer version are refused (moved to `corrupt/`).
     pub version: u32,
     /// The queue ID.
-    #[serde(with = "queue_id")]
     pub id: QueueId,
     /// Arrival time, seconds since the Unix epoch.
     pub arrival: u64,
-    /// The client's IP address.
-    pub client_ip: String,
+    /// The client's IP address (127.0.0.1 for mail made on the host).
+    pub client_ip: IpAddr,
     /// The HELO/EHLO name.
     pub helo: String,
-    /// MAIL FROM address; empty for the null sender.
-    pub reverse_path: String,
+    /// MAIL FROM: an address, or the null sender.
+    pub reverse_path: ReversePath,
     /// BODY=8BITMIME was given.
     pub body_8bit: bool,
     /// SMTPUTF8 was given.
     pub smtputf8: bool,
     /// Size of the message file in bytes (trace header included).
     pub size: u64,
-    /// A "delayed" DSN was sent (`[queue] warn_after`); absent means false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// A "delayed" DSN was sent (`[queue] warn_after`).
     pub warned: bool,
     /// Held by the postmaster (`postern queue hold`): not delivered until released.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
-    /// `RET=` of MAIL (RFC 3461 §4.3): `"full"` or `"hdrs"`; absent when not given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `RET=` of MAIL (RFC 3461 §4.3), when given.
     pub ret: Option<Ret>,
     /// `ENVID=` of MAIL (RFC 3461 §4.4), xtext as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
     /// Received with `REQUIRETLS` (RFC 8689 §4.1): delivered only over a validated TLS path to
-    /// a peer that offers REQUIRETLS, else bounced with 5.7.30. Absent means false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// a peer that offers REQUIRETLS, else bounced with 5.7.30.
     pub require_tls: bool,
     /// The message says `TLS-Required: No` (RFC 8689 §3, without REQUIRETLS): the recipient's
-    /// MTA-STS policy does not stop its delivery. Absent means false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// MTA-STS policy does not stop its delivery.
     pub tls_optional: bool,
     /// Maildir++ folder (e.g. `.Junk`) that local deliveries of this message go to: set when a
     /// DMARC `p=quarantine` failure was accepted (`[authentication] dmarc_quarantine`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<String>,
     /// One entry per destination.
-    #[serde(rename = "recipient")]
     pub recipients: Vec<Recipient>,
 }
 
 /// One destination of a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
-    /// The address given in RCPT TO.
-    pub forward_path: String,
-    /// The final recipient address (after aliases and the virtual table).
-    pub address: String,
-    /// The local mailbox, or `None` for remote delivery. For a pipe, the alias that named it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mailbox: Option<String>,
-    /// The command the message is piped to (`|command` in the aliases), when it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipe: Option<String>,
+    /// The forward-path given in RCPT TO (or on the `sendmail` command line).
+    pub forward_path: ForwardPath,
+    /// Where it goes, as resolved at arrival (aliases, virtual table, routes): a mailbox, a
+    /// pipe, or a remote address.
+    pub destination: Destination,
     /// Delivery state.
     pub state: RcptState,
     /// Delivery attempts made.
-    #[serde(default)]
     pub attempts: u32,
     /// Of those, attempts the postmaster asked for (`postern queue flush`): they do not count
-    /// towards the retry backoff. Absent means 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// towards the retry backoff.
     pub flushed: u32,
     /// Earliest next attempt, seconds since the epoch (0: as soon as possible).
-    #[serde(default)]
     pub next_attempt: u64,
     /// The last failure as one line (`451 4.4.1 text`), for `queue list` and the log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// `NOTIFY=` of RCPT (RFC 3461 §4.1), e.g. `"SUCCESS,FAILURE"` or `"NEVER"`; absent means
-    /// failure and delay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<String>,
+    /// `NOTIFY=` of RCPT (RFC 3461 §4.1), when given; [`Recipient::notify`] is the one in force.
+    pub notify: Option<Notify>,
     /// `ORCPT=` of RCPT (RFC 3461 §4.2), `addr-type;xtext` as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orcpt: Option<String>,
-    /// The last failure, typed (a TOML sub-table, so it comes last): what DSNs and reports use (absent in envelopes written before
+    /// The last failure, typed: what DSNs and reports use (absent in envelopes written before
     /// it existed, which then report `4.0.0`/`5.0.0` and no Remote-MTA).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_result: Option<LastResult>,
-}
-
-/// `RET=` (RFC 3461 §4.3): what a failure DSN returns of the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Ret {
-    /// The whole message.
-    Full,
-    /// Its headers only.
-    Hdrs,
-}
-
-impl Ret {
-    /// The MAIL parameter value: `FULL` or `HDRS`.
-    pub fn param(self) -> &'static str {
-        match self {
-            Self::Full => "FULL",
-            Self::Hdrs => "HDRS",
-        }
-    }
 }
 
 /// A recipient's last failed attempt: the reply, who gave it, and over what.
@@ -182,19 +145,10 @@ impl LastResult {
 impl Recipient {
     /// A pending recipient for `destination`, given in RCPT TO (or on the command line) as
     /// `forward_path`, with no DSN parameters.
-    pub fn new(forward_path: String, destination: &postern_types::Destination) -> Self {
-        let (address, mailbox, pipe) = match destination {
-            postern_types::Destination::Mailbox { name, address } => (address.to_string(), Some(name.clone()), None),
-            postern_types::Destination::Remote(a) => (a.to_string(), None, None),
-            postern_types::Destination::Pipe { command, name, address } => {
-                (address.to_string(), Some(name.clone()), Some(command.clone()))
-            }
-        };
+    pub fn new(forward_path: ForwardPath, destination: Destination) -> Self {
         Self {
             forward_path,
-            address,
-            mailbox,
-            pipe,
+            destination,
             state: RcptState::Pending,
             attempts: 0,
             flushed: 0,
@@ -207,11 +161,25 @@ impl Recipient {
     }
 
     /// The NOTIFY in force (RFC 3461 §4.1 default: failure and delay).
-    pub fn notify(&self) -> postern_types::dsn::Notify {
-        self.notify
-            .as_deref()
-            .and_then(postern_types::dsn::Notify::parse)
-            .unwrap_or(postern_types::dsn::Notify::DEFAULT)
+    pub fn notify(&self) -> Notify {
+        self.notify.unwrap_or(Notify::DEFAULT)
+    }
+
+    /// The final recipient address (after aliases and the virtual table).
+    pub fn address(&self) -> &Address {
+        match &self.destination {
+            Destination::Mailbox { address, .. } | Destination::Remote(address) | Destination::Pipe { address, .. } => {
+                address
+            }
+        }
+    }
+
+    /// The remote address this recipient is delivered to, or `None` for a local one.
+    pub fn remote(&self) -> Option<&Address> {
+        match &self.destination {
+            Destination::Remote(a) => Some(a),
+            Destination::Mailbox { .. } | Destination::Pipe { .. } => None,
+        }
     }
 }
 
@@ -232,9 +200,9 @@ impl Envelope {
     /// flags or DSN parameters set.
     pub fn new(
         id: QueueId,
-        client_ip: String,
+        client_ip: IpAddr,
         helo: String,
-        reverse_path: String,
+        reverse_path: ReversePath,
         size: u64,
         recipients: Vec<Recipient>,
     ) -> Self {
@@ -283,20 +251,227 @@ impl Envelope {
     }
 }
 
-mod queue_id {
-    use postern_types::QueueId;
-    use serde::{Deserialize, Deserializer, Serializer, de};
+/// The file's shape: the format of `docs/spool.md`, unchanged by the typing above. Reading
+/// checks every string once; an envelope that does not check is corrupt.
+mod file {
+    use std::net::IpAddr;
 
-    pub(super) fn serialize<S: Serializer>(id: &QueueId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
+    use postern_types::dsn::Notify;
+    use postern_types::{Address, Destination, ForwardPath, QueueId, ReversePath};
+    use serde::{Deserialize, Serialize};
+
+    use super::{LastResult, RcptState, Ret};
+
+    /// `ret = "full"` or `"hdrs"`.
+    #[derive(Clone, Copy, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum RetFile {
+        Full,
+        Hdrs,
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<QueueId, D::Error> {
-        let s = String::deserialize(d)?;
-        QueueId::parse(&s).ok_or_else(|| de::Error::custom(format!("bad queue ID {s:?}")))
+    impl From<RetFile> for Ret {
+        fn from(r: RetFile) -> Self {
+            match r {
+                RetFile::Full => Self::Full,
+                RetFile::Hdrs => Self::Hdrs,
+            }
+        }
     }
-}
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+    impl From<Ret> for RetFile {
+        fn from(r: Ret) -> Self {
+            match r {
+                Ret::Full => Self::Full,
+                Ret::Hdrs => Self::Hdrs,
+            }
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EnvelopeFile {
+        version: u32,
+        #[serde(with = "queue_id")]
+        id: QueueId,
+        arrival: u64,
+        client_ip: String,
+        helo: String,
+        reverse_path: String,
+        body_8bit: bool,
+        smtputf8: bool,
+        size: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        warned: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        held: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ret: Option<RetFile>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        envid: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        require_tls: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tls_optional: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quarantine: Option<String>,
+        #[serde(rename = "recipient")]
+        recipients: Vec<RecipientFile>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RecipientFile {
+        forward_path: String,
+        address: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mailbox: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pipe: Option<String>,
+        state: RcptState,
+        #[serde(default)]
+        attempts: u32,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        flushed: u32,
+        #[serde(default)]
+        next_attempt: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        orcpt: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_result: Option<LastResult>,
+    }
+
+    impl TryFrom<EnvelopeFile> for super::Envelope {
+        type Error = String;
+
+        fn try_from(f: EnvelopeFile) -> Result<Self, String> {
+            let client_ip: IpAddr =
+                f.client_ip.parse().map_err(|_| format!("client_ip {:?} is no IP address", f.client_ip))?;
+            let reverse_path = match f.reverse_path.as_str() {
+                "" => ReversePath::Null,
+                text => ReversePath::Mailbox(Address::parse(text).map_err(|e| format!("reverse_path {text:?}: {e}"))?),
+            };
+            let recipients = f.recipients.into_iter().map(super::Recipient::try_from).collect::<Result<_, _>>()?;
+            Ok(Self {
+                version: f.version,
+                id: f.id,
+                arrival: f.arrival,
+                client_ip,
+                helo: f.helo,
+                reverse_path,
+                body_8bit: f.body_8bit,
+                smtputf8: f.smtputf8,
+                size: f.size,
+                warned: f.warned,
+                held: f.held,
+                ret: f.ret.map(Ret::from),
+                envid: f.envid,
+                require_tls: f.require_tls,
+                tls_optional: f.tls_optional,
+                quarantine: f.quarantine,
+                recipients,
+            })
+        }
+    }
+
+    impl From<super::Envelope> for EnvelopeFile {
+        fn from(e: super::Envelope) -> Self {
+            Self {
+                version: e.version,
+                id: e.id,
+                arrival: e.arrival,
+                client_ip: e.client_ip.to_string(),
+                helo: e.helo,
+                reverse_path: e.reverse_path.mailbox().map(ToString::to_string).unwrap_or_default(),
+                body_8bit: e.body_8bit,
+                smtputf8: e.smtputf8,
+                size: e.size,
+                warned: e.warned,
+                held: e.held,
+                ret: e.ret.map(RetFile::from),
+                envid: e.envid,
+                require_tls: e.require_tls,
+                tls_optional: e.tls_optional,
+                quarantine: e.quarantine,
+                recipients: e.recipients.into_iter().map(RecipientFile::from).collect(),
+            }
+        }
+    }
+
+    impl TryFrom<RecipientFile> for super::Recipient {
+        type Error = String;
+
+        fn try_from(f: RecipientFile) -> Result<Self, String> {
+            let forward_path =
+                ForwardPath::parse(&f.forward_path).map_err(|e| format!("forward_path {:?}: {e}", f.forward_path))?;
+            let address = Address::parse(&f.address).map_err(|e| format!("address {:?}: {e}", f.address))?;
+            let destination = match (f.pipe, f.mailbox) {
+                (Some(command), name) => Destination::Pipe { command, name: name.unwrap_or_default(), address },
+                (None, Some(name)) => Destination::Mailbox { name, address },
+                (None, None) => Destination::Remote(address),
+            };
+            let notify = match f.notify {
+                Some(n) => Some(Notify::parse(&n).ok_or_else(|| format!("notify {n:?} is not a NOTIFY value"))?),
+                None => None,
+            };
+            Ok(Self {
+                forward_path,
+                destination,
+                state: f.state,
+                attempts: f.attempts,
+                flushed: f.flushed,
+                next_attempt: f.next_attempt,
+                last_error: f.last_error,
+                notify,
+                orcpt: f.orcpt,
+                last_result: f.last_result,
+            })
+        }
+    }
+
+    impl From<super::Recipient> for RecipientFile {
+        fn from(r: super::Recipient) -> Self {
+            let (address, mailbox, pipe) = match r.destination {
+                Destination::Mailbox { name, address } => (address, Some(name), None),
+                Destination::Remote(address) => (address, None, None),
+                Destination::Pipe { command, name, address } => (address, Some(name), Some(command)),
+            };
+            Self {
+                forward_path: r.forward_path.to_string(),
+                address: address.to_string(),
+                mailbox,
+                pipe,
+                state: r.state,
+                attempts: r.attempts,
+                flushed: r.flushed,
+                next_attempt: r.next_attempt,
+                last_error: r.last_error,
+                notify: r.notify.map(|n| n.to_string()),
+                orcpt: r.orcpt,
+                last_result: r.last_result,
+            }
+        }
+    }
+
+    mod queue_id {
+        use postern_types::QueueId;
+        use serde::{Deserialize, Deserializer, Serializer, de};
+
+        pub(super) fn serialize<S: Serializer>(id: &QueueId, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(id)
+        }
+
+        pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<QueueId, D::Error> {
+            let s = String::deserialize(d)?;
+            QueueId::parse(&s).ok_or_else(|| de::Error::custom(format!("bad queue ID {s:?}")))
+        }
+    }
+
+    fn is_zero(n: &u32) -> bool {
+        *n == 0
+    }
 }

@@ -11,8 +11,10 @@ fn tmpdir(name: &str) -> PathBuf {
 fn envelope() -> Envelope {
     let destination =
         postern_types::Destination::Mailbox { name: "a".into(), address: postern_types::Address::new("a", "x.test") };
-    let recipients = vec![Recipient::new("a@x.test".into(), &destination)];
-    Envelope::new(QueueId::generate(), "127.0.0.1".into(), "c.test".into(), String::new(), 5, recipients)
+    let forward_path = postern_types::ForwardPath::Mailbox(postern_types::Address::new("a", "x.test"));
+    let recipients = vec![Recipient::new(forward_path, destination)];
+    let client = std::net::IpAddr::from([127, 0, 0, 1]);
+    Envelope::new(QueueId::generate(), client, "c.test".into(), postern_types::ReversePath::Null, 5, recipients)
 }
 
 #[test]
@@ -168,4 +170,81 @@ fn spent_queue_files_are_reused_cut_to_length_and_never_read_as_another_message(
     assert_eq!(spool.read_message(last.id).unwrap(), b"z");
     assert!(spool.recover().unwrap().iter().map(|e| e.id).eq([last.id]));
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The envelope file's format is unchanged by the typed envelope (issue 29): a file in every
+/// shape the previous release wrote (null sender, a remote recipient with NOTIFY and ORCPT, a
+/// mailbox, a pipe of an alias and one of a route) reads typed and is written back byte for
+/// byte; a string that does not check makes the file corrupt, never a panic.
+#[test]
+fn envelope_files_of_the_previous_release_read_typed_and_write_back_unchanged() {
+    use postern_types::{Destination, ForwardPath, ReversePath};
+    let text = "# Postern envelope, see docs/spool.md
+version = 1
+id = \"00066197DEC3D9BD\"
+arrival = 1795000000
+client_ip = \"2001:db8::7\"
+helo = \"mail.sender.test\"
+reverse_path = \"\"
+body_8bit = false
+smtputf8 = false
+size = 1234
+ret = \"full\"
+
+[[recipient]]
+forward_path = \"team@example.test\"
+address = \"bob@far.test\"
+state = \"pending\"
+attempts = 2
+next_attempt = 1795000600
+notify = \"SUCCESS,FAILURE\"
+orcpt = \"rfc822;team@example.test\"
+
+[[recipient]]
+forward_path = \"Postmaster\"
+address = \"root@example.test\"
+mailbox = \"root\"
+state = \"delivered\"
+attempts = 1
+next_attempt = 0
+
+[[recipient]]
+forward_path = \"proc@example.test\"
+address = \"proc@example.test\"
+mailbox = \"proc\"
+pipe = \"/usr/bin/procmail\"
+state = \"failed\"
+attempts = 1
+next_attempt = 0
+
+[[recipient]]
+forward_path = \"x@pipe.test\"
+address = \"x@pipe.test\"
+mailbox = \"\"
+pipe = \"/usr/local/bin/intake\"
+state = \"pending\"
+attempts = 0
+next_attempt = 0
+";
+    let env = Envelope::from_text(text).unwrap();
+    assert_eq!(env.reverse_path, ReversePath::Null);
+    assert_eq!(env.client_ip, "2001:db8::7".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(env.ret, Some(crate::Ret::Full));
+    let [remote, root, alias_pipe, route_pipe] = &env.recipients[..] else { panic!("{env:?}") };
+    assert!(matches!(&remote.destination, Destination::Remote(a) if a.domain() == "far.test"));
+    assert_eq!(remote.notify, Some(postern_types::dsn::Notify { success: true, failure: true, delay: false }));
+    assert_eq!(root.forward_path, ForwardPath::Postmaster("Postmaster".into()));
+    assert!(matches!(&root.destination, Destination::Mailbox { name, .. } if name == "root"));
+    assert!(matches!(&alias_pipe.destination, Destination::Pipe { name, .. } if name == "proc"));
+    assert!(matches!(&route_pipe.destination, Destination::Pipe { name, command, .. }
+        if name.is_empty() && command == "/usr/local/bin/intake"));
+    assert_eq!(env.to_text(), text);
+    for bad in [
+        text.replace("client_ip = \"2001:db8::7\"", "client_ip = \"nowhere\""),
+        text.replace("reverse_path = \"\"", "reverse_path = \"no domain\""),
+        text.replace("address = \"bob@far.test\"", "address = \"bob\""),
+        text.replace("notify = \"SUCCESS,FAILURE\"", "notify = \"SOMETIMES\""),
+    ] {
+        assert!(Envelope::from_text(&bad).is_err(), "{bad}");
+    }
 }

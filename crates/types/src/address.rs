@@ -150,7 +150,7 @@ fn check_domain(domain: &str) -> Result<(), AddressError> {
 
 /// The reverse-path of MAIL FROM: an address, or the null sender `<>` used by DSNs
 /// (RFC 5321 §4.5.5), which must never be bounced to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ReversePath {
     /// `MAIL FROM:<>`.
     Null,
@@ -179,9 +179,76 @@ impl fmt::Display for ReversePath {
     }
 }
 
+/// The forward-path of RCPT TO (RFC 5321 §4.1.2: `Forward-path = Path / "<Postmaster>"`): an
+/// address, or the bare `<postmaster>` that every SMTP server must take (§4.5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ForwardPath {
+    /// `RCPT TO:<postmaster>` without a domain (any case; kept as sent).
+    Postmaster(String),
+    /// `RCPT TO:<local@domain>`.
+    Mailbox(Address),
+}
+
+impl ForwardPath {
+    /// Parses a forward-path without its angle brackets: `postmaster` (any case), or an
+    /// address as [`Address::parse`] takes it.
+    ///
+    /// # Errors
+    /// As [`Address::parse`].
+    pub fn parse(s: &str) -> Result<Self, AddressError> {
+        if s.eq_ignore_ascii_case("postmaster") {
+            return Ok(Self::Postmaster(s.to_owned()));
+        }
+        Address::parse(s).map(Self::Mailbox)
+    }
+
+    /// The local part: `postmaster` as sent, or the address's.
+    #[must_use]
+    pub fn local_part(&self) -> &str {
+        match self {
+            Self::Postmaster(p) => p,
+            Self::Mailbox(a) => a.local_part(),
+        }
+    }
+
+    /// The domain, or `None` for a bare `<postmaster>`.
+    #[must_use]
+    pub fn domain(&self) -> Option<&str> {
+        match self {
+            Self::Postmaster(_) => None,
+            Self::Mailbox(a) => Some(a.domain()),
+        }
+    }
+}
+
+impl From<Address> for ForwardPath {
+    fn from(a: Address) -> Self {
+        Self::Mailbox(a)
+    }
+}
+
+impl fmt::Display for ForwardPath {
+    /// Formats without angle brackets, as [`Address`] does: `postmaster` or `a@b`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postmaster(p) => f.write_str(p),
+            Self::Mailbox(a) => a.fmt(f),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forward_paths_are_addresses_or_postmaster() {
+        assert_eq!(ForwardPath::parse("PostMaster").unwrap().to_string(), "PostMaster");
+        assert_eq!(ForwardPath::parse("PostMaster").unwrap().domain(), None);
+        let f = ForwardPath::parse("bob+x@Example.TEST").unwrap();
+        assert_eq!((f.local_part(), f.domain()), ("bob+x", Some("example.test")));
+        assert_eq!(ForwardPath::parse("nodomain"), Err(AddressError::NoDomain));
+    }
 
     #[test]
     fn parses_common_forms() {

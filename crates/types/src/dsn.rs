@@ -50,6 +50,32 @@ impl fmt::Display for Notify {
     }
 }
 
+/// The address of an `ORCPT=` value as it is kept (`addr-type;xtext`, RFC 3461 §4.2), decoded:
+/// what a DSN's `Original-Recipient` shows. A value without `;` is taken as the xtext alone.
+pub fn orcpt_address(orcpt: &str) -> String {
+    xtext_decode(orcpt.split_once(';').map_or(orcpt, |(_, a)| a))
+}
+
+/// `RET=` of MAIL (RFC 3461 §4.3): what a failure DSN returns of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ret {
+    /// `FULL`: the whole message.
+    Full,
+    /// `HDRS`: its header only.
+    Hdrs,
+}
+
+impl Ret {
+    /// The MAIL parameter value: `FULL` or `HDRS`.
+    #[must_use]
+    pub fn param(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Hdrs => "HDRS",
+        }
+    }
+}
+
 /// Whether `s` is valid xtext: printable ASCII except `+` and `=`, with `+HH` hex escapes.
 pub fn is_xtext(s: &str) -> bool {
     let b = s.as_bytes();

@@ -12,7 +12,7 @@ mod reply;
 pub mod tls_report;
 mod verdict;
 
-pub use address::{Address, AddressError, ReversePath};
+pub use address::{Address, AddressError, ForwardPath, ReversePath};
 pub use queue_id::QueueId;
 pub use reply::{EnhancedStatus, Reply, printable};
 pub use verdict::{Destination, Verdict};

@@ -1,7 +1,7 @@
 //! The index without I/O: scheduling, destinations in turn, stale entries, summaries.
 
 use postern_spool::{Envelope, Recipient};
-use postern_types::{Address, Destination, QueueId};
+use postern_types::{Address, Destination, ForwardPath, QueueId, ReversePath};
 
 use super::*;
 
@@ -10,13 +10,14 @@ fn env(rcpts: &[&str], due: u64) -> Envelope {
     let recipients = rcpts
         .iter()
         .map(|a| {
-            let (l, d) = a.split_once('@').unwrap();
-            let mut r = Recipient::new((*a).to_owned(), &Destination::Remote(Address::new(l, d)));
+            let address = Address::parse(a).unwrap();
+            let mut r = Recipient::new(ForwardPath::Mailbox(address.clone()), Destination::Remote(address));
             r.next_attempt = due;
             r
         })
         .collect();
-    Envelope::new(QueueId::generate(), "127.0.0.1".into(), "c.test".into(), "s@x.test".into(), 10, recipients)
+    let sender = ReversePath::Mailbox(Address::new("s", "x.test"));
+    Envelope::new(QueueId::generate(), [127, 0, 0, 1].into(), "c.test".into(), sender, 10, recipients)
 }
 
 #[test]
