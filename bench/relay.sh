@@ -19,13 +19,18 @@
 # With METRICS=1 Postern serves `[metrics] listen` and the script scrapes /metrics every second
 # while it runs (the counters themselves are always kept; this measures serving and scraping).
 #
-# Usage: [PROFILE=perf|strace] [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] [FORWARD=1] [METRICS=1] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
+# SIZE=BYTES sets the message size (default 4096). The daemon's peak PSS (proportional set
+# size: its private memory plus its share of what it shares, from /proc/PID/smaps_rollup,
+# sampled every 0.1 s) is printed at the end, beside its peak RSS.
+#
+# Usage: [PROFILE=perf|strace] [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] [FORWARD=1] [METRICS=1] [SIZE=BYTES] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postfix.sh
 ensure_packages postfix
 N1=${1:-1000}
 N20=${2:-4000}
+SIZE=${SIZE:-4096}
 
 # PROFILE=perf or PROFILE=strace: the Postern row of 20 clients alone, with `perf record`
 # (release code with line tables: the `profiling` profile) or `strace -c -f` attached; the
@@ -163,6 +168,20 @@ if [ -n "${METRICS:-}" ]; then
 fi
 wait_for 30 "smtp-sink to listen" listening "$p_sink"
 
+# The daemon's peak PSS in KiB, kept in $work/pss-peak: sampled every 0.1 s for at most an
+# hour (killed at exit).
+echo 0 >"$work/pss-peak"
+echo 0 >"$work/threads-peak"
+(peak=0 tpeak=0
+for _ in $(seq 1 36000); do
+    pss=$(awk '/^Pss:/ {print $2}' "/proc/$postern_pid/smaps_rollup" 2>/dev/null || echo 0)
+    threads=$(awk '/^Threads:/ {print $2}' "/proc/$postern_pid/status" 2>/dev/null || echo 0)
+    if [ "${pss:-0}" -gt "$peak" ]; then peak=$pss; echo "$peak" >"$work/pss-peak"; fi
+    if [ "${threads:-0}" -gt "$tpeak" ]; then tpeak=$threads; echo "$tpeak" >"$work/threads-peak"; fi
+    sleep 0.1
+done) &
+pids+=($!)
+
 queue_empty() {
     case $1 in
         postern) [ -z "$(ls -A "$work/postern/data/spool/queue")" ] ;;
@@ -191,7 +210,7 @@ run() {
     s0=$(process_ticks "$sink_pid")
     p0=$(process_ticks "$postern_pid")
     t0=$(date +%s.%N)
-    out=$("$bench" --server "127.0.0.1:$(port_of "$mta")" --clients "$clients" --messages "$n" --size 4096 --rcpt "$rcpt")
+    out=$("$bench" --server "127.0.0.1:$(port_of "$mta")" --clients "$clients" --messages "$n" --size "$SIZE" --rcpt "$rcpt")
     accept=$(echo "$out" | tr ' ' '\n' | sed -n 's/^msg_per_s=//p')
     client_cpu=$(echo "$out" | tr ' ' '\n' | sed -n 's/^cpu_seconds=//p')
     wait_for 600 "$mta to empty its queue" queue_empty "$mta"
@@ -240,3 +259,4 @@ for clients in 1 20; do
 done
 echo
 echo "peak RSS (VmHWM) of postern: $(awk '/VmHWM/ {print $2, $3}' "/proc/$postern_pid/status")"
+echo "peak PSS of postern: $(cat "$work/pss-peak") kB (messages of $SIZE bytes), peak threads: $(cat "$work/threads-peak")"

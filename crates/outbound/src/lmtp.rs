@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use postern_proto::client::{ReplyParser, dot_stuff};
+use postern_proto::client::{DotStuffed, ReplyParser};
 use postern_types::{EnhancedStatus, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -264,8 +264,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 self.reusable = false;
                 return Ok(per.into_iter().map(|o| o.unwrap_or_else(|| Outcome::from_reply(data.clone()))).collect());
             }
-            if let Err(e) = self.stream.write_all(&dot_stuff(&message.data)).await {
-                return Err(("sending the message", e.to_string()));
+            for piece in DotStuffed::new(&message.data, crate::transaction::DATA_PIECE) {
+                if let Err(e) = self.stream.write_all(&piece).await {
+                    return Err(("sending the message", e.to_string()));
+                }
             }
             // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
             for slot in per.iter_mut().filter(|o| o.is_none()) {

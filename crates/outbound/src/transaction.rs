@@ -8,7 +8,7 @@ use std::time::Duration;
 use postern_config::Config;
 use postern_config::schema::TlsLevel;
 use postern_dns::Resolver;
-use postern_proto::client::{Capabilities, Outgoing, ReplyParser, dot_stuff, mail_command};
+use postern_proto::client::{Capabilities, DotStuffed, Outgoing, ReplyParser, mail_command};
 use postern_types::dsn::Ret;
 use postern_types::{EnhancedStatus, Reply, ReversePath};
 use std::pin::Pin;
@@ -97,6 +97,9 @@ pub struct Message {
     /// address even if the host status cache says it is down, as Postfix's `postqueue -f`.
     pub forced: bool,
 }
+
+/// The size of the pieces the message is sent in after DATA, in bytes.
+pub(crate) const DATA_PIECE: usize = 32 * 1024;
 
 /// Tries `hosts` in order until one takes the transaction; every recipient gets an outcome. A
 /// session is taken from `pool` when one is idle for `key` (the destination), and put back
@@ -727,9 +730,12 @@ impl Session {
 
     /// Sends the content after 354 and classifies the final reply.
     async fn content(&mut self, message: &Message) -> Outcome {
-        let wire = dot_stuff(&message.data);
-        if let Err(e) = self.send(&wire).await {
-            return Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection while sending the message: {e}"));
+        // In pieces: a delivery holds one piece of the stuffed message, not a whole copy.
+        for piece in DotStuffed::new(&message.data, DATA_PIECE) {
+            if let Err(e) = self.send(&piece).await {
+                let text = format!("lost connection while sending the message: {e}");
+                return Outcome::temp(EnhancedStatus(4, 4, 2), text);
+            }
         }
         match self.read_reply(self.config.outbound.data_timeout.0).await {
             Ok(r) => Outcome::from_reply(r),

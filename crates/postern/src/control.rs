@@ -147,7 +147,7 @@ async fn handle(request: &str, queue: &Queue, spool: &std::sync::Arc<Spool>) -> 
         "stats" => Ok(queue.stats().await),
         "show" => {
             let id = parse_id(words.next())?;
-            let entry = queue.entry(id).await?;
+            let entry = queue.entry(id).await.map_err(|e| e.to_string())?;
             let spool = spool.clone();
             let message =
                 tokio::task::spawn_blocking(move || spool.read_message(id)).await.map_err(|e| e.to_string())?;
@@ -169,9 +169,15 @@ async fn handle(request: &str, queue: &Queue, spool: &std::sync::Arc<Spool>) -> 
             let n = queue.flush(&filter).await;
             Ok(format!("{n} message(s) scheduled for delivery now\n"))
         }
-        "hold" => queue.set_held(parse_id(words.next())?, true).await.map(|()| "held\n".into()),
-        "release" => queue.set_held(parse_id(words.next())?, false).await.map(|()| "released\n".into()),
-        "delete" => queue.delete(parse_id(words.next())?).await.map(|()| "deleted\n".into()),
+        "hold" => {
+            queue.set_held(parse_id(words.next())?, true).await.map(|()| "held\n".into()).map_err(|e| e.to_string())
+        }
+        "release" => queue
+            .set_held(parse_id(words.next())?, false)
+            .await
+            .map(|()| "released\n".into())
+            .map_err(|e| e.to_string()),
+        "delete" => queue.delete(parse_id(words.next())?).await.map(|()| "deleted\n".into()).map_err(|e| e.to_string()),
         other => Err(format!("unknown request {other:?}")),
     }
 }

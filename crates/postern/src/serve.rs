@@ -45,6 +45,16 @@ fn return_large_blocks() {
     if ok != 1 {
         tracing::warn!("mallopt(M_MMAP_THRESHOLD) failed; memory of AUTH bursts may not be returned");
     }
+    // glibc gives each thread that allocates under contention an arena of its own (up to 8 per
+    // core), and memory freed in one arena is not reused by another: with messages moving
+    // between the runtime's threads and the blocking pool, that alone doubled the daemon's
+    // memory at 20 sessions of 100 KiB messages (docs/benchmarks.md, "Memory per message
+    // size"). Two arenas keep the threads from waiting on one lock without the fragmentation.
+    // SAFETY: as above.
+    let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    if ok != 1 {
+        tracing::warn!("mallopt(M_ARENA_MAX) failed");
+    }
 }
 
 pub(crate) fn main(config_path: Option<&Path>) -> ExitCode {

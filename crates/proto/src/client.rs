@@ -230,31 +230,64 @@ pub fn mail_command(msg: &Outgoing<'_>, caps: &Capabilities) -> Result<String, U
 /// `message` (CRLF line endings) in the DATA wire form: lines starting with `.` get another
 /// `.`, a final CRLF is added when missing, then `.` CRLF (RFC 5321 §4.5.2).
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
-    let mut line_start = true;
-    let mut rest = message;
-    while !rest.is_empty() {
-        if line_start && rest[0] == b'.' {
-            out.push(b'.');
-        }
-        match memchr::memchr(b'\n', rest) {
-            Some(i) => {
-                out.extend_from_slice(&rest[..=i]);
-                rest = &rest[i + 1..];
-                line_start = true;
-            }
-            None => {
-                out.extend_from_slice(rest);
-                rest = &[];
-                line_start = false;
-            }
-        }
+    DotStuffed::new(message, usize::MAX).flatten().collect()
+}
+
+/// The message as sent after DATA ([`dot_stuff`]), in pieces of about `chunk` bytes (a piece
+/// ends at `chunk` bytes or soon after, at most the stuffing dot and the end marker more), so
+/// that a delivery holds one piece at a time instead of a whole stuffed copy of the message.
+#[derive(Debug, Clone)]
+pub struct DotStuffed<'a> {
+    rest: &'a [u8],
+    chunk: usize,
+    /// The next byte starts a line.
+    line_start: bool,
+    /// Bytes were sent, and the last two of them.
+    sent: bool,
+    last: [u8; 2],
+    done: bool,
+}
+
+impl<'a> DotStuffed<'a> {
+    /// The pieces of `message`, each of about `chunk` bytes (at least 1).
+    #[must_use]
+    pub fn new(message: &'a [u8], chunk: usize) -> Self {
+        Self { rest: message, chunk: chunk.max(1), line_start: true, sent: false, last: [0; 2], done: false }
     }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+}
+
+impl Iterator for DotStuffed<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.chunk.min(self.rest.len() + self.rest.len() / 64 + 5));
+        while !self.rest.is_empty() && out.len() < self.chunk {
+            // RFC 5321 §4.5.2: a line that starts with a dot gets one more.
+            if self.line_start && self.rest[0] == b'.' {
+                out.push(b'.');
+            }
+            let line_end = memchr::memchr(b'\n', self.rest).map_or(self.rest.len(), |i| i + 1);
+            let n = line_end.min(self.chunk.saturating_sub(out.len()).max(1));
+            out.extend_from_slice(&self.rest[..n]);
+            self.line_start = self.rest[n - 1] == b'\n';
+            self.rest = &self.rest[n..];
+        }
+        for &b in &out[out.len().saturating_sub(2)..] {
+            self.last = [self.last[1], b];
+            self.sent = true;
+        }
+        if self.rest.is_empty() {
+            if self.sent && self.last != *b"\r\n" {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b".\r\n");
+            self.done = true;
+        }
+        Some(out)
     }
-    out.extend_from_slice(b".\r\n");
-    out
 }
 
 #[cfg(test)]
@@ -303,6 +336,43 @@ mod tests {
         let mut p = ReplyParser::default();
         p.feed(b"451 5.1.1 odd\r\n");
         assert_eq!(p.next_reply().unwrap().unwrap().status, None);
+    }
+
+    /// The pieces of any size make the same bytes as the whole, and as the plain rule does.
+    #[test]
+    fn dot_stuffing_in_pieces_is_the_same_bytes() {
+        fn reference(message: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for line in message.split_inclusive(|b| *b == b'\n') {
+                if line.starts_with(b".") {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(line);
+            }
+            if !out.is_empty() && !out.ends_with(b"\r\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b".\r\n");
+            out
+        }
+        let messages: [&[u8]; 7] = [
+            b"",
+            b"x",
+            b".\r\n",
+            b"a\r\n.b\r\n..c\r\nd",
+            b"line\r",
+            b"\r\n\r\n.\r\n",
+            b"Subject: s\r\n\r\n.hidden\r\nlong line without end .dot",
+        ];
+        for m in messages {
+            let whole = dot_stuff(m);
+            assert_eq!(whole, reference(m), "{m:?}");
+            for chunk in [1, 2, 3, 5, 8, 64] {
+                let pieces: Vec<Vec<u8>> = DotStuffed::new(m, chunk).collect();
+                assert_eq!(pieces.concat(), whole, "{m:?} in pieces of {chunk}");
+                assert!(pieces.iter().all(|p| p.len() <= chunk + 6), "{m:?} {chunk}: {pieces:?}");
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use postern_spool::{Envelope, RcptState};
+use postern_spool::{CorruptFile, Envelope, RcptState, SpoolError};
 use postern_types::QueueId;
 
 use crate::{Queue, now_ms};
@@ -44,31 +44,25 @@ impl Queue {
     ///
     /// # Errors
     /// The queue folder cannot be read.
-    pub fn each_entry(&self, mut each: impl FnMut(Result<Entry, String>)) -> Result<(), String> {
-        self.inner
-            .spool
-            .each_envelope(|found| {
-                each(found.map(|envelope| {
-                    let active = self.lock().index.is_active(envelope.id);
-                    Entry { envelope, active }
-                }));
-            })
-            .map_err(|e| e.to_string())
+    pub fn each_entry(&self, mut each: impl FnMut(Result<Entry, CorruptFile>)) -> Result<(), SpoolError> {
+        self.inner.spool.each_envelope(|found| {
+            each(found.map(|envelope| {
+                let active = self.lock().index.is_active(envelope.id);
+                Entry { envelope, active }
+            }));
+        })
     }
 
     /// The envelope of one queued message, from the spool.
     ///
     /// # Errors
     /// Unknown ID, or the spool failed.
-    pub async fn entry(&self, id: QueueId) -> Result<Entry, String> {
+    pub async fn entry(&self, id: QueueId) -> Result<Entry, ControlError> {
         if !self.lock().index.contains(id) {
-            return Err(format!("{id}: no such message"));
+            return Err(ControlError::NoSuchMessage(id));
         }
         let spool = self.inner.spool.clone();
-        let envelope = tokio::task::spawn_blocking(move || spool.read_envelope(id))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let envelope = tokio::task::spawn_blocking(move || spool.read_envelope(id)).await??;
         Ok(Entry { active: self.lock().index.is_active(id), envelope })
     }
 
@@ -130,7 +124,7 @@ impl Queue {
     ///
     /// # Errors
     /// A message for the postmaster: unknown ID, or the envelope could not be saved.
-    pub async fn set_held(&self, id: QueueId, held: bool) -> Result<(), String> {
+    pub async fn set_held(&self, id: QueueId, held: bool) -> Result<(), ControlError> {
         let mut env = self.entry(id).await?.envelope;
         env.held = held;
         {
@@ -143,10 +137,7 @@ impl Queue {
         }
         let spool = self.inner.spool.clone();
         let saved = env.clone();
-        tokio::task::spawn_blocking(move || spool.update(&saved))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || spool.update(&saved)).await??;
         tracing::info!("{id}: {} by the postmaster", if held { "held" } else { "released" });
         let runs = self.runs_by_itself(&env);
         self.lock().index.put(&env, runs);
@@ -158,26 +149,41 @@ impl Queue {
     ///
     /// # Errors
     /// Unknown ID, a delivery in progress (try again), or a spool error.
-    pub async fn delete(&self, id: QueueId) -> Result<(), String> {
+    pub async fn delete(&self, id: QueueId) -> Result<(), ControlError> {
         {
             let mut s = self.lock();
             if s.index.is_active(id) {
-                return Err(format!("{id}: being delivered right now; try again in a moment"));
+                return Err(ControlError::BeingDelivered(id));
             }
             if !s.index.contains(id) {
-                return Err(format!("{id}: no such message in the queue"));
+                return Err(ControlError::NoSuchMessage(id));
             }
             s.index.remove(id);
             s.take_fresh(id);
         }
         let spool = self.inner.spool.clone();
-        tokio::task::spawn_blocking(move || spool.remove(id))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || spool.remove(id)).await??;
         tracing::info!("{id}: removed by the postmaster (queue delete)");
         Ok(())
     }
+}
+
+/// Why a queue tool's request on one message failed; the text is what the postmaster reads.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// No message of this ID is queued.
+    #[error("{0}: no such message in the queue")]
+    NoSuchMessage(QueueId),
+    /// The message is being delivered; the request may be made again in a moment.
+    #[error("{0}: being delivered right now; try again in a moment")]
+    BeingDelivered(QueueId),
+    /// The spool could not be read or written.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The blocking task that did the work died.
+    #[error("the spool task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// How many domains of `queue stats` (oldest first) get the last error of their oldest

@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     wake: Notify,
     sched: Mutex<Sched>,
     slots: Arc<Semaphore>,
+    /// The message bytes that attempts may hold at once, in KiB ([`ATTEMPT_BYTES`]).
+    attempt_bytes: Semaphore,
     max_active: usize,
     /// `[queue] active_limit`, read at start.
     active_limit: usize,
@@ -57,7 +59,14 @@ pub(crate) struct Inner {
 
 /// At most this many bytes of just-received messages (trace header and message, as in the
 /// queue file) are kept for their first attempt; beyond it, the first attempt reads the spool.
-pub const FRESH_BYTES: usize = 32 << 20;
+pub const FRESH_BYTES: usize = 4 << 20;
+
+/// At most this many bytes of messages are held by delivery attempts at once (each holds its
+/// message while it is delivered): an attempt waits for room before it reads its message, so
+/// that `[queue] max_concurrency` (100) attempts of 25 MiB messages cannot hold 2.5 GiB between
+/// them. Messages of ordinary sizes never wait for it; a message larger than this still goes,
+/// alone.
+pub const ATTEMPT_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Default)]
 struct Sched {
@@ -124,6 +133,7 @@ impl Queue {
             wake: Notify::new(),
             sched: Mutex::default(),
             slots: Arc::new(Semaphore::new(max_active)),
+            attempt_bytes: Semaphore::new(ATTEMPT_BYTES >> 10),
             max_active,
             active_limit,
             commits,
@@ -331,6 +341,10 @@ impl Queue {
                 r.next_attempt = 0;
             }
         }
+        // Room for the message's bytes (the envelope knows its size) before it is read.
+        let kib = u32::try_from((env.size >> 10).clamp(1, (ATTEMPT_BYTES >> 10) as u64)).unwrap_or(1);
+        // Never closed: the attempt goes ahead in any case.
+        let _room = self.inner.attempt_bytes.acquire_many(kib).await.ok();
         let result = deliver::attempt(self.inner.clone(), env, message, forced).await;
         for new in result.new {
             self.enqueue(new);

@@ -236,11 +236,12 @@ impl Envelope {
     /// Parses an envelope file's text.
     ///
     /// # Errors
-    /// A message when the TOML is invalid or the version is unknown.
-    pub fn from_text(text: &str) -> Result<Self, String> {
-        let env: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// [`EnvelopeError::Toml`] when the TOML is invalid or a value does not check (an address,
+    /// an IP, a NOTIFY value); [`EnvelopeError::Version`] for an unknown version.
+    pub fn from_text(text: &str) -> Result<Self, EnvelopeError> {
+        let env: Self = toml::from_str(text)?;
         if env.version != VERSION {
-            return Err(format!("unsupported envelope version {}", env.version));
+            return Err(EnvelopeError::Version(env.version));
         }
         Ok(env)
     }
@@ -248,6 +249,43 @@ impl Envelope {
     /// Whether every recipient is delivered or failed.
     pub fn is_finished(&self) -> bool {
         self.recipients.iter().all(|r| r.state != RcptState::Pending)
+    }
+}
+
+/// Why an envelope cannot be read: its queue file is corrupt (moved aside by recovery, reported
+/// by the queue tools).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Not TOML of the envelope's shape, or a value in it does not check.
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// A version this code does not know.
+    #[error("unsupported envelope version {0}")]
+    Version(u32),
+    /// The queue file's first line (`Postern-Envelope: LENGTH`) or its length is wrong.
+    #[error("queue file: {0}")]
+    QueueFile(&'static str),
+    /// Neither the queue file nor an `ID.env` beside it holds an envelope.
+    #[error("no envelope (neither in the file nor beside it)")]
+    Missing,
+    /// A reused queue file whose move a power cut undid: it holds another message.
+    #[error("the queue file holds another message")]
+    OtherMessage,
+}
+
+/// A value of the envelope file that does not check, for [`EnvelopeError::Toml`].
+#[derive(Debug, thiserror::Error)]
+#[error("{field} {value:?}: {reason}")]
+struct FieldError {
+    field: &'static str,
+    value: String,
+    reason: String,
+}
+
+impl FieldError {
+    fn new(field: &'static str, value: &str, reason: impl ToString) -> Self {
+        Self { field, value: value.to_owned(), reason: reason.to_string() }
     }
 }
 
@@ -260,7 +298,7 @@ mod file {
     use postern_types::{Address, Destination, ForwardPath, QueueId, ReversePath};
     use serde::{Deserialize, Serialize};
 
-    use super::{LastResult, RcptState, Ret};
+    use super::{FieldError, LastResult, RcptState, Ret};
 
     /// `ret = "full"` or `"hdrs"`.
     #[derive(Clone, Copy, Serialize, Deserialize)]
@@ -346,14 +384,15 @@ mod file {
     }
 
     impl TryFrom<EnvelopeFile> for super::Envelope {
-        type Error = String;
+        type Error = FieldError;
 
-        fn try_from(f: EnvelopeFile) -> Result<Self, String> {
-            let client_ip: IpAddr =
-                f.client_ip.parse().map_err(|_| format!("client_ip {:?} is no IP address", f.client_ip))?;
+        fn try_from(f: EnvelopeFile) -> Result<Self, FieldError> {
+            let client_ip: IpAddr = f.client_ip.parse().map_err(|e| FieldError::new("client_ip", &f.client_ip, e))?;
             let reverse_path = match f.reverse_path.as_str() {
                 "" => ReversePath::Null,
-                text => ReversePath::Mailbox(Address::parse(text).map_err(|e| format!("reverse_path {text:?}: {e}"))?),
+                text => {
+                    ReversePath::Mailbox(Address::parse(text).map_err(|e| FieldError::new("reverse_path", text, e))?)
+                }
             };
             let recipients = f.recipients.into_iter().map(super::Recipient::try_from).collect::<Result<_, _>>()?;
             Ok(Self {
@@ -403,19 +442,19 @@ mod file {
     }
 
     impl TryFrom<RecipientFile> for super::Recipient {
-        type Error = String;
+        type Error = FieldError;
 
-        fn try_from(f: RecipientFile) -> Result<Self, String> {
+        fn try_from(f: RecipientFile) -> Result<Self, FieldError> {
             let forward_path =
-                ForwardPath::parse(&f.forward_path).map_err(|e| format!("forward_path {:?}: {e}", f.forward_path))?;
-            let address = Address::parse(&f.address).map_err(|e| format!("address {:?}: {e}", f.address))?;
+                ForwardPath::parse(&f.forward_path).map_err(|e| FieldError::new("forward_path", &f.forward_path, e))?;
+            let address = Address::parse(&f.address).map_err(|e| FieldError::new("address", &f.address, e))?;
             let destination = match (f.pipe, f.mailbox) {
                 (Some(command), name) => Destination::Pipe { command, name: name.unwrap_or_default(), address },
                 (None, Some(name)) => Destination::Mailbox { name, address },
                 (None, None) => Destination::Remote(address),
             };
             let notify = match f.notify {
-                Some(n) => Some(Notify::parse(&n).ok_or_else(|| format!("notify {n:?} is not a NOTIFY value"))?),
+                Some(n) => Some(Notify::parse(&n).ok_or_else(|| FieldError::new("notify", &n, "not a NOTIFY value"))?),
                 None => None,
             };
             Ok(Self {

@@ -52,7 +52,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-pub use envelope::{Envelope, LastResult, RcptState, Recipient, Ret, VERSION as ENVELOPE_VERSION};
+pub use envelope::{Envelope, EnvelopeError, LastResult, RcptState, Recipient, Ret, VERSION as ENVELOPE_VERSION};
 use postern_types::QueueId;
 use postern_types::failpoint;
 pub use shared_sync::{SharedSync, SyncOp};
@@ -64,9 +64,9 @@ pub enum SpoolError {
     /// A file operation failed.
     #[error("{op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: io::Error },
-    /// An envelope could not be parsed.
-    #[error("envelope {path}: {message}")]
-    Envelope { path: PathBuf, message: String },
+    /// An envelope could not be read: the queue file is corrupt.
+    #[error("envelope {path}: {source}")]
+    Envelope { path: PathBuf, source: EnvelopeError },
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError {
@@ -328,14 +328,14 @@ impl Spool {
         let mut file = fs::read(&p).map_err(io_err("read", &p))?;
         let (envelope, start) = match split_queue_file(&file) {
             Ok(split) => split,
-            Err(message) => return Err(SpoolError::Envelope { path: p, message }),
+            Err(source) => return Err(SpoolError::Envelope { path: p, source }),
         };
         // A reused file (free/) whose move out of queue/ a power cut undid holds another
         // message: never deliver it under this ID.
         if let Some(text) = envelope
             && Envelope::from_text(text).is_ok_and(|e| e.id != id)
         {
-            return Err(SpoolError::Envelope { path: p, message: "the queue file holds another message".into() });
+            return Err(SpoolError::Envelope { path: p, source: EnvelopeError::OtherMessage });
         }
         file.drain(..start);
         Ok(file)
@@ -407,7 +407,7 @@ impl Spool {
     ///
     /// # Errors
     /// [`SpoolError::Io`] when the queue folder cannot be read.
-    pub fn each_envelope(&self, f: impl FnMut(Result<Envelope, String>)) -> Result<(), SpoolError> {
+    pub fn each_envelope(&self, f: impl FnMut(Result<Envelope, CorruptFile>)) -> Result<(), SpoolError> {
         each_envelope(&self.queue, f)
     }
 
@@ -424,7 +424,7 @@ impl Spool {
 
 /// `queue/ID.env` if `has_env`, else the envelope in `queue/ID.msg`.
 fn current_envelope(queue: &Path, id: QueueId, has_env: bool) -> Result<Envelope, SpoolError> {
-    let bad = |path: PathBuf| move |message: String| SpoolError::Envelope { path, message };
+    let bad = |path: PathBuf| move |source: EnvelopeError| SpoolError::Envelope { path, source };
     if has_env {
         let p = queue.join(format!("{id}.env"));
         let text = fs::read_to_string(&p).map_err(io_err("read", &p))?;
@@ -434,7 +434,7 @@ fn current_envelope(queue: &Path, id: QueueId, has_env: bool) -> Result<Envelope
     let head = read_head(&p).map_err(io_err("read", &p))?;
     match split_queue_file(&head) {
         Ok((Some(text), _)) => Envelope::from_text(text).map_err(bad(p)),
-        Ok((None, _)) => Err(bad(p)("no envelope (neither in the file nor beside it)".to_owned())),
+        Ok((None, _)) => Err(bad(p)(EnvelopeError::Missing)),
         Err(e) => Err(bad(p)(e)),
     }
 }
@@ -444,16 +444,17 @@ const ENVELOPE_HEADER: &str = "Postern-Envelope: ";
 
 /// Splits a queue file: its envelope text (`None` for a file of the earlier layout, all
 /// message) and the offset where the message starts.
-fn split_queue_file(file: &[u8]) -> Result<(Option<&str>, usize), String> {
+fn split_queue_file(file: &[u8]) -> Result<(Option<&str>, usize), EnvelopeError> {
+    let bad = EnvelopeError::QueueFile;
     let Some(rest) = file.strip_prefix(ENVELOPE_HEADER.as_bytes()) else { return Ok((None, 0)) };
-    let eol = rest.iter().position(|b| *b == b'\n').ok_or("queue file: no end to the first line")?;
+    let eol = rest.iter().position(|b| *b == b'\n').ok_or(bad("no end to the first line"))?;
     let len: usize = std::str::from_utf8(&rest[..eol])
         .ok()
         .and_then(|n| n.trim().parse().ok())
-        .ok_or("queue file: the first line is not Postern-Envelope: LENGTH")?;
+        .ok_or(bad("the first line is not Postern-Envelope: LENGTH"))?;
     let start = ENVELOPE_HEADER.len() + eol + 1;
-    let end = start.checked_add(len).filter(|end| *end <= file.len()).ok_or("queue file: shorter than its envelope")?;
-    let text = std::str::from_utf8(&file[start..end]).map_err(|_| "queue file: the envelope is not UTF-8")?;
+    let end = start.checked_add(len).filter(|end| *end <= file.len()).ok_or(bad("shorter than its envelope"))?;
+    let text = std::str::from_utf8(&file[start..end]).map_err(|_| bad("the envelope is not UTF-8"))?;
     Ok((Some(text), end))
 }
 
@@ -476,6 +477,16 @@ fn read_head(path: &Path) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// A queue file whose envelope cannot be read, as the queue tools report it: `PATH: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct CorruptFile {
+    /// The queue file.
+    pub path: PathBuf,
+    /// Why its envelope cannot be read.
+    pub source: EnvelopeError,
+}
+
 /// What one queued ID in `queue/` holds.
 enum Queued {
     /// A queued message's current envelope.
@@ -483,7 +494,7 @@ enum Queued {
     /// This file name: an envelope file without its queue file, or an update's temporary file.
     Leftover(String),
     /// A queue file whose envelope cannot be read.
-    Corrupt(String),
+    Corrupt(EnvelopeError),
 }
 
 /// Which file of an ID a name is.
@@ -531,7 +542,7 @@ fn scan_queue(
                 let queued = match current_envelope(queue, id, has(Kind::Env)) {
                     Ok(env) => Queued::Envelope(Box::new(env)),
                     Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
-                    Err(SpoolError::Envelope { message, .. }) => Queued::Corrupt(message),
+                    Err(SpoolError::Envelope { source, .. }) => Queued::Corrupt(source),
                     Err(e) => return Err(e),
                 };
                 each(id, queued)?
@@ -546,11 +557,11 @@ fn scan_queue(
 
 /// The current envelopes of the messages queued under `root` (a spool folder), read-only and
 /// without repairing anything, for the queue tools while the daemon is down. Unreadable queue
-/// files come back as `Err(path: reason)`.
+/// files come back as [`CorruptFile`].
 ///
 /// # Errors
 /// [`SpoolError::Io`] when the queue folder cannot be read.
-pub fn read_envelopes(root: &Path) -> Result<Vec<Result<Envelope, String>>, SpoolError> {
+pub fn read_envelopes(root: &Path) -> Result<Vec<Result<Envelope, CorruptFile>>, SpoolError> {
     let mut out = Vec::new();
     each_envelope(&root.join("queue"), |e| out.push(e))?;
     Ok(out)
@@ -558,15 +569,15 @@ pub fn read_envelopes(root: &Path) -> Result<Vec<Result<Envelope, String>>, Spoo
 
 /// Hands the current envelope of each message queued in the folder `queue` to `f`, in ID
 /// order, one at a time, read-only: the queue tools stream a queue of any size this way.
-/// Unreadable queue files come as `Err(path: reason)`.
+/// Unreadable queue files come as [`CorruptFile`].
 ///
 /// # Errors
 /// [`SpoolError::Io`] when the folder cannot be read.
-pub fn each_envelope(queue: &Path, mut f: impl FnMut(Result<Envelope, String>)) -> Result<(), SpoolError> {
+pub fn each_envelope(queue: &Path, mut f: impl FnMut(Result<Envelope, CorruptFile>)) -> Result<(), SpoolError> {
     scan_queue(queue, |id, q| {
         match q {
             Queued::Envelope(e) => f(Ok(*e)),
-            Queued::Corrupt(why) => f(Err(format!("{}: {why}", queue.join(format!("{id}.msg")).display()))),
+            Queued::Corrupt(source) => f(Err(CorruptFile { path: queue.join(format!("{id}.msg")), source })),
             Queued::Leftover(_) => {}
         }
         Ok(true)
