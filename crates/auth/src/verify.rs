@@ -121,7 +121,7 @@ impl Checker {
     ///
     /// # Errors
     /// The resolver cannot be built (unreadable system configuration).
-    pub fn new(dns: &DnsSettings, hostname: &str) -> Result<Self, String> {
+    pub fn new(dns: &DnsSettings, hostname: &str) -> Result<Self, postern_dns::ResolverError> {
         let resolver = postern_dns::tokio_resolver(dns)?;
         let spf_dns = postern_dns::HickoryResolver::new(dns)?;
         Ok(Self { authenticator: MessageAuthenticator(resolver), spf_dns, hostname: hostname.to_owned() })

@@ -79,12 +79,14 @@ impl DnssecResolver {
     ///
     /// # Errors
     /// The file cannot be read or parsed, or the resolver cannot be built.
-    pub fn new(settings: &DnsSettings, trust_anchor: Option<&Path>) -> Result<Self, String> {
+    pub fn new(settings: &DnsSettings, trust_anchor: Option<&Path>) -> Result<Self, crate::ResolverError> {
         let (anchors, anchored) = match trust_anchor {
             None => (TrustAnchors::default(), vec![String::new()]),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let anchors = TrustAnchors::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                let bad =
+                    |e: &dyn std::fmt::Display| crate::ResolverError::TrustAnchor(format!("{}: {e}", path.display()));
+                let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+                let anchors = TrustAnchors::from_str(&text).map_err(|e| bad(&e))?;
                 (anchors, anchor_names(&text))
             }
         };

@@ -36,7 +36,7 @@ impl HickoryResolver {
     ///
     /// # Errors
     /// When the system configuration cannot be read (only with empty `nameservers`).
-    pub fn new(settings: &DnsSettings) -> Result<Self, String> {
+    pub fn new(settings: &DnsSettings) -> Result<Self, ResolverError> {
         Ok(Self {
             inner: tokio_resolver(settings)?,
             nameservers: settings.nameservers.clone(),
@@ -194,13 +194,29 @@ impl HickoryResolver {
     }
 }
 
+/// Why a resolver could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolverError {
+    /// The system's configuration (`/etc/resolv.conf`) could not be read; only without
+    /// `[dns] nameservers`.
+    #[error("reading the system DNS configuration: {0}")]
+    SystemConfig(String),
+    /// hickory refused the settings.
+    #[error("building the resolver: {0}")]
+    Build(String),
+    /// The trust anchor file of `[dns] trust_anchor` cannot be read or parsed.
+    #[error("{0}")]
+    TrustAnchor(String),
+}
+
 /// A hickory resolver for `settings`: the name servers given (UDP, then TCP) or the system's,
 /// caching for the records' TTL only, no search domains. Shared with the email authentication
 /// checks (mail-auth), so both see the same DNS.
 ///
 /// # Errors
 /// When the system configuration cannot be read (only with empty `nameservers`).
-pub fn tokio_resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
+pub fn tokio_resolver(settings: &DnsSettings) -> Result<TokioResolver, ResolverError> {
     build(settings, None)
 }
 
@@ -212,16 +228,16 @@ pub fn tokio_resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
 pub(crate) fn validating_resolver(
     settings: &DnsSettings,
     anchors: std::sync::Arc<hickory_resolver::proto::dnssec::TrustAnchors>,
-) -> Result<TokioResolver, String> {
+) -> Result<TokioResolver, ResolverError> {
     build(settings, Some(anchors))
 }
 
 fn build(
     settings: &DnsSettings,
     anchors: Option<std::sync::Arc<hickory_resolver::proto::dnssec::TrustAnchors>>,
-) -> Result<TokioResolver, String> {
+) -> Result<TokioResolver, ResolverError> {
     let mut builder = if settings.nameservers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| format!("reading the system DNS configuration: {e}"))?
+        TokioResolver::builder_tokio().map_err(|e| ResolverError::SystemConfig(e.to_string()))?
     } else {
         let servers = settings
             .nameservers
@@ -252,5 +268,5 @@ fn build(
     if let Some(anchors) = anchors {
         builder = builder.with_trust_anchor(anchors);
     }
-    builder.build().map_err(|e| format!("building the resolver: {e}"))
+    builder.build().map_err(|e| ResolverError::Build(e.to_string()))
 }

@@ -13,7 +13,7 @@ mod hickory;
 use std::future::Future;
 use std::net::IpAddr;
 
-pub use hickory::{DnsSettings, HickoryResolver, tokio_resolver};
+pub use hickory::{DnsSettings, HickoryResolver, ResolverError, tokio_resolver};
 
 /// The outcome of one lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]

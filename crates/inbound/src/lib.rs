@@ -105,7 +105,7 @@ impl AuthState {
                 timeout: d.timeout.0,
                 attempts: d.attempts,
             };
-            Some(postern_auth::Checker::new(&dns, &config.hostname).map_err(|e| vec![e])?)
+            Some(postern_auth::Checker::new(&dns, &config.hostname).map_err(|e| vec![e.to_string()])?)
         } else {
             None
         };

@@ -222,12 +222,7 @@ impl Driver<'_> {
     }
 
     pub(crate) fn policy(&self) -> RecipientPolicy<'_> {
-        RecipientPolicy {
-            local_domains: &self.config.domains.local,
-            trusted_networks: &self.config.relay.trusted_networks,
-            separators: &self.config.delivery.subaddress_separator,
-            tables: self.tables,
-        }
+        RecipientPolicy::new(self.config, self.tables)
     }
 
     /// Performs the session's steps until it closes. Waiting for input stays here; every other

@@ -22,11 +22,16 @@ pub fn verify(stored: &str, password: &[u8]) -> bool {
 /// v19, 19 MiB, 2 passes: the OWASP minimum) and a random salt.
 ///
 /// # Errors
-/// The library's error text if no random salt could be drawn.
-pub fn hash(password: &[u8]) -> Result<String, String> {
-    let h = argon2::Argon2::default().hash_password(password).map_err(|e| e.to_string())?;
+/// [`HashError`] if no random salt could be drawn.
+pub fn hash(password: &[u8]) -> Result<String, HashError> {
+    let h = argon2::Argon2::default().hash_password(password).map_err(|e| HashError(e.to_string()))?;
     Ok(format!("{{ARGON2ID}}{h}"))
 }
+
+/// A password hash could not be made (the library's reason).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot hash the password: {0}")]
+pub struct HashError(String);
 
 #[cfg(test)]
 mod tests {

@@ -45,6 +45,20 @@ pub struct RecipientPolicy<'a> {
     pub tables: &'a Tables,
 }
 
+impl<'a> RecipientPolicy<'a> {
+    /// The policy of `config` (`[domains] local`, `[relay] trusted_networks`, `[delivery]
+    /// subaddress_separator`) over `tables`.
+    #[must_use]
+    pub fn new(config: &'a postern_config::Config, tables: &'a Tables) -> Self {
+        Self {
+            local_domains: &config.domains.local,
+            trusted_networks: &config.relay.trusted_networks,
+            separators: &config.delivery.subaddress_separator,
+            tables,
+        }
+    }
+}
+
 /// Resolves `rcpt` for a client at `client_ip`; `authenticated` is true after a successful
 /// AUTH (RFC 4954), which allows relaying like a trusted network.
 ///

@@ -14,24 +14,52 @@ pub struct Record {
     pub id: String,
 }
 
+/// Why an MTA-STS record or policy is invalid (RFC 8461 §3.1, §3.2); TLS reporting calls it
+/// `sts-policy-invalid`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StsError {
+    /// Not exactly one TXT record starts with `v=STSv1`.
+    #[error("{0} TXT records start with v=STSv1 (one is needed)")]
+    RecordCount(usize),
+    /// The record has no `id`.
+    #[error("no id in {0:?}")]
+    NoId(String),
+    /// The `id` is not 1 to 32 letters and digits.
+    #[error("invalid id {0:?}")]
+    BadId(String),
+    /// A policy line is not `key: value`.
+    #[error("line {0:?} is not key: value")]
+    Line(String),
+    /// An unknown mode.
+    #[error("mode {0:?}: use enforce, testing or none")]
+    Mode(String),
+    /// `max_age` is not a number.
+    #[error("max_age {0:?} is not a number")]
+    MaxAge(String),
+    /// A required key is missing (`version: STSv1`, `mode`, `max_age`, an `mx`).
+    #[error("no {0}")]
+    Missing(&'static str),
+}
+
 impl Record {
     /// The record among `txts` (the TXT strings of `_mta-sts.DOMAIN`): exactly one must start
     /// with `v=STSv1`.
     ///
     /// # Errors
     /// None or several such records, or one without a valid `id`.
-    pub fn find(txts: &[String]) -> Result<Self, String> {
+    pub fn find(txts: &[String]) -> Result<Self, StsError> {
         let ours: Vec<&String> = txts.iter().filter(|t| t.trim_start().starts_with("v=STSv1")).collect();
         let [text] = ours.as_slice() else {
-            return Err(format!("{} TXT records start with v=STSv1 (one is needed)", ours.len()));
+            return Err(StsError::RecordCount(ours.len()));
         };
         let id = text
             .split(';')
             .map(str::trim)
             .find_map(|f| f.strip_prefix("id="))
-            .ok_or_else(|| format!("no id in {text:?}"))?;
+            .ok_or_else(|| StsError::NoId((*text).clone()))?;
         let ok = (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
-        if ok { Ok(Self { id: id.to_owned() }) } else { Err(format!("invalid id {id:?}")) }
+        if ok { Ok(Self { id: id.to_owned() }) } else { Err(StsError::BadId(id.to_owned())) }
     }
 }
 
@@ -83,14 +111,14 @@ impl Policy {
     ///
     /// # Errors
     /// What is missing or invalid.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, StsError> {
         let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, Vec::new());
         for line in text.lines() {
             let Some((key, value)) = line.split_once(':') else {
                 if line.trim().is_empty() {
                     continue;
                 }
-                return Err(format!("line {line:?} is not key: value"));
+                return Err(StsError::Line(line.to_owned()));
             };
             let value = value.trim();
             match key.trim() {
@@ -100,11 +128,11 @@ impl Policy {
                         "enforce" => Mode::Enforce,
                         "testing" => Mode::Testing,
                         "none" => Mode::None,
-                        _ => return Err(format!("mode {value:?}: use enforce, testing or none")),
+                        _ => return Err(StsError::Mode(value.to_owned())),
                     });
                 }
                 "max_age" => {
-                    let n: u64 = value.parse().map_err(|_| format!("max_age {value:?} is not a number"))?;
+                    let n: u64 = value.parse().map_err(|_| StsError::MaxAge(value.to_owned()))?;
                     max_age = Some(n.min(MAX_AGE_LIMIT));
                 }
                 "mx" => mx.push(value.trim_end_matches('.').to_ascii_lowercase()),
@@ -112,12 +140,12 @@ impl Policy {
             }
         }
         if version.as_deref() != Some("STSv1") {
-            return Err("no version: STSv1".into());
+            return Err(StsError::Missing("version: STSv1"));
         }
-        let mode = mode.ok_or("no mode")?;
-        let max_age = max_age.ok_or("no max_age")?;
+        let mode = mode.ok_or(StsError::Missing("mode"))?;
+        let max_age = max_age.ok_or(StsError::Missing("max_age"))?;
         if mx.is_empty() && mode != Mode::None {
-            return Err("no mx pattern".into());
+            return Err(StsError::Missing("mx pattern"));
         }
         Ok(Self { mode, mx, max_age })
     }

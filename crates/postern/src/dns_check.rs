@@ -45,8 +45,8 @@ pub(crate) fn check(config: &postern_config::Config, args: &CheckArgs) -> ExitCo
     let settings = crate::dns_settings(config);
     let Some(runtime) = crate::one_shot_runtime() else { return ExitCode::FAILURE };
     let checks = runtime.block_on(async {
-        let resolver = HickoryResolver::new(&settings)?;
-        let checker = postern_auth::Checker::new(&settings, &config.hostname)?;
+        let resolver = HickoryResolver::new(&settings).map_err(|e| e.to_string())?;
+        let checker = postern_auth::Checker::new(&settings, &config.hostname).map_err(|e| e.to_string())?;
         Ok::<_, String>(run(&resolver, &checker, config, &domain, ip).await)
     });
     let checks = match checks {

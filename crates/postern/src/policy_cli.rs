@@ -66,12 +66,7 @@ fn recipient(config: &postern_config::Config, tables: &postern_config::Tables, i
             ));
         }
     };
-    let policy = postern_policy::RecipientPolicy {
-        local_domains: &config.domains.local,
-        trusted_networks: &config.relay.trusted_networks,
-        separators: &config.delivery.subaddress_separator,
-        tables,
-    };
+    let policy = postern_policy::RecipientPolicy::new(config, tables);
     match postern_policy::resolve_recipient(&policy, ip, false, &address) {
         Verdict::Ok(_) => {
             println!("  (RCPT TO <{to}>) recipient: accepted (`postern route {to} --client {ip}` shows where it goes)");
@@ -104,7 +99,7 @@ fn screen(config: &postern_config::Config, args: &TestArgs) -> Option<Verdict<()
     let settings = crate::dns_settings(config);
     let runtime = crate::one_shot_runtime()?;
     let screened = runtime.block_on(async {
-        let resolver = postern_dns::HickoryResolver::new(&settings)?;
+        let resolver = postern_dns::HickoryResolver::new(&settings).map_err(|e| e.to_string())?;
         let mut s = postern_inbound::screen::screen(&resolver, config, &lists, args.ip, &args.helo).await;
         if let (Verdict::Ok(()), Some(from)) = (&s.verdict, &args.from) {
             let name = s.client_name().map(str::to_owned);

@@ -72,12 +72,7 @@ pub(crate) async fn queue(ctx: &Context, report: Report<'_>) -> Result<QueueId, 
 /// Where each of `addresses` goes (local mailboxes, aliases or the world).
 fn recipients(ctx: &Context, addresses: &[String]) -> Vec<SubmitRecipient> {
     let (config, tables) = (ctx.live.config(), ctx.live.tables());
-    let policy = RecipientPolicy {
-        local_domains: &config.domains.local,
-        trusted_networks: &config.relay.trusted_networks,
-        separators: &config.delivery.subaddress_separator,
-        tables: &tables,
-    };
+    let policy = RecipientPolicy::new(&config, &tables);
     let mut out = Vec::new();
     for a in addresses {
         let Ok(address) = Address::parse(a) else { continue };

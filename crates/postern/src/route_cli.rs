@@ -141,12 +141,7 @@ async fn explain(
         Ok(a) => a,
         Err(e) => return refuse(steps, format!("501 5.1.3 <{qualified}>: {e}")),
     };
-    let policy = RecipientPolicy {
-        local_domains: &config.domains.local,
-        trusted_networks: &config.relay.trusted_networks,
-        separators: &config.delivery.subaddress_separator,
-        tables,
-    };
+    let policy = RecipientPolicy::new(config, tables);
     let (verdict, trace) = match client {
         Some(ip) => {
             let trusted = is_trusted(ip, &config.relay.trusted_networks);

@@ -74,12 +74,7 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
     if message.len() as u64 > max {
         return Err(Reply::new(552, EnhancedStatus(5, 3, 4), format!("message larger than the limit of {max} bytes")));
     }
-    let policy = RecipientPolicy {
-        local_domains: &config.domains.local,
-        trusted_networks: &config.relay.trusted_networks,
-        separators: &config.delivery.subaddress_separator,
-        tables: &tables,
-    };
+    let policy = RecipientPolicy::new(&config, &tables);
     let mut recipients = Vec::new();
     for r in &request.recipients {
         let address =

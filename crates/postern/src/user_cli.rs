@@ -88,7 +88,7 @@ pub(crate) fn run(config: Option<&Path>, cmd: &UserCommand) -> ExitCode {
     let hash = match postern_policy::credentials::hash(password.as_bytes()) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("postern: hashing the password: {e}");
+            eprintln!("postern: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -132,12 +132,7 @@ fn send_to(
         // sent with REQUIRETLS, so the content never travels a weaker path than it came.
         return_full: env.ret == Some(postern_spool::Ret::Full) && !env.require_tls,
     });
-    let policy = RecipientPolicy {
-        local_domains: &config.domains.local,
-        trusted_networks: &config.relay.trusted_networks,
-        separators: &config.delivery.subaddress_separator,
-        tables,
-    };
+    let policy = RecipientPolicy::new(config, tables);
     let destinations = match resolve_for_delivery(&policy, to) {
         Verdict::Ok(d) => d,
         Verdict::TempFail(r) | Verdict::PermFail(r) => {

@@ -147,7 +147,7 @@ impl Store {
         }
         let fetched = fetch(resolver, domain, how)
             .await
-            .and_then(|text| Policy::parse(&text).map_err(|e| (TlsFailure::StsPolicyInvalid, e)));
+            .and_then(|text| Policy::parse(&text).map_err(|e| (TlsFailure::StsPolicyInvalid, e.to_string())));
         match fetched {
             Ok(policy) => {
                 tracing::info!("MTA-STS: fetched the policy of {domain} (id {}): mode {}", record.id, policy.mode);
@@ -189,7 +189,7 @@ pub async fn fetch_policy<R: Resolver>(
 ) -> Result<Policy, (TlsFailure, String)> {
     let how = Fetching { cache_dir: Path::new(""), ca_file, allow, timeout };
     let text = fetch(resolver, domain, how).await?;
-    Policy::parse(&text).map_err(|e| (TlsFailure::StsPolicyInvalid, e))
+    Policy::parse(&text).map_err(|e| (TlsFailure::StsPolicyInvalid, e.to_string()))
 }
 
 /// Whether `e` (a reqwest error) comes from the policy host's certificate: a rustls

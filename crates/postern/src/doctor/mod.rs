@@ -82,9 +82,9 @@ pub(crate) fn run(config: &postern_config::Config, args: &DoctorArgs) -> ExitCod
     let settings = crate::dns_settings(config);
     let Some(runtime) = crate::one_shot_runtime() else { return ExitCode::FAILURE };
     let findings = runtime.block_on(async {
-        let resolver = HickoryResolver::new(&settings)?;
-        let checker = postern_auth::Checker::new(&settings, &config.hostname)?;
-        let dnssec = DnssecResolver::new(&settings, config.dns.trust_anchor.as_deref())?;
+        let resolver = HickoryResolver::new(&settings).map_err(|e| e.to_string())?;
+        let checker = postern_auth::Checker::new(&settings, &config.hostname).map_err(|e| e.to_string())?;
+        let dnssec = DnssecResolver::new(&settings, config.dns.trust_anchor.as_deref()).map_err(|e| e.to_string())?;
         let mut out: Vec<Finding> = crate::dns_check::run(&resolver, &checker, config, &domain, ip)
             .await
             .into_iter()

@@ -40,12 +40,7 @@ pub(crate) fn run(loaded: &Loaded) -> ExitCode {
         // sendmail took `MAIL FROM:<root>` from a local program: a bare name gets the origin.
         qualify_bare_names: Some(config.domains.origin().to_owned()),
     };
-    let policy = loaded.tables.as_ref().map(|tables| RecipientPolicy {
-        local_domains: &config.domains.local,
-        trusted_networks: &config.relay.trusted_networks,
-        separators: &config.delivery.subaddress_separator,
-        tables,
-    });
+    let policy = loaded.tables.as_ref().map(|tables| RecipientPolicy::new(config, tables));
     let mut session = Session::new(params);
     let (mut stdin, mut stdout) = (std::io::stdin().lock(), std::io::stdout().lock());
     let mut input = Vec::new();
