@@ -11,24 +11,26 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::LinkError;
+
 /// Connects to `addr` within `timeout`, from `source` when it is of the same family
 /// (`[outbound] source_address`).
 ///
 /// # Errors
-/// A description for the log: `connect to ADDR: timed out` or the OS error.
-pub async fn connect(addr: SocketAddr, timeout: Duration, source: Option<IpAddr>) -> Result<TcpStream, String> {
+/// [`LinkError::Connect`], [`LinkError::Bind`] or [`LinkError::ConnectTimeout`].
+pub async fn connect(addr: SocketAddr, timeout: Duration, source: Option<IpAddr>) -> Result<TcpStream, LinkError> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
-    let socket = socket.map_err(|e| format!("connect to {addr}: {e}"))?;
-    if let Some(src) = source.filter(|s| s.is_ipv4() == addr.is_ipv4()) {
-        socket.bind(SocketAddr::new(src, 0)).map_err(|e| format!("binding {src} to connect to {addr}: {e}"))?;
+    let socket = socket.map_err(|source| LinkError::Connect { addr, source })?;
+    if let Some(from) = source.filter(|s| s.is_ipv4() == addr.is_ipv4()) {
+        socket.bind(SocketAddr::new(from, 0)).map_err(|source| LinkError::Bind { from, addr, source })?;
     }
     match tokio::time::timeout(timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Ok(Err(e)) => Err(format!("connect to {addr}: {e}")),
-        Err(_) => Err(format!("connect to {addr}: timed out after {timeout:?}")),
+        Ok(Err(source)) => Err(LinkError::Connect { addr, source }),
+        Err(_) => Err(LinkError::ConnectTimeout { addr, after: timeout }),
     }
 }
 
@@ -72,7 +74,7 @@ pub struct Racing {
 /// # Errors
 /// Every attempt failed: each one's failure, in the order they started.
 pub async fn race(addrs: &[SocketAddr], how: Racing) -> Result<Won, Vec<Lost>> {
-    let mut set: JoinSet<(usize, Result<TcpStream, String>)> = JoinSet::new();
+    let mut set: JoinSet<(usize, Result<TcpStream, LinkError>)> = JoinSet::new();
     let mut started: Vec<(SocketAddr, Instant, Option<Lost>)> = Vec::new();
     let mut next_at = Instant::now();
     loop {
@@ -104,7 +106,7 @@ pub async fn race(addrs: &[SocketAddr], how: Racing) -> Result<Won, Vec<Lost>> {
                 return Ok(Won { stream, addr, took: at.elapsed(), lost });
             }
             Err(e) => {
-                started[i].2 = Some(Lost { addr, took: at.elapsed(), error: Some(e) });
+                started[i].2 = Some(Lost { addr, took: at.elapsed(), error: Some(e.to_string()) });
                 // RFC 8305 §5: a failure starts the next attempt at once.
                 next_at = Instant::now();
                 if set.is_empty() && started.len() == addrs.len() {

@@ -85,18 +85,15 @@ fn chain_to(
     intermediates: &[&[u8]],
     name: &ServerName<'_>,
     now: UnixTime,
-) -> Result<(), String> {
+) -> Result<(), rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(anchor.to_vec())).map_err(|e| e.to_string())?;
+    roots.add(CertificateDer::from(anchor.to_vec()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
     let chain: Vec<CertificateDer<'_>> = intermediates.iter().map(|c| CertificateDer::from(*c)).collect();
-    verifier
-        .verify_server_cert(&CertificateDer::from(end_entity), &chain, name, &[], now)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    verifier.verify_server_cert(&CertificateDer::from(end_entity), &chain, name, &[], now).map(|_| ())
 }
 
 /// What DANE says of one MX host.

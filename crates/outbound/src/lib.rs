@@ -7,6 +7,7 @@
 
 pub mod connect;
 pub mod dane;
+pub mod error;
 pub mod lmtp;
 pub mod nexthop;
 pub mod pool;
@@ -24,6 +25,7 @@ use postern_types::dsn::Notify;
 use postern_types::tls_report::{AppliedPolicy, PolicyKind, TlsFailure};
 use postern_types::{Address, EnhancedStatus, Reply};
 
+pub use error::LinkError;
 pub use pool::Pool;
 pub use tls::TlsInfo;
 pub use transaction::Message;

@@ -13,7 +13,7 @@ use postern_proto::client::{DotStuffed, ReplyParser};
 use postern_types::{EnhancedStatus, Reply};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{Message, Outcome, Rcpt, RecipientResult};
+use crate::{LinkError, Message, Outcome, Rcpt, RecipientResult};
 
 /// Where the LMTP server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,10 +29,10 @@ impl Server {
     /// [`postern_config::tables::is_lmtp_server`] accepts, which check-config enforces).
     ///
     /// # Errors
-    /// A message saying which forms are expected.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// [`BadServer`], which says the forms expected.
+    pub fn parse(s: &str) -> Result<Self, BadServer> {
         if !postern_config::tables::is_lmtp_server(s) {
-            return Err(format!("{s:?}: expected unix:/path/to/socket or [host]:port"));
+            return Err(BadServer(s.to_owned()));
         }
         Ok(match s.strip_prefix("unix:") {
             Some(path) => Self::Unix(path.to_owned()),
@@ -41,6 +41,11 @@ impl Server {
         })
     }
 }
+
+/// An LMTP server setting of neither form [`Server::parse`] takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected unix:/path/to/socket or [host]:port")]
+pub struct BadServer(pub String);
 
 impl std::fmt::Display for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,7 +115,7 @@ pub async fn deliver(
             }
             tracing::debug!("{}: idle LMTP connection to {server} was stale", message.id);
         }
-        match connect(server, timeout).await {
+        match connect(server, &relay, timeout).await {
             Ok(stream) => {
                 let mut conn = Client::new(stream, timeout);
                 match conn.greet(hostname).await {
@@ -122,9 +127,7 @@ pub async fn deliver(
                     Err(o) => vec![o; recipients.len()],
                 }
             }
-            Err(e) => {
-                vec![Outcome::temp(EnhancedStatus(4, 4, 1), format!("connect to {relay}: {e}")); recipients.len()]
-            }
+            Err(e) => vec![e.outcome(""); recipients.len()],
         }
     };
     recipients
@@ -143,17 +146,18 @@ pub async fn deliver(
         .collect()
 }
 
-/// A new connection to `server`.
-async fn connect(server: &Server, timeout: Duration) -> Result<Box<dyn Io>, String> {
+/// A new connection to `server` (`relay` names it in the error).
+async fn connect(server: &Server, relay: &str, timeout: Duration) -> Result<Box<dyn Io>, LinkError> {
+    let failed = |source| LinkError::ConnectServer { server: relay.to_owned(), source };
     match server {
         Server::Unix(path) => match tokio::net::UnixStream::connect(path).await {
             Ok(s) => Ok(Box::new(s)),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(failed(e)),
         },
         Server::Tcp(addr) => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await {
             Ok(Ok(s)) => Ok(Box::new(s)),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(failed(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))),
         },
     }
 }
@@ -173,10 +177,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         Self { stream, parser: ReplyParser::default(), timeout, reusable: true, uses: 1 }
     }
 
-    async fn reply(&mut self) -> Result<Reply, String> {
+    async fn reply(&mut self) -> Result<Reply, LinkError> {
         let mut buf = vec![0; 8192];
         loop {
-            if let Some(r) = self.parser.next_reply().map_err(|e| e.to_string())? {
+            if let Some(r) = self.parser.next_reply().map_err(|e| LinkError::BadReply(e.to_string()))? {
                 if r.code == 421 {
                     self.reusable = false;
                 }
@@ -188,19 +192,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                     self.parser.feed(&buf[..n]);
                     continue;
                 }
-                Ok(Ok(_)) => "connection closed by the LMTP server".to_owned(),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("timed out after {}s", self.timeout.as_secs()),
+                Ok(Ok(_)) => LinkError::Closed,
+                Ok(Err(e)) => LinkError::Read(e),
+                Err(_) => LinkError::ReplyTimeout(self.timeout),
             };
             self.reusable = false;
             return Err(e);
         }
     }
 
-    async fn command(&mut self, line: &str) -> Result<Reply, String> {
+    async fn command(&mut self, line: &str) -> Result<Reply, LinkError> {
         if let Err(e) = self.stream.write_all(line.as_bytes()).await {
             self.reusable = false;
-            return Err(e.to_string());
+            return Err(LinkError::Write(e));
         }
         self.reply().await
     }
@@ -215,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 Some(l) => self.command(&l).await,
                 None => self.reply().await,
             }
-            .map_err(|e| Outcome::temp(EnhancedStatus(4, 4, 2), format!("LMTP {stage}: {e}")))?;
+            .map_err(|e| e.outcome(&format!("LMTP {stage}")))?;
             if r.code / 100 != 2 {
                 self.reusable = false;
                 return Err(Outcome::from_reply(r));
@@ -232,15 +236,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         if outcomes.is_err() {
             self.reusable = false;
         }
-        outcomes
-            .unwrap_or_else(|(stage, e)| vec![Outcome::temp(EnhancedStatus(4, 4, 2), format!("LMTP {stage}: {e}")); n])
+        outcomes.unwrap_or_else(|(stage, e)| vec![e.outcome(&format!("LMTP {stage}")); n])
     }
 
     async fn exchange(
         &mut self,
         recipients: &[Rcpt],
         message: &Message,
-    ) -> Result<Vec<Outcome>, (&'static str, String)> {
+    ) -> Result<Vec<Outcome>, (&'static str, LinkError)> {
         let n = recipients.len();
         let body = if message.body_8bit { " BODY=8BITMIME" } else { "" };
         let mail =
@@ -266,7 +269,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
             for piece in DotStuffed::new(&message.data, crate::transaction::DATA_PIECE) {
                 if let Err(e) = self.stream.write_all(&piece).await {
-                    return Err(("sending the message", e.to_string()));
+                    return Err(("sending the message", LinkError::Write(e)));
                 }
             }
             // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.

@@ -52,12 +52,44 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Why a TLS session with a next hop could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// `[outbound] ca_file` cannot be read or holds no usable certificate.
+    #[error("[outbound] ca_file {path}: {why}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// rustls refused the trust anchors or the protocol versions.
+    #[error("trust anchors: {0}")]
+    Setup(String),
+    /// The next hop's name is not a valid server name.
+    #[error("bad server name {host:?}: {why}")]
+    ServerName {
+        /// The name.
+        host: String,
+        /// Why it is not valid.
+        why: String,
+    },
+    /// The handshake itself failed (certificate refused by a DANE or verify policy, protocol
+    /// error, connection lost).
+    #[error("TLS handshake: {0}")]
+    Handshake(std::io::Error),
+    /// The handshake did not finish in time.
+    #[error("TLS handshake timed out")]
+    Timeout,
+}
+
 /// The verifier for the trust anchors of `ca_file` (Mozilla's roots when `None`), built once
 /// per file.
 ///
 /// # Errors
 /// The file cannot be read or holds no usable certificate.
-fn webpki(ca_file: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, String> {
+fn webpki(ca_file: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
     static VERIFIERS: OnceLock<Mutex<HashMap<Option<PathBuf>, Arc<WebPkiServerVerifier>>>> = OnceLock::new();
     let mut cache = VERIFIERS.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(v) = cache.get(&ca_file.map(Path::to_path_buf)) {
@@ -68,18 +100,18 @@ fn webpki(ca_file: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, String> {
         Some(path) => {
             use rustls::pki_types::pem::PemObject as _;
             let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("[outbound] ca_file {}: {e}", path.display()))?;
+            let bad = |why: &dyn std::fmt::Display| TlsError::CaFile { path: path.to_path_buf(), why: why.to_string() };
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))?;
             for cert in certs {
-                let cert = cert.map_err(|e| format!("[outbound] ca_file {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("[outbound] ca_file {}: {e}", path.display()))?;
+                let cert = cert.map_err(|e| bad(&e))?;
+                roots.add(cert).map_err(|e| bad(&e))?;
             }
             roots
         }
     };
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
-        .map_err(|e| format!("trust anchors: {e}"))?;
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
     cache.insert(ca_file.map(Path::to_path_buf), verifier.clone());
     Ok(verifier)
 }
@@ -165,21 +197,21 @@ pub async fn handshake(
     host: &str,
     ca_file: Option<&Path>,
     tlsa: Option<Arc<Vec<postern_dns::dnssec::Tlsa>>>,
-) -> Result<(TlsStream<TcpStream>, TlsInfo), String> {
+) -> Result<(TlsStream<TcpStream>, TlsInfo), TlsError> {
     let dane = tlsa.is_some();
     let verifier = Arc::new(RecordingVerifier { inner: webpki(ca_file)?, tlsa, verdict: Mutex::new(None) });
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| TlsError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier.clone())
         .with_no_client_auth();
     let name = match host.parse::<IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.to_owned()).map_err(|e| format!("bad server name {host:?}: {e}"))?,
+        Err(_) => ServerName::try_from(host.to_owned())
+            .map_err(|e| TlsError::ServerName { host: host.to_owned(), why: e.to_string() })?,
     };
-    let stream =
-        TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("TLS handshake: {e}"))?;
+    let stream = TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(TlsError::Handshake)?;
     let (_, conn) = stream.get_ref();
     let mut info = TlsInfo {
         version: match conn.protocol_version() {

@@ -18,9 +18,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::LinkError;
 use crate::nexthop::{Host, addresses};
 use crate::pool::Pool;
-use crate::tls::{TlsInfo, handshake};
+use crate::tls::{TlsError, TlsInfo, handshake};
 use crate::tls_results::{self, TlsResults};
 use crate::{Delays, Outcome, Rcpt, RecipientResult, connect};
 use postern_dns::dnssec::Tlsa;
@@ -336,7 +337,7 @@ async fn open(
                     }
                     Err(e) => {
                         tracing::info!("{}: {e}; trying the next address", message.id);
-                        *temp = Some((Outcome::temp(EnhancedStatus(4, 4, 1), e), relay.to_owned(), Some(host.into())));
+                        *temp = Some((e.outcome(""), relay.to_owned(), Some(host.into())));
                         return None;
                     }
                 }
@@ -433,7 +434,7 @@ impl Session {
         }
     }
 
-    async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
+    async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, LinkError> {
         loop {
             match self.parser.next_reply() {
                 Ok(Some(r)) => {
@@ -445,7 +446,7 @@ impl Session {
                 Ok(None) => {}
                 Err(e) => {
                     self.reusable = false;
-                    return Err(e.to_string());
+                    return Err(LinkError::BadReply(e.to_string()));
                 }
             }
             // A heap buffer reused across reads: no zero-filling per read, and the future stays
@@ -458,20 +459,20 @@ impl Session {
                 other => {
                     self.reusable = false;
                     return Err(match other {
-                        Err(_) => format!("timed out after {timeout:?} waiting for a reply"),
-                        Ok(Err(e)) => format!("read: {e}"),
-                        Ok(Ok(_)) => "connection closed by the peer".into(),
+                        Err(_) => LinkError::ReplyTimeout(timeout),
+                        Ok(Err(e)) => LinkError::Read(e),
+                        Ok(Ok(_)) => LinkError::Closed,
                     });
                 }
             }
         }
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
         let sent = tokio::time::timeout(self.config.outbound.command_timeout.0, self.stream.write_all(bytes)).await;
         let result = match sent {
-            Err(_) => Err("timed out sending".to_owned()),
-            Ok(r) => r.map_err(|e| format!("write: {e}")),
+            Err(_) => Err(LinkError::SendTimeout),
+            Ok(r) => r.map_err(LinkError::Write),
         };
         if result.is_err() {
             self.reusable = false;
@@ -523,8 +524,7 @@ impl Session {
                 return Err(Stale);
             }
         }
-        let lost =
-            |stage: &str, e: String| Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection {stage}: {e}"));
+        let lost = |stage: &str, e: LinkError| e.outcome(&format!("lost connection {stage}"));
         let caps = self.caps.clone();
         let outgoing = Outgoing {
             reverse_path: &message.reverse_path,
@@ -588,9 +588,7 @@ impl Session {
     /// Greeting, EHLO (HELO when EHLO is refused with 5xx), STARTTLS when offered and then EHLO
     /// again (RFC 3207 §4.2: everything learnt before TLS is forgotten).
     async fn hello(&mut self, timeout: Duration) -> Result<Capabilities, HelloError> {
-        let lost = |e: String| {
-            HelloError::Failed(Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection during greeting: {e}")))
-        };
+        let lost = |e: LinkError| HelloError::Failed(e.outcome("lost connection during greeting"));
         let greeting = self.read_reply(timeout).await.map_err(lost)?;
         if greeting.code != 220 {
             let o = Outcome::temp(EnhancedStatus(4, 4, 2), format!("greeting refused: {greeting}"));
@@ -635,11 +633,12 @@ impl Session {
         let ca_file = self.config.outbound.ca_file.clone();
         let shake = tokio::time::timeout(timeout, handshake(tcp, &self.host, ca_file.as_deref(), self.tlsa.clone()))
             .await
-            .map_err(|_| "TLS handshake timed out".to_owned())
+            .map_err(|_| TlsError::Timeout)
             .and_then(|r| r);
         let (tls, info) = match shake {
             Ok(done) => done,
             Err(e) => {
+                let e = e.to_string();
                 self.negotiation = Some(Some((TlsFailure::ValidationFailure, e.clone())));
                 return Err(if must_tls { required(e) } else { HelloError::Tls(e) });
             }
@@ -662,7 +661,7 @@ impl Session {
     }
 
     async fn ehlo(&mut self, timeout: Duration) -> Result<Capabilities, Outcome> {
-        let lost = |e: String| Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection during EHLO: {e}"));
+        let lost = |e: LinkError| e.outcome("lost connection during EHLO");
         let ehlo = format!("EHLO {}\r\n", self.config.hostname);
         self.send(ehlo.as_bytes()).await.map_err(lost)?;
         let reply = self.read_reply(timeout).await.map_err(lost)?;
@@ -687,7 +686,7 @@ impl Session {
         mail: &str,
         rcpts: &[String],
         timeout: Duration,
-    ) -> Result<(Reply, Vec<Reply>, Option<Reply>), String> {
+    ) -> Result<(Reply, Vec<Reply>, Option<Reply>), LinkError> {
         let mut group = mail.to_owned();
         for r in rcpts {
             group.push_str(r);
@@ -709,7 +708,7 @@ impl Session {
         mail: &str,
         rcpts: &[String],
         timeout: Duration,
-    ) -> Result<(Reply, Vec<Reply>, Option<Reply>), String> {
+    ) -> Result<(Reply, Vec<Reply>, Option<Reply>), LinkError> {
         self.send(mail.as_bytes()).await?;
         let mail_reply = self.read_reply(timeout).await?;
         if mail_reply.code / 100 != 2 {
@@ -733,15 +732,14 @@ impl Session {
         // In pieces: a delivery holds one piece of the stuffed message, not a whole copy.
         for piece in DotStuffed::new(&message.data, DATA_PIECE) {
             if let Err(e) = self.send(&piece).await {
-                let text = format!("lost connection while sending the message: {e}");
-                return Outcome::temp(EnhancedStatus(4, 4, 2), text);
+                return e.outcome("lost connection while sending the message");
             }
         }
         match self.read_reply(self.config.outbound.data_timeout.0).await {
             Ok(r) => Outcome::from_reply(r),
             // The peer may or may not have the message: retrying risks a duplicate, giving up
             // risks a loss; like every MTA we retry (RFC 5321 §6.1).
-            Err(e) => Outcome::temp(EnhancedStatus(4, 4, 2), format!("lost connection after the message: {e}")),
+            Err(e) => e.outcome("lost connection after the message"),
         }
     }
 }
