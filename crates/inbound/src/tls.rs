@@ -6,7 +6,7 @@
 //! negotiated parameters of a connection for logs and the Received header.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use postern_config::FileSource;
@@ -18,6 +18,32 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+/// A certificate or key of `[tls]` that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// The file at fault and what is wrong with it (missing, unreadable, no certificate or
+    /// key in it, a key that does not belong to its certificate, expired, no DNS names).
+    #[error("{}: {why}", path.display())]
+    File {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A certificate (DER) does not parse.
+    #[error("cannot parse the certificate: {0}")]
+    Parse(String),
+    /// rustls refused the configuration.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The error of `path`.
+fn bad(path: &Path, why: impl std::fmt::Display) -> CertificateError {
+    CertificateError::File { path: path.to_path_buf(), why: why.to_string() }
+}
 
 /// What `check-config` reports about a usable certificate.
 #[derive(Debug, Clone)]
@@ -37,7 +63,7 @@ pub struct CertificateReport {
 /// # Errors
 /// A message naming the file at fault: missing or unreadable, no certificate or no key in it,
 /// a key that does not belong to its certificate, or an SNI certificate without DNS names.
-pub fn load(tls: &Tls) -> Result<Option<Arc<ServerConfig>>, String> {
+pub fn load(tls: &Tls) -> Result<Option<Arc<ServerConfig>>, CertificateError> {
     load_with(tls, &postern_config::Disk)
 }
 
@@ -45,16 +71,16 @@ pub fn load(tls: &Tls) -> Result<Option<Arc<ServerConfig>>, String> {
 ///
 /// # Errors
 /// As [`load`].
-pub fn load_with(tls: &Tls, files: &dyn FileSource) -> Result<Option<Arc<ServerConfig>>, String> {
+pub fn load_with(tls: &Tls, files: &dyn FileSource) -> Result<Option<Arc<ServerConfig>>, CertificateError> {
     let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else { return Ok(None) };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let default = certified_key(&provider, files, cert, key)?;
     let mut by_name = HashMap::new();
     for pair in &tls.sni {
         let ck = certified_key(&provider, files, &pair.cert, &pair.key)?;
-        let names = leaf_names(ck.end_entity_cert().map_err(|e| e.to_string())?);
+        let names = leaf_names(ck.end_entity_cert().map_err(|e| bad(&pair.cert, e))?);
         if names.is_empty() {
-            return Err(format!("{}: the certificate has no DNS names to select it by", pair.cert.display()));
+            return Err(bad(&pair.cert, "the certificate has no DNS names to select it by"));
         }
         for n in names {
             by_name.insert(n.to_ascii_lowercase(), ck.clone());
@@ -62,7 +88,7 @@ pub fn load_with(tls: &Tls, files: &dyn FileSource) -> Result<Option<Arc<ServerC
     }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .map_err(|e| CertificateError::Setup(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { default, by_name }));
     // The server's order of the (all strong) suites decides, not the client's, as testssl.sh
@@ -78,15 +104,15 @@ fn certified_key(
     files: &dyn FileSource,
     cert: &Path,
     key: &Path,
-) -> Result<Arc<CertifiedKey>, String> {
+) -> Result<Arc<CertifiedKey>, CertificateError> {
     let (chain, key_der) = read_pair(files, cert, key)?;
-    let signer = provider.key_provider.load_private_key(key_der).map_err(|e| format!("{}: {e}", key.display()))?;
+    let signer = provider.key_provider.load_private_key(key_der).map_err(|e| bad(key, e))?;
     let ck = CertifiedKey::new(chain, signer);
     ck.keys_match().map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => {
-            format!("{}: the private key does not match the certificate in {}", key.display(), cert.display())
+            bad(key, format!("the private key does not match the certificate in {}", cert.display()))
         }
-        e => format!("{}: {e}", cert.display()),
+        e => bad(cert, e),
     })?;
     Ok(Arc::new(ck))
 }
@@ -160,9 +186,8 @@ impl LeafInfo {
 ///
 /// # Errors
 /// It cannot be parsed.
-pub fn leaf_info(der: &[u8]) -> Result<LeafInfo, String> {
-    let (_, leaf) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("cannot parse the certificate: {e}"))?;
+pub fn leaf_info(der: &[u8]) -> Result<LeafInfo, CertificateError> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(der).map_err(|e| CertificateError::Parse(e.to_string()))?;
     Ok(LeafInfo {
         subject: leaf.subject().to_string(),
         names: dns_names(&leaf),
@@ -174,53 +199,47 @@ pub fn leaf_info(der: &[u8]) -> Result<LeafInfo, String> {
 ///
 /// # Errors
 /// The file cannot be read or holds no parsable certificate.
-pub fn read_leaf(cert: &Path) -> Result<LeafInfo, String> {
-    let pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+pub fn read_leaf(cert: &Path) -> Result<LeafInfo, CertificateError> {
+    let pem = std::fs::read(cert).map_err(|e| bad(cert, e))?;
     let first = CertificateDer::pem_slice_iter(&pem)
         .next()
-        .ok_or_else(|| format!("{}: no CERTIFICATE block", cert.display()))?
-        .map_err(|e| format!("{}: {}", cert.display(), pem_error(&e)))?;
-    leaf_info(&first).map_err(|e| format!("{}: {e}", cert.display()))
+        .ok_or_else(|| bad(cert, "no CERTIFICATE block"))?
+        .map_err(|e| bad(cert, pem_error(&e)))?;
+    leaf_info(&first).map_err(|e| bad(cert, e))
 }
 
 /// Checks one certificate and key as [`load`] does and reports on the leaf certificate.
 ///
 /// # Errors
 /// As [`load`], and an expired or unparsable leaf certificate.
-pub fn inspect(cert: &Path, key: &Path, now_unix: i64) -> Result<CertificateReport, String> {
+pub fn inspect(cert: &Path, key: &Path, now_unix: i64) -> Result<CertificateReport, CertificateError> {
     certified_key(&rustls::crypto::ring::default_provider(), &postern_config::Disk, cert, key)?;
     let (chain, _) = read_pair(&postern_config::Disk, cert, key)?;
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
-        .map_err(|e| format!("{}: cannot parse the first certificate: {e}", cert.display()))?;
+        .map_err(|e| bad(cert, format!("cannot parse the first certificate: {e}")))?;
     let not_after = leaf.validity().not_after.timestamp();
     let days_left = (not_after - now_unix).div_euclid(86_400);
     let names = dns_names(&leaf);
     let report = CertificateReport { subject: leaf.subject().to_string(), names, chain_length: chain.len(), days_left };
     if not_after < now_unix {
-        return Err(format!(
-            "{}: the certificate for {} expired {} day(s) ago",
-            cert.display(),
-            report.subject,
-            -days_left
-        ));
+        return Err(bad(cert, format!("the certificate for {} expired {} day(s) ago", report.subject, -days_left)));
     }
     Ok(report)
 }
 
 type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
-fn read_pair(files: &dyn FileSource, cert: &Path, key: &Path) -> Result<Pair, String> {
-    let cert_pem =
-        files.read(cert).map_err(|e| format!("{}: cannot read the certificate chain: {e}", cert.display()))?;
+fn read_pair(files: &dyn FileSource, cert: &Path, key: &Path) -> Result<Pair, CertificateError> {
+    let cert_pem = files.read(cert).map_err(|e| bad(cert, format!("cannot read the certificate chain: {e}")))?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: cannot read the certificate chain: {}", cert.display(), pem_error(&e)))?;
+        .map_err(|e| bad(cert, format!("cannot read the certificate chain: {}", pem_error(&e))))?;
     if chain.is_empty() {
-        return Err(format!("{}: no CERTIFICATE block found (expected certbot's fullchain.pem)", cert.display()));
+        return Err(bad(cert, "no CERTIFICATE block found (expected certbot's fullchain.pem)"));
     }
-    let key_pem = files.read(key).map_err(|e| format!("{}: cannot read the private key: {e}", key.display()))?;
+    let key_pem = files.read(key).map_err(|e| bad(key, format!("cannot read the private key: {e}")))?;
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| format!("{}: cannot read the private key: {}", key.display(), pem_error(&e)))?;
+        .map_err(|e| bad(key, format!("cannot read the private key: {}", pem_error(&e))))?;
     Ok((chain, key_der))
 }
 

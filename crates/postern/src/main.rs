@@ -447,7 +447,7 @@ fn check_tls(config: &postern_config::Config) -> Result<Option<String>, String> 
     let pairs = std::iter::once((cert, key)).chain(config.tls.sni.iter().map(|p| (&p.cert, &p.key)));
     let mut lines = Vec::new();
     for (cert, key) in pairs {
-        let r = postern_inbound::tls::inspect(cert, key, now)?;
+        let r = postern_inbound::tls::inspect(cert, key, now).map_err(|e| e.to_string())?;
         let mut line = format!(
             "{}: certificate {} ({}), chain of {}, expires in {} day(s)",
             cert.display(),
@@ -464,7 +464,7 @@ fn check_tls(config: &postern_config::Config) -> Result<Option<String>, String> 
         }
         lines.push(line);
     }
-    postern_inbound::tls::load(&config.tls)?;
+    postern_inbound::tls::load(&config.tls).map_err(|e| e.to_string())?;
     Ok(Some(lines.join("\n")))
 }
 

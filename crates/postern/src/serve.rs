@@ -412,7 +412,7 @@ fn load_tls(
     config: &Config,
     files: &dyn postern_config::FileSource,
 ) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    let loaded = postern_inbound::tls::load_with(&config.tls, files)?;
+    let loaded = postern_inbound::tls::load_with(&config.tls, files).map_err(|e| e.to_string())?;
     if let Some(cert) = loaded.as_ref().and(config.tls.cert.as_ref()) {
         tracing::info!("TLS certificate loaded from {} ({} more by SNI)", cert.display(), config.tls.sni.len());
     }
@@ -485,7 +485,8 @@ impl Reloader {
         };
         let tls = load_tls(&config, files).map_err(|e| refused(vec![e]))?;
         let auth = AuthState::load_with(&config, files).map_err(refused)?;
-        let lists = postern_inbound::screen::ScreenLists::load(&config.policy).map_err(|e| refused(vec![e]))?;
+        let lists =
+            postern_inbound::screen::ScreenLists::load(&config.policy).map_err(|e| refused(vec![e.to_string()]))?;
         let live = &self.ctx.live;
         let pending = restart_needed(&self.at_start, &config);
         let what = format!(

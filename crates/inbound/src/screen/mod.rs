@@ -28,18 +28,43 @@ pub struct ScreenLists {
     pub allow: IpList,
 }
 
+/// A network list file of `[policy]` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A line is not a network.
+    #[error("{}:{line}: {text:?} is not a network (CIDR or address)", path.display())]
+    Line {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line number (1-based).
+        line: usize,
+        /// The line's text.
+        text: String,
+    },
+}
+
 impl ScreenLists {
     /// Builds the lists of `policy`, reading its files.
     ///
     /// # Errors
-    /// A file that cannot be read, or a line that is not a network (`FILE:LINE: ...`).
-    pub fn load(policy: &Policy) -> Result<Self, String> {
-        let read = |nets: &[ipnet::IpNet], file: &Option<std::path::PathBuf>| -> Result<IpList, String> {
+    /// [`ListError`]: a file that cannot be read, or a line that is not a network.
+    pub fn load(policy: &Policy) -> Result<Self, ListError> {
+        let read = |nets: &[ipnet::IpNet], file: &Option<std::path::PathBuf>| -> Result<IpList, ListError> {
             let mut all = nets.to_vec();
             if let Some(path) = file {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                let list = IpList::parse(&text)
-                    .map_err(|(n, w)| format!("{}:{n}: {w:?} is not a network (CIDR or address)", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ListError::Read { path: path.clone(), source })?;
+                let list =
+                    IpList::parse(&text).map_err(|(line, text)| ListError::Line { path: path.clone(), line, text })?;
                 return Ok(if all.is_empty() { list } else { merge(list, &mut all) });
             }
             Ok(IpList::new(all))

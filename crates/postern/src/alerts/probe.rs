@@ -79,7 +79,7 @@ fn cert_expiry(ctx: &Context, within: u64, now: u64) -> Reading {
             );
             if left < i64::try_from(within).unwrap_or(i64::MAX) { Reading::Firing(text) } else { Reading::Ok(text) }
         }
-        Err(e) => Reading::Unknown(e),
+        Err(e) => Reading::Unknown(e.to_string()),
     }
 }
 
