@@ -26,24 +26,24 @@ pub enum Structure {
     Broken(String),
 }
 
-/// The tags of one field, or why they do not parse.
-fn tags(value: &str) -> Result<BTreeMap<String, String>, String> {
+/// The tags of one field, or the broken chain they make.
+fn tags(value: &str) -> Result<BTreeMap<String, String>, Structure> {
     let mut out = BTreeMap::new();
     for spec in value.split(';') {
         let spec = spec.trim_matches([' ', '\t', '\r', '\n']);
         if spec.is_empty() {
             continue;
         }
-        let (name, v) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not a tag"))?;
+        let (name, v) = spec.split_once('=').ok_or_else(|| Structure::Broken(format!("{spec:?} is not a tag")))?;
         let name = name.trim_matches([' ', '\t', '\r', '\n']);
         let valid = name.starts_with(|c: char| c.is_ascii_alphabetic())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
-            return Err(format!("{name:?} is not a tag name"));
+            return Err(Structure::Broken(format!("{name:?} is not a tag name")));
         }
         let v: String = v.chars().filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n')).collect();
         if out.insert(name.to_owned(), v).is_some() {
-            return Err(format!("tag {name}= given twice"));
+            return Err(Structure::Broken(format!("tag {name}= given twice")));
         }
     }
     Ok(out)
@@ -86,7 +86,7 @@ pub fn structure(message: &[u8]) -> Structure {
             match tags(&value) {
                 Ok(t) => {
                     if let Err(why) = check_tags(kind, &t) {
-                        return Structure::Broken(why);
+                        return why;
                     }
                     let i = t.get("i").cloned();
                     if kind == 0
@@ -96,7 +96,7 @@ pub fn structure(message: &[u8]) -> Structure {
                     }
                     i
                 }
-                Err(why) => return Structure::Broken(why),
+                Err(why) => return why,
             }
         };
         let Some(i) = instance.and_then(|n| n.parse::<u32>().ok()).filter(|n| (1..=50).contains(n)) else {
@@ -124,22 +124,22 @@ pub fn structure(message: &[u8]) -> Structure {
 }
 
 /// The tags RFC 8617 §4.1 requires of an ARC-Seal (`kind` 0) or ARC-Message-Signature (1).
-fn check_tags(kind: u8, t: &BTreeMap<String, String>) -> Result<(), String> {
+fn check_tags(kind: u8, t: &BTreeMap<String, String>) -> Result<(), Structure> {
     let field = if kind == 0 { "ARC-Seal" } else { "ARC-Message-Signature" };
     let required: &[&str] =
         if kind == 0 { &["i", "a", "b", "d", "s", "cv"] } else { &["i", "a", "b", "bh", "d", "s", "h"] };
     if let Some(missing) = required.iter().find(|r| !t.contains_key(**r)) {
-        return Err(format!("{field} without {missing}="));
+        return Err(Structure::Broken(format!("{field} without {missing}=")));
     }
     let alg = t["a"].to_ascii_lowercase();
     if alg != "rsa-sha256" && alg != "ed25519-sha256" {
-        return Err(format!("{field} with a={alg}"));
+        return Err(Structure::Broken(format!("{field} with a={alg}")));
     }
     if kind == 0 && t.contains_key("h") {
-        return Err("ARC-Seal with h=".into());
+        return Err(Structure::Broken("ARC-Seal with h=".into()));
     }
     if kind == 1 && t["h"].split(':').any(|h| h.trim().eq_ignore_ascii_case("arc-seal")) {
-        return Err("ARC-Message-Signature signs an ARC-Seal".into());
+        return Err(Structure::Broken("ARC-Message-Signature signs an ARC-Seal".into()));
     }
     Ok(())
 }

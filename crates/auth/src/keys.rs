@@ -38,11 +38,32 @@ pub enum Algorithm {
     Ed25519,
 }
 
+/// A DKIM key that cannot be read or made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key file and what is wrong with it: unreadable, not PEM, or not an RSA (2048 bits or
+    /// more) or Ed25519 key.
+    #[error("{}: {why}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// An RSA key shorter than RFC 8301 §3.2 allows.
+    #[error("{0} bits is too weak: use 2048 or more (RFC 8301 §3.2)")]
+    TooWeak(usize),
+    /// The library could not make the key.
+    #[error("{0}")]
+    Generate(String),
+}
+
 /// Reads a private key file.
 ///
 /// # Errors
 /// A message naming the file: unreadable, not PEM, or not an RSA (≥ 2048 bits) or Ed25519 key.
-pub fn load(path: &Path) -> Result<Key, String> {
+pub fn load(path: &Path) -> Result<Key, KeyError> {
     load_with(path, &postern_config::Disk)
 }
 
@@ -50,10 +71,10 @@ pub fn load(path: &Path) -> Result<Key, String> {
 ///
 /// # Errors
 /// As [`load`].
-pub fn load_with(path: &Path, files: &dyn postern_config::FileSource) -> Result<Key, String> {
-    let pem = files.read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let der = PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("{}: not a PEM private key ({e:?})", path.display()))?;
+pub fn load_with(path: &Path, files: &dyn postern_config::FileSource) -> Result<Key, KeyError> {
+    let bad = |why: String| KeyError::File { path: path.to_path_buf(), why };
+    let pem = files.read(path).map_err(|e| bad(e.to_string()))?;
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad(format!("not a PEM private key ({e:?})")))?;
     if let PrivateKeyDer::Pkcs8(p8) = &der
         && let Ok(k) = Ed25519Key::from_pkcs8_maybe_unchecked_der(p8.secret_pkcs8_der())
     {
@@ -61,7 +82,7 @@ pub fn load_with(path: &Path, files: &dyn postern_config::FileSource) -> Result<
     }
     RsaKey::<Sha256>::from_key_der(der)
         .map(Key::Rsa)
-        .map_err(|e| format!("{}: not a usable RSA (2048 bits or more) or Ed25519 key: {e}", path.display()))
+        .map_err(|e| bad(format!("not a usable RSA (2048 bits or more) or Ed25519 key: {e}")))
 }
 
 /// A new key pair.
@@ -79,15 +100,17 @@ pub struct Generated {
 ///
 /// # Errors
 /// Too few bits, or the library's error.
-pub fn generate(algorithm: Algorithm, bits: usize) -> Result<Generated, String> {
+pub fn generate(algorithm: Algorithm, bits: usize) -> Result<Generated, KeyError> {
     let (pair, label) = match algorithm {
         Algorithm::Rsa => {
             if bits < 2048 {
-                return Err(format!("{bits} bits is too weak: use 2048 or more (RFC 8301 §3.2)"));
+                return Err(KeyError::TooWeak(bits));
             }
-            (DkimKeyPair::generate_rsa(bits).map_err(|e| e.to_string())?, "RSA PRIVATE KEY")
+            (DkimKeyPair::generate_rsa(bits).map_err(|e| KeyError::Generate(e.to_string()))?, "RSA PRIVATE KEY")
         }
-        Algorithm::Ed25519 => (DkimKeyPair::generate_ed25519().map_err(|e| e.to_string())?, "PRIVATE KEY"),
+        Algorithm::Ed25519 => {
+            (DkimKeyPair::generate_ed25519().map_err(|e| KeyError::Generate(e.to_string()))?, "PRIVATE KEY")
+        }
     };
     let public_base64 = match algorithm {
         Algorithm::Rsa => STANDARD.encode(rsa_spki(pair.public_key())),

@@ -230,8 +230,8 @@ pub fn to_xml(report: &DayReport, meta: &Meta) -> String {
 ///
 /// # Errors
 /// Compression or composition failed.
-pub fn compose(xml: &str, domain: &str, meta: &Meta, to: &[String]) -> Result<Vec<u8>, String> {
-    let err = |e: std::io::Error| e.to_string();
+pub fn compose(xml: &str, domain: &str, meta: &Meta, to: &[String]) -> Result<Vec<u8>, std::io::Error> {
+    let err = |e: std::io::Error| e;
     let (submitter, from, report_id, begin, end) =
         (meta.submitter.as_str(), meta.email.as_str(), meta.report_id.as_str(), meta.begin, meta.end);
     let mut gz = mail_auth::flate2::write::GzEncoder::new(Vec::new(), mail_auth::flate2::Compression::default());

@@ -27,9 +27,9 @@ enum Sealer {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SealError {
-    /// The `[[dkim.key]]` file cannot be used (the message names it).
-    #[error("{0}")]
-    Key(String),
+    /// The `[[dkim.key]]` file cannot be used.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
     /// mail-auth refused to seal: the incoming chain failed (`cv=fail` cannot be sealed over,
     /// RFC 8617 §5.1.2), no header to sign, or signing failed.
     #[error("ARC seal as d={domain} s={selector}: {why}")]

@@ -63,6 +63,18 @@ pub struct Signer {
     patterns: Option<Vec<String>>,
 }
 
+/// A message that should be DKIM-signed but could not be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signing as d={domain} s={selector}: {why}")]
+pub struct SignError {
+    /// `d=`.
+    pub domain: String,
+    /// `s=`.
+    pub selector: String,
+    /// The library's reason.
+    pub why: String,
+}
+
 impl Signer {
     /// Loads every key of `config`.
     ///
@@ -130,7 +142,7 @@ impl Signer {
     ///
     /// # Errors
     /// A message that should be signed but cannot be (unparsable header section, signing error).
-    pub fn sign(&self, message: &[u8]) -> Result<Option<(String, String)>, String> {
+    pub fn sign(&self, message: &[u8]) -> Result<Option<(String, String)>, SignError> {
         if self.keys.is_empty() {
             return Ok(None);
         }
@@ -146,7 +158,11 @@ impl Signer {
                 KeySigner::Rsa(s) => s.sign(message),
                 KeySigner::Ed25519(s) => s.sign(message),
             };
-            let signature = signature.map_err(|e| format!("signing as d={} s={}: {e}", k.domain, k.selector))?;
+            let signature = signature.map_err(|e| SignError {
+                domain: k.domain.clone(),
+                selector: k.selector.clone(),
+                why: e.to_string(),
+            })?;
             headers.push_str(&signature.to_header());
             names.push(format!("d={} s={}", k.domain, k.selector));
         }

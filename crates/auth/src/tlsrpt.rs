@@ -38,8 +38,31 @@ pub struct PolicyDay {
     pub failures: Vec<(Failure, u64)>,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// A TLS report that could not be made into a message (serialisation, compression or
+/// composition failed).
+#[derive(Debug, thiserror::Error)]
+#[error("composing the TLS report: {0}")]
+pub struct ComposeError(String);
+
+fn err(e: impl std::fmt::Display) -> ComposeError {
+    ComposeError(e.to_string())
+}
+
+/// Why a domain's TLS-RPT record gives no report address (RFC 8460 §3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuaError {
+    /// Not exactly one TXT record starts with `v=TLSRPTv1`.
+    #[error("{0} TXT records start with v=TLSRPTv1 (one is needed)")]
+    RecordCount(usize),
+    /// The record does not parse.
+    #[error("{record:?}: {why}")]
+    Syntax {
+        /// The record.
+        record: String,
+        /// mail-auth's reason.
+        why: String,
+    },
 }
 
 fn clean(s: &str) -> String {
@@ -135,14 +158,15 @@ pub fn domain_days(day: &str, counts: &[(String, u64)]) -> Vec<DomainDay> {
 ///
 /// # Errors
 /// No such record, several, or one that does not parse.
-pub fn rua_mailto(txts: &[String]) -> Result<Vec<String>, String> {
+pub fn rua_mailto(txts: &[String]) -> Result<Vec<String>, RuaError> {
     use mail_auth::common::parse::TxtRecordParser as _;
     use mail_auth::mta_sts::{ReportUri, TlsRpt};
     let ours: Vec<&String> = txts.iter().filter(|t| t.trim_start().starts_with("v=TLSRPTv1")).collect();
     let [record] = ours.as_slice() else {
-        return Err(format!("{} TXT records start with v=TLSRPTv1 (one is needed)", ours.len()));
+        return Err(RuaError::RecordCount(ours.len()));
     };
-    let parsed = TlsRpt::parse(record.as_bytes()).map_err(|e| format!("{record:?}: {e}"))?;
+    let parsed = TlsRpt::parse(record.as_bytes())
+        .map_err(|e| RuaError::Syntax { record: (*record).clone(), why: e.to_string() })?;
     Ok(parsed
         .rua
         .into_iter()
@@ -241,7 +265,7 @@ pub fn compose(
     submitter: &str,
     from: &str,
     to: &[String],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ComposeError> {
     let json = json_without_nulls(report).map_err(err)?;
     let mut gz = mail_auth::flate2::write::GzEncoder::new(Vec::new(), mail_auth::flate2::Compression::default());
     std::io::Write::write_all(&mut gz, json.as_bytes()).map_err(err)?;

@@ -78,7 +78,7 @@ fn sender(config: &postern_config::Config) -> String {
 async fn queue_report(ctx: &Context, day: &DomainDay, report: &tlsrpt::TlsReport) -> String {
     let domain = &day.domain;
     let rua = match ctx.resolver.txt(&format!("_smtp._tls.{domain}")).await {
-        Answer::Found(txts) => tlsrpt::rua_mailto(&txts),
+        Answer::Found(txts) => tlsrpt::rua_mailto(&txts).map_err(|e| e.to_string()),
         Answer::NotFound => Err("no _smtp._tls record".to_owned()),
         Answer::TempFail(e) => Err(format!("looking up _smtp._tls.{domain}: {e}")),
     };

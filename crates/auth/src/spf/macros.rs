@@ -1,5 +1,6 @@
 //! SPF macro strings (RFC 7208 §7): parsed once with the record, expanded per check.
 
+use super::record::{SyntaxError, syntax};
 use std::net::IpAddr;
 
 /// One piece of a macro string.
@@ -41,7 +42,7 @@ impl MacroString {
     ///
     /// # Errors
     /// A `%` that starts no macro, an unknown letter, a malformed transformer.
-    pub(crate) fn parse(text: &str, exp: bool) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str, exp: bool) -> Result<Self, SyntaxError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut chars = text.chars();
@@ -66,7 +67,7 @@ impl MacroString {
                     parts.push(Part::Literal(std::mem::take(&mut literal)));
                     parts.push(expand_spec(&body, exp).ok_or_else(|| format!("%{{{body}}}: bad macro"))?);
                 }
-                other => return Err(format!("%{}: not a macro", other.map(String::from).unwrap_or_default())),
+                other => return Err(syntax!("%{}: not a macro", other.map(String::from).unwrap_or_default())),
             }
         }
         if !literal.is_empty() {
@@ -80,7 +81,7 @@ impl MacroString {
     ///
     /// # Errors
     /// As [`MacroString::parse`], or the end is no top label.
-    pub(crate) fn domain_spec(text: &str) -> Result<Self, String> {
+    pub(crate) fn domain_spec(text: &str) -> Result<Self, SyntaxError> {
         let m = Self::parse(text, false)?;
         match m.0.last() {
             Some(Part::Macro { .. }) => Ok(m),
@@ -88,7 +89,7 @@ impl MacroString {
                 let tail = tail.strip_suffix('.').unwrap_or(tail);
                 match tail.rsplit_once('.') {
                     Some((_, top)) if is_toplabel(top) => Ok(m),
-                    _ => Err(format!("{text:?}: does not end in a top-level label")),
+                    _ => Err(syntax!("{text:?}: does not end in a top-level label")),
                 }
             }
             None => Err("empty domain".into()),

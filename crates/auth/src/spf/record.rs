@@ -7,6 +7,31 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::macros::MacroString;
 
+/// Why an SPF record does not parse (RFC 7208 §4.6: a permerror).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct SyntaxError(pub(crate) String);
+
+impl From<String> for SyntaxError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for SyntaxError {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// A [`SyntaxError`] from `format!` arguments.
+macro_rules! syntax {
+    ($($t:tt)*) => {
+        SyntaxError(format!($($t)*))
+    };
+}
+pub(crate) use syntax;
+
 /// `+`, `-`, `~`, `?` (RFC 7208 §4.6.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Qualifier {
@@ -50,9 +75,9 @@ impl Record {
     ///
     /// # Errors
     /// Why the record is malformed (RFC 7208 §4.6: the result is `permerror`).
-    pub(crate) fn parse(txt: &str) -> Result<Self, String> {
+    pub(crate) fn parse(txt: &str) -> Result<Self, SyntaxError> {
         if let Some(c) = txt.chars().find(|c| !(' '..='~').contains(c)) {
-            return Err(format!("character {c:?} outside printable ASCII"));
+            return Err(syntax!("character {c:?} outside printable ASCII"));
         }
         let mut record = Self { directives: Vec::new(), redirect: None, exp: None };
         for term in txt[6..].split(' ').filter(|t| !t.is_empty()) {
@@ -61,14 +86,14 @@ impl Record {
         Ok(record)
     }
 
-    fn term(&mut self, term: &str) -> Result<(), String> {
+    fn term(&mut self, term: &str) -> Result<(), SyntaxError> {
         // A modifier is `name=value` with a name of ALPHA *( ALPHA / DIGIT / - / _ / . ).
         if let Some((name, value)) = term.split_once('=')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && !name.contains(['/', ':'])
         {
             if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                return Err(format!("{term:?}: not a modifier name"));
+                return Err(syntax!("{term:?}: not a modifier name"));
             }
             let slot = match name.to_ascii_lowercase().as_str() {
                 "redirect" => &mut self.redirect,
@@ -77,7 +102,7 @@ impl Record {
                 _ => return MacroString::parse(value, false).map(|_| ()),
             };
             if slot.is_some() {
-                return Err(format!("{name} given twice"));
+                return Err(syntax!("{name} given twice"));
             }
             *slot = Some(MacroString::domain_spec(value)?);
             return Ok(());
@@ -99,7 +124,7 @@ impl Record {
     }
 }
 
-fn mechanism(text: &str) -> Result<Mechanism, String> {
+fn mechanism(text: &str) -> Result<Mechanism, SyntaxError> {
     let split = text.find([':', '/']).unwrap_or(text.len());
     let (name, rest) = text.split_at(split);
     let arg = |rest: &str| rest.strip_prefix(':').map(str::to_owned);
@@ -123,7 +148,7 @@ fn mechanism(text: &str) -> Result<Mechanism, String> {
             let (net, bits) = network(rest.strip_prefix(':').ok_or("ip4 without a network")?, 32)?;
             // A dotted quad only (RFC 7208 §5.6: ip4-network).
             if net.split('.').count() != 4 {
-                return Err(format!("ip4:{net}: not an IPv4 address"));
+                return Err(syntax!("ip4:{net}: not an IPv4 address"));
             }
             Ok(Mechanism::Ip4(net.parse().map_err(|_| format!("ip4:{net}: not an IPv4 address"))?, bits))
         }
@@ -131,16 +156,16 @@ fn mechanism(text: &str) -> Result<Mechanism, String> {
             let (net, bits) = network(rest.strip_prefix(':').ok_or("ip6 without a network")?, 128)?;
             Ok(Mechanism::Ip6(net.parse().map_err(|_| format!("ip6:{net}: not an IPv6 address"))?, bits))
         }
-        _ => Err(format!("{text:?}: unknown mechanism")),
+        _ => Err(syntax!("{text:?}: unknown mechanism")),
     }
 }
 
-fn required(rest: &str) -> Result<MacroString, String> {
+fn required(rest: &str) -> Result<MacroString, SyntaxError> {
     MacroString::domain_spec(rest.strip_prefix(':').ok_or("a domain is required")?)
 }
 
 /// `/N` of at most `max`, without a leading zero (RFC 7208 §5.6: `ip4-cidr-length`).
-fn cidr(digits: &str, max: u8) -> Result<u8, String> {
+fn cidr(digits: &str, max: u8) -> Result<u8, SyntaxError> {
     let ok = !digits.is_empty()
         && digits.len() <= 3
         && digits.bytes().all(|b| b.is_ascii_digit())
@@ -148,12 +173,12 @@ fn cidr(digits: &str, max: u8) -> Result<u8, String> {
     let n: u8 = if ok {
         digits.parse().map_err(|_| format!("/{digits}"))?
     } else {
-        return Err(format!("/{digits}: bad CIDR length"));
+        return Err(syntax!("/{digits}: bad CIDR length"));
     };
-    if n > max { Err(format!("/{n}: more than {max} bits")) } else { Ok(n) }
+    if n > max { Err(syntax!("/{n}: more than {max} bits")) } else { Ok(n) }
 }
 
-fn network(text: &str, max: u8) -> Result<(&str, u8), String> {
+fn network(text: &str, max: u8) -> Result<(&str, u8), SyntaxError> {
     match text.split_once('/') {
         Some((net, bits)) => Ok((net, cidr(bits, max)?)),
         None => Ok((text, max)),
@@ -162,7 +187,7 @@ fn network(text: &str, max: u8) -> Result<(&str, u8), String> {
 
 /// `[:domain][/cidr4][//cidr6]` after `a` or `mx`: the domain-spec (which may hold `/` and `:`),
 /// and the CIDR lengths taken from the end.
-fn dual_cidr(rest: &str) -> Result<(Option<String>, u8, u8), String> {
+fn dual_cidr(rest: &str) -> Result<(Option<String>, u8, u8), SyntaxError> {
     let mut rest = rest;
     let mut v6 = 128;
     if let Some(i) = rest.rfind("//")
@@ -181,7 +206,7 @@ fn dual_cidr(rest: &str) -> Result<(Option<String>, u8, u8), String> {
     match rest.strip_prefix(':') {
         Some(d) => Ok((Some(d.to_owned()), v4, v6)),
         None if rest.is_empty() => Ok((None, v4, v6)),
-        None => Err(format!("{rest:?}: expected :domain or a CIDR length")),
+        None => Err(syntax!("{rest:?}: expected :domain or a CIDR length")),
     }
 }
 
