@@ -76,3 +76,35 @@ pub(crate) fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
 pub(crate) fn nth_line_of_key(text: &str, dotted: &str, n: usize) -> Option<usize> {
     (1..=text.lines().count()).filter(|&l| key_at_line(text, l) == dotted).nth(n)
 }
+
+/// What is wrong with one value of the configuration or one line of a table; a [`ConfigError`]
+/// adds the file, line and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
+impl From<String> for ValueError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for ValueError {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<ValueError> for String {
+    fn from(e: ValueError) -> Self {
+        e.0
+    }
+}
+
+/// A [`ValueError`] from `format!` arguments.
+macro_rules! invalid {
+    ($($t:tt)*) => {
+        $crate::error::ValueError(format!($($t)*))
+    };
+}
+pub(crate) use invalid;

@@ -658,7 +658,7 @@ impl Config {
         }
         for z in self.policy.dnsbl_zones.iter().chain(&self.policy.rhsbl_zones) {
             if let Err(e) = ZoneSpec::parse(z) {
-                err("policy.dnsbl_zones", e);
+                err("policy.dnsbl_zones", e.into());
             }
         }
         if self.server.auth_failures_before_ban == 0 {
@@ -732,7 +732,7 @@ impl Config {
         if let Some(s) = &self.relay.smarthost
             && let Err(e) = crate::tables::parse_relay(s)
         {
-            err("relay.smarthost", e);
+            err("relay.smarthost", e.into());
         }
         if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
             err("server", "max_connections and max_connections_per_ip must be greater than zero".into());

@@ -1,5 +1,6 @@
 //! `[outbound]`: delivery to other mail servers (and the LMTP connection cache).
 
+use crate::error::{ValueError, invalid};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -113,7 +114,7 @@ impl TlsLevel {
     ///
     /// # Errors
     /// The value with the ones allowed.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ValueError> {
         match s.to_ascii_lowercase().as_str() {
             "none" => Ok(Self::None),
             "may" => Ok(Self::May),
@@ -121,7 +122,7 @@ impl TlsLevel {
             "verify" => Ok(Self::Verify),
             "dane" => Ok(Self::Dane),
             "dane-only" => Ok(Self::DaneOnly),
-            _ => Err(format!("{s:?}: use none, may, encrypt, verify, dane or dane-only")),
+            _ => Err(invalid!("{s:?}: use none, may, encrypt, verify, dane or dane-only")),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `[policy]`: the anti-spam checks at connect, after EHLO and at MAIL/RCPT, their actions and
 //! `[[policy.exception]]`.
 
+use crate::error::{ValueError, invalid};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -215,7 +216,7 @@ impl ZoneSpec {
     /// # Errors
     /// The entry with the form it should have, for an empty zone, a zone with white space or
     /// a code that is not an IP address.
-    pub fn parse(spec: &str) -> Result<Self, String> {
+    pub fn parse(spec: &str) -> Result<Self, ValueError> {
         let (zone, codes) = spec.split_once('=').unwrap_or((spec, ""));
         let codes: Result<Vec<_>, _> =
             codes.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::parse).collect();
@@ -224,7 +225,7 @@ impl ZoneSpec {
             Ok(codes) if !zone.is_empty() && !zone.contains(char::is_whitespace) => {
                 Ok(Self { zone: zone.to_owned(), codes })
             }
-            _ => Err(format!("{spec:?}: use \"zone\" or \"zone=127.0.0.2,127.0.0.3\"")),
+            _ => Err(invalid!("{spec:?}: use \"zone\" or \"zone=127.0.0.2,127.0.0.3\"")),
         }
     }
 }

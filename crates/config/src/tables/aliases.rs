@@ -3,6 +3,7 @@
 //! `error:...`, `"|command"` (a pipe, with `[delivery] allow_pipes`) and `:include:/path` (a file
 //! of targets, one or more per line, read with the table); files as targets are refused.
 
+use crate::error::{ValueError, invalid};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -82,12 +83,12 @@ pub fn split_targets(targets: &str) -> Vec<&str> {
 
 /// The targets of an `:include:` file (sendmail's mailing-list files): comma-separated, any
 /// number per line, `#` comments.
-fn include(list: &Path, out: &mut Vec<Target>) -> Result<(), String> {
+fn include(list: &Path, out: &mut Vec<Target>) -> Result<(), ValueError> {
     let text = std::fs::read_to_string(list).map_err(|e| format!(":include:{}: {e}", list.display()))?;
     for (n, line) in entries(&text) {
         for t in split_targets(line) {
             if t.starts_with(":include:") {
-                return Err(format!("{}:{n}: nested :include: is not supported", list.display()));
+                return Err(invalid!("{}:{n}: nested :include: is not supported", list.display()));
             }
             out.push(parse_target(t).map_err(|e| format!("{}:{n}: {e}", list.display()))?);
         }

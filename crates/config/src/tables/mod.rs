@@ -14,6 +14,7 @@ pub use aliases::split_targets;
 pub use routes::{Relay, Route, is_lmtp_server, parse_relay};
 pub use users::{Scheme, parse_password_hash};
 
+use crate::error::{ValueError, invalid};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -101,7 +102,7 @@ impl Template {
     /// # Errors
     /// Not an address or a name (`|command`, a file, `:include:`, `error:`), a `%` other than
     /// `%1`–`%3`, or a substitution in the domain.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
         let t = text.trim();
         if ["|", "\"|", "/", ":include:", "error:"].iter().any(|p| t.starts_with(p)) {
             return Err("a template can only be an address or a name (pipes go in the aliases)".into());
@@ -132,7 +133,7 @@ impl Template {
     ///
     /// # Errors
     /// With a domain, the substituted text is not a valid address (RFC 5321 §4.1.2).
-    pub fn substitute(&self, user: &str, detail: Option<(char, &str)>) -> Result<Target, String> {
+    pub fn substitute(&self, user: &str, detail: Option<(char, &str)>) -> Result<Target, ValueError> {
         let (d, sd) = detail.map_or((String::new(), String::new()), |(sep, d)| (d.to_owned(), format!("{sep}{d}")));
         let local = self.local.replace("%1", user).replace("%2", &d).replace("%3", &sd);
         match &self.domain {
@@ -383,7 +384,7 @@ fn key_target_table<T>(
     text: &str,
     errors: &mut Vec<ConfigError>,
     key_error: fn(&str) -> Option<&'static str>,
-    parse: impl Fn(&str) -> Result<T, String>,
+    parse: impl Fn(&str) -> Result<T, ValueError>,
 ) -> (HashMap<String, T>, HashMap<String, usize>) {
     let mut map = HashMap::new();
     let mut lines = HashMap::new();
@@ -392,8 +393,8 @@ fn key_target_table<T>(
         let (key, target) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let (key, target) = (key.to_lowercase(), target.trim());
         let parsed = match key_error(&key) {
-            Some(e) => Err(e.to_owned()),
-            None if target.is_empty() => Err("missing target".to_owned()),
+            Some(e) => Err(e.into()),
+            None if target.is_empty() => Err("missing target".into()),
             None => parse(target),
         };
         match parsed {
@@ -415,16 +416,16 @@ fn address_key_error(key: &str) -> Option<&'static str> {
 }
 
 /// `login, login2` or `login login2`: the logins of a senders table line.
-fn parse_logins(s: &str) -> Result<Vec<String>, String> {
+fn parse_logins(s: &str) -> Result<Vec<String>, ValueError> {
     let logins: Vec<String> = s.split([',', ' ', '\t']).filter(|l| !l.is_empty()).map(str::to_lowercase).collect();
     match logins.iter().find(|l| l.contains('@')) {
-        Some(l) => Err(format!("{l:?}: a login is a users-table name, without @")),
+        Some(l) => Err(invalid!("{l:?}: a login is a users-table name, without @")),
         None => Ok(logins),
     }
 }
 
 /// Parses a target shared by aliases and virtual: `error:...`, an address, or a name.
-fn parse_target(s: &str) -> Result<Target, String> {
+fn parse_target(s: &str) -> Result<Target, ValueError> {
     let s = s.trim();
     if let Some(rest) = s.strip_prefix("error:") {
         return parse_error(rest).map(Target::Error);
@@ -432,19 +433,19 @@ fn parse_target(s: &str) -> Result<Target, String> {
     let unquoted = s.trim_matches('"');
     if let Some(command) = unquoted.strip_prefix('|') {
         if command.trim().is_empty() {
-            return Err(format!("{s:?}: a pipe needs a command"));
+            return Err(invalid!("{s:?}: a pipe needs a command"));
         }
         return Ok(Target::Pipe(command.trim().to_owned()));
     }
     if s.starts_with('/') || s.starts_with(":include:") {
-        return Err(format!("{s:?}: files are not supported (deliver to a mailbox), and :include: only in aliases"));
+        return Err(invalid!("{s:?}: files are not supported (deliver to a mailbox), and :include: only in aliases"));
     }
     if s.contains('@') {
         let a = s.trim_start_matches('<').trim_end_matches('>');
-        return Address::parse(a).map(Target::Address).map_err(|e| format!("{s:?}: {e}"));
+        return Address::parse(a).map(Target::Address).map_err(|e| invalid!("{s:?}: {e}"));
     }
     if s.is_empty() || s.contains(char::is_whitespace) {
-        return Err(format!("{s:?} is not a name or an address"));
+        return Err(invalid!("{s:?} is not a name or an address"));
     }
     Ok(Target::Name(s.to_lowercase()))
 }
@@ -453,7 +454,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
 /// `nouser TEXT` (550 5.1.1), `nohost TEXT` (550 5.1.2), `unavailable TEXT` (550 5.0.0),
 /// `tempfail TEXT` (451 4.0.0), `X.Y.Z:TEXT` and `X.Y.Z:NNN TEXT` (code from the class unless
 /// given: 550 for 5, 451 for 4).
-fn parse_error(rest: &str) -> Result<Reply, String> {
+fn parse_error(rest: &str) -> Result<Reply, ValueError> {
     let named = |word: &str, code, status, default: &str| {
         rest.strip_prefix(word).map(|t| {
             let t = t.trim();

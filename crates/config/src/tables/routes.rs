@@ -12,6 +12,7 @@
 //!
 //! `smtp:` and `esmtp:` are accepted as synonyms of `relay:` (sendmail's mailer names).
 
+use crate::error::{ValueError, invalid};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -53,10 +54,10 @@ pub struct Relay {
 ///
 /// # Errors
 /// A message saying what form is expected.
-pub fn parse_relay(s: &str) -> Result<Relay, String> {
+pub fn parse_relay(s: &str) -> Result<Relay, ValueError> {
     let s = s.trim();
     let s = ["relay:", "smtp:", "esmtp:"].iter().find_map(|p| s.strip_prefix(p)).unwrap_or(s);
-    let bad = || format!("{s:?}: expected [host], [host]:port, host or host:port");
+    let bad = || invalid!("{s:?}: expected [host], [host]:port, host or host:port");
     let (host, port, mx_lookup) = if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(bad)?;
         let port = match after {
@@ -83,13 +84,13 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> L
             parse_error(rest).map(Route::Error)
         } else if let Some(mailbox) = target.strip_prefix("local:") {
             if mailbox.is_empty() || mailbox.contains(char::is_whitespace) {
-                Err("local: needs a mailbox name".to_owned())
+                Err("local: needs a mailbox name".into())
             } else {
                 Ok(Route::Local(mailbox.to_lowercase()))
             }
         } else if let Some(command) = target.strip_prefix("pipe:") {
             if command.trim().is_empty() {
-                Err("pipe: needs a command".to_owned())
+                Err("pipe: needs a command".into())
             } else {
                 Ok(Route::Pipe(command.trim().to_owned()))
             }
@@ -97,12 +98,12 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> L
             if is_lmtp_server(server) {
                 Ok(Route::Lmtp(server.to_owned()))
             } else {
-                Err(format!("{target:?}: expected lmtp:unix:/path/to/socket or lmtp:[host]:port"))
+                Err(invalid!("{target:?}: expected lmtp:unix:/path/to/socket or lmtp:[host]:port"))
             }
         } else if is_relay(target) {
             parse_relay(target).map(Route::Relay)
         } else {
-            Err(format!(
+            Err(invalid!(
                 "{target:?}: expected relay:[host], relay:host, local:mailbox, lmtp:..., pipe:command or error:..."
             ))
         }
@@ -115,7 +116,7 @@ pub(super) fn parse_sender(path: &Path, text: &str, errors: &mut Vec<ConfigError
         if is_relay(target) {
             parse_relay(target)
         } else {
-            Err(format!("{target:?}: expected relay:[host] or relay:host"))
+            Err(invalid!("{target:?}: expected relay:[host] or relay:host"))
         }
     })
 }

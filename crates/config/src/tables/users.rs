@@ -5,6 +5,7 @@
 //! `{SCHEME}` prefix is recognised by its modular-crypt prefix, as Dovecot's `CRYPT` scheme does.
 //! Verification lives in `postern_policy::credentials`.
 
+use crate::error::ValueError;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -46,7 +47,7 @@ pub enum Scheme {
 ///
 /// # Errors
 /// A message naming the supported schemes, for an unknown or malformed prefix.
-pub fn parse_password_hash(stored: &str) -> Result<(Scheme, &str), String> {
+pub fn parse_password_hash(stored: &str) -> Result<(Scheme, &str), ValueError> {
     let (prefix, rest) = match stored.strip_prefix('{').and_then(|s| s.split_once('}')) {
         Some((scheme, rest)) => (Some(scheme.to_ascii_uppercase()), rest),
         None => (None, stored),
@@ -67,6 +68,6 @@ pub fn parse_password_hash(stored: &str) -> Result<(Scheme, &str), String> {
     wanted.map(|s| (s, rest)).ok_or_else(|| {
         "unsupported password hash: use {ARGON2ID}$argon2id$..., {SHA512-CRYPT}$6$... or {SHA256-CRYPT}$5$... \
          (`postern user passwd NAME` writes one)"
-            .to_owned()
+            .into()
     })
 }

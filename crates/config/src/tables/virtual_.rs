@@ -4,6 +4,7 @@
 //! `!` (deliver as addressed), `error:...`, or a template with `%1` (the user part), `%2` (the
 //! detail) and `%3` (`+detail`), as in sendmail's cf/README.
 
+use crate::error::{ValueError, invalid};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -30,19 +31,19 @@ fn key_error(key: &str) -> Option<&'static str> {
     }
 }
 
-fn parse_virtual_target(target: &str) -> Result<Target, String> {
+fn parse_virtual_target(target: &str) -> Result<Target, ValueError> {
     if target == "!" {
         return Ok(Target::AsAddressed);
     }
     if !target.contains('%') {
         return match parse_target(target)? {
             Target::Pipe(_) => {
-                Err(format!("{target:?}: pipes go in the aliases; point this entry at an alias that pipes"))
+                Err(invalid!("{target:?}: pipes go in the aliases; point this entry at an alias that pipes"))
             }
             t => Ok(t),
         };
     }
-    Template::parse(target).map(Target::Template).map_err(|e| format!("{target:?}: {e}"))
+    Template::parse(target).map(Target::Template).map_err(|e| invalid!("{target:?}: {e}"))
 }
 
 #[cfg(test)]
