@@ -304,8 +304,13 @@ pub async fn deliver<R: Resolver>(
     recipients: &[Rcpt],
     message: &Message,
 ) -> Vec<RecipientResult> {
-    let sender = message.reverse_path.mailbox().map(ToString::to_string).unwrap_or_default();
-    let target = nexthop::target_for(domain, &sender, tables, config.relay.smarthost.as_deref(), config.outbound.port);
+    let target = nexthop::target_for(
+        domain,
+        &message.reverse_path,
+        tables,
+        config.relay.smarthost.as_deref(),
+        config.outbound.port,
+    );
     let started = std::time::Instant::now();
     let to_mx = target.mx_lookup && target.name.eq_ignore_ascii_case(domain);
     let TlsChoice { mut level, mut sts, mut label, mut applied } =

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use postern_config::schema::IpVersion;
 use postern_config::{Route, Tables, parse_relay};
 use postern_dns::{Answer, Resolver};
+use postern_types::ReversePath;
 use postern_types::{EnhancedStatus, Reply};
 
 use crate::Outcome;
@@ -24,7 +25,13 @@ pub struct Target {
 
 /// The target for mail from `sender` to `domain`: the sender route (smarttable), else the
 /// domain's route (most specific wins), else the smarthost, else the domain's MX.
-pub fn target_for(domain: &str, sender: &str, tables: &Tables, smarthost: Option<&str>, default_port: u16) -> Target {
+pub fn target_for(
+    domain: &str,
+    sender: &ReversePath,
+    tables: &Tables,
+    smarthost: Option<&str>,
+    default_port: u16,
+) -> Target {
     let relay = match (tables.sender_route_for(sender), tables.route_for(domain)) {
         (Some(r), _) => Some(r.clone()),
         (None, Some(Route::Relay(r))) => Some(r.clone()),
@@ -191,7 +198,11 @@ mod tests {
     fn targets_follow_routes_then_smarthost_then_mx() {
         let mut t = Tables::default();
         t.routes.insert("b.test".into(), Route::Relay(parse_relay("relay:[127.0.0.1]:2526").unwrap()));
-        let target = |domain: &str, sender: &str, t: &Tables, smarthost| target_for(domain, sender, t, smarthost, 25);
+        let target = |domain: &str, sender: &str, t: &Tables, smarthost| {
+            let sender =
+                postern_types::Address::parse(sender).map_or(ReversePath::Null, postern_types::ReversePath::Mailbox);
+            target_for(domain, &sender, t, smarthost, 25)
+        };
         assert_eq!(
             target("b.test", "a@x.test", &t, None),
             Target { name: "127.0.0.1".into(), mx_lookup: false, port: 2526 }

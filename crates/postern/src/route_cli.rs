@@ -14,7 +14,7 @@ use postern_dns::HickoryResolver;
 use postern_outbound::nexthop;
 use postern_policy::recipients::{Explain, Traced, explain_recipient};
 use postern_policy::{RecipientPolicy, is_trusted};
-use postern_types::{Address, Destination, Verdict};
+use postern_types::{Address, Destination, ReversePath, Verdict};
 
 /// `postern route`.
 #[derive(Debug, Args)]
@@ -56,9 +56,18 @@ pub(crate) fn run(config: &Config, tables: &Tables, args: &RouteArgs) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    let from = args.from.as_deref().map(|f| crate::sendmail::qualify(f, config.domains.origin()));
+    let from = match args.from.as_deref().map(|f| crate::sendmail::qualify(f, config.domains.origin())) {
+        None => ReversePath::Null,
+        Some(f) => match Address::parse(&f) {
+            Ok(a) => ReversePath::Mailbox(a),
+            Err(e) => {
+                eprintln!("postern: --from <{f}>: {e}; give the envelope sender as user@domain");
+                return ExitCode::from(crate::sendmail::EX_USAGE);
+            }
+        },
+    };
     for a in &args.addresses {
-        let report = runtime.block_on(explain(config, tables, &resolver, a, from.as_deref(), args.client));
+        let report = runtime.block_on(explain(config, tables, &resolver, a, &from, args.client));
         if args.json {
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
         } else {
@@ -127,7 +136,7 @@ async fn explain(
     tables: &Tables,
     resolver: &HickoryResolver,
     given: &str,
-    from: Option<&str>,
+    from: &ReversePath,
     client: Option<IpAddr>,
 ) -> Report {
     let mut steps = Vec::new();
@@ -187,7 +196,7 @@ async fn explain(
                     }
                     Destination::Remote(a) => {
                         remote = true;
-                        let (mut s, hops) = next_hop(config, tables, resolver, a, from.unwrap_or("")).await;
+                        let (mut s, hops) = next_hop(config, tables, resolver, a, from).await;
                         steps.append(&mut s);
                         detail.push(format!("{a} via {hops}"));
                     }
@@ -325,7 +334,7 @@ async fn next_hop(
     tables: &Tables,
     resolver: &HickoryResolver,
     address: &Address,
-    sender: &str,
+    sender: &ReversePath,
 ) -> (Vec<String>, String) {
     let (paths, lines) = (&config.tables, &tables.lines);
     let domain = address.domain();
@@ -339,7 +348,7 @@ async fn next_hop(
     }
     if let Some((key, relay)) = tables.sender_route_entry(sender) {
         let place = at(paths.sender_routes.as_deref(), lines.sender_routes.get(&key));
-        steps.push(format!("sender route {place}: {key} {} (mail from <{sender}>)", describe_relay(relay)));
+        steps.push(format!("sender route {place}: {key} {} (mail from {sender})", describe_relay(relay)));
     } else if let Some((key, Route::Relay(relay))) = tables.route_entry(domain) {
         let place = at(paths.routes.as_deref(), lines.routes.get(key));
         steps.push(format!("route {place}: {key} {} (most specific match)", describe_relay(relay)));

@@ -18,7 +18,7 @@ use crate::error::{ValueError, invalid};
 use std::collections::HashMap;
 use std::path::Path;
 
-use postern_types::{Address, EnhancedStatus, Reply};
+use postern_types::{Address, EnhancedStatus, Reply, ReversePath};
 
 use crate::error::ConfigError;
 use crate::schema::TablePaths;
@@ -316,17 +316,17 @@ impl Tables {
     }
 
     /// The sender route for the reverse-path `sender`: the exact address, else `@domain`
-    /// (sendmail smarttable). `None` for the null sender or no match.
-    pub fn sender_route_for(&self, sender: &str) -> Option<&Relay> {
+    /// (sendmail smarttable; keys are lower-cased). `None` for the null sender or no match.
+    pub fn sender_route_for(&self, sender: &ReversePath) -> Option<&Relay> {
         self.sender_route_entry(sender).map(|(_, r)| r)
     }
 
     /// As [`Tables::sender_route_for`], with the key that matched.
-    pub fn sender_route_entry(&self, sender: &str) -> Option<(String, &Relay)> {
-        let sender = sender.to_lowercase();
-        let (_, domain) = sender.rsplit_once('@')?;
-        let at_domain = format!("@{domain}");
-        [sender.clone(), at_domain].into_iter().find_map(|k| self.sender_routes.get(&k).map(|r| (k, r)))
+    pub fn sender_route_entry(&self, sender: &ReversePath) -> Option<(String, &Relay)> {
+        let a = sender.mailbox()?;
+        let exact = format!("{}@{}", a.local_part().to_lowercase(), a.domain());
+        let at_domain = format!("@{}", a.domain());
+        [exact, at_domain].into_iter().find_map(|k| self.sender_routes.get(&k).map(|r| (k, r)))
     }
 
     /// The route for `domain` (lower-case): the exact key, else the longest matching `.suffix`

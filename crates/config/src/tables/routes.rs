@@ -165,10 +165,11 @@ mod tests {
         let (map, _) = parse_sender(Path::new("sender-routes"), text, &mut errors);
         assert_eq!(errors.len(), 2, "{errors:?}");
         let t = super::super::Tables { sender_routes: map, ..Default::default() };
-        assert_eq!(t.sender_route_for("App@A.test").unwrap().port, Some(2600));
-        assert_eq!(t.sender_route_for("anyone@capture.test").unwrap().host, "capture.test");
-        assert!(t.sender_route_for("other@a.test").is_none());
-        assert!(t.sender_route_for("").is_none());
+        let from = |s: &str| postern_types::ReversePath::Mailbox(postern_types::Address::parse(s).unwrap());
+        assert_eq!(t.sender_route_for(&from("App@A.test")).unwrap().port, Some(2600));
+        assert_eq!(t.sender_route_for(&from("anyone@capture.test")).unwrap().host, "capture.test");
+        assert!(t.sender_route_for(&from("other@a.test")).is_none());
+        assert!(t.sender_route_for(&postern_types::ReversePath::Null).is_none());
     }
 
     #[test]
