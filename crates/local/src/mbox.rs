@@ -229,6 +229,19 @@ fn ctime(t: SystemTime) -> String {
 mod tests {
     use super::*;
 
+    /// [`deliver`] from `from` to `to` (addresses as text), waiting up to `secs` seconds.
+    fn put(
+        path: &Path,
+        owner: Option<(u32, u32)>,
+        from: &str,
+        to: &str,
+        body: &[u8],
+        secs: u64,
+    ) -> Result<(), DeliveryError> {
+        let (from, to) = (crate::tests::rp(from), crate::tests::addr(to));
+        deliver(path, owner, &from, &to, body, Duration::from_secs(secs))
+    }
+
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("postern-mbox-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -245,28 +258,14 @@ mod tests {
         std::fs::write(&target, "").unwrap();
         let link = dir.join("linked");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = deliver(
-            &link,
-            None,
-            &crate::tests::rp("a@x.test"),
-            &crate::tests::addr("b@y.test"),
-            b"Subject: s\r\n\r\nx\r\n",
-            Duration::from_secs(1),
-        );
+        let e = put(&link, None, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", 1);
         assert!(e.is_err(), "a symbolic link was followed");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "", "written through the link");
         let fifo = dir.join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo(3) with a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = deliver(
-            &fifo,
-            None,
-            &crate::tests::rp("a@x.test"),
-            &crate::tests::addr("b@y.test"),
-            b"Subject: s\r\n\r\nx\r\n",
-            Duration::from_secs(1),
-        );
+        let e = put(&fifo, None, "a@x.test", "b@y.test", b"Subject: s\r\n\r\nx\r\n", 1);
         assert!(e.is_err(), "a FIFO was opened for delivery");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -278,15 +277,7 @@ mod tests {
         use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
         let dir = tmp("owner");
         let mbox = dir.join("carol");
-        deliver(
-            &mbox,
-            Some((4242, 4243)),
-            &crate::tests::rp("a@x.test"),
-            &crate::tests::addr("carol@y.test"),
-            b"Subject: s\r\n\r\nx\r\n",
-            Duration::from_secs(1),
-        )
-        .unwrap();
+        put(&mbox, Some((4242, 4243)), "a@x.test", "carol@y.test", b"Subject: s\r\n\r\nx\r\n", 1).unwrap();
         let meta = std::fs::metadata(&mbox).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         // SAFETY: geteuid has no preconditions.
@@ -296,14 +287,7 @@ mod tests {
         let secret = dir.join("secret");
         std::fs::write(&secret, "secret\n").unwrap();
         std::fs::hard_link(&secret, dir.join("dave")).unwrap();
-        let e = deliver(
-            &dir.join("dave"),
-            None,
-            &crate::tests::rp("a@x.test"),
-            &crate::tests::addr("dave@y.test"),
-            b"Subject: s\r\n\r\nx\r\n",
-            Duration::from_secs(1),
-        );
+        let e = put(&dir.join("dave"), None, "a@x.test", "dave@y.test", b"Subject: s\r\n\r\nx\r\n", 1);
         assert!(e.is_err(), "written through a hard link");
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret\n");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -314,15 +298,7 @@ mod tests {
         let dir = tmp("quote");
         let mbox = dir.join("alice");
         let body = "Subject: q\r\n\r\nFrom here\r\n>From there\r\n>>From afar\r\nFromage\r\n";
-        deliver(
-            &mbox,
-            None,
-            &crate::tests::rp("bob@x.test"),
-            &crate::tests::addr("alice@y.test"),
-            body.as_bytes(),
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        put(&mbox, None, "bob@x.test", "alice@y.test", body.as_bytes(), 5).unwrap();
         let text = std::fs::read_to_string(&mbox).unwrap();
         assert!(text.starts_with("From bob@x.test "), "{text}");
         assert!(text.contains("\n>From here\n>>From there\n>>>From afar\nFromage\n\n"), "{text}");
@@ -355,15 +331,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..25 {
                         let m = format!("Subject: {w}-{i}\r\n\r\nline one of {w}-{i}\r\nline two of {w}-{i}\r\n");
-                        deliver(
-                            &mbox,
-                            None,
-                            &crate::tests::rp("a@x.test"),
-                            &crate::tests::addr("bob@y.test"),
-                            m.as_bytes(),
-                            Duration::from_secs(20),
-                        )
-                        .unwrap();
+                        put(&mbox, None, "a@x.test", "bob@y.test", m.as_bytes(), 20).unwrap();
                     }
                 })
             })
