@@ -5,10 +5,13 @@
 //!
 //! The targets ([`TARGETS`]): the command parser, the server session (command parser, DATA and
 //! BDAT decoders, state machine), the DATA decoder alone, the address parser, the client's
-//! reply parser, the envelope reader, the configuration, the table files, the `[policy]`
-//! network lists and DNSBL zone specs, the milter response decoder, the SRS decoder, and the
+//! reply parser, the client conversation (SMTP and LMTP) fed by a hostile peer, the envelope
+//! reader, the configuration, the table files, the `[policy]`
+//! network lists and DNSBL zone specs, the milter response decoder, one milter conversation with a hostile filter, the SRS decoder, and the
 //! MTA-STS policy and record parsers.
 
+pub mod client;
+pub mod filter;
 pub mod session;
 
 use std::path::Path;
@@ -28,11 +31,13 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("data", data),
     ("address", address),
     ("reply", reply),
+    ("client", client::target),
     ("envelope", envelope),
     ("config", config),
     ("tables", tables),
     ("policy", policy),
     ("milter", milter),
+    ("filter", filter::target),
     ("srs", srs),
     ("sts", sts),
 ];

@@ -2,11 +2,14 @@
 //! (rspamd, opendkim, SpamAssassin's and ClamAV's milters), sans-I/O: this crate turns what the
 //! MTA knows into packets ([`Command::encode`]), splits the filter's byte stream into replies
 //! ([`Decoder::next_response`]), and keeps the negotiated options ([`Negotiated`]: which steps the filter does
-//! not want, which actions it may take). The socket driver lives with the SMTP session.
+//! not want, which actions it may take), and one filter's whole conversation about a message
+//! ([`conversation::Conversation`]: which steps to send, what the answers decide). The socket
+//! driver lives with the SMTP session (`inbound/src/milter.rs`).
 //!
 //! Wire format (libmilter's `mfdef.h`): every packet is a 4-byte big-endian length, then one
 //! command byte, then `length - 1` bytes of data; strings are NUL-terminated.
 
+pub mod conversation;
 pub mod edit;
 
 use std::fmt;

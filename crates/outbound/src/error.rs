@@ -66,9 +66,10 @@ pub enum LinkError {
     /// The peer closed the connection.
     #[error("connection closed by the peer")]
     Closed,
-    /// The peer's reply does not parse (RFC 5321 §4.2).
-    #[error("{0}")]
-    BadReply(String),
+    /// The peer's reply does not parse (RFC 5321 §4.2), or the conversation was driven out of
+    /// order.
+    #[error(transparent)]
+    Protocol(#[from] postern_proto::client::session::ClientError),
     /// The TLS handshake failed or timed out.
     #[error("{0}")]
     Tls(String),

@@ -8,9 +8,11 @@
 pub mod connect;
 pub mod dane;
 pub mod error;
+pub mod link;
 pub mod lmtp;
 pub mod nexthop;
 pub mod pool;
+mod smtp;
 pub mod sts;
 pub mod tls;
 pub mod tls_results;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use postern_config::schema::TlsLevel;
 use postern_config::{Config, Tables};
 use postern_dns::Resolver;
+use postern_proto::client::session::{Answer, Stage};
 use postern_types::dsn::Notify;
 use postern_types::tls_report::{AppliedPolicy, PolicyKind, TlsFailure};
 use postern_types::{Address, EnhancedStatus, Reply};
@@ -49,6 +52,17 @@ impl Outcome {
             500..=599 => Self::PermFail(reply),
             _ => Self::TempFail(reply),
         }
+    }
+
+    /// Classifies the answer a recipient got in a transaction: its reply ([`Self::from_reply`]),
+    /// except that DATA answered with anything but 354 or a refusal is out of step (a 2xx
+    /// there would take a message never sent for delivered): 4.5.0, temporary.
+    pub fn from_answer(answer: &Answer) -> Self {
+        let reply = &answer.reply;
+        if answer.stage == Stage::Data && reply.code / 100 < 4 {
+            return Self::temp(EnhancedStatus(4, 5, 0), format!("unexpected reply to DATA: {reply}"));
+        }
+        Self::from_reply(reply.clone())
     }
 
     /// A local, temporary problem (network, timeout, DNS) as a 4xx outcome with `status`.

@@ -1,18 +1,21 @@
 //! LMTP (RFC 2033) to a mailbox server, Dovecot's `lmtp` above all: `LHLO` instead of `EHLO`,
 //! and after the message one reply per accepted recipient, so that one mailbox over quota
 //! (`452 4.2.2`) is retried while the others are delivered. The server is a Unix socket
-//! (`unix:/run/dovecot/lmtp`) or TCP (`[127.0.0.1]:24`). Commands go in lockstep (LMTP servers
-//! are local and fast; RFC 2033 §4.2). A connection that ended its transaction cleanly is kept
+//! (`unix:/run/dovecot/lmtp`) or TCP (`[127.0.0.1]:24`). The conversation is the same
+//! sans-I/O client as SMTP's ([`postern_proto::client::session`], dialect LMTP), pipelined when
+//! the server offers PIPELINING as Dovecot does. A connection that ended its transaction cleanly is kept
 //! idle for `[outbound] connection_cache_time` and reused for the next message to the same
 //! server, starting with RSET, as SMTP connections are (Postfix's connection cache); the log
 //! says `conn_use=N` on a reused one.
 
 use std::time::Duration;
 
-use postern_proto::client::{DotStuffed, ReplyParser};
-use postern_types::{EnhancedStatus, Reply};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use postern_proto::client::Outgoing;
+use postern_proto::client::session::{Dialect, Event, RcptTo, Session as Conversation, Stage};
+use postern_types::EnhancedStatus;
+use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::link::Link;
 use crate::{LinkError, Message, Outcome, Rcpt, RecipientResult};
 
 /// Where the LMTP server listens.
@@ -60,8 +63,11 @@ impl std::fmt::Display for Server {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// A connection past LHLO, ready for a transaction.
-type Conn = Client<Box<dyn Io>>;
+/// A connection past LHLO, ready for a transaction, and how many it carried.
+struct Conn {
+    link: Link<Box<dyn Io>>,
+    uses: u32,
+}
 
 /// Idle LMTP connections by server (`unix:/path`, `host:port`), with when each became idle.
 #[derive(Default)]
@@ -78,17 +84,20 @@ impl Idle {
 
     /// Keeps `conn` for reuse when it is clean and caching is on; else ends it with QUIT.
     async fn put_or_quit(&self, server: &str, mut conn: Conn, max_idle: Duration) {
-        if conn.reusable && !max_idle.is_zero() {
+        if conn.link.reusable() && !max_idle.is_zero() {
             let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
             for list in idle.values_mut() {
                 list.retain(|(_, since)| since.elapsed() < max_idle);
             }
             idle.entry(server.to_owned()).or_default().push((conn, std::time::Instant::now()));
         } else {
-            let _ = conn.stream.write_all(b"QUIT\r\n").await;
+            conn.link.quit(QUIT_WAIT).await;
         }
     }
 }
+
+/// How long QUIT's reply is waited for.
+const QUIT_WAIT: Duration = Duration::from_secs(2);
 
 /// Delivers `message` to `recipients` over LMTP at `server`, as `hostname`, `timeout` per
 /// command, reusing an idle connection from `idle` (kept for `cache_time`; zero: no reuse);
@@ -106,10 +115,11 @@ pub async fn deliver(
     let outcomes = 'outcomes: {
         if let Some(mut conn) = idle.take(&key, cache_time) {
             // A reused connection starts with RSET; one the server closed while idle is stale.
-            if conn.command("RSET\r\n").await.is_ok_and(|r| r.code == 250) {
+            let reset = conn.link.session.reset().is_ok();
+            if reset && matches!(conn.link.next_event(timeout).await, Ok(Event::Reset)) {
                 conn.uses += 1;
                 relay = format!("{relay}, conn_use={}", conn.uses);
-                let outcomes = conn.transact(recipients, message).await;
+                let outcomes = transact(&mut conn.link, timeout, recipients, message).await;
                 idle.put_or_quit(&key, conn, cache_time).await;
                 break 'outcomes outcomes;
             }
@@ -117,11 +127,11 @@ pub async fn deliver(
         }
         match connect(server, &relay, timeout).await {
             Ok(stream) => {
-                let mut conn = Client::new(stream, timeout);
-                match conn.greet(hostname).await {
+                let mut link = Link::new(stream, Conversation::new(Dialect::Lmtp, hostname));
+                match greet(&mut link, timeout).await {
                     Ok(()) => {
-                        let outcomes = conn.transact(recipients, message).await;
-                        idle.put_or_quit(&key, conn, cache_time).await;
+                        let outcomes = transact(&mut link, timeout, recipients, message).await;
+                        idle.put_or_quit(&key, Conn { link, uses: 1 }, cache_time).await;
                         outcomes
                     }
                     Err(o) => vec![o; recipients.len()],
@@ -162,125 +172,57 @@ async fn connect(server: &Server, relay: &str, timeout: Duration) -> Result<Box<
     }
 }
 
-struct Client<S> {
-    stream: S,
-    parser: ReplyParser,
-    timeout: Duration,
-    /// False after an I/O error, a 421 or a transaction that did not end cleanly.
-    reusable: bool,
-    /// Transactions on this connection.
-    uses: u32,
+/// The outcome of a conversation that broke, naming the command it broke at.
+fn lost<S: AsyncRead + AsyncWrite + Unpin>(link: &Link<S>, e: &LinkError) -> Outcome {
+    match link.awaiting() {
+        Some(Stage::Content) => Outcome::temp(EnhancedStatus(4, 4, 2), format!("LMTP after the message: {e}")),
+        Some(stage) => e.outcome(&format!("LMTP {stage}")),
+        None => e.outcome("LMTP"),
+    }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    fn new(stream: S, timeout: Duration) -> Self {
-        Self { stream, parser: ReplyParser::default(), timeout, reusable: true, uses: 1 }
+/// The greeting and LHLO.
+///
+/// # Errors
+/// The outcome for every recipient when the server refuses or cannot be talked to.
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(link: &mut Link<S>, timeout: Duration) -> Result<(), Outcome> {
+    match link.next_event(timeout).await {
+        Ok(Event::Ready) => Ok(()),
+        Ok(Event::Refused { reply, .. }) => Err(Outcome::from_reply(reply)),
+        Ok(other) => Err(Outcome::temp(EnhancedStatus(4, 4, 2), format!("LMTP: unexpected {other:?}"))),
+        Err(e) => Err(lost(link, &e)),
     }
+}
 
-    async fn reply(&mut self) -> Result<Reply, LinkError> {
-        let mut buf = vec![0; 8192];
-        loop {
-            if let Some(r) = self.parser.next_reply().map_err(|e| LinkError::BadReply(e.to_string()))? {
-                if r.code == 421 {
-                    self.reusable = false;
-                }
-                return Ok(r);
-            }
-            let read = tokio::time::timeout(self.timeout, self.stream.read(&mut buf)).await;
-            let e = match read {
-                Ok(Ok(n)) if n > 0 => {
-                    self.parser.feed(&buf[..n]);
-                    continue;
-                }
-                Ok(Ok(_)) => LinkError::Closed,
-                Ok(Err(e)) => LinkError::Read(e),
-                Err(_) => LinkError::ReplyTimeout(self.timeout),
-            };
-            self.reusable = false;
-            return Err(e);
-        }
+/// One transaction (MAIL, RCPTs, DATA, a reply per accepted recipient, RFC 2033 §4.2); one
+/// outcome per recipient. No DSN parameters go to the mailbox server: delivery ends here, and
+/// Postern sends the `delivered` DSN itself (RFC 3461 §4.2).
+async fn transact<S: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut Link<S>,
+    timeout: Duration,
+    recipients: &[Rcpt],
+    message: &Message,
+) -> Vec<Outcome> {
+    let n = recipients.len();
+    let outgoing = Outgoing {
+        reverse_path: &message.reverse_path,
+        size: message.data.len() as u64,
+        body_8bit: message.body_8bit,
+        smtputf8: false,
+        ret: None,
+        envid: None,
+        require_tls: false,
+    };
+    let rcpts: Vec<RcptTo<'_>> =
+        recipients.iter().map(|r| RcptTo { address: &r.address, notify: None, orcpt: None }).collect();
+    match link.session.transaction(&outgoing, &rcpts, false) {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return vec![Outcome::PermFail(why.reply()); n],
+        Err(e) => return vec![LinkError::from(e).outcome("LMTP"); n],
     }
-
-    async fn command(&mut self, line: &str) -> Result<Reply, LinkError> {
-        if let Err(e) = self.stream.write_all(line.as_bytes()).await {
-            self.reusable = false;
-            return Err(LinkError::Write(e));
-        }
-        self.reply().await
-    }
-
-    /// The greeting and LHLO.
-    ///
-    /// # Errors
-    /// The outcome for every recipient when the server refuses or cannot be talked to.
-    async fn greet(&mut self, hostname: &str) -> Result<(), Outcome> {
-        for (stage, line) in [("greeting", None), ("LHLO", Some(format!("LHLO {hostname}\r\n")))] {
-            let r = match line {
-                Some(l) => self.command(&l).await,
-                None => self.reply().await,
-            }
-            .map_err(|e| e.outcome(&format!("LMTP {stage}")))?;
-            if r.code / 100 != 2 {
-                self.reusable = false;
-                return Err(Outcome::from_reply(r));
-            }
-        }
-        Ok(())
-    }
-
-    /// One transaction (MAIL, RCPTs, DATA, a reply per accepted recipient); one outcome per
-    /// recipient. A transaction that did not end cleanly leaves the connection not reusable.
-    async fn transact(&mut self, recipients: &[Rcpt], message: &Message) -> Vec<Outcome> {
-        let n = recipients.len();
-        let outcomes = self.exchange(recipients, message).await;
-        if outcomes.is_err() {
-            self.reusable = false;
-        }
-        outcomes.unwrap_or_else(|(stage, e)| vec![e.outcome(&format!("LMTP {stage}")); n])
-    }
-
-    async fn exchange(
-        &mut self,
-        recipients: &[Rcpt],
-        message: &Message,
-    ) -> Result<Vec<Outcome>, (&'static str, LinkError)> {
-        let n = recipients.len();
-        let body = if message.body_8bit { " BODY=8BITMIME" } else { "" };
-        let mail =
-            self.command(&format!("MAIL FROM:{}{body}\r\n", message.reverse_path)).await.map_err(|e| ("MAIL", e))?;
-        if mail.code / 100 != 2 {
-            self.reusable = false;
-            return Ok(vec![Outcome::from_reply(mail); n]);
-        }
-        let mut per: Vec<Option<Outcome>> = Vec::with_capacity(n);
-        for r in recipients {
-            let reply = self.command(&format!("RCPT TO:<{}>\r\n", r.address)).await.map_err(|e| ("RCPT", e))?;
-            per.push((reply.code / 100 != 2).then(|| Outcome::from_reply(reply)));
-        }
-        if per.iter().all(Option::is_some) {
-            // No recipient accepted: the transaction is still open; RSET ends it.
-            let rset = self.command("RSET\r\n").await.map_err(|e| ("RSET", e))?;
-            self.reusable &= rset.code == 250;
-        } else {
-            let data = self.command("DATA\r\n").await.map_err(|e| ("DATA", e))?;
-            if data.code != 354 {
-                self.reusable = false;
-                return Ok(per.into_iter().map(|o| o.unwrap_or_else(|| Outcome::from_reply(data.clone()))).collect());
-            }
-            for piece in DotStuffed::new(&message.data, crate::transaction::DATA_PIECE) {
-                if let Err(e) = self.stream.write_all(&piece).await {
-                    return Err(("sending the message", LinkError::Write(e)));
-                }
-            }
-            // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
-            for slot in per.iter_mut().filter(|o| o.is_none()) {
-                *slot = Some(match self.reply().await {
-                    Ok(r) => Outcome::from_reply(r),
-                    Err(e) => Outcome::temp(EnhancedStatus(4, 4, 2), format!("LMTP after the message: {e}")),
-                });
-            }
-        }
-        Ok(per.into_iter().map(|o| o.expect("every recipient decided")).collect())
+    match link.complete_transaction(&message.data, (timeout, timeout)).await {
+        Ok(answers) => answers.iter().map(Outcome::from_answer).collect(),
+        Err(e) => vec![lost(link, &e); n],
     }
 }
 

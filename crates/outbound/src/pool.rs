@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::smtp::Session;
 use crate::tls_results::TlsResults;
-use crate::transaction::Session;
 
 /// Idle sessions per destination, the per-destination concurrency limit, and the host status
 /// cache (addresses whose connect failed recently).
@@ -103,7 +103,7 @@ impl Pool {
 
     /// Keeps a clean session for reuse (when caching is on), or ends it with QUIT.
     pub(crate) async fn put_or_quit(&self, key: &str, session: Session, cache_time: Duration) {
-        if session.reusable && !cache_time.is_zero() {
+        if session.reusable() && !cache_time.is_zero() {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             for list in idle.values_mut() {
                 list.retain(|(_, since)| since.elapsed() < cache_time);

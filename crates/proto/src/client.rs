@@ -1,6 +1,9 @@
 //! The client side of SMTP, sans I/O: reply parsing, EHLO capabilities, the commands of one
 //! transaction, dot-stuffing, and the RFC 6152 / RFC 6531 rules for peers that lack 8BITMIME or
-//! SMTPUTF8. The outbound driver performs the I/O.
+//! SMTPUTF8, and the conversation itself ([`session::Session`]). The drivers in `outbound`
+//! perform the I/O.
+
+pub mod session;
 
 use postern_types::dsn::Ret;
 use postern_types::{EnhancedStatus, Reply, ReversePath, printable};

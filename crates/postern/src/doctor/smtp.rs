@@ -5,9 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use postern_dns::dnssec::{DnssecResolver, Secured};
-use postern_proto::client::{Capabilities, ReplyParser};
-use postern_types::Reply;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use postern_outbound::link::Link;
+use postern_proto::client::Outgoing;
+use postern_proto::client::session::{Dialect, Event, RcptTo, Session as Conversation, Stage};
 use tokio::net::TcpStream;
 
 use super::Finding;
@@ -15,42 +15,24 @@ use super::Finding;
 /// Longest any step may take.
 const STEP: Duration = Duration::from_secs(15);
 
-/// One SMTP conversation, plain or over TLS.
-struct Conversation<S> {
-    stream: S,
-    parser: ReplyParser,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
-    async fn reply(&mut self) -> Result<Reply, String> {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(r) = self.parser.next_reply().map_err(|e| e.to_string())? {
-                return Ok(r);
-            }
-            let n = tokio::time::timeout(STEP, self.stream.read(&mut buf))
-                .await
-                .map_err(|_| format!("no reply within {}s", STEP.as_secs()))?
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("the server closed the connection".into());
-            }
-            self.parser.feed(&buf[..n]);
-        }
-    }
-
-    async fn command(&mut self, line: &str) -> Result<Reply, String> {
-        self.stream.write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
-        self.reply().await
-    }
-}
-
-async fn connect(addr: SocketAddr) -> Result<Conversation<TcpStream>, String> {
+/// A connection to `addr` carrying an SMTP conversation as `helo`.
+async fn connect(addr: SocketAddr, helo: &str) -> Result<Link<TcpStream>, String> {
     let tcp = tokio::time::timeout(STEP, TcpStream::connect(addr))
         .await
         .map_err(|_| format!("connecting to {addr}: timed out"))?
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    Ok(Conversation { stream: tcp, parser: ReplyParser::default() })
+    Ok(Link::new(tcp, Conversation::new(Dialect::Smtp, helo)))
+}
+
+/// The greeting and EHLO (HELO when refused): what the conversation reports, in words.
+async fn open(link: &mut Link<TcpStream>) -> Result<(), String> {
+    match link.next_event(STEP).await {
+        Ok(Event::Ready) => Ok(()),
+        Ok(Event::Refused { stage: Stage::Greeting, reply }) => Err(format!("greets with {}", reply.code)),
+        Ok(Event::Refused { stage, reply }) => Err(format!("{stage} answered {}", reply.code)),
+        Ok(other) => Err(format!("unexpected {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// What [`probe`] needs to know.
@@ -71,7 +53,7 @@ pub(super) struct Target<'a> {
 
 /// Greeting name = PTR = HELO, STARTTLS, the certificate (names, expiry, chain) and DANE.
 pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec<Finding>) {
-    let mut c = match connect(t.addr).await {
+    let mut c = match connect(t.addr, t.helo).await {
         Ok(c) => c,
         Err(e) => {
             out.push(Finding::fail(
@@ -82,10 +64,10 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
             return;
         }
     };
-    let greeting = match c.reply().await {
-        Ok(r) if r.code == 220 => r,
-        Ok(r) => return out.push(Finding::temp("SMTP", format!("{} greets with {}", t.addr, r.code))),
-        Err(e) => return out.push(Finding::temp("SMTP", format!("{}: {e}", t.addr))),
+    let opened = open(&mut c).await;
+    let Some(greeting) = c.session.greeting().filter(|g| g.code == 220).cloned() else {
+        let e = opened.err().unwrap_or_default();
+        return out.push(Finding::temp("SMTP", format!("{}: {e}", t.addr)));
     };
     let name = greeting.lines[0].split_whitespace().next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
     let ptr_has = |n: &str| t.ptr.iter().any(|p| p.trim_end_matches('.').eq_ignore_ascii_case(n));
@@ -104,21 +86,25 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
             fix,
         ));
     }
-    let ehlo = match c.command(&format!("EHLO {}", t.helo)).await {
-        Ok(r) if r.code == 250 => r,
-        Ok(r) => return out.push(Finding::temp("SMTP", format!("EHLO answered {}", r.code))),
-        Err(e) => return out.push(Finding::temp("SMTP", format!("EHLO: {e}"))),
-    };
-    if !Capabilities::from_ehlo(&ehlo).starttls {
+    if let Err(e) = opened {
+        return out.push(Finding::temp("SMTP", e));
+    }
+    if !c.session.capabilities().starttls {
         let fix = "set [tls] cert and key (certbot's fullchain.pem and privkey.pem), then postern reload";
         return out.push(Finding::fail("TLS", format!("{} does not offer STARTTLS", t.mx), fix.into()));
     }
-    match c.command("STARTTLS").await {
-        Ok(r) if r.code == 220 => {}
-        Ok(r) => return out.push(Finding::temp("TLS", format!("STARTTLS answered {}", r.code))),
+    let started = c.session.starttls().map_err(|e| e.to_string());
+    match started.and(Ok(c.next_event(STEP).await)) {
+        Ok(Ok(Event::StartTls)) => {}
+        Ok(Ok(Event::Refused { reply, .. })) => {
+            return out.push(Finding::temp("TLS", format!("STARTTLS answered {}", reply.code)));
+        }
+        Ok(Ok(other)) => return out.push(Finding::temp("TLS", format!("STARTTLS: unexpected {other:?}"))),
+        Ok(Err(e)) => return out.push(Finding::temp("TLS", format!("STARTTLS: {e}"))),
         Err(e) => return out.push(Finding::temp("TLS", format!("STARTTLS: {e}"))),
     }
-    let handshake = postern_outbound::tls::handshake(c.stream, t.mx, t.ca_file, None);
+    let (tcp, mut conversation) = c.into_parts();
+    let handshake = postern_outbound::tls::handshake(tcp, t.mx, t.ca_file, None);
     let (stream, info) = match tokio::time::timeout(STEP, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -130,8 +116,40 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
         stream.get_ref().1.peer_certificates().unwrap_or_default().iter().map(|c| c.as_ref().to_vec()).collect();
     certificate(t, &chain, info.verify_error.as_deref(), out);
     dane(t.mx, dnssec, &chain, out).await;
-    let mut c = Conversation { stream, parser: ReplyParser::default() };
-    let _ = c.command("QUIT").await;
+    if conversation.tls_started().is_ok() {
+        Link::new(stream, conversation).quit(STEP).await;
+    }
+}
+
+/// An address probe (MAIL and RCPT, no DATA) of `postern-doctor@{foreign}` from itself: the
+/// RCPT's reply.
+async fn relay_probe(c: &mut Link<TcpStream>, foreign: &str) -> Result<postern_types::Reply, String> {
+    open(c).await?;
+    let address = postern_types::Address::new("postern-doctor", foreign);
+    let from = postern_types::ReversePath::Mailbox(address.clone());
+    let message = Outgoing {
+        reverse_path: &from,
+        size: 0,
+        body_8bit: false,
+        smtputf8: false,
+        ret: None,
+        envid: None,
+        require_tls: false,
+    };
+    let rcpt = [RcptTo { address: &address, notify: None, orcpt: None }];
+    match c.session.transaction(&message, &rcpt, true) {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return Err(why.reply().to_string()),
+        Err(e) => return Err(e.to_string()),
+    }
+    match c.next_event(STEP).await.map_err(|e| e.to_string())? {
+        Event::Done(answers) => match answers.into_iter().next() {
+            Some(a) if a.stage == Stage::Rcpt => Ok(a.reply),
+            Some(a) => Err(format!("{} was answered {}", a.stage, a.reply.code)),
+            None => Err("no answer".into()),
+        },
+        other => Err(format!("unexpected {other:?}")),
+    }
 }
 
 /// The served certificate covers the MX name, is not about to expire and chains to a root.
@@ -228,23 +246,16 @@ pub(super) async fn open_relay(
     else {
         return out.push(Finding::temp("RELAY", "every RFC 2606 domain is local here; test from outside".into()));
     };
-    let mut c = match connect(addr).await {
+    let mut c = match connect(addr, helo).await {
         Ok(c) => c,
         Err(e) => return out.push(Finding::temp("RELAY", e)),
     };
     let source: Option<IpAddr> = c.stream.local_addr().ok().map(|a| a.ip());
-    let steps = async {
-        c.reply().await?;
-        c.command(&format!("EHLO {helo}")).await?;
-        c.command(&format!("MAIL FROM:<postern-doctor@{foreign}>")).await?;
-        let r = c.command(&format!("RCPT TO:<postern-doctor@{foreign}>")).await?;
-        let _ = c.command("QUIT").await;
-        Ok::<_, String>(r)
-    };
-    let rcpt = match steps.await {
+    let rcpt = match relay_probe(&mut c, foreign).await {
         Ok(r) => r,
         Err(e) => return out.push(Finding::temp("RELAY", e)),
     };
+    c.quit(STEP).await;
     let trusted_here = source.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));
     match rcpt.code {
         500..=599 => out.push(Finding::ok("RELAY", format!("a RCPT for {foreign} is refused ({})", rcpt.code))),

@@ -1,0 +1,144 @@
+//! The I/O half of a client conversation: a connection and the sans-I/O
+//! [`postern_proto::client::session::Session`] it carries. [`Link::next_event`] performs the
+//! session's steps (writes, reads with a timeout) until it reports an [`Event`]; the SMTP
+//! delivery, LMTP delivery and `postern doctor` drive their conversations through it, and add
+//! only what is theirs (TLS policy, how replies become outcomes, what to probe).
+
+use std::time::Duration;
+
+use postern_proto::client::DotStuffed;
+use postern_proto::client::session::{Answer, ClientError, Event, Session, Stage, Step};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::LinkError;
+
+/// The size of the pieces the message is sent in after DATA, in bytes: a delivery holds one
+/// piece of the stuffed message, not a whole copy.
+pub const DATA_PIECE: usize = 32 * 1024;
+
+/// A connection and its conversation.
+pub struct Link<S> {
+    /// The connection.
+    pub stream: S,
+    /// The conversation.
+    pub session: Session,
+    /// False after an I/O error: the connection is of no further use.
+    intact: bool,
+    /// Read buffer, reused: no zero-filling per read, and a delivery's future stays small.
+    rbuf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
+    /// `session` on `stream`.
+    pub fn new(stream: S, session: Session) -> Self {
+        Self { stream, session, intact: true, rbuf: Vec::with_capacity(8192) }
+    }
+
+    /// Whether the connection may carry another transaction (see
+    /// [`Session::reusable`]), and no I/O on it failed.
+    pub fn reusable(&self) -> bool {
+        self.intact && self.session.reusable()
+    }
+
+    /// Performs the session's steps until its next event; `timeout` bounds each write and
+    /// each wait for a reply.
+    ///
+    /// # Errors
+    /// [`LinkError`] when the connection broke, timed out or the peer's reply does not parse;
+    /// the link is then not reusable.
+    pub async fn next_event(&mut self, timeout: Duration) -> Result<Event, LinkError> {
+        let result = self.steps(timeout).await;
+        self.intact &= result.is_ok();
+        result
+    }
+
+    async fn steps(&mut self, timeout: Duration) -> Result<Event, LinkError> {
+        loop {
+            match self.session.poll()? {
+                Step::Send(bytes) => self.write(&bytes, timeout).await?,
+                Step::Read => self.read(timeout).await?,
+                Step::Event(e) => return Ok(e),
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), LinkError> {
+        match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
+            Err(_) => Err(LinkError::SendTimeout),
+            Ok(r) => r.map_err(LinkError::Write),
+        }
+    }
+
+    async fn read(&mut self, timeout: Duration) -> Result<(), LinkError> {
+        self.rbuf.clear();
+        self.rbuf.reserve(8192);
+        match tokio::time::timeout(timeout, self.stream.read_buf(&mut self.rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                self.session.feed(&self.rbuf);
+                Ok(())
+            }
+            Ok(Ok(_)) => Err(LinkError::Closed),
+            Ok(Err(e)) => Err(LinkError::Read(e)),
+            Err(_) => Err(LinkError::ReplyTimeout(timeout)),
+        }
+    }
+
+    /// Sends `message` (CRLF line endings) after [`Event::SendContent`], dot-stuffed in pieces
+    /// of [`DATA_PIECE`] bytes, each write bounded by `timeout`; the reply is then awaited.
+    ///
+    /// # Errors
+    /// [`LinkError`] when a write fails or times out.
+    pub async fn send_content(&mut self, message: &[u8], timeout: Duration) -> Result<(), LinkError> {
+        for piece in DotStuffed::new(message, DATA_PIECE) {
+            if let Err(e) = self.write(&piece, timeout).await {
+                self.intact = false;
+                return Err(e);
+            }
+        }
+        self.session.content_sent()?;
+        Ok(())
+    }
+
+    /// The events of a transaction begun on the session: the message sent on 354, its reply
+    /// then awaited for `timeouts.1` (`[outbound] data_timeout`; every other reply and write
+    /// for `timeouts.0`), one answer per recipient at the end.
+    ///
+    /// # Errors
+    /// [`LinkError`] when the connection broke or the conversation went out of step.
+    pub async fn complete_transaction(
+        &mut self,
+        message: &[u8],
+        timeouts: (Duration, Duration),
+    ) -> Result<Vec<Answer>, LinkError> {
+        let (command, data) = timeouts;
+        let mut timeout = command;
+        loop {
+            match self.next_event(timeout).await? {
+                Event::SendContent => {
+                    self.send_content(message, command).await?;
+                    timeout = data;
+                }
+                Event::Done(answers) => return Ok(answers),
+                _ => return Err(ClientError::OutOfOrder("a transaction", "another stage ended").into()),
+            }
+        }
+    }
+
+    /// Ends the conversation politely: QUIT and its reply, within `timeout`; errors ignored.
+    pub async fn quit(&mut self, timeout: Duration) {
+        if self.intact && self.session.quit().is_ok() {
+            let _ = self.next_event(timeout).await;
+        }
+    }
+
+    /// The connection and the conversation, apart: to carry the conversation on over TLS
+    /// after [`Event::StartTls`].
+    pub fn into_parts(self) -> (S, Session) {
+        (self.stream, self.session)
+    }
+
+    /// The command whose reply the session awaits, to say where a conversation broke.
+    pub fn awaiting(&self) -> Option<Stage> {
+        self.session.awaiting()
+    }
+}
