@@ -38,17 +38,17 @@ pub(crate) fn spawn(
             }
             let words: Vec<&str> = line.split_whitespace().collect();
             let result = if let ["dmarc-report", day, mode] = words.as_slice() {
-                crate::dmarc::run(&ctx, day, *mode == "send").await
+                crate::dmarc::run(&ctx, day, *mode == "send").await.map_err(ControlError::from)
             } else if let ["tls-rpt-report", day, mode] = words.as_slice() {
-                crate::tls_rpt::run(&ctx, day, *mode == "send").await
+                crate::tls_rpt::run(&ctx, day, *mode == "send").await.map_err(ControlError::from)
             } else if line.trim() == "reload" {
                 match tokio::task::spawn_blocking(move || reloader.reload("reload")).await {
                     Ok(Ok(what)) => {
                         tracing::info!("reload: {what}");
                         Ok(format!("{what}\n"))
                     }
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(e.to_string()),
+                    Ok(Err(e)) => Err(ControlError::Reload(e)),
+                    Err(e) => Err(ControlError::Task(e)),
                 }
             } else if let Some(rest) = line.trim().strip_prefix("unban") {
                 unban(&ctx, rest.trim()).await
@@ -71,11 +71,40 @@ pub(crate) fn spawn(
     })
 }
 
+/// Why a control request failed: the text after `error: ` in the answer.
+#[derive(Debug, thiserror::Error)]
+enum ControlError {
+    #[error("a queue ID is required")]
+    NoId,
+    #[error("{0:?} is not a queue ID (16 hex digits)")]
+    BadId(String),
+    #[error("{0:?} is not an IP address")]
+    BadIp(String),
+    #[error("{0} has no failures recorded")]
+    NoFailures(String),
+    #[error("unknown flush filter {0:?}")]
+    BadFilter(String),
+    #[error("unknown request {0:?}")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] postern_store::StoreError),
+    #[error(transparent)]
+    Queue(#[from] postern_queue::control::ControlError),
+    #[error(transparent)]
+    Spool(#[from] postern_spool::SpoolError),
+    #[error("the task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Reload(crate::serve::ReloadError),
+    #[error(transparent)]
+    Report(#[from] crate::report_mail::ReportJobError),
+}
+
 /// The failed-AUTH table: one line per client IP with failures in the last `ban_time` (of
 /// the whole cluster with a shared store).
-async fn bans(ctx: &Context) -> Result<String, String> {
+async fn bans(ctx: &Context) -> Result<String, ControlError> {
     let server = &ctx.live.config().server;
-    let list = ctx.store.bans(postern_store::now_ms(), server.ban_time.0).await.map_err(|e| e.to_string())?;
+    let list = ctx.store.bans(postern_store::now_ms(), server.ban_time.0).await?;
     if list.is_empty() {
         return Ok("no failures recorded\n".into());
     }
@@ -88,16 +117,16 @@ async fn bans(ctx: &Context) -> Result<String, String> {
 }
 
 /// Lifts the ban of the network an IP is in (and forgets its failures).
-async fn unban(ctx: &Context, arg: &str) -> Result<String, String> {
+async fn unban(ctx: &Context, arg: &str) -> Result<String, ControlError> {
     let server = &ctx.live.config().server;
-    let ip: std::net::IpAddr = arg.parse().map_err(|_| format!("{arg:?} is not an IP address"))?;
+    let ip: std::net::IpAddr = arg.parse().map_err(|_| ControlError::BadIp(arg.to_owned()))?;
     let network = server.ban_network(ip);
     let label = server.ban_label(network);
-    if ctx.store.lift(network).await.map_err(|e| e.to_string())? {
+    if ctx.store.lift(network).await? {
         tracing::info!("ban: {label} lifted by the postmaster");
         Ok(format!("{label}: ban lifted\n"))
     } else {
-        Err(format!("{label} has no failures recorded"))
+        Err(ControlError::NoFailures(label))
     }
 }
 
@@ -136,22 +165,20 @@ async fn list(queue: &Queue, wr: &mut tokio::net::unix::OwnedWriteHalf) {
     let _ = producer.await;
 }
 
-fn parse_id(arg: Option<&str>) -> Result<QueueId, String> {
-    let arg = arg.ok_or("a queue ID is required")?;
-    QueueId::parse(&arg.to_ascii_uppercase()).ok_or_else(|| format!("{arg:?} is not a queue ID (16 hex digits)"))
+fn parse_id(arg: Option<&str>) -> Result<QueueId, ControlError> {
+    let arg = arg.ok_or(ControlError::NoId)?;
+    QueueId::parse(&arg.to_ascii_uppercase()).ok_or_else(|| ControlError::BadId(arg.to_owned()))
 }
 
-async fn handle(request: &str, queue: &Queue, spool: &std::sync::Arc<Spool>) -> Result<String, String> {
+async fn handle(request: &str, queue: &Queue, spool: &std::sync::Arc<Spool>) -> Result<String, ControlError> {
     let mut words = request.split_whitespace();
     match words.next().unwrap_or("") {
         "stats" => Ok(queue.stats().await),
         "show" => {
             let id = parse_id(words.next())?;
-            let entry = queue.entry(id).await.map_err(|e| e.to_string())?;
+            let entry = queue.entry(id).await?;
             let spool = spool.clone();
-            let message =
-                tokio::task::spawn_blocking(move || spool.read_message(id)).await.map_err(|e| e.to_string())?;
-            let message = message.map_err(|e| e.to_string())?;
+            let message = tokio::task::spawn_blocking(move || spool.read_message(id)).await??;
             let end = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 2);
             let headers = String::from_utf8_lossy(&message[..end]).replace("\r\n", "\n");
             Ok(format!("{}\n# message headers ({} bytes in all)\n{headers}", entry.envelope.to_text(), message.len()))
@@ -163,21 +190,15 @@ async fn handle(request: &str, queue: &Queue, spool: &std::sync::Arc<Spool>) -> 
                     Some(("id", v)) => filter.id = Some(parse_id(Some(v))?),
                     Some(("recipient-domain", v)) => filter.recipient_domain = Some(v.to_owned()),
                     Some(("sender-domain", v)) => filter.sender_domain = Some(v.to_owned()),
-                    _ => return Err(format!("unknown flush filter {w:?}")),
+                    _ => return Err(ControlError::BadFilter(w.to_owned())),
                 }
             }
             let n = queue.flush(&filter).await;
             Ok(format!("{n} message(s) scheduled for delivery now\n"))
         }
-        "hold" => {
-            queue.set_held(parse_id(words.next())?, true).await.map(|()| "held\n".into()).map_err(|e| e.to_string())
-        }
-        "release" => queue
-            .set_held(parse_id(words.next())?, false)
-            .await
-            .map(|()| "released\n".into())
-            .map_err(|e| e.to_string()),
-        "delete" => queue.delete(parse_id(words.next())?).await.map(|()| "deleted\n".into()).map_err(|e| e.to_string()),
-        other => Err(format!("unknown request {other:?}")),
+        "hold" => Ok(queue.set_held(parse_id(words.next())?, true).await.map(|()| "held\n".into())?),
+        "release" => Ok(queue.set_held(parse_id(words.next())?, false).await.map(|()| "released\n".into())?),
+        "delete" => Ok(queue.delete(parse_id(words.next())?).await.map(|()| "deleted\n".into())?),
+        other => Err(ControlError::Unknown(other.to_owned())),
     }
 }

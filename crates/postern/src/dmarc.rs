@@ -8,6 +8,8 @@ use std::time::Duration;
 use postern_auth::reports::{self, DayReport};
 use postern_inbound::Context;
 use postern_store::Aggregate;
+
+use crate::report_mail::ReportJobError;
 use tokio::sync::watch;
 
 /// Builds `day`'s reports (`YYYY-MM-DD`, UTC); with `send`, queues them and forgets the day,
@@ -15,14 +17,14 @@ use tokio::sync::watch;
 ///
 /// # Errors
 /// Reports disabled, or the store failed.
-pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, String> {
+pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, ReportJobError> {
     if !ctx.dmarc {
-        return Err("DMARC reports are off: set [dmarc_reports] enabled = true".into());
+        return Err(ReportJobError::Off { what: "DMARC reports", section: "dmarc_reports" });
     }
     if send && !crate::report_mail::take_day(ctx, Aggregate::Dmarc, day).await? {
         return Ok(format!("DMARC reports for {day}: another host of the cluster is sending them\n"));
     }
-    let tally = ctx.store.day_tally(Aggregate::Dmarc, day).await.map_err(|e| e.to_string())?;
+    let tally = ctx.store.day_tally(Aggregate::Dmarc, day).await?;
     let day_reports = reports::day_reports(day, &tally.meta, &tally.counts);
     let config = ctx.live.config();
     let submitter = config.hostname.clone();
@@ -47,7 +49,7 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
         out.push_str(&queue_report(ctx, report, &xml, &meta).await);
     }
     if send {
-        ctx.store.forget_day(Aggregate::Dmarc, day).await.map_err(|e| e.to_string())?;
+        ctx.store.forget_day(Aggregate::Dmarc, day).await?;
         if day_reports.is_empty() {
             out.push_str(&format!("no DMARC results recorded for {day}\n"));
         }

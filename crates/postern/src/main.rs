@@ -441,13 +441,13 @@ fn control_request(path: Option<&Path>, request: &str) -> ExitCode {
 
 /// Reports on the `[tls]` certificate: `Err` with the problem (missing, unreadable, expired,
 /// key not matching the certificate).
-fn check_tls(config: &postern_config::Config) -> Result<Option<String>, String> {
+fn check_tls(config: &postern_config::Config) -> Result<Option<String>, postern_inbound::tls::CertificateError> {
     let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else { return Ok(None) };
     let now = chrono::Utc::now().timestamp();
     let pairs = std::iter::once((cert, key)).chain(config.tls.sni.iter().map(|p| (&p.cert, &p.key)));
     let mut lines = Vec::new();
     for (cert, key) in pairs {
-        let r = postern_inbound::tls::inspect(cert, key, now).map_err(|e| e.to_string())?;
+        let r = postern_inbound::tls::inspect(cert, key, now)?;
         let mut line = format!(
             "{}: certificate {} ({}), chain of {}, expires in {} day(s)",
             cert.display(),
@@ -464,7 +464,7 @@ fn check_tls(config: &postern_config::Config) -> Result<Option<String>, String> 
         }
         lines.push(line);
     }
-    postern_inbound::tls::load(&config.tls).map_err(|e| e.to_string())?;
+    postern_inbound::tls::load(&config.tls)?;
     Ok(Some(lines.join("\n")))
 }
 

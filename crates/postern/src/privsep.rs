@@ -105,7 +105,7 @@ impl Helper {
                     reader.read_exact(&mut bytes).map_err(broken)?;
                     Ok(bytes)
                 }
-                "err" => Err(value.to_owned()),
+                "err" => Err(HelperReadError(value.to_owned())),
                 _ => return Err(bad()),
             };
             files.insert(PathBuf::from(path), entry);
@@ -115,13 +115,18 @@ impl Helper {
 
 /// The secret files as the helper read them.
 #[derive(Debug)]
-pub(crate) struct Fetched(HashMap<PathBuf, Result<Vec<u8>, String>>);
+pub(crate) struct Fetched(HashMap<PathBuf, Result<Vec<u8>, HelperReadError>>);
+
+/// The helper's error reading a file, as it sent it (one line of text: the system's error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0} (read by the privileged helper)")]
+pub(crate) struct HelperReadError(String);
 
 impl FileSource for Fetched {
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         match self.0.get(path) {
             Some(Ok(bytes)) => Ok(bytes.clone()),
-            Some(Err(e)) => Err(std::io::Error::other(format!("{e} (read by the privileged helper)"))),
+            Some(Err(e)) => Err(std::io::Error::other(e.clone())),
             None => Err(std::io::Error::other(
                 "not named by the configuration file the privileged helper read; try the reload again",
             )),

@@ -10,6 +10,47 @@ use postern_queue::{MailParams, Submission, SubmitRecipient};
 use postern_store::Aggregate;
 use postern_types::{Address, ForwardPath, QueueId, ReversePath, Verdict};
 
+/// Why a report job did not run, or a report was not queued: a text for the operator.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReportJobError {
+    /// `[dmarc_reports]` or `[tls_reports]` is not enabled.
+    #[error("{what} are off: set [{section}] enabled = true")]
+    Off {
+        /// `DMARC reports`, `TLS reports`.
+        what: &'static str,
+        /// The section that enables them.
+        section: &'static str,
+    },
+    /// The store failed or did not answer.
+    #[error(transparent)]
+    Store(#[from] postern_store::StoreError),
+    /// The day asked for is not a date.
+    #[error("{day:?} is not YYYY-MM-DD: {source}")]
+    Day {
+        /// As given.
+        day: String,
+        /// The parser's error.
+        source: chrono::ParseError,
+    },
+    /// The report's sender is not an address.
+    #[error("the sender <{from}>: {source}")]
+    Sender {
+        /// As configured.
+        from: String,
+        /// Why it is not an address.
+        source: postern_types::AddressError,
+    },
+    /// Signing failed under `[dkim] on_error = "tempfail"`.
+    #[error("cannot sign the report: {0}")]
+    Sign(postern_types::Reply),
+    /// The spool refused the report.
+    #[error("cannot queue the report: {0}")]
+    Queue(#[from] postern_queue::SubmitError),
+    /// The report does not encode (RFC 8460 JSON).
+    #[error("cannot encode the report: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// How long the host that sends a day's reports holds that day: the others leave it alone
 /// meanwhile. Once sent, the day is forgotten; a host that died before that leaves it to the
 /// next daily run after the lease (a duplicate report is possible then, a lost one is not).
@@ -20,9 +61,9 @@ const LEASE: std::time::Duration = std::time::Duration::from_secs(3600);
 ///
 /// # Errors
 /// The store failed or did not answer (nothing is sent then).
-pub(crate) async fn take_day(ctx: &Context, aggregate: Aggregate, day: &str) -> Result<bool, String> {
+pub(crate) async fn take_day(ctx: &Context, aggregate: Aggregate, day: &str) -> Result<bool, ReportJobError> {
     let name = format!("{}:{day}", aggregate.name());
-    ctx.store.lease(&name, &ctx.live.config().hostname, LEASE).await.map_err(|e| e.to_string())
+    Ok(ctx.store.lease(&name, &ctx.live.config().hostname, LEASE).await?)
 }
 
 /// A composed report to queue.
@@ -42,18 +83,18 @@ pub(crate) struct Report<'a> {
 /// Signs and queues `report`.
 ///
 /// # Errors
-/// A text for the operator: the sender is not an address, signing failed under
+/// [`ReportJobError`]: the sender is not an address, signing failed under
 /// `[dkim] on_error = "tempfail"`, or the spool refused it.
-pub(crate) async fn queue(ctx: &Context, report: Report<'_>) -> Result<QueueId, String> {
+pub(crate) async fn queue(ctx: &Context, report: Report<'_>) -> Result<QueueId, ReportJobError> {
     let reverse_path = match Address::parse(report.from) {
         Ok(a) => ReversePath::Mailbox(a),
-        Err(e) => return Err(format!("the sender <{}>: {e}", report.from)),
+        Err(source) => return Err(ReportJobError::Sender { from: report.from.to_owned(), source }),
     };
     let mut message = crlf(report.message);
     let on_error = ctx.live.config().dkim.on_error;
     let headers = postern_inbound::dkim_sign(ctx.auth(), on_error, report.what, &mut message)
         .await
-        .map_err(|r| format!("cannot sign the report: {r}"))?;
+        .map_err(ReportJobError::Sign)?;
     let submission = Submission {
         origin: Origin::Generated { what: report.what },
         source: report.source,
@@ -66,7 +107,7 @@ pub(crate) async fn queue(ctx: &Context, report: Report<'_>) -> Result<QueueId, 
         held: false,
         id: None,
     };
-    ctx.queue.submit(submission).await.map_err(|e| format!("cannot queue the report: {e}"))
+    Ok(ctx.queue.submit(submission).await?)
 }
 
 /// Where each of `addresses` goes (local mailboxes, aliases or the world).
@@ -106,9 +147,9 @@ fn crlf(m: &[u8]) -> Vec<u8> {
 ///
 /// # Errors
 /// `day` is not a date.
-pub(crate) fn bounds(day: &str) -> Result<(i64, i64), String> {
-    let d =
-        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| format!("{day:?} is not YYYY-MM-DD: {e}"))?;
-    let begin = d.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp();
+pub(crate) fn bounds(day: &str) -> Result<(i64, i64), ReportJobError> {
+    let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .map_err(|source| ReportJobError::Day { day: day.to_owned(), source })?;
+    let begin = d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
     Ok((begin, begin + 86_399))
 }

@@ -411,12 +411,29 @@ fn spawn_greylist_purge(store: Arc<postern_store::Store>, live: Arc<Live>, mut s
 fn load_tls(
     config: &Config,
     files: &dyn postern_config::FileSource,
-) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    let loaded = postern_inbound::tls::load_with(&config.tls, files).map_err(|e| e.to_string())?;
+) -> Result<Option<Arc<rustls::ServerConfig>>, postern_inbound::tls::CertificateError> {
+    let loaded = postern_inbound::tls::load_with(&config.tls, files)?;
     if let Some(cert) = loaded.as_ref().and(config.tls.cert.as_ref()) {
         tracing::info!("TLS certificate loaded from {} ({} more by SNI)", cert.display(), config.tls.sni.len());
     }
     Ok(loaded)
+}
+
+/// Why a reload did not apply everything.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReloadError {
+    /// The new configuration, tables or certificate has errors (one per line): nothing was
+    /// changed.
+    #[error("{}\nnew configuration refused ({} error(s)); the previous one stays in force", .0.join("\n"), .0.len())]
+    Refused(Vec<String>),
+    /// Applied, but for the settings read only at start.
+    #[error("{loaded}\nnot applied until a restart: {}", .pending.join(", "))]
+    RestartNeeded {
+        /// What was loaded.
+        loaded: String,
+        /// The settings that need a restart.
+        pending: Vec<&'static str>,
+    },
 }
 
 /// Re-reads configuration, tables and certificate (SIGHUP, `postern reload`). All or nothing:
@@ -436,9 +453,9 @@ impl Reloader {
     /// `why` (`SIGHUP`, `reload`).
     ///
     /// # Errors
-    /// Every error of the new configuration, one per line, and a last line saying that the old
-    /// one stays in force; nothing was changed.
-    pub(crate) fn reload(&self, why: &str) -> Result<String, String> {
+    /// [`ReloadError::Refused`] with every error of the new configuration (nothing was
+    /// changed), or [`ReloadError::RestartNeeded`] naming what was not applied.
+    pub(crate) fn reload(&self, why: &str) -> Result<String, ReloadError> {
         let Some(path) = &self.path else {
             return Ok("running on the embedded default, nothing to reload".into());
         };
@@ -452,10 +469,9 @@ impl Reloader {
         match result {
             Ok((what, pending)) if pending.is_empty() => Ok(what),
             // Applied but for these: said, and a non-zero exit for `postern reload`.
-            Ok((what, pending)) => {
-                let text = format!("not applied until a restart: {}", pending.join(", "));
-                tracing::warn!("{why}: {text}");
-                Err(format!("{what}\n{text}"))
+            Ok((loaded, pending)) => {
+                tracing::warn!("{why}: not applied until a restart: {}", pending.join(", "));
+                Err(ReloadError::RestartNeeded { loaded, pending })
             }
             Err(e) => Err(e),
         }
@@ -463,15 +479,14 @@ impl Reloader {
 
     /// Applies what can be applied; returns what was loaded and the changed settings that
     /// take effect only after a restart.
-    fn reload_from(&self, path: &Path, why: &str) -> Result<(String, Vec<&'static str>), String> {
+    fn reload_from(&self, path: &Path, why: &str) -> Result<(String, Vec<&'static str>), ReloadError> {
         let refused = |errors: Vec<String>| {
             for e in &errors {
                 tracing::error!("{why}: {e}");
             }
-            let last =
-                format!("new configuration refused ({} error(s)); the previous one stays in force", errors.len());
-            tracing::error!("{why}: {last}");
-            format!("{}\n{last}", errors.join("\n"))
+            let n = errors.len();
+            tracing::error!("{why}: new configuration refused ({n} error(s)); the previous one stays in force");
+            ReloadError::Refused(errors)
         };
         let (config, tables) =
             postern_config::load(path).map_err(|errors| refused(errors.iter().map(ToString::to_string).collect()))?;
@@ -483,7 +498,7 @@ impl Reloader {
             }
             None => &postern_config::Disk,
         };
-        let tls = load_tls(&config, files).map_err(|e| refused(vec![e]))?;
+        let tls = load_tls(&config, files).map_err(|e| refused(vec![e.to_string()]))?;
         let auth = AuthState::load_with(&config, files).map_err(refused)?;
         let lists =
             postern_inbound::screen::ScreenLists::load(&config.policy).map_err(|e| refused(vec![e.to_string()]))?;

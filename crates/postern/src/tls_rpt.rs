@@ -11,19 +11,21 @@ use postern_auth::tlsrpt::{self, DomainDay};
 use postern_dns::{Answer, Resolver as _};
 use postern_inbound::Context;
 use postern_store::Aggregate;
+
+use crate::report_mail::ReportJobError;
 use tokio::sync::watch;
 
 /// How often buffered results are stored.
 const DRAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// Stores the results recorded since the last call under today's date (UTC).
-async fn drain(ctx: &Context) -> Result<(), String> {
+async fn drain(ctx: &Context) -> Result<(), ReportJobError> {
     if !ctx.tlsrpt {
         return Ok(());
     }
     let keys: Vec<String> = ctx.queue.tls_results().drain().iter().map(tlsrpt::key).collect();
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    ctx.store.tally(Aggregate::TlsRpt, &day, &keys, None).await.map_err(|e| e.to_string())
+    Ok(ctx.store.tally(Aggregate::TlsRpt, &day, &keys, None).await?)
 }
 
 /// Builds `day`'s reports (`YYYY-MM-DD`, UTC): with `send`, queues them and forgets the day,
@@ -31,15 +33,15 @@ async fn drain(ctx: &Context) -> Result<(), String> {
 ///
 /// # Errors
 /// Reports disabled, or the store failed.
-pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, String> {
+pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, ReportJobError> {
     if !ctx.tlsrpt {
-        return Err("TLS reports are off: set [tls_reports] enabled = true".into());
+        return Err(ReportJobError::Off { what: "TLS reports", section: "tls_reports" });
     }
     drain(ctx).await?;
     if send && !crate::report_mail::take_day(ctx, Aggregate::TlsRpt, day).await? {
         return Ok(format!("TLS reports for {day}: another host of the cluster is sending them\n"));
     }
-    let tally = ctx.store.day_tally(Aggregate::TlsRpt, day).await.map_err(|e| e.to_string())?;
+    let tally = ctx.store.day_tally(Aggregate::TlsRpt, day).await?;
     let days = tlsrpt::domain_days(day, &tally.counts);
     let (begin, end) = crate::report_mail::bounds(day)?;
     let config = ctx.live.config();
@@ -57,12 +59,12 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
         if send {
             out.push_str(&queue_report(ctx, domain_day, &report).await);
         } else {
-            out.push_str(&tlsrpt::json_without_nulls(&report).map_err(|e| e.to_string())?);
+            out.push_str(&tlsrpt::json_without_nulls(&report)?);
             out.push('\n');
         }
     }
     if send {
-        ctx.store.forget_day(Aggregate::TlsRpt, day).await.map_err(|e| e.to_string())?;
+        ctx.store.forget_day(Aggregate::TlsRpt, day).await?;
         if days.is_empty() {
             out.push_str(&format!("no TLS results recorded for {day}\n"));
         }

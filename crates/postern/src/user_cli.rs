@@ -12,9 +12,24 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+/// Why `postern user` could not do what it was asked; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+enum UserError {
+    #[error("cannot create the users table {path}: {source}")]
+    CreateTable { path: std::path::PathBuf, source: std::io::Error },
+    #[error("reading the password{from}: {source}")]
+    Read { from: &'static str, source: std::io::Error },
+    #[error("empty password on stdin")]
+    EmptyOnStdin,
+    #[error("empty password; nothing changed")]
+    Empty,
+    #[error("the passwords differ; nothing changed")]
+    Differ,
+}
+
 /// The first `user add` on a new server: the users table the configuration names is created
 /// empty (mode 0600) when it does not exist, so that the configuration loads.
-fn create_missing_table(config: &Path) -> Result<(), String> {
+fn create_missing_table(config: &Path) -> Result<(), UserError> {
     let Ok(c) = postern_config::load_without_tables(config) else { return Ok(()) };
     let Some(table) = c.tables.users.filter(|t| !t.exists()) else { return Ok(()) };
     std::fs::OpenOptions::new()
@@ -23,7 +38,7 @@ fn create_missing_table(config: &Path) -> Result<(), String> {
         .mode(0o600)
         .open(&table)
         .map(|_| eprintln!("postern: created the users table {}", table.display()))
-        .map_err(|e| format!("cannot create the users table {}: {e}", table.display()))
+        .map_err(|source| UserError::CreateTable { path: table.clone(), source })
 }
 
 /// `postern user ...`.
@@ -150,27 +165,27 @@ fn set_hash(text: &str, name: &str, hash: &str) -> String {
 }
 
 /// Reads the password: twice without echo from a terminal, else one line from stdin.
-fn read_password(name: &str) -> Result<String, String> {
+fn read_password(name: &str) -> Result<String, UserError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         let mut line = String::new();
-        stdin.lock().read_line(&mut line).map_err(|e| format!("reading the password from stdin: {e}"))?;
+        stdin.lock().read_line(&mut line).map_err(|source| UserError::Read { from: " from stdin", source })?;
         let p = line.trim_end_matches(['\r', '\n']).to_owned();
-        return if p.is_empty() { Err("empty password on stdin".into()) } else { Ok(p) };
+        return if p.is_empty() { Err(UserError::EmptyOnStdin) } else { Ok(p) };
     }
     let first = prompt(&format!("Password for {name}: "))?;
     if first.is_empty() {
-        return Err("empty password; nothing changed".into());
+        return Err(UserError::Empty);
     }
     let second = prompt("Again: ")?;
     if first != second {
-        return Err("the passwords differ; nothing changed".into());
+        return Err(UserError::Differ);
     }
     Ok(first)
 }
 
 /// Prompts on stderr and reads a line from the terminal on stdin with echo off.
-fn prompt(text: &str) -> Result<String, String> {
+fn prompt(text: &str) -> Result<String, UserError> {
     eprint!("{text}");
     let _ = std::io::stderr().flush();
     // SAFETY: termios calls on fd 0 with a zeroed struct filled in by tcgetattr.
@@ -187,7 +202,7 @@ fn prompt(text: &str) -> Result<String, String> {
     if have {
         unsafe { libc::tcsetattr(0, libc::TCSANOW, &raw const saved) };
     }
-    read.map_err(|e| format!("reading the password: {e}"))?;
+    read.map_err(|source| UserError::Read { from: "", source })?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use postern_dns::dnssec::{DnssecResolver, Secured};
 use postern_outbound::link::Link;
 use postern_proto::client::Outgoing;
-use postern_proto::client::session::{Dialect, Event, RcptTo, Session as Conversation, Stage};
+use postern_proto::client::session::{ClientError, Dialect, Event, RcptTo, Session as Conversation, Stage};
 use tokio::net::TcpStream;
 
 use super::Finding;
@@ -15,23 +15,43 @@ use super::Finding;
 /// Longest any step may take.
 const STEP: Duration = Duration::from_secs(15);
 
+/// Why a probe of our MX could not be made; the text of a finding.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("connecting to {0}: timed out")]
+    ConnectTimeout(SocketAddr),
+    #[error("connecting to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: std::io::Error },
+    #[error("greets with {0}")]
+    Greeting(u16),
+    #[error("{0} answered {1}")]
+    Refused(Stage, u16),
+    #[error("unexpected {0:?}")]
+    Unexpected(Event),
+    #[error(transparent)]
+    Link(#[from] postern_outbound::LinkError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Unsendable(postern_types::Reply),
+}
+
 /// A connection to `addr` carrying an SMTP conversation as `helo`.
-async fn connect(addr: SocketAddr, helo: &str) -> Result<Link<TcpStream>, String> {
+async fn connect(addr: SocketAddr, helo: &str) -> Result<Link<TcpStream>, ProbeError> {
     let tcp = tokio::time::timeout(STEP, TcpStream::connect(addr))
         .await
-        .map_err(|_| format!("connecting to {addr}: timed out"))?
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        .map_err(|_| ProbeError::ConnectTimeout(addr))?
+        .map_err(|source| ProbeError::Connect { addr, source })?;
     Ok(Link::new(tcp, Conversation::new(Dialect::Smtp, helo)))
 }
 
-/// The greeting and EHLO (HELO when refused): what the conversation reports, in words.
-async fn open(link: &mut Link<TcpStream>) -> Result<(), String> {
-    match link.next_event(STEP).await {
-        Ok(Event::Ready) => Ok(()),
-        Ok(Event::Refused { stage: Stage::Greeting, reply }) => Err(format!("greets with {}", reply.code)),
-        Ok(Event::Refused { stage, reply }) => Err(format!("{stage} answered {}", reply.code)),
-        Ok(other) => Err(format!("unexpected {other:?}")),
-        Err(e) => Err(e.to_string()),
+/// The greeting and EHLO (HELO when refused).
+async fn open(link: &mut Link<TcpStream>) -> Result<(), ProbeError> {
+    match link.next_event(STEP).await? {
+        Event::Ready => Ok(()),
+        Event::Refused { stage: Stage::Greeting, reply } => Err(ProbeError::Greeting(reply.code)),
+        Event::Refused { stage, reply } => Err(ProbeError::Refused(stage, reply.code)),
+        other => Err(ProbeError::Unexpected(other)),
     }
 }
 
@@ -58,7 +78,7 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
         Err(e) => {
             out.push(Finding::fail(
                 "SMTP",
-                e,
+                e.to_string(),
                 format!("open port 25 to {}: is `postern serve` listening there?", t.mx),
             ));
             return;
@@ -66,7 +86,7 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
     };
     let opened = open(&mut c).await;
     let Some(greeting) = c.session.greeting().filter(|g| g.code == 220).cloned() else {
-        let e = opened.err().unwrap_or_default();
+        let e = opened.err().map(|e| e.to_string()).unwrap_or_default();
         return out.push(Finding::temp("SMTP", format!("{}: {e}", t.addr)));
     };
     let name = greeting.lines[0].split_whitespace().next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
@@ -87,21 +107,14 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
         ));
     }
     if let Err(e) = opened {
-        return out.push(Finding::temp("SMTP", e));
+        return out.push(Finding::temp("SMTP", e.to_string()));
     }
     if !c.session.capabilities().starttls {
         let fix = "set [tls] cert and key (certbot's fullchain.pem and privkey.pem), then postern reload";
         return out.push(Finding::fail("TLS", format!("{} does not offer STARTTLS", t.mx), fix.into()));
     }
-    let started = c.session.starttls().map_err(|e| e.to_string());
-    match started.and(Ok(c.next_event(STEP).await)) {
-        Ok(Ok(Event::StartTls)) => {}
-        Ok(Ok(Event::Refused { reply, .. })) => {
-            return out.push(Finding::temp("TLS", format!("STARTTLS answered {}", reply.code)));
-        }
-        Ok(Ok(other)) => return out.push(Finding::temp("TLS", format!("STARTTLS: unexpected {other:?}"))),
-        Ok(Err(e)) => return out.push(Finding::temp("TLS", format!("STARTTLS: {e}"))),
-        Err(e) => return out.push(Finding::temp("TLS", format!("STARTTLS: {e}"))),
+    if let Err(e) = starttls(&mut c).await {
+        return out.push(Finding::temp("TLS", e.to_string()));
     }
     let (tcp, mut conversation) = c.into_parts();
     let handshake = postern_outbound::tls::handshake(tcp, t.mx, t.ca_file, None);
@@ -121,9 +134,19 @@ pub(super) async fn probe(t: &Target<'_>, dnssec: &DnssecResolver, out: &mut Vec
     }
 }
 
+/// STARTTLS answered 220: the handshake may begin.
+async fn starttls(c: &mut Link<TcpStream>) -> Result<(), ProbeError> {
+    c.session.starttls()?;
+    match c.next_event(STEP).await? {
+        Event::StartTls => Ok(()),
+        Event::Refused { stage, reply } => Err(ProbeError::Refused(stage, reply.code)),
+        other => Err(ProbeError::Unexpected(other)),
+    }
+}
+
 /// An address probe (MAIL and RCPT, no DATA) of `postern-doctor@{foreign}` from itself: the
 /// RCPT's reply.
-async fn relay_probe(c: &mut Link<TcpStream>, foreign: &str) -> Result<postern_types::Reply, String> {
+async fn relay_probe(c: &mut Link<TcpStream>, foreign: &str) -> Result<postern_types::Reply, ProbeError> {
     open(c).await?;
     let address = postern_types::Address::new("postern-doctor", foreign);
     let from = postern_types::ReversePath::Mailbox(address.clone());
@@ -137,18 +160,16 @@ async fn relay_probe(c: &mut Link<TcpStream>, foreign: &str) -> Result<postern_t
         require_tls: false,
     };
     let rcpt = [RcptTo { address: &address, notify: None, orcpt: None }];
-    match c.session.transaction(&message, &rcpt, true) {
-        Ok(Ok(())) => {}
-        Ok(Err(why)) => return Err(why.reply().to_string()),
-        Err(e) => return Err(e.to_string()),
+    if let Err(why) = c.session.transaction(&message, &rcpt, true)? {
+        return Err(ProbeError::Unsendable(why.reply()));
     }
-    match c.next_event(STEP).await.map_err(|e| e.to_string())? {
+    match c.next_event(STEP).await? {
         Event::Done(answers) => match answers.into_iter().next() {
             Some(a) if a.stage == Stage::Rcpt => Ok(a.reply),
-            Some(a) => Err(format!("{} was answered {}", a.stage, a.reply.code)),
-            None => Err("no answer".into()),
+            Some(a) => Err(ProbeError::Refused(a.stage, a.reply.code)),
+            None => Err(ProbeError::Unexpected(Event::Done(Vec::new()))),
         },
-        other => Err(format!("unexpected {other:?}")),
+        other => Err(ProbeError::Unexpected(other)),
     }
 }
 
@@ -248,12 +269,12 @@ pub(super) async fn open_relay(
     };
     let mut c = match connect(addr, helo).await {
         Ok(c) => c,
-        Err(e) => return out.push(Finding::temp("RELAY", e)),
+        Err(e) => return out.push(Finding::temp("RELAY", e.to_string())),
     };
     let source: Option<IpAddr> = c.stream.local_addr().ok().map(|a| a.ip());
     let rcpt = match relay_probe(&mut c, foreign).await {
         Ok(r) => r,
-        Err(e) => return out.push(Finding::temp("RELAY", e)),
+        Err(e) => return out.push(Finding::temp("RELAY", e.to_string())),
     };
     c.quit(STEP).await;
     let trusted_here = source.is_some_and(|ip| trusted.iter().any(|n| n.contains(&ip)));

@@ -38,8 +38,16 @@ pub(crate) fn qualify(address: &str, origin: &str) -> String {
     if a.is_empty() || a.contains('@') { a.to_owned() } else { format!("{a}@{origin}") }
 }
 
+/// Why no message could be composed from the input and the command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ComposeError {
+    /// Neither arguments nor, with `-t`, the header fields name a recipient.
+    #[error("no recipients: give them as arguments or use -t")]
+    NoRecipients,
+}
+
 /// Builds the submission from `input`; `Err` when there is no recipient.
-pub(crate) fn compose(input: &[u8], i: &Inputs<'_>) -> Result<Composed, String> {
+pub(crate) fn compose(input: &[u8], i: &Inputs<'_>) -> Result<Composed, ComposeError> {
     let lines = split_lines(input, i.ignore_dots);
     let header_end = header_end(&lines);
     let mut headers: Vec<Vec<u8>> = lines[..header_end].to_vec();
@@ -68,7 +76,7 @@ pub(crate) fn compose(input: &[u8], i: &Inputs<'_>) -> Result<Composed, String> 
     }
     recipients.retain(|r| !r.is_empty());
     if recipients.is_empty() {
-        return Err("no recipients: give them as arguments or use -t".into());
+        return Err(ComposeError::NoRecipients);
     }
     let sender = i.sender.map_or_else(|| format!("{}@{}", i.user, i.origin), |s| qualify(s, i.origin));
     qualify_fields(&mut headers, i.origin);

@@ -183,7 +183,7 @@ fn deliver(inv: &Invocation, loaded: &Loaded) -> ExitCode {
     };
     let composed = match message::compose(&input, &inputs) {
         Ok(c) => c,
-        Err(e) => return report(inv, None, &e, EX_USAGE),
+        Err(e) => return report(inv, None, &e.to_string(), EX_USAGE),
     };
     let request = crate::submit_wire::Request {
         sender: composed.sender.clone(),
