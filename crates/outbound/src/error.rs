@@ -70,6 +70,14 @@ pub enum LinkError {
     /// order.
     #[error(transparent)]
     Protocol(#[from] postern_proto::client::session::ClientError),
+    /// The message could not be read from its queue file while it was sent.
+    #[error("reading the message from {path}: {source}")]
+    ReadMessage {
+        /// The queue file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
     /// The TLS handshake failed or timed out.
     #[error("{0}")]
     Tls(String),
@@ -86,9 +94,15 @@ impl LinkError {
 
     /// The outcome of each recipient whose attempt this ended; `during` says where
     /// (`"lost connection during EHLO"`), or nothing when empty. RFC 3463: 4.4.1 when no
-    /// connection was made ("no answer from host"), 4.4.2 when it broke ("bad connection").
+    /// connection was made ("no answer from host"), 4.4.2 when it broke ("bad connection"),
+    /// 4.3.0 when our queue file could not be read.
     pub fn outcome(&self, during: &str) -> Outcome {
-        let status = if self.before_connection() { EnhancedStatus(4, 4, 1) } else { EnhancedStatus(4, 4, 2) };
+        let status = match self {
+            // Our own queue file: a local problem (RFC 3463 X.3.0), not the peer's.
+            Self::ReadMessage { .. } => EnhancedStatus(4, 3, 0),
+            _ if self.before_connection() => EnhancedStatus(4, 4, 1),
+            _ => EnhancedStatus(4, 4, 2),
+        };
         let text = if during.is_empty() { self.to_string() } else { format!("{during}: {self}") };
         Outcome::temp(status, text)
     }

@@ -31,7 +31,7 @@ use postern_types::{Address, EnhancedStatus, Reply};
 pub use error::LinkError;
 pub use pool::Pool;
 pub use tls::TlsInfo;
-pub use transaction::Message;
+pub use transaction::{Body, Message};
 
 /// The outcome for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]

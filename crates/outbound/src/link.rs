@@ -6,11 +6,14 @@
 
 use std::time::Duration;
 
-use postern_proto::client::DotStuffed;
+use std::path::Path;
+
 use postern_proto::client::session::{Answer, ClientError, Event, Session, Stage, Step};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use postern_proto::client::{DotStuffed, Stuffer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
 use crate::LinkError;
+use crate::transaction::Body;
 
 /// The size of the pieces the message is sent in after DATA, in bytes: a delivery holds one
 /// piece of the stuffed message, not a whole copy.
@@ -84,19 +87,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     }
 
     /// Sends `message` (CRLF line endings) after [`Event::SendContent`], dot-stuffed in pieces
-    /// of [`DATA_PIECE`] bytes, each write bounded by `timeout`; the reply is then awaited.
+    /// of about [`DATA_PIECE`] bytes (read from its file one piece at a time), each write
+    /// bounded by `timeout`; the reply is then awaited.
     ///
     /// # Errors
-    /// [`LinkError`] when a write fails or times out.
-    pub async fn send_content(&mut self, message: &[u8], timeout: Duration) -> Result<(), LinkError> {
-        for piece in DotStuffed::new(message, DATA_PIECE) {
-            if let Err(e) = self.write(&piece, timeout).await {
-                self.intact = false;
-                return Err(e);
-            }
+    /// [`LinkError`] when a write fails or times out, or the file cannot be read: the
+    /// message was not ended, so the peer discards what it got (RFC 5321 §4.1.1.4).
+    pub async fn send_content(&mut self, message: &Body, timeout: Duration) -> Result<(), LinkError> {
+        let sent = match message {
+            Body::Bytes(bytes) => self.send_bytes(bytes, timeout).await,
+            Body::File { path, offset, len } => self.send_file(path, *offset, *len, timeout).await,
+        };
+        if sent.is_err() {
+            self.intact = false;
         }
+        sent?;
         self.session.content_sent()?;
         Ok(())
+    }
+
+    async fn send_bytes(&mut self, message: &[u8], timeout: Duration) -> Result<(), LinkError> {
+        for piece in DotStuffed::new(message, DATA_PIECE) {
+            self.write(&piece, timeout).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_file(&mut self, path: &Path, offset: u64, len: u64, timeout: Duration) -> Result<(), LinkError> {
+        let read_error = |source| LinkError::ReadMessage { path: path.to_owned(), source };
+        let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
+        file.seek(std::io::SeekFrom::Start(offset)).await.map_err(read_error)?;
+        let mut file = file.take(len);
+        let mut stuffer = Stuffer::default();
+        let mut piece = vec![0; DATA_PIECE];
+        let mut out = Vec::with_capacity(DATA_PIECE + DATA_PIECE / 16);
+        loop {
+            let n = file.read(&mut piece).await.map_err(read_error)?;
+            if n == 0 {
+                break;
+            }
+            out.clear();
+            stuffer.push(&piece[..n], &mut out);
+            self.write(&out, timeout).await?;
+        }
+        if file.limit() > 0 {
+            let short =
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the queue file is shorter than its message");
+            return Err(read_error(short));
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.write(&out, timeout).await
     }
 
     /// The events of a transaction begun on the session: the message sent on 354, its reply
@@ -107,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// [`LinkError`] when the connection broke or the conversation went out of step.
     pub async fn complete_transaction(
         &mut self,
-        message: &[u8],
+        message: &Body,
         timeouts: (Duration, Duration),
     ) -> Result<Vec<Answer>, LinkError> {
         let (command, data) = timeouts;

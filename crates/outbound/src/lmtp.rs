@@ -206,7 +206,7 @@ async fn transact<S: AsyncRead + AsyncWrite + Unpin>(
     let n = recipients.len();
     let outgoing = Outgoing {
         reverse_path: &message.reverse_path,
-        size: message.data.len() as u64,
+        size: message.data.len(),
         body_8bit: message.body_8bit,
         smtputf8: false,
         ret: None,
@@ -293,7 +293,7 @@ mod tests {
             reverse_path: postern_types::ReversePath::Mailbox(postern_types::Address::new("alice", "example.test")),
             body_8bit: false,
             smtputf8: false,
-            data: std::sync::Arc::new(b"Subject: x\r\n\r\nx\r\n".to_vec()),
+            data: crate::Body::Bytes(std::sync::Arc::new(b"Subject: x\r\n\r\nx\r\n".to_vec())),
             ret: None,
             envid: None,
             require_tls: false,

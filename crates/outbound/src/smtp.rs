@@ -294,7 +294,7 @@ impl Session {
         let n = recipients.len();
         let outgoing = Outgoing {
             reverse_path: &message.reverse_path,
-            size: message.data.len() as u64,
+            size: message.data.len(),
             body_8bit: message.body_8bit,
             smtputf8: message.smtputf8,
             ret: message.ret,

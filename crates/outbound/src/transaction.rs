@@ -20,6 +20,41 @@ use crate::smtp::{HelloError, Session, Stale};
 use crate::tls_results::{self, TlsResults};
 use crate::{Delays, Outcome, Rcpt, RecipientResult, connect};
 
+/// The bytes of a message to send: kept in memory, or read from its queue file while they are
+/// sent, so that a delivery holds one piece of a large message, not all of it.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// In memory (the bytes kept from the commit for the first attempt).
+    Bytes(Arc<Vec<u8>>),
+    /// In a file: `len` bytes from byte `offset` of `path` (a queue file, which never
+    /// changes after its commit).
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Where the message starts, bytes.
+        offset: u64,
+        /// Its length, bytes.
+        len: u64,
+    },
+}
+
+impl Body {
+    /// The message's length, bytes (`SIZE=`, RFC 1870).
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Bytes(b) => b.len() as u64,
+            Self::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the message is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A queued message as outbound delivery needs it.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -31,8 +66,8 @@ pub struct Message {
     pub body_8bit: bool,
     /// Received with SMTPUTF8.
     pub smtputf8: bool,
-    /// The message file (trace headers included), CRLF line endings.
-    pub data: Arc<Vec<u8>>,
+    /// The message (trace headers included), CRLF line endings.
+    pub data: Body,
     /// `RET=` to pass on.
     pub ret: Option<Ret>,
     /// `ENVID=` to pass on (xtext).

@@ -236,6 +236,47 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     DotStuffed::new(message, usize::MAX).flatten().collect()
 }
 
+/// Dot-stuffing of a message read in pieces of any size (a queue file streamed to a peer):
+/// [`Stuffer::push`] each piece, then [`Stuffer::finish`]; the bytes are those of
+/// [`dot_stuff`] over the whole message (RFC 5321 §4.5.2).
+#[derive(Debug, Clone, Default)]
+pub struct Stuffer {
+    /// The last byte pushed did not end a line.
+    mid_line: bool,
+    /// The last two bytes pushed.
+    last: [u8; 2],
+    /// Bytes were pushed.
+    sent: bool,
+}
+
+impl Stuffer {
+    /// Appends `piece` to `out`, a dot added before every line that starts with one.
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        let mut rest = piece;
+        while !rest.is_empty() {
+            if !self.mid_line && rest[0] == b'.' {
+                out.push(b'.');
+            }
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            out.extend_from_slice(&rest[..end]);
+            self.mid_line = rest[end - 1] != b'\n';
+            rest = &rest[end..];
+        }
+        for &b in piece.iter().rev().take(2).rev() {
+            self.last = [self.last[1], b];
+            self.sent = true;
+        }
+    }
+
+    /// Appends the end: a CRLF when the message did not end with one, then `.` CRLF.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.sent && self.last != *b"\r\n" {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+}
+
 /// The message as sent after DATA ([`dot_stuff`]), in pieces of about `chunk` bytes (a piece
 /// ends at `chunk` bytes or soon after, at most the stuffing dot and the end marker more), so
 /// that a delivery holds one piece at a time instead of a whole stuffed copy of the message.
@@ -374,6 +415,24 @@ mod tests {
                 let pieces: Vec<Vec<u8>> = DotStuffed::new(m, chunk).collect();
                 assert_eq!(pieces.concat(), whole, "{m:?} in pieces of {chunk}");
                 assert!(pieces.iter().all(|p| p.len() <= chunk + 6), "{m:?} {chunk}: {pieces:?}");
+            }
+        }
+    }
+
+    /// A message pushed in pieces of any size makes the bytes of the whole.
+    #[test]
+    fn a_stuffer_fed_pieces_makes_the_same_bytes() {
+        let messages: [&[u8]; 6] =
+            [b"", b".", b"a\r\n.b\r\n..c\r\nd", b"line\r", b"\r\n\r\n.\r\n", b"Subject: s\r\n\r\n.hidden\r\nend ."];
+        for m in messages {
+            for size in [1, 2, 3, 5, 64] {
+                let mut stuffer = Stuffer::default();
+                let mut out = Vec::new();
+                for piece in m.chunks(size) {
+                    stuffer.push(piece, &mut out);
+                }
+                stuffer.finish(&mut out);
+                assert_eq!(out, dot_stuff(m), "{m:?} in pieces of {size}");
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use postern_config::Config;
 use postern_config::schema::LocalTransport;
-use postern_outbound::{Message, Outcome, Rcpt};
+use postern_outbound::{Body, Message, Outcome, Rcpt};
 use postern_report::Action;
 use postern_spool::{Envelope, LastResult, RcptState, Recipient, Spool};
 use postern_types::dsn::xtext_encode;
@@ -38,14 +38,11 @@ pub(crate) async fn attempt(
     let config = inner.live.config();
     let tables = inner.live.tables();
     let id = env.id;
-    let spool = inner.spool.clone();
-    let message = match message {
-        Some(m) => m,
-        None => match tokio::task::spawn_blocking(move || spool.read_message(id)).await {
-            Ok(Ok(m)) => Arc::new(m),
-            Ok(Err(e)) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
-            Err(e) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
-        },
+    // The message's bytes: kept from the commit, or read here when a local delivery needs
+    // them whole; SMTP and LMTP stream them from the queue file otherwise.
+    let (bytes, body) = match content(&inner.spool, &env, message).await {
+        Ok(both) => both,
+        Err(e) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
     };
     // What is on disk, to fall back on if a delivery task dies before its state is saved.
     let before = env.clone();
@@ -55,7 +52,8 @@ pub(crate) async fn attempt(
     let due = |r: &Recipient| r.state == RcptState::Pending && r.next_attempt <= now_s;
     let any_local = env.recipients.iter().any(|r| due(r) && !matches!(r.destination, Destination::Remote(_)));
     if any_local {
-        let (spool, cfg, msg) = (inner.spool.clone(), config.clone(), message.clone());
+        let (spool, cfg) = (inner.spool.clone(), config.clone());
+        let msg = bytes.clone().expect("read for local deliveries");
         let nothing_to_report = reports.is_empty();
         let joined = tokio::task::spawn_blocking(move || {
             let delivered = local(&spool, &cfg, &mut env, &msg, now_s);
@@ -77,7 +75,7 @@ pub(crate) async fn attempt(
         }
     }
     if config.delivery.local == LocalTransport::Lmtp {
-        reports.extend(lmtp(&config, &inner.pool, &mut env, &message, now_s).await);
+        reports.extend(lmtp(&config, &inner.pool, &mut env, &body, now_s).await);
     }
     // Remote recipients, grouped by domain and reverse-path (forwarded copies leave with an
     // SRS reverse-path): one transaction per group.
@@ -104,7 +102,7 @@ pub(crate) async fn attempt(
             reverse_path: env.reverse_path.clone(),
             body_8bit: env.body_8bit,
             smtputf8: env.smtputf8,
-            data: message.clone(),
+            data: body.clone(),
             ret: env.ret,
             envid: env.envid.clone(),
             require_tls: env.require_tls,
@@ -125,7 +123,7 @@ pub(crate) async fn attempt(
             // A domain routed to LMTP (`lmtp:` in the routes table) goes there, not to an MX.
             if let Some(postern_config::Route::Lmtp(server)) = tables.route_for(&domain) {
                 reports.extend(
-                    lmtp_to(&config, &inner.pool, server, &mut env, &indexes, reverse_path, &message, now_s).await,
+                    lmtp_to(&config, &inner.pool, server, &mut env, &indexes, reverse_path, &body, now_s).await,
                 );
                 unrecorded = true;
                 continue;
@@ -177,11 +175,18 @@ pub(crate) async fn attempt(
     let (spool, tables) = (inner.spool.clone(), inner.live.tables());
     let saved = tokio::task::spawn_blocking(move || {
         let mut new = Vec::new();
+        let mut original = bytes;
         // DSNs first, then the state that records the failures: a crash in between repeats a
         // DSN, it never loses one.
-        new.extend(bounce::send(&spool, &config, &tables, &env, &message, reports));
+        if !reports.is_empty() {
+            let message = original.get_or_insert_with(|| original_for_reports(&spool, id)).clone();
+            new.extend(bounce::send(&spool, &config, &tables, &env, &message, reports));
+        }
         let delayed = delay_warning(&config, &mut env, now_s);
-        new.extend(bounce::send(&spool, &config, &tables, &env, &message, delayed));
+        if !delayed.is_empty() {
+            let message = original.get_or_insert_with(|| original_for_reports(&spool, id)).clone();
+            new.extend(bounce::send(&spool, &config, &tables, &env, &message, delayed));
+        }
         AttemptResult { envelope: save(&spool, env), new }
     })
     .await;
@@ -189,6 +194,55 @@ pub(crate) async fn attempt(
         Ok(result) => result,
         Err(e) => retry_later(&inner.live.config(), before, &format!("saving delivery state failed: {e}")),
     }
+}
+
+/// The message of an attempt on `env`: its bytes when a local delivery (mbox, Maildir, pipe)
+/// is due (the ones `kept` from the commit, or read from the spool), and the body SMTP and
+/// LMTP send: those bytes, else where the message lies in its queue file, streamed from there.
+async fn content(
+    spool: &Arc<Spool>,
+    env: &Envelope,
+    kept: Option<Arc<Vec<u8>>>,
+) -> Result<(Option<Arc<Vec<u8>>>, Body), postern_spool::SpoolError> {
+    // As the attempt's own test for local deliveries (mailboxes over LMTP included).
+    let local = env
+        .recipients
+        .iter()
+        .any(|r| r.state == RcptState::Pending && !matches!(r.destination, Destination::Remote(_)));
+    let id = env.id;
+    let bytes = match kept {
+        Some(m) => Some(m),
+        None if local => {
+            let spool = spool.clone();
+            let read = tokio::task::spawn_blocking(move || spool.read_message(id)).await;
+            Some(Arc::new(read.unwrap_or_else(|e| Err(join_error(e)))?))
+        }
+        None => None,
+    };
+    let body = match &bytes {
+        Some(b) => Body::Bytes(b.clone()),
+        None => {
+            let spool = spool.clone();
+            let found = tokio::task::spawn_blocking(move || spool.locate_message(id)).await;
+            let file = found.unwrap_or_else(|e| Err(join_error(e)))?;
+            Body::File { path: file.path, offset: file.offset, len: file.len }
+        }
+    };
+    Ok((bytes, body))
+}
+
+/// A blocking task that died, as the spool error its caller handles.
+fn join_error(e: tokio::task::JoinError) -> postern_spool::SpoolError {
+    postern_spool::SpoolError::Io { op: "read", path: std::path::PathBuf::new(), source: std::io::Error::other(e) }
+}
+
+/// The original message for DSNs: read from the spool (it was streamed, not kept). One that
+/// cannot be read leaves the DSNs without it, said in the log: a report is never lost for it.
+fn original_for_reports(spool: &Spool, id: postern_types::QueueId) -> Arc<Vec<u8>> {
+    Arc::new(spool.read_message(id).unwrap_or_else(|e| {
+        tracing::warn!("{id}: cannot read the message for its DSN ({e}); the DSN goes without it");
+        Vec::new()
+    }))
 }
 
 /// An attempt that could not run or finish (the spool could not be read, a task died): the
@@ -340,7 +394,7 @@ async fn lmtp(
     config: &Arc<Config>,
     pool: &postern_outbound::Pool,
     env: &mut Envelope,
-    message: &Arc<Vec<u8>>,
+    message: &Body,
     now_s: u64,
 ) -> Vec<Notice> {
     let due: Vec<usize> = (0..env.recipients.len())
@@ -369,7 +423,7 @@ async fn lmtp_to(
     env: &mut Envelope,
     indexes: &[usize],
     reverse_path: ReversePath,
-    message: &Arc<Vec<u8>>,
+    message: &Body,
     now_s: u64,
 ) -> Vec<Notice> {
     use postern_outbound::lmtp;

@@ -74,6 +74,18 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError
     move |source| SpoolError::Io { op, path, source }
 }
 
+/// A queued message in its queue file ([`Spool::locate_message`]): `len` bytes from byte
+/// `offset` of `path`. The queue file never changes after its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFile {
+    /// The queue file.
+    pub path: PathBuf,
+    /// Where the message starts, bytes.
+    pub offset: u64,
+    /// The message's length, bytes.
+    pub len: u64,
+}
+
 /// One message for [`Spool::commit_batch`]: its envelope, the trace header fields to put
 /// before it, and the message as received.
 #[derive(Debug, Clone, Copy)]
@@ -339,6 +351,28 @@ impl Spool {
         }
         file.drain(..start);
         Ok(file)
+    }
+
+    /// Where a queued message's bytes lie in its queue file (trace header included, the
+    /// envelope not), without reading them: delivery streams them from there.
+    ///
+    /// # Errors
+    /// As [`Spool::read_message`].
+    pub fn locate_message(&self, id: QueueId) -> Result<MessageFile, SpoolError> {
+        let path = self.message_path(id);
+        let head = read_head(&path).map_err(io_err("read", &path))?;
+        let (envelope, start) = match split_queue_file(&head) {
+            Ok(split) => split,
+            Err(source) => return Err(SpoolError::Envelope { path, source }),
+        };
+        if let Some(text) = envelope
+            && Envelope::from_text(text).is_ok_and(|e| e.id != id)
+        {
+            return Err(SpoolError::Envelope { path, source: EnvelopeError::OtherMessage });
+        }
+        let size = fs::metadata(&path).map_err(io_err("stat", &path))?.len();
+        let offset = start as u64;
+        Ok(MessageFile { len: size.saturating_sub(offset), path, offset })
     }
 
     /// Lists every queued envelope, repairing what an interrupted commit or removal left, as

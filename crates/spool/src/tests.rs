@@ -29,6 +29,11 @@ fn commit_update_recover_remove() {
     let text = fs::read_to_string(&files[0]).unwrap();
     assert!(text.starts_with("Postern-Envelope: ") && text.ends_with("\nReceived: x\r\nhello"), "{text}");
     assert_eq!(spool.read_message(env.id).unwrap(), b"Received: x\r\nhello");
+    // Located without being read: the same bytes lie there.
+    let found = spool.locate_message(env.id).unwrap();
+    let file = fs::read(&found.path).unwrap();
+    assert_eq!(&file[found.offset as usize..][..found.len as usize], b"Received: x\r\nhello");
+    assert_eq!(found.offset as usize + found.len as usize, file.len());
     assert_eq!(spool.recover().unwrap(), vec![env.clone()]);
     // An update writes ID.env, which wins over the copy in the queue file.
     env.recipients[0].state = RcptState::Delivered;
@@ -151,6 +156,7 @@ fn spent_queue_files_are_reused_cut_to_length_and_never_read_as_another_message(
     // A queue file under another message's name (a reuse a power cut half undid) is refused.
     fs::rename(spool.message_path(short.id), spool.message_path(long.id)).unwrap();
     assert!(matches!(spool.read_message(long.id), Err(SpoolError::Envelope { .. })));
+    assert!(matches!(spool.locate_message(long.id), Err(SpoolError::Envelope { .. })));
     // Large files are not kept; free/ survives a restart, strangers in it are deleted.
     fs::rename(spool.message_path(long.id), spool.message_path(short.id)).unwrap();
     spool.remove(short.id).unwrap();
