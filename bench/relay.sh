@@ -23,6 +23,9 @@
 # size: its private memory plus its share of what it shares, from /proc/PID/smaps_rollup,
 # sampled every 0.1 s) is printed at the end, beside its peak RSS.
 #
+# POSTERN_BIN=PATH runs that build of the daemon instead of this tree's (the load generator is
+# still this tree's): bench/before-after.sh compares two commits that way.
+#
 # Usage: [PROFILE=perf|strace] [SPOOL_SYNC=syncfs|fsync] [QUEUE_CONCURRENCY=N] [DKIM=rsa|ed25519] [FORWARD=1] [METRICS=1] [SIZE=BYTES] bench/relay.sh [MESSAGES_1_CLIENT] [MESSAGES_20_CLIENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +42,8 @@ profile_dir=release
 [ -n "${PROFILE:-}" ] && profile_dir=profiling
 cargo build --profile "$profile_dir" -q -p postern -p postern-bench
 bench=$PWD/target/$profile_dir/postern-bench
+# POSTERN_BIN: another build of the daemon to measure (bench/before-after.sh).
+postern_bin=${POSTERN_BIN:-$PWD/target/$profile_dir/postern}
 work=$(mktemp -d /var/tmp/postern-relay.XXXXXX)
 chmod 755 "$work"
 pf=$work/postfix
@@ -148,7 +153,7 @@ temperror = "accept"
 [dns]
 nameservers = ["$dns_server"]
 TOML
-POSTERN_LOG=warn target/$profile_dir/postern serve --config "$work/postern/postern.toml" 2>"$work/postern.log" &
+POSTERN_LOG=warn "$postern_bin" serve --config "$work/postern/postern.toml" 2>"$work/postern.log" &
 postern_pid=$!
 pids+=($postern_pid)
 
@@ -176,7 +181,11 @@ echo 0 >"$work/threads-peak"
 for _ in $(seq 1 36000); do
     pss=$(awk '/^Pss:/ {print $2}' "/proc/$postern_pid/smaps_rollup" 2>/dev/null || echo 0)
     threads=$(awk '/^Threads:/ {print $2}' "/proc/$postern_pid/status" 2>/dev/null || echo 0)
-    if [ "${pss:-0}" -gt "$peak" ]; then peak=$pss; echo "$peak" >"$work/pss-peak"; fi
+    if [ "${pss:-0}" -gt "$peak" ]; then
+        peak=$pss
+        echo "$peak" >"$work/pss-peak"
+        cp "/proc/$postern_pid/smaps" "$work/smaps-peak" 2>/dev/null || true
+    fi
     if [ "${threads:-0}" -gt "$tpeak" ]; then tpeak=$threads; echo "$tpeak" >"$work/threads-peak"; fi
     sleep 0.1
 done) &
@@ -260,3 +269,11 @@ done
 echo
 echo "peak RSS (VmHWM) of postern: $(awk '/VmHWM/ {print $2, $3}' "/proc/$postern_pid/status")"
 echo "peak PSS of postern: $(cat "$work/pss-peak") kB (messages of $SIZE bytes), peak threads: $(cat "$work/threads-peak")"
+# Where the peak was: PSS by kind of mapping (the binary, the heap and the arenas' anonymous
+# mappings, thread stacks, other files), largest first.
+if [ -s "$work/smaps-peak" ]; then
+    echo "PSS at the peak by mapping (kB):"
+    awk '/^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "[anonymous]" : $6) }
+         /^Pss:/ { pss[name] += $2 }
+         END { for (n in pss) if (pss[n] >= 256) printf "  %8d  %s\n", pss[n], n }' "$work/smaps-peak" | sort -rn
+fi

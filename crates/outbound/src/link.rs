@@ -120,24 +120,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
         let mut file = file.take(len);
         let mut stuffer = Stuffer::default();
         let mut piece = vec![0; DATA_PIECE];
-        let mut out = Vec::with_capacity(DATA_PIECE + DATA_PIECE / 16);
+        let mut dots = Vec::new();
         loop {
             let n = file.read(&mut piece).await.map_err(read_error)?;
             if n == 0 {
                 break;
             }
-            out.clear();
-            stuffer.push(&piece[..n], &mut out);
-            self.write(&out, timeout).await?;
+            // The piece as it was read, a dot written before each line that starts with one.
+            dots.clear();
+            stuffer.dots(&piece[..n], &mut dots);
+            let mut from = 0;
+            for &dot in &dots {
+                self.write(&piece[from..dot], timeout).await?;
+                self.write(b".", timeout).await?;
+                from = dot;
+            }
+            self.write(&piece[from..n], timeout).await?;
         }
         if file.limit() > 0 {
             let short =
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the queue file is shorter than its message");
             return Err(read_error(short));
         }
-        out.clear();
-        stuffer.finish(&mut out);
-        self.write(&out, timeout).await
+        let mut end = Vec::with_capacity(5);
+        stuffer.finish(&mut end);
+        self.write(&end, timeout).await
     }
 
     /// The events of a transaction begun on the session: the message sent on 354, its reply

@@ -268,6 +268,25 @@ impl Stuffer {
         }
     }
 
+    /// Takes `piece` as [`Stuffer::push`] does, but appends to `at` the offsets in `piece`
+    /// before which a dot goes instead of copying it: the caller writes the piece's runs
+    /// between them, each followed by a `.`.
+    pub fn dots(&mut self, piece: &[u8], at: &mut Vec<usize>) {
+        let mut start = 0;
+        while start < piece.len() {
+            if !self.mid_line && piece[start] == b'.' {
+                at.push(start);
+            }
+            let end = memchr::memchr(b'\n', &piece[start..]).map_or(piece.len(), |i| start + i + 1);
+            self.mid_line = piece[end - 1] != b'\n';
+            start = end;
+        }
+        for &b in piece.iter().rev().take(2).rev() {
+            self.last = [self.last[1], b];
+            self.sent = true;
+        }
+    }
+
     /// Appends the end: a CRLF when the message did not end with one, then `.` CRLF.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.sent && self.last != *b"\r\n" {
@@ -433,6 +452,21 @@ mod tests {
                 }
                 stuffer.finish(&mut out);
                 assert_eq!(out, dot_stuff(m), "{m:?} in pieces of {size}");
+                // The same, written as runs between the dots.
+                let (mut stuffer, mut out, mut at) = (Stuffer::default(), Vec::new(), Vec::new());
+                for piece in m.chunks(size) {
+                    at.clear();
+                    stuffer.dots(piece, &mut at);
+                    let mut from = 0;
+                    for &dot in &at {
+                        out.extend_from_slice(&piece[from..dot]);
+                        out.push(b'.');
+                        from = dot;
+                    }
+                    out.extend_from_slice(&piece[from..]);
+                }
+                stuffer.finish(&mut out);
+                assert_eq!(out, dot_stuff(m), "{m:?} as runs in pieces of {size}");
             }
         }
     }

@@ -58,7 +58,9 @@ pub(crate) struct Inner {
 }
 
 /// At most this many bytes of just-received messages (trace header and message, as in the
-/// queue file) are kept for their first attempt; beyond it, the first attempt reads the spool.
+/// queue file) are kept for their first attempt, counted until that attempt ends (a kept
+/// message waiting for a slot to its destination is still held); beyond it, the first attempt
+/// streams the message from the spool.
 pub const FRESH_BYTES: usize = 4 << 20;
 
 /// At most this many bytes of messages are held by delivery attempts at once (each holds its
@@ -75,7 +77,8 @@ struct Sched {
     /// Messages not yet attempted, so that the first attempt does not read the spool again;
     /// with those being delivered, at most `active_limit`.
     fresh: HashMap<QueueId, Fresh>,
-    /// Bytes of the messages kept in `fresh` (at most [`FRESH_BYTES`]).
+    /// Bytes of the messages kept in `fresh` and of those their first attempts still hold (at
+    /// most [`FRESH_BYTES`]).
     fresh_bytes: usize,
 }
 
@@ -85,6 +88,19 @@ struct Sched {
 pub(crate) struct Fresh {
     envelope: Envelope,
     message: Option<Arc<Vec<u8>>>,
+}
+
+/// The kept bytes of a first attempt, given back to [`FRESH_BYTES`] when it ends (or its task
+/// dies).
+struct KeptBytes {
+    queue: Queue,
+    bytes: usize,
+}
+
+impl Drop for KeptBytes {
+    fn drop(&mut self) {
+        self.queue.lock().fresh_bytes -= self.bytes;
+    }
 }
 
 impl Sched {
@@ -301,11 +317,15 @@ impl Queue {
                 return Some(now + 1000);
             };
             let Some((id, forced)) = s.index.take() else { return next };
-            let fresh = s.take_fresh(id);
+            // Its kept bytes stay counted until the attempt ends.
+            let fresh = s.fresh.remove(&id);
+            let bytes = fresh.as_ref().and_then(|f| f.message.as_ref()).map_or(0, |m| m.len());
             drop(s);
             let this = self.clone();
+            let kept = KeptBytes { queue: self.clone(), bytes };
             tokio::spawn(async move {
                 this.run_attempt(id, fresh, forced).await;
+                drop(kept);
                 drop(permit);
                 this.inner.wake.notify_one();
             });
