@@ -12,11 +12,10 @@ commit=${1:?usage: bench/before-after.sh COMMIT [ROUNDS] [N1 N20]}
 rounds=${2:-3}
 shift $(( $# >= 2 ? 2 : 1 ))
 tree=target/before-after/$(git rev-parse --short "$commit")
-if [ ! -x "$tree/target/release/postern" ]; then
-    rm -rf "$tree"
+if [ ! -d "$tree" ]; then
     git worktree add --detach "$tree" "$commit" >/dev/null
-    (cd "$tree" && cargo build --release -q -p postern)
 fi
+(cd "$tree" && cargo build --release -q -p postern)
 cargo build --release -q -p postern -p postern-bench
 for round in $(seq 1 "$rounds"); do
     echo "## round $round: before ($commit)"

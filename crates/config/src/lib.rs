@@ -19,7 +19,7 @@ pub use error::ConfigError;
 pub use files::{Disk, FileSource};
 pub use live::Live;
 pub use schema::{Config, Listener, Role};
-pub use tables::{Relay, Route, SrsKeys, TableKind, Tables, Target, Template, error_form, parse_relay};
+pub use tables::{LmtpServer, Relay, Route, SrsKeys, TableKind, Tables, Target, Template, error_form, parse_relay};
 
 /// The embedded development default used by `postern serve` without `--config`: one mx listener
 /// on `127.0.0.1:2525`, local domain `localhost`, data under `./postern-data`, and the single

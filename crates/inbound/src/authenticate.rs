@@ -3,6 +3,7 @@
 //! outside on `mx` listeners, with the configured decision (reject, quarantine, accept) and the
 //! DMARC aggregate record (RFC 7489 §7.2).
 
+use postern_proto::Refusal;
 use postern_store::Aggregate;
 use std::net::IpAddr;
 
@@ -10,7 +11,7 @@ use postern_auth::{Checker, Decision, decide};
 use postern_config::Config;
 use postern_config::schema::DkimOnError;
 use postern_proto::Transaction;
-use postern_types::{EnhancedStatus, Reply, ReversePath};
+use postern_types::ReversePath;
 
 use crate::{AuthState, Context};
 
@@ -35,7 +36,7 @@ pub(crate) async fn sign(
     config: &Config,
     ip: IpAddr,
     tx: &mut Transaction,
-) -> Result<String, Reply> {
+) -> Result<String, Refusal> {
     dkim_sign(auth, config.dkim.on_error, &format!("[{ip}]"), &mut tx.message).await
 }
 
@@ -52,7 +53,7 @@ pub async fn dkim_sign(
     on_error: DkimOnError,
     who: &str,
     message: &mut Vec<u8>,
-) -> Result<String, Reply> {
+) -> Result<String, Refusal> {
     let bytes = std::mem::take(message);
     let signed = tokio::task::spawn_blocking(move || {
         let result = auth.signer.sign(&bytes);
@@ -65,11 +66,8 @@ pub async fn dkim_sign(
             result
         }
         Err(e) => {
-            return Err(Reply::new(
-                451,
-                EnhancedStatus(4, 3, 0),
-                format!("Error: signing failed ({e}), try again later"),
-            ));
+            tracing::error!("DKIM: signing for {who} failed ({e}), replying 451");
+            return Err(Refusal::SigningFailed);
         }
     };
     match result {
@@ -84,7 +82,7 @@ pub async fn dkim_sign(
         }
         Err(e) => {
             tracing::error!("DKIM: cannot sign for {who}, replying 451: {e}");
-            Err(Reply::new(451, EnhancedStatus(4, 3, 0), "Error: cannot sign the message, try again later"))
+            Err(Refusal::SigningFailed)
         }
     }
 }
@@ -103,7 +101,7 @@ pub(crate) async fn check_from_outside(
     ip: IpAddr,
     tx: &mut Transaction,
     added: &mut Added,
-) -> Result<(), Reply> {
+) -> Result<(), Refusal> {
     let mail_from = match &tx.reverse_path {
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(a) => a.to_string(),
@@ -172,7 +170,7 @@ pub(crate) async fn check_from_outside(
         Decision::Refuse(r) => {
             tracing::info!("NOQUEUE: reject: DATA from [{ip}]: {r}; from=<{mail_from}> helo=<{}>", tx.helo);
             postern_metrics::metrics().refused("data", "authentication", r.code);
-            return Err(r);
+            return Err(Refusal::Decided(r));
         }
     }
     Ok(())

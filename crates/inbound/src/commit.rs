@@ -2,9 +2,10 @@
 //! (`queue::submit`): its origin, recipients with their destinations and DSN parameters, the
 //! header fields the checks added.
 
+use postern_proto::Refusal;
 use postern_proto::{Transaction, trace};
 use postern_queue::{MailParams, Submission, SubmitRecipient};
-use postern_types::{EnhancedStatus, ForwardPath, QueueId, Reply};
+use postern_types::{ForwardPath, QueueId};
 
 use crate::Context;
 
@@ -26,7 +27,7 @@ pub(crate) async fn commit(
     quarantine: Option<String>,
     held: bool,
     id: Option<QueueId>,
-) -> Result<QueueId, Reply> {
+) -> Result<QueueId, Refusal> {
     let sasl = tx.auth.as_deref().map(|l| format!(", sasl_username={l}")).unwrap_or_default();
     let tls = tx.tls.as_ref().map(|t| format!(", tls={}", t.version)).unwrap_or_default();
     let recipients = tx
@@ -61,6 +62,6 @@ pub(crate) async fn commit(
     };
     ctx.queue.submit(submission).await.map_err(|e| {
         tracing::error!("spool commit failed, replying 451: {e}");
-        Reply::new(451, EnhancedStatus(4, 3, 0), "Error: queue file write error, try again later")
+        Refusal::QueueWrite
     })
 }

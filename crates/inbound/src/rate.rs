@@ -6,13 +6,14 @@
 //! 100,000 messages an hour. A store that cannot be reached gives `451 4.7.1` or nothing, as
 //! `[store] rate_limit_fail` says; never a 5xx.
 
+use postern_proto::Refusal;
 use std::net::IpAddr;
 
 use postern_config::Config;
 use postern_config::schema::{FailMode, RateCount, RateRule, RateSubject};
 use postern_policy::is_trusted;
 use postern_store::Rate;
-use postern_types::{Address, EnhancedStatus, Reply};
+use postern_types::{Address, Reply};
 
 use crate::Context;
 
@@ -49,8 +50,7 @@ pub(crate) async fn check(
             Ok(Rate::Allowed) => {}
             Ok(Rate::Exceeded(wait)) => return Some(exceeded(rule, &subject, wait.as_secs().max(1), prefix)),
             Err(_) if config.store.rate_limit_fail == FailMode::Closed => {
-                let text = format!("{prefix}Rate limits cannot be checked now, try again later");
-                return Some(Reply::new(451, EnhancedStatus(4, 7, 1), text));
+                return Some(Refusal::RateUnavailable { prefix: prefix.to_owned() }.reply());
             }
             // Fail open; the outage itself is logged once by the store.
             Err(_) => return None,
@@ -60,14 +60,15 @@ pub(crate) async fn check(
 }
 
 fn exceeded(rule: &RateRule, subject: &str, wait: u64, prefix: &str) -> Reply {
-    let text = format!(
-        "{prefix}Rate limit exceeded for {subject} ({}: {} {} per {}s), try again in {wait} seconds",
-        rule.label(),
-        rule.limit,
-        rule.count.as_str(),
-        rule.window.0.as_secs()
-    );
-    Reply::new(450, EnhancedStatus(4, 7, 1), text)
+    let described =
+        format!("{}: {} {} per {}s", rule.label(), rule.limit, rule.count.as_str(), rule.window.0.as_secs());
+    let refusal = Refusal::RateLimited {
+        prefix: prefix.to_owned(),
+        subject: subject.to_owned(),
+        rule: described,
+        retry_in: wait,
+    };
+    refusal.reply()
 }
 
 /// What `per` counts for this sender: the client network, the user or the sender domain,

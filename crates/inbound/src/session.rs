@@ -2,6 +2,7 @@
 //! TLS stream. All SMTP rules live in the session; this file only does I/O, timeouts, the TLS
 //! handshake, policy calls (recipients, passwords, sender ownership) and logging.
 
+use postern_proto::Refusal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use postern_config::{Config, Role, Tables};
 use postern_policy::{RecipientPolicy, is_trusted};
 use postern_proto::{Phase, Session, SessionParams, Step};
-use postern_types::{EnhancedStatus, QueueId, Reply};
+use postern_types::QueueId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -123,9 +124,9 @@ async fn run_in_span(
         lists.block.contains(ip) && !lists.allow.contains(ip)
     })
     .then(|| {
-        let r = Reply::new(554, EnhancedStatus(5, 7, 1), format!("Client host [{ip}] blocked by local policy"));
+        let r = Refusal::Blocked(ip);
         tracing::info!("NOQUEUE: reject: CONNECT from [{ip}]: {r}; policy: block_networks");
-        postern_metrics::metrics().refused("connect", "policy", r.code);
+        postern_metrics::metrics().refused("connect", "policy", r.reply().code);
         r
     });
     let params = SessionParams {
@@ -188,7 +189,7 @@ async fn refuse(conn: &mut Conn, role: Role, text: String) -> std::io::Result<()
         return conn.shutdown().await;
     }
     let mut out = Vec::new();
-    Reply::new(421, EnhancedStatus(4, 7, 0), text).encode(&mut out);
+    Refusal::TooManyConnections(text).reply().encode(&mut out);
     conn.write_all(&out).await?;
     conn.shutdown().await
 }

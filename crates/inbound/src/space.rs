@@ -4,12 +4,12 @@
 //! `queue_minfree`. Checked at most once a second; logged once when space runs low and once
 //! when it is back.
 
+use postern_proto::Refusal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use postern_config::Config;
 use postern_spool::Spool;
-use postern_types::{EnhancedStatus, Reply};
 
 /// How long one reading of the free space is used.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -23,7 +23,7 @@ pub struct SpaceGuard {
 impl SpaceGuard {
     /// The reply to MAIL while the spool is below `min_free`, `None` otherwise (also when the
     /// space cannot be read: a failed statvfs must not stop mail).
-    pub fn refusal(&self, spool: &Spool, config: &Config) -> Option<Reply> {
+    pub fn refusal(&self, spool: &Spool, config: &Config) -> Option<Refusal> {
         let now = Instant::now();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let low = match *last {
@@ -34,7 +34,7 @@ impl SpaceGuard {
                 low
             }
         };
-        low.then(|| Reply::new(452, EnhancedStatus(4, 3, 1), "Insufficient system storage, try again later"))
+        low.then_some(Refusal::LowSpace)
     }
 
     /// Reads the free space and logs a change from `was_low`.

@@ -3,6 +3,7 @@
 //! authentication and spool commit of a message. Each runs in a boxed future of its own
 //! ([`Driver::perform`]), so that their states take memory only while they run.
 
+use postern_proto::Refusal;
 use std::sync::OnceLock;
 
 use postern_config::Role;
@@ -10,7 +11,7 @@ use postern_config::schema::{Check, FailMode, RateCount};
 use postern_policy::senders::{may_send_as, not_owned};
 use postern_policy::{credentials, is_srs_address, is_trusted, resolve_recipient, srs_sender_refusal};
 use postern_proto::{AuthOutcome, Session, Step, Transaction, submission};
-use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
+use postern_types::{Address, Destination, QueueId, Reply, ReversePath, Verdict};
 use tokio::io::AsyncWriteExt;
 
 use crate::authenticate::{self, Added};
@@ -203,11 +204,7 @@ impl Driver<'_> {
                 s.auth_failures_before_ban,
                 s.ban_time.0.as_secs()
             );
-            session.abort(Reply::new(
-                421,
-                EnhancedStatus(4, 7, 0),
-                format!("{} Error: too many failures from {label}, try later", self.config.hostname),
-            ));
+            session.abort(Refusal::Banned { hostname: self.config.hostname.clone(), network: label });
         }
     }
 
@@ -331,22 +328,14 @@ impl Driver<'_> {
             Ok(postern_store::Greylist::Pass) => None,
             Ok(postern_store::Greylist::Wait(left)) => {
                 tracing::info!("greylist: [{ip}] from=<{sender}> to=<{rcpt}>: deferred, retry in {}s", left.as_secs());
-                Some(Reply::new(
-                    451,
-                    EnhancedStatus(4, 7, 1),
-                    format!("<{rcpt}>: Greylisted, please try again in {} seconds", left.as_secs()),
-                ))
+                Some(Refusal::Greylisted { recipient: rcpt.clone(), retry_in: left.as_secs() }.reply())
             }
             // The outage itself is logged once by the store.
             Err(_) if self.config.store.greylist_fail == FailMode::Closed => {
                 tracing::info!(
                     "greylist: [{ip}] from=<{sender}> to=<{rcpt}>: store unreachable, deferred (fail closed)"
                 );
-                Some(Reply::new(
-                    451,
-                    EnhancedStatus(4, 7, 1),
-                    format!("<{rcpt}>: Greylisting unavailable, try again later"),
-                ))
+                Some(Refusal::GreylistUnavailable { recipient: rcpt.clone() }.reply())
             }
             Err(_) => None,
         }
@@ -354,7 +343,7 @@ impl Driver<'_> {
 
     /// The `[[milter]]` filters, then authentication and the commit. A filter's refusal is the
     /// reply to DATA; its `discard` is a 250 with nothing queued.
-    async fn filter_and_commit(&self, mut tx: Transaction) -> Result<QueueId, Reply> {
+    async fn filter_and_commit(&self, mut tx: Transaction) -> Result<QueueId, Refusal> {
         if self.config.milter.is_empty() {
             return self.authenticate_and_commit(tx, false, None).await;
         }
@@ -377,7 +366,7 @@ impl Driver<'_> {
             crate::milter::Decision::Refuse(r) => {
                 tracing::info!("NOQUEUE: reject: DATA from [{}]: {r}; milter", self.peer.ip());
                 postern_metrics::metrics().refused("data", "milter", r.code);
-                Err(r)
+                Err(Refusal::Decided(r))
             }
             crate::milter::Decision::Discard(by) => {
                 tracing::info!("{id}: discarded by milter {by}: accepted with 250, not queued");
@@ -394,7 +383,7 @@ impl Driver<'_> {
         mut tx: Transaction,
         held: bool,
         id: Option<QueueId>,
-    ) -> Result<QueueId, Reply> {
+    ) -> Result<QueueId, Refusal> {
         let ip = self.peer.ip();
         let auth = self.ctx.auth();
         let mut added = Added::default();
@@ -446,7 +435,7 @@ impl Driver<'_> {
     /// A message that is looping (`Delivered-To` of one of its local recipients, too many
     /// `Received:`): refused at the end of DATA with `554 5.4.6`, so no DSN is ever made for it
     /// (accepting and then bouncing would send backscatter to a forged sender).
-    fn looping(&self, tx: &Transaction) -> Option<Reply> {
+    fn looping(&self, tx: &Transaction) -> Option<Refusal> {
         let local: Vec<String> = tx
             .recipients
             .iter()
@@ -459,14 +448,14 @@ impl Driver<'_> {
         let r = postern_proto::loops::refusal(&tx.message, &local, self.config.limits.max_hops)?;
         tracing::info!("NOQUEUE: reject: DATA from [{}]: {r}; helo=<{}>", self.peer.ip(), tx.helo);
         postern_metrics::metrics().refused("data", "loop", r.code);
-        Some(r)
+        Some(Refusal::Decided(r))
     }
 
     /// For mail from outside (neither authenticated nor trusted): `550 5.7.1` when the message
     /// has more than one `From:` field. RFC 5322 §3.6 allows exactly one, and RFC 7489 §6.6.1
     /// lets a receiver reject such a message, as Gmail does: DMARC can judge only one author,
     /// and a reader may be shown another.
-    fn several_from(&self, tx: &Transaction) -> Option<Reply> {
+    fn several_from(&self, tx: &Transaction) -> Option<Refusal> {
         if tx.auth.is_some() || is_trusted(self.peer.ip(), &self.config.relay.trusted_networks) {
             return None;
         }
@@ -474,10 +463,10 @@ impl Driver<'_> {
         let headers = parsed.as_ref().map_or(&[][..], |m| m.headers());
         let froms = headers.iter().filter(|h| h.name == mail_parser::HeaderName::From).count();
         (froms > 1).then(|| {
-            let what = format!("{froms} From: fields; a message has exactly one (RFC 5322 3.6)");
-            tracing::info!("NOQUEUE: reject: DATA from [{}]: {what}", self.peer.ip());
+            let refusal = Refusal::SeveralFrom(froms);
+            tracing::info!("NOQUEUE: reject: DATA from [{}]: {refusal}", self.peer.ip());
             postern_metrics::metrics().refused("data", "several-from", 550);
-            Reply::new(550, EnhancedStatus(5, 7, 1), what)
+            refusal
         })
     }
 
@@ -486,12 +475,12 @@ impl Driver<'_> {
     /// `From:` without an address (an empty group), or an address of any `From:` or `Sender:`
     /// field that is not the login's, whatever the field name's case. `550 5.7.1`: at the end
     /// of DATA, RFC 5321 §4.3.2 allows 550/554, not 553.
-    fn foreign_from(&self, tx: &Transaction) -> Option<Reply> {
+    fn foreign_from(&self, tx: &Transaction) -> Option<Refusal> {
         use mail_parser::{HeaderName, HeaderValue};
         let login = tx.auth.as_deref()?;
         let refuse = |what: String| {
             tracing::info!("NOQUEUE: reject: DATA from [{}]: {what}; sasl_username={login}", self.peer.ip());
-            Some(Reply::new(550, EnhancedStatus(5, 7, 1), what))
+            Some(Refusal::ForeignAuthor(what))
         };
         let parsed = mail_parser::MessageParser::new().parse_headers(&tx.message);
         let headers = parsed.as_ref().map_or(&[][..], |m| m.headers());

@@ -18,46 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::link::Link;
 use crate::{LinkError, Message, Outcome, Rcpt, RecipientResult};
 
-/// Where the LMTP server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Server {
-    /// A Unix socket path.
-    Unix(String),
-    /// A TCP address, `host:port`.
-    Tcp(String),
-}
-
-impl Server {
-    /// Parses `unix:/path`, `[host]:port` or `host:port` (the forms
-    /// [`postern_config::tables::is_lmtp_server`] accepts, which check-config enforces).
-    ///
-    /// # Errors
-    /// [`BadServer`], which says the forms expected.
-    pub fn parse(s: &str) -> Result<Self, BadServer> {
-        if !postern_config::tables::is_lmtp_server(s) {
-            return Err(BadServer(s.to_owned()));
-        }
-        Ok(match s.strip_prefix("unix:") {
-            Some(path) => Self::Unix(path.to_owned()),
-            // Postfix writes `lmtp:[host]:port`; the prefix is allowed.
-            None => Self::Tcp(s.trim_start_matches("lmtp:").replace(['[', ']'], "")),
-        })
-    }
-}
-
-/// An LMTP server setting of neither form [`Server::parse`] takes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?}: expected unix:/path/to/socket or [host]:port")]
-pub struct BadServer(pub String);
-
-impl std::fmt::Display for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unix(p) => write!(f, "unix:{p}"),
-            Self::Tcp(a) => f.write_str(a),
-        }
-    }
-}
+/// Where the LMTP server listens: the configuration's type, parsed when it was read.
+pub use postern_config::LmtpServer as Server;
 
 /// Anything a connection to an LMTP server can be (Unix socket, TCP).
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -164,12 +126,18 @@ async fn connect(server: &Server, relay: &str, timeout: Duration) -> Result<Box<
             Ok(s) => Ok(Box::new(s)),
             Err(e) => Err(failed(e)),
         },
-        Server::Tcp(addr) => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await {
+        Server::Tcp(_) => match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(tcp_target(server))).await
+        {
             Ok(Ok(s)) => Ok(Box::new(s)),
             Ok(Err(e)) => Err(failed(e)),
             Err(_) => Err(failed(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))),
         },
     }
+}
+
+/// The `host:port` of a TCP LMTP server.
+fn tcp_target(server: &Server) -> String {
+    server.tcp_target().unwrap_or_default()
 }
 
 /// The outcome of a conversation that broke, naming the command it broke at.
@@ -230,15 +198,6 @@ async fn transact<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn server_forms() {
-        assert_eq!(Server::parse("unix:/run/dovecot/lmtp"), Ok(Server::Unix("/run/dovecot/lmtp".into())));
-        assert_eq!(Server::parse("[127.0.0.1]:24"), Ok(Server::Tcp("127.0.0.1:24".into())));
-        assert!(Server::parse("unix:relative").is_err());
-        assert!(Server::parse("nowhere").is_err());
-        assert_eq!(Server::parse("lmtp:[127.0.0.1]:24"), Ok(Server::Tcp("127.0.0.1:24".into())));
-    }
-
     /// A scripted LMTP server on a Unix socket: answers every command, and closes connection
     /// number `close_after` right after its first transaction (as a server restarted while
     /// the connection was idle). Returns how many connections it took.
@@ -285,7 +244,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("lmtp");
         let server_thread = scripted_server(socket.clone(), 2, 0);
-        let server = Server::Unix(socket.display().to_string());
+        let server = Server::Unix(socket.clone());
         let idle = Idle::default();
         let rcpts = [Rcpt { address: postern_types::Address::new("bob", "example.test"), notify: None, orcpt: None }];
         let message = Message {

@@ -42,7 +42,7 @@ pub(crate) enum ReportJobError {
     },
     /// Signing failed under `[dkim] on_error = "tempfail"`.
     #[error("cannot sign the report: {0}")]
-    Sign(postern_types::Reply),
+    Sign(postern_proto::Refusal),
     /// The spool refused the report.
     #[error("cannot queue the report: {0}")]
     Queue(#[from] postern_queue::SubmitError),

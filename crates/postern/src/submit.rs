@@ -97,7 +97,7 @@ async fn receive(rd: tokio::net::unix::OwnedReadHalf, uid: u32, ctx: &Context) -
     let headers = if recipients.iter().any(|r| matches!(r.destination, Destination::Remote(_))) {
         let who = format!("uid {uid}");
         let signed = postern_inbound::dkim_sign(ctx.auth(), config.dkim.on_error, &who, &mut message);
-        signed.instrument(tracing::info_span!("submit", queue_id = %id)).await?
+        signed.instrument(tracing::info_span!("submit", queue_id = %id)).await.map_err(|r| r.reply())?
     } else {
         String::new()
     };

@@ -11,6 +11,7 @@ pub mod client;
 pub mod command;
 pub mod data;
 pub mod loops;
+pub mod refusal;
 pub mod replies;
 pub mod requiretls;
 pub mod server;
@@ -18,4 +19,5 @@ pub mod submission;
 pub mod trace;
 
 pub use command::Command;
+pub use refusal::Refusal;
 pub use server::{AcceptedRecipient, AuthOutcome, Phase, Session, SessionParams, Step, TlsInfo, Transaction};

@@ -4,6 +4,9 @@
 
 use postern_types::{EnhancedStatus as S, Reply};
 
+pub(crate) fn queued(id: postern_types::QueueId) -> Reply {
+    Reply::new(250, S(2, 0, 0), format!("Ok: queued as {id}"))
+}
 pub(crate) fn ok(status: S) -> Reply {
     Reply::new(250, status, "Ok")
 }

@@ -27,8 +27,9 @@ pub(crate) struct AttemptResult {
 /// Attempts the due recipients of `env`. The envelope is saved after every attempt, so a
 /// recipient is delivered again only if a crash falls between its delivery and that save.
 /// `message`: the bytes of its queue file after the envelope, when the caller kept them from
-/// the commit; else they are read from the spool. `forced`: the postmaster flushed the
-/// message; the host status cache is bypassed and a failure does not lengthen the backoff.
+/// the commit; else they are read from the spool or streamed from it. `forced`: the postmaster
+/// flushed the message; the host status cache is bypassed and a failure does not lengthen the
+/// backoff.
 pub(crate) async fn attempt(
     inner: Arc<Inner>,
     mut env: Envelope,
@@ -36,143 +37,210 @@ pub(crate) async fn attempt(
     forced: bool,
 ) -> AttemptResult {
     let config = inner.live.config();
-    let tables = inner.live.tables();
-    let id = env.id;
-    // The message's bytes: kept from the commit, or read here when a local delivery needs
-    // them whole; SMTP and LMTP stream them from the queue file otherwise.
     let (bytes, body) = match content(&inner.spool, &env, message).await {
         Ok(both) => both,
         Err(e) => return retry_later(&config, env, &format!("cannot read queued message: {e}")),
     };
     // What is on disk, to fall back on if a delivery task dies before its state is saved.
     let before = env.clone();
-    let now_s = now_ms() / 1000;
+    let step =
+        Step { inner: &inner, config: config.clone(), tables: inner.live.tables(), now_s: now_ms() / 1000, forced };
     // Reports due: failures, expiries and successes (NOTIFY=SUCCESS).
-    let mut reports: Vec<Notice> = expire(&config, &mut env, now_s);
-    let due = |r: &Recipient| r.state == RcptState::Pending && r.next_attempt <= now_s;
-    let any_local = env.recipients.iter().any(|r| due(r) && !matches!(r.destination, Destination::Remote(_)));
-    if any_local {
-        let (spool, cfg) = (inner.spool.clone(), config.clone());
-        let msg = bytes.clone().expect("read for local deliveries");
-        let nothing_to_report = reports.is_empty();
-        let joined = tokio::task::spawn_blocking(move || {
-            let delivered = local(&spool, &cfg, &mut env, &msg, now_s);
-            // Finished with nothing to report: removed on this thread at once, so that the
-            // window in which a crash repeats the delivery is only the unlink's.
-            if nothing_to_report && delivered.is_empty() && env.is_finished() {
-                return save(&spool, env).map(|e| (e, delivered));
-            }
-            Some((env, delivered))
-        })
-        .await;
-        match joined {
-            Ok(Some((e, delivered))) => {
-                env = e;
-                reports.extend(delivered);
-            }
-            Ok(None) => return AttemptResult { envelope: None, new: Vec::new() },
-            Err(e) => return retry_later(&config, before, &format!("local delivery task failed: {e}")),
+    let mut reports: Vec<Notice> = expire(&config, &mut env, step.now_s);
+    match deliver_local(&step, env, bytes.clone(), reports.is_empty()).await {
+        Local::Done(e, delivered) => {
+            env = e;
+            reports.extend(delivered);
         }
+        Local::Removed => return AttemptResult { envelope: None, new: Vec::new() },
+        Local::Failed(why) => return retry_later(&config, before, &why),
     }
     if config.delivery.local == LocalTransport::Lmtp {
-        reports.extend(lmtp(&config, &inner.pool, &mut env, &body, now_s).await);
+        reports.extend(lmtp(&config, &inner.pool, &mut env, &body, step.now_s).await);
     }
-    // Remote recipients, grouped by domain and reverse-path (forwarded copies leave with an
-    // SRS reverse-path): one transaction per group.
-    let mut by_domain: BTreeMap<(String, ReversePath), Vec<usize>> = BTreeMap::new();
-    let srs_keys = tables.srs.as_ref();
+    reports.extend(deliver_remote(&step, &mut env, &body).await);
+    finish(&step, env, before, bytes, reports).await
+}
+
+/// What the steps of one attempt share.
+struct Step<'a> {
+    inner: &'a Arc<Inner>,
+    config: Arc<Config>,
+    tables: Arc<postern_config::Tables>,
+    /// When the attempt started, Unix seconds.
+    now_s: u64,
+    /// A flush by the postmaster.
+    forced: bool,
+}
+
+impl Step<'_> {
+    fn due(&self, r: &Recipient) -> bool {
+        r.state == RcptState::Pending && r.next_attempt <= self.now_s
+    }
+}
+
+/// How the local deliveries of an attempt went.
+enum Local {
+    /// Done (or none due): the envelope and the reports they made.
+    Done(Envelope, Vec<Notice>),
+    /// Every recipient was final with nothing to report: the message was removed.
+    Removed,
+    /// The delivery task died: why.
+    Failed(String),
+}
+
+/// The due local recipients (mailboxes, pipes), on a blocking thread; `nothing_to_report`:
+/// no report is due yet, so a message finished here is removed at once.
+async fn deliver_local(s: &Step<'_>, mut env: Envelope, bytes: Option<Arc<Vec<u8>>>, nothing_to_report: bool) -> Local {
+    let any_local = env.recipients.iter().any(|r| s.due(r) && !matches!(r.destination, Destination::Remote(_)));
+    if !any_local {
+        return Local::Done(env, Vec::new());
+    }
+    let Some(msg) = bytes else {
+        return Local::Failed("the message was not read for its local deliveries".into());
+    };
+    let (spool, config, now_s) = (s.inner.spool.clone(), s.config.clone(), s.now_s);
+    let joined = tokio::task::spawn_blocking(move || {
+        let delivered = local(&spool, &config, &mut env, &msg, now_s);
+        // Finished with nothing to report: removed on this thread at once, so that the window
+        // in which a crash repeats the delivery is only the unlink's.
+        if nothing_to_report && delivered.is_empty() && env.is_finished() {
+            return save(&spool, env).map(|e| (e, delivered));
+        }
+        Some((env, delivered))
+    })
+    .await;
+    match joined {
+        Ok(Some((env, delivered))) => Local::Done(env, delivered),
+        Ok(None) => Local::Removed,
+        Err(e) => Local::Failed(format!("local delivery task failed: {e}")),
+    }
+}
+
+/// The due remote recipients of `env`, grouped by domain and by the reverse-path their copy
+/// leaves with (an SRS address for a forwarded one, RFC 7208 §10.1.3 made safe by SRS).
+fn remote_groups(s: &Step<'_>, env: &Envelope) -> BTreeMap<(String, ReversePath), Vec<usize>> {
+    let mut groups: BTreeMap<(String, ReversePath), Vec<usize>> = BTreeMap::new();
     for (i, r) in env.recipients.iter().enumerate() {
         if let Destination::Remote(address) = &r.destination
-            && due(r)
+            && s.due(r)
         {
             let srs = postern_policy::srs::forward_sender(
-                srs_keys,
-                &config.domains.local,
+                s.tables.srs.as_ref(),
+                &s.config.domains.local,
                 &env.reverse_path,
                 &r.forward_path,
                 postern_policy::srs::today(),
             );
             let reverse_path = srs.map_or_else(|| env.reverse_path.clone(), ReversePath::Mailbox);
-            by_domain.entry((address.domain().to_owned(), reverse_path)).or_default().push(i);
+            groups.entry((address.domain().to_owned(), reverse_path)).or_default().push(i);
         }
     }
-    if !by_domain.is_empty() {
-        let base = Message {
-            id: id.to_string(),
-            reverse_path: env.reverse_path.clone(),
-            body_8bit: env.body_8bit,
-            smtputf8: env.smtputf8,
-            data: body.clone(),
-            ret: env.ret,
-            envid: env.envid.clone(),
-            require_tls: env.require_tls,
-            tls_optional: env.tls_optional,
-            forced,
+    groups
+}
+
+/// The remote recipients: one transaction per group ([`remote_groups`]), to an MX, a route
+/// or an `lmtp:` route; a group delivered is recorded before the next one starts, so that a
+/// crash repeats only the transaction in flight.
+async fn deliver_remote(s: &Step<'_>, env: &mut Envelope, body: &Body) -> Vec<Notice> {
+    let id = env.id;
+    let mut reports = Vec::new();
+    let mut unrecorded = false;
+    for ((domain, reverse_path), indexes) in remote_groups(s, env) {
+        if std::mem::take(&mut unrecorded) {
+            let (spool, copy) = (s.inner.spool.clone(), env.clone());
+            let _ = tokio::task::spawn_blocking(move || record_progress(&spool, &copy)).await;
+        }
+        if reverse_path != env.reverse_path {
+            tracing::info!("{id}: forwarded to {domain} from {reverse_path} (SRS of {})", env.reverse_path);
+        }
+        // A domain routed to LMTP (`lmtp:` in the routes table) goes there, not to an MX.
+        if let Some(postern_config::Route::Lmtp(server)) = s.tables.route_for(&domain) {
+            let pool = &s.inner.pool;
+            reports.extend(lmtp_to(&s.config, pool, server, env, &indexes, reverse_path, body, s.now_s).await);
+            unrecorded = true;
+            continue;
+        }
+        let (notices, delivered) = deliver_group(s, env, (&domain, reverse_path), &indexes, body).await;
+        reports.extend(notices);
+        unrecorded |= delivered;
+    }
+    reports
+}
+
+/// One transaction to `domain` for the recipients `indexes`, its copy leaving with
+/// `reverse_path`: each outcome recorded. Returns the reports due and whether any recipient
+/// was delivered.
+async fn deliver_group(
+    s: &Step<'_>,
+    env: &mut Envelope,
+    (domain, reverse_path): (&str, ReversePath),
+    indexes: &[usize],
+    body: &Body,
+) -> (Vec<Notice>, bool) {
+    let msg = Message {
+        id: env.id.to_string(),
+        reverse_path,
+        body_8bit: env.body_8bit,
+        smtputf8: env.smtputf8,
+        data: body.clone(),
+        ret: env.ret,
+        envid: env.envid.clone(),
+        require_tls: env.require_tls,
+        tls_optional: env.tls_optional,
+        forced: s.forced,
+    };
+    let rcpts: Vec<Rcpt> = indexes
+        .iter()
+        .map(|&i| {
+            let r = &env.recipients[i];
+            // RFC 3461 §4.2: pass the original recipient on, ours if none was given.
+            let orcpt =
+                r.orcpt.clone().unwrap_or_else(|| format!("rfc822;{}", xtext_encode(&r.forward_path.to_string())));
+            Rcpt { address: r.address().clone(), notify: r.notify, orcpt: Some(orcpt) }
+        })
+        .collect();
+    let inner = s.inner;
+    let results =
+        postern_outbound::deliver(&*inner.resolver, &inner.pool, &s.config, &s.tables, domain, &rcpts, &msg).await;
+    let any_delivered = results.iter().any(|r| matches!(r.outcome, Outcome::Delivered(_)));
+    if any_delivered {
+        postern_types::failpoint::hit("queue::remote-delivered");
+    }
+    let mut reports = Vec::new();
+    for (&i, result) in indexes.iter().zip(results) {
+        let r = &mut env.recipients[i];
+        let relay = format!("{}, {}", result.relay, result.tls_text());
+        let delivered = matches!(result.outcome, Outcome::Delivered(_));
+        let tls = result.tls.as_ref().map(|t| t.version.clone());
+        let by = By {
+            relay: &relay,
+            remote_host: result.remote_host.as_deref(),
+            tls,
+            transport: postern_metrics::Transport::Smtp,
+            delays: Some(result.delays),
         };
-        // A group delivered but not yet in the envelope on disk: recorded before the next
-        // group, so that a crash repeats only the transaction in flight.
-        let mut unrecorded = false;
-        for ((domain, reverse_path), indexes) in by_domain {
-            if std::mem::take(&mut unrecorded) {
-                let (spool, copy) = (inner.spool.clone(), env.clone());
-                let _ = tokio::task::spawn_blocking(move || record_progress(&spool, &copy)).await;
-            }
-            if reverse_path != env.reverse_path {
-                tracing::info!("{id}: forwarded to {domain} from {reverse_path} (SRS of {})", env.reverse_path);
-            }
-            // A domain routed to LMTP (`lmtp:` in the routes table) goes there, not to an MX.
-            if let Some(postern_config::Route::Lmtp(server)) = tables.route_for(&domain) {
-                reports.extend(
-                    lmtp_to(&config, &inner.pool, server, &mut env, &indexes, reverse_path, &body, now_s).await,
-                );
-                unrecorded = true;
-                continue;
-            }
-            let msg = Message { reverse_path, ..base.clone() };
-            let rcpts: Vec<Rcpt> = indexes
-                .iter()
-                .map(|&i| {
-                    let r = &env.recipients[i];
-                    Rcpt {
-                        address: r.address().clone(),
-                        notify: r.notify,
-                        // RFC 3461 §4.2: pass the original recipient on, ours if none was given.
-                        orcpt: Some(
-                            r.orcpt
-                                .clone()
-                                .unwrap_or_else(|| format!("rfc822;{}", xtext_encode(&r.forward_path.to_string()))),
-                        ),
-                    }
-                })
-                .collect();
-            let results =
-                postern_outbound::deliver(&*inner.resolver, &inner.pool, &config, &tables, &domain, &rcpts, &msg).await;
-            if results.iter().any(|r| matches!(r.outcome, Outcome::Delivered(_))) {
-                postern_types::failpoint::hit("queue::remote-delivered");
-            }
-            for (&i, result) in indexes.iter().zip(results) {
-                let r = &mut env.recipients[i];
-                let relay = format!("{}, {}", result.relay, result.tls_text());
-                let delivered = matches!(result.outcome, Outcome::Delivered(_));
-                unrecorded |= delivered;
-                let tls = result.tls.as_ref().map(|t| t.version.clone());
-                let by = By {
-                    relay: &relay,
-                    remote_host: result.remote_host.as_deref(),
-                    tls,
-                    transport: postern_metrics::Transport::Smtp,
-                    delays: Some(result.delays),
-                };
-                reports.extend(record(&config, id, r, &by, result.outcome, now_s, forced));
-                // NOTIFY=SUCCESS to a next hop without DSN: we report "relayed" (RFC 3464).
-                if delivered && r.notify().success && !result.dsn_passed_on {
-                    let remote = result.remote_host.clone();
-                    reports.push(bounce::status(r, Action::Relayed, EnhancedStatus(2, 0, 0), remote, None));
-                }
-            }
+        reports.extend(record(&s.config, env.id, r, &by, result.outcome, s.now_s, s.forced));
+        // NOTIFY=SUCCESS to a next hop without DSN: we report "relayed" (RFC 3464).
+        if delivered && r.notify().success && !result.dsn_passed_on {
+            let remote = result.remote_host.clone();
+            reports.push(bounce::status(r, Action::Relayed, EnhancedStatus(2, 0, 0), remote, None));
         }
     }
-    let (spool, tables) = (inner.spool.clone(), inner.live.tables());
+    (reports, any_delivered)
+}
+
+/// The end of an attempt, on a blocking thread: the DSNs due (the message read for them when
+/// it was not in memory), the delay warning, then the envelope saved or the message removed.
+async fn finish(
+    s: &Step<'_>,
+    mut env: Envelope,
+    before: Envelope,
+    bytes: Option<Arc<Vec<u8>>>,
+    reports: Vec<Notice>,
+) -> AttemptResult {
+    let (spool, config, tables, now_s) = (s.inner.spool.clone(), s.config.clone(), s.inner.live.tables(), s.now_s);
+    let id = env.id;
     let saved = tokio::task::spawn_blocking(move || {
         let mut new = Vec::new();
         let mut original = bytes;
@@ -192,7 +260,7 @@ pub(crate) async fn attempt(
     .await;
     match saved {
         Ok(result) => result,
-        Err(e) => retry_later(&inner.live.config(), before, &format!("saving delivery state failed: {e}")),
+        Err(e) => retry_later(&s.config, before, &format!("saving delivery state failed: {e}")),
     }
 }
 
@@ -419,7 +487,7 @@ async fn lmtp(
 async fn lmtp_to(
     config: &Arc<Config>,
     pool: &postern_outbound::Pool,
-    server: &str,
+    server: &postern_config::LmtpServer,
     env: &mut Envelope,
     indexes: &[usize],
     reverse_path: ReversePath,
@@ -427,13 +495,6 @@ async fn lmtp_to(
     now_s: u64,
 ) -> Vec<Notice> {
     use postern_outbound::lmtp;
-    let server = match lmtp::Server::parse(server) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{}: LMTP server: {e}", env.id);
-            return Vec::new();
-        }
-    };
     let rcpts: Vec<Rcpt> = indexes
         .iter()
         .map(|&i| Rcpt { address: env.recipients[i].address().clone(), notify: None, orcpt: None })
@@ -455,8 +516,7 @@ async fn lmtp_to(
     // an SMTP destination.
     let _slot = pool.permit(&format!("lmtp {server}"), config.outbound.max_per_destination).await;
     let cache = (&pool.lmtp_idle, config.outbound.connection_cache_time.0);
-    let results =
-        lmtp::deliver(&server, &config.hostname, config.outbound.command_timeout.0, cache, &rcpts, &msg).await;
+    let results = lmtp::deliver(server, &config.hostname, config.outbound.command_timeout.0, cache, &rcpts, &msg).await;
     if results.iter().any(|r| matches!(r.outcome, Outcome::Delivered(_))) {
         postern_types::failpoint::hit("queue::lmtp-delivered");
     }

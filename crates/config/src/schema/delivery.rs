@@ -25,7 +25,7 @@ pub struct Delivery {
     /// The LMTP server of `local = "lmtp"`: `"unix:/run/dovecot/lmtp"` (default) or
     /// `"[127.0.0.1]:24"`. Recipients are given as `mailbox@domain`.
     #[serde(default = "default_lmtp")]
-    pub lmtp: String,
+    pub lmtp: crate::tables::LmtpServer,
     /// Let aliases and routes pipe messages to commands (`name: "|/usr/bin/procmail"`,
     /// `example.org pipe:command`); without it such a configuration is refused. Off by default:
     /// a command runs for every message from anyone. Commands run as the alias's Unix account
@@ -64,8 +64,8 @@ pub enum LocalTransport {
     Lmtp,
 }
 
-fn default_lmtp() -> String {
-    "unix:/run/dovecot/lmtp".into()
+fn default_lmtp() -> crate::tables::LmtpServer {
+    crate::tables::LmtpServer::Unix("/run/dovecot/lmtp".into())
 }
 
 fn default_pipe_user() -> String {

@@ -710,10 +710,6 @@ impl Config {
         {
             err("forwarding.srs_domain", format!("{d:?} is not a valid domain name"));
         }
-        let l = &self.delivery.lmtp;
-        if !crate::tables::is_lmtp_server(l) {
-            err("delivery.lmtp", format!("{l:?}: use \"unix:/run/dovecot/lmtp\" or \"[127.0.0.1]:24\""));
-        }
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
             err("hostname", format!("{:?} is not a host name", self.hostname));
         }

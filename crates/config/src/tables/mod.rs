@@ -11,7 +11,7 @@ pub(crate) mod users;
 mod virtual_;
 
 pub use aliases::split_targets;
-pub use routes::{Relay, Route, is_lmtp_server, parse_relay};
+pub use routes::{BadLmtpServer, LmtpServer, Relay, Route, is_lmtp_server, parse_relay};
 pub use users::{Scheme, parse_password_hash};
 
 use crate::error::{ValueError, invalid};

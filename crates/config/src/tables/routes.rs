@@ -32,7 +32,7 @@ pub enum Route {
     /// A local mailbox.
     Local(String),
     /// An LMTP server: `unix:/path` or `[host]:port`, as `[delivery] lmtp`.
-    Lmtp(String),
+    Lmtp(LmtpServer),
     /// A command line the message is piped to (`$RECIPIENT`, `$SENDER`… in its environment).
     Pipe(String),
     /// Refuse at RCPT time with this reply.
@@ -95,10 +95,9 @@ pub(super) fn parse(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> L
                 Ok(Route::Pipe(command.trim().to_owned()))
             }
         } else if let Some(server) = target.strip_prefix("lmtp:") {
-            if is_lmtp_server(server) {
-                Ok(Route::Lmtp(server.to_owned()))
-            } else {
-                Err(invalid!("{target:?}: expected lmtp:unix:/path/to/socket or lmtp:[host]:port"))
+            match LmtpServer::parse(server) {
+                Ok(server) => Ok(Route::Lmtp(server)),
+                Err(_) => Err(invalid!("{target:?}: expected lmtp:unix:/path/to/socket or lmtp:[host]:port")),
             }
         } else if is_relay(target) {
             parse_relay(target).map(Route::Relay)
@@ -119,6 +118,66 @@ pub(super) fn parse_sender(path: &Path, text: &str, errors: &mut Vec<ConfigError
             Err(invalid!("{target:?}: expected relay:[host] or relay:host"))
         }
     })
+}
+
+/// An LMTP server (RFC 2033), as `[delivery] lmtp` and `lmtp:` routes name it: a Unix socket
+/// (`unix:/run/dovecot/lmtp`) or a TCP address (`[127.0.0.1]:24`, `host:24`, `[::1]:24`;
+/// Postfix's `lmtp:` prefix allowed). Parsed once, when the configuration or table is read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum LmtpServer {
+    /// A Unix socket (an absolute path).
+    Unix(std::path::PathBuf),
+    /// A TCP address as written: `[host]:port` or `host:port` ([`LmtpServer::tcp_target`] is
+    /// what is connected to).
+    Tcp(String),
+}
+
+/// A setting that names no LMTP server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: use \"unix:/run/dovecot/lmtp\" or \"[127.0.0.1]:24\"")]
+pub struct BadLmtpServer(pub String);
+
+impl LmtpServer {
+    /// Parses `unix:/path`, `[host]:port` or `host:port` (with or without `lmtp:`).
+    ///
+    /// # Errors
+    /// [`BadLmtpServer`] for anything else (a relative socket path, no port).
+    pub fn parse(s: &str) -> Result<Self, BadLmtpServer> {
+        if !is_lmtp_server(s) {
+            return Err(BadLmtpServer(s.to_owned()));
+        }
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(Self::Unix(path.into()));
+        }
+        Ok(Self::Tcp(s.trim_start_matches("lmtp:").to_owned()))
+    }
+
+    /// The `host:port` a TCP connection is made to: `[::1]:24` keeps its brackets (an IPv6
+    /// address needs them), `[host]:port` loses them; `None` for a Unix socket.
+    #[must_use]
+    pub fn tcp_target(&self) -> Option<String> {
+        let Self::Tcp(addr) = self else { return None };
+        let ipv6 = addr.starts_with('[') && addr.split(']').next().is_some_and(|h| h.contains(':'));
+        Some(if ipv6 { addr.clone() } else { addr.replace(['[', ']'], "") })
+    }
+}
+
+impl TryFrom<String> for LmtpServer {
+    type Error = BadLmtpServer;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl std::fmt::Display for LmtpServer {
+    /// `unix:/path` or `host:port`, as the logs and `postern route` show it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Tcp(a) => f.write_str(a),
+        }
+    }
 }
 
 /// Whether `s` names an LMTP server: `unix:/absolute/path`, `[host]:port` or `host:port`.
@@ -173,13 +232,29 @@ mod tests {
     }
 
     #[test]
+    fn lmtp_server_forms() {
+        let unix = LmtpServer::parse("unix:/run/dovecot/lmtp").unwrap();
+        assert_eq!(unix, LmtpServer::Unix("/run/dovecot/lmtp".into()));
+        assert_eq!(unix.to_string(), "unix:/run/dovecot/lmtp");
+        let tcp = LmtpServer::parse("lmtp:[127.0.0.1]:24").unwrap();
+        assert_eq!(tcp, LmtpServer::Tcp("[127.0.0.1]:24".into()));
+        assert_eq!((tcp.to_string(), tcp.tcp_target()), ("[127.0.0.1]:24".into(), Some("127.0.0.1:24".into())));
+        let v6 = LmtpServer::parse("[::1]:24").unwrap().tcp_target().unwrap();
+        assert!(v6.parse::<std::net::SocketAddr>().is_ok(), "what TcpStream::connect is given: {v6}");
+        assert_eq!(unix.tcp_target(), None);
+        for bad in ["unix:relative", "nowhere", "host:", ":24"] {
+            assert!(LmtpServer::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn table() {
         let mut errors = Vec::new();
         let text = "# routes\nexample.test relay:[127.0.0.1]:2526\n.example.test local:bob\nbad.test error:5.3.0:No mail here\nworse.test frobnicate\nimap.test lmtp:[10.0.0.5]:24\nbadlmtp.test lmtp:unix:relative\nlist.test pipe:/usr/bin/mlmmj-receive -L /var/spool/mlmmj/list\n";
         let (map, lines) = parse(Path::new("routes"), text, &mut errors);
         assert_eq!(map.len(), 5);
         assert_eq!(map["list.test"], Route::Pipe("/usr/bin/mlmmj-receive -L /var/spool/mlmmj/list".into()));
-        assert_eq!(map["imap.test"], Route::Lmtp("[10.0.0.5]:24".into()));
+        assert_eq!(map["imap.test"], Route::Lmtp(LmtpServer::Tcp("[10.0.0.5]:24".into())));
         assert_eq!(map[".example.test"], Route::Local("bob".into()));
         assert_eq!(lines[".example.test"], 3);
         assert_eq!(errors.len(), 2, "{errors:?}");

@@ -2,13 +2,14 @@
 //! name's shape, one reverse lookup (PTR, FCrDNS, generic names), the HELO name in DNS, then
 //! the DNSBLs. Each stage returns `true` when a refusal stops screening.
 
+use postern_proto::Refusal;
 use std::net::IpAddr;
 
 use postern_config::Config;
 use postern_config::schema::{Check, Policy};
 use postern_dns::{Answer, Resolver};
 use postern_policy::screen::{GENERIC_WORDS, HeloShape, generic_ptr, helo_shape, registered_domain};
-use postern_types::{EnhancedStatus, Reply, Verdict};
+use postern_types::Verdict;
 
 use super::{Facts, Listing, Result_, ScreenLists, Screened, addresses, addrs_text, apply, join, listing, reversed};
 
@@ -31,11 +32,7 @@ pub async fn screen<R: Resolver>(
     }
     if lists.block.contains(ip) {
         out.report.push("block_networks: listed -> reject".into());
-        out.verdict = Verdict::PermFail(Reply::new(
-            554,
-            EnhancedStatus(5, 7, 1),
-            format!("Client host [{ip}] blocked by local policy"),
-        ));
+        out.verdict = Verdict::PermFail(Refusal::Blocked(ip).reply());
         return out;
     }
     let shape = helo_shape(helo);

@@ -8,13 +8,14 @@
 mod client;
 mod sender;
 
+use postern_proto::Refusal;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use postern_config::schema::{Check, DnsTempError, Policy};
 use postern_dns::{Answer, Resolver};
 use postern_policy::screen::{IpList, refusal};
-use postern_types::{EnhancedStatus, Reply, Verdict};
+use postern_types::Verdict;
 
 pub use client::screen;
 pub use sender::screen_sender;
@@ -262,11 +263,7 @@ fn apply(out: &mut Screened, p: &Policy, name: &str, action: Check, run: impl Fn
             let acts = matches!(action, Check::Reject | Check::Defer);
             if acts && p.dns_temperror == DnsTempError::Defer {
                 out.report.push(format!("{name}: temperror ({e}) -> defer"));
-                out.verdict = Verdict::TempFail(Reply::new(
-                    451,
-                    EnhancedStatus(4, 4, 3),
-                    format!("Temporary DNS failure while checking {name} for you, try again later"),
-                ));
+                out.verdict = Verdict::TempFail(Refusal::DnsTempFail { check: name.to_string() }.reply());
                 true
             } else {
                 out.report.push(format!("{name}: temperror ({e}) -> skipped"));

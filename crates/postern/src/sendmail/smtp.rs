@@ -62,7 +62,7 @@ pub(crate) fn run(loaded: &Loaded) -> ExitCode {
                 Some(p) => resolve_for_delivery(p, &address),
                 None => Verdict::Ok(Vec::new()),
             }),
-            Step::Commit(tx) => session.commit_result(queue(loaded, &tx)),
+            Step::Commit(tx) => session.commit_result(queue(loaded, &tx).map_err(postern_proto::Refusal::Decided)),
             Step::CheckSender(_) => session.sender_verdict(Verdict::Ok(())),
             Step::CheckClient(_) => session.client_verdict(Verdict::Ok(())),
             Step::Authenticate { .. } => session.auth_result(AuthOutcome::Invalid),

@@ -25,6 +25,7 @@ use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, Revers
 
 use crate::command::Command;
 use crate::data::{DataDecoder, LineEndings};
+use crate::refusal::Refusal;
 use crate::replies;
 
 /// Fixed parameters of one session, taken from the configuration at accept time.
@@ -59,10 +60,10 @@ pub struct SessionParams {
     /// Whether the MAIL FROM of a client that is not authenticated waits for
     /// [`Step::CheckSender`] (sender checks, SPF at MAIL).
     pub check_sender: bool,
-    /// Refuse the connection at once with this reply instead of the 220 greeting (a client in
-    /// `[policy] block_networks`). RFC 5321 §3.1: after a 554 greeting the server waits for
-    /// QUIT and answers every other command with 503.
-    pub refuse: Option<Reply>,
+    /// Refuse the connection at once with this refusal's reply instead of the 220 greeting (a
+    /// client in `[policy] block_networks`). RFC 5321 §3.1: after a 554 greeting the server
+    /// waits for QUIT and answers every other command with 503.
+    pub refuse: Option<Refusal>,
     /// A domain given to bare names in MAIL FROM and RCPT TO (`<root>` is `<root@DOMAIN>`):
     /// `sendmail -bs`, a local submission, where sendmail took them. `None` (SMTP over the
     /// network): a bare name is `501` (RFC 5321 §4.1.2), but `<postmaster>`.
@@ -293,7 +294,7 @@ impl Session {
             params,
         };
         let greeting = match &s.params.refuse {
-            Some(refusal) => refusal.clone(),
+            Some(refusal) => refusal.reply(),
             None => Reply::plain(220, format!("{} ESMTP Postern", s.params.hostname)),
         };
         s.reply(greeting);
@@ -313,8 +314,8 @@ impl Session {
 
     /// Sets the reply every MAIL gets until it is cleared with `None`: the driver's view of the
     /// server, e.g. `452 4.3.1` while the spool is short of space (RFC 5321 §4.2.2).
-    pub fn set_mail_refusal(&mut self, refusal: Option<Reply>) {
-        self.mail_refusal = refusal;
+    pub fn set_mail_refusal(&mut self, refusal: Option<Refusal>) {
+        self.mail_refusal = refusal.map(|r| r.reply());
     }
 
     /// Whether replies are waiting to be written.
@@ -424,7 +425,7 @@ impl Session {
                     // The client's line does not end here, and where it does is a guess: one
                     // reply and the end of the session (as Postfix's smtpd_forbid_bare_newline
                     // and sendmail's option `g` do), never a reply to each piece.
-                    self.abort(replies::bare_lf_in_command());
+                    self.close_with(replies::bare_lf_in_command());
                     return self.closed_step();
                 }
                 let line = &rest[..lf - 1];
@@ -521,15 +522,17 @@ impl Session {
         self.proceed_rcpt(address, notify, orcpt, verdict);
     }
 
-    /// The answer to [`Step::Commit`]: the queue ID on success, or the reply to send (451 4.3.0
-    /// when the spool could not be written).
-    pub fn commit_result(&mut self, result: Result<QueueId, Reply>) {
+    /// The answer to [`Step::Commit`], the end of the message stage: the queue ID once the
+    /// message is durable (a filter's `discard` gives one too, with nothing queued), or why
+    /// the driver refused it ([`Refusal`]: the end-of-DATA checks, a filter, authentication,
+    /// 451 4.3.0 when the spool could not be written).
+    pub fn commit_result(&mut self, result: Result<QueueId, Refusal>) {
         assert!(matches!(self.state, State::AwaitCommit), "commit_result without Commit");
         self.state = State::Command;
         self.tx = None;
         match result {
-            Ok(id) => self.reply(Reply::new(250, EnhancedStatus(2, 0, 0), format!("Ok: queued as {id}"))),
-            Err(reply) => self.error(reply),
+            Ok(id) => self.reply(replies::queued(id)),
+            Err(refusal) => self.error(refusal.reply()),
         }
     }
 
@@ -548,8 +551,14 @@ impl Session {
         }
     }
 
-    /// Ends the session with `reply` (a 421), e.g. when the client's IP has just been banned.
-    pub fn abort(&mut self, reply: Reply) {
+    /// Ends the session with `refusal`'s reply (a 421), e.g. when the client's network has
+    /// just been banned.
+    pub fn abort(&mut self, refusal: Refusal) {
+        self.close_with(refusal.reply());
+    }
+
+    /// Queues `reply` and closes.
+    fn close_with(&mut self, reply: Reply) {
         self.reply(reply);
         self.state = State::Closed;
     }

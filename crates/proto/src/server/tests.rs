@@ -298,14 +298,15 @@ fn auth_login_exchange_and_cancel() {
 
 #[test]
 fn refused_at_connect_waits_for_quit() {
-    let refusal = Reply::new(554, EnhancedStatus(5, 7, 1), "Client host [127.0.0.1] blocked by local policy");
+    let refusal = crate::Refusal::Blocked([127, 0, 0, 1].into());
     let p = SessionParams { refuse: Some(refusal), ..params() };
     let (out, committed) = run_with(p, b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nNOOP\r\nQUIT\r\n");
     assert_eq!(codes(&out), ["554", "503", "503", "503", "221"], "{out}");
     assert!(out.starts_with("554 5.7.1 Client host [127.0.0.1] blocked"), "{out}");
     assert!(committed.is_empty());
     // The errors count: a client that never says QUIT is dropped at max_errors.
-    let p = SessionParams { refuse: Some(Reply::new(554, EnhancedStatus(5, 7, 1), "no")), max_errors: 2, ..params() };
+    let no = crate::Refusal::Decided(Reply::new(554, EnhancedStatus(5, 7, 1), "no"));
+    let p = SessionParams { refuse: Some(no), max_errors: 2, ..params() };
     let (out, _) = run_with(p, b"NOOP\r\nNOOP\r\nNOOP\r\n");
     assert_eq!(codes(&out), ["554", "503", "503", "421"], "{out}");
 }
