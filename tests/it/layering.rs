@@ -65,3 +65,102 @@ fn the_rule_sees_every_form_of_the_commit() {
         assert!(!commits_to_the_spool(other), "{other}");
     }
 }
+
+/// The code of the library crates under `dirs`, without test code: files of tests, and each
+/// file from its `#[cfg(test)]` on (test modules come last). Each item: the file (relative to
+/// the repository) and its text.
+fn library_code(dirs: &[&str]) -> Vec<(String, String)> {
+    let root = repo();
+    let mut files = Vec::new();
+    for dir in dirs {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(!files.is_empty(), "the walk found the sources of {dirs:?}");
+    files
+        .into_iter()
+        .filter(|f| {
+            let name = f.file_name().unwrap().to_string_lossy();
+            name != "tests.rs" && !name.ends_with("_tests.rs") && !f.components().any(|c| c.as_os_str() == "tests")
+        })
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_owned();
+            (f.strip_prefix(&root).unwrap().display().to_string(), code)
+        })
+        .collect()
+}
+
+/// Every line of `code` in `files` containing one of `needles`, as `file:line: text`.
+fn lines_with(files: &[(String, String)], needles: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (file, code) in files {
+        for (n, line) in code.lines().enumerate() {
+            if !line.trim_start().starts_with("//") && needles.iter().any(|x| line.contains(x)) {
+                found.push(format!("{file}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+/// Issue 29: after `queue::submit` the envelope stays typed; nothing is parsed back from text
+/// in the queue, outbound delivery, reports or local delivery.
+#[test]
+fn envelope_data_is_never_parsed_back_after_the_queue() {
+    let code = library_code(&["crates/queue/src", "crates/outbound/src", "crates/report/src", "crates/local/src"]);
+    let parsed_back =
+        ["Address::parse(", "Notify::parse(", "split_once('@')", "rsplit_once('@')", "strip_prefix(\"tls=\")"];
+    let found = lines_with(&code, &parsed_back);
+    assert!(found.is_empty(), "envelope data parsed back from text:\n{}", found.join("\n"));
+    let planted =
+        [("x.rs".to_owned(), "let a = Address::parse(&text)?;\n// Address::parse( in a comment\n".to_owned())];
+    assert_eq!(lines_with(&planted, &parsed_back), ["x.rs:1: let a = Address::parse(&text)?;"]);
+}
+
+/// Issue 29: the inbound driver performs I/O and says why it refuses (`proto::Refusal`); the
+/// replies are made in `proto` (and the crates whose checks decide).
+#[test]
+fn the_inbound_driver_builds_no_reply() {
+    let code = library_code(&["crates/inbound/src"]);
+    let found = lines_with(&code, &["Reply::new(", "Reply::plain(", "EnhancedStatus("]);
+    assert!(found.is_empty(), "replies built by the inbound driver:\n{}", found.join("\n"));
+}
+
+/// Issue 29: errors are types; no function returns `Result<_, String>`.
+#[test]
+fn no_error_is_a_string() {
+    let code = library_code(&["crates"]);
+    let mut found = Vec::new();
+    for (file, text) in &code {
+        for (at, _) in text.match_indices("Result<") {
+            if last_generic_argument(&text[at + "Result<".len()..]).is_some_and(|a| a == "String") {
+                found.push(format!("{file}:{}", text[..at].lines().count()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "Result<_, String> at:\n{}", found.join("\n"));
+    assert_eq!(last_generic_argument("u8, String> {"), Some("String".into()));
+    assert_eq!(last_generic_argument("BTreeMap<String, String>, Structure> {"), Some("Structure".into()));
+    assert_eq!(last_generic_argument("Vec<u8>> {"), None, "one argument");
+}
+
+/// The last top-level argument of a generic list that starts just after its `<`, when there
+/// are two or more.
+fn last_generic_argument(after: &str) -> Option<String> {
+    let (mut depth, mut start, mut commas) = (0usize, 0usize, 0usize);
+    for (i, c) in after.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            '>' if depth == 0 => return (commas > 0).then(|| after[start..i].trim().to_owned()),
+            '>' => depth -= 1,
+            ',' if depth == 0 => {
+                commas += 1;
+                start = i + 1;
+            }
+            '{' | ';' => return None,
+            _ => {}
+        }
+    }
+    None
+}

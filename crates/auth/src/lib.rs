@@ -12,11 +12,9 @@
 pub mod arc;
 pub mod decision;
 pub mod keys;
-pub mod reports;
 pub mod seal;
 pub mod sign;
 pub mod spf;
-pub mod tlsrpt;
 pub mod verify;
 
 pub use decision::{Decision, decide, spf_refusal};

@@ -15,7 +15,7 @@ use mail_auth::{
 };
 use postern_dns::DnsSettings;
 
-use crate::reports::{Published, Row};
+use postern_report::dmarc::{Published, Row};
 
 /// The outcome of one check, reduced to what policy needs (RFC 8601 §2.7 result names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

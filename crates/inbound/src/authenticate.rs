@@ -157,7 +157,7 @@ pub(crate) async fn check_from_outside(
         }
         .to_owned();
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let (key, (domain, published)) = postern_auth::reports::tally(&policy, &row);
+        let (key, (domain, published)) = postern_report::dmarc::tally(&policy, &row);
         // Statistics: a store that fails loses this row (its outage is logged by the store).
         let _ = ctx.store.tally(Aggregate::Dmarc, &day, &[key], Some((&domain, &published))).await;
     }

@@ -38,9 +38,9 @@ pub(crate) fn spawn(
             }
             let words: Vec<&str> = line.split_whitespace().collect();
             let result = if let ["dmarc-report", day, mode] = words.as_slice() {
-                crate::dmarc::run(&ctx, day, *mode == "send").await.map_err(ControlError::from)
+                crate::reports::dmarc::run(&ctx, day, *mode == "send").await.map_err(ControlError::from)
             } else if let ["tls-rpt-report", day, mode] = words.as_slice() {
-                crate::tls_rpt::run(&ctx, day, *mode == "send").await.map_err(ControlError::from)
+                crate::reports::tls_rpt::run(&ctx, day, *mode == "send").await.map_err(ControlError::from)
             } else if line.trim() == "reload" {
                 match tokio::task::spawn_blocking(move || reloader.reload("reload")).await {
                     Ok(Ok(what)) => {
@@ -97,7 +97,7 @@ enum ControlError {
     #[error(transparent)]
     Reload(crate::serve::ReloadError),
     #[error(transparent)]
-    Report(#[from] crate::report_mail::ReportJobError),
+    Report(#[from] crate::reports::ReportJobError),
 }
 
 /// The failed-AUTH table: one line per client IP with failures in the last `ban_time` (of

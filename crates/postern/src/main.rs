@@ -4,7 +4,6 @@
 mod alerts;
 mod control;
 mod dkim_cli;
-mod dmarc;
 mod dns_check;
 mod doctor;
 mod import_cli;
@@ -16,14 +15,13 @@ mod policy_cli;
 mod privileges;
 mod privsep;
 mod queue_cli;
-mod report_mail;
+mod reports;
 mod route_cli;
 mod sandbox_cli;
 mod sendmail;
 mod serve;
 mod submit;
 mod submit_wire;
-mod tls_rpt;
 mod unix_server;
 mod user_cli;
 

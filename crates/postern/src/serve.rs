@@ -254,10 +254,10 @@ async fn run(
         (None, _) => {}
     }
     if ctx.dmarc {
-        crate::dmarc::spawn_daily(ctx.clone(), stop_rx.clone());
+        crate::reports::dmarc::spawn_daily(ctx.clone(), stop_rx.clone());
     }
     if ctx.tlsrpt {
-        crate::tls_rpt::spawn(ctx.clone(), stop_rx.clone());
+        crate::reports::tls_rpt::spawn(ctx.clone(), stop_rx.clone());
     }
     crate::alerts::spawn(ctx.clone(), alerts, stop_rx.clone());
     if let Some(l) = metrics_listener {

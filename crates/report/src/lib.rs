@@ -1,11 +1,18 @@
-//! Reports Postern sends. This crate owns the delivery status notification (DSN, RFC 3464):
-//! a `multipart/report; report-type=delivery-status` message with a human-readable part, the
-//! machine-readable `message/delivery-status` part, and the original message's headers
-//! (`text/rfc822-headers`) or the whole original (`message/rfc822`, RET=FULL, RFC 3461 §4.3).
-//! Composition uses mail-builder; this crate decides the content. The alert mails of
-//! `[[alert]]` are composed in [`alert`].
+//! Every report Postern composes, in one place. This crate owns the delivery status
+//! notification (DSN, RFC 3464): a `multipart/report; report-type=delivery-status` message
+//! with a human-readable part, the machine-readable `message/delivery-status` part, and the
+//! original message's headers (`text/rfc822-headers`) or the whole original
+//! (`message/rfc822`, RET=FULL, RFC 3461 §4.3); the DMARC aggregate reports ([`dmarc`], RFC
+//! 7489 §7.2: the rows of each check encoded as store tallies, the day's XML, the report
+//! message); the TLS reports ([`tlsrpt`], RFC 8460: the negotiations as tallies, the JSON, the
+//! message, the `_smtp._tls` record); and the alert mails of `[[alert]]` ([`alert`]).
+//! Composition uses mail-builder and mail-auth's report types; this crate decides the content.
+//! The daily jobs that send the DMARC and TLS reports run in the daemon
+//! (`postern/src/reports/`).
 
 pub mod alert;
+pub mod dmarc;
+pub mod tlsrpt;
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::HeaderType;

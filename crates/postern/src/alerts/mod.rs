@@ -133,14 +133,14 @@ async fn send(ctx: &Context, name: &str, rule: &Rule, change: Change, since: u64
         to: &to,
     };
     let message = postern_report::alert::compose(&mail);
-    let report = crate::report_mail::Report {
+    let report = crate::reports::Report {
         what: "alerts",
         source: format!("alert \"{name}\" to {}", to.join(", ")),
         from: &from,
         to: &to,
         message: &message,
     };
-    match crate::report_mail::queue(ctx, report).await {
+    match crate::reports::queue(ctx, report).await {
         Ok(id) => tracing::info!("{id}: alert \"{name}\" mail queued to {}", to.join(", ")),
         Err(e) => tracing::error!("alert \"{name}\": cannot queue the mail: {e}"),
     }

@@ -243,7 +243,7 @@ async fn tls_rpt(resolver: &HickoryResolver, domain: &str, out: &mut Vec<Finding
     let name = format!("_smtp._tls.{domain}");
     let publish = format!("publish `{name}. IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@{domain}\"`");
     match resolver.txt(&name).await {
-        Answer::Found(txts) => match postern_auth::tlsrpt::rua_mailto(&txts) {
+        Answer::Found(txts) => match postern_report::tlsrpt::rua_mailto(&txts) {
             Ok(rua) if !rua.is_empty() => {
                 out.push(Finding::ok("TLSRPT", format!("{name}: reports to {}", rua.join(", "))))
             }

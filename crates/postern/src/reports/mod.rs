@@ -1,7 +1,11 @@
-//! What the DMARC aggregate reports (`dmarc`) and the TLS reports (`tls_rpt`) share: the
+//! The daily report jobs of the daemon: the DMARC aggregate reports ([`dmarc`]) and the TLS
+//! reports ([`tls_rpt`]), composed by `postern_report`. What they share: the
 //! period of a day, the lease that lets one host of a cluster send a day's reports, CRLF line
 //! endings for mail-builder's output, and the one way a report leaves: DKIM-signed when a key
 //! signs its sender, addressed through the recipient policy, queued through `queue::submit`.
+
+pub(crate) mod dmarc;
+pub(crate) mod tls_rpt;
 
 use postern_inbound::Context;
 use postern_policy::{RecipientPolicy, resolve_for_delivery};

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_auth::reports::{self, DayReport};
 use postern_inbound::Context;
+use postern_report::dmarc::{self as reports, DayReport};
 use postern_store::Aggregate;
 
-use crate::report_mail::ReportJobError;
+use crate::reports::ReportJobError;
 use tokio::sync::watch;
 
 /// Builds `day`'s reports (`YYYY-MM-DD`, UTC); with `send`, queues them and forgets the day,
@@ -21,7 +21,7 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
     if !ctx.dmarc {
         return Err(ReportJobError::Off { what: "DMARC reports", section: "dmarc_reports" });
     }
-    if send && !crate::report_mail::take_day(ctx, Aggregate::Dmarc, day).await? {
+    if send && !crate::reports::take_day(ctx, Aggregate::Dmarc, day).await? {
         return Ok(format!("DMARC reports for {day}: another host of the cluster is sending them\n"));
     }
     let tally = ctx.store.day_tally(Aggregate::Dmarc, day).await?;
@@ -30,7 +30,7 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
     let submitter = config.hostname.clone();
     let org = config.dmarc_reports.org_name.clone().unwrap_or_else(|| submitter.clone());
     let email = config.dmarc_reports.email.clone().unwrap_or_else(|| format!("postmaster@{submitter}"));
-    let (begin, end) = crate::report_mail::bounds(day)?;
+    let (begin, end) = crate::reports::bounds(day)?;
     let mut out = String::new();
     for (n, report) in day_reports.iter().enumerate() {
         let meta = reports::Meta {
@@ -74,14 +74,14 @@ async fn queue_report(ctx: &Context, report: &DayReport, xml: &str, meta: &repor
         Ok(m) => m,
         Err(e) => return format!("{domain}: cannot compose the report: {e}\n"),
     };
-    let report = crate::report_mail::Report {
+    let report = crate::reports::Report {
         what: "DMARC reports",
         source: format!("DMARC aggregate report {report_id} for {domain} to {}", accepted.join(", ")),
         from: email,
         to: &accepted,
         message: &message,
     };
-    match crate::report_mail::queue(ctx, report).await {
+    match crate::reports::queue(ctx, report).await {
         Ok(id) => format!("{domain}: report {report_id} queued as {id} to {}\n", accepted.join(", ")),
         Err(e) => format!("{domain}: {e}\n"),
     }

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_auth::tlsrpt::{self, DomainDay};
 use postern_dns::{Answer, Resolver as _};
 use postern_inbound::Context;
+use postern_report::tlsrpt::{self, DomainDay};
 use postern_store::Aggregate;
 
-use crate::report_mail::ReportJobError;
+use crate::reports::ReportJobError;
 use tokio::sync::watch;
 
 /// How often buffered results are stored.
@@ -38,12 +38,12 @@ pub(crate) async fn run(ctx: &Context, day: &str, send: bool) -> Result<String, 
         return Err(ReportJobError::Off { what: "TLS reports", section: "tls_reports" });
     }
     drain(ctx).await?;
-    if send && !crate::report_mail::take_day(ctx, Aggregate::TlsRpt, day).await? {
+    if send && !crate::reports::take_day(ctx, Aggregate::TlsRpt, day).await? {
         return Ok(format!("TLS reports for {day}: another host of the cluster is sending them\n"));
     }
     let tally = ctx.store.day_tally(Aggregate::TlsRpt, day).await?;
     let days = tlsrpt::domain_days(day, &tally.counts);
-    let (begin, end) = crate::report_mail::bounds(day)?;
+    let (begin, end) = crate::reports::bounds(day)?;
     let config = ctx.live.config();
     let submitter = config.hostname.clone();
     let mut out = String::new();
@@ -95,14 +95,14 @@ async fn queue_report(ctx: &Context, day: &DomainDay, report: &tlsrpt::TlsReport
         Ok(m) => m,
         Err(e) => return format!("{domain}: cannot compose the report: {e}\n"),
     };
-    let sent = crate::report_mail::Report {
+    let sent = crate::reports::Report {
         what: "TLS reports",
         source: format!("TLS report {} for {domain} to {}", report.report_id, rua.join(", ")),
         from: &from,
         to: &rua,
         message: &message,
     };
-    match crate::report_mail::queue(ctx, sent).await {
+    match crate::reports::queue(ctx, sent).await {
         Ok(id) => format!("{domain}: report {} queued as {id} to {}\n", report.report_id, rua.join(", ")),
         Err(e) => format!("{domain}: {e}\n"),
     }
