@@ -176,24 +176,7 @@ async fn run(
     let auth = AuthState::load(&config).map_err(|e| anyhow::Error::msg(e.join("; ")))?;
     let store = Arc::new(open_store(&config)?);
     spawn_store_ping(store.clone());
-    let mut listeners = Vec::new();
-    for l in &config.listener {
-        let listener = postern_inbound::bind(l.address).with_context(|| format!("binding {}", l.address))?;
-        let local = listener.local_addr()?;
-        // Tests and operators read this line to learn the port when `address` ends in :0.
-        tracing::info!("listening on {local} (role {})", l.role);
-        listeners.push((listener, ListenerInfo::from(l)));
-    }
-    let metrics_listener = match config.metrics.listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding [metrics] listen {addr}"))?;
-            tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
-            Some(l)
-        }
-        None => None,
-    };
+    let (listeners, metrics_listener) = bind_all(&config).await?;
     let privileges = (config.server.user.clone(), config.server.group.clone());
     let grace = config.server.shutdown_grace.0;
     let live = Arc::new(Live::new(config, tables));
@@ -253,20 +236,7 @@ async fn run(
         }
         (None, _) => {}
     }
-    if ctx.dmarc {
-        crate::reports::dmarc::spawn_daily(ctx.clone(), stop_rx.clone());
-    }
-    if ctx.tlsrpt {
-        crate::reports::tls_rpt::spawn(ctx.clone(), stop_rx.clone());
-    }
-    crate::alerts::spawn(ctx.clone(), alerts, stop_rx.clone());
-    if let Some(l) = metrics_listener {
-        crate::metrics_http::spawn(l, queue.clone(), stop_rx.clone());
-    }
-    // Redis expires triplets by their TTL: its purge is a no-op.
-    if live.config().policy.greylist != postern_config::schema::Check::Off {
-        spawn_greylist_purge(store.clone(), live.clone(), stop_rx.clone());
-    }
+    spawn_jobs(&ctx, alerts, metrics_listener, &stop_rx);
     let listening = listeners.len();
     for (listener, info) in listeners {
         tokio::spawn(postern_inbound::serve(listener, info, ctx.clone(), stop_rx.clone()));
@@ -290,7 +260,62 @@ async fn run(
     }
     crate::notify::stopping();
     let _ = stop_tx.send(true);
-    // Sessions between commands close at once with 421; those receiving a message may finish.
+    shut_down(&ctx, grace, [runner, recovery]).await;
+    tracing::info!("postern stopped: {} message(s) left in the queue", queue.len());
+    Ok(())
+}
+
+/// Binds every `[[listener]]` and `[metrics] listen`, and says where (tests and operators read
+/// the line to learn a port chosen with `:0`).
+async fn bind_all(
+    config: &Config,
+) -> anyhow::Result<(Vec<(tokio::net::TcpListener, ListenerInfo)>, Option<tokio::net::TcpListener>)> {
+    let mut listeners = Vec::new();
+    for l in &config.listener {
+        let listener = postern_inbound::bind(l.address).with_context(|| format!("binding {}", l.address))?;
+        let local = listener.local_addr()?;
+        tracing::info!("listening on {local} (role {})", l.role);
+        listeners.push((listener, ListenerInfo::from(l)));
+    }
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding [metrics] listen {addr}"))?;
+            tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
+    Ok((listeners, metrics))
+}
+
+/// The daemon's background jobs: the daily DMARC and TLS reports, the alert watcher, the
+/// `/metrics` endpoint and the greylisting purge (Redis expires triplets by itself).
+fn spawn_jobs(
+    ctx: &Arc<Context>,
+    alerts: Arc<crate::alerts::Board>,
+    metrics: Option<tokio::net::TcpListener>,
+    stop: &watch::Receiver<bool>,
+) {
+    if ctx.dmarc {
+        crate::reports::dmarc::spawn_daily(ctx.clone(), stop.clone());
+    }
+    if ctx.tlsrpt {
+        crate::reports::tls_rpt::spawn(ctx.clone(), stop.clone());
+    }
+    crate::alerts::spawn(ctx.clone(), alerts, stop.clone());
+    if let Some(l) = metrics {
+        crate::metrics_http::spawn(l, ctx.queue.clone(), stop.clone());
+    }
+    if ctx.live.config().policy.greylist != postern_config::schema::Check::Off {
+        spawn_greylist_purge(ctx.store.clone(), ctx.live.clone(), stop.clone());
+    }
+}
+
+/// After the stop signal: sessions between commands close at once with 421, those receiving
+/// a message may finish within `grace`; then the scheduler and the recovery get `grace` each.
+async fn shut_down(ctx: &Context, grace: Duration, tasks: [tokio::task::JoinHandle<()>; 2]) {
     let deadline = Instant::now() + grace;
     while ctx.limits.total() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -301,10 +326,9 @@ async fn run(
             ctx.limits.total()
         );
     }
-    let _ = tokio::time::timeout(grace, runner).await;
-    let _ = tokio::time::timeout(grace, recovery).await;
-    tracing::info!("postern stopped: {} message(s) left in the queue", queue.len());
-    Ok(())
+    for task in tasks {
+        let _ = tokio::time::timeout(grace, task).await;
+    }
 }
 
 /// Opens the `[store]`: the embedded files that greylisting and the reports need, or the
