@@ -85,8 +85,8 @@ pub struct Rcpt {
     pub address: Address,
     /// `NOTIFY=`, when the sender gave one.
     pub notify: Option<Notify>,
-    /// `ORCPT=` value (`rfc822;xtext`).
-    pub orcpt: Option<String>,
+    /// `ORCPT=` (RFC 3461 §4.2).
+    pub orcpt: Option<postern_types::dsn::Orcpt>,
 }
 
 /// One recipient's result and the host that gave it (`host[ip]:port`, or `none`).

@@ -303,7 +303,7 @@ impl Session {
         };
         let rcpts: Vec<RcptTo<'_>> = recipients
             .iter()
-            .map(|r| RcptTo { address: &r.address, notify: r.notify, orcpt: r.orcpt.as_deref() })
+            .map(|r| RcptTo { address: &r.address, notify: r.notify, orcpt: r.orcpt.as_ref() })
             .collect();
         match self.link.session.transaction(&outgoing, &rcpts, false) {
             Ok(Ok(())) => {}

@@ -9,7 +9,7 @@ use postern_policy::{RecipientPolicy, resolve_for_delivery};
 use postern_proto::trace::Origin;
 use postern_report::{Action, Dsn, RecipientStatus, compose};
 use postern_spool::{Envelope, Recipient, Spool};
-use postern_types::dsn::{orcpt_address, xtext_decode};
+use postern_types::dsn::xtext_decode;
 use postern_types::{Address, EnhancedStatus, ForwardPath, ReversePath, Verdict};
 
 use crate::submit::{MailParams, Submission, SubmitRecipient, commit_blocking};
@@ -42,7 +42,7 @@ pub(crate) fn status(
 ) -> Notice {
     // ORCPT as given (RFC 3461 §4.2), else the RCPT TO address when aliases changed it.
     let original = match &r.orcpt {
-        Some(o) => Some(orcpt_address(o)),
+        Some(o) => Some(o.address()),
         None => (r.forward_path != ForwardPath::Mailbox(r.address().clone())).then(|| r.forward_path.to_string()),
     };
     let status = RecipientStatus {

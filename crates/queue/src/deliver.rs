@@ -11,7 +11,7 @@ use postern_config::schema::LocalTransport;
 use postern_outbound::{Body, Message, Outcome, Rcpt};
 use postern_report::Action;
 use postern_spool::{Envelope, LastResult, RcptState, Recipient, Spool};
-use postern_types::dsn::xtext_encode;
+use postern_types::dsn::Orcpt;
 use postern_types::{Destination, EnhancedStatus, ForwardPath, ReversePath};
 
 use crate::bounce::Notice;
@@ -195,8 +195,7 @@ async fn deliver_group(
         .map(|&i| {
             let r = &env.recipients[i];
             // RFC 3461 §4.2: pass the original recipient on, ours if none was given.
-            let orcpt =
-                r.orcpt.clone().unwrap_or_else(|| format!("rfc822;{}", xtext_encode(&r.forward_path.to_string())));
+            let orcpt = r.orcpt.clone().unwrap_or_else(|| Orcpt::rfc822(&r.forward_path.to_string()));
             Rcpt { address: r.address().clone(), notify: r.notify, orcpt: Some(orcpt) }
         })
         .collect();

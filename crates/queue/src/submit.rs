@@ -27,7 +27,7 @@ pub struct SubmitRecipient {
     /// `NOTIFY=`, if given.
     pub notify: Option<Notify>,
     /// `ORCPT=` (`addr-type;xtext`), if given.
-    pub orcpt: Option<String>,
+    pub orcpt: Option<postern_types::dsn::Orcpt>,
 }
 
 /// The MAIL parameters of a submission (RFC 6152, RFC 6531, RFC 3461 §4.3, §4.4).
@@ -139,7 +139,7 @@ impl Queue {
             .map(|(forward_path, orcpt)| {
                 crate::bounce::Notice::of_sender(postern_report::RecipientStatus {
                     final_recipient: forward_path.clone(),
-                    original_recipient: orcpt.as_deref().map(postern_types::dsn::orcpt_address),
+                    original_recipient: orcpt.as_ref().map(postern_types::dsn::Orcpt::address),
                     action: postern_report::Action::Expanded,
                     status: postern_types::EnhancedStatus(2, 0, 0),
                     remote_mta: None,
@@ -168,7 +168,7 @@ pub(crate) struct Prepared {
     source: String,
     reverse_path: ReversePath,
     /// Forward-paths (with ORCPT) to report as `expanded` once committed.
-    expanded: Vec<(ForwardPath, Option<String>)>,
+    expanded: Vec<(ForwardPath, Option<postern_types::dsn::Orcpt>)>,
 }
 
 impl Prepared {
@@ -296,13 +296,13 @@ fn prepare(hostname: &str, s: Submission) -> Result<Prepared, SubmitError> {
 /// other addresses, with their ORCPT: each gets one `Action: expanded` report at once, and its
 /// targets lose SUCCESS (RFC 3461 §6.2.7.3, as Postfix's local(8) does), so that the sender
 /// learns that the address took the message, never where it went.
-fn take_expansions(recipients: &mut [SubmitRecipient]) -> Vec<(ForwardPath, Option<String>)> {
+fn take_expansions(recipients: &mut [SubmitRecipient]) -> Vec<(ForwardPath, Option<postern_types::dsn::Orcpt>)> {
     let target = |d: &Destination| match d {
         Destination::Mailbox { address, .. } | Destination::Remote(address) | Destination::Pipe { address, .. } => {
             address.to_string()
         }
     };
-    let mut expanded: Vec<(ForwardPath, Option<String>)> = Vec::new();
+    let mut expanded: Vec<(ForwardPath, Option<postern_types::dsn::Orcpt>)> = Vec::new();
     for i in 0..recipients.len() {
         let r = &recipients[i];
         let asked = r.notify.is_some_and(|n| n.success);

@@ -35,8 +35,8 @@
 
 use std::net::IpAddr;
 
-use postern_types::dsn::Notify;
 pub use postern_types::dsn::Ret;
+use postern_types::dsn::{Notify, Orcpt};
 use postern_types::{Address, Destination, ForwardPath, QueueId, ReversePath};
 use serde::{Deserialize, Serialize};
 
@@ -109,8 +109,8 @@ pub struct Recipient {
     pub last_error: Option<String>,
     /// `NOTIFY=` of RCPT (RFC 3461 §4.1), when given; [`Recipient::notify`] is the one in force.
     pub notify: Option<Notify>,
-    /// `ORCPT=` of RCPT (RFC 3461 §4.2), `addr-type;xtext` as given.
-    pub orcpt: Option<String>,
+    /// `ORCPT=` of RCPT (RFC 3461 §4.2), as given.
+    pub orcpt: Option<Orcpt>,
     /// The last failure, typed: what DSNs and reports use (absent in envelopes written before
     /// it existed, which then report `4.0.0`/`5.0.0` and no Remote-MTA).
     pub last_result: Option<LastResult>,
@@ -294,7 +294,7 @@ impl FieldError {
 mod file {
     use std::net::IpAddr;
 
-    use postern_types::dsn::Notify;
+    use postern_types::dsn::{Notify, Orcpt};
     use postern_types::{Address, Destination, ForwardPath, QueueId, ReversePath};
     use serde::{Deserialize, Serialize};
 
@@ -466,7 +466,12 @@ mod file {
                 next_attempt: f.next_attempt,
                 last_error: f.last_error,
                 notify,
-                orcpt: f.orcpt,
+                orcpt: match f.orcpt {
+                    Some(o) => {
+                        Some(Orcpt::parse(&o).ok_or_else(|| FieldError::new("orcpt", &o, "not an ORCPT value"))?)
+                    }
+                    None => None,
+                },
                 last_result: f.last_result,
             })
         }
@@ -490,7 +495,7 @@ mod file {
                 next_attempt: r.next_attempt,
                 last_error: r.last_error,
                 notify: r.notify.map(|n| n.to_string()),
-                orcpt: r.orcpt,
+                orcpt: r.orcpt.map(|o| o.to_string()),
                 last_result: r.last_result,
             }
         }

@@ -50,10 +50,51 @@ impl fmt::Display for Notify {
     }
 }
 
-/// The address of an `ORCPT=` value as it is kept (`addr-type;xtext`, RFC 3461 §4.2), decoded:
-/// what a DSN's `Original-Recipient` shows. A value without `;` is taken as the xtext alone.
-pub fn orcpt_address(orcpt: &str) -> String {
-    xtext_decode(orcpt.split_once(';').map_or(orcpt, |(_, a)| a))
+/// `ORCPT=` of RCPT (RFC 3461 §4.2): the original recipient, an address type and an address
+/// in xtext. Only a well-formed value is one: an address type of letters, digits and `-`, and
+/// printable xtext that decodes to printable ASCII, at most 500 characters in all, so that it
+/// can go into a RCPT command or a DSN field as it is. Kept as given; [`Orcpt::address`]
+/// decodes it for a DSN's `Original-Recipient`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Orcpt {
+    addr_type: String,
+    xtext: String,
+}
+
+impl Orcpt {
+    /// Parses a parameter value `addr-type;xtext`.
+    #[must_use]
+    pub fn parse(value: &str) -> Option<Self> {
+        let (addr_type, xtext) = value.split_once(';')?;
+        let type_ok = !addr_type.is_empty() && addr_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        (type_ok && value.len() <= 500 && is_printable_xtext(xtext))
+            .then(|| Self { addr_type: addr_type.to_owned(), xtext: xtext.to_owned() })
+    }
+
+    /// `rfc822;ADDRESS`: the original recipient Postern passes on when the client gave none.
+    #[must_use]
+    pub fn rfc822(address: &str) -> Self {
+        Self { addr_type: "rfc822".into(), xtext: xtext_encode(address) }
+    }
+
+    /// The address type, e.g. `rfc822`.
+    #[must_use]
+    pub fn addr_type(&self) -> &str {
+        &self.addr_type
+    }
+
+    /// The address, decoded from xtext.
+    #[must_use]
+    pub fn address(&self) -> String {
+        xtext_decode(&self.xtext)
+    }
+}
+
+impl fmt::Display for Orcpt {
+    /// The parameter value, `addr-type;xtext`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{};{}", self.addr_type, self.xtext)
+    }
 }
 
 /// `RET=` of MAIL (RFC 3461 §4.3): what a failure DSN returns of the message.
@@ -151,6 +192,23 @@ mod tests {
         assert_eq!(Notify::parse("NEVER,SUCCESS"), None);
         assert_eq!(Notify::parse(""), None);
         assert_eq!(Notify::parse("SOMETIMES"), None);
+    }
+
+    /// Only a well-formed ORCPT is one: nothing a client sends can break a RCPT line or a DSN
+    /// field through it.
+    #[test]
+    fn orcpt_values() {
+        let o = Orcpt::parse("rfc822;bob+2Bx@b.test").unwrap();
+        assert_eq!(
+            (o.addr_type(), o.address(), o.to_string()),
+            ("rfc822", "bob+x@b.test".into(), "rfc822;bob+2Bx@b.test".into())
+        );
+        assert_eq!(Orcpt::rfc822("a+b@c.test").to_string(), "rfc822;a+2Bb@c.test");
+        for bad in ["noseparator", ";x@y.test", "rfc 822;x@y.test", "rfc822;x\r\nQUIT", "rfc822;x+0D+0A", "rfc822;x y"]
+        {
+            assert_eq!(Orcpt::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(Orcpt::parse(&format!("rfc822;{}", "a".repeat(500))), None, "too long");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 
-use postern_types::dsn::Notify;
+use postern_types::dsn::{Notify, Orcpt};
 use postern_types::{Address, Reply};
 
 use super::{Capabilities, MalformedReply, Outgoing, ReplyParser, Unsendable, mail_command};
@@ -82,7 +82,7 @@ pub struct RcptTo<'a> {
     /// `NOTIFY=` (RFC 3461 §4.1), sent when the peer offers DSN.
     pub notify: Option<Notify>,
     /// `ORCPT=` (RFC 3461 §4.2, `addr-type;xtext`), sent when the peer offers DSN.
-    pub orcpt: Option<&'a str>,
+    pub orcpt: Option<&'a Orcpt>,
 }
 
 /// The reply that decided one recipient of a transaction, and the command it answered: the

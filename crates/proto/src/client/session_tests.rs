@@ -70,7 +70,8 @@ fn a_pipelined_transaction_sends_the_envelope_in_one_write() {
     let (from, to) = (sender(), addresses(3));
     let mut list = rcpts(&to);
     list[0].notify = Some(Notify { success: false, failure: true, delay: false });
-    list[0].orcpt = Some("rfc822;r0@b.test");
+    let orcpt = Orcpt::rfc822("r0@b.test");
+    list[0].orcpt = Some(&orcpt);
     s.transaction(&outgoing(&from), &list, false).unwrap().unwrap();
     let Step::Send(group) = s.poll().unwrap() else { panic!("the envelope first") };
     assert_eq!(

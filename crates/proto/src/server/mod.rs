@@ -20,7 +20,7 @@ pub use auth::AuthOutcome;
 
 use std::net::IpAddr;
 
-use postern_types::dsn::Notify;
+use postern_types::dsn::{Notify, Orcpt};
 use postern_types::{Address, Destination, EnhancedStatus, QueueId, Reply, ReversePath, Verdict};
 
 use crate::command::Command;
@@ -148,8 +148,8 @@ pub struct AcceptedRecipient {
     pub destinations: Vec<Destination>,
     /// `NOTIFY=` (RFC 3461 §4.1), if given.
     pub notify: Option<Notify>,
-    /// `ORCPT=` as given, `addr-type;xtext` (RFC 3461 §4.2).
-    pub orcpt: Option<String>,
+    /// `ORCPT=` as given (RFC 3461 §4.2).
+    pub orcpt: Option<Orcpt>,
 }
 
 /// A complete mail transaction, ready for the spool.
@@ -240,7 +240,7 @@ enum State {
         error: Option<Reply>,
     },
     /// The driver is checking this recipient; its NOTIFY and ORCPT wait here for the verdict.
-    AwaitRecipient(Address, Option<Notify>, Option<String>),
+    AwaitRecipient(Address, Option<Notify>, Option<Orcpt>),
     /// The driver is checking an authenticated sender; the transaction waits here.
     AwaitSender(Box<MailTx>),
     /// The driver is screening the client after HELO/EHLO (name, EHLO?).

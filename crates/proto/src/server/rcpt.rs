@@ -2,7 +2,7 @@
 //! exists or may be relayed to is asked of the driver ([`Step::CheckRecipient`]), which asks the
 //! policy.
 
-use postern_types::dsn::{Notify, is_printable_xtext};
+use postern_types::dsn::{Notify, Orcpt};
 use postern_types::{Address, Destination, EnhancedStatus, Verdict};
 
 use super::{AcceptedRecipient, Session, State, Step};
@@ -25,9 +25,7 @@ impl Session {
             match (key.as_str(), value.as_deref()) {
                 // RFC 3461 §4.1, §4.2.
                 ("NOTIFY", Some(v)) if Notify::parse(v).is_some() => dsn.0 = Notify::parse(v),
-                ("ORCPT", Some(v)) if v.contains(';') && v.len() <= 500 && is_printable_xtext(v) => {
-                    dsn.1 = Some(v.to_owned())
-                }
+                ("ORCPT", Some(v)) if Orcpt::parse(v).is_some() => dsn.1 = Orcpt::parse(v),
                 ("NOTIFY" | "ORCPT", _) => {
                     self.error(replies::bad_param_value(key));
                     return self.closed_step();
@@ -58,7 +56,7 @@ impl Session {
         &mut self,
         address: Address,
         notify: Option<Notify>,
-        orcpt: Option<String>,
+        orcpt: Option<Orcpt>,
         verdict: Verdict<Vec<Destination>>,
     ) {
         match verdict {

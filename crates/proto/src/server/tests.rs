@@ -196,7 +196,8 @@ fn dsn_parameters() {
     let t = &tx[0];
     assert_eq!((t.ret_full, t.envid.as_deref()), (Some(false), Some("abc+2B1")));
     assert_eq!(t.recipients[0].notify.unwrap().to_string(), "SUCCESS,FAILURE");
-    assert_eq!(t.recipients[0].orcpt.as_deref(), Some("rfc822;x+2Bt@y.test"));
+    let orcpt = t.recipients[0].orcpt.as_ref().expect("ORCPT kept");
+    assert_eq!((orcpt.to_string(), orcpt.address()), ("rfc822;x+2Bt@y.test".to_owned(), "x+t@y.test".to_owned()));
     assert_eq!(t.recipients[1].notify, Some(postern_types::dsn::Notify::NEVER));
     let (out, _) = run(b"EHLO c\r\nMAIL FROM:<a@b.test> RET=SOME\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test> NOTIFY=NEVER,DELAY\r\nRCPT TO:<x@y.test> ORCPT=noseparator\r\n");
     assert_eq!(codes(&out), ["220", "250", "501", "250", "501", "501"]);
