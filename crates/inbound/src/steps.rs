@@ -35,97 +35,20 @@ impl Driver<'_> {
     /// # Errors
     /// Writing to the client failed.
     pub(crate) async fn perform(&self, conn: &mut Conn, session: &mut Session, step: Step) -> std::io::Result<Flow> {
-        let ip = self.peer.ip();
         match step {
-            Step::StartTls => {
-                conn.write_all(&session.take_output()).await?;
-                let Some(tls) = self.tls_config.clone() else {
-                    return Err(std::io::Error::other("STARTTLS without a certificate"));
-                };
-                match Box::pin(conn.start_tls(tls, self.config.tls.handshake_timeout.0)).await {
-                    Ok(info) => {
-                        tracing::info!(
-                            "STARTTLS=server from [{ip}]: version={} cipher={} client_cert=none",
-                            info.version,
-                            info.cipher
-                        );
-                        session.tls_started(info);
-                    }
-                    Err(e) => {
-                        tracing::info!("STARTTLS=server from [{ip}]: handshake failed: {e}");
-                        return Ok(Flow::Stop);
-                    }
-                }
-            }
+            Step::StartTls => return Box::pin(self.start_tls(conn, session)).await,
             Step::Authenticate { login, password } => {
                 Box::pin(self.authenticate(session, login, password)).await;
             }
             Step::CheckSender(address) if session.authenticated().is_none() => {
-                let mut verdict =
-                    Box::pin(self.check_sender_from_outside(session.helo().unwrap_or(""), &address)).await;
-                if matches!(verdict, Verdict::Ok(())) {
-                    verdict = Box::pin(self.rate_limit(RateCount::Messages, None, Some(&address), "")).await;
-                }
-                session.sender_verdict(verdict);
+                Box::pin(self.check_sender(session, address)).await;
             }
-            Step::CheckSender(address) => {
-                let login = session.authenticated().unwrap_or_default().to_owned();
-                if may_send_as(&self.policy(), &login, &address) {
-                    let verdict =
-                        Box::pin(self.rate_limit(RateCount::Messages, Some(&login), Some(&address), "")).await;
-                    session.sender_verdict(verdict);
-                } else {
-                    let r = not_owned(&login, &address);
-                    tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{address}> sasl_username={login}");
-                    postern_metrics::metrics().refused("mail", "sender-not-owned", r.code);
-                    session.sender_verdict(Verdict::PermFail(r));
-                }
-            }
+            Step::CheckSender(address) => Box::pin(self.check_own_sender(session, address)).await,
             Step::CheckClient(helo) => {
                 let verdict = Box::pin(self.screen_client(&helo)).await;
                 session.client_verdict(verdict);
             }
-            Step::CheckRecipient(rcpt) => {
-                let policy = self.policy();
-                let refused = session.reverse_path().and_then(|path| srs_sender_refusal(&policy, path, &rcpt));
-                let mut verdict = match refused {
-                    Some(r) => Verdict::PermFail(r),
-                    None => resolve_recipient(&policy, ip, session.authenticated().is_some(), &rcpt),
-                };
-                let mut reason = "recipient";
-                if matches!(verdict, Verdict::Ok(_))
-                    && let Some(r) = Box::pin(self.greylist(session.reverse_path(), &rcpt)).await
-                {
-                    verdict = Verdict::TempFail(r);
-                    reason = "greylist";
-                }
-                if matches!(verdict, Verdict::Ok(_))
-                    && let Some(path) = session.reverse_path()
-                {
-                    let rcpt_text = format!("<{rcpt}>: ");
-                    let counted =
-                        self.rate_limit(RateCount::Recipients, session.authenticated(), path.mailbox(), &rcpt_text);
-                    if let Verdict::TempFail(r) = Box::pin(counted).await {
-                        verdict = Verdict::TempFail(r);
-                        reason = "rate_limit";
-                    }
-                }
-                if let Verdict::PermFail(r) | Verdict::TempFail(r) = &verdict {
-                    postern_metrics::metrics().refused("rcpt", reason, r.code);
-                    tracing::info!(
-                        "NOQUEUE: reject: RCPT from [{ip}]: {r}; to=<{rcpt}> helo=<{}>",
-                        session.helo().unwrap_or("")
-                    );
-                }
-                // A bounce whose SRS hash or timestamp did not verify: a guess.
-                let forged_srs = matches!(verdict, Verdict::PermFail(_))
-                    && session.reverse_path() == Some(&ReversePath::Null)
-                    && is_srs_address(&policy, &rcpt);
-                session.recipient_verdict(verdict);
-                if forged_srs {
-                    Box::pin(self.strike(session, "failures (mail to forged SRS addresses, failed AUTH)")).await;
-                }
-            }
+            Step::CheckRecipient(rcpt) => Box::pin(self.check_recipient(session, rcpt)).await,
             Step::Commit(tx) => {
                 let refused = self.foreign_from(&tx).or_else(|| self.several_from(&tx)).or_else(|| self.looping(&tx));
                 let result = match refused {
@@ -137,6 +60,99 @@ impl Driver<'_> {
             Step::NeedInput | Step::Close => unreachable!("performed by the read loop"),
         }
         Ok(Flow::Continue)
+    }
+
+    /// STARTTLS: the 220 written, the handshake as server, the session told (RFC 3207).
+    async fn start_tls(&self, conn: &mut Conn, session: &mut Session) -> std::io::Result<Flow> {
+        let ip = self.peer.ip();
+        conn.write_all(&session.take_output()).await?;
+        let Some(tls) = self.tls_config.clone() else {
+            return Err(std::io::Error::other("STARTTLS without a certificate"));
+        };
+        match Box::pin(conn.start_tls(tls, self.config.tls.handshake_timeout.0)).await {
+            Ok(info) => {
+                tracing::info!(
+                    "STARTTLS=server from [{ip}]: version={} cipher={} client_cert=none",
+                    info.version,
+                    info.cipher
+                );
+                session.tls_started(info);
+            }
+            Err(e) => {
+                tracing::info!("STARTTLS=server from [{ip}]: handshake failed: {e}");
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// MAIL FROM of an unauthenticated client: the sender checks, then the message rate.
+    async fn check_sender(&self, session: &mut Session, address: Address) {
+        let mut verdict = Box::pin(self.check_sender_from_outside(session.helo().unwrap_or(""), &address)).await;
+        if matches!(verdict, Verdict::Ok(())) {
+            verdict = Box::pin(self.rate_limit(RateCount::Messages, None, Some(&address), "")).await;
+        }
+        session.sender_verdict(verdict);
+    }
+
+    /// MAIL FROM of an authenticated client: an address the login may use (RFC 6409 §6.1),
+    /// then the message rate.
+    async fn check_own_sender(&self, session: &mut Session, address: Address) {
+        let ip = self.peer.ip();
+        let login = session.authenticated().unwrap_or_default().to_owned();
+        if may_send_as(&self.policy(), &login, &address) {
+            let verdict = Box::pin(self.rate_limit(RateCount::Messages, Some(&login), Some(&address), "")).await;
+            session.sender_verdict(verdict);
+        } else {
+            let r = not_owned(&login, &address);
+            tracing::info!("NOQUEUE: reject: MAIL from [{ip}]: {r}; from=<{address}> sasl_username={login}");
+            postern_metrics::metrics().refused("mail", "sender-not-owned", r.code);
+            session.sender_verdict(Verdict::PermFail(r));
+        }
+    }
+
+    /// RCPT TO: resolution, the SRS bounce check, greylisting and the recipient rate, one log
+    /// line for a refusal; a bounce to a forged SRS address counts as a strike.
+    async fn check_recipient(&self, session: &mut Session, rcpt: Address) {
+        let ip = self.peer.ip();
+        let policy = self.policy();
+        let refused = session.reverse_path().and_then(|path| srs_sender_refusal(&policy, path, &rcpt));
+        let mut verdict = match refused {
+            Some(r) => Verdict::PermFail(r),
+            None => resolve_recipient(&policy, ip, session.authenticated().is_some(), &rcpt),
+        };
+        let mut reason = "recipient";
+        if matches!(verdict, Verdict::Ok(_))
+            && let Some(r) = Box::pin(self.greylist(session.reverse_path(), &rcpt)).await
+        {
+            verdict = Verdict::TempFail(r);
+            reason = "greylist";
+        }
+        if matches!(verdict, Verdict::Ok(_))
+            && let Some(path) = session.reverse_path()
+        {
+            let rcpt_text = format!("<{rcpt}>: ");
+            let counted = self.rate_limit(RateCount::Recipients, session.authenticated(), path.mailbox(), &rcpt_text);
+            if let Verdict::TempFail(r) = Box::pin(counted).await {
+                verdict = Verdict::TempFail(r);
+                reason = "rate_limit";
+            }
+        }
+        if let Verdict::PermFail(r) | Verdict::TempFail(r) = &verdict {
+            postern_metrics::metrics().refused("rcpt", reason, r.code);
+            tracing::info!(
+                "NOQUEUE: reject: RCPT from [{ip}]: {r}; to=<{rcpt}> helo=<{}>",
+                session.helo().unwrap_or("")
+            );
+        }
+        // A bounce whose SRS hash or timestamp did not verify: a guess.
+        let forged_srs = matches!(verdict, Verdict::PermFail(_))
+            && session.reverse_path() == Some(&ReversePath::Null)
+            && is_srs_address(&policy, &rcpt);
+        session.recipient_verdict(verdict);
+        if forged_srs {
+            Box::pin(self.strike(session, "failures (mail to forged SRS addresses, failed AUTH)")).await;
+        }
     }
 
     /// Checks a password off the runtime (Argon2 costs tens of milliseconds of CPU and 19 MiB),
