@@ -61,91 +61,15 @@ async fn run_in_span(
     let mut conn = Conn::Plain(stream);
     let config = ctx.live.config();
     let ip = peer.ip();
-    let s = &config.server;
-    let _slot = match ctx.limits.acquire(ip, s.max_connections, s.max_connections_per_ip, s.new_client_reserve()) {
-        Ok(slot) => slot,
-        Err(why) => {
-            let text = match why {
-                Refused::Total => format!("{} Error: too many connections", config.hostname),
-                Refused::PerIp => format!("{} Error: too many connections from {ip}", config.hostname),
-            };
-            tracing::warn!("reject: connect from {}: {why} limit reached", client_label(None, peer));
-            postern_metrics::metrics().refused("connect", "limit", 421);
-            postern_metrics::metrics().session_closed(&listener.role.to_string(), "refused");
-            let _ = Box::pin(refuse(&mut conn, listener.role, text)).await;
-            return;
-        }
-    };
-    // A store that cannot be reached does not ban (fail open: AUTH still needs the password).
-    let network = config.server.ban_network(ip);
-    if let Ok(Some(left)) = ctx.store.banned(network, postern_store::now_ms(), config.server.ban_time.0).await {
-        let label = config.server.ban_label(network);
-        tracing::warn!(
-            "reject: connect from [{ip}]:{}: {label} banned for {}s more after repeated failures",
-            peer.port(),
-            left.as_secs()
-        );
-        let text = format!("{} Error: too many failures from {label}, try later", config.hostname);
-        postern_metrics::metrics().refused("connect", "ban", 421);
-        postern_metrics::metrics().session_closed(&listener.role.to_string(), "refused");
-        let _ = Box::pin(refuse(&mut conn, listener.role, text)).await;
-        return;
-    }
+    let Some(_slot) = Box::pin(admit(&ctx, &config, &mut conn, peer, listener.role)).await else { return };
     tracing::info!("connect from {} to {} listener", client_label(None, peer), listener.role);
     let tls_config = ctx.tls_config();
-    let mut implicit_tls = None;
-    if listener.role == Role::Submissions {
-        let Some(tls) = tls_config.clone() else {
-            tracing::error!("no TLS certificate loaded: closing submissions connection from [{ip}]");
-            return;
-        };
-        match Box::pin(conn.start_tls(tls, config.tls.handshake_timeout.0)).await {
-            Ok(info) => {
-                tracing::info!(
-                    "TLS=server implicit from [{ip}]: version={} cipher={} client_cert=none",
-                    info.version,
-                    info.cipher
-                );
-                implicit_tls = Some(info);
-            }
-            Err(e) => {
-                tracing::info!("TLS=server implicit from [{ip}]: handshake failed: {e}");
-                postern_metrics::metrics().session_closed(&listener.role.to_string(), "tls-failed");
-                return;
-            }
-        }
-    }
-    let tables = ctx.live.tables();
-    // Mail from the outside: the `[policy]` and `[authentication]` checks apply.
-    let outside = listener.role == Role::Mx && !is_trusted(ip, &config.relay.trusted_networks);
-    // `block_networks` is a local fact known at connect: refused there, before any DNS.
-    let refuse = (outside && config.policy.enabled && {
-        let lists = ctx.screen_lists();
-        lists.block.contains(ip) && !lists.allow.contains(ip)
-    })
-    .then(|| {
-        let r = Refusal::Blocked(ip);
-        tracing::info!("NOQUEUE: reject: CONNECT from [{ip}]: {r}; policy: block_networks");
-        postern_metrics::metrics().refused("connect", "policy", r.reply().code);
-        r
-    });
-    let params = SessionParams {
-        hostname: config.hostname.clone(),
-        client_ip: ip,
-        postmaster_domain: config.domains.local.first().cloned().unwrap_or_else(|| config.hostname.clone()),
-        max_message_size: usize::try_from(config.limits.max_message_size.0).unwrap_or(usize::MAX),
-        max_recipients: config.limits.max_recipients,
-        max_line_length: config.limits.max_line_length,
-        max_errors: config.limits.max_errors,
-        starttls: tls_config.is_some() && implicit_tls.is_none(),
-        implicit_tls,
-        auth: listener.auth,
-        require_auth: listener.role != Role::Mx,
-        screen: outside && config.policy.enabled,
-        check_sender: (outside && (config.policy.enabled || spf_at_mail(&config))) || counts_messages(&config, outside),
-        refuse,
-        qualify_bare_names: None,
+    let Ok(implicit_tls) = Box::pin(implicit_tls(&mut conn, tls_config.clone(), &config, ip, listener.role)).await
+    else {
+        return;
     };
+    let tables = ctx.live.tables();
+    let params = session_params(&ctx, &config, (ip, &listener), tls_config.is_some(), implicit_tls);
     let params_screen = params.screen;
     let driver = Driver {
         ctx: &ctx,
@@ -177,19 +101,139 @@ async fn run_in_span(
     }
 }
 
+/// Whether a new connection from `peer` may proceed: within the connection limits (a slot
+/// held for the session) and not from a banned network; else the 421 is written and `None`.
+async fn admit(
+    ctx: &Context,
+    config: &Config,
+    conn: &mut Conn,
+    peer: SocketAddr,
+    role: Role,
+) -> Option<crate::limits::Slot> {
+    let ip = peer.ip();
+    let s = &config.server;
+    let slot = match ctx.limits.acquire(ip, s.max_connections, s.max_connections_per_ip, s.new_client_reserve()) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let from = match why {
+                Refused::Total => None,
+                Refused::PerIp => Some(ip),
+            };
+            tracing::warn!("reject: connect from {}: {why} limit reached", client_label(None, peer));
+            postern_metrics::metrics().refused("connect", "limit", 421);
+            postern_metrics::metrics().session_closed(&role.to_string(), "refused");
+            let refusal = Refusal::TooManyConnections { hostname: config.hostname.clone(), from };
+            let _ = Box::pin(refuse(conn, role, refusal)).await;
+            return None;
+        }
+    };
+    // A store that cannot be reached does not ban (fail open: AUTH still needs the password).
+    let network = config.server.ban_network(ip);
+    if let Ok(Some(left)) = ctx.store.banned(network, postern_store::now_ms(), config.server.ban_time.0).await {
+        let label = config.server.ban_label(network);
+        tracing::warn!(
+            "reject: connect from [{ip}]:{}: {label} banned for {}s more after repeated failures",
+            peer.port(),
+            left.as_secs()
+        );
+        postern_metrics::metrics().refused("connect", "ban", 421);
+        postern_metrics::metrics().session_closed(&role.to_string(), "refused");
+        let refusal = Refusal::Banned { hostname: config.hostname.clone(), network: label };
+        let _ = Box::pin(refuse(conn, role, refusal)).await;
+        return None;
+    }
+    Some(slot)
+}
+
+/// On a `submissions` listener, the TLS handshake before anything is said (RFC 8314): the
+/// session's TLS; `Err` when there is no certificate or the handshake failed (the connection
+/// is then closed). `Ok(None)` on other listeners.
+async fn implicit_tls(
+    conn: &mut Conn,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    config: &Config,
+    ip: std::net::IpAddr,
+    role: Role,
+) -> Result<Option<postern_proto::TlsInfo>, ()> {
+    if role != Role::Submissions {
+        return Ok(None);
+    }
+    let Some(tls) = tls_config else {
+        tracing::error!("no TLS certificate loaded: closing submissions connection from [{ip}]");
+        return Err(());
+    };
+    match Box::pin(conn.start_tls(tls, config.tls.handshake_timeout.0)).await {
+        Ok(info) => {
+            tracing::info!(
+                "TLS=server implicit from [{ip}]: version={} cipher={} client_cert=none",
+                info.version,
+                info.cipher
+            );
+            Ok(Some(info))
+        }
+        Err(e) => {
+            tracing::info!("TLS=server implicit from [{ip}]: handshake failed: {e}");
+            postern_metrics::metrics().session_closed(&role.to_string(), "tls-failed");
+            Err(())
+        }
+    }
+}
+
+/// The session's parameters for a client at `ip` on `listener`: the limits, what is offered,
+/// which checks apply to it (those of mail from outside on an `mx` listener), and the refusal
+/// at connect of a client in `[policy] block_networks`.
+fn session_params(
+    ctx: &Context,
+    config: &Config,
+    (ip, listener): (std::net::IpAddr, &ListenerInfo),
+    starttls: bool,
+    implicit_tls: Option<postern_proto::TlsInfo>,
+) -> SessionParams {
+    // Mail from the outside: the `[policy]` and `[authentication]` checks apply.
+    let outside = listener.role == Role::Mx && !is_trusted(ip, &config.relay.trusted_networks);
+    // `block_networks` is a local fact known at connect: refused there, before any DNS.
+    let refuse = (outside && config.policy.enabled && {
+        let lists = ctx.screen_lists();
+        lists.block.contains(ip) && !lists.allow.contains(ip)
+    })
+    .then(|| {
+        let r = Refusal::Blocked(ip);
+        tracing::info!("NOQUEUE: reject: CONNECT from [{ip}]: {r}; policy: block_networks");
+        postern_metrics::metrics().refused("connect", "policy", r.reply().code);
+        r
+    });
+    SessionParams {
+        hostname: config.hostname.clone(),
+        client_ip: ip,
+        postmaster_domain: config.domains.local.first().cloned().unwrap_or_else(|| config.hostname.clone()),
+        max_message_size: usize::try_from(config.limits.max_message_size.0).unwrap_or(usize::MAX),
+        max_recipients: config.limits.max_recipients,
+        max_line_length: config.limits.max_line_length,
+        max_errors: config.limits.max_errors,
+        starttls: starttls && implicit_tls.is_none(),
+        implicit_tls,
+        auth: listener.auth,
+        require_auth: listener.role != Role::Mx,
+        screen: outside && config.policy.enabled,
+        check_sender: (outside && (config.policy.enabled || spf_at_mail(config))) || counts_messages(config, outside),
+        refuse,
+        qualify_bare_names: None,
+    }
+}
+
 /// Whether SPF refuses at MAIL FROM (`[authentication] spf_at = "mail"`, checks on).
 pub(crate) fn spf_at_mail(config: &Config) -> bool {
     config.authentication.verify && config.authentication.spf_at == postern_config::schema::SpfAt::Mail
 }
 
-/// Writes a 421 4.7.0 refusal and closes; on a `submissions` listener the client expects a TLS
-/// handshake, not text, so the connection is only closed.
-async fn refuse(conn: &mut Conn, role: Role, text: String) -> std::io::Result<()> {
+/// Writes a refusal at connect (a 421 4.7.0) and closes; on a `submissions` listener the client
+/// expects a TLS handshake, not text, so the connection is only closed.
+async fn refuse(conn: &mut Conn, role: Role, refusal: Refusal) -> std::io::Result<()> {
     if role == Role::Submissions {
         return conn.shutdown().await;
     }
     let mut out = Vec::new();
-    Refusal::TooManyConnections(text).reply().encode(&mut out);
+    refusal.reply().encode(&mut out);
     conn.write_all(&out).await?;
     conn.shutdown().await
 }

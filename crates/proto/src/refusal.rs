@@ -30,9 +30,14 @@ pub enum Refusal {
         /// The network, as the log names it (`192.0.2.0/24`).
         network: String,
     },
-    /// The connection limits (`[server] max_connections`, per client): 421 4.7.0 with the
-    /// limit's own words.
-    TooManyConnections(String),
+    /// The connection limits (`[server] max_connections`, or per client address with
+    /// `from`): 421 4.7.0.
+    TooManyConnections {
+        /// Our host name, first in a 421's text (RFC 5321 §4.2).
+        hostname: String,
+        /// The client, when its own limit was reached.
+        from: Option<IpAddr>,
+    },
     /// Greylisting: the triplet is not yet allowed (451 4.7.1, RFC 6647).
     Greylisted {
         /// The forward-path.
@@ -91,7 +96,12 @@ impl Refusal {
             Self::Banned { hostname, network } => {
                 Reply::new(421, S(4, 7, 0), format!("{hostname} Error: too many failures from {network}, try later"))
             }
-            Self::TooManyConnections(text) => Reply::new(421, S(4, 7, 0), text.clone()),
+            Self::TooManyConnections { hostname, from: None } => {
+                Reply::new(421, S(4, 7, 0), format!("{hostname} Error: too many connections"))
+            }
+            Self::TooManyConnections { hostname, from: Some(ip) } => {
+                Reply::new(421, S(4, 7, 0), format!("{hostname} Error: too many connections from {ip}"))
+            }
             Self::Greylisted { recipient, retry_in } => Reply::new(
                 451,
                 S(4, 7, 1),
@@ -145,7 +155,7 @@ mod tests {
             Refusal::Blocked([192, 0, 2, 1].into()),
             Refusal::DnsTempFail { check: "dnsbl".into() },
             Refusal::Banned { hostname: "mx.test".into(), network: "192.0.2.0/24".into() },
-            Refusal::TooManyConnections("too many connections from [192.0.2.1]".into()),
+            Refusal::TooManyConnections { hostname: "mx.test".into(), from: Some([192, 0, 2, 1].into()) },
             Refusal::Greylisted { recipient: bob.clone(), retry_in: 60 },
             Refusal::GreylistUnavailable { recipient: bob },
             Refusal::RateLimited { prefix: String::new(), subject: "x".into(), rule: "r".into(), retry_in: 1 },
