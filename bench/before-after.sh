@@ -19,7 +19,7 @@ fi
 cargo build --release -q -p postern -p postern-bench
 for round in $(seq 1 "$rounds"); do
     echo "## round $round: before ($commit)"
-    POSTERN_BIN=$PWD/$tree/target/release/postern bench/relay.sh "$@" | tail -8
+    POSTERN_BIN=$PWD/$tree/target/release/postern bench/relay.sh "$@" | sed -n '/^| clients/,$p'
     echo "## round $round: after ($(git rev-parse --short HEAD))"
-    bench/relay.sh "$@" | tail -8
+    bench/relay.sh "$@" | sed -n '/^| clients/,$p'
 done
