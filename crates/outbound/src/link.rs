@@ -10,7 +10,7 @@ use std::path::Path;
 
 use postern_proto::client::session::{Answer, ClientError, Event, Session, Stage, Step};
 use postern_proto::client::{DotStuffed, Stuffer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::LinkError;
 use crate::transaction::Body;
@@ -18,6 +18,36 @@ use crate::transaction::Body;
 /// The size of the pieces the message is sent in after DATA, in bytes: a delivery holds one
 /// piece of the stuffed message, not a whole copy.
 pub const DATA_PIECE: usize = 32 * 1024;
+
+/// The size of the pieces a message is read from its queue file in, bytes: one read on the
+/// blocking pool per piece (a message of 100 KiB takes two).
+const FILE_PIECE: usize = 64 * 1024;
+
+/// Reads a queue file in pieces on the blocking pool, one hop per piece: the file is opened by
+/// the first and read with `pread` at the offset asked, into a buffer that goes back and forth.
+struct PieceReader {
+    path: std::path::PathBuf,
+    file: Option<std::sync::Arc<std::fs::File>>,
+    piece: Vec<u8>,
+}
+
+impl PieceReader {
+    /// Fills `piece[..want]` with the bytes at `at`.
+    async fn read(self, at: u64, want: usize) -> std::io::Result<Self> {
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            let Self { path, file, mut piece } = self;
+            let file = match file {
+                Some(f) => f,
+                None => std::sync::Arc::new(std::fs::File::open(&path)?),
+            };
+            file.read_exact_at(&mut piece[..want], at)?;
+            Ok(Self { path, file: Some(file), piece })
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
 
 /// A connection and its conversation.
 pub struct Link<S> {
@@ -115,32 +145,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
 
     async fn send_file(&mut self, path: &Path, offset: u64, len: u64, timeout: Duration) -> Result<(), LinkError> {
         let read_error = |source| LinkError::ReadMessage { path: path.to_owned(), source };
-        let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
-        file.seek(std::io::SeekFrom::Start(offset)).await.map_err(read_error)?;
-        let mut file = file.take(len);
+        let mut reader = PieceReader { path: path.to_owned(), file: None, piece: vec![0; FILE_PIECE] };
         let mut stuffer = Stuffer::default();
-        let mut piece = vec![0; DATA_PIECE];
         let mut dots = Vec::new();
-        loop {
-            let n = file.read(&mut piece).await.map_err(read_error)?;
-            if n == 0 {
-                break;
-            }
+        let mut at = 0;
+        while at < len {
+            let want = usize::try_from((len - at).min(FILE_PIECE as u64)).unwrap_or(FILE_PIECE);
+            reader = reader.read(offset + at, want).await.map_err(read_error)?;
+            let piece = &reader.piece[..want];
             // The piece as it was read, a dot written before each line that starts with one.
             dots.clear();
-            stuffer.dots(&piece[..n], &mut dots);
+            stuffer.dots(piece, &mut dots);
             let mut from = 0;
             for &dot in &dots {
                 self.write(&piece[from..dot], timeout).await?;
                 self.write(b".", timeout).await?;
                 from = dot;
             }
-            self.write(&piece[from..n], timeout).await?;
-        }
-        if file.limit() > 0 {
-            let short =
-                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the queue file is shorter than its message");
-            return Err(read_error(short));
+            self.write(&piece[from..], timeout).await?;
+            at += want as u64;
         }
         let mut end = Vec::with_capacity(5);
         stuffer.finish(&mut end);
@@ -188,5 +211,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// The command whose reply the session awaits, to say where a conversation broke.
     pub fn awaiting(&self) -> Option<Stage> {
         self.session.awaiting()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue file read in pieces gives the message's bytes, and a file shorter than the
+    /// message it announces is an error, never a short message.
+    #[test]
+    fn a_queue_file_is_read_in_pieces() {
+        let dir = std::env::temp_dir().join(format!("postern-pieces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.msg");
+        let head = b"Postern-Envelope: 3\nenv";
+        let message: Vec<u8> = (0..FILE_PIECE * 2 + 100).map(|i| b"ab.\r\n"[i % 5]).collect();
+        std::fs::write(&path, [&head[..], &message].concat()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mut reader = PieceReader { path: path.clone(), file: None, piece: vec![0; FILE_PIECE] };
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < message.len() {
+            let want = (message.len() - at).min(FILE_PIECE);
+            reader = rt.block_on(reader.read((head.len() + at) as u64, want)).unwrap();
+            got.extend_from_slice(&reader.piece[..want]);
+            at += want;
+        }
+        assert_eq!(got, message);
+        let past_the_end = (head.len() + message.len() - 10) as u64;
+        assert!(rt.block_on(reader.read(past_the_end, 64)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
