@@ -200,19 +200,7 @@ impl Checker {
         let from = parsed.from().to_lowercase();
         let from_domain = from.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
         let dmarc = auth.verify_dmarc(DmarcParameters::new(&parsed, &dkim, &mail_from_domain, &spf)).await;
-        // Pass if either mechanism passes aligned; with a record and neither, fail (RFC 7489 §6.6.2).
-        let dmarc_outcome = match dmarc.result() {
-            DmarcResult::Pass => Outcome::Pass,
-            DmarcResult::TempError(_) => Outcome::TempError,
-            DmarcResult::Fail(_) => Outcome::Fail,
-            DmarcResult::PermError(_) => Outcome::PermError,
-            DmarcResult::None => Outcome::None,
-        };
-        let dmarc_policy = dmarc.dmarc_record().map(|_| match dmarc.policy() {
-            Policy::Reject => DmarcPolicy::Reject,
-            Policy::Quarantine => DmarcPolicy::Quarantine,
-            Policy::None | Policy::Unspecified => DmarcPolicy::None,
-        });
+        let (dmarc_outcome, dmarc_policy) = dmarc_verdict(&dmarc);
         // RFC 6376 §3.7 and RFC 8601 §2.7.1: a body that does not match its hash is `fail`;
         // mail-auth writes `neutral` for it.
         let results = AuthenticationResults::new(host)
@@ -232,41 +220,9 @@ impl Checker {
             _ => key.seal(&parsed, &results, &arc),
         });
         let report = dmarc.dmarc_record().map(|record| {
-            let policy = |p: &Policy| match p {
-                Policy::Reject => "reject",
-                Policy::Quarantine => "quarantine",
-                Policy::None | Policy::Unspecified => "none",
-            };
-            let align = |a: &mail_auth::dmarc::Alignment| match a {
-                mail_auth::dmarc::Alignment::Strict => 's',
-                mail_auth::dmarc::Alignment::Relaxed => 'r',
-            };
-            let published = Published {
-                domain: dmarc.domain().to_lowercase(),
-                adkim: align(&record.adkim),
-                aspf: align(&record.aspf),
-                p: policy(&record.p).to_owned(),
-                sp: policy(if record.sp == Policy::Unspecified { &record.p } else { &record.sp }).to_owned(),
-                pct: if record.t { 0 } else { 100 },
-                rua: record.rua.iter().map(|u| u.uri.trim_start_matches("mailto:").to_owned()).collect(),
-            };
-            let pass_fail = |r: &DmarcResult| if *r == DmarcResult::Pass { "pass" } else { "fail" }.to_owned();
-            let row = Row {
-                header_from: from_domain.clone(),
-                source_ip: ip,
-                disposition: "none".to_owned(),
-                dkim: pass_fail(dmarc.dkim_result()),
-                spf: pass_fail(dmarc.spf_result()),
-                dkim_results: dkim
-                    .iter()
-                    .filter_map(|d| {
-                        let s = d.signature()?;
-                        Some((s.d.to_lowercase(), s.s.clone(), report_dkim(d.result()).to_owned()))
-                    })
-                    .collect(),
-                spf_result: (mail_from_domain.clone(), report_spf(spf.result()).to_owned()),
-            };
-            (published, row)
+            let checked =
+                Checked { ip, from_domain: &from_domain, mail_from_domain: &mail_from_domain, dkim: &dkim, spf: &spf };
+            aggregate_row(&dmarc, record, &checked)
         });
         Findings {
             report,
@@ -286,6 +242,78 @@ impl Checker {
             headers: headers + &ReceivedSpf::new(&spf, ip, helo, mail_from, host).to_header(),
         }
     }
+}
+
+/// DMARC's outcome and, when the domain publishes a record, its policy. Pass if either
+/// mechanism passes aligned; with a record and neither, fail (RFC 7489 §6.6.2).
+fn dmarc_verdict(dmarc: &mail_auth::DmarcOutput) -> (Outcome, Option<DmarcPolicy>) {
+    let outcome = match dmarc.result() {
+        DmarcResult::Pass => Outcome::Pass,
+        DmarcResult::TempError(_) => Outcome::TempError,
+        DmarcResult::Fail(_) => Outcome::Fail,
+        DmarcResult::PermError(_) => Outcome::PermError,
+        DmarcResult::None => Outcome::None,
+    };
+    let policy = dmarc.dmarc_record().map(|_| match dmarc.policy() {
+        Policy::Reject => DmarcPolicy::Reject,
+        Policy::Quarantine => DmarcPolicy::Quarantine,
+        Policy::None | Policy::Unspecified => DmarcPolicy::None,
+    });
+    (outcome, policy)
+}
+
+/// What one check found, for its row in the DMARC aggregate report.
+struct Checked<'a> {
+    ip: IpAddr,
+    from_domain: &'a str,
+    mail_from_domain: &'a str,
+    dkim: &'a [mail_auth::DkimOutput<'a>],
+    spf: &'a mail_auth::SpfOutput,
+}
+
+/// The published policy of `record` and this check's row for the DMARC aggregate report (RFC
+/// 7489 §7.2, Appendix C), as `report::dmarc` tallies them.
+fn aggregate_row(
+    dmarc: &mail_auth::DmarcOutput,
+    record: &mail_auth::dmarc::Dmarc,
+    c: &Checked<'_>,
+) -> (Published, Row) {
+    let policy = |p: &Policy| match p {
+        Policy::Reject => "reject",
+        Policy::Quarantine => "quarantine",
+        Policy::None | Policy::Unspecified => "none",
+    };
+    let align = |a: &mail_auth::dmarc::Alignment| match a {
+        mail_auth::dmarc::Alignment::Strict => 's',
+        mail_auth::dmarc::Alignment::Relaxed => 'r',
+    };
+    let published = Published {
+        domain: dmarc.domain().to_lowercase(),
+        adkim: align(&record.adkim),
+        aspf: align(&record.aspf),
+        p: policy(&record.p).to_owned(),
+        sp: policy(if record.sp == Policy::Unspecified { &record.p } else { &record.sp }).to_owned(),
+        pct: if record.t { 0 } else { 100 },
+        rua: record.rua.iter().map(|u| u.uri.trim_start_matches("mailto:").to_owned()).collect(),
+    };
+    let pass_fail = |r: &DmarcResult| if *r == DmarcResult::Pass { "pass" } else { "fail" }.to_owned();
+    let row = Row {
+        header_from: c.from_domain.to_owned(),
+        source_ip: c.ip,
+        disposition: "none".to_owned(),
+        dkim: pass_fail(dmarc.dkim_result()),
+        spf: pass_fail(dmarc.spf_result()),
+        dkim_results: c
+            .dkim
+            .iter()
+            .filter_map(|d| {
+                let s = d.signature()?;
+                Some((s.d.to_lowercase(), s.s.clone(), report_dkim(d.result()).to_owned()))
+            })
+            .collect(),
+        spf_result: (c.mail_from_domain.to_owned(), report_spf(c.spf.result()).to_owned()),
+    };
+    (published, row)
 }
 
 /// The ARC result as RFC 8617 §4.4 knows it, `none`, `pass` or `fail`: mail-auth's verdict on
