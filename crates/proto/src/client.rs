@@ -252,25 +252,20 @@ pub struct Stuffer {
 impl Stuffer {
     /// Appends `piece` to `out`, a dot added before every line that starts with one.
     pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
-        let mut rest = piece;
-        while !rest.is_empty() {
-            if !self.mid_line && rest[0] == b'.' {
-                out.push(b'.');
-            }
-            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
-            out.extend_from_slice(&rest[..end]);
-            self.mid_line = rest[end - 1] != b'\n';
-            rest = &rest[end..];
+        let mut dots = Vec::new();
+        self.dots(piece, &mut dots);
+        let mut from = 0;
+        for dot in dots {
+            out.extend_from_slice(&piece[from..dot]);
+            out.push(b'.');
+            from = dot;
         }
-        for &b in piece.iter().rev().take(2).rev() {
-            self.last = [self.last[1], b];
-            self.sent = true;
-        }
+        out.extend_from_slice(&piece[from..]);
     }
 
-    /// Takes `piece` as [`Stuffer::push`] does, but appends to `at` the offsets in `piece`
-    /// before which a dot goes instead of copying it: the caller writes the piece's runs
-    /// between them, each followed by a `.`.
+    /// Takes `piece` in: appends to `at` the offsets in `piece` before which a dot goes (a line
+    /// that starts with one, RFC 5321 §4.5.2), without copying it; the caller writes the
+    /// piece's runs between them, a `.` written at each offset.
     pub fn dots(&mut self, piece: &[u8], at: &mut Vec<usize>) {
         let mut start = 0;
         while start < piece.len() {
@@ -296,18 +291,14 @@ impl Stuffer {
     }
 }
 
-/// The message as sent after DATA ([`dot_stuff`]), in pieces of about `chunk` bytes (a piece
-/// ends at `chunk` bytes or soon after, at most the stuffing dot and the end marker more), so
-/// that a delivery holds one piece at a time instead of a whole stuffed copy of the message.
+/// The message as sent after DATA ([`dot_stuff`]), in pieces: `chunk` bytes of the message
+/// each (the last fewer), with their stuffing dots and, on the last, the end marker; a delivery
+/// holds one piece at a time instead of a whole stuffed copy of the message.
 #[derive(Debug, Clone)]
 pub struct DotStuffed<'a> {
     rest: &'a [u8],
     chunk: usize,
-    /// The next byte starts a line.
-    line_start: bool,
-    /// Bytes were sent, and the last two of them.
-    sent: bool,
-    last: [u8; 2],
+    stuffer: Stuffer,
     done: bool,
 }
 
@@ -315,7 +306,7 @@ impl<'a> DotStuffed<'a> {
     /// The pieces of `message`, each of about `chunk` bytes (at least 1).
     #[must_use]
     pub fn new(message: &'a [u8], chunk: usize) -> Self {
-        Self { rest: message, chunk: chunk.max(1), line_start: true, sent: false, last: [0; 2], done: false }
+        Self { rest: message, chunk: chunk.max(1), stuffer: Stuffer::default(), done: false }
     }
 }
 
@@ -326,27 +317,12 @@ impl Iterator for DotStuffed<'_> {
         if self.done {
             return None;
         }
-        let mut out = Vec::with_capacity(self.chunk.min(self.rest.len() + self.rest.len() / 64 + 5));
-        while !self.rest.is_empty() && out.len() < self.chunk {
-            // RFC 5321 §4.5.2: a line that starts with a dot gets one more.
-            if self.line_start && self.rest[0] == b'.' {
-                out.push(b'.');
-            }
-            let line_end = memchr::memchr(b'\n', self.rest).map_or(self.rest.len(), |i| i + 1);
-            let n = line_end.min(self.chunk.saturating_sub(out.len()).max(1));
-            out.extend_from_slice(&self.rest[..n]);
-            self.line_start = self.rest[n - 1] == b'\n';
-            self.rest = &self.rest[n..];
-        }
-        for &b in &out[out.len().saturating_sub(2)..] {
-            self.last = [self.last[1], b];
-            self.sent = true;
-        }
+        let (piece, rest) = self.rest.split_at(self.chunk.min(self.rest.len()));
+        self.rest = rest;
+        let mut out = Vec::with_capacity(piece.len() + piece.len() / 64 + 5);
+        self.stuffer.push(piece, &mut out);
         if self.rest.is_empty() {
-            if self.sent && self.last != *b"\r\n" {
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b".\r\n");
+            self.stuffer.finish(&mut out);
             self.done = true;
         }
         Some(out)

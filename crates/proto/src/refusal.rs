@@ -129,12 +129,6 @@ impl Refusal {
     }
 }
 
-impl From<Reply> for Refusal {
-    fn from(reply: Reply) -> Self {
-        Self::Decided(reply)
-    }
-}
-
 impl std::fmt::Display for Refusal {
     /// The reply, as the log shows it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
